@@ -1,0 +1,179 @@
+"""The model bundle: the unit that is stored, versioned and shipped.
+
+A bundle is a flat folder of JSON files:
+
+- ``model.json``: the fitted parameters as plain numbers (no pickle: loading runs no code),
+- ``metadata.json``: version, creation time, data checksum, code commit, family, hyper-parameters,
+  feature schema, decision threshold, library versions,
+- ``kpis.json``: held-out test figures and cross-validation mean/std,
+- ``MANIFEST.json``: the sha256 and size of every other file.  It is written last, so a version
+  is visible only once it is complete.
+
+`Bundle.from_files` verifies the manifest: a missing, extra, truncated or altered file is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oncology_model.datamodel import FEATURES
+from oncology_model.errors import BundleError
+
+MANIFEST = "MANIFEST.json"
+MODEL = "model.json"
+METADATA = "metadata.json"
+KPIS = "kpis.json"
+CONTENT_FILES = (MODEL, METADATA, KPIS)
+FORMAT = "oncology-bundle/1"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def dump_json(obj: Any) -> bytes:
+    """Canonical JSON: sorted keys, floats written exactly (repr round-trips)."""
+    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def make_manifest(version: str, files: Mapping[str, bytes]) -> bytes:
+    entries = {name: {"sha256": sha256(data), "size": len(data)} for name, data in sorted(files.items())}
+    return dump_json({"format": FORMAT, "version": version, "files": entries})
+
+
+class LinearScorer:
+    """Scores a standardised linear model: p(malignant) = sigmoid(((x - mean) / scale) . coef + intercept).
+
+    Serves both logistic regression and linear discriminant analysis, whose binary
+    probabilities are the logistic function of the same linear score.
+    """
+
+    kind = "linear"
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        try:
+            mean = [float(v) for v in params["mean"]]
+            scale = [float(v) for v in params["scale"]]
+            coef = [float(v) for v in params["coef"]]
+            self.intercept = float(params["intercept"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{MODEL}: linear parameters are malformed ({exc!r})") from exc
+        n = len(FEATURES)
+        if not (len(mean) == len(scale) == len(coef) == n):
+            raise BundleError(f"{MODEL}: expected {n} values for mean, scale and coef")
+        if any(s == 0 for s in scale) or not all(map(math.isfinite, [*mean, *scale, *coef, self.intercept])):
+            raise BundleError(f"{MODEL}: parameters must be finite with non-zero scale")
+        self.mean, self.scale, self.coef = mean, scale, coef
+        # (x - m) / s . c  ==  x . (c / s) - m / s . c: folded weights make one row a 9-term sum
+        self._weights = tuple(c / s for c, s in zip(coef, scale))
+        self._offset = self.intercept - sum(m / s * c for m, s, c in zip(mean, scale, coef))
+
+    def proba(self, row: Sequence[float]) -> float:
+        """Malignant probability of one row in `FEATURES` order."""
+        z = self._offset
+        for w, x in zip(self._weights, row):
+            z += w * x
+        return _sigmoid(z)
+
+    def proba_many(self, rows: Iterable[Sequence[float]]) -> list[float]:
+        return [self.proba(row) for row in rows]
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+SCORERS = {LinearScorer.kind: LinearScorer}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified model bundle: its files, parsed metadata and KPIs, and a scorer."""
+
+    files: Mapping[str, bytes]
+    version: str
+    metadata: Mapping[str, Any]
+    kpis: Mapping[str, Any]
+    threshold: float
+    scorer: LinearScorer
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes], where: str = "bundle") -> Bundle:
+        """Verify the manifest against the files, then parse them.  Raises `BundleError`."""
+        if MANIFEST not in files:
+            raise BundleError(f"{where}: {MANIFEST} is missing: not a complete model bundle")
+        manifest = _parse_json(files[MANIFEST], f"{where}/{MANIFEST}")
+        listed = manifest.get("files")
+        if manifest.get("format") != FORMAT or not isinstance(listed, dict):
+            raise BundleError(f"{where}/{MANIFEST}: unknown bundle format {manifest.get('format')!r}")
+        for name in CONTENT_FILES:
+            if name not in listed:
+                raise BundleError(f"{where}/{MANIFEST}: does not list {name}")
+        present = set(files) - {MANIFEST}
+        if extra := sorted(present - set(listed)):
+            raise BundleError(f"{where}: files not in the manifest: {', '.join(extra)}")
+        for name, entry in listed.items():
+            if name not in files:
+                raise BundleError(f"{where}/{name}: listed in the manifest but missing")
+            data = files[name]
+            if len(data) != entry.get("size"):
+                raise BundleError(
+                    f"{where}/{name}: size {len(data)} bytes, manifest says {entry.get('size')}: truncated or altered"
+                )
+            if sha256(data) != entry.get("sha256"):
+                raise BundleError(f"{where}/{name}: sha256 does not match the manifest: the file was altered")
+        metadata = _parse_json(files[METADATA], f"{where}/{METADATA}")
+        kpis = _parse_json(files[KPIS], f"{where}/{KPIS}")
+        model = _parse_json(files[MODEL], f"{where}/{MODEL}")
+        version = metadata.get("version")
+        if not isinstance(version, str) or version != manifest.get("version"):
+            raise BundleError(f"{where}: metadata version {version!r} differs from the manifest's")
+        if list(metadata.get("features", [])) != list(FEATURES):
+            raise BundleError(f"{where}/{METADATA}: the model's features differ from this package's {FEATURES}")
+        scorer_cls = SCORERS.get(model.get("kind"))
+        if scorer_cls is None:
+            raise BundleError(f"{where}/{MODEL}: unknown model kind {model.get('kind')!r}")
+        threshold = metadata.get("threshold")
+        if not isinstance(threshold, float) or not 0.0 < threshold < 1.0:
+            raise BundleError(f"{where}/{METADATA}: decision threshold {threshold!r} is not in (0, 1)")
+        return cls(
+            files=dict(files),
+            version=version,
+            metadata=metadata,
+            kpis=kpis,
+            threshold=threshold,
+            scorer=scorer_cls(model),
+        )
+
+    @classmethod
+    def from_dir(cls, path: Path) -> Bundle:
+        if not path.is_dir():
+            raise BundleError(f"{path}: no model bundle there")
+        files = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+        return cls.from_files(files, where=str(path))
+
+    @staticmethod
+    def assemble(version: str, model: Mapping[str, Any], metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> dict[str, bytes]:
+        """The files of a new bundle, manifest included."""
+        files = {MODEL: dump_json(model), METADATA: dump_json(metadata), KPIS: dump_json(kpis)}
+        files[MANIFEST] = make_manifest(version, files)
+        return files
+
+
+def _parse_json(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{where}: not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise BundleError(f"{where}: expected a JSON object")
+    return value

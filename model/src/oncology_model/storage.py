@@ -1,0 +1,269 @@
+"""Object storage behind one interface: a local folder (the default) or S3.
+
+Store URIs: a path, ``file:///path``, or ``s3://bucket/prefix``.  S3 endpoint and credentials come
+from the standard AWS settings (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``...), so the same code runs against AWS S3, MinIO
+or SeaweedFS.  boto3 is imported only when an ``s3://`` URI is used (``pip install
+oncology-model[s3]``).
+
+`Store.publish` writes a group of files so that they become visible together: the local backend
+writes into a staging folder and renames it into place; the S3 backend uploads and verifies every
+file, then writes the commit file last.  Readers treat a group without its commit file as absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from oncology_model.errors import NotFoundError, RegistryError, StoreError
+
+
+class Store(ABC):
+    """A flat key/value object store; keys use ``/`` as separator."""
+
+    uri: str
+
+    @abstractmethod
+    def read(self, key: str) -> bytes:
+        """The object's bytes; `NotFoundError` if absent."""
+
+    @abstractmethod
+    def write(self, key: str, data: bytes) -> None:
+        """Replace an object as a whole: readers see the old or the new bytes, never a mix."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (which should end with ``/``), sorted."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def publish(self, prefix: str, files: Mapping[str, bytes], commit: str) -> None:
+        """Write ``files`` under ``prefix/``, ``commit`` last, so the group appears complete or not at all.
+
+        Refused with `RegistryError` if ``prefix/commit`` already exists: a published group is immutable.
+        """
+
+    def read_dir(self, prefix: str) -> dict[str, bytes]:
+        """The files directly under ``prefix/``, by name."""
+        prefix = prefix.rstrip("/") + "/"
+        return {key[len(prefix):]: self.read(key) for key in self.list(prefix) if "/" not in key[len(prefix):]}
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+class LocalStore(Store):
+    """A folder on the local file system."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise StoreError(f"key {key!r} escapes the store {self.root}")
+        return path
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.root / key}: not found") from None
+        except OSError as exc:
+            raise StoreError(f"{self.root / key}: cannot read ({exc.strerror})") from exc
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            _write_synced(tmp, data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot write ({exc.strerror})") from exc
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        keys = [
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
+        ]
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def publish(self, prefix: str, files: Mapping[str, bytes], commit: str) -> None:
+        target = self._path(prefix.rstrip("/"))
+        if (target / commit).exists():
+            raise RegistryError(f"{target} is already published and cannot be changed")
+        staging = self.root / ".staging" / uuid.uuid4().hex
+        try:
+            staging.mkdir(parents=True)
+            for name in sorted(files, key=lambda n: n == commit):  # the commit file last
+                _write_synced(staging / name, files[name])
+            for name, data in files.items():  # verify what reached the disk
+                if (staging / name).read_bytes() != data:
+                    raise StoreError(f"{staging / name}: read-back differs from what was written")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists() and not any(target.iterdir()):
+                target.rmdir()
+            try:
+                os.rename(staging, target)  # atomic: the version appears whole
+            except OSError as exc:
+                raise RegistryError(f"{target} already exists and cannot be changed") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot publish to {target}: {exc.strerror}") from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class S3Store(Store):
+    """A bucket and key prefix on an S3-compatible server."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self._client = client or _s3_client()
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, exc: Exception, action: str, key: str) -> StoreError:
+        return _s3_error(exc, f"{action} s3://{self.bucket}/{self._key(key)}")
+
+    def read(self, key: str) -> bytes:
+        try:
+            body: bytes = self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            return body
+        except Exception as exc:  # botocore's errors are built at run time: map them below
+            raise self._fail(exc, "cannot read", key) from exc
+
+    def write(self, key: str, data: bytes, **extra: Any) -> None:
+        try:
+            md5 = hashlib.md5(data).digest()  # noqa: S324 - integrity check, not security
+            import base64
+
+            self._client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, ContentMD5=base64.b64encode(md5).decode(), **extra
+            )
+        except Exception as exc:
+            raise self._fail(exc, "cannot write", key) from exc
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        except Exception as exc:
+            raise self._fail(exc, "cannot list", prefix) from exc
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(k[strip:] for k in keys)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception as exc:
+            if _s3_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise self._fail(exc, "cannot check", key) from exc
+
+    def publish(self, prefix: str, files: Mapping[str, bytes], commit: str) -> None:
+        prefix = prefix.rstrip("/")
+        if self.exists(f"{prefix}/{commit}"):
+            raise RegistryError(f"{self.uri}/{prefix} is already published and cannot be changed")
+        for name, data in files.items():
+            if name != commit:
+                self.write(f"{prefix}/{name}", data)  # Content-MD5: the server verifies each upload
+        for name, data in files.items():  # and we verify that every file is there before the commit
+            if name != commit and self.read(f"{prefix}/{name}") != data:
+                raise StoreError(f"{self.uri}/{prefix}/{name}: read-back differs from what was written")
+        self.write(f"{prefix}/{commit}", files[commit])
+
+
+def _s3_client() -> Any:
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise StoreError("s3:// stores need boto3: pip install 'oncology-model[s3]'") from exc
+    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+    return boto3.session.Session().client("s3", config=config)
+
+
+def _s3_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _s3_error(exc: Exception, what: str) -> StoreError:
+    code = _s3_code(exc)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "the default AWS endpoint")
+    if code in {"NoSuchKey", "404", "NotFound"}:
+        return NotFoundError(f"{what}: not found")
+    if code == "NoSuchBucket":
+        return StoreError(f"{what}: the bucket does not exist")
+    if code in {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403"}:
+        return StoreError(f"{what}: S3 refused the credentials ({code}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    name = type(exc).__name__
+    if name in {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ReadTimeoutError"}:
+        return StoreError(f"{what}: cannot reach the S3 server at {endpoint} ({name}); is it running?")
+    if name == "NoCredentialsError":
+        return StoreError(f"{what}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    return StoreError(f"{what}: {name}: {exc}")
+
+
+def open_store(uri: str | Path) -> Store:
+    """The store at ``uri``: a path, ``file://...`` or ``s3://bucket/prefix``."""
+    text = str(uri)
+    parsed = urlparse(text)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StoreError(f"{text}: an S3 URI needs a bucket: s3://bucket/prefix")
+        return S3Store(parsed.netloc, parsed.path)
+    if parsed.scheme == "file":
+        return LocalStore(Path(parsed.path))
+    if parsed.scheme in {"", }:
+        return LocalStore(Path(text))
+    raise StoreError(f"{text}: unsupported store URI; use a path, file://... or s3://bucket/prefix")
+
+
+def read_uri(uri: str | Path) -> bytes:
+    """The bytes of one object named by a URI: a path, ``file://...`` or ``s3://bucket/key``."""
+    text = str(uri)
+    parsed = urlparse(text)
+    if parsed.scheme == "s3":
+        return S3Store(parsed.netloc).read(parsed.path.lstrip("/"))
+    path = Path(parsed.path if parsed.scheme == "file" else text)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read ({exc.strerror})") from exc
