@@ -39,7 +39,7 @@ def _overrides(**values: Any) -> dict[str, Any]:
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -159,6 +159,24 @@ def history(store: StoreOpt = None) -> None:
     for m in moves:
         table.add_row(m["at"], m["alias"], m["action"], str(m["from"]), m["to"])
     out.print(table)
+
+
+@app.command()
+def wheel(
+    store: StoreOpt = None,
+    model: Annotated[str, typer.Option(help="Version or alias to package.")] = "champion",
+    out: Annotated[str, typer.Option(help="Output folder.")] = "dist",
+) -> None:
+    """Build the oncology-model wheel carrying MODEL (its version is the model's)."""
+    from pathlib import Path
+
+    from oncology.packaging import build_model_wheel
+
+    try:
+        path = build_model_wheel(StoreSettings(**_overrides(store=store)).store, model, Path(out))
+    except OncologyError as exc:
+        raise _fail(str(exc)) from None
+    print(path)  # the path alone, for scripts
 
 
 def main() -> None:

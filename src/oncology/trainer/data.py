@@ -88,7 +88,7 @@ def parse(data: bytes, source: str = "<data>") -> Dataset:
             labels.append(label)
     if errors:
         more = " (and more)" if len(errors) > MAX_REPORTED else ""
-        raise DataError(f"{source}: {len(errors[:MAX_REPORTED])} malformed rows{more}:\n  " + "\n  ".join(errors[:MAX_REPORTED]))
+        raise DataError(f"{source}: {len(errors[:MAX_REPORTED])} malformed row(s){more}:\n  " + "\n  ".join(errors[:MAX_REPORTED]))
     if not rows:
         raise DataError(f"{source}: no complete rows")
     y = np.array(labels, dtype=np.int64)

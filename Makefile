@@ -1,0 +1,48 @@
+# oncology: the pipeline driver.  `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STORE  ?= store
+VERSION ?= champion
+PYTEST_ARGS ?=
+
+.PHONY: help install run train test lint wheel lock clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Set up .venv with the locked dependencies and the project (editable)
+
+$(VENV)/.installed: requirements.lock pyproject.toml model/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e model -e .
+	@touch $@
+
+run: install ## The main job on local defaults: train, evaluate, publish to ./store, promote if the gate passes
+	$(BIN)/oncology train --store $(STORE) --promote
+
+train: install ## Train and publish a new version without promoting it
+	$(BIN)/oncology train --store $(STORE)
+
+test: install ## Run the test suite (unit, integration with a real S3 server, wheel install)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install ## Static checks: ruff and mypy --strict
+	$(BIN)/ruff check src model/src tests model/tests
+	$(BIN)/mypy
+
+wheel: install ## Build the oncology-model wheel carrying VERSION (default: champion) from STORE into dist/
+	$(BIN)/oncology wheel --store $(STORE) --model $(VERSION) --out dist
+
+lock: ## Re-resolve requirements.lock from pyproject.toml (needs the package index)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --no-emit-package oncology-model --python-version 3.11 -o requirements.lock
+
+clean: ## Remove build output and caches (keeps .venv and the store)
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

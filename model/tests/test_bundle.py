@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from conftest import bundle_files
+
+from oncology_model.bundle import KPIS, MANIFEST, METADATA, MODEL, Bundle, make_manifest
+from oncology_model.errors import BundleError
+
+
+def test_a_complete_bundle_loads_with_its_version_threshold_and_kpis(files: dict[str, bytes]) -> None:
+    bundle = Bundle.from_files(files)
+    assert bundle.version == "1.0.1"
+    assert bundle.threshold == 0.3
+    assert bundle.kpis["test"]["accuracy"] == 0.97
+
+
+def test_the_manifest_lists_the_sha256_of_every_file(files: dict[str, bytes]) -> None:
+    manifest = json.loads(files[MANIFEST])
+    assert set(manifest["files"]) == {MODEL, METADATA, KPIS}
+
+
+@pytest.mark.parametrize("name", [MODEL, METADATA, KPIS])
+def test_an_altered_file_is_refused(files: dict[str, bytes], name: str) -> None:
+    data = bytearray(files[name])
+    data[10] = ord("7") if data[10] != ord("7") else ord("8")
+    with pytest.raises(BundleError, match=f"{name}: sha256 does not match"):
+        Bundle.from_files({**files, name: bytes(data)})
+
+
+def test_a_truncated_file_is_refused(files: dict[str, bytes]) -> None:
+    with pytest.raises(BundleError, match="model.json: size .* truncated"):
+        Bundle.from_files({**files, MODEL: files[MODEL][:-20]})
+
+
+@pytest.mark.parametrize("name", [MODEL, METADATA, KPIS, MANIFEST])
+def test_a_missing_file_is_refused(files: dict[str, bytes], name: str) -> None:
+    with pytest.raises(BundleError, match=f"{name}.*missing"):
+        Bundle.from_files({k: v for k, v in files.items() if k != name})
+
+
+def test_an_unlisted_file_is_refused(files: dict[str, bytes]) -> None:
+    with pytest.raises(BundleError, match="not in the manifest: payload.py"):
+        Bundle.from_files({**files, "payload.py": b"import os"})
+
+
+def test_a_consistent_but_invalid_model_is_refused() -> None:
+    with pytest.raises(BundleError, match="non-zero scale"):
+        Bundle.from_files(bundle_files(scale=[0.0] * 9))
+
+
+def test_a_manifest_rewritten_for_a_changed_threshold_still_needs_a_valid_threshold() -> None:
+    files = bundle_files(threshold=1.5)
+    with pytest.raises(BundleError, match="threshold"):
+        Bundle.from_files(files)
+
+
+def test_version_mismatch_between_manifest_and_metadata_is_refused(files: dict[str, bytes]) -> None:
+    content = {k: v for k, v in files.items() if k != MANIFEST}
+    with pytest.raises(BundleError, match="version"):
+        Bundle.from_files({**content, MANIFEST: make_manifest("9.9.9", content)})
+
+
+def test_linear_scorer_is_the_logistic_of_the_standardised_score(files: dict[str, bytes]) -> None:
+    scorer = Bundle.from_files(files).scorer
+    row = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    z = sum(0.8 * (x - 3.0) / 2.0 for x in row) - 1.0
+    assert scorer.proba(row) == pytest.approx(1 / (1 + math.exp(-z)), rel=1e-12)
+    assert scorer.proba_many([row, row]) == [scorer.proba(row)] * 2
+    assert 0.0 < scorer.proba([1] * 9) < scorer.proba([10] * 9) < 1.0

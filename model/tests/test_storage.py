@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import oncology_model.storage as storage
+from oncology_model.errors import NotFoundError, RegistryError, StoreError
+from oncology_model.storage import LocalStore, S3Store, open_store, read_uri
+
+
+def test_uris_choose_the_backend(tmp_path: Path) -> None:
+    assert isinstance(open_store(tmp_path), LocalStore)
+    assert open_store(f"file://{tmp_path}").uri == str(tmp_path)
+    with pytest.raises(StoreError, match="unsupported store URI"):
+        open_store("ftp://host/x")
+    with pytest.raises(StoreError, match="needs a bucket"):
+        open_store("s3:///prefix")
+
+
+def test_s3_uri_names_bucket_and_prefix() -> None:
+    store = S3Store("bucket", "/a/b/", client=object())
+    assert (store.bucket, store.prefix, store.uri) == ("bucket", "a/b", "s3://bucket/a/b")
+
+
+def test_local_write_read_list(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.write("a/b.txt", b"1")
+    store.write("a/b.txt", b"2")
+    assert store.read("a/b.txt") == b"2"
+    assert store.list("a/") == ["a/b.txt"]
+    assert store.exists("a/b.txt") and not store.exists("a/c.txt")
+    with pytest.raises(NotFoundError):
+        store.read("nope")
+    with pytest.raises(StoreError, match="escapes"):
+        store.read("../outside")
+
+
+def test_publish_makes_all_files_visible_together_and_is_immutable(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.publish("models/1", {"a": b"1", "MANIFEST.json": b"m"}, commit="MANIFEST.json")
+    assert store.read_dir("models/1") == {"a": b"1", "MANIFEST.json": b"m"}
+    with pytest.raises(RegistryError, match="already published"):
+        store.publish("models/1", {"a": b"2", "MANIFEST.json": b"m"}, commit="MANIFEST.json")
+    assert store.read("models/1/a") == b"1"
+
+
+def test_a_crash_halfway_leaves_no_visible_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path)
+    real = storage._write_synced
+    calls = []
+
+    def dying(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(storage, "_write_synced", dying)
+    with pytest.raises(StoreError, match="No space left"):
+        store.publish("models/1", {"a": b"1", "b": b"2", "MANIFEST.json": b"m"}, commit="MANIFEST.json")
+    assert store.list("") == []
+    assert not (tmp_path / "models" / "1").exists()
+
+
+def test_read_uri_reports_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="no such file"):
+        read_uri(tmp_path / "missing.data")

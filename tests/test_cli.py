@@ -1,0 +1,74 @@
+"""The `oncology` command as a user runs it: a real process, real files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ONCOLOGY = [str(Path(sys.executable).parent / "oncology")]
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("ONCOLOGY_", "AWS_"))}
+    full = {**base, "ONCOLOGY_CV_FOLDS": "5", "ONCOLOGY_CV_REPEATS": "1", "COLUMNS": "160", **(env or {})}
+    return subprocess.run([*ONCOLOGY, *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=300)
+
+
+def test_train_prints_the_version_and_kpis_and_settings_come_from_env(tmp_path: Path) -> None:
+    proc = run("train", env={"ONCOLOGY_STORE": str(tmp_path / "s"), "ONCOLOGY_PROMOTE": "true"})
+    assert proc.returncode == 0, proc.stderr
+    assert "published model version 1.0.1" in proc.stdout
+    assert "champion is now 1.0.1" in proc.stdout
+    for label in ("accuracy", "malignant recall", "specificity", "ROC AUC", "Brier", "confusion"):
+        assert label in proc.stdout
+    assert "%" in proc.stderr  # plain progress lines when not on a terminal
+    listed = run("models", "list", "--store", str(tmp_path / "s"))
+    assert "1.0.1" in listed.stdout and "champion" in listed.stdout
+
+
+def test_the_default_store_is_a_folder_in_the_working_directory(tmp_path: Path) -> None:
+    proc = run("train", "--seed", "3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "store" / "models" / "1.0.1" / "MANIFEST.json").is_file()
+
+
+def test_malformed_data_is_reported_with_line_number_and_nothing_is_published(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.data"
+    bad.write_text("1000025,5,1,1,1,2,1,3,1,1,2\n1000026,5,1,1,1,2,12,3,1,1,2\n")
+    proc = run("train", "--data", str(bad), "--store", str(tmp_path / "s"))
+    assert proc.returncode == 2
+    assert "line 2: bare_nuclei is '12'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "s" / "models").exists()
+
+
+def test_a_failed_gate_exits_non_zero_with_the_reason(tmp_path: Path) -> None:
+    proc = run("train", "--store", str(tmp_path / "s"), env={"ONCOLOGY_GATE_MIN_ROC_AUC": "0.9999"})
+    assert proc.returncode == 1
+    assert "failed the quality gate and was not published" in proc.stderr and "roc_auc" in proc.stderr
+    assert not (tmp_path / "s" / "models").exists()
+
+
+def test_promote_checks_the_gate_and_rollback_needs_history(trained_store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    store = tmp_path / "copy"
+    shutil.copytree(trained_store, store)
+    refused = run("models", "promote", "1.0.1", "--store", str(store), env={"ONCOLOGY_GATE_MIN_ACCURACY": "1.0"})
+    assert refused.returncode == 1 and "fails the quality gate" in refused.stderr
+    back = run("models", "rollback", "--store", str(store))
+    assert back.returncode == 2 and "no earlier version" in back.stderr
+    missing = run("models", "promote", "4.5.6", "--store", str(store))
+    assert missing.returncode == 2 and "4.5.6 is not published" in missing.stderr
+    history = run("models", "history", "--store", str(store))
+    assert "promote" in history.stdout and "1.0.1" in history.stdout
+
+
+@pytest.mark.parametrize("uri", ["ftp://x/y", "s3://"])
+def test_a_bad_store_uri_is_a_clear_error(uri: str, tmp_path: Path) -> None:
+    proc = run("models", "list", "--store", uri)
+    assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,53 @@
+"""The oncology-model wheel as its users get it: built, installed alone in a fresh venv, predicting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from oncology.packaging import build_model_wheel
+from oncology_model import Classifier, Tumor
+from oncology_model.datamodel import FEATURES
+
+pytestmark = pytest.mark.slow
+
+PROBE = """
+import json, sys, importlib.util
+from oncology_model import Classifier, Tumor
+clf = Classifier()
+rows = json.loads(sys.argv[1])
+tumors = [Tumor.model_validate(r) for r in rows]
+print(json.dumps({
+    "version": clf.version,
+    "probabilities": clf.predict_proba_batch(tumors),
+    "labels": [p.value for p in clf.predict_batch(tumors)],
+    "absent": [m for m in ("sklearn", "pandas", "numpy", "boto3", "oncology") if importlib.util.find_spec(m) is None],
+}))
+"""
+
+
+def test_the_wheel_installs_alone_and_predicts_like_the_store(trained_store: Path, tmp_path: Path) -> None:
+    wheel = build_model_wheel(str(trained_store), "champion", tmp_path / "dist")
+    assert wheel.name == "oncology_model-1.0.1-py3-none-any.whl"
+
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([python, "-m", "pip", "install", "--quiet", str(wheel)], check=True, timeout=600)
+
+    rows = [dict(zip(FEATURES, r)) for r in ((5, 1, 1, 1, 2, 1, 3, 1, 1), (8, 10, 10, 8, 7, 10, 9, 7, 1), (3, 3, 2, 3, 2, 4, 4, 1, 1))]
+    proc = subprocess.run([python, "-c", PROBE, json.dumps(rows)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+
+    expected = Classifier.from_uri(trained_store, "champion")
+    tumors = [Tumor(**r) for r in rows]
+    assert got["version"] == "1.0.1"
+    assert got["probabilities"] == expected.predict_proba_batch(tumors)
+    assert got["labels"] == [p.value for p in expected.predict_batch(tumors)]
+    assert set(got["absent"]) == {"sklearn", "pandas", "numpy", "boto3", "oncology"}
