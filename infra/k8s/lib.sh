@@ -1,0 +1,174 @@
+# Shared helpers for infra/k8s/*.sh (sourced, not executed).
+# shellcheck shell=bash
+
+K8S_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$K8S_LIB_DIR/../.." && pwd)"
+
+# Debian bookworm's `kubernetes` source package carries upstream 1.20.2.
+K8S_VERSION="${ONCOLOGY_K8S_VERSION:-1.20.2}"
+K8S_CACHE_ROOT="${ONCOLOGY_K8S_CACHE:-/var/cache/oncology/k8s}"
+K8S_CACHE="$K8S_CACHE_ROOT/$K8S_VERSION"
+K8S_BIN="$K8S_CACHE/bin"
+K8S_COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
+
+INFRA_DIR="${ONCOLOGY_INFRA_DIR:-$REPO_ROOT/.infra}"
+K8S_STATE="$INFRA_DIR/k8s"
+
+# Debian packages: build (golang-go make rsync), control plane and node
+# (etcd, iptables, conntrack, ipset, socat for port-forward), tooling.
+K8S_APT_PACKAGES="golang-go make patch rsync jq socat iptables conntrack ipset etcd-server etcd-client openssl ca-certificates curl iproute2 util-linux procps"
+
+log() { printf '[k8s %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+need_root() { [ "$(id -u)" = 0 ] || die "run as root"; }
+
+# apt-get with a wait on the dpkg lock (other jobs may be installing too).
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 "$@"
+}
+
+# Install the Debian packages that are missing; `apt-get update` only when
+# something has to be installed.
+ensure_apt_packages() {
+  local missing="" p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+  done
+  [ -z "$missing" ] && return 0
+  log "apt-get install:$missing"
+  apt_get update -qq
+  # shellcheck disable=SC2086
+  apt_get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+# --- cluster settings (all overridable) --------------------------------------
+NODE_IP="${ONCOLOGY_K8S_NODE_IP:-10.200.0.1}"        # added to lo by up.sh
+NODE_NAME="${ONCOLOGY_K8S_NODE_NAME:-oncology-node}"
+SERVICE_CIDR="${ONCOLOGY_K8S_SERVICE_CIDR:-10.96.0.0/16}"
+SERVICE_IP="${ONCOLOGY_K8S_SERVICE_IP:-10.96.0.1}"     # first address of SERVICE_CIDR
+API_PORT="${ONCOLOGY_K8S_API_PORT:-6443}"
+ETCD_PORT="${ONCOLOGY_K8S_ETCD_PORT:-2379}"            # peer = +1, metrics = +2
+KUBELET_PORT=10250
+KUBELET_HEALTHZ_PORT=10248
+PROXY_METRICS_PORT=10249
+PROXY_HEALTHZ_PORT=10256
+CM_PORT=10257
+SCHED_PORT=10259
+PAUSE_IMAGE="oncology/pause:1"
+READY_TIMEOUT="${ONCOLOGY_K8S_READY_TIMEOUT:-240}"
+
+PKI="$K8S_STATE/pki"
+RUN="$K8S_STATE/run"
+LOGS="$K8S_STATE/logs"
+STATE_ENV="$RUN/state.env"     # what up.sh changed on the machine, for down.sh
+KUBECONFIG_ADMIN="$K8S_STATE/kubeconfig"
+
+# Sysctls the kubelet and kube-proxy set; saved by up.sh, restored by down.sh.
+K8S_SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.conf.all.route_localnet"
+
+kubectl_k8s() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+
+# The Debian docker client (the other client on PATH lacks BuildKit secrets).
+docker_cli() {
+  if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else docker "$@"; fi
+}
+
+# DOCKER_HOST / DOCKER_SOCK of the project's dockerd (infra/docker.sh).
+# With $1 = up, start it when it is not running.
+docker_env() {
+  local ds="$REPO_ROOT/infra/docker.sh"
+  if [ -z "${ONCOLOGY_K8S_DOCKER_HOST:-}" ] && [ -x "$ds" ]; then
+    [ "${1:-}" = up ] && "$ds" up >&2
+    eval "$("$ds" env)"
+  elif [ -n "${ONCOLOGY_K8S_DOCKER_HOST:-}" ]; then
+    DOCKER_HOST="$ONCOLOGY_K8S_DOCKER_HOST"
+  fi
+  [ -n "${DOCKER_HOST:-}" ] || return 1
+  export DOCKER_HOST
+  DOCKER_SOCK="${DOCKER_HOST#unix://}"
+}
+
+# --- processes ----------------------------------------------------------------
+# start_proc NAME CMD...: run CMD detached (own session), log to logs/NAME.log,
+# record "PID EXE" in run/NAME.pid.
+start_proc() {
+  local name="$1"; shift
+  mkdir -p "$RUN" "$LOGS"
+  setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid $(command -v "$1")" >"$RUN/$name.pid"
+}
+
+# proc_pid NAME: the PID if that process is still the one we started.
+proc_pid() {
+  local f="$RUN/$1.pid" pid exe
+  [ -f "$f" ] || return 1
+  read -r pid exe <"$f"
+  [ -n "$pid" ] && [ -e "/proc/$pid" ] || return 1
+  [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "$exe")" ] || return 1
+  echo "$pid"
+}
+
+# stop_proc NAME [GRACE]: SIGTERM by PID, SIGKILL after GRACE seconds.
+stop_proc() {
+  local name="$1" grace="${2:-15}" pid i
+  if pid=$(proc_pid "$name"); then
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 5; i++)); do
+      [ -e "/proc/$pid" ] || break
+      grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null && break
+      sleep 0.2
+    done
+    if [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
+      log "$name did not stop in ${grace}s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+    fi
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
+# port_busy ADDR PORT
+port_busy() { ss -Hltn "sport = :$2" 2>/dev/null | awk '{print $4}' | grep -qE "^(\[?::\]?|0\.0\.0\.0|\*|${1//./\\.}):$2$"; }
+
+# wait_for SECONDS DESCRIPTION CMD...: poll CMD until it succeeds.
+wait_for() {
+  local secs="$1" what="$2" end; shift 2
+  end=$(( $(date +%s) + secs ))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.5
+  done
+}
+
+# --- teardown of what the kubelet and kube-proxy leave in iptables ------------
+# Remove every jump into a KUBE-* chain, then flush and delete those chains,
+# in all tables, for IPv4 and IPv6.  Rules of others (DOCKER-*, ...) stay.
+cleanup_kube_chains() {
+  local ipt t rules line c chains
+  for ipt in iptables ip6tables; do
+    command -v "$ipt-save" >/dev/null || continue
+    for t in filter nat mangle raw; do
+      rules=$("$ipt-save" -t "$t" 2>/dev/null) || continue
+      while read -r line; do
+        [ -n "$line" ] || continue
+        eval "$ipt -w -t $t -D ${line#-A }" 2>/dev/null || true
+      done < <(printf '%s\n' "$rules" | grep -E '^-A ' | grep -vE '^-A KUBE-' | grep -E -- '-[jg] KUBE-' || true)
+      chains=$(printf '%s\n' "$rules" | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p')
+      for c in $chains; do "$ipt" -w -t "$t" -F "$c" 2>/dev/null || true; done
+      for c in $chains; do "$ipt" -w -t "$t" -X "$c" 2>/dev/null || true; done
+    done
+  done
+}
+
+# Unmount everything mounted at or below DIR, deepest first.
+unmount_under() {
+  local dir m
+  dir="$(readlink -f "$1" 2>/dev/null || echo "$1")"
+  awk -v d="$dir" '{ gsub(/\\040/, " ", $5); if ($5 == d || index($5, d "/") == 1) print $5 }' /proc/self/mountinfo \
+    | sort -r | while read -r m; do
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
+      done
+}
