@@ -4,8 +4,8 @@ import json
 import math
 
 import pytest
-from conftest import bundle_files
 
+from conftest import bundle_files
 from oncology_model.bundle import KPIS, MANIFEST, METADATA, MODEL, Bundle, make_manifest
 from oncology_model.errors import BundleError
 

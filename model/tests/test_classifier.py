@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE, MALIGNANT_EXAMPLE, bundle_files
 
+from conftest import EXAMPLE, MALIGNANT_EXAMPLE, bundle_files
 from oncology_model.classifier import Classifier
 from oncology_model.datamodel import Prediction, Tumor
 from oncology_model.errors import BundleError, NotFoundError

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import EXAMPLE
 from pydantic import ValidationError
 
+from conftest import EXAMPLE
 from oncology_model.datamodel import FEATURES, Prediction, Tumor
 
 

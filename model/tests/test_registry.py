@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import bundle_files
 
+from conftest import bundle_files
 from oncology_model.errors import BundleError, NotFoundError, RegistryError
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore

@@ -179,5 +179,28 @@ def wheel(
     print(path)  # the path alone, for scripts
 
 
+@app.command()
+def serve(
+    store: Annotated[str | None, typer.Option(help="Store to serve from; default: the model in the installed wheel. [env: ONCOLOGY_STORE]")] = None,
+    model: Annotated[str | None, typer.Option(help="Version, champion or latest. [env: ONCOLOGY_MODEL]")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind. [env: ONCOLOGY_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port. [env: ONCOLOGY_PORT]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes. [env: ONCOLOGY_WORKERS]")] = None,
+) -> None:
+    """Serve predictions over HTTP (REST and the Open Inference Protocol)."""
+    from pydantic import ValidationError
+
+    from oncology.settings import ServeSettings
+    from oncology.webservice.server import serve as run_server
+
+    try:
+        settings = ServeSettings(**_overrides(store=store, model=model, host=host, port=port, workers=workers))
+        settings.tokens()
+    except (ValidationError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    err.print(f"docs: http://{settings.host}:{settings.port}/docs", highlight=False, soft_wrap=True)
+    run_server(settings)
+
+
 def main() -> None:
     app()

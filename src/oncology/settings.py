@@ -7,8 +7,11 @@ S3 endpoint and credentials are not here: they are the standard AWS variables
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class StoreSettings(BaseSettings):
@@ -36,3 +39,51 @@ class TrainSettings(GateSettings):
         0.98, gt=0, le=1, description="The decision threshold is the highest with this cross-validated malignant recall."
     )
     promote: bool = Field(False, description="Promote the new version to champion when it passes the gate.")
+
+
+class ServeSettings(BaseSettings):
+    """The web service.  Model source: the wheel's model when ``store`` is unset, else ``model`` from ``store``."""
+
+    model_config = SettingsConfigDict(env_prefix="ONCOLOGY_", extra="ignore")
+
+    store: str | None = Field(None, description="Model store to serve from; unset: the model inside the installed wheel.")
+    model: str = Field("champion", description="Version, `champion` or `latest` (with a store).")
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8080, ge=1, le=65535, description="Port to listen on.")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes.")
+    reload_interval: float = Field(
+        5.0, ge=0, description="Seconds between checks of the model alias in the store (0: never reload)."
+    )
+    max_batch: int = Field(10_000, ge=1, description="Most rows accepted in one batch request.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest body accepted by single-row routes (bytes).")
+    max_batch_body_bytes: int = Field(
+        8 << 20, ge=1024, description="Largest body accepted by batch routes (bytes); 10,000 rows take about 2.3 MB."
+    )
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer tokens accepted by prediction routes (comma-separated in ONCOLOGY_API_TOKENS); none: open.",
+    )
+    api_tokens_file: Path | None = Field(None, description="A file with one bearer token per line, added to api_tokens.")
+    access_log: bool = Field(True, description="Write a JSON access-log line per request (never with feature values).")
+    graceful_timeout: float = Field(20.0, ge=0, description="Seconds that in-flight requests get to finish on SIGTERM.")
+    drain_seconds: float = Field(
+        0.0, ge=0, description="On SIGTERM, seconds to keep serving with readiness false (for load balancers) before closing."
+    )
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    def tokens(self) -> list[str]:
+        """Every configured token (environment and file)."""
+        found = [t.get_secret_value() for t in self.api_tokens]
+        if self.api_tokens_file is not None:
+            try:
+                lines = self.api_tokens_file.read_text().splitlines()
+            except OSError as exc:
+                raise ValueError(f"{self.api_tokens_file}: cannot read the API tokens file ({exc.strerror})") from exc
+            found += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        return found

@@ -9,8 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import S3, fast_settings
 
+from conftest import S3, fast_settings
 from oncology.trainer import data
 from oncology.trainer.pipeline import run_training
 from oncology_model import Classifier, StoreError, Tumor

@@ -49,7 +49,7 @@ def test_a_malformed_row_is_reported_with_its_line_number(line: str, reason: str
     with pytest.raises(DataError) as info:
         parse((GOOD + line + "\n" + GOOD).encode(), "upload.data")
     assert "upload.data" in str(info.value)
-    assert f"line 4: " in str(info.value) and reason in str(info.value)
+    assert "line 4: " in str(info.value) and reason in str(info.value)
 
 
 def test_binary_garbage_is_refused() -> None:

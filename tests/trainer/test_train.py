@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fast_settings
 
+from conftest import fast_settings
 from oncology.trainer import data, metrics
 from oncology.trainer.pipeline import GateFailed, run_training
 from oncology.trainer.train import train

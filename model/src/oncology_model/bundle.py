@@ -139,7 +139,7 @@ class Bundle:
             raise BundleError(f"{where}: metadata version {version!r} differs from the manifest's")
         if list(metadata.get("features", [])) != list(FEATURES):
             raise BundleError(f"{where}/{METADATA}: the model's features differ from this package's {FEATURES}")
-        scorer_cls = SCORERS.get(model.get("kind"))
+        scorer_cls = SCORERS.get(str(model.get("kind")))
         if scorer_cls is None:
             raise BundleError(f"{where}/{MODEL}: unknown model kind {model.get('kind')!r}")
         threshold = metadata.get("threshold")

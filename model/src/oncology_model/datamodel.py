@@ -8,7 +8,7 @@ inference-protocol metadata are all derived from it (see `FEATURES`).
 from __future__ import annotations
 
 import numbers
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,7 +63,7 @@ class Tumor(BaseModel):
 FEATURES: Final[tuple[str, ...]] = tuple(Tumor.model_fields)
 
 
-class Prediction(str, Enum):
+class Prediction(StrEnum):
     """The predicted class of a tumor."""
 
     BENIGN = "benign"

@@ -49,29 +49,28 @@ class Candidate:
     make: Callable[[], Pipeline]
 
 
+def _logistic(c: float, seed: int) -> Callable[[], Pipeline]:
+    return lambda: Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(C=c, random_state=seed))])
+
+
+def _lda(shrinkage: float) -> Callable[[], Pipeline]:
+    return lambda: Pipeline(
+        [("scale", StandardScaler()), ("model", LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage))]
+    )
+
+
 def candidates(seed: int) -> list[Candidate]:
-    """The model families compared by cross-validation, simplest first (ties go to the first)."""
-    found = [
-        Candidate(
-            f"logistic_regression(C={c})",
-            "logistic_regression",
-            {"C": c, "penalty": "l2", "solver": "lbfgs"},
-            lambda c=c: Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(C=c, random_state=seed))]),
-        )
-        for c in (0.01, 0.1, 1.0)
+    """The model families compared by cross-validation, simplest (most regularised) first."""
+    return [
+        *(
+            Candidate(f"logistic_regression(C={c})", "logistic_regression", {"C": c, "penalty": "l2", "solver": "lbfgs"}, _logistic(c, seed))
+            for c in (0.01, 0.1, 1.0)
+        ),
+        *(
+            Candidate(f"linear_discriminant(shrinkage={s})", "linear_discriminant_analysis", {"solver": "lsqr", "shrinkage": s}, _lda(s))
+            for s in (0.2, 0.0)
+        ),
     ]
-    found += [
-        Candidate(
-            f"linear_discriminant(shrinkage={s})",
-            "linear_discriminant_analysis",
-            {"solver": "lsqr", "shrinkage": s},
-            lambda s=s: Pipeline(
-                [("scale", StandardScaler()), ("model", LinearDiscriminantAnalysis(solver="lsqr", shrinkage=s))]
-            ),
-        )
-        for s in (0.0, 0.2)
-    ]
-    return found
 
 
 @dataclass
@@ -175,8 +174,8 @@ def export(estimator: Pipeline) -> dict[str, Any]:
     """The fitted parameters as plain numbers for `LinearScorer`."""
     scaler: StandardScaler = estimator.named_steps["scale"]
     model: ClassifierMixin = estimator.named_steps["model"]
-    coef = np.asarray(model.coef_, dtype=np.float64).ravel()  # type: ignore[attr-defined]
-    intercept = float(np.asarray(model.intercept_).ravel()[0])  # type: ignore[attr-defined]
+    coef = np.asarray(model.coef_, dtype=np.float64).ravel()
+    intercept = float(np.asarray(model.intercept_).ravel()[0])
     return {
         "kind": LinearScorer.kind,
         "mean": scaler.mean_.tolist(),

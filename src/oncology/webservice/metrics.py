@@ -1,0 +1,64 @@
+"""Prometheus metrics of the service (one registry per app; multi-process aware)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "oncology_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "oncology_http_request_duration_seconds", "Request latency by route and status", ["route", "status"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.predictions = Counter("oncology_predictions", "Predictions by predicted class", ["prediction"], registry=r)
+        self.model_info = Gauge(
+            "oncology_model_info", "The served model version (value 1)", ["version"], registry=r, multiprocess_mode="liveall"
+        )
+        self.reloads = Counter("oncology_model_reloads", "Model loads by result (initial, success, failure)", ["result"], registry=r)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.benign = self.predictions.labels("benign")
+        self.malignant = self.predictions.labels("malignant")
+        self._version: str | None = None
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # label lookups cost more than the increments: cache them
+            children = self._children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, str(status)),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_predictions(self, malignant: int, total: int) -> None:
+        if malignant:
+            self.malignant.inc(malignant)
+        if total - malignant:
+            self.benign.inc(total - malignant)
+
+    def model_loaded(self, result: str, version: str | None) -> None:
+        self.reloads.labels(result).inc()
+        if version is not None and version != self._version:
+            if self._version is not None:
+                self.model_info.remove(self._version)
+            self.model_info.labels(version).set(1)
+            self._version = version
+
+    def exposition(self) -> bytes:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # several workers: merge their files
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
+        return generate_latest(self.registry)

@@ -1,0 +1,81 @@
+"""The served model: loaded and verified before the service is ready, swapped atomically when the
+alias it follows moves.  Knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from oncology.settings import ServeSettings
+from oncology_model.classifier import Classifier
+from oncology_model.errors import OncologyError
+from oncology_model.registry import ModelRegistry, version_key
+from oncology_model.storage import open_store
+
+log = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """Holds the `Classifier` being served.
+
+    Readers take ``holder.classifier`` once per request and use that object throughout, so a swap
+    (one attribute assignment) never mixes two models within a request, and no request waits.
+    """
+
+    def __init__(self, settings: ServeSettings, on_reload: Callable[[str, str | None], None] | None = None) -> None:
+        self.settings = settings
+        self.classifier: Classifier | None = None
+        self.draining = False
+        self._on_reload = on_reload or (lambda result, version: None)
+        self._lock = threading.Lock()  # one reload at a time
+        self._registry = ModelRegistry(open_store(settings.store)) if settings.store else None
+
+    @property
+    def source(self) -> str:
+        return f"{self.settings.store} ({self.settings.model})" if self.settings.store else "the installed oncology-model wheel"
+
+    @property
+    def follows_alias(self) -> bool:
+        """Whether the served version can change: a store and an alias (not a fixed version)."""
+        return self._registry is not None and not self.settings.model[:1].isdigit()
+
+    @property
+    def ready(self) -> bool:
+        return self.classifier is not None and not self.draining
+
+    def load(self) -> Classifier:
+        """Load the configured model (verified); raises `OncologyError` with the reason."""
+        registry = self._registry
+        classifier = Classifier() if registry is None else Classifier(registry.load(self.settings.model))
+        self.classifier = classifier
+        self._on_reload("initial", classifier.version)
+        log.info("serving model %s from %s", classifier.version, self.source)
+        return classifier
+
+    def refresh(self) -> bool:
+        """Follow the alias: load and switch to the version it names now.  True if it switched.
+
+        A bundle that fails verification is not served: the current model keeps serving, and the
+        failure is logged and counted.
+        """
+        if self._registry is None or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            current = self.classifier.version if self.classifier else None
+            try:
+                wanted = self._registry.resolve(self.settings.model)
+                if wanted == current:
+                    return False
+                candidate = Classifier(self._registry.load(wanted))
+            except OncologyError as exc:
+                self._on_reload("failure", current)
+                log.error("model reload failed, still serving %s: %s", current, exc)
+                return False
+            self.classifier = candidate
+            self._on_reload("success", candidate.version)
+            direction = "rollback" if current and version_key(wanted) < version_key(current) else "update"
+            log.info("model %s -> %s (%s of %s)", current, wanted, direction, self.settings.model)
+            return True
+        finally:
+            self._lock.release()

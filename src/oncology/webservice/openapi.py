@@ -1,0 +1,231 @@
+"""The OpenAPI 3.1 document, built from the same pydantic models that validate requests, and the
+interactive docs page (Swagger UI served from the installed `swagger-ui-py` package, no CDN)."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from oncology.settings import ServeSettings
+from oncology.webservice.schemas import V2_INPUT, V2_INPUT_DATATYPES, V2_MODEL, V2_OUTPUTS, ErrorOut, PredictionOut
+from oncology_model.datamodel import FEATURES, Tumor
+
+
+def _swagger_ui_dir() -> Path:
+    spec = importlib.util.find_spec("swagger_ui")  # located, not imported: only its static files are used
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is missing: pip install swagger-ui-py")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+SWAGGER_UI_DIR = _swagger_ui_dir()
+
+DOCS_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>oncology API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});</script>
+</body></html>
+"""
+
+
+class ModelOut(BaseModel):
+    """The served model."""
+
+    version: str
+    source: str = Field(description="Where the model was loaded from.")
+    threshold: float = Field(description="Malignant probability at or above which the prediction is malignant.")
+    metadata: dict[str, Any] = Field(description="The bundle's metadata.json.")
+    kpis: dict[str, Any] = Field(description="The bundle's kpis.json: held-out test figures and CV mean/std.")
+
+
+class Status(BaseModel):
+    status: str
+    model_version: str | None = None
+
+
+class V2Tensor(BaseModel):
+    name: str = Field(description=f"Any name; the model has one input, `{V2_INPUT}`.")
+    shape: list[int] = Field(description=f"[N, {len(FEATURES)}]", min_length=2, max_length=2)
+    datatype: str = Field(description=f"One of {', '.join(V2_INPUT_DATATYPES)}.")
+    data: list[Any] = Field(description=f"N x {len(FEATURES)} values, row-major (flat or nested), in the order {', '.join(FEATURES)}; whole numbers 1-10.")
+    parameters: dict[str, Any] | None = None
+
+
+class V2RequestedOutput(BaseModel):
+    name: str = Field(description=f"One of {', '.join(V2_OUTPUTS)}.")
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferRequest(BaseModel):
+    """An inference request of the Open Inference Protocol (V2)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "42", "inputs": [{"name": V2_INPUT, "shape": [1, len(FEATURES)], "datatype": "INT64",
+                                "data": [5, 1, 1, 1, 2, 1, 3, 1, 1]}]}]})
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2Tensor] = Field(min_length=1, max_length=1)
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class V2OutputTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class V2InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[V2OutputTensor]
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2MetadataTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2MetadataTensor]
+    outputs: list[V2MetadataTensor]
+
+
+class V2Live(BaseModel):
+    live: bool
+
+
+class V2Ready(BaseModel):
+    ready: bool
+
+
+TumorBatch = list[Tumor]
+_MODELS: list[type[BaseModel]] = [
+    Tumor, PredictionOut, ErrorOut, ModelOut, Status, V2InferRequest, V2InferResponse, V2ServerMetadata,
+    V2ModelMetadata, V2Live, V2Ready,
+]
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    reasons = {
+        400: "The body is not valid JSON.",
+        401: "A bearer token is required (when tokens are configured).",
+        404: "No such route or model.",
+        405: "Method not allowed on this route.",
+        413: "The body or the batch is over the limit.",
+        415: "The body is not application/json.",
+        422: "The body does not match the schema; `details` lists every bad field.",
+        503: "No verified model is loaded yet, or the service is shutting down.",
+    }
+    return {str(c): {"description": reasons[c], "content": _json_content(_ref(ErrorOut))} for c in codes}
+
+
+@functools.cache
+def _components() -> dict[str, Any]:
+    _, schemas = models_json_schema([(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}")
+    return dict(schemas["$defs"])
+
+
+def openapi_document(settings: ServeSettings) -> dict[str, Any]:
+    predict_errors = (400, 401, 405, 413, 415, 422, 503)
+    security: list[dict[str, list[str]]] = [{"bearer": []}] if settings.tokens() else []
+    example_tumor = Tumor.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
+
+    def get(summary: str, schema: dict[str, Any], *codes: int, description: str = "") -> dict[str, Any]:
+        return {"get": {"summary": summary, "description": description,
+                        "responses": {"200": {"description": "OK", "content": _json_content(schema)}, **_errors(405, *codes)}}}
+
+    def post(summary: str, body: dict[str, Any], schema: dict[str, Any], *codes: int, description: str = "") -> dict[str, Any]:
+        return {"post": {"summary": summary, "description": description, "security": security,
+                         "requestBody": {"required": True, "content": _json_content(body)},
+                         "responses": {"200": {"description": "OK", "content": _json_content(schema)}, **_errors(*codes)}}}
+
+    name_param = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "example": V2_MODEL}}
+    version_param = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
+    v2_model_paths: dict[str, Any] = {}
+    for prefix, params in (("/v2/models/{model_name}", [name_param]),
+                           ("/v2/models/{model_name}/versions/{model_version}", [name_param, version_param])):
+        v2_model_paths[prefix] = {**get("V2 model metadata: inputs, outputs, datatypes, shapes", _ref(V2ModelMetadata), 404, 503),
+                                  "parameters": params}
+        v2_model_paths[f"{prefix}/ready"] = {**get("V2 model readiness", _ref(V2Ready), 404, 503), "parameters": params}
+        v2_model_paths[f"{prefix}/infer"] = {
+            **post("V2 inference: a [N, 9] tensor in, labels and malignant probabilities out",
+                   _ref(V2InferRequest), _ref(V2InferResponse), 404, *predict_errors),
+            "parameters": params,
+        }
+
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "oncology",
+            "version": _server_version(),
+            "description": (
+                "Breast-cancer tumor classification from the nine cytology features of the UCI Breast Cancer "
+                "Wisconsin (Original) data, each a whole number 1-10. Every error has the `ErrorOut` shape. "
+                "Prediction routes need `Authorization: Bearer <token>` when tokens are configured."
+            ),
+        },
+        "paths": {
+            "/predict": post("Predict one tumor", {**_ref(Tumor), "example": example_tumor}, _ref(PredictionOut), *predict_errors,
+                             description=f"Body limit {settings.max_body_bytes} bytes."),
+            "/predict/batch": post(
+                "Predict a batch of tumors (results in the same order)",
+                {"type": "array", "items": _ref(Tumor), "maxItems": settings.max_batch},
+                {"type": "array", "items": _ref(PredictionOut)}, *predict_errors,
+                description=f"At most {settings.max_batch} rows and {settings.max_batch_body_bytes} bytes. "
+                "A bad row makes the whole request a 422 naming the row's index and field.",
+            ),
+            "/model": get("The served model: version, metadata and KPIs", _ref(ModelOut), 503),
+            "/healthz": get("Liveness: the process answers", _ref(Status)),
+            "/readyz": get("Readiness: a verified model is loaded", _ref(Status), 503),
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+                "200": {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                **_errors(405)}}},
+            "/v2": get("V2 server metadata", _ref(V2ServerMetadata)),
+            "/v2/health/live": get("V2 liveness", _ref(V2Live)),
+            "/v2/health/ready": get("V2 readiness", _ref(V2Ready), 503),
+            **v2_model_paths,
+            "/openapi.json": {"get": {"summary": "This document", "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": _json_content({"type": "object"})}, **_errors(405)}}},
+            "/docs": {"get": {"summary": "Interactive documentation", "responses": {
+                "200": {"description": "Swagger UI", "content": {"text/html": {"schema": {"type": "string"}}}}, **_errors(405)}}},
+        },
+        "components": {"schemas": _components()},
+    }
+    if security:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    return doc
+
+
+@functools.cache
+def _server_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("oncology")

@@ -1,0 +1,192 @@
+"""Decoding requests and encoding responses.
+
+The hot path decodes with msgspec structs derived from `Tumor` (one definition of the features);
+a request it refuses is decoded again with pydantic's `Tumor`, which reports every bad field
+at once.  Both refuse exactly the same inputs (a property test holds them together).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Final
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from oncology.webservice.errors import APIError, PayloadTooLarge, Unprocessable, from_pydantic
+from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Prediction, Tumor
+
+_Score = Annotated[int, msgspec.Meta(ge=SCORE_MIN, le=SCORE_MAX)]
+TumorIn: Any = msgspec.defstruct(
+    "TumorIn", [(name, _Score) for name in Tumor.model_fields], forbid_unknown_fields=True, frozen=True
+)
+row_of = operator.attrgetter(*FEATURES)
+
+_one = msgspec.json.Decoder(TumorIn)
+_many = msgspec.json.Decoder(list[TumorIn])
+_tumors = TypeAdapter(list[Tumor])
+encode = msgspec.json.Encoder().encode
+
+
+def decode_tumor(body: bytes) -> tuple[int, ...]:
+    """The feature row of one tumor; `APIError` (400/422) otherwise."""
+    try:
+        return row_of(_one.decode(body))  # type: ignore[no-any-return,unused-ignore]
+    except msgspec.DecodeError:
+        pass
+    try:
+        return Tumor.model_validate_json(body).as_row()  # only reached for a bad body: lists every error
+    except ValidationError as exc:
+        raise from_pydantic(exc.errors(include_url=False)) from None
+
+
+def decode_tumors(body: bytes, limit: int) -> list[tuple[int, ...]]:
+    """The feature rows of a JSON array of tumors, in order."""
+    try:
+        structs = _many.decode(body)
+    except msgspec.DecodeError:
+        try:
+            structs = _tumors.validate_json(body)
+        except ValidationError as exc:
+            raise from_pydantic(exc.errors(include_url=False)) from None
+    if len(structs) > limit:
+        raise PayloadTooLarge(f"a batch holds at most {limit} rows; this one has {len(structs)}")
+    return list(map(row_of, structs))
+
+
+# ---- the Open Inference Protocol (V2) -------------------------------------------------------------
+
+V2_MODEL: Final = "oncology"
+V2_INPUT: Final = "tumor"
+V2_INPUT_DATATYPES: Final = ("INT64", "INT32", "FP32", "FP64")
+V2_OUTPUTS: Final = {"label": "BYTES", "probability": "FP64"}
+
+
+class V2Tensor(msgspec.Struct, forbid_unknown_fields=False):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class V2RequestedOutput(msgspec.Struct):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2Request(msgspec.Struct):
+    inputs: list[V2Tensor]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[V2RequestedOutput] | None = None
+
+
+_v2 = msgspec.json.Decoder(V2Request)
+
+
+def decode_v2(body: bytes, limit: int) -> tuple[V2Request, list[tuple[int, ...]]]:
+    """An inference request and its rows: one tensor of shape [N, 9] in `FEATURES` order."""
+    try:
+        request = _v2.decode(body)
+    except msgspec.ValidationError as exc:
+        raise Unprocessable(f"not an inference request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise APIError(f"the body is not valid JSON: {exc}", status=400) from None
+    if len(request.inputs) != 1:
+        raise Unprocessable(f"expected exactly one input tensor ({V2_INPUT!r}), got {len(request.inputs)}")
+    tensor = request.inputs[0]
+    loc = ["body", "inputs", 0]
+    if tensor.datatype not in V2_INPUT_DATATYPES:
+        raise Unprocessable(
+            f"input datatype {tensor.datatype!r} is not one of {', '.join(V2_INPUT_DATATYPES)}",
+            [{"loc": [*loc, "datatype"], "value": tensor.datatype, "reason": "unsupported datatype"}],
+        )
+    n_features = len(FEATURES)
+    if len(tensor.shape) != 2 or tensor.shape[1] != n_features or tensor.shape[0] < 0:
+        raise Unprocessable(
+            f"input shape must be [N, {n_features}], got {tensor.shape}",
+            [{"loc": [*loc, "shape"], "value": tensor.shape, "reason": f"expected [N, {n_features}]"}],
+        )
+    n = tensor.shape[0]
+    if n > limit:
+        raise PayloadTooLarge(f"a batch holds at most {limit} rows; this one has {n}")
+    flat = _flatten(tensor.data)
+    if len(flat) != n * n_features:
+        raise Unprocessable(
+            f"input data has {len(flat)} values, shape {tensor.shape} needs {n * n_features}",
+            [{"loc": [*loc, "data"], "value": None, "reason": "length does not match the shape"}],
+        )
+    floats = tensor.datatype.startswith("FP")
+    details = []
+    for i, value in enumerate(flat):
+        ok = (
+            (type(value) is int or (floats and type(value) is float and value.is_integer()))
+            and SCORE_MIN <= value <= SCORE_MAX
+        )
+        if not ok:
+            details.append({
+                "loc": [*loc, "data", i],
+                "value": value,
+                "reason": f"{FEATURES[i % n_features]} of row {i // n_features} must be a whole number "
+                f"{SCORE_MIN}-{SCORE_MAX}",
+            })
+    if details:
+        raise Unprocessable(f"{len(details)} invalid input value(s); first: {details[0]['reason']}", details[:100])
+    ints = [int(v) for v in flat] if floats else flat
+    rows = [tuple(ints[i : i + n_features]) for i in range(0, len(ints), n_features)]
+    if request.outputs is not None:
+        unknown = [o.name for o in request.outputs if o.name not in V2_OUTPUTS]
+        if unknown:
+            raise Unprocessable(f"unknown output(s) {unknown}; this model has {list(V2_OUTPUTS)}")
+    return request, rows
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    if data and isinstance(data[0], list):  # nested, row-major (allowed by the protocol)
+        out: list[Any] = []
+        for item in data:
+            out.extend(_flatten(item) if isinstance(item, list) else [item])
+        return out
+    return data
+
+
+# ---- response documents (for OpenAPI; the hot path encodes plain dicts) ----------------------------
+
+
+class PredictionOut(BaseModel):
+    """The prediction for one tumor."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"prediction": "benign", "probability": 0.0123, "model_version": "1.0.1"}]}
+    )
+    prediction: Prediction = Field(description="`malignant` when the probability reaches the model's threshold.")
+    probability: float = Field(ge=0, le=1, description="Probability that the tumor is malignant.")
+    model_version: str = Field(description="Version of the model that answered.")
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(description="Where: e.g. [\"body\", 3, \"mitoses\"] is row 3's mitoses.")
+    value: Any = Field(None, description="The offending value (null for a missing field).")
+    reason: str
+
+
+class ErrorOut(BaseModel):
+    """Every error has this shape (`error` is a string, as in the Open Inference Protocol)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "invalid input at mitoses",
+                    "status": 422,
+                    "request_id": "5f0c2a9d7e1b4c3a",
+                    "details": [{"loc": ["body", "mitoses"], "value": 11, "reason": "Input should be less than or equal to 10"}],
+                }
+            ]
+        }
+    )
+    error: str = Field(description="What went wrong.")
+    status: int = Field(description="The HTTP status code.")
+    request_id: str = Field(description="The request's id (X-Request-ID), also in the access log.")
+    details: list[ErrorDetail] = Field(default_factory=list, description="Every bad field, for 422.")

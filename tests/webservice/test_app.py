@@ -1,0 +1,188 @@
+"""Routes in process: every answer a client can get, in the one documented shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from oncology.logconfig import JsonFormatter
+from oncology.settings import ServeSettings
+from oncology.webservice.app import create_app
+from oncology_model import Classifier, Tumor
+from oncology_model.datamodel import FEATURES
+
+from .conftest import EXAMPLE, MALIGNANT
+
+
+def assert_error(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error", "status", "request_id", "details"}
+    assert body["status"] == status and isinstance(body["error"], str) and body["error"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+def test_predict_answers_like_the_classifier(client: TestClient, trained_store: Path) -> None:
+    clf = Classifier.from_uri(trained_store)
+    for payload in (EXAMPLE, MALIGNANT):
+        body = client.post("/predict", json=payload).json()
+        tumor = Tumor(**payload)
+        assert body == {"prediction": clf.predict(tumor).value, "probability": clf.predict_proba(tumor), "model_version": "1.0.1"}
+
+
+def test_batch_keeps_the_order(client: TestClient, trained_store: Path) -> None:
+    clf = Classifier.from_uri(trained_store)
+    rows = [EXAMPLE, MALIGNANT, EXAMPLE]
+    body = client.post("/predict/batch", json=rows).json()
+    assert [r["prediction"] for r in body] == [p.value for p in clf.predict_batch(Tumor(**r) for r in rows)]
+    assert client.post("/predict/batch", json=[]).json() == []
+
+
+def test_a_bad_row_makes_the_batch_a_422_naming_index_and_field(client: TestClient) -> None:
+    rows = [EXAMPLE, EXAMPLE, {**EXAMPLE, "mitoses": 11}, {k: v for k, v in EXAMPLE.items() if k != "bare_nuclei"}]
+    body = assert_error(client.post("/predict/batch", json=rows), 422)
+    assert [d["loc"] for d in body["details"]] == [["body", 2, "mitoses"], ["body", 3, "bare_nuclei"]]
+    assert body["details"][0]["value"] == 11 and "less than or equal to 10" in body["details"][0]["reason"]
+
+
+def test_every_bad_field_is_listed_with_location_value_and_reason(client: TestClient) -> None:
+    payload = {**EXAMPLE, "clump_thickness": 0, "mitoses": "3", "bare_nuclei": 2.5, "extra": 1}
+    body = assert_error(client.post("/predict", json=payload), 422)
+    found = {tuple(d["loc"]): d["value"] for d in body["details"]}
+    assert found == {("body", "clump_thickness"): 0, ("body", "mitoses"): "3", ("body", "bare_nuclei"): 2.5, ("body", "extra"): 1}
+
+
+@pytest.mark.parametrize("body", [b"{", b"", b"[1,", b"\xff"])
+def test_invalid_json_is_a_400(client: TestClient, body: bytes) -> None:
+    assert_error(client.post("/predict", content=body, headers={"content-type": "application/json"}), 400)
+
+
+@pytest.mark.parametrize("body", [b"[]", b"3", b"null", b'"x"'])
+def test_json_that_is_not_a_tumor_is_a_422(client: TestClient, body: bytes) -> None:
+    assert_error(client.post("/predict", content=body, headers={"content-type": "application/json"}), 422)
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_wrong_content_type_is_a_415(client: TestClient, ctype: str | None) -> None:
+    headers = {"content-type": ctype} if ctype else {}
+    assert_error(client.post("/predict", content=json.dumps(EXAMPLE), headers=headers), 415)
+
+
+def test_content_type_parameters_are_accepted(client: TestClient) -> None:
+    response = client.post("/predict", content=json.dumps(EXAMPLE), headers={"content-type": "application/json; charset=utf-8"})
+    assert response.status_code == 200
+
+
+def test_body_and_batch_limits_are_413(trained_store: Path) -> None:
+    settings = ServeSettings(store=str(trained_store), max_body_bytes=1024, max_batch=3, max_batch_body_bytes=4096)
+    with TestClient(create_app(settings)) as client:
+        padded = json.dumps(EXAMPLE) + " " * 2000
+        assert_error(client.post("/predict", content=padded, headers={"content-type": "application/json"}), 413)
+        body = assert_error(client.post("/predict/batch", json=[EXAMPLE] * 4), 413)
+        assert "at most 3 rows" in body["error"]
+        assert client.post("/predict/batch", json=[EXAMPLE] * 3).status_code == 200
+        assert_error(client.post("/predict/batch", json=[EXAMPLE] * 30), 413)
+
+
+def test_unknown_routes_and_methods_are_json_404_and_405(client: TestClient) -> None:
+    assert_error(client.get("/nope"), 404)
+    assert_error(client.delete("/predict"), 405)
+    assert "POST" in client.get("/predict").headers["allow"]
+
+
+def test_request_id_is_accepted_or_generated_and_returned(client: TestClient) -> None:
+    assert client.post("/predict", json=EXAMPLE, headers={"x-request-id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    generated = client.post("/predict", json=EXAMPLE, headers={"x-request-id": "bad id\nwith newline"}).headers["x-request-id"]
+    assert generated != "bad id\nwith newline" and len(generated) == 16
+
+
+def test_model_route_shows_version_metadata_and_kpis(client: TestClient) -> None:
+    body = client.get("/model").json()
+    assert body["version"] == "1.0.1" and body["metadata"]["features"] == list(FEATURES)
+    assert set(body["kpis"]) >= {"test", "cv"} and 0 < body["threshold"] < 1
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready", "model_version": "1.0.1"}
+
+
+def test_a_store_without_the_model_never_becomes_ready(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="champion"), TestClient(create_app(ServeSettings(store=str(tmp_path)))):
+        pass
+
+
+def test_tokens_protect_prediction_routes_only(trained_store: Path, tmp_path: Path) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text("# one per line\nfile-token\n")
+    settings = ServeSettings(store=str(trained_store), api_tokens="env-token", api_tokens_file=token_file)  # type: ignore[arg-type]
+    with TestClient(create_app(settings)) as client:
+        body = assert_error(client.post("/predict", json=EXAMPLE), 401)
+        assert "Bearer" in body["error"]
+        assert client.post("/predict", json=EXAMPLE).headers["www-authenticate"] == "Bearer"
+        assert_error(client.post("/predict", json=EXAMPLE, headers={"authorization": "Bearer wrong"}), 401)
+        assert_error(client.post("/predict", json=EXAMPLE, headers={"authorization": "Basic env-token"}), 401)
+        for token in ("env-token", "file-token"):
+            assert client.post("/predict", json=EXAMPLE, headers={"authorization": f"Bearer {token}"}).status_code == 200
+        assert_error(client.post("/predict/batch", json=[EXAMPLE]), 401)
+        assert_error(client.post("/v2/models/oncology/infer", json={}), 401)
+        for open_route in ("/healthz", "/readyz", "/metrics", "/v2/health/ready", "/model", "/openapi.json"):
+            assert client.get(open_route).status_code == 200, open_route
+        assert client.get("/openapi.json").json()["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_metrics_count_requests_predictions_and_the_model(client: TestClient) -> None:
+    client.post("/predict", json=EXAMPLE)
+    client.post("/predict/batch", json=[MALIGNANT, MALIGNANT])
+    client.post("/predict", json={})
+    text = client.get("/metrics").text
+    assert 'oncology_http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    assert 'oncology_http_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
+    assert 'oncology_http_request_duration_seconds_bucket{le="0.005",route="/predict",status="200"}' in text
+    assert 'oncology_predictions_total{prediction="malignant"} 2.0' in text
+    assert 'oncology_predictions_total{prediction="benign"} 1.0' in text
+    assert 'oncology_model_info{version="1.0.1"} 1.0' in text
+    assert 'oncology_model_reloads_total{result="initial"} 1.0' in text
+
+
+def test_access_log_has_request_fields_and_never_feature_values(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="oncology.access")
+    odd = {**EXAMPLE, "clump_thickness": 7, "mitoses": 9}
+    client.post("/predict", json=odd, headers={"x-request-id": "req-1"})
+    client.post("/predict", json={**odd, "mitoses": 99}, headers={"x-request-id": "req-2"})
+    client.get("/healthz")
+    records = [r for r in caplog.records if r.name == "oncology.access"]
+    assert [(r.request_id, r.route, r.status, r.model_version) for r in records] == [  # type: ignore[attr-defined]
+        ("req-1", "/predict", 200, "1.0.1"), ("req-2", "/predict", 422, None)
+    ]
+    assert all(r.latency_ms > 0 for r in records)  # type: ignore[attr-defined]
+    for record in caplog.records:
+        line = json.loads(JsonFormatter().format(record))
+        assert set(line) <= {"ts", "level", "logger", "msg", "request_id", "method", "route", "status", "latency_ms", "model_version"}
+        assert not any(feature in json.dumps(line) for feature in FEATURES)
+
+
+def test_openapi_documents_every_route_and_error(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.1")
+    app_paths = {r.path for r in client.app.routes if hasattr(r, "methods")}  # type: ignore[attr-defined]
+    assert app_paths == set(doc["paths"])
+    predict = doc["paths"]["/predict"]["post"]
+    assert set(predict["responses"]) == {"200", "400", "401", "405", "413", "415", "422", "503"}
+    tumor = doc["components"]["schemas"]["Tumor"]
+    assert list(tumor["properties"]) == list(FEATURES) and tumor["additionalProperties"] is False
+    assert all(p["minimum"] == 1 and p["maximum"] == 10 and p["type"] == "integer" for p in tumor["properties"].values())
+    assert doc["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]["maxItems"] == 10_000
+
+
+def test_docs_page_loads_swagger_ui_from_the_service(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    for asset in ("/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css"):
+        assert client.get(asset).status_code == 200
