@@ -42,13 +42,15 @@ ensure_apt() {
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy_created=1
   fi
-  local apt=(apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+  local apt=(apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3) out rc=0
+  out=$(mktemp)
   if [ "$_APT_UPDATED" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive "${apt[@]}" update -qq >&2 || log "apt-get update failed; trying the install anyway"
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" update -qq >"$out" 2>&1 || { cat "$out" >&2; log "apt-get update failed; trying the install anyway"; }
     _APT_UPDATED=1
   fi
-  local rc=0
-  DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >&2 || rc=$?
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >"$out" 2>&1 || rc=$?
+  [ "$rc" = 0 ] || tail -n 30 "$out" >&2
+  rm -f "$out"
   [ "$policy_created" = 1 ] && rm -f /usr/sbin/policy-rc.d
   [ "$rc" = 0 ] || die "apt-get install ${missing[*]} failed"
 }
