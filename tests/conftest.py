@@ -6,24 +6,15 @@ import os
 import secrets
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from oncology.settings import TrainSettings
 from oncology.trainer.pipeline import run_training
+from support import S3, fast_settings
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "infra"))
-
-#: Fast but real: 5-fold CV once instead of 10-fold five times.
-FAST = {"cv_folds": 5, "cv_repeats": 1}
-
-
-def fast_settings(store: Path | str, **overrides: object) -> TrainSettings:
-    return TrainSettings(**{"store": str(store), **FAST, **overrides})  # type: ignore[arg-type]
-
 
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -31,24 +22,6 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("store")
     run_training(fast_settings(store, promote=True))
     return store
-
-
-@dataclass
-class S3:
-    endpoint_url: str
-    access_key: str
-    secret_key: str
-    bucket: str
-
-    def env(self, **overrides: str) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",  # never ask an instance-metadata address
-            **overrides,
-        }
 
 
 @pytest.fixture(scope="session")

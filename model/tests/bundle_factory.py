@@ -1,8 +1,8 @@
+"""Hand-made bundles and example rows for the model package's tests."""
+
 from __future__ import annotations
 
 from typing import Any
-
-import pytest
 
 from oncology_model.bundle import Bundle, LinearScorer
 from oncology_model.datamodel import FEATURES
@@ -25,7 +25,3 @@ def bundle_files(version: str = "1.0.1", threshold: float = 0.3, **model: Any) -
     kpis = {"version": version, "test": {"accuracy": 0.97, "recall": 0.98, "specificity": 0.96, "roc_auc": 0.995}}
     return Bundle.assemble(version, params, metadata, kpis)
 
-
-@pytest.fixture
-def files() -> dict[str, bytes]:
-    return bundle_files()

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from conftest import bundle_files
+from bundle_factory import bundle_files
 from oncology_model.bundle import KPIS, MANIFEST, METADATA, MODEL, Bundle, make_manifest
 from oncology_model.errors import BundleError
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE, MALIGNANT_EXAMPLE, bundle_files
+from bundle_factory import EXAMPLE, MALIGNANT_EXAMPLE, bundle_files
 from oncology_model.classifier import Classifier
 from oncology_model.datamodel import Prediction, Tumor
 from oncology_model.errors import BundleError, NotFoundError

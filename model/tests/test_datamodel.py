@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from conftest import EXAMPLE
+from bundle_factory import EXAMPLE
 from oncology_model.datamodel import FEATURES, Prediction, Tumor
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bundle_files
+from bundle_factory import bundle_files
 from oncology_model.errors import BundleError, NotFoundError, RegistryError
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore

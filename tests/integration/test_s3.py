@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import S3, fast_settings
 from oncology.trainer import data
 from oncology.trainer.pipeline import run_training
 from oncology_model import Classifier, StoreError, Tumor
 from oncology_model.datamodel import FEATURES
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import S3Store, open_store
+from support import S3, fast_settings
 
 pytestmark = pytest.mark.s3
 

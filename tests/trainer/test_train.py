@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import fast_settings
 from oncology.trainer import data, metrics
 from oncology.trainer.pipeline import GateFailed, run_training
 from oncology.trainer.train import train
@@ -15,6 +14,7 @@ from oncology_model.classifier import Classifier
 from oncology_model.datamodel import FEATURES, Prediction, Tumor
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore
+from support import fast_settings
 
 
 @pytest.fixture(scope="module")

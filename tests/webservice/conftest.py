@@ -53,10 +53,11 @@ def start_server(tmp_path: Path, env: dict[str, str], *args: str, wait: bool = T
     port = free_port()
     log = tmp_path / f"server-{port}.log"
     base = {k: v for k, v in os.environ.items() if not k.startswith("ONCOLOGY_")}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "oncology"), "serve", "--port", str(port), *args],
-        env={**base, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "oncology"), "serve", "--port", str(port), *args],
+            env={**base, **env}, stdout=out, stderr=subprocess.STDOUT,
+        )
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     if wait:
         wait_ready(server)

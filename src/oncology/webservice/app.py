@@ -78,10 +78,16 @@ class Service:
         if scheme.lower() != "bearer" or not ok:
             raise errors.Unauthorized("a valid `Authorization: Bearer <token>` header is required")
 
-    async def body(self, request: Request, limit: int) -> bytes:
+    async def body(self, request: Request, limit: int, json_if_untyped: bool = False) -> bytes:
+        """The request body, after the content-type and size checks (415, 413)."""
         ctype = request.headers.get("content-type")
-        if ctype is None or ctype.split(";", 1)[0].strip().lower() != JSON:
-            raise errors.UnsupportedMediaType(f"the body must be {JSON}, not {ctype or 'missing'}")
+        if ctype is None and json_if_untyped:
+            pass  # V2 clients (tritonclient among them) send JSON without a content type
+        elif ctype is None or ctype.split(";", 1)[0].strip().lower() != JSON:
+            hint = ""
+            if "inference-header-content-length" in request.headers:
+                hint = " (the binary tensor extension is not supported: send JSON tensors, e.g. binary_data=False)"
+            raise errors.UnsupportedMediaType(f"the body must be {JSON}, not {ctype or 'missing'}{hint}")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise errors.PayloadTooLarge(f"the body is {length} bytes; this route accepts at most {limit}")
@@ -185,7 +191,12 @@ class Service:
     async def v2_infer(self, request: Request) -> Response:
         self.authorize(request)
         classifier = self._v2_model(request)
-        infer, rows = schemas.decode_v2(await self.body(request, self.settings.max_batch_body_bytes), self.settings.max_batch)
+        if "inference-header-content-length" in request.headers:
+            raise errors.UnsupportedMediaType(
+                "the binary tensor extension is not supported: send JSON tensors (tritonclient: binary_data=False)"
+            )
+        payload = await self.body(request, self.settings.max_batch_body_bytes, json_if_untyped=True)
+        infer, rows = schemas.decode_v2(payload, self.settings.max_batch)
         probabilities, labels = self.answer(request, classifier, rows)
         n = len(rows)
         outputs = {
@@ -193,14 +204,14 @@ class Service:
             "probability": {"name": "probability", "shape": [n], "datatype": "FP64", "data": probabilities},
         }
         wanted = [o.name for o in infer.outputs] if infer.outputs else list(outputs)
-        body: dict[str, Any] = {
+        answer: dict[str, Any] = {
             "model_name": schemas.V2_MODEL,
             "model_version": classifier.version,
             "outputs": [outputs[name] for name in wanted],
         }
         if infer.id is not None:
-            body["id"] = infer.id
-        return _json(body)
+            answer["id"] = infer.id
+        return _json(answer)
 
     # ---- documentation ---------------------------------------------------------------------------
 

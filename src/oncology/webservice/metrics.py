@@ -23,7 +23,7 @@ class Metrics:
         )
         self.predictions = Counter("oncology_predictions", "Predictions by predicted class", ["prediction"], registry=r)
         self.model_info = Gauge(
-            "oncology_model_info", "The served model version (value 1)", ["version"], registry=r, multiprocess_mode="liveall"
+            "oncology_model_info", "Model versions this process has served: 1 for the one it serves now, 0 for earlier ones", ["version"], registry=r, multiprocess_mode="liveall"
         )
         self.reloads = Counter("oncology_model_reloads", "Model loads by result (initial, success, failure)", ["result"], registry=r)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -51,8 +51,8 @@ class Metrics:
     def model_loaded(self, result: str, version: str | None) -> None:
         self.reloads.labels(result).inc()
         if version is not None and version != self._version:
-            if self._version is not None:
-                self.model_info.remove(self._version)
+            if self._version is not None:  # 0, not removed: removal does not reach other workers' files
+                self.model_info.labels(self._version).set(0)
             self.model_info.labels(version).set(1)
             self._version = version
 

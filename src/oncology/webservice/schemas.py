@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from oncology.webservice.errors import APIError, PayloadTooLarge, Unprocessable, from_pydantic
+from oncology.webservice.errors import APIError, Unprocessable, from_pydantic
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Prediction, Tumor
 
 _Score = Annotated[int, msgspec.Meta(ge=SCORE_MIN, le=SCORE_MAX)]
@@ -50,7 +50,10 @@ def decode_tumors(body: bytes, limit: int) -> list[tuple[int, ...]]:
         except ValidationError as exc:
             raise from_pydantic(exc.errors(include_url=False)) from None
     if len(structs) > limit:
-        raise PayloadTooLarge(f"a batch holds at most {limit} rows; this one has {len(structs)}")
+        raise Unprocessable(
+            f"a batch holds at most {limit} rows; this one has {len(structs)}",
+            [{"loc": ["body"], "value": None, "reason": f"more than {limit} items"}],
+        )
     return list(map(row_of, structs))
 
 
@@ -110,7 +113,10 @@ def decode_v2(body: bytes, limit: int) -> tuple[V2Request, list[tuple[int, ...]]
         )
     n = tensor.shape[0]
     if n > limit:
-        raise PayloadTooLarge(f"a batch holds at most {limit} rows; this one has {n}")
+        raise Unprocessable(
+            f"a batch holds at most {limit} rows; this one has {n}",
+            [{"loc": [*loc, "shape"], "value": tensor.shape, "reason": f"more than {limit} rows"}],
+        )
     flat = _flatten(tensor.data)
     if len(flat) != n * n_features:
         raise Unprocessable(

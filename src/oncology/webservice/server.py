@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import tempfile
 from types import FrameType
 from typing import Any
@@ -45,9 +46,14 @@ class _DrainingServer(uvicorn.Server):
         holder.draining = True
         log.info("signal %s: readiness off, draining for %.1fs, then finishing in-flight requests", sig, self._drain)
         if self._drain > 0:
-            asyncio.get_event_loop().call_later(self._drain, super().handle_exit, sig, frame)
+            asyncio.get_event_loop().call_later(self._drain, self._shut_down, sig, frame)
         else:
-            super().handle_exit(sig, frame)
+            self._shut_down(sig, frame)
+
+    def _shut_down(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:  # a graceful stop is a success: exit 0 rather than re-raising SIGTERM
+            self._captured_signals.remove(sig)
 
 
 def _options(settings: ServeSettings) -> dict[str, Any]:

@@ -1,0 +1,148 @@
+"""The real server process: graceful shutdown, hot model reload under load, several workers."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from oncology.trainer.pipeline import run_training
+from oncology_model.registry import ModelRegistry
+from oncology_model.storage import LocalStore
+from support import fast_settings
+
+from .conftest import EXAMPLE, MALIGNANT
+
+BODY = httpx.Request("POST", "http://x", json=EXAMPLE).content
+
+
+@pytest.fixture(scope="module")
+def two_versions(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with 1.0.1 (champion) and 1.0.2 (another seed, not promoted)."""
+    store = tmp_path_factory.mktemp("two") / "store"
+    shutil.copytree(trained_store, store)
+    run_training(fast_settings(store, seed=7))
+    return store
+
+
+@pytest.fixture
+def store(two_versions: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "store"
+    shutil.copytree(two_versions, copy)
+    return copy
+
+
+def test_serves_the_wheel_model_or_a_store_version(serve, store: Path) -> None:  # type: ignore[no-untyped-def]
+    server = serve({"ONCOLOGY_STORE": str(store)}, "--model", "1.0.2")
+    assert httpx.post(f"{server.url}/predict", json=EXAMPLE).json()["model_version"] == "1.0.2"
+    latest = serve({"ONCOLOGY_STORE": str(store), "ONCOLOGY_MODEL": "latest"})
+    assert httpx.get(f"{latest.url}/model").json()["version"] == "1.0.2"
+
+
+def test_a_bad_model_source_stops_the_start_with_a_clear_error(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = serve({"ONCOLOGY_STORE": str(tmp_path / "empty")}, wait=False)
+    assert server.proc.wait(timeout=20) != 0
+    assert "alias 'champion' is not set" in server.logs()
+
+
+def _load(url: str, stop: threading.Event, seen: list[tuple[int, str | None]]) -> None:
+    with httpx.Client(timeout=10) as client:
+        deadline = time.monotonic() + 30  # bounded, whatever happens
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                r = client.post(f"{url}/predict", content=BODY, headers={"content-type": "application/json"})
+                seen.append((r.status_code, r.json().get("model_version")))
+            except httpx.HTTPError as exc:
+                seen.append((0, repr(exc)))
+
+
+def _wait_for(seen: list[tuple[int, str | None]], version: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if seen and seen[-1][1] == version:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"responses never switched to {version}: last {seen[-3:]}")
+
+
+def test_promote_and_rollback_switch_the_model_under_load_with_no_failed_request(serve, store: Path) -> None:  # type: ignore[no-untyped-def]
+    server = serve({"ONCOLOGY_STORE": str(store), "ONCOLOGY_RELOAD_INTERVAL": "0.1"})
+    registry = ModelRegistry(LocalStore(store))
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=_load, args=(server.url, stop, seen)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        registry.promote("1.0.2")
+        _wait_for(seen, "1.0.2")
+        time.sleep(0.3)
+        registry.rollback()
+        _wait_for(seen, "1.0.1")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(seen) > 100
+    assert {status for status, _ in seen} == {200}, [s for s in seen if s[0] != 200][:3]
+    versions = [v for _, v in seen]
+    switches = [b for a, b in zip(versions, versions[1:]) if a != b]
+    assert versions[0] == "1.0.1" and "1.0.2" in versions and versions[-1] == "1.0.1"
+    assert len(switches) <= 2 * len(threads)  # each client sees one switch each way
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'oncology_model_reloads_total{result="success"} 2.0' in metrics
+    assert 'oncology_model_info{version="1.0.1"} 1.0' in metrics and 'oncology_model_info{version="1.0.2"} 0.0' in metrics
+
+
+def test_a_bundle_failing_verification_is_not_served_and_is_counted(serve, store: Path) -> None:  # type: ignore[no-untyped-def]
+    server = serve({"ONCOLOGY_STORE": str(store), "ONCOLOGY_RELOAD_INTERVAL": "0.1"})
+    model = store / "models" / "1.0.2" / "model.json"
+    model.write_text(model.read_text().replace("0", "1", 1))
+    ModelRegistry(LocalStore(store)).promote("1.0.2")
+    deadline = time.monotonic() + 10
+    while 'oncology_model_reloads_total{result="failure"}' not in (text := httpx.get(f"{server.url}/metrics").text):
+        assert time.monotonic() < deadline, "the failed reload was never counted"
+        time.sleep(0.05)
+    assert httpx.post(f"{server.url}/predict", json=EXAMPLE).json()["model_version"] == "1.0.1"
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    assert "model reload failed, still serving 1.0.1" in server.logs() and "sha256 does not match" in server.logs()
+    assert 'oncology_model_info{version="1.0.1"} 1.0' in text
+
+
+def test_sigterm_turns_readiness_off_and_finishes_in_flight_requests(serve, trained_store: Path) -> None:  # type: ignore[no-untyped-def]
+    server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_DRAIN_SECONDS": "0.6"})
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
+        conn.sendall(head.encode() + BODY[:10])  # a request in flight: half its body sent
+        time.sleep(0.1)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        assert httpx.get(f"{server.url}/readyz").status_code == 503  # draining: readiness is off
+        assert httpx.get(f"{server.url}/healthz").status_code == 200  # ... the process is still live
+        time.sleep(0.8)  # past the drain: the listener is closed, shutdown waits for us
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.url}/healthz")
+        conn.sendall(BODY[10:])
+        response = conn.recv(65536).decode()
+    assert response.startswith("HTTP/1.1 200"), response
+    assert '"model_version":"1.0.1"' in response
+    assert server.proc.wait(timeout=10) == 0
+
+
+def test_several_workers_share_the_port_and_merge_their_metrics(serve, trained_store: Path) -> None:  # type: ignore[no-untyped-def]
+    server = serve({"ONCOLOGY_STORE": str(trained_store)}, "--workers", "2")
+    with httpx.Client() as client:
+        for _ in range(20):
+            assert client.post(f"{server.url}/predict", json=MALIGNANT, headers={"connection": "close"}).status_code == 200
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'oncology_http_requests_total{method="POST",route="/predict",status="200"} 20.0' in text
+    assert 'oncology_predictions_total{prediction="malignant"} 20.0' in text

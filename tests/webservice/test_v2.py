@@ -1,0 +1,119 @@
+"""The Open Inference Protocol (V2): requests exactly as the specification writes them, and a
+standard V2 client (tritonclient) against the real server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from oncology_model import Classifier, Tumor
+from oncology_model.datamodel import FEATURES
+
+from .conftest import EXAMPLE, MALIGNANT, Server
+from .test_app import assert_error
+
+ROWS = [list(EXAMPLE.values()), list(MALIGNANT.values())]
+
+
+def expected(store: Path, rows: list[list[int]]) -> tuple[list[str], list[float]]:
+    clf = Classifier.from_uri(store)
+    tumors = [Tumor(**dict(zip(FEATURES, r))) for r in rows]
+    return [p.value for p in clf.predict_batch(tumors)], clf.predict_proba_batch(tumors)
+
+
+def test_health_and_metadata_routes_answer_as_the_spec_writes(client: TestClient) -> None:
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get("/v2/models/oncology/ready").json() == {"ready": True}
+    server = client.get("/v2").json()
+    assert set(server) == {"name", "version", "extensions"} and server["name"] == "oncology"
+    meta = client.get("/v2/models/oncology").json()
+    assert meta["name"] == "oncology" and meta["versions"] == ["1.0.1"] and meta["platform"]
+    assert meta["inputs"] == [{"name": "tumor", "datatype": "INT64", "shape": [-1, 9], "parameters": {"features": list(FEATURES)}}]
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("label", "BYTES"), ("probability", "FP64")]
+    assert client.get("/v2/models/oncology/versions/1.0.1").json() == meta
+
+
+def test_infer_request_in_the_spec_format(client: TestClient, trained_store: Path) -> None:
+    request = {
+        "id": "42",
+        "inputs": [{"name": "tumor", "shape": [2, 9], "datatype": "INT64", "data": ROWS[0] + ROWS[1]}],
+        "outputs": [{"name": "probability"}, {"name": "label"}],
+    }
+    response = client.post("/v2/models/oncology/infer", json=request)
+    assert response.status_code == 200
+    body = response.json()
+    labels, probabilities = expected(trained_store, ROWS)
+    assert body == {
+        "model_name": "oncology",
+        "model_version": "1.0.1",
+        "id": "42",
+        "outputs": [
+            {"name": "probability", "shape": [2], "datatype": "FP64", "data": probabilities},
+            {"name": "label", "shape": [2], "datatype": "BYTES", "data": labels},
+        ],
+    }
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT32"])
+def test_fp32_nested_data_and_no_outputs_field(client: TestClient, trained_store: Path, datatype: str) -> None:
+    data = [[float(v) for v in r] for r in ROWS] if datatype.startswith("FP") else ROWS
+    body = client.post("/v2/models/oncology/infer", json={"inputs": [{"name": "x", "shape": [2, 9], "datatype": datatype, "data": data}]}).json()
+    labels, probabilities = expected(trained_store, ROWS)
+    assert [o["name"] for o in body["outputs"]] == ["label", "probability"]
+    assert body["outputs"][0]["data"] == labels and body["outputs"][1]["data"] == probabilities
+    assert "id" not in body
+
+
+@pytest.mark.parametrize(
+    ("tensor", "where"),
+    [
+        ({"shape": [1, 8], "datatype": "INT64", "data": ROWS[0][:8]}, "shape"),
+        ({"shape": [1, 9], "datatype": "BYTES", "data": ROWS[0]}, "datatype"),
+        ({"shape": [2, 9], "datatype": "INT64", "data": ROWS[0]}, "data"),
+        ({"shape": [1, 9], "datatype": "FP32", "data": [5.5] + ROWS[0][1:]}, 0),
+        ({"shape": [1, 9], "datatype": "INT64", "data": ROWS[0][:8] + [11]}, 8),
+        ({"shape": [1, 9], "datatype": "INT64", "data": ROWS[0][:8] + [True]}, 8),
+    ],
+)
+def test_bad_tensors_are_422_naming_where(client: TestClient, tensor: dict, where: object) -> None:  # type: ignore[type-arg]
+    body = assert_error(client.post("/v2/models/oncology/infer", json={"inputs": [{"name": "tumor", **tensor}]}), 422)
+    assert body["details"][0]["loc"][:3] == ["body", "inputs", 0]
+    assert where in body["details"][0]["loc"]
+
+
+def test_unknown_model_version_or_output_is_refused(client: TestClient) -> None:
+    request = {"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": ROWS[0]}]}
+    assert_error(client.post("/v2/models/other/infer", json=request), 404)
+    assert_error(client.post("/v2/models/oncology/versions/9.9.9/infer", json=request), 404)
+    assert client.post("/v2/models/oncology/versions/1.0.1/infer", json=request).status_code == 200
+    assert_error(client.post("/v2/models/oncology/infer", json={**request, "outputs": [{"name": "nope"}]}), 422)
+    assert_error(client.post("/v2/models/oncology/infer", json={"inputs": []}), 422)
+    assert_error(client.get("/v2/models/other"), 404)
+
+
+def test_a_standard_v2_client_works(live: Server, trained_store: Path) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(live.url.removeprefix("http://"))
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("oncology")
+        assert client.get_model_metadata("oncology")["inputs"][0]["shape"] == [-1, 9]
+        x = np.array(ROWS, dtype=np.int64)
+        tensor = triton.InferInput("tumor", list(x.shape), "INT64")
+        tensor.set_data_from_numpy(x, binary_data=False)
+        outputs = [triton.InferRequestedOutput(n, binary_data=False) for n in ("label", "probability")]
+        result = client.infer("oncology", [tensor], outputs=outputs, request_id="7")
+        labels, probabilities = expected(trained_store, ROWS)
+        assert [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")] == labels
+        assert result.as_numpy("probability").tolist() == probabilities
+        assert result.get_response()["id"] == "7"
+        binary = triton.InferInput("tumor", list(x.shape), "INT64")
+        binary.set_data_from_numpy(x)  # the client's default: Triton's binary extension
+        with pytest.raises(Exception, match="binary tensor extension is not supported"):
+            client.infer("oncology", [binary])
+    finally:
+        client.close()
