@@ -10,7 +10,7 @@ STORE  ?= store
 VERSION ?= champion
 PYTEST_ARGS ?=
 
-.PHONY: help install run train test lint wheel lock clean
+.PHONY: help install run serve train test bench lint wheel lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -24,14 +24,24 @@ $(VENV)/.installed: requirements.lock pyproject.toml model/pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e model -e .
 	@touch $@
 
-run: install ## The main job on local defaults: train, evaluate, publish to ./store, promote if the gate passes
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+run: install ## The main job on local defaults: train, publish to ./store, promote if the gate passes, then serve it
 	$(BIN)/oncology train --store $(STORE) --promote
+	$(BIN)/oncology serve --store $(STORE) --host $(HOST) --port $(PORT)
+
+serve: install ## Serve the champion of STORE on HOST:PORT (docs at /docs)
+	$(BIN)/oncology serve --store $(STORE) --host $(HOST) --port $(PORT)
 
 train: install ## Train and publish a new version without promoting it
 	$(BIN)/oncology train --store $(STORE)
 
 test: install ## Run the test suite (unit, integration with a real S3 server, wheel install)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install ## Benchmark the service against the reference stack and the HTTP floor (a few minutes)
+	$(BIN)/python benchmarks/run.py
 
 lint: install ## Static checks: ruff and mypy --strict
 	$(BIN)/ruff check src model/src tests model/tests

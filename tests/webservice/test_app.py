@@ -186,3 +186,15 @@ def test_docs_page_loads_swagger_ui_from_the_service(client: TestClient) -> None
     assert page.status_code == 200 and "/openapi.json" in page.text
     for asset in ("/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css"):
         assert client.get(asset).status_code == 200
+
+
+def test_sagemaker_contract_ping_and_invocations(client: TestClient) -> None:
+    assert client.get("/ping").status_code == 200
+    one = client.post("/invocations", json=EXAMPLE).json()
+    assert one == client.post("/predict", json=EXAMPLE).json()
+    many = client.post("/invocations", json=[EXAMPLE, MALIGNANT]).json()
+    assert many == client.post("/predict/batch", json=[EXAMPLE, MALIGNANT]).json()
+    csv = "\n".join(",".join(str(v) for v in row.values()) for row in (EXAMPLE, MALIGNANT)) + "\n"
+    assert client.post("/invocations", content=csv, headers={"content-type": "text/csv"}).json() == many
+    bad = assert_error(client.post("/invocations", content="5,1,1\n1,2,3,4,5,6,7,8,11\n", headers={"content-type": "text/csv"}), 422)
+    assert [d["loc"] for d in bad["details"]] == [["body", 0], ["body", 1, "mitoses"]]

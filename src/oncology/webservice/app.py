@@ -78,10 +78,10 @@ class Service:
         if scheme.lower() != "bearer" or not ok:
             raise errors.Unauthorized("a valid `Authorization: Bearer <token>` header is required")
 
-    async def body(self, request: Request, limit: int, json_if_untyped: bool = False) -> bytes:
+    async def body(self, request: Request, limit: int, json_if_untyped: bool = False, csv: bool = False) -> bytes:
         """The request body, after the content-type and size checks (415, 413)."""
         ctype = request.headers.get("content-type")
-        if ctype is None and json_if_untyped:
+        if csv or (ctype is None and json_if_untyped):
             pass  # V2 clients (tritonclient among them) send JSON without a content type
         elif ctype is None or ctype.split(";", 1)[0].strip().lower() != JSON:
             hint = ""
@@ -138,6 +138,28 @@ class Service:
             "metadata": classifier.metadata,
             "kpis": classifier.kpis,
         })
+
+    # ---- the SageMaker hosting contract (same image, managed hosting) --------------------------------
+
+    async def ping(self, request: Request) -> Response:
+        """SageMaker health check: 200 once a verified model is loaded."""
+        return await self.readyz(request)
+
+    async def invocations(self, request: Request) -> Response:
+        """SageMaker inference: one tumor (JSON object), a JSON array of tumors, or CSV rows of nine values."""
+        self.authorize(request)
+        ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if ctype == "text/csv":
+            rows = schemas.decode_csv(await self.body(request, self.settings.max_batch_body_bytes, csv=True), self.settings.max_batch)
+            single = False
+        else:
+            payload = await self.body(request, self.settings.max_batch_body_bytes)
+            single = payload.lstrip()[:1] != b"["
+            rows = [schemas.decode_tumor(payload)] if single else schemas.decode_tumors(payload, self.settings.max_batch)
+        classifier = self.classifier()
+        probabilities, labels = self.answer(request, classifier, rows)
+        results = [{"prediction": label, "probability": p, "model_version": classifier.version} for p, label in zip(probabilities, labels)]
+        return _json(results[0] if single else results)
 
     async def healthz(self, request: Request) -> Response:
         return _json({"status": "ok"})
@@ -328,6 +350,8 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
         _route("/healthz", service.healthz, ["GET"]),
         _route("/readyz", service.readyz, ["GET"]),
         _route("/metrics", service.metrics_route, ["GET"]),
+        _route("/ping", service.ping, ["GET"]),
+        _route("/invocations", service.invocations, ["POST"]),
         _route("/v2", service.v2_server_metadata, ["GET"]),
         _route("/v2/health/live", service.v2_live, ["GET"]),
         _route("/v2/health/ready", service.v2_ready, ["GET"]),

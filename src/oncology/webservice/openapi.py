@@ -208,6 +208,17 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
                 **_errors(405)}}},
+            "/ping": get("SageMaker health check (same as /readyz)", _ref(Status), 503),
+            "/invocations": {"post": {
+                "summary": "SageMaker inference: one tumor, an array of tumors, or CSV rows",
+                "security": security,
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"oneOf": [_ref(Tumor), {"type": "array", "items": _ref(Tumor), "maxItems": settings.max_batch}]}},
+                    "text/csv": {"schema": {"type": "string", "description": "Lines of nine comma-separated whole numbers 1-10, in feature order; no header."}},
+                }},
+                "responses": {"200": {"description": "One result for an object, an array for an array or CSV", "content": _json_content(
+                    {"oneOf": [_ref(PredictionOut), {"type": "array", "items": _ref(PredictionOut)}]})}, **_errors(*predict_errors)},
+            }},
             "/v2": get("V2 server metadata", _ref(V2ServerMetadata)),
             "/v2/health/live": get("V2 liveness", _ref(V2Live)),
             "/v2/health/ready": get("V2 readiness", _ref(V2Ready), 503),

@@ -57,6 +57,32 @@ def decode_tumors(body: bytes, limit: int) -> list[tuple[int, ...]]:
     return list(map(row_of, structs))
 
 
+def decode_csv(body: bytes, limit: int) -> list[tuple[int, ...]]:
+    """Rows of CSV (no header), nine whole numbers 1-10 per line in `FEATURES` order."""
+    try:
+        lines = [line for line in body.decode("utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise APIError(f"the CSV body is not UTF-8 text (byte {exc.start})", status=400) from None
+    if len(lines) > limit:
+        raise Unprocessable(f"a batch holds at most {limit} rows; this one has {len(lines)}")
+    rows: list[tuple[int, ...]] = []
+    details: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) != len(FEATURES):
+            details.append({"loc": ["body", i], "value": line, "reason": f"expected {len(FEATURES)} values, found {len(cells)}"})
+            continue
+        for name, cell in zip(FEATURES, cells):
+            if not (cell.isdigit() and SCORE_MIN <= int(cell) <= SCORE_MAX):
+                details.append({"loc": ["body", i, name], "value": cell, "reason": f"must be a whole number {SCORE_MIN}-{SCORE_MAX}"})
+        rows.append(tuple(int(c) for c in cells if c.isdigit()))
+    if details:
+        raise Unprocessable(f"{len(details)} invalid CSV value(s); first at row {details[0]['loc'][1]}", details[:100])
+    if not rows:
+        raise Unprocessable("the CSV body has no rows", [{"loc": ["body"], "value": None, "reason": "empty"}])
+    return rows
+
+
 # ---- the Open Inference Protocol (V2) -------------------------------------------------------------
 
 V2_MODEL: Final = "oncology"
