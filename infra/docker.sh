@@ -147,6 +147,8 @@ down() {
     umount -l "$m" 2>/dev/null || true
   done
   rm -f "$SOCK"
+  # the short socket folder under /run (deep checkouts only) holds nothing of value
+  [ "$RUN" = "$D" ] || rm -rf --one-file-system "$RUN" "$D/run"
   cleanup_network
 }
 
