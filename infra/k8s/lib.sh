@@ -37,9 +37,17 @@ ensure_apt_packages() {
   done
   [ -z "$missing" ] && return 0
   log "apt-get install:$missing"
-  apt_get update -qq
+  # Keep package scripts from starting system services (etcd-server would
+  # otherwise try to start a system etcd on 2379): policy-rc.d "101".
+  local policy=0 rc=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1
+  fi
+  apt_get update -qq || log "apt-get update failed; trying the install anyway"
   # shellcheck disable=SC2086
-  apt_get install -y -qq --no-install-recommends $missing >/dev/null
+  apt_get install -y -qq --no-install-recommends $missing >/dev/null || rc=$?
+  [ "$policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ "$rc" = 0 ] || die "apt-get install$missing failed"
 }
 
 # --- cluster settings (all overridable) --------------------------------------

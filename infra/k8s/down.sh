@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Stop the local cluster started by up.sh and undo what it changed:
+# processes (by PID), pod containers, mounts under the state directory,
+# KUBE-* iptables chains, the node address on lo, sysctls, and the cluster
+# data (etcd, kubelet dirs).  PKI, tokens and logs stay in the state directory
+# (--purge removes it all).  dockerd is stopped only if up.sh started it
+# (ONCOLOGY_K8S_KEEP_DOCKER=1 keeps it).   Idempotent.  Needs root.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+need_root
+purge=0
+[ "${1:-}" = --purge ] && purge=1
+
+K8S_STARTED_DOCKER=0 K8S_ADDED_NODE_IP=""
+# shellcheck disable=SC1090
+[ -f "$STATE_ENV" ] && . "$STATE_ENV"
+
+# 1. the kubelet first, so that it does not restart what we remove
+stop_proc kubelet 20
+
+# 2. pod containers (dockershim labels every container it creates)
+if docker_env 2>/dev/null && docker_cli info >/dev/null 2>&1; then
+  ids=$(docker_cli ps -aq --filter label=io.kubernetes.docker.type)
+  if [ -n "$ids" ]; then
+    log "removing $(echo "$ids" | wc -l) pod container(s)"
+    # shellcheck disable=SC2086
+    docker_cli rm -f -v $ids >/dev/null || true
+  fi
+fi
+
+# 3. kube-proxy, then its rules; then the control plane
+stop_proc kube-proxy
+if [ -x "$K8S_BIN/kube-proxy" ]; then
+  "$K8S_BIN/kube-proxy" --cleanup >"$LOGS/kube-proxy-cleanup.log" 2>&1 || true
+fi
+stop_proc kube-scheduler
+stop_proc kube-controller-manager
+stop_proc kube-apiserver
+stop_proc etcd
+
+# 4. mounts the kubelet made (secret/projected tmpfs volumes ...)
+[ -d "$K8S_STATE" ] && unmount_under "$K8S_STATE"
+
+# 5. iptables: chains of the kubelet (KUBE-FIREWALL, KUBE-MARK-*, ...) and
+#    whatever kube-proxy --cleanup left
+cleanup_kube_chains
+
+# 6. node address, sysctls, host log dirs
+if [ -n "$K8S_ADDED_NODE_IP" ] && ip -o addr show dev lo | grep -q " $K8S_ADDED_NODE_IP/"; then
+  log "removing $K8S_ADDED_NODE_IP from lo"
+  ip addr del "$K8S_ADDED_NODE_IP/32" dev lo
+fi
+for v in $(compgen -v K8S_SYSCTL_ || true); do
+  sysctl -qw "${!v}" >/dev/null 2>&1 || log "could not restore ${!v}"
+done
+for v in $(compgen -v K8S_CREATED_ || true); do
+  rm -rf "${!v}"
+done
+
+# 7. the container engine, if up.sh started it
+if [ "$K8S_STARTED_DOCKER" = 1 ] && [ "${ONCOLOGY_K8S_KEEP_DOCKER:-0}" != 1 ] && [ -x "$REPO_ROOT/infra/docker.sh" ]; then
+  log "stopping dockerd (started by up.sh)"
+  "$REPO_ROOT/infra/docker.sh" down >&2 || true
+fi
+
+# 8. cluster data
+if [ -d "$K8S_STATE" ]; then
+  rm -rf "$K8S_STATE/etcd" "$K8S_STATE/kubelet" "$K8S_STATE/dockershim" "$RUN" \
+         "$K8S_STATE/apiserver" "$K8S_STATE/controller-manager" "$K8S_STATE/scheduler"
+  [ "$purge" = 1 ] && rm -rf "$K8S_STATE"
+fi
+log "cluster down"
