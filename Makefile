@@ -52,7 +52,7 @@ wheel: install ## Build the oncology-model wheel carrying VERSION (default: cham
 
 lock: ## Re-resolve requirements.lock from pyproject.toml (needs the package index)
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --no-emit-package oncology-model --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --no-emit-package oncology-model --no-emit-package oncology --python-version 3.11 -o requirements.lock
 
 clean: ## Remove build output and caches (keeps .venv and the store)
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
