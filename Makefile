@@ -10,7 +10,7 @@ STORE  ?= store
 VERSION ?= champion
 PYTEST_ARGS ?=
 
-.PHONY: help install run serve train test bench lint wheel lock clean
+.PHONY: help install run serve train test bench deploy rollback lint wheel lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +42,23 @@ test: install ## Run the test suite (unit, integration with a real S3 server, wh
 
 bench: install ## Benchmark the service against the reference stack and the HTTP floor (a few minutes)
 	$(BIN)/python benchmarks/run.py
+
+# ---- Kubernetes ------------------------------------------------------------------------------------
+TEAM     ?= ml-platform
+REGISTRY ?= 127.0.0.1:5000
+OVERLAY  ?= deploy/k8s/overlays/local
+KUBECTL  ?= kubectl
+ROLLOUT_TIMEOUT ?= 120s
+WEBSERVICE_SELECTOR = app=oncology-webservice,team=$(TEAM)
+
+deploy: ## Roll the web service out to image VERSION (REGISTRY, TEAM); fails if the rollout does not complete
+	@case "$(VERSION)" in champion|latest) echo "make deploy needs VERSION=<image tag>, e.g. VERSION=1.0.2" >&2; exit 2;; esac
+	$(KUBECTL) set image deployments -l $(WEBSERVICE_SELECTOR) oncology-webservice=$(REGISTRY)/oncology-webservice:$(VERSION)
+	$(KUBECTL) rollout status deployments -l $(WEBSERVICE_SELECTOR) --timeout=$(ROLLOUT_TIMEOUT)
+
+rollback: ## Undo the web service's last rollout and wait until it is complete
+	$(KUBECTL) rollout undo deployments -l $(WEBSERVICE_SELECTOR)
+	$(KUBECTL) rollout status deployments -l $(WEBSERVICE_SELECTOR) --timeout=$(ROLLOUT_TIMEOUT)
 
 lint: install ## Static checks: ruff and mypy --strict
 	$(BIN)/ruff check src model/src tests model/tests

@@ -1,0 +1,123 @@
+"""The Kubernetes manifests: valid for current clusters, and held against the application so the
+two cannot drift apart (probe paths, port, settings, labels)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from oncology.settings import ServeSettings, TrainSettings
+from oncology.webservice.app import create_app
+
+REPO = Path(__file__).resolve().parents[2]
+OVERLAYS = REPO / "deploy" / "k8s" / "overlays"
+VALIDATE_AGAINST = ("1.30.0", "1.34.0")
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    out = subprocess.run(["kubectl", "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True, check=True, timeout=60)
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def kinds(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+def containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = []
+    for doc in docs:
+        spec = doc.get("spec", {})
+        pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec")
+        if pod:
+            found += pod["containers"]
+    return found
+
+
+@pytest.mark.parametrize("overlay", ["local", "production"])
+@pytest.mark.parametrize("version", VALIDATE_AGAINST)
+def test_every_rendered_resource_is_strictly_valid(overlay: str, version: str) -> None:
+    for doc in render(overlay):
+        kubernetes_validate.validate(doc, version, strict=True)  # raises with the first error
+
+
+def test_production_has_autoscaling_budget_and_retraining_and_local_leaves_them_out() -> None:
+    prod, local = kinds(render("production")), kinds(render("local"))
+    assert {"HorizontalPodAutoscaler/oncology-webservice", "PodDisruptionBudget/oncology-webservice", "CronJob/oncology-retrain"} <= set(prod)
+    assert prod["HorizontalPodAutoscaler/oncology-webservice"]["apiVersion"] == "autoscaling/v2"
+    assert prod["PodDisruptionBudget/oncology-webservice"]["apiVersion"] == "policy/v1"
+    assert not {k for k in local if k.split("/")[0] in {"HorizontalPodAutoscaler", "PodDisruptionBudget", "CronJob"}}
+
+
+@pytest.mark.parametrize("overlay", ["local", "production"])
+def test_the_deployment_is_safe_to_run(overlay: str) -> None:
+    deployment = kinds(render(overlay))["Deployment/oncology-webservice"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["name"] == "oncology-webservice"
+    sc = container["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    assert {"requests", "limits"} <= set(container["resources"])
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container)
+
+
+def test_probes_ports_and_labels_match_the_application() -> None:
+    docs = render("local")
+    found = kinds(docs)
+    deployment = found["Deployment/oncology-webservice"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    app_paths = {route.path for route in create_app(ServeSettings()).routes if hasattr(route, "methods")}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # readiness: model loaded
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"  # liveness: process up
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] in app_paths
+    config = next(d for k, d in found.items() if k.startswith("ConfigMap/oncology-webservice"))
+    (port,) = container["ports"]
+    assert port["containerPort"] == int(config["data"]["ONCOLOGY_PORT"]) == ServeSettings().port
+    service = found["Service/oncology-webservice"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    # `make deploy` selects deployments by these labels and sets the image of this container
+    dry = subprocess.run(["make", "-n", "deploy", "VERSION=1.0.2"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    selector = re.search(r"kubectl set image deployments -l ([^ ]+) ([a-z-]+)=[^ ]*/oncology-webservice:1.0.2", dry)
+    assert selector, "make deploy must run kubectl set image with a label selector"
+    labels = dict(pair.split("=") for pair in selector.group(1).split(","))
+    assert labels["app"] == deployment["metadata"]["labels"]["app"]
+    assert "team" in labels and deployment["metadata"]["labels"]["team"] == "ml-platform"
+    assert selector.group(2) == container["name"]
+
+
+def _settings_env() -> set[str]:
+    names = set(ServeSettings.model_fields) | set(TrainSettings.model_fields)
+    return {f"ONCOLOGY_{n.upper()}" for n in names}
+
+
+AWS = {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+
+
+@pytest.mark.parametrize("overlay", ["local", "production"])
+def test_every_variable_set_is_a_setting_the_app_reads(overlay: str) -> None:
+    docs = render(overlay)
+    known = _settings_env() | AWS
+    for doc in docs:
+        if doc["kind"] == "ConfigMap":
+            assert set(doc["data"]) <= known, doc["metadata"]["name"]
+    for container in containers(docs):
+        assert {e["name"] for e in container.get("env", [])} <= known, container["name"]
+
+
+@pytest.mark.parametrize("overlay", ["local", "production"])
+def test_images_are_the_ones_make_publish_pushes(overlay: str) -> None:
+    published = {"oncology-webservice", "oncology-trainer"}
+    for container in containers(render(overlay)):
+        name = container["image"].rsplit(":", 1)[0].rsplit("/", 1)[-1]
+        assert name in published and name == container["name"].replace("oncology-", "oncology-", 1)
