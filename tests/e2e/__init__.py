@@ -1,0 +1,1 @@
+"""End-to-end tier: images, registry, package index (see conftest.py)."""
