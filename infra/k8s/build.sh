@@ -32,6 +32,7 @@ flock 9
 if cache_ok; then echo "$K8S_BIN"; exit 0; fi
 
 t0=$(date +%s)
+# shellcheck disable=SC2086
 ensure_apt_packages $K8S_APT_PACKAGES
 
 work="$K8S_CACHE/work"
@@ -78,7 +79,7 @@ if [ ! -s "$srcs" ] && [ -f /etc/apt/sources.list ]; then
        }' /etc/apt/sources.list >"$work/apt/sources.list.d/k8s-src.list"
   rm -f "$srcs"
 fi
-ls "$work/apt/sources.list.d/"* >/dev/null 2>&1 && [ -s "$(ls "$work/apt/sources.list.d/"* | head -1)" ] \
+[ -n "$(find "$work/apt/sources.list.d" -type f -size +0)" ] \
   || die "no 'deb ... bookworm main' entry in the machine's apt sources"
 
 aptsrc=(-o Dir::Etc::SourceList=/dev/null
@@ -91,8 +92,8 @@ apt-get "${aptsrc[@]}" update -qq
 log "apt-get source --download-only kubernetes"
 (cd "$work/src" && apt-get "${aptsrc[@]}" source --download-only -qq kubernetes >&2)
 
-orig=$(ls "$work/src"/kubernetes_*.orig.tar.* | head -1)
-[ -f "$orig" ] || die "no orig tarball downloaded"
+orig=$(find "$work/src" -maxdepth 1 -name 'kubernetes_*.orig.tar.*' | head -1)
+[ -n "$orig" ] || die "no orig tarball downloaded"
 log "source: $(basename "$orig")"
 
 # --- 2. build ---------------------------------------------------------------
@@ -100,7 +101,7 @@ tree="$work/k8s"
 mkdir -p "$tree"
 tar -C "$tree" --strip-components=1 -xf "$orig"
 # Debian's own patches (kubectl printing fixes, CVE-2021-25743), in series order.
-deb=$(ls "$work/src"/kubernetes_*.debian.tar.* 2>/dev/null | head -1)
+deb=$(find "$work/src" -maxdepth 1 -name 'kubernetes_*.debian.tar.*' | head -1)
 if [ -n "$deb" ]; then
   tar -C "$tree" -xf "$deb" debian/patches
   if [ -f "$tree/debian/patches/series" ]; then
@@ -128,7 +129,7 @@ for c in $K8S_COMPONENTS; do whats="$whats cmd/$c"; done
 log "make WHAT=\"${whats# }\" (about 8-10 minutes on 2 cores)"
 (
   cd "$tree"
-  export GOPATH="$tree/.go" GOCACHE="$K8S_CACHE/gocache" GOFLAGS= GO111MODULE= \
+  export GOPATH="$tree/.go" GOCACHE="$K8S_CACHE/gocache" GOFLAGS='' GO111MODULE='' \
          CGO_ENABLED=0 GOPROXY=off GOSUMDB=off GOTOOLCHAIN=local \
          KUBE_GIT_VERSION_FILE="$work/version.env"
   nice -n 10 make WHAT="${whats# }" >"$work/build.log" 2>&1

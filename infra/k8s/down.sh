@@ -9,6 +9,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 need_root
+lock_state
 purge=0
 [ "${1:-}" = --purge ] && purge=1
 
@@ -20,7 +21,7 @@ K8S_STARTED_DOCKER=0 K8S_ADDED_NODE_IP=""
 stop_proc kubelet 20
 
 # 2. pod containers (dockershim labels every container it creates)
-if docker_env 2>/dev/null && docker_cli info >/dev/null 2>&1; then
+if docker_env "" 2>/dev/null && docker_cli info >/dev/null 2>&1; then
   ids=$(docker_cli ps -aq --filter label=io.kubernetes.docker.type)
   if [ -n "$ids" ]; then
     log "removing $(echo "$ids" | wc -l) pod container(s)"
@@ -47,7 +48,7 @@ stop_proc etcd
 cleanup_kube_chains
 
 # 6. node address, sysctls, host log dirs
-if [ -n "$K8S_ADDED_NODE_IP" ] && ip -o addr show dev lo | grep -q " $K8S_ADDED_NODE_IP/"; then
+if [ -n "$K8S_ADDED_NODE_IP" ] && lo_has_ip "$K8S_ADDED_NODE_IP"; then
   log "removing $K8S_ADDED_NODE_IP from lo"
   ip addr del "$K8S_ADDED_NODE_IP/32" dev lo
 fi
@@ -66,6 +67,7 @@ fi
 
 # 8. cluster data
 if [ -d "$K8S_STATE" ]; then
+  [ "$SOCK_DIR" = "$RUN" ] || rm -rf "$SOCK_DIR"
   rm -rf "$K8S_STATE/etcd" "$K8S_STATE/kubelet" "$K8S_STATE/dockershim" "$RUN" \
          "$K8S_STATE/apiserver" "$K8S_STATE/controller-manager" "$K8S_STATE/scheduler"
   [ "$purge" = 1 ] && rm -rf "$K8S_STATE"

@@ -1,4 +1,5 @@
 # Shared helpers for infra/k8s/*.sh (sourced, not executed).
+# shellcheck disable=SC2034  # variables are used by the scripts that source this
 # shellcheck shell=bash
 
 K8S_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -12,6 +13,7 @@ K8S_BIN="$K8S_CACHE/bin"
 K8S_COMPONENTS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
 
 INFRA_DIR="${ONCOLOGY_INFRA_DIR:-$REPO_ROOT/.infra}"
+case "$INFRA_DIR" in /*) ;; *) INFRA_DIR="$PWD/$INFRA_DIR" ;; esac
 K8S_STATE="$INFRA_DIR/k8s"
 
 # Debian packages: build (golang-go make rsync), control plane and node
@@ -33,7 +35,7 @@ apt_get() {
 ensure_apt_packages() {
   local missing="" p
   for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing="$missing $p"
   done
   [ -z "$missing" ] && return 0
   log "apt-get install:$missing"
@@ -70,6 +72,22 @@ PKI="$K8S_STATE/pki"
 RUN="$K8S_STATE/run"
 LOGS="$K8S_STATE/logs"
 STATE_ENV="$RUN/state.env"     # what up.sh changed on the machine, for down.sh
+# The kubelet's CRI socket (dockershim): unix socket paths are limited to 107
+# bytes, so a deep checkout gets it under /run instead.
+if [ ${#RUN} -le 80 ]; then
+  SOCK_DIR="$RUN"
+else
+  SOCK_DIR="/run/oncology-k8s-$(printf %s "$K8S_STATE" | sha256sum | cut -c1-12)"
+fi
+
+# One up.sh/down.sh at a time per state directory.
+lock_state() {
+  [ "${K8S_STATE_LOCKED:-}" = "$K8S_STATE" ] && return 0
+  mkdir -p "$K8S_STATE"
+  exec 8>"$K8S_STATE/.lock"
+  flock 8
+  export K8S_STATE_LOCKED="$K8S_STATE"
+}
 KUBECONFIG_ADMIN="$K8S_STATE/kubeconfig"
 
 # Sysctls the kubelet and kube-proxy set; saved by up.sh, restored by down.sh.
@@ -87,7 +105,7 @@ docker_cli() {
 docker_env() {
   local ds="$REPO_ROOT/infra/docker.sh"
   if [ -z "${ONCOLOGY_K8S_DOCKER_HOST:-}" ] && [ -x "$ds" ]; then
-    [ "${1:-}" = up ] && "$ds" up >&2
+    if [ "${1:-}" = up ]; then "$ds" up >&2 8>&-; fi
     eval "$("$ds" env)"
   elif [ -n "${ONCOLOGY_K8S_DOCKER_HOST:-}" ]; then
     DOCKER_HOST="$ONCOLOGY_K8S_DOCKER_HOST"
@@ -103,7 +121,8 @@ docker_env() {
 start_proc() {
   local name="$1"; shift
   mkdir -p "$RUN" "$LOGS"
-  setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  # 8>&-: the daemon must not inherit the state lock (lock_state)
+  setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null 8>&- &
   local pid=$!
   echo "$pid $(command -v "$1")" >"$RUN/$name.pid"
 }
@@ -139,7 +158,12 @@ stop_proc() {
 }
 
 # port_busy ADDR PORT
-port_busy() { ss -Hltn "sport = :$2" 2>/dev/null | awk '{print $4}' | grep -qE "^(\[?::\]?|0\.0\.0\.0|\*|${1//./\\.}):$2$"; }
+# (No `cmd | grep -q` anywhere: with pipefail, grep -q quitting early can
+# SIGPIPE the writer and turn a match into a failure.)
+port_busy() { ss -Hltn "sport = :$2" 2>/dev/null | awk '{print $4}' | grep -E "^(\[?::\]?|0\.0\.0\.0|\*|${1//./\\.}):$2$" >/dev/null; }
+
+# lo_has_ip ADDR: ADDR is on lo
+lo_has_ip() { local a; a=$(ip -o addr show dev lo); [[ "$a" == *" $1/"* ]]; }
 
 # wait_for SECONDS DESCRIPTION CMD...: poll CMD until it succeeds.
 wait_for() {

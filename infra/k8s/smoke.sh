@@ -14,7 +14,7 @@ need_root
 IMAGE="${ONCOLOGY_K8S_SMOKE_IMAGE:-oncology-base:bookworm}"
 NS=oncology-smoke
 eval "$("$K8S_LIB_DIR/up.sh")"
-docker_env
+docker_env ""
 KUBECTL="${KUBECTL:-$(command -v kubectl || echo "$K8S_BIN/kubectl")}"
 k() { "$KUBECTL" "$@"; }
 log "kubectl: $KUBECTL ($(k version --client -o json 2>/dev/null | jq -r .clientVersion.gitVersion))"
@@ -26,7 +26,7 @@ fi
 
 manifest=$(mktemp); pf_pid=""
 cleanup() {
-  [ -n "$pf_pid" ] && kill "$pf_pid" 2>/dev/null || true
+  if [ -n "$pf_pid" ]; then kill "$pf_pid" 2>/dev/null || true; fi
   rm -f "$manifest" "${pf_log:-}"
 }
 trap cleanup EXIT

@@ -13,6 +13,7 @@ T0=$(date +%s.%N)
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 need_root
+lock_state
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
 node_ready() {
@@ -38,6 +39,7 @@ fi
 
 # --- binaries, packages, container engine -------------------------------------
 "$K8S_LIB_DIR/build.sh" >/dev/null
+# shellcheck disable=SC2086
 ensure_apt_packages $K8S_APT_PACKAGES
 for c in etcd openssl iptables ip6tables conntrack socat nsenter ss; do
   command -v "$c" >/dev/null || die "missing command: $c"
@@ -62,7 +64,7 @@ if [ "$(docker_cli image inspect -f '{{index .Config.Labels "oncology.pause.sour
   pdir="$K8S_CACHE/pause-$pause_id"
   if [ ! -x "$pdir/rootfs/pause" ]; then
     rm -rf "$pdir"; mkdir -p "$pdir/rootfs"
-    (cd "$K8S_LIB_DIR/pause" && CGO_ENABLED=0 GOPROXY=off GOCACHE="$pdir/gocache" GOFLAGS= \
+    (cd "$K8S_LIB_DIR/pause" && CGO_ENABLED=0 GOPROXY=off GOCACHE="$pdir/gocache" GOFLAGS='' \
        go build -trimpath -ldflags='-s -w' -o "$pdir/rootfs/pause" pause.go)
     rm -rf "$pdir/gocache"
   fi
@@ -81,7 +83,7 @@ for p in "127.0.0.1 $ETCD_PORT" "127.0.0.1 $((ETCD_PORT + 1))" "127.0.0.1 $((ETC
 done
 
 # --- node address, sysctls -----------------------------------------------------
-if ! ip -o addr show dev lo | grep -q " $NODE_IP/"; then
+if ! lo_has_ip "$NODE_IP"; then
   ip addr add "$NODE_IP/32" dev lo
   echo "K8S_ADDED_NODE_IP=$NODE_IP" >>"$STATE_ENV"
 fi
@@ -211,6 +213,19 @@ start_proc kube-apiserver "$K8S_BIN/kube-apiserver" \
   --requestheader-extra-headers-prefix=X-Remote-Extra- \
   --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
   --allow-privileged=true --profiling=false --cert-dir="$K8S_STATE/apiserver" --v=1
+# The kubelet starts while the API server comes up: its own start (cAdvisor,
+# dockershim) takes about as long, and it retries registering the node.
+log "starting kubelet"
+mkdir -p "$K8S_STATE/kubelet" "$K8S_STATE/dockershim" "$SOCK_DIR"
+start_proc kubelet "$K8S_BIN/kubelet" \
+  --config="$K8S_STATE/kubelet-config.yaml" --kubeconfig="$K8S_STATE/kubelet.kubeconfig" \
+  --root-dir="$K8S_STATE/kubelet" --cert-dir="$K8S_STATE/kubelet/pki" \
+  --container-runtime=docker --docker-endpoint="unix://$DOCKER_SOCK" \
+  --container-runtime-endpoint="unix://$SOCK_DIR/dockershim.sock" \
+  --image-service-endpoint="unix://$SOCK_DIR/dockershim.sock" \
+  --experimental-dockershim-root-directory="$K8S_STATE/dockershim" \
+  --pod-infra-container-image="$PAUSE_IMAGE" \
+  --node-ip="$NODE_IP" --hostname-override="$NODE_NAME" --v=1
 api_ok() { curl -fsS --cacert "$PKI/ca.crt" "https://127.0.0.1:$API_PORT/readyz" >/dev/null; }
 wait_for 90 apiserver api_ok || die "kube-apiserver not ready (see $LOGS/kube-apiserver.log)"
 log "kube-apiserver ready after $(elapsed "$T1")s"
@@ -234,17 +249,7 @@ start_proc kube-scheduler "$K8S_BIN/kube-scheduler" "${common[@]}" \
   --authorization-kubeconfig="$K8S_STATE/scheduler.kubeconfig"
 
 # --- node ------------------------------------------------------------------------
-log "starting kubelet and kube-proxy"
-mkdir -p "$K8S_STATE/kubelet" "$K8S_STATE/dockershim"
-start_proc kubelet "$K8S_BIN/kubelet" \
-  --config="$K8S_STATE/kubelet-config.yaml" --kubeconfig="$K8S_STATE/kubelet.kubeconfig" \
-  --root-dir="$K8S_STATE/kubelet" --cert-dir="$K8S_STATE/kubelet/pki" \
-  --container-runtime=docker --docker-endpoint="unix://$DOCKER_SOCK" \
-  --container-runtime-endpoint="unix://$RUN/dockershim.sock" \
-  --image-service-endpoint="unix://$RUN/dockershim.sock" \
-  --experimental-dockershim-root-directory="$K8S_STATE/dockershim" \
-  --pod-infra-container-image="$PAUSE_IMAGE" \
-  --node-ip="$NODE_IP" --hostname-override="$NODE_NAME" --v=1
+log "starting kube-proxy"
 start_proc kube-proxy "$K8S_BIN/kube-proxy" --config="$K8S_STATE/kube-proxy-config.yaml" --v=1
 
 for c in kube-controller-manager kube-scheduler kubelet kube-proxy; do
