@@ -18,6 +18,7 @@ benchmarks/README.md for what each number means.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -523,6 +524,10 @@ def ratio_per_round(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str) 
     return [x[key] / y[key] for x, y in zip(a, b)]
 
 
+def meets(value: float, op: str, bound: float) -> bool:
+    return {">=": value >= bound, "<=": value <= bound, "<": value < bound}[op]
+
+
 def evaluate(report: dict[str, Any]) -> dict[str, Any]:
     single, batch, inproc = report["single"], report["batch"], report["inprocess"]
     ours, floor, ref = single["ours"], single["floor"], single["reference"]
@@ -547,20 +552,28 @@ def evaluate(report: dict[str, Any]) -> dict[str, Any]:
         "cold_start_s": "ours: spawn of `oncology serve` to the first 200 from /readyz (median of starts)",
         "rss_per_worker_mb": "ours: peak resident memory (VmHWM) of the one worker after all the load",
     }
+    # The same comparisons in server CPU time per request: what each server does with a CPU to itself.
+    # Robust to CPU taken by other processes; for p99 at c=8 (a queue of 8 behind one worker) it is
+    # the per-request cost ratio that the p99 ratio follows when nothing else disturbs the run.
+    cpu = "server_cpu_us_per_req"
+    batch_cpu_rows_s = [BATCH_ROWS / (r[cpu] / 1e6) for r in batch[best_batch_c]["rounds"]]
+    cpu_values = {
+        "single_c64_vs_reference": median(ratio_per_round(ref["64"]["rounds"], ours["64"]["rounds"], cpu)),
+        "single_c64_vs_floor": median(ratio_per_round(floor["64"]["rounds"], ours["64"]["rounds"], cpu)),
+        "p99_c8_vs_floor": median(ratio_per_round(ours["8"]["rounds"], floor["8"]["rounds"], cpu)),
+        "batch_http_vs_inprocess": median([b / s for b, s in zip(batch_cpu_rows_s, score_rows)]),
+    }
     targets = {}
     for key, (op, bound) in TARGETS.items():
         value = values[key]
-        ok = {">=": value >= bound, "<=": value <= bound, "<": value < bound}[op]
-        targets[key] = {"value": value, "op": op, "target": bound, "pass": ok, "what": notes[key]}
-    cpu = "server_cpu_us_per_req"
-    batch_cpu_rows_s = [BATCH_ROWS / (r[cpu] / 1e6) for r in batch[best_batch_c]["rounds"]]
+        check = functools.partial(meets, op=op, bound=bound)
+        targets[key] = {"value": value, "op": op, "target": bound, "pass": check(value), "what": notes[key]}
+        if key in cpu_values:
+            targets[key]["cpu_value"] = cpu_values[key]
+            targets[key]["cpu_pass"] = check(cpu_values[key])
     targets["_info"] = {
         "batch_http_vs_inprocess_tumor_api": median([h / t for h, t in zip(batch_rounds, tumor_api)]),
         "batch_concurrency_used": best_batch_c,
-        # the same comparisons in server CPU time per request: what each would do with a CPU to itself
-        "cpu_single_c64_vs_reference": median(ratio_per_round(ref["64"]["rounds"], ours["64"]["rounds"], cpu)),
-        "cpu_single_c64_vs_floor": median(ratio_per_round(floor["64"]["rounds"], ours["64"]["rounds"], cpu)),
-        "cpu_batch_vs_inprocess": median([b / s for b, s in zip(batch_cpu_rows_s, score_rows)]),
     }
     return targets
 
@@ -632,7 +645,12 @@ def render(report: dict[str, Any]) -> str:
     for key, t in report["targets"].items():
         if key.startswith("_"):
             continue
-        out.append(f"- {'PASS' if t['pass'] else 'FAIL'} {key}: {t['value']:.3g} {t['op']} {t['target']:g}  ({t['what']})")
+        line = f"- {'PASS' if t['pass'] else 'FAIL'} {key}: {t['value']:.3g} {t['op']} {t['target']:g}  ({t['what']})"
+        if "cpu_value" in t:
+            line += f"; in server CPU µs/req: {t['cpu_value']:.3g} ({'pass' if t['cpu_pass'] else 'fail'})"
+            if t["cpu_pass"] != t["pass"]:
+                line += " - the two disagree: machine noise decided the wall-clock verdict"
+        out.append(line)
     info = report["targets"]["_info"]
     if report["starved"]:
         out.append(f"- WARNING: {len(report['starved'])} saturated point(s) ran with the server under "
@@ -640,9 +658,6 @@ def render(report: dict[str, Any]) -> str:
                    f"the ratios noisier; the CPU µs/req figures hold. {'; '.join(report['starved'])}")
     out.append(f"- info: /predict/batch rows/s vs the in-process Tumor API (predict_proba_batch + predict_batch): "
                f"{info['batch_http_vs_inprocess_tumor_api']:.3g}")
-    out.append(f"- info, in server CPU time per request (robust to CPU stolen by other processes): ours vs reference at "
-               f"c=64 {info['cpu_single_c64_vs_reference']:.3g}x, ours vs floor at c=64 {info['cpu_single_c64_vs_floor']:.3g}, "
-               f"batch rows per server CPU second vs in-process score_rows {info['cpu_batch_vs_inprocess']:.3g}")
     return "\n".join(out)
 
 
