@@ -121,8 +121,11 @@ docker_env() {
 start_proc() {
   local name="$1"; shift
   mkdir -p "$RUN" "$LOGS"
-  # 8>&-: the daemon must not inherit the state lock (lock_state)
-  setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null 8>&- &
+  # 8>&-: the daemon must not inherit the state lock (lock_state).
+  # AWS_EC2_METADATA_DISABLED: the kubelet 1.20's built-in ECR credential
+  # provider otherwise asks the EC2 metadata address (169.254.169.254) for
+  # credentials when it starts; nothing may leave the machine.
+  AWS_EC2_METADATA_DISABLED=true setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null 8>&- &
   local pid=$!
   echo "$pid $(command -v "$1")" >"$RUN/$name.pid"
 }
