@@ -42,7 +42,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,9 +72,9 @@ def say(message: str) -> None:
 @dataclass(frozen=True)
 class Index:
     upload_url: str
-    simple_url: str
+    simple_url: str = field(repr=False)  # credentials inside
     user: str
-    password: str
+    password: str = field(repr=False)
 
     @classmethod
     def from_env(cls) -> Index:
@@ -83,7 +83,7 @@ class Index:
         if missing:
             raise PublishError(
                 f"{', '.join(missing)} not set: start the package index and load its settings with "
-                'eval "$(infra/pypi.sh up >&2 && infra/pypi.sh env)"'
+                'infra/pypi.sh up && eval "$(infra/pypi.sh env)"'
             )
         return cls(*(os.environ[n] for n in names))
 
@@ -298,7 +298,7 @@ def secret_file(value: str) -> Iterator[Path]:
 
 
 def build_image(docker: Docker, image: str, context: Path, tag: str, base_image: str, version: str,
-                secret: Path, logs: Path) -> float:
+                commit: str, secret: Path, logs: Path) -> float:
     log = logs / f"{image}-build.log"
     t0 = time.monotonic()
     proc = docker.run([
@@ -306,7 +306,7 @@ def build_image(docker: Docker, image: str, context: Path, tag: str, base_image:
         "-f", str(DOCKER_DIR / image / "Dockerfile"),
         "--build-arg", f"BASE_IMAGE={base_image}",
         "--build-arg", f"MODEL_VERSION={version}",
-        "--build-arg", f"GIT_COMMIT={git_commit()}",
+        "--build-arg", f"GIT_COMMIT={commit}",
         "--secret", f"id=pipindex,src={secret}",
         "-t", tag, str(context),
     ], log=log)
@@ -386,12 +386,15 @@ def publish(version: str, store: str, registry: str, base_image: str, images: Se
 
     download_wheels([DOCKER_DIR / image / "requirements.txt" for image in images])
     app_wheel = build_app_wheel(dist)
+    commit = git_commit()
+    if commit.endswith("-dirty"):
+        say(f"warning: the work tree has uncommitted changes; the images record revision {commit}")
     references = []
-    with secret_file(os.environ["ONCOLOGY_PYPI_INDEX_URL"]) as secret:
+    with secret_file(index.simple_url) as secret:
         for image in images:
             context = stage_context(image, app_wheel)
             tag = f"{registry}/oncology-{image}:{resolved}"
-            seconds = build_image(docker, image, context, tag, base_image, resolved, secret, logs)
+            seconds = build_image(docker, image, context, tag, base_image, resolved, commit, secret, logs)
             size = docker.run(["image", "inspect", "--format", "{{.Size}}", tag]).stdout.strip()
             say(f"built {tag} in {seconds:.1f}s ({int(size) / 1e6:.0f} MB)" if size.isdigit() else f"built {tag}")
             if push:
