@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
-import logging
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
-from oncology.logconfig import JsonFormatter
 from oncology.settings import ServeSettings
+from oncology.webservice.accesslog import AccessLog
 from oncology.webservice.app import create_app
 from oncology_model import Classifier, Tumor
 from oncology_model.datamodel import FEATURES
@@ -151,21 +151,22 @@ def test_metrics_count_requests_predictions_and_the_model(client: TestClient) ->
     assert 'oncology_model_reloads_total{result="initial"} 1.0' in text
 
 
-def test_access_log_has_request_fields_and_never_feature_values(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="oncology.access")
-    odd = {**EXAMPLE, "clump_thickness": 7, "mitoses": 9}
-    client.post("/predict", json=odd, headers={"x-request-id": "req-1"})
-    client.post("/predict", json={**odd, "mitoses": 99}, headers={"x-request-id": "req-2"})
-    client.get("/healthz")
-    records = [r for r in caplog.records if r.name == "oncology.access"]
-    assert [(r.request_id, r.route, r.status, r.model_version) for r in records] == [  # type: ignore[attr-defined]
+def test_access_log_has_request_fields_and_never_feature_values(trained_store: Path) -> None:
+    stream = io.BytesIO()
+    log = AccessLog(stream)
+    with TestClient(create_app(ServeSettings(store=str(trained_store)), access_log=log)) as client:
+        odd = {**EXAMPLE, "clump_thickness": 7, "mitoses": 9}
+        client.post("/predict", json=odd, headers={"x-request-id": "req-1"})
+        client.post("/predict", json={**odd, "mitoses": 99}, headers={"x-request-id": "req-2"})
+        client.get("/healthz")  # probes stay out of the log
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["request_id"], e["route"], e["status"], e["model_version"]) for e in lines] == [
         ("req-1", "/predict", 200, "1.0.1"), ("req-2", "/predict", 422, None)
     ]
-    assert all(r.latency_ms > 0 for r in records)  # type: ignore[attr-defined]
-    for record in caplog.records:
-        line = json.loads(JsonFormatter().format(record))
-        assert set(line) <= {"ts", "level", "logger", "msg", "request_id", "method", "route", "status", "latency_ms", "model_version"}
-        assert not any(feature in json.dumps(line) for feature in FEATURES)
+    for entry in lines:
+        assert set(entry) == {"ts", "level", "logger", "msg", "request_id", "method", "route", "status", "latency_ms", "model_version"}
+        assert entry["latency_ms"] > 0 and entry["ts"].endswith("+00:00")
+        assert not any(feature in json.dumps(entry) for feature in FEATURES)
 
 
 def test_openapi_documents_every_route_and_error(client: TestClient) -> None:

@@ -54,7 +54,7 @@ def test_batches_agree(rows: list[dict[str, object]]) -> None:
     body = json.dumps(rows).encode()
     expected = [pydantic_row(json.dumps(r).encode()) for r in rows]
     try:
-        got = schemas.decode_tumors(body, limit=10)
+        got = list(schemas.decode_tumors(body, limit=10))
     except APIError as exc:
         assert None in expected
         bad = {d["loc"][1] for d in exc.details}

@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import mul
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +77,11 @@ class LinearScorer:
 
     def proba(self, row: Sequence[float]) -> float:
         """Malignant probability of one row in `FEATURES` order."""
-        z = self._offset
-        for w, x in zip(self._weights, row):
-            z += w * x
-        return _sigmoid(z)
+        return _sigmoid(self._offset + sum(map(mul, self._weights, row)))
 
     def proba_many(self, rows: Iterable[Sequence[float]]) -> list[float]:
-        return [self.proba(row) for row in rows]
+        weights, offset, sigmoid = self._weights, self._offset, _sigmoid
+        return [sigmoid(offset + sum(map(mul, weights, row))) for row in rows]
 
 
 def _sigmoid(z: float) -> float:

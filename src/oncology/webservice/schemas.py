@@ -8,6 +8,7 @@ at once.  Both refuse exactly the same inputs (a property test holds them togeth
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -40,8 +41,16 @@ def decode_tumor(body: bytes) -> tuple[int, ...]:
         raise from_pydantic(exc.errors(include_url=False)) from None
 
 
-def decode_tumors(body: bytes, limit: int) -> list[tuple[int, ...]]:
-    """The feature rows of a JSON array of tumors, in order."""
+class Result(msgspec.Struct, array_like=False):
+    """One prediction as the REST routes return it (encoded faster than a dict)."""
+
+    prediction: str
+    probability: float
+    model_version: str
+
+
+def decode_tumors(body: bytes, limit: int) -> Iterator[tuple[int, ...]]:
+    """The feature rows of a JSON array of tumors, in order (an iterator: rows are not copied)."""
     try:
         structs = _many.decode(body)
     except msgspec.DecodeError:
@@ -54,7 +63,7 @@ def decode_tumors(body: bytes, limit: int) -> list[tuple[int, ...]]:
             f"a batch holds at most {limit} rows; this one has {len(structs)}",
             [{"loc": ["body"], "value": None, "reason": f"more than {limit} items"}],
         )
-    return list(map(row_of, structs))
+    return map(row_of, structs)
 
 
 def decode_csv(body: bytes, limit: int) -> list[tuple[int, ...]]:

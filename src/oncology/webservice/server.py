@@ -15,30 +15,29 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
 
 from oncology import logconfig
 from oncology.settings import ServeSettings
-from oncology.webservice.app import create_app
+from oncology.webservice.app import Front, create_app
 
 log = logging.getLogger("oncology.webservice")
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> Front:
     """The app for a worker process, from ``ONCOLOGY_*`` variables (used by multi-worker runs)."""
     logconfig.configure(json_lines=True)
     return create_app(ServeSettings())
 
 
 class _DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: Starlette, drain_seconds: float) -> None:
+    def __init__(self, config: uvicorn.Config, app: Front, drain_seconds: float) -> None:
         super().__init__(config)
         self._app = app
         self._drain = drain_seconds
         self._draining = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        holder = self._app.state.holder
+        holder = self._app.holder
         if self._draining:  # a second signal: stop now
             super().handle_exit(sig, frame)
             return
