@@ -10,7 +10,7 @@ STORE  ?= store
 VERSION ?= champion
 PYTEST_ARGS ?=
 
-.PHONY: help install run serve train test bench deploy rollback lint wheel lock clean
+.PHONY: help install run serve train test bench infra-up infra-down publish e2e docker-requirements deploy rollback lint wheel lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +40,25 @@ train: install ## Train and publish a new version without promoting it
 test: install ## Run the test suite (unit, integration with a real S3 server, wheel install)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# ---- containers, registry, package index -----------------------------------------------------------
+BASE_IMAGE ?= oncology-base:bookworm
+
+infra-up: install ## Start the local infrastructure on 127.0.0.1: S3 :8333, dockerd, base image, registry :5000, index :8081
+	infra/up.sh >/dev/null
+
+infra-down: ## Stop all of the local infrastructure (state is kept in .infra/)
+	infra/down.sh
+
+publish: install ## Publish VERSION (default: champion) of STORE: its wheel to the package index, both images to the registry
+	eval "$$(infra/up.sh docker base-image registry pypi)" && \
+	$(BIN)/python deploy/publish.py --version $(VERSION) --store $(STORE) --registry "$$ONCOLOGY_REGISTRY" --base-image $(BASE_IMAGE)
+
+e2e: install ## End-to-end tier: images, registry, index, S3 (and Kubernetes) for real; needs root (a few minutes)
+	$(BIN)/pytest tests/e2e -m e2e $(PYTEST_ARGS)
+
+docker-requirements: install ## Re-resolve deploy/docker/*/requirements.txt (pinned, hashed) within requirements.lock
+	deploy/docker/requirements.sh
+
 bench: install ## Benchmark the service against the reference stack and the HTTP floor (a few minutes)
 	$(BIN)/python benchmarks/run.py
 
@@ -61,8 +80,9 @@ rollback: ## Undo the web service's last rollout and wait until it is complete
 	$(KUBECTL) rollout status deployments -l $(WEBSERVICE_SELECTOR) --timeout=$(ROLLOUT_TIMEOUT)
 
 lint: install ## Static checks: ruff and mypy --strict
-	$(BIN)/ruff check src model/src tests model/tests
+	$(BIN)/ruff check src model/src tests model/tests deploy benchmarks
 	$(BIN)/mypy
+	$(BIN)/hadolint deploy/docker/*/Dockerfile
 
 wheel: install ## Build the oncology-model wheel carrying VERSION (default: champion) from STORE into dist/
 	$(BIN)/oncology wheel --store $(STORE) --model $(VERSION) --out dist
@@ -70,6 +90,7 @@ wheel: install ## Build the oncology-model wheel carrying VERSION (default: cham
 lock: ## Re-resolve requirements.lock from pyproject.toml (needs the package index)
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --no-emit-package oncology-model --no-emit-package oncology --python-version 3.11 -o requirements.lock
+	deploy/docker/requirements.sh
 
 clean: ## Remove build output and caches (keeps .venv and the store)
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -49,7 +49,6 @@ REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
 WHEELHOUSE = BUILD / "wheelhouse"
 DOCKER_DIR = REPO / "deploy" / "docker"
-DATA_DIR = REPO / "data" / "raw" / "breast-cancer-wisconsin"
 IMAGES = ("webservice", "trainer")
 MODEL_PROJECT = "oncology-model"
 #: what the images run: CPython 3.11 on x86_64 glibc 2.36 (Debian 12, as python:3.11-slim)
@@ -233,7 +232,7 @@ def build_app_wheel(out: Path) -> Path:
 
 
 def stage_context(image: str, app_wheel: Path) -> Path:
-    """build/docker/IMAGE/: requirements.txt, wheels/, app/ (and data/ for the trainer), nothing else."""
+    """build/docker/IMAGE/: requirements.txt, wheels/, app/ (the oncology wheel carries the raw data), nothing else."""
     context = BUILD / "docker" / image
     if context.exists():
         shutil.rmtree(context)
@@ -244,10 +243,6 @@ def stage_context(image: str, app_wheel: Path) -> Path:
     for wheel in _wheels_for(_requirements(requirements)):
         _copy(wheel, context / "wheels" / wheel.name)
     _copy(app_wheel, context / "app" / app_wheel.name)
-    if image == "trainer":
-        (context / "data").mkdir()
-        for name in ("breast-cancer-wisconsin.data", "README.md"):
-            _copy(DATA_DIR / name, context / "data" / name)
     return context
 
 

@@ -8,6 +8,7 @@ line number; nothing is silently dropped except rows with a missing value, which
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -21,7 +22,17 @@ from oncology_model.errors import OncologyError
 from oncology_model.storage import read_uri
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[3]
-BUNDLED_DATA: Final = REPO_ROOT / "data" / "raw" / "breast-cancer-wisconsin" / "breast-cancer-wisconsin.data"
+DATA_FILE: Final = "breast-cancer-wisconsin.data"
+
+
+def _bundled_data() -> Path:
+    """The bundled copy: in a checkout, data/raw/; in an installed wheel, <prefix>/share/oncology/data/."""
+    checkout = REPO_ROOT / "data" / "raw" / "breast-cancer-wisconsin" / DATA_FILE
+    installed = Path(sys.prefix) / "share" / "oncology" / "data" / DATA_FILE
+    return checkout if checkout.is_file() or not installed.is_file() else installed
+
+
+BUNDLED_DATA: Final = _bundled_data()
 #: sha256 of UCI's file, as recorded in data/raw/breast-cancer-wisconsin/README.md
 BUNDLED_DATA_SHA256: Final = "402c585309c399237740f635ef9919dc512cca12cbeb20de5e563a4593f22b64"
 MISSING: Final = "?"
