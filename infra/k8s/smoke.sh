@@ -60,7 +60,7 @@ log "curl ClusterIP $ip from the host: ok, both replicas answered (${!seen[*]}) 
 pf_log=$(mktemp)
 port=$(awk 'BEGIN { srand(); print 20000 + int(rand() * 20000) }')
 while port_busy 127.0.0.1 "$port"; do port=$((port + 1)); done
-k -n "$NS" port-forward --address 127.0.0.1 svc/web "$port:80" >"$pf_log" 2>&1 &
+"$KUBECTL" -n "$NS" port-forward --address 127.0.0.1 svc/web "$port:80" >"$pf_log" 2>&1 &
 pf_pid=$!
 wait_for 20 port-forward curl -fsS --max-time 2 "http://127.0.0.1:$port/" || { cat "$pf_log" >&2; die "port-forward failed"; }
 log "port-forward 127.0.0.1:$port -> svc/web: ok ($(curl -fsS "http://127.0.0.1:$port/"))"
