@@ -10,7 +10,7 @@ STORE  ?= store
 VERSION ?= champion
 PYTEST_ARGS ?=
 
-.PHONY: help install run serve train test bench infra-up infra-down publish e2e docker-requirements deploy rollback lint wheel lock clean
+.PHONY: help install run serve train test bench infra-up infra-down publish e2e docker-requirements deploy rollback train-job lint wheel lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -78,6 +78,17 @@ deploy: ## Roll the web service out to image VERSION (REGISTRY, TEAM); fails if 
 rollback: ## Undo the web service's last rollout and wait until it is complete
 	$(KUBECTL) rollout undo deployments -l $(WEBSERVICE_SELECTOR)
 	$(KUBECTL) rollout status deployments -l $(WEBSERVICE_SELECTOR) --timeout=$(ROLLOUT_TIMEOUT)
+
+JOB_TIMEOUT ?= 600s
+
+train-job: install ## Run the training Job with trainer image VERSION; wait; print its logs and the version it published
+	@case "$(VERSION)" in champion|latest) echo "make train-job needs VERSION=<image tag>, e.g. VERSION=1.0.1" >&2; exit 2;; esac
+	$(KUBECTL) delete job oncology-train --ignore-not-found --wait=true
+	$(KUBECTL) kustomize $(OVERLAY) | $(BIN)/python deploy/k8s/job.py --image $(REGISTRY)/oncology-trainer:$(VERSION) | $(KUBECTL) apply -f -
+	@$(KUBECTL) wait --for=condition=complete job/oncology-train --timeout=$(JOB_TIMEOUT) \
+	  || { $(KUBECTL) logs job/oncology-train --tail=50 >&2; echo "the training Job did not complete" >&2; exit 1; }
+	$(KUBECTL) logs job/oncology-train
+	@$(KUBECTL) logs job/oncology-train | grep -o 'published model version [0-9.]*' | tail -1
 
 lint: install ## Static checks: ruff and mypy --strict
 	$(BIN)/ruff check src model/src tests model/tests deploy benchmarks
