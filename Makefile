@@ -10,7 +10,7 @@ STORE  ?= store
 VERSION ?= champion
 PYTEST_ARGS ?=
 
-.PHONY: help install run serve train test bench infra-up infra-down publish e2e docker-requirements deploy rollback train-job lint wheel lock clean
+.PHONY: help install run serve train test bench infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback train-job lint wheel lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -63,6 +63,13 @@ bench: install ## Benchmark the service against the reference stack and the HTTP
 	$(BIN)/python benchmarks/run.py
 
 # ---- Kubernetes ------------------------------------------------------------------------------------
+k8s-up: ## Start the local single-node Kubernetes 1.20 cluster (builds its binaries once, ~9 min); then: export KUBECONFIG=.infra/k8s/kubeconfig
+	infra/k8s/build.sh >/dev/null
+	infra/k8s/up.sh
+
+k8s-down: ## Stop the local cluster and leave nothing behind
+	infra/k8s/down.sh
+
 TEAM     ?= ml-platform
 REGISTRY ?= 127.0.0.1:5000
 OVERLAY  ?= deploy/k8s/overlays/local
