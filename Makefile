@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: help install run serve train test bench infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback train-job lint wheel lock clean
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## Set up .venv with the locked dependencies and the project (editable)
 
