@@ -39,10 +39,6 @@ class NotFound(APIError):
     status = 404
 
 
-class MethodNotAllowed(APIError):
-    status = 405
-
-
 class PayloadTooLarge(APIError):
     status = 413
 
