@@ -1,0 +1,540 @@
+"""Issue 5 on a real Kubernetes cluster: the local overlay applied, training as a Job against SeaweedFS,
+deployments and rollbacks under load with no failed request, releases that never become ready, and a
+teardown that leaves nothing behind.
+
+The cluster is ``infra/k8s``'s Kubernetes 1.20 (built from Debian's source; ``build.sh`` caches the
+binaries), started by ``up.sh`` on the e2e stack's own dockerd and stopped by ``down.sh`` at the end,
+whatever happened (``e2e/k8s_cluster.py``). The registry and SeaweedFS are the run's own, on free ports
+(a developer's infrastructure may hold 5000 and 8333): the manifests applied are the local overlay's with
+those addresses -- a kustomization on top of it that sets the images' registry and tag and the trainer's
+``AWS_ENDPOINT_URL``, and nothing else (checked) -- and ``make train-job``/``deploy``/``rollback`` run as
+they are, with ``REGISTRY=`` and ``OVERLAY=``. SeaweedFS runs with the credentials of the overlay's Secret.
+
+Versions: the tier's ``published`` 1.0.1 is the bootstrap: the store of record in SeaweedFS starts with it
+and the overlay deploys its images. The overlay's Job trains 1.0.2, ``make train-job`` 1.0.3 (the first
+version deployed), a training with another seed 1.0.4 (the second). Their wheels are taken off the shared
+index at the end: the tier's other tests expect it to hold 1.0.1 alone.
+
+Traffic goes from the host to the Service's ClusterIP (kube-proxy's iptables rules), each request on a new
+connection: kube-proxy balances connections, so a kept-alive connection would pin one pod.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from e2e.conftest import Published
+from e2e.k8s_cluster import Answer, Cluster, Load, kubectl_binary, request, running_cluster
+from e2e.stack import BASE_IMAGE, DATA, PUBLISH, REPO, Stack, dataset_rows
+from oncology.trainer.pipeline import run_training
+from oncology_model import Classifier
+from oncology_model.datamodel import FEATURES
+from oncology_model.registry import ModelRegistry
+from oncology_model.storage import open_store
+from support import fast_settings
+
+pytestmark = pytest.mark.e2e
+
+LOCAL_OVERLAY = REPO / "deploy" / "k8s" / "overlays" / "local"
+APP = "oncology-webservice"
+JOB = "oncology-train"
+#: the load: requests a second (in all, from 4 threads), and what a rollout must see at least
+RATE = 200.0
+MIN_REQUESTS_DURING_ROLLOUT = 500
+#: how long `make deploy` waits for a release that never becomes ready
+BAD_ROLLOUT_TIMEOUT = 15
+
+#: The entrypoint of a release that is live but never ready: the real `oncology serve`, put into its draining
+#: state (readiness off, still answering) before the kubelet first probes it. See test step 5.
+NEVER_READY_ENTRYPOINT = '''\
+import os, signal, subprocess, sys, time, urllib.request
+
+server = subprocess.Popen(["/opt/oncology/bin/oncology", *sys.argv[1:]],
+                          env={**os.environ, "ONCOLOGY_DRAIN_SECONDS": "3600"})
+signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGTERM))  # a second one stops it at once
+url = "http://127.0.0.1:%s/healthz" % os.environ.get("ONCOLOGY_PORT", "8080")
+while server.poll() is None:
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+        break
+    except OSError:
+        time.sleep(0.01)
+server.send_signal(signal.SIGTERM)  # at its first /healthz 200: readiness off for the next hour
+sys.exit(server.wait())
+'''
+
+
+# ---- manifests -----------------------------------------------------------------------------------
+
+
+def render(path: Path) -> list[dict[str, Any]]:
+    proc = subprocess.run([kubectl_binary(), "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    named = re.compile(rf"{name}(-[a-z0-9]{{10}})?")  # a generator's hash suffix
+    (doc,) = [d for d in docs if d["kind"] == kind and named.fullmatch(d["metadata"]["name"])]
+    return doc
+
+
+def secret_values(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in find(docs, "Secret", name)["data"].items()}
+
+
+def run_overlay(dest: Path, registry: str, tag: str, s3_endpoint: str) -> Path:
+    """A kustomization on top of the local overlay that sets the run's registry, image tag and S3 endpoint."""
+    local = yaml.safe_load((LOCAL_OVERLAY / "kustomization.yaml").read_text())
+    dest.mkdir(parents=True)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(LOCAL_OVERLAY, dest)],  # kustomize refuses absolute paths
+        "images": [{"name": image["newName"], "newName": f"{registry}/{image['newName'].split('/', 1)[1]}",
+                    "newTag": tag} for image in local["images"]],
+        "configMapGenerator": [{"name": "oncology-trainer", "behavior": "merge",
+                                "literals": [f"AWS_ENDPOINT_URL={s3_endpoint}"]}],
+    }
+    (dest / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return dest
+
+
+def _normalized(docs: list[dict[str, Any]]) -> str:
+    text = yaml.safe_dump_all(docs, sort_keys=True)
+    return re.sub(r"\b(oncology-(?:trainer|webservice|s3))-[a-z0-9]{10}\b", r"\1-HASH", text)  # generator hashes
+
+
+# ---- the cluster's objects -----------------------------------------------------------------------
+
+
+def live_pods(cluster: Cluster) -> list[dict[str, Any]]:
+    return [p for p in cluster.get("pods", "-l", f"app={APP}")["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def image_of(pod_or_template: dict[str, Any]) -> str:
+    (container,) = pod_or_template["spec"]["containers"]
+    return str(container["image"])
+
+
+def wait_job(cluster: Cluster, timeout: float = 300) -> str:
+    """Until the training Job succeeds (its logs), or fail at its first failed pod or after ``timeout``."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        status = cluster.get("job", JOB)["status"]
+        if status.get("succeeded"):
+            return cluster.kubectl("logs", f"job/{JOB}").stdout
+        if status.get("failed"):
+            logs = cluster.kubectl("logs", f"job/{JOB}", check=False)
+            pytest.fail(f"the training Job failed:\n{logs.stdout[-3000:]}{logs.stderr[-2000:]}")
+        time.sleep(1)
+    pytest.fail(f"the training Job did not finish within {timeout:.0f}s")
+
+
+def assert_clean_deployment(cluster: Cluster, image: str, digest: str | None = None, *, gone: bool = False,
+                            timeout: float = 90) -> None:
+    """2/2 ready on ``image`` (pulled from the registry by ``digest``), every other ReplicaSet at 0; with ``gone``,
+    also no other pod left, not even one still terminating (old pods drain for ONCOLOGY_DRAIN_SECONDS)."""
+    end = time.monotonic() + timeout
+    while True:
+        pods = cluster.get("pods", "-l", f"app={APP}")["items"]
+        if not gone:
+            pods = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        settled = len(pods) == 2 and all(not p["metadata"].get("deletionTimestamp") and ready(p) for p in pods)
+        if settled or time.monotonic() > end:
+            break
+        time.sleep(0.5)
+    summary = [(p["metadata"]["name"], image_of(p), ready(p), p["metadata"].get("deletionTimestamp")) for p in pods]
+    assert settled, f"not 2 ready pods and nothing else after {timeout:.0f}s: {summary}"
+    assert {image_of(p) for p in pods} == {image}, summary
+    if digest is not None:
+        for pod in pods:
+            (status,) = pod["status"]["containerStatuses"]
+            assert status["imageID"].endswith(f"@{digest}"), status["imageID"]
+    deployment = cluster.get("deployment", APP)
+    assert image_of(deployment["spec"]["template"]) == image
+    status = deployment["status"]
+    assert (status.get("replicas"), status.get("readyReplicas"), status.get("updatedReplicas"),
+            status.get("availableReplicas"), status.get("unavailableReplicas")) == (2, 2, 2, 2, None), status
+    active = [rs for rs in cluster.get("replicasets", "-l", f"app={APP}")["items"] if rs["spec"]["replicas"] > 0]
+    assert [image_of(rs["spec"]["template"]) for rs in active] == [image]
+
+
+def assert_no_container_runs(stack: Stack, pod: str, timeout: float = 30) -> None:
+    """No container of that pod runs on the node any more (dockershim labels each with its pod's name)."""
+    end = time.monotonic() + timeout
+    while ids := stack.docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.name={pod}").stdout.split():
+        assert time.monotonic() < end, f"containers {ids} of pod {pod} still run after {timeout:.0f}s"
+        time.sleep(0.5)
+
+
+def endpoint_ips(cluster: Cluster) -> tuple[set[str], set[str]]:
+    """(ready, not ready) addresses of the Service."""
+    subsets = cluster.get("endpoints", APP).get("subsets") or []
+    ips = {a["ip"] for s in subsets for a in s.get("addresses", [])}
+    waiting = {a["ip"] for s in subsets for a in s.get("notReadyAddresses", [])}
+    return ips, waiting
+
+
+# ---- models, images ------------------------------------------------------------------------------
+
+
+def in_process_answers(store: str, version: str, rows: list[list[int]]) -> list[tuple[str, float]]:
+    """``Classifier`` of that version from the store, in this process: (prediction, probability) per row."""
+    clf = Classifier.from_uri(store, version)
+    assert clf.version == version
+    return [(clf.label(p).value, p) for p in clf.score_rows(rows)]
+
+
+def publish_webservice(stack: Stack, aws: dict[str, str], store: str, version: str) -> tuple[str, str]:
+    """``deploy/publish.py`` for the web-service image of ``version`` of ``store``: (tag, digest). The local
+    image is removed afterwards, so that the kubelet pulls it from the registry."""
+    proc = subprocess.run(
+        [sys.executable, str(PUBLISH), "--registry", stack.registry, "--base-image", BASE_IMAGE,
+         "--version", version, "--store", store, "--image", "webservice"],
+        env={**stack.env, **aws}, capture_output=True, text=True, timeout=1800, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = proc.stdout.split()
+    tag, _, digest = line.partition("@")
+    assert tag == f"{stack.registry}/{APP}:{version}" and digest.startswith("sha256:")
+    stack.docker("image", "rm", tag)
+    return tag, digest
+
+
+def build_release(stack: Stack, context: Path, tag: str, dockerfile: str, files: dict[str, str] | None = None) -> str:
+    """A small image built on a published one and pushed; the local copy removed. Its digest."""
+    context.mkdir(parents=True)
+    (context / "Dockerfile").write_text(dockerfile)
+    for name, text in (files or {}).items():
+        (context / name).write_text(text)
+    stack.docker("build", "--quiet", "-t", tag, str(context), timeout=300)
+    pushed = stack.docker("push", tag, timeout=300).stdout
+    digest = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)
+    assert digest, pushed
+    stack.docker("image", "rm", tag)
+    return digest.group(1)
+
+
+# ---- the Service under load ----------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    host: str
+    port: int
+    rows: list[list[int]]
+
+    def predict(self, row: int) -> dict[str, Any]:
+        body = json.dumps(dict(zip(FEATURES, self.rows[row]))).encode()
+        status, body = request(self.host, self.port, "POST", "/predict", body)
+        assert status == 200, body
+        answer: dict[str, Any] = json.loads(body)
+        return answer
+
+    def wait_serving(self, version: str, timeout: float = 30) -> None:
+        """Until 30 answers in a row (each on a new connection) come from ``version``."""
+        end, streak, seen = time.monotonic() + timeout, 0, Counter[str]()
+        while streak < 30:
+            assert time.monotonic() < end, f"not {version} alone within {timeout:.0f}s: {seen}"
+            got = self.predict(streak % len(self.rows))["model_version"]
+            seen[got] += 1
+            streak = streak + 1 if got == version else 0
+
+
+@dataclass
+class Change:
+    """One `make` target run while the load ran."""
+
+    proc: subprocess.CompletedProcess[str]
+    seconds: float
+    load: Load
+    started: float
+    finished: float
+    settled: bool
+
+    @property
+    def output(self) -> str:
+        return f"{self.proc.stdout[-3000:]}\n{self.proc.stderr[-3000:]}"
+
+    def during(self) -> list[Answer]:
+        return [a for a in self.load.answers if self.started <= a.sent <= self.finished]
+
+    def failed(self) -> str:
+        failures = self.load.failures()
+        return f"{len(failures)} of {len(self.load.answers)} requests failed, e.g. {failures[:5]}"
+
+
+def under_load(cluster: Cluster, service: Service, expected: dict[str, list[tuple[str, float]]], target: str,
+               serving_after: str | None, **variables: str) -> Change:
+    """``make TARGET`` while the load runs; then, if ``serving_after``, until only that version answers."""
+    rows = [dict(zip(FEATURES, row)) for row in service.rows]
+    with Load(service.host, service.port, rows, expected, rate=RATE) as load:
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the change"
+        started = time.monotonic()
+        proc = cluster.make(target, **variables)
+        finished = time.monotonic()
+        settled = True
+        if serving_after is not None:
+            settled = load.wait_for(
+                lambda answers: len(answers) > 300 and all(a.version == serving_after for a in answers[-150:]), 30)
+        time.sleep(1)
+    assert load.exhausted is None, f"the load loop hit its bound ({load.exhausted})"
+    return Change(proc, finished - started, load, started, finished, settled)
+
+
+def withdraw_wheels(stack: Stack, versions: list[str]) -> None:
+    """Take the wheels this test uploaded off the tier's shared index again (pypiserver's ``remove_pkg``): the
+    other tests of the session expect it to hold the one wheel that ``published`` uploaded."""
+    auth = (stack.env["ONCOLOGY_PYPI_USER"], stack.password)
+    for version in versions:
+        form = {":action": "remove_pkg", "name": "oncology_model", "version": version}  # the name as in the file's
+        answer = httpx.post(stack.env["ONCOLOGY_PYPI_URL"], data=form, auth=auth, timeout=30)
+        assert answer.status_code in (200, 404), answer.text  # 404: the upload never happened
+    page = httpx.get(stack.env["ONCOLOGY_PYPI_URL"].rstrip("/") + "/simple/oncology-model/", auth=auth, timeout=30)
+    assert not [v for v in versions if f"oncology_model-{v}-" in page.text], page.text
+
+
+# ---- the test ------------------------------------------------------------------------------------
+
+
+def test_issue_5_on_a_real_cluster(stack: Stack, published: Published, figures: dict[str, Any], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import seaweedfs as weed  # infra/seaweedfs.py, the project's own start/stop
+
+    t_test = time.monotonic()
+    local = render(LOCAL_OVERLAY)
+    trainer_settings = find(local, "ConfigMap", "oncology-trainer")["data"]
+    store, data_uri = trainer_settings["ONCOLOGY_STORE"], trainer_settings["ONCOLOGY_DATA"]
+    credentials = secret_values(local, "oncology-s3")
+
+    # SeaweedFS with the development credentials of the overlay's Secret, on a free port
+    s3 = weed.start(tmp_path / "seaweedfs", s3_port=weed.free_port(), access_key=credentials["access-key-id"],
+                    secret_key=credentials["secret-access-key"])
+    uploaded: list[str] = []  # wheels this test puts on the shared index
+    try:
+        aws = {"AWS_ENDPOINT_URL": s3.endpoint_url, "AWS_ACCESS_KEY_ID": credentials["access-key-id"],
+               "AWS_SECRET_ACCESS_KEY": credentials["secret-access-key"], "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_EC2_METADATA_DISABLED": "true"}
+        for key, value in aws.items():
+            monkeypatch.setenv(key, value)
+        client = s3.client()
+        for uri in (store, data_uri):
+            bucket = uri.removeprefix("s3://").split("/", 1)[0]
+            if bucket not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+                client.create_bucket(Bucket=bucket)
+        bucket, key = data_uri.removeprefix("s3://").split("/", 1)
+        client.put_object(Bucket=bucket, Key=key, Body=DATA.read_bytes())  # the raw data, at the overlay's key
+        # the store of record starts where the tier's publishing left off: 1.0.1, whose images the overlay deploys
+        bootstrap = ModelRegistry(open_store(published.store))
+        registry = ModelRegistry(open_store(store))
+        registry.publish(bootstrap.store.read_dir(f"models/{published.version}"))
+        registry.promote(published.version)
+
+        overlay = run_overlay(tmp_path / "overlay", stack.registry, published.version, s3.endpoint_url)
+        expected = _normalized(local).replace(trainer_settings["AWS_ENDPOINT_URL"], s3.endpoint_url)
+        for image in ("oncology-webservice", "oncology-trainer"):
+            ours = f"{stack.registry}/{image}:{published.version}"
+            expected = expected.replace(f"127.0.0.1:5000/{image}:latest", ours)
+        assert _normalized(render(overlay)) == expected, "the applied manifests are not the local overlay's"
+
+        with running_cluster(stack.env) as cluster:
+            figures["k8s: build.sh, binaries cached (s)"] = round(cluster.build_seconds, 2)
+            figures["k8s: up.sh to node Ready, cached binaries (s)"] = round(cluster.up_seconds, 1)
+            assert cluster.up_seconds < 60
+            _the_pipeline(cluster, stack, published, figures, tmp_path, store, data_uri, overlay, aws, uploaded)
+        figures["k8s: down.sh (s)"] = round(cluster.down_seconds, 1)
+        # 6. nothing left behind: process, pod container, mount, KUBE-* rule, node address, sysctl, port, folder
+        assert cluster.left_behind == []
+    finally:
+        try:
+            s3.stop()
+        finally:
+            withdraw_wheels(stack, uploaded)
+    figures["k8s: the whole test (s)"] = round(time.monotonic() - t_test)
+
+
+def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures: dict[str, Any], tmp_path: Path,
+                  store: str, data_uri: str, overlay: Path, aws: dict[str, str], uploaded: list[str]) -> None:
+    registry = stack.registry
+    complete, _ = dataset_rows()
+
+    # ---- 1. the local overlay on the 1.20 cluster, and training as a Job ------------------------------
+    dry = cluster.kubectl("apply", "--dry-run=server", "-k", str(LOCAL_OVERLAY), check=False)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("(server dry run)") == 6, dry.stdout  # 2 ConfigMaps, Secret, Service, Deployment, Job
+    made = cluster.kubectl("get", "configmaps,secrets,services,deployments,jobs", "-o", "name").stdout.split()
+    assert [name for name in made if "oncology" in name] == [], "the dry run created objects"
+
+    cluster.kubectl("apply", "-k", str(overlay))
+    cluster.kubectl("rollout", "status", f"deployment/{APP}", "--timeout=180s", timeout=200)
+    assert_clean_deployment(cluster, f"{registry}/{APP}:{published.version}", published.digests["webservice"])
+    logs = wait_job(cluster)  # the overlay's own Job trains as soon as it is applied
+    assert re.search(rf"published model version 1\.0\.2 to {re.escape(store)}", logs), logs[-3000:]
+
+    t0 = time.monotonic()
+    job = cluster.make("train-job", VERSION=published.version, REGISTRY=registry, OVERLAY=str(overlay))
+    figures["k8s: make train-job (s)"] = round(time.monotonic() - t0, 1)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    m = re.fullmatch(r"published model version (\S+)", job.stdout.strip().splitlines()[-1])
+    assert m, job.stdout[-3000:]
+    first = m.group(1)
+    assert first == "1.0.3"
+    assert f"data {data_uri}" in job.stdout  # the Job read the raw data from SeaweedFS
+    pod_spec = cluster.get("job", JOB)["spec"]["template"]["spec"]
+    assert pod_spec["hostNetwork"] is True
+    assert image_of({"spec": pod_spec}) == f"{registry}/oncology-trainer:{published.version}"
+    listing = subprocess.run(
+        [str(Path(sys.executable).parent / "oncology"), "models", "list", "--store", store],
+        env={**aws, "PATH": "/usr/bin:/bin", "COLUMNS": "200"}, capture_output=True, text=True, timeout=120,
+    )
+    assert listing.returncode == 0, listing.stderr
+    (row,) = [line for line in listing.stdout.splitlines() if f" {first} " in line]
+    assert "champion" in row
+    trained = Classifier.from_uri(store, first)
+    assert trained.metadata["data"]["uri"] == data_uri
+    assert trained.metadata["data"]["sha256"] == hashlib.sha256(DATA.read_bytes()).hexdigest()
+
+    # ---- 2. the first version, published and deployed ------------------------------------------------
+    uploaded.append(first)
+    tag1, digest1 = publish_webservice(stack, aws, store, first)
+    t0 = time.monotonic()
+    deploy = cluster.make("deploy", VERSION=first, REGISTRY=registry)
+    figures["k8s: make deploy, first version (s)"] = round(time.monotonic() - t0, 1)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert_clean_deployment(cluster, tag1, digest1)
+    svc = cluster.get("service", APP)["spec"]
+    service = Service(svc["clusterIP"], svc["ports"][0]["port"], complete)  # from the host, through kube-proxy
+    service.wait_serving(first)
+    expected = {first: in_process_answers(store, first, complete)}
+    rows = json.dumps([dict(zip(FEATURES, r)) for r in complete]).encode()
+    status, body = request(service.host, service.port, "POST", "/predict/batch", rows, timeout=60)
+    assert status == 200, body[:500]
+    assert [(a["prediction"], a["probability"], a["model_version"]) for a in json.loads(body)] == [
+        (label, p, first) for label, p in expected[first]]
+    for i in range(0, len(complete), 7):  # a sample, one request (and connection) each: both pods answer
+        label, p = expected[first][i]
+        assert service.predict(i) == {"prediction": label, "probability": p, "model_version": first}
+    status, body = request(service.host, service.port, "GET", "/readyz")
+    assert status == 200 and json.loads(body)["model_version"] == first
+
+    # ---- 3. a second version (another seed), rolled out under load ------------------------------------
+    second = run_training(fast_settings(store, data=data_uri, seed=7, promote=True)).version
+    assert second == "1.0.4"
+    uploaded.append(second)
+    tag2, digest2 = publish_webservice(stack, aws, store, second)
+    expected[second] = in_process_answers(store, second, complete)
+    rollout = under_load(cluster, service, expected, "deploy", second, VERSION=second, REGISTRY=registry)
+    assert rollout.proc.returncode == 0, rollout.output
+    assert rollout.load.failures() == [], rollout.failed()
+    during = rollout.during()
+    figures["k8s: make deploy under load, set image to 2/2 ready (s)"] = round(rollout.seconds, 1)
+    figures["k8s: make deploy under load: requests during the rollout, failed"] = f"{len(during)}, 0"
+    figures["k8s: make deploy under load: last old answer after it (s)"] = round(
+        max(a.sent for a in rollout.load.answers if a.version == first) - rollout.finished, 2)
+    assert rollout.seconds < 30
+    assert len(during) >= MIN_REQUESTS_DURING_ROLLOUT, f"{len(during)} requests during the rollout"
+    assert rollout.settled, Counter(a.version for a in rollout.load.answers[-300:])
+    in_order = sorted(rollout.load.answers, key=lambda a: a.sent)
+    assert in_order[0].version == first and in_order[-1].version == second
+    assert first in {a.version for a in during}
+    assert_clean_deployment(cluster, tag2, digest2)
+
+    # ---- 4. rollback: the first version answers again ------------------------------------------------
+    back = under_load(cluster, service, expected, "rollback", first)
+    assert back.proc.returncode == 0, back.output
+    assert back.load.failures() == [], back.failed()
+    assert back.settled, Counter(a.version for a in back.load.answers[-300:])
+    figures["k8s: make rollback under load (s)"] = round(back.seconds, 1)
+    figures["k8s: make rollback under load: requests during it, failed"] = f"{len(back.during())}, 0"
+    assert_clean_deployment(cluster, tag1, digest1)
+    status, body = request(service.host, service.port, "GET", "/model")
+    assert status == 200 and json.loads(body)["version"] == first
+
+    # ---- 5. releases that never become ready ----------------------------------------------------------
+    # (a) "no-model": the first version's image with a model store where nothing was ever promoted (the
+    #     pod's empty /tmp). The service loads and verifies its model before it opens its port (uvicorn
+    #     runs the start-up first), and exits when it cannot: never live nor ready; CrashLoopBackOff.
+    # (b) "never-ready": live, never ready. The service's only such state is draining after SIGTERM
+    #     (readiness off, still answering). The second version's image, under an entrypoint that sends
+    #     the real server SIGTERM at its first /healthz 200 with a one-hour drain, before the kubelet's
+    #     first probe. A request routed to it would be answered, naming the second version: the load
+    #     here accepts only the first.
+    releases = {
+        "no-model": (first, "FROM {base}\nENV ONCOLOGY_STORE=/tmp\n", {}),
+        "never-ready": (second, "FROM {base}\nCOPY entrypoint.py /opt/never-ready/entrypoint.py\n"
+                                'ENTRYPOINT ["/opt/oncology/bin/python", "/opt/never-ready/entrypoint.py"]\n',
+                        {"entrypoint.py": NEVER_READY_ENTRYPOINT}),
+    }
+    only_first = {first: expected[first]}
+    for name, (base_version, dockerfile, files) in releases.items():
+        version = f"{base_version}-{name}"
+        tag = f"{registry}/{APP}:{version}"
+        build_release(stack, tmp_path / name, tag, dockerfile.format(base=f"{registry}/{APP}:{base_version}"), files)
+        bad = under_load(cluster, service, only_first, "deploy", None, VERSION=version, REGISTRY=registry,
+                         ROLLOUT_TIMEOUT=f"{BAD_ROLLOUT_TIMEOUT}s")
+        assert bad.proc.returncode != 0, bad.output
+        assert "timed out" in bad.proc.stderr, bad.output
+        assert BAD_ROLLOUT_TIMEOUT <= bad.seconds < BAD_ROLLOUT_TIMEOUT + 20
+        assert bad.load.failures() == [], bad.failed()
+        figures[f"k8s: make deploy of a never-ready release ({name}): fails after (s)"] = round(bad.seconds, 1)
+        figures[f"k8s: make deploy of a never-ready release ({name}): requests, failed"] = (
+            f"{len(bad.load.answers)}, 0")
+
+        pods = live_pods(cluster)
+        stuck = [p for p in pods if image_of(p) == tag]
+        good = [p for p in pods if image_of(p) == tag1]
+        assert len(stuck) == 1 and len(good) == 2 and all(ready(p) for p in good), [
+            (p["metadata"]["name"], image_of(p), ready(p)) for p in pods]
+        (pod,) = stuck
+        (container,) = pod["status"]["containerStatuses"]
+        assert not container["ready"]
+        ips, _ = endpoint_ips(cluster)
+        assert ips == {p["status"]["podIP"] for p in good}  # the Service sends nothing to it
+        if name == "no-model":
+            exited = container.get("lastState", {}).get("terminated") or container["state"].get("terminated")
+            assert exited or container["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff", container
+            log = cluster.kubectl("logs", pod["metadata"]["name"], "--previous", check=False)
+            if log.returncode != 0:
+                log = cluster.kubectl("logs", pod["metadata"]["name"], check=False)
+            assert "alias 'champion' is not set" in log.stdout + log.stderr, log.stdout[-2000:] + log.stderr[-2000:]
+        else:
+            assert container["restartCount"] == 0 and container["started"] is True and "running" in container["state"]
+            ip = pod["status"]["podIP"]  # the pod itself, from the host
+            assert request(ip, 8080, "GET", "/healthz")[0] == 200  # live ...
+            status, body = request(ip, 8080, "GET", "/readyz")
+            assert status == 503 and b"shutting down" in body, body  # ... never ready ...
+            status, body = request(ip, 8080, "POST", "/predict", json.dumps(dict(zip(FEATURES, complete[0]))).encode())
+            assert status == 200 and json.loads(body)["model_version"] == second  # ... and it would answer
+
+        undo = under_load(cluster, service, only_first, "rollback", first)
+        assert undo.proc.returncode == 0, undo.output
+        assert undo.load.failures() == [], undo.failed()
+        figures[f"k8s: make rollback from the never-ready release ({name}) (s)"] = round(undo.seconds, 1)
+        assert_clean_deployment(cluster, tag1, digest1)
+        assert_no_container_runs(stack, pod["metadata"]["name"])
+
+    # Nothing of either release is left: the kubelet 1.20 removes a deleted pod's object only once every
+    # container of the pod is removed, which for these pods its container GC (once a minute) may have to do.
+    t0 = time.monotonic()
+    assert_clean_deployment(cluster, tag1, digest1, gone=True, timeout=150)
+    figures["k8s: never-ready releases: their pods gone after the last rollback (s)"] = round(time.monotonic() - t0, 1)
