@@ -11,6 +11,8 @@
 #   pid_alive PID / pid_is PID WORD   (WORD must appear in its command line)
 #   stop_pid PID [GRACE]  SIGTERM, then SIGKILL after GRACE seconds (default 10)
 #   wait_http URL [SECONDS]   until URL answers (any HTTP status)
+#   await_started NAME PID LOG CHECK   until the command CHECK succeeds (30 s); if PID dies or
+#                       time runs out: the log's tail, PID stopped, die
 #   apt_mirror    the Debian mirror URI the machine's apt sources use
 #   elapsed T0    seconds since T0 (from `date +%s.%N`)
 
@@ -89,6 +91,16 @@ wait_http() {
     sleep 0.1
   done
   return 1
+}
+
+await_started() {
+  local name=$1 pid=$2 logfile=$3 check=$4 i
+  for ((i = 0; i < 300; i++)); do
+    "$check" && return 0
+    pid_alive "$pid" || { tail -n 20 "$logfile" >&2; die "$name exited; log: $logfile"; }
+    sleep 0.1
+  done
+  "$check" || { tail -n 20 "$logfile" >&2; stop_pid "$pid" 5; die "$name did not answer within 30 s"; }
 }
 
 port_listening() { # PORT: something listens on 127.0.0.1:PORT

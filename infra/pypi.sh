@@ -82,7 +82,7 @@ install_venv() {
 }
 
 up() {
-  local t0 pid i
+  local t0 pid
   t0=$(date +%s.%N)
   load_credentials
   mkdir -p "$D" "$PKGS"
@@ -123,12 +123,7 @@ EOF
     "$PKGS" </dev/null >>"$LOG" 2>&1 &
   pid=$!
   echo "$pid" >"$PIDFILE"
-  for ((i = 0; i < 300; i++)); do
-    answers && break
-    pid_alive "$pid" || { tail -n 20 "$LOG" >&2; die "pypi-server exited; log: $LOG"; }
-    sleep 0.1
-  done
-  answers || { tail -n 20 "$LOG" >&2; stop_pid "$pid" 5; die "pypi-server did not answer within 30 s"; }
+  await_started pypi-server "$pid" "$LOG" answers
   log "up in $(elapsed "$t0")s (pid $pid) at $URL/simple/ (user $PYPI_USER, password in $CREDS)"
 }
 

@@ -28,7 +28,7 @@ registry_pid() {
 answers() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/v2/")" = 200 ]; }
 
 up() {
-  local t0 pid i
+  local t0 pid
   t0=$(date +%s.%N)
   if pid=$(registry_pid) && answers; then
     log "already running (pid $pid) at $URL"
@@ -69,12 +69,7 @@ EOF
   setsid "$bin" serve "$CONFIG" </dev/null >>"$LOG" 2>&1 &
   pid=$!
   echo "$pid" >"$PIDFILE"
-  for ((i = 0; i < 300; i++)); do
-    answers && break
-    pid_alive "$pid" || { tail -n 20 "$LOG" >&2; die "registry exited; log: $LOG"; }
-    sleep 0.1
-  done
-  answers || { tail -n 20 "$LOG" >&2; stop_pid "$pid" 5; die "registry did not answer within 30 s"; }
+  await_started registry "$pid" "$LOG" answers
   log "up in $(elapsed "$t0")s (pid $pid) at $URL"
 }
 
