@@ -513,10 +513,21 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
         if name == "no-model":
             exited = container.get("lastState", {}).get("terminated") or container["state"].get("terminated")
             assert exited or container["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff", container
-            log = cluster.kubectl("logs", pod["metadata"]["name"], "--previous", check=False)
-            if log.returncode != 0:
-                log = cluster.kubectl("logs", pod["metadata"]["name"], check=False)
-            assert "alias 'champion' is not set" in log.stdout + log.stderr, log.stdout[-2000:] + log.stderr[-2000:]
+            # why it exits: the termination message (FallbackToLogsOnError) or its logs; the kubelet may
+            # have removed the dead container of a crash-looping pod, so ask again until one of them says
+            seen, deadline = "", time.monotonic() + 60
+            while "alias 'champion' is not set" not in seen and time.monotonic() < deadline:
+                got = cluster.kubectl("get", "pod", pod["metadata"]["name"], "-o", "json", check=False)
+                statuses = json.loads(got.stdout).get("status", {}).get("containerStatuses", []) if got.returncode == 0 else []
+                for status in statuses:
+                    for state in (status.get("lastState", {}), status.get("state", {})):
+                        seen += state.get("terminated", {}).get("message", "")
+                for flag in ("--previous", None):
+                    log = cluster.kubectl("logs", pod["metadata"]["name"], *([flag] if flag else []), check=False)
+                    seen += log.stdout + log.stderr
+                if "alias 'champion' is not set" not in seen:
+                    time.sleep(1)
+            assert "alias 'champion' is not set" in seen, seen[-2000:]
         else:
             assert container["restartCount"] == 0 and container["started"] is True and "running" in container["state"]
             ip = pod["status"]["podIP"]  # the pod itself, from the host
