@@ -8,8 +8,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-#: Fields that log calls may pass in ``extra`` and that the JSON formatter writes out.
-EXTRA_FIELDS = ("request_id", "method", "route", "path", "status", "latency_ms", "model_version")
+#: Fields that log calls may pass in ``extra`` and that the JSON formatter writes out
+#: (the access log has its own writer: oncology.webservice.accesslog).
+EXTRA_FIELDS = ("request_id", "path")
 
 
 class JsonFormatter(logging.Formatter):

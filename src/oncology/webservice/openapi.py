@@ -118,7 +118,6 @@ class V2Ready(BaseModel):
     ready: bool
 
 
-TumorBatch = list[Tumor]
 _MODELS: list[type[BaseModel]] = [
     Tumor, PredictionOut, ErrorOut, ModelOut, Status, V2InferRequest, V2InferResponse, V2ServerMetadata,
     V2ModelMetadata, V2Live, V2Ready,

@@ -7,7 +7,6 @@ at once.  Both refuse exactly the same inputs (a property test holds them togeth
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterator
 from typing import Annotated, Any, Final
 
@@ -15,13 +14,12 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from oncology.webservice.errors import APIError, Unprocessable, from_pydantic
-from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Prediction, Tumor
+from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Prediction, Tumor, row_of
 
 _Score = Annotated[int, msgspec.Meta(ge=SCORE_MIN, le=SCORE_MAX)]
 TumorIn: Any = msgspec.defstruct(
     "TumorIn", [(name, _Score) for name in Tumor.model_fields], forbid_unknown_fields=True, frozen=True
 )
-row_of = operator.attrgetter(*FEATURES)
 
 _one = msgspec.json.Decoder(TumorIn)
 _many = msgspec.json.Decoder(list[TumorIn])
