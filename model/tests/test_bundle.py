@@ -6,7 +6,7 @@ import math
 import pytest
 
 from bundle_factory import bundle_files
-from oncology_model.bundle import KPIS, MANIFEST, METADATA, MODEL, Bundle, make_manifest
+from oncology_model.bundle import CARD_JSON, CARD_MD, KPIS, MANIFEST, METADATA, MODEL, Bundle, Referral, make_manifest
 from oncology_model.errors import BundleError
 
 
@@ -70,3 +70,51 @@ def test_linear_scorer_is_the_logistic_of_the_standardised_score(files: dict[str
     assert scorer.proba(row) == pytest.approx(1 / (1 + math.exp(-z)), rel=1e-12)
     assert scorer.proba_many([row, row]) == [scorer.proba(row)] * 2
     assert 0.0 < scorer.proba([1] * 9) < scorer.proba([10] * 9) < 1.0
+
+
+def test_a_bundle_without_referral_or_card_loads_as_older_versions_do(files: dict[str, bytes]) -> None:
+    bundle = Bundle.from_files(files)
+    assert bundle.referral is None
+    assert bundle.card is None and bundle.card_markdown is None
+
+
+def test_the_referral_band_and_the_card_are_read_from_the_bundle() -> None:
+    card = {"version": "1.0.1", "intended_use": "decision support"}
+    files = bundle_files(
+        referral={"low": 0.05, "high": 0.5},
+        extra={CARD_MD: "# Model card\n\u00b5 ok\n".encode(), CARD_JSON: json.dumps(card).encode()},
+    )
+    bundle = Bundle.from_files(files)
+    assert bundle.referral == Referral(0.05, 0.5)
+    assert bundle.card == card
+    assert bundle.card_markdown == "# Model card\n\u00b5 ok\n"
+    assert [bundle.referral.refers(p) for p in (0.0499, 0.05, 0.3, 0.4999, 0.5)] == [False, True, True, True, False]
+
+
+@pytest.mark.parametrize(
+    ("band", "reason"),
+    [
+        ({"low": 0.4, "high": 0.5}, "low <= threshold"),
+        ({"low": 0.05, "high": 0.2}, "threshold .* <= high"),
+        ({"low": -0.1, "high": 0.5}, "0 <= low"),
+        ({"low": 0.05, "high": 1.5}, "high <= 1"),
+        ({"low": 0.05}, "referral band is malformed"),
+        ({"low": "x", "high": 0.5}, "referral band is malformed"),
+    ],
+)
+def test_a_referral_band_that_does_not_hold_the_threshold_is_refused(band: dict[str, object], reason: str) -> None:
+    with pytest.raises(BundleError, match=f"metadata.json: .*{reason}"):
+        Bundle.from_files(bundle_files(referral=band))
+
+
+def test_a_card_that_is_not_json_is_refused_with_its_name() -> None:
+    with pytest.raises(BundleError, match="card.json: not valid JSON"):
+        Bundle.from_files(bundle_files(extra={CARD_JSON: b"{oops"}))
+
+
+def test_only_known_optional_files_can_be_assembled_or_listed(files: dict[str, bytes]) -> None:
+    with pytest.raises(BundleError, match="not bundle files: run.sh"):
+        bundle_files(extra={"run.sh": b"rm -rf /"})
+    content = {k: v for k, v in files.items() if k != MANIFEST} | {"run.sh": b"rm -rf /"}
+    with pytest.raises(BundleError, match="lists files a bundle does not hold: run.sh"):
+        Bundle.from_files({**content, MANIFEST: make_manifest("1.0.1", content)})

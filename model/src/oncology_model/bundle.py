@@ -6,6 +6,7 @@ A bundle is a flat folder of JSON files:
 - ``metadata.json``: version, creation time, data checksum, code commit, family, hyper-parameters,
   feature schema, decision threshold, library versions,
 - ``kpis.json``: held-out test figures and cross-validation mean/std,
+- ``card.md`` and ``card.json`` (optional): the model card, for people and for programs,
 - ``MANIFEST.json``: the sha256 and size of every other file.  It is written last, so a version
   is visible only once it is complete.
 
@@ -30,7 +31,11 @@ MANIFEST = "MANIFEST.json"
 MODEL = "model.json"
 METADATA = "metadata.json"
 KPIS = "kpis.json"
+CARD_MD = "card.md"
+CARD_JSON = "card.json"
 CONTENT_FILES = (MODEL, METADATA, KPIS)
+#: Files a bundle may carry besides `CONTENT_FILES` (older versions have none of them).
+OPTIONAL_FILES = (CARD_MD, CARD_JSON)
 FORMAT = "oncology-bundle/1"
 
 
@@ -95,6 +100,36 @@ SCORERS = {LinearScorer.kind: LinearScorer}
 
 
 @dataclass(frozen=True)
+class Referral:
+    """The band of malignant probability within which the answer is "refer for review".
+
+    A probability ``p`` with ``low <= p < high`` is referred; below ``low`` the answer is benign, at
+    or above ``high`` malignant.  ``low <= threshold <= high``, so an answer that is not referred is
+    the thresholded label.  ``low == high`` is an empty band (nothing is referred).
+    """
+
+    low: float
+    high: float
+
+    @classmethod
+    def from_metadata(cls, value: Any, threshold: float, where: str) -> Referral | None:
+        if value is None:
+            return None
+        try:
+            low, high = float(value["low"]), float(value["high"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{where}: referral band is malformed ({exc!r}); expected {{\"low\": p, \"high\": p}}") from exc
+        if not (0.0 <= low <= threshold <= high <= 1.0):
+            raise BundleError(
+                f"{where}: referral band [{low}, {high}) must satisfy 0 <= low <= threshold ({threshold}) <= high <= 1"
+            )
+        return cls(low, high)
+
+    def refers(self, probability: float) -> bool:
+        return self.low <= probability < self.high
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A verified model bundle: its files, parsed metadata and KPIs, and a scorer."""
 
@@ -104,6 +139,21 @@ class Bundle:
     kpis: Mapping[str, Any]
     threshold: float
     scorer: LinearScorer
+    #: The referral band: malignant probabilities in [low, high) are referred for review.  None for
+    #: versions trained before referral existed (they never refer).
+    referral: Referral | None = None
+
+    @property
+    def card_markdown(self) -> str | None:
+        """The model card (Markdown), or None for versions trained before cards existed."""
+        data = self.files.get(CARD_MD)
+        return None if data is None else data.decode("utf-8")
+
+    @property
+    def card(self) -> dict[str, Any] | None:
+        """The model card's machine-readable form, or None for versions trained before cards existed."""
+        data = self.files.get(CARD_JSON)
+        return None if data is None else _parse_json(data, CARD_JSON)
 
     @classmethod
     def from_files(cls, files: Mapping[str, bytes], where: str = "bundle") -> Bundle:
@@ -118,6 +168,8 @@ class Bundle:
             if name not in listed:
                 raise BundleError(f"{where}/{MANIFEST}: does not list {name}")
         present = set(files) - {MANIFEST}
+        if unknown := sorted(set(listed) - set(CONTENT_FILES) - set(OPTIONAL_FILES)):
+            raise BundleError(f"{where}/{MANIFEST}: lists files a bundle does not hold: {', '.join(unknown)}")
         if extra := sorted(present - set(listed)):
             raise BundleError(f"{where}: files not in the manifest: {', '.join(extra)}")
         for name, entry in listed.items():
@@ -144,6 +196,14 @@ class Bundle:
         threshold = metadata.get("threshold")
         if not isinstance(threshold, float) or not 0.0 < threshold < 1.0:
             raise BundleError(f"{where}/{METADATA}: decision threshold {threshold!r} is not in (0, 1)")
+        for name in OPTIONAL_FILES:
+            if name in files and name.endswith(".md"):
+                try:
+                    files[name].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise BundleError(f"{where}/{name}: not UTF-8 text ({exc})") from exc
+            elif name in files:
+                _parse_json(files[name], f"{where}/{name}")
         return cls(
             files=dict(files),
             version=version,
@@ -151,6 +211,7 @@ class Bundle:
             kpis=kpis,
             threshold=threshold,
             scorer=scorer_cls(model),
+            referral=Referral.from_metadata(metadata.get("referral"), threshold, f"{where}/{METADATA}"),
         )
 
     @classmethod
@@ -161,9 +222,17 @@ class Bundle:
         return cls.from_files(files, where=str(path))
 
     @staticmethod
-    def assemble(version: str, model: Mapping[str, Any], metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> dict[str, bytes]:
-        """The files of a new bundle, manifest included."""
-        files = {MODEL: dump_json(model), METADATA: dump_json(metadata), KPIS: dump_json(kpis)}
+    def assemble(
+        version: str,
+        model: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        kpis: Mapping[str, Any],
+        extra: Mapping[str, bytes] | None = None,
+    ) -> dict[str, bytes]:
+        """The files of a new bundle, manifest included; ``extra`` holds optional files (the card)."""
+        if unknown := sorted(set(extra or {}) - set(OPTIONAL_FILES)):
+            raise BundleError(f"not bundle files: {', '.join(unknown)} (optional files are {', '.join(OPTIONAL_FILES)})")
+        files = {MODEL: dump_json(model), METADATA: dump_json(metadata), KPIS: dump_json(kpis), **(extra or {})}
         files[MANIFEST] = make_manifest(version, files)
         return files
 
