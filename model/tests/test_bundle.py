@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -17,9 +18,11 @@ def test_a_complete_bundle_loads_with_its_version_threshold_and_kpis(files: dict
     assert bundle.kpis["test"]["accuracy"] == 0.97
 
 
-def test_the_manifest_lists_the_sha256_of_every_file(files: dict[str, bytes]) -> None:
+def test_the_manifest_lists_the_sha256_and_size_of_every_file(files: dict[str, bytes]) -> None:
     manifest = json.loads(files[MANIFEST])
     assert set(manifest["files"]) == {MODEL, METADATA, KPIS}
+    for name, entry in manifest["files"].items():
+        assert entry == {"sha256": hashlib.sha256(files[name]).hexdigest(), "size": len(files[name])}, name
 
 
 @pytest.mark.parametrize("name", [MODEL, METADATA, KPIS])

@@ -89,10 +89,6 @@ def _as_json_rows(rows: list[list[int]]) -> list[dict[str, int]]:
 # ---- the web service ----------------------------------------------------------------------------
 
 
-def test_the_service_is_ready_within_two_seconds(service: str, figures: dict[str, Any]) -> None:
-    assert figures["webservice: docker run to /readyz 200 (s)"] < 2.0
-
-
 def test_every_row_of_the_dataset_gets_the_in_process_answer(
     service: str, pulled: Published, wheel_answers: dict[str, Any]
 ) -> None:

@@ -14,6 +14,7 @@ from oncology.trainer import data
 from oncology.trainer.pipeline import run_training
 from oncology_model import Classifier, StoreError, Tumor
 from oncology_model.datamodel import FEATURES
+from oncology_model.errors import RegistryError
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import S3Store, open_store
 from support import S3, fast_settings
@@ -46,7 +47,7 @@ def test_republishing_a_version_on_s3_is_refused(s3: S3, trained_store: Path) ->
     registry = ModelRegistry(open_store(fresh_prefix(s3)))
     files = ModelRegistry(open_store(trained_store)).load("1.0.1").files
     registry.publish(files)
-    with pytest.raises(Exception, match="already published"):
+    with pytest.raises(RegistryError, match="already published"):
         registry.publish(files)
 
 

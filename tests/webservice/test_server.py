@@ -7,10 +7,12 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from oncology.trainer.pipeline import run_training
 from oncology_model.registry import ModelRegistry
@@ -51,46 +53,55 @@ def test_a_bad_model_source_stops_the_start_with_a_clear_error(serve, tmp_path: 
     assert "alias 'champion' is not set" in server.logs()
 
 
-def _load(url: str, stop: threading.Event, seen: list[tuple[int, str | None]]) -> None:
-    with httpx.Client(timeout=10) as client:
-        deadline = time.monotonic() + 30  # bounded, whatever happens
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                r = client.post(f"{url}/predict", content=BODY, headers={"content-type": "application/json"})
-                seen.append((r.status_code, r.json().get("model_version")))
-            except httpx.HTTPError as exc:
-                seen.append((0, repr(exc)))
+@dataclass
+class Load:
+    """Client threads posting one tumor in a loop; every answer and every exception is kept."""
 
+    url: str
+    seen: list[tuple[int, str | None]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
 
-def _wait_for(seen: list[tuple[int, str | None]], version: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if seen and seen[-1][1] == version:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"responses never switched to {version}: last {seen[-3:]}")
+    def run(self) -> None:
+        try:
+            with httpx.Client(timeout=10) as client:
+                deadline = time.monotonic() + 60  # bounded, whatever happens
+                while not self.stop.is_set() and time.monotonic() < deadline:
+                    r = client.post(f"{self.url}/predict", content=BODY, headers={"content-type": "application/json"})
+                    self.seen.append((r.status_code, r.json().get("model_version")))
+        except Exception as exc:  # noqa: BLE001 - any exception fails the test, none kills it silently
+            self.errors.append(repr(exc))
+
+    def wait_for(self, version: str, more: int = 100, timeout: float = 20) -> None:
+        """Until ``more`` further answers have come and the latest names ``version``."""
+        deadline = time.monotonic() + timeout
+        target = len(self.seen) + more
+        while time.monotonic() < deadline and not self.errors:
+            if len(self.seen) >= target and self.seen[-1][1] == version:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"no run of answers from {version}: last {self.seen[-3:]}, errors {self.errors[:3]}")
 
 
 def test_promote_and_rollback_switch_the_model_under_load_with_no_failed_request(serve, store: Path) -> None:  # type: ignore[no-untyped-def]
     server = serve({"ONCOLOGY_STORE": str(store), "ONCOLOGY_RELOAD_INTERVAL": "0.1"})
     registry = ModelRegistry(LocalStore(store))
-    seen: list[tuple[int, str | None]] = []
-    stop = threading.Event()
-    threads = [threading.Thread(target=_load, args=(server.url, stop, seen)) for _ in range(4)]
+    load = Load(server.url)
+    threads = [threading.Thread(target=load.run) for _ in range(4)]
     for t in threads:
         t.start()
     try:
-        time.sleep(0.3)
+        load.wait_for("1.0.1")
         registry.promote("1.0.2")
-        _wait_for(seen, "1.0.2")
-        time.sleep(0.3)
+        load.wait_for("1.0.2")
         registry.rollback()
-        _wait_for(seen, "1.0.1")
-        time.sleep(0.3)
+        load.wait_for("1.0.1")
     finally:
-        stop.set()
+        load.stop.set()
         for t in threads:
             t.join()
+    seen = load.seen
+    assert load.errors == []
     assert len(seen) > 100
     assert {status for status, _ in seen} == {200}, [s for s in seen if s[0] != 200][:3]
     versions = [v for _, v in seen]
@@ -123,7 +134,8 @@ def test_sigterm_turns_readiness_off_and_finishes_in_flight_requests(serve, trai
     with socket.create_connection(("127.0.0.1", port)) as conn:
         head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
         conn.sendall(head.encode() + BODY[:10])  # a request in flight: half its body sent
-        time.sleep(0.1)
+        # an answer on another connection: the server's loop has turned since those bytes arrived
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
         server.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         while httpx.get(f"{server.url}/readyz").status_code != 503:  # draining: readiness turns off at once
@@ -136,6 +148,8 @@ def test_sigterm_turns_readiness_off_and_finishes_in_flight_requests(serve, trai
                 httpx.get(f"{server.url}/healthz", timeout=1)
             except httpx.ConnectError:
                 break
+            except httpx.TransportError:  # a probe that met the listener while it closed: probe again
+                pass
             assert time.monotonic() < deadline, "the listener never closed after the drain"
             time.sleep(0.05)
         conn.sendall(BODY[10:])
@@ -149,11 +163,33 @@ def test_sigterm_turns_readiness_off_and_finishes_in_flight_requests(serve, trai
     assert server.proc.wait(timeout=10) == 0
 
 
-def test_several_workers_share_the_port_and_merge_their_metrics(serve, trained_store: Path) -> None:  # type: ignore[no-untyped-def]
-    server = serve({"ONCOLOGY_STORE": str(trained_store)}, "--workers", "2")
-    with httpx.Client() as client:
-        for _ in range(20):
+def test_several_workers_share_the_port_and_merge_their_metrics(  # type: ignore[no-untyped-def]
+    serve, trained_store: Path, tmp_path: Path
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    server = serve({"ONCOLOGY_STORE": str(trained_store), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, "--workers", "2")
+
+    def served_by_worker() -> dict[str, float]:
+        """Predictions counted in each worker's own metrics file (one file per process)."""
+        counts = {}
+        for path in metrics_dir.glob("counter_*.db"):
+            merged = MultiProcessCollector.merge([str(path)], accumulate=False)
+            counts[path.stem] = sum(
+                s.value for m in merged if m.name == "oncology_predictions" for s in m.samples if s.name.endswith("_total")
+            )
+        return counts
+
+    sent = 0
+    deadline = time.monotonic() + 60
+    with httpx.Client() as client:  # a new connection per request: the kernel hands each to either worker
+        while sent < 20 or sum(1 for n in served_by_worker().values() if n > 0) < 2:
+            assert time.monotonic() < deadline, f"after {sent} requests, one worker served none: {served_by_worker()}"
             assert client.post(f"{server.url}/predict", json=MALIGNANT, headers={"connection": "close"}).status_code == 200
+            sent += 1
+    per_worker = served_by_worker()
+    assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker
+    assert sum(per_worker.values()) == sent
     text = httpx.get(f"{server.url}/metrics").text
-    assert 'oncology_http_requests_total{method="POST",route="/predict",status="200"} 20.0' in text
-    assert 'oncology_predictions_total{prediction="malignant"} 20.0' in text
+    assert f'oncology_http_requests_total{{method="POST",route="/predict",status="200"}} {float(sent)}' in text
+    assert f'oncology_predictions_total{{prediction="malignant"}} {float(sent)}' in text
