@@ -66,3 +66,55 @@ def test_a_crash_halfway_leaves_no_visible_files(tmp_path: Path, monkeypatch: py
 def test_read_uri_reports_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="no such file"):
         read_uri(tmp_path / "missing.data")
+
+
+# ---- write-once objects ---------------------------------------------------------------------------
+
+RACER = """
+import os, sys, time
+from oncology_model.errors import RegistryError
+from oncology_model.storage import open_store
+store, key, mine, go = open_store(sys.argv[1]), sys.argv[2], sys.argv[3].encode(), sys.argv[4]
+deadline = time.monotonic() + 30
+while not os.path.exists(go):  # every racer waits at the line, then all write at once
+    assert time.monotonic() < deadline, "never started"
+    time.sleep(0.001)
+try:
+    print("created" if store.create(key, mine) else "same")
+except RegistryError as exc:
+    print("refused", exc)
+"""
+
+
+def race_create(uri: str, key: str, contents: list[str], go: Path) -> list[str]:
+    """Real processes calling `create` on one key at the same instant; each one's outcome line."""
+    import subprocess
+    import sys
+
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, uri, key, c, str(go)], stdout=subprocess.PIPE, text=True)
+        for c in contents
+    ]
+    go.touch()
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), outs
+    return outs
+
+
+def test_create_writes_once_and_refuses_other_content(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    assert store.create("monitoring/a.json", b"1") is True
+    assert store.create("monitoring/a.json", b"1") is False  # the same content again: a no-op
+    with pytest.raises(RegistryError, match="a.json already exists with other content"):
+        store.create("monitoring/a.json", b"2")
+    assert store.read("monitoring/a.json") == b"1"
+    assert store.list("monitoring/") == ["monitoring/a.json"]  # no temporary file left behind
+
+
+def test_of_eight_concurrent_creators_exactly_one_wins(tmp_path: Path) -> None:
+    contents = [f"writer {i}" for i in range(8)]
+    outs = race_create(str(tmp_path / "store"), "k/v.txt", contents, tmp_path / "go")
+    winners = [c for c, out in zip(contents, outs) if out == "created"]
+    assert len(winners) == 1, outs
+    assert all(out.startswith("refused") for out in outs if out != "created"), outs
+    assert LocalStore(tmp_path / "store").read("k/v.txt") == winners[0].encode()

@@ -105,3 +105,20 @@ def test_a_stopped_server_gives_a_clear_error(s3: S3, tmp_path: Path) -> None:
 def test_a_missing_bucket_is_named(s3: S3) -> None:
     proc = cli(s3.env(), "models", "list", "--store", "s3://no-such-bucket/x")
     assert proc.returncode == 2 and "bucket does not exist" in proc.stderr
+
+
+def test_s3_create_is_a_conditional_write_of_which_one_racer_wins(s3: S3, tmp_path: Path) -> None:
+    from test_storage import race_create  # model/tests: the same racing processes as the local store's test
+
+    uri = fresh_prefix(s3)
+    store = open_store(uri)
+    assert store.create("monitoring/a.json", b"1") is True
+    assert store.create("monitoring/a.json", b"1") is False
+    with pytest.raises(RegistryError, match="already exists with other content"):
+        store.create("monitoring/a.json", b"2")
+    contents = [f"writer {i}" for i in range(8)]
+    outs = race_create(uri, "k/v.txt", contents, tmp_path / "go")
+    winners = [c for c, out in zip(contents, outs) if out == "created"]
+    assert len(winners) == 1, outs
+    assert all(out.startswith("refused") for out in outs if out != "created"), outs
+    assert store.read("k/v.txt") == winners[0].encode()

@@ -47,6 +47,23 @@ class Store(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
+    def _create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist yet, atomically; False if it already existed."""
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write an object once: True if it was created now, False if it already held these bytes.
+
+        Refused with `RegistryError` if it already holds other bytes: a written-once object is
+        immutable.  Safe under concurrency: of two writers, exactly one creates it (a local exclusive
+        link; on S3 a conditional write, ``If-None-Match: *``).
+        """
+        if self._create(key, data):
+            return True
+        if self.read(key) != data:
+            raise RegistryError(f"{self.uri}/{key} already exists with other content and cannot be changed")
+        return False
+
+    @abstractmethod
     def publish(self, prefix: str, files: Mapping[str, bytes], commit: str) -> None:
         """Write ``files`` under ``prefix/``, ``commit`` last, so the group appears complete or not at all.
 
@@ -106,6 +123,22 @@ class LocalStore(Store):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def _create(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            _write_synced(tmp, data)
+            try:
+                os.link(tmp, path)  # atomic, and fails if the name exists: complete or absent, never replaced
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot write ({exc.strerror})") from exc
+        return True
 
     def publish(self, prefix: str, files: Mapping[str, bytes], commit: str) -> None:
         target = self._path(prefix.rstrip("/"))
@@ -191,6 +224,16 @@ class S3Store(Store):
             if _s3_code(exc) in {"404", "NoSuchKey", "NotFound"}:
                 return False
             raise self._fail(exc, "cannot check", key) from exc
+
+    def _create(self, key: str, data: bytes) -> bool:
+        try:
+            self.write(key, data, IfNoneMatch="*")
+        except StoreError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, Exception) and _s3_code(cause) in {"PreconditionFailed", "412"}:
+                return False
+            raise
+        return True
 
     def publish(self, prefix: str, files: Mapping[str, bytes], commit: str) -> None:
         prefix = prefix.rstrip("/")
