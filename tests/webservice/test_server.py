@@ -128,8 +128,18 @@ def test_a_bundle_failing_verification_is_not_served_and_is_counted(serve, store
     assert 'oncology_model_info{version="1.0.1"} 1.0' in text
 
 
-def test_sigterm_turns_readiness_off_and_finishes_in_flight_requests(serve, trained_store: Path) -> None:  # type: ignore[no-untyped-def]
-    server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_DRAIN_SECONDS": "2"})
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_turns_readiness_off_and_finishes_in_flight_requests(  # type: ignore[no-untyped-def]
+    serve, trained_store: Path, tmp_path: Path, workers: int
+) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_DRAIN_SECONDS": "2", "TMPDIR": str(tmp)}
+    server = serve(env, "--workers", str(workers))
+    children = _workers(server.proc.pid)
+    assert len(children) == (workers if workers > 1 else 0), children
+    metrics_dirs = list(tmp.glob("oncology-metrics-*"))
+    assert len(metrics_dirs) == (1 if workers > 1 else 0), metrics_dirs
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as conn:
         head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
@@ -160,7 +170,24 @@ def test_sigterm_turns_readiness_off_and_finishes_in_flight_requests(serve, trai
         response = b"".join(chunks).decode()
     assert response.startswith("HTTP/1.1 200"), response
     assert '"model_version":"1.0.1"' in response
-    assert server.proc.wait(timeout=10) == 0
+    assert server.proc.wait(timeout=30) == 0
+    assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []  # no worker left behind
+    assert list(tmp.glob("oncology-metrics-*")) == []  # the workers' metrics folder is removed at exit
+    assert "Traceback" not in server.logs(), server.logs()[-3000:]
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes that ``pid`` started (its children running multiprocessing's spawn_main)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def test_several_workers_share_the_port_and_merge_their_metrics(  # type: ignore[no-untyped-def]

@@ -1,16 +1,31 @@
-"""Running the service: uvicorn (uvloop + httptools) with graceful shutdown.
+"""Running the service: uvicorn (uvloop + httptools) with graceful shutdown, one or several workers.
 
 On SIGTERM or SIGINT readiness turns false at once; after ``drain_seconds`` the listening socket
-closes, in-flight requests finish (up to ``graceful_timeout``), then the process exits.
+closes, in-flight requests finish (up to ``graceful_timeout``), then the process exits 0.  A second
+signal stops at once.
+
+With ``workers > 1`` a small supervisor binds the port once, starts the workers (each a process
+with its own app, serving the shared socket), forwards SIGTERM/SIGINT to all of them, so that every
+worker drains exactly as a single process does, replaces a worker that dies while serving, and exits
+0 when every worker stopped cleanly.  It removes the metrics folder it created for the workers.
+Only uvicorn's public API is used (``Config``, ``Config.bind_socket``, ``Server.run(sockets)``,
+``Server.should_exit``/``force_exit``, ``Server.capture_signals``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import multiprocessing
 import os
+import shutil
 import signal
+import socket
 import tempfile
+import time
+from collections.abc import Iterator
+from multiprocessing.context import SpawnProcess
 from types import FrameType
 from typing import Any
 
@@ -22,37 +37,56 @@ from oncology.webservice.app import Front, create_app
 
 log = logging.getLogger("oncology.webservice")
 
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 def app_from_env() -> Front:
-    """The app for a worker process, from ``ONCOLOGY_*`` variables (used by multi-worker runs)."""
+    """The app for a worker process, from ``ONCOLOGY_*`` variables."""
     logconfig.configure(json_lines=True)
     return create_app(ServeSettings())
 
 
 class _DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: Front, drain_seconds: float) -> None:
+    """uvicorn's server with a drain: readiness off first, the listener closed ``drain_seconds`` later."""
+
+    def __init__(
+        self, config: uvicorn.Config, app: Front, drain_seconds: float, signals: tuple[int, ...] = _SIGNALS
+    ) -> None:
         super().__init__(config)
         self._app = app
         self._drain = drain_seconds
         self._draining = False
+        self._signals = signals
+        #: signals that arrived before the server installed its handlers (a worker still starting)
+        self.early: list[int] = []
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # our handlers, restored afterwards; unlike uvicorn's, the signal is not re-raised at the end:
+        # a drained, graceful stop is a success (exit 0)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in self._signals}
+        for sig in self.early:
+            self.handle_exit(sig, None)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        holder = self._app.holder
         if self._draining:  # a second signal: stop now
-            super().handle_exit(sig, frame)
+            self.should_exit = self.force_exit = True
             return
         self._draining = True
-        holder.draining = True
+        self._app.holder.draining = True
         log.info("signal %s: readiness off, draining for %.1fs, then finishing in-flight requests", sig, self._drain)
         if self._drain > 0:
-            asyncio.get_event_loop().call_later(self._drain, self._shut_down, sig, frame)
+            asyncio.get_event_loop().call_later(self._drain, self._close)
         else:
-            self._shut_down(sig, frame)
+            self._close()
 
-    def _shut_down(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        if sig == signal.SIGTERM:  # a graceful stop is a success: exit 0 rather than re-raising SIGTERM
-            self._captured_signals.remove(sig)
+    def _close(self) -> None:
+        self.should_exit = True
 
 
 def _options(settings: ServeSettings) -> dict[str, Any]:
@@ -72,15 +106,84 @@ def _options(settings: ServeSettings) -> dict[str, Any]:
 def serve(settings: ServeSettings) -> None:
     logconfig.configure(json_lines=True)
     if settings.workers > 1:
-        # each worker process builds its app from the environment; /metrics merges all workers
-        for name, value in settings.model_dump(exclude_none=True, exclude={"api_tokens"}).items():
-            os.environ[f"ONCOLOGY_{name.upper()}"] = str(value)
-        if settings.api_tokens:
-            os.environ["ONCOLOGY_API_TOKENS"] = ",".join(t.get_secret_value() for t in settings.api_tokens)
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="oncology-metrics-"))
-        uvicorn.run(
-            "oncology.webservice.server:app_from_env", factory=True, workers=settings.workers, **_options(settings)
-        )
+        _supervise(settings)
         return
     app = create_app(settings)
     _DrainingServer(uvicorn.Config(app, **_options(settings)), app, settings.drain_seconds).run()
+
+
+# ---- several workers ------------------------------------------------------------------------------
+
+
+def _worker(sock: socket.socket) -> None:
+    """A worker process: its own app from the environment, serving the supervisor's socket.
+
+    It stops on SIGTERM, which the supervisor forwards; a Ctrl-C reaches the whole process group, so
+    SIGINT is left to the supervisor (else each worker would see two signals and skip the drain).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    early: list[int] = []
+    signal.signal(signal.SIGTERM, lambda sig, frame: early.append(sig))  # a stop while starting still drains
+    app = app_from_env()
+    settings = ServeSettings()
+    config = uvicorn.Config(app, **_options(settings))
+    server = _DrainingServer(config, app, settings.drain_seconds, signals=(signal.SIGTERM,))
+    server.early = early  # the same list: a signal until the server's own handler is in place is kept
+    server.run(sockets=[sock])
+
+
+def _supervise(settings: ServeSettings) -> None:
+    # each worker builds its app from the environment; /metrics merges all workers' files
+    for name, value in settings.model_dump(exclude_none=True, exclude={"api_tokens"}).items():
+        os.environ[f"ONCOLOGY_{name.upper()}"] = str(value)
+    if settings.api_tokens:
+        os.environ["ONCOLOGY_API_TOKENS"] = ",".join(t.get_secret_value() for t in settings.api_tokens)
+    own_metrics_dir = None
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="oncology-metrics-")
+    sock = uvicorn.Config(app_from_env, **_options(settings)).bind_socket()
+    stopping: list[int] = []
+    previous = {sig: signal.signal(sig, lambda sig, frame: stopping.append(sig)) for sig in _SIGNALS}
+    context = multiprocessing.get_context("spawn")
+    workers: list[SpawnProcess] = []
+    failed = False
+    try:
+        workers = [_start_worker(context, sock) for _ in range(settings.workers)]
+        log.info("supervisor %d: %d workers on %s:%d", os.getpid(), len(workers), settings.host, settings.port)
+        forwarded = 0
+        while True:
+            if len(stopping) > forwarded:  # forward each signal to every live worker: they drain as one
+                for worker in workers:
+                    if worker.is_alive() and worker.pid is not None:
+                        os.kill(worker.pid, signal.SIGTERM)
+                forwarded = len(stopping)
+                sock.close()  # the workers' copies close after their drain; no new worker will need it
+            if stopping and not any(w.is_alive() for w in workers):
+                break
+            if not stopping:
+                for i, worker in enumerate(workers):
+                    if not worker.is_alive():
+                        log.error("worker %s exited with %s while serving; starting another", worker.pid, worker.exitcode)
+                        workers[i] = _start_worker(context, sock)
+            time.sleep(0.1)
+        failed = any(w.exitcode != 0 for w in workers)
+        if failed:
+            log.error("workers exited with %s", [w.exitcode for w in workers])
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+            worker.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def _start_worker(context: Any, sock: socket.socket) -> SpawnProcess:
+    process: SpawnProcess = context.Process(target=_worker, args=(sock,), daemon=False)
+    process.start()
+    return process
