@@ -10,7 +10,7 @@ STORE  ?= store
 VERSION ?= champion
 PYTEST_ARGS ?=
 
-.PHONY: help install run serve train test bench infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback train-job lint wheel lock clean
+.PHONY: help install run serve train test bench infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback-deployment train-job lint wheel lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -74,28 +74,37 @@ TEAM     ?= ml-platform
 REGISTRY ?= 127.0.0.1:5000
 OVERLAY  ?= deploy/k8s/overlays/local
 KUBECTL  ?= kubectl
+CONTEXT  ?=
 ROLLOUT_TIMEOUT ?= 120s
 WEBSERVICE_SELECTOR = app=oncology-webservice,team=$(TEAM)
+K8S = $(KUBECTL)$(if $(CONTEXT), --context=$(CONTEXT))
+# kubectl with no configuration talks to localhost:8080, where the prediction service itself may listen:
+# the cluster targets refuse to guess, and need KUBECONFIG, CONTEXT or a current context.
+CLUSTER_GUARD = @test -n "$(CONTEXT)" || test -n "$$KUBECONFIG" || $(KUBECTL) config current-context >/dev/null 2>&1 \
+	|| { echo "make $@ acts on a Kubernetes cluster and none is chosen: set KUBECONFIG (make k8s-up prints it) or CONTEXT=<kubectl context>" >&2; exit 2; }
 
-deploy: ## Roll the web service out to image VERSION (REGISTRY, TEAM); fails if the rollout does not complete
+deploy: ## Roll the web service's Deployment out to image VERSION (REGISTRY, TEAM, KUBECONFIG or CONTEXT); fails if the rollout does not complete
 	@case "$(VERSION)" in champion|latest) echo "make deploy needs VERSION=<image tag>, e.g. VERSION=1.0.2" >&2; exit 2;; esac
-	$(KUBECTL) set image deployments -l $(WEBSERVICE_SELECTOR) oncology-webservice=$(REGISTRY)/oncology-webservice:$(VERSION)
-	$(KUBECTL) rollout status deployments -l $(WEBSERVICE_SELECTOR) --timeout=$(ROLLOUT_TIMEOUT)
+	$(CLUSTER_GUARD)
+	$(K8S) set image deployments -l $(WEBSERVICE_SELECTOR) oncology-webservice=$(REGISTRY)/oncology-webservice:$(VERSION)
+	$(K8S) rollout status deployments -l $(WEBSERVICE_SELECTOR) --timeout=$(ROLLOUT_TIMEOUT)
 
-rollback: ## Undo the web service's last rollout and wait until it is complete
-	$(KUBECTL) rollout undo deployments -l $(WEBSERVICE_SELECTOR)
-	$(KUBECTL) rollout status deployments -l $(WEBSERVICE_SELECTOR) --timeout=$(ROLLOUT_TIMEOUT)
+rollback-deployment: ## Undo the web service Deployment's last rollout and wait (the model alias: oncology models rollback)
+	$(CLUSTER_GUARD)
+	$(K8S) rollout undo deployments -l $(WEBSERVICE_SELECTOR)
+	$(K8S) rollout status deployments -l $(WEBSERVICE_SELECTOR) --timeout=$(ROLLOUT_TIMEOUT)
 
 JOB_TIMEOUT ?= 600s
 
 train-job: install ## Run the training Job with trainer image VERSION; wait; print its logs and the version it published
 	@case "$(VERSION)" in champion|latest) echo "make train-job needs VERSION=<image tag>, e.g. VERSION=1.0.1" >&2; exit 2;; esac
-	$(KUBECTL) delete job oncology-train --ignore-not-found --wait=true
-	$(KUBECTL) kustomize $(OVERLAY) | $(BIN)/python deploy/k8s/job.py --image $(REGISTRY)/oncology-trainer:$(VERSION) | $(KUBECTL) apply -f -
-	@$(KUBECTL) wait --for=condition=complete job/oncology-train --timeout=$(JOB_TIMEOUT) \
-	  || { $(KUBECTL) logs job/oncology-train --tail=50 >&2; echo "the training Job did not complete" >&2; exit 1; }
-	$(KUBECTL) logs job/oncology-train
-	@$(KUBECTL) logs job/oncology-train | grep -o 'published model version [0-9.]*' | tail -1
+	$(CLUSTER_GUARD)
+	$(K8S) delete job oncology-train --ignore-not-found --wait=true
+	$(K8S) kustomize $(OVERLAY) | $(BIN)/python deploy/k8s/job.py --image $(REGISTRY)/oncology-trainer:$(VERSION) | $(K8S) apply -f -
+	@$(K8S) wait --for=condition=complete job/oncology-train --timeout=$(JOB_TIMEOUT) \
+	  || { $(K8S) logs job/oncology-train --tail=50 >&2; echo "the training Job did not complete" >&2; exit 1; }
+	$(K8S) logs job/oncology-train
+	@$(K8S) logs job/oncology-train | grep -o 'published model version [0-9.]*' | tail -1
 
 lint: install ## Static checks: ruff and mypy --strict
 	$(BIN)/ruff check src model/src tests model/tests deploy benchmarks

@@ -458,7 +458,7 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
     assert_clean_deployment(cluster, tag2, digest2)
 
     # ---- 4. rollback: the first version answers again ------------------------------------------------
-    back = under_load(cluster, service, expected, "rollback", first)
+    back = under_load(cluster, service, expected, "rollback-deployment", first)
     assert back.proc.returncode == 0, back.output
     assert back.load.failures() == [], back.failed()
     assert back.settled, Counter(a.version for a in back.load.answers[-300:])
@@ -535,7 +535,7 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
             status, body = request(ip, 8080, "POST", "/predict", json.dumps(dict(zip(FEATURES, complete[0]))).encode())
             assert status == 200 and json.loads(body)["model_version"] == second  # ... and it would answer
 
-        undo = under_load(cluster, service, only_first, "rollback", first)
+        undo = under_load(cluster, service, only_first, "rollback-deployment", first)
         assert undo.proc.returncode == 0, undo.output
         assert undo.load.failures() == [], undo.failed()
         figures[f"k8s: make rollback from the never-ready release ({name}) (s)"] = round(undo.seconds, 1)
