@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import re
@@ -37,6 +36,7 @@ from starlette.types import Message, Receive, Scope, Send
 from oncology.settings import ServeSettings
 from oncology.webservice import errors, schemas
 from oncology.webservice.accesslog import AccessLog
+from oncology.webservice.auth import Tokens
 from oncology.webservice.metrics import Metrics
 from oncology.webservice.model import ModelHolder
 from oncology.webservice.openapi import DOCS_HTML, SWAGGER_UI_DIR, openapi_document
@@ -107,7 +107,7 @@ class Service:
         self.settings = settings
         self.holder = holder
         self.metrics = metrics
-        self._tokens = [t.encode() for t in settings.tokens()]
+        self._tokens = Tokens(settings)
         self._server_version = importlib_metadata.version("oncology")
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -119,15 +119,10 @@ class Service:
         return classifier
 
     def authorize(self, req: Req) -> None:
-        if not self._tokens:
+        if not self._tokens.enabled:
             return
         scheme, _, token = req.headers.get(b"authorization", b"").partition(b" ")
-        given = token.strip()
-        # compare with every token, always: the time taken does not depend on which one matched
-        ok = False
-        for expected in self._tokens:
-            ok |= hmac.compare_digest(given, expected)
-        if scheme.lower() != b"bearer" or not ok:
+        if scheme.lower() != b"bearer" or not self._tokens.accepts(token.strip()):
             raise errors.Unauthorized("a valid `Authorization: Bearer <token>` header is required")
 
     async def json_body(self, req: Req, limit: int, untyped_ok: bool = False) -> bytes:
