@@ -220,3 +220,20 @@ def test_several_workers_share_the_port_and_merge_their_metrics(  # type: ignore
     text = httpx.get(f"{server.url}/metrics").text
     assert f'oncology_http_requests_total{{method="POST",route="/predict",status="200"}} {float(sent)}' in text
     assert f'oncology_predictions_total{{prediction="malignant"}} {float(sent)}' in text
+
+
+def test_a_client_that_leaves_halfway_through_its_body_is_a_disconnect_not_an_error(live) -> None:  # type: ignore[no-untyped-def]
+    port = int(live.url.rsplit(":", 1)[1])
+    for path in ("/predict", "/predict/batch", "/invocations"):
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(BODY) + 50}\r\n\r\n"
+            conn.sendall(head.encode() + BODY[:10])
+    deadline = time.monotonic() + 10
+    while (text := httpx.get(f"{live.url}/metrics").text).count('status="499"') < 3:
+        assert time.monotonic() < deadline, [line for line in text.splitlines() if "requests_total" in line]
+        time.sleep(0.05)
+    for path in ("/predict", "/predict/batch", "/invocations"):
+        assert f'oncology_http_requests_total{{method="POST",route="{path}",status="499"}} 1.0' in text
+    assert not [line for line in text.splitlines() if line.startswith("oncology_http_requests_total") and 'status="4' in line
+                and 'status="499"' not in line]  # not a bad request
+    assert 'status="500"' not in text and "Traceback" not in live.logs()

@@ -46,6 +46,8 @@ from oncology_model.datamodel import FEATURES
 log = logging.getLogger("oncology.webservice")
 
 JSON = b"application/json"
+#: Logged (never sent) for a client that went away before its request was read, as nginx does.
+CLIENT_CLOSED = 499
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: Probes and scrapes stay out of the access log (they would drown it).
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping"})
@@ -67,6 +69,8 @@ class Req:
         if length is not None and length.isdigit() and int(length) > limit:
             raise errors.PayloadTooLarge(f"the body is {length.decode()} bytes; this route accepts at most {limit}")
         message = await self.receive()
+        if message["type"] == "http.disconnect":
+            raise errors.ClientDisconnected()
         body: bytes = message.get("body", b"")
         if not message.get("more_body"):
             if len(body) > limit:
@@ -76,6 +80,8 @@ class Req:
         size = len(body)
         while message.get("more_body"):
             message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise errors.ClientDisconnected()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -299,6 +305,9 @@ class Endpoint:
         req = Req(scope["method"], state["headers"], scope.get("path_params") or {}, state, receive)
         try:
             reply = await self.handler(req)
+        except errors.ClientDisconnected:
+            state["disconnected"] = True  # nobody to answer
+            return
         except errors.APIError as exc:
             extra = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else []
             reply = Reply(error_body(exc.status, exc.message, state["request_id"], exc.details), exc.status, headers=extra)
@@ -362,6 +371,8 @@ class Front:
             await send_with_id({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.perf_counter() - start
+            if state.get("disconnected"):
+                status = CLIENT_CLOSED
             route = state.get("route", "unmatched")
             self.metrics.observe(route, scope["method"], status, elapsed)
             if self.access_log is not None and route not in QUIET_ROUTES:

@@ -39,6 +39,10 @@ class NotFound(APIError):
     status = 404
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its request was read: nothing to answer (logged as status 499)."""
+
+
 class PayloadTooLarge(APIError):
     status = 413
 
