@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,3 +34,50 @@ class S3:
             "AWS_EC2_METADATA_DISABLED": "true",  # never ask an instance-metadata address
             **overrides,
         }
+
+
+class TcpForwarder:
+    """A TCP forwarder on 127.0.0.1:``port`` to the host and port of ``target`` (a URL): a server that
+    appears, and disappears, at that port on demand.  Stops (and closes every connection) on exit."""
+
+    def __init__(self, port: int, target: str) -> None:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(target)
+        self.target = (parsed.hostname or "127.0.0.1", parsed.port or 80)
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.sockets: list[socket.socket] = [self.listener]
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> TcpForwarder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._thread.join(timeout=10)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass  # one side closed: the pair ends
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)

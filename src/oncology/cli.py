@@ -191,13 +191,21 @@ def serve(
     from pydantic import ValidationError
 
     from oncology.settings import ServeSettings
+    from oncology.webservice.model import ModelHolder
     from oncology.webservice.server import serve as run_server
+    from oncology_model.errors import StoreUnavailable
 
     try:
         settings = ServeSettings(**_overrides(store=store, model=model, host=host, port=port, workers=workers))
         settings.tokens()
     except (ValidationError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    try:  # fail fast on a model that can never load: a missing store, an unknown version, a tampered bundle
+        ModelHolder(settings).load()
+    except StoreUnavailable as exc:  # ... but a store that is down may come back: start live, not ready
+        err.print(f"warning: {exc}; starting anyway, not ready until the model loads", highlight=False, soft_wrap=True)
+    except OncologyError as exc:
+        raise _fail(f"cannot serve {settings.model} from {settings.store or 'the installed wheel'}: {exc}") from None
     err.print(f"docs: http://{settings.host}:{settings.port}/docs", highlight=False, soft_wrap=True)
     run_server(settings)
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +17,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from oncology.trainer.pipeline import run_training
 from oncology_model.registry import ModelRegistry
-from oncology_model.storage import LocalStore
-from support import fast_settings
+from oncology_model.storage import LocalStore, open_store
+from support import S3, TcpForwarder, fast_settings
 
-from .conftest import EXAMPLE, MALIGNANT
+from .conftest import EXAMPLE, MALIGNANT, free_port
 
 BODY = httpx.Request("POST", "http://x", json=EXAMPLE).content
 
@@ -47,10 +48,64 @@ def test_serves_the_wheel_model_or_a_store_version(serve, store: Path) -> None: 
     assert httpx.get(f"{latest.url}/model").json()["version"] == "1.0.2"
 
 
-def test_a_bad_model_source_stops_the_start_with_a_clear_error(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server = serve({"ONCOLOGY_STORE": str(tmp_path / "empty")}, wait=False)
-    assert server.proc.wait(timeout=20) != 0
-    assert "alias 'champion' is not set" in server.logs()
+def _tamper(store: Path) -> Path:
+    model = store / "models" / "1.0.2" / "model.json"
+    model.write_text(model.read_text().replace("0", "1", 1))
+    return store
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "message"),
+    [
+        ("missing store", ["--store", "{tmp}/nonexistent"], "{tmp}/nonexistent: no such store folder"),
+        ("alias not set", ["--store", "{tmp}/empty"], "{tmp}/empty: alias 'champion' is not set"),
+        ("unknown version", ["--store", "{store}", "--model", "9.9.9"], "model version 9.9.9 is not published"),
+        ("tampered bundle", ["--store", "{tampered}", "--model", "1.0.2"], "1.0.2/model.json: sha256 does not match"),
+    ],
+)
+def test_a_model_that_can_never_load_stops_the_start_with_one_clear_line(  # type: ignore[no-untyped-def]
+    serve, store: Path, tmp_path: Path, case: str, args: list[str], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    where = {"tmp": str(tmp_path), "store": str(store), "tampered": str(store)}
+    if case == "tampered bundle":
+        _tamper(store)
+    server = serve({}, *[a.format(**where) for a in args], wait=False)
+    assert server.proc.wait(timeout=30) == 2
+    lines = server.logs().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot serve"), lines
+    assert message.format(**where) in lines[0]
+
+
+def test_a_store_that_is_down_at_start_gives_a_live_unready_server_that_becomes_ready(  # type: ignore[no-untyped-def]
+    serve, s3: S3, trained_store: Path
+) -> None:
+    uri = f"s3://{s3.bucket}/down-at-start-{uuid.uuid4().hex[:8]}"
+    registry = ModelRegistry(open_store(uri))
+    registry.publish(ModelRegistry(LocalStore(trained_store)).load("1.0.1").files)
+    registry.promote("1.0.1")
+    port = free_port()  # nothing listens here yet: the store is "down"
+    server = serve(s3.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", ONCOLOGY_STORE=uri), wait=False)
+    deadline = time.monotonic() + 30
+    while True:  # live ...
+        assert server.proc.poll() is None, server.logs()
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, server.logs()
+        time.sleep(0.05)
+    assert httpx.get(f"{server.url}/readyz").status_code == 503  # ... but not ready
+    assert httpx.post(f"{server.url}/predict", json=EXAMPLE).status_code == 503
+    assert "cannot reach the S3 server" in server.logs()
+    with TcpForwarder(port, s3.endpoint_url):  # the store comes back
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{server.url}/readyz").status_code != 200:
+            assert server.proc.poll() is None and time.monotonic() < deadline, server.logs()[-2000:]
+            time.sleep(0.1)
+        assert httpx.post(f"{server.url}/predict", json=EXAMPLE).json()["model_version"] == "1.0.1"
+    assert 'oncology_model_reloads_total{result="failure"}' in httpx.get(f"{server.url}/metrics").text
 
 
 @dataclass

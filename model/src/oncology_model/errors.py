@@ -15,6 +15,10 @@ class StoreError(OncologyError):
     """The model store cannot be reached or refused an operation."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now (a connection failed): trying again later may work."""
+
+
 class NotFoundError(StoreError):
     """A key, version or alias does not exist in the store."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from oncology_model.errors import NotFoundError, RegistryError, StoreError
+from oncology_model.errors import NotFoundError, RegistryError, StoreError, StoreUnavailable
 
 
 class Store(ABC):
@@ -276,7 +276,7 @@ def _s3_error(exc: Exception, what: str) -> StoreError:
         return StoreError(f"{what}: S3 refused the credentials ({code}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
     name = type(exc).__name__
     if name in {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ReadTimeoutError"}:
-        return StoreError(f"{what}: cannot reach the S3 server at {endpoint} ({name}); is it running?")
+        return StoreUnavailable(f"{what}: cannot reach the S3 server at {endpoint} ({name}); is it running?")
     if name == "NoCredentialsError":
         return StoreError(f"{what}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
     return StoreError(f"{what}: {name}: {exc}")
@@ -295,6 +295,14 @@ def open_store(uri: str | Path) -> Store:
     if parsed.scheme in {"", }:
         return LocalStore(Path(text))
     raise StoreError(f"{text}: unsupported store URI; use a path, file://... or s3://bucket/prefix")
+
+
+def open_existing_store(uri: str | Path) -> Store:
+    """The store at ``uri`` for reading: a local folder that does not exist is an error, not an empty store."""
+    store = open_store(uri)
+    if isinstance(store, LocalStore) and not store.root.is_dir():
+        raise NotFoundError(f"{store.root}: no such store folder (a mistyped --store or ONCOLOGY_STORE?)")
+    return store
 
 
 def read_uri(uri: str | Path) -> bytes:

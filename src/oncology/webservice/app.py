@@ -42,6 +42,7 @@ from oncology.webservice.model import ModelHolder
 from oncology.webservice.openapi import DOCS_HTML, SWAGGER_UI_DIR, openapi_document
 from oncology_model.classifier import Classifier
 from oncology_model.datamodel import FEATURES
+from oncology_model.errors import OncologyError, StoreUnavailable
 
 log = logging.getLogger("oncology.webservice")
 
@@ -439,16 +440,21 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tasks = []
         if holder.classifier is None:
-            await asyncio.to_thread(holder.load)  # a model that fails verification stops the start
-        task = None
+            try:
+                await asyncio.to_thread(holder.load)  # a model that fails verification stops the start
+            except StoreUnavailable as exc:  # the store may come back: live now, ready once the model loads
+                log.warning("the model store cannot be reached (%s); serving not ready, retrying", exc)
+                holder.count_failure()
+                tasks.append(asyncio.create_task(_load_with_backoff(holder)))
         if holder.follows_alias and settings.reload_interval > 0:
-            task = asyncio.create_task(_follow(holder, settings.reload_interval))
+            tasks.append(asyncio.create_task(_follow(holder, settings.reload_interval)))
         try:
             yield
         finally:
             holder.draining = True
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -457,6 +463,24 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
 
     router = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _not_found_or_not_allowed})
     return Front(router, fast, holder, metrics, access_log)
+
+
+#: Seconds between attempts to load the model while the store cannot be reached: doubling, capped.
+LOAD_RETRY_FIRST, LOAD_RETRY_MAX = 0.5, 10.0
+
+
+async def _load_with_backoff(holder: ModelHolder) -> None:
+    delay = LOAD_RETRY_FIRST
+    while holder.classifier is None:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, LOAD_RETRY_MAX)
+        if holder.classifier is not None:  # the alias follower got there first
+            return
+        try:
+            await asyncio.to_thread(holder.load)
+        except OncologyError as exc:
+            holder.count_failure()
+            log.warning("model load failed, still not ready; next attempt in %.1fs: %s", delay, exc)
 
 
 async def _follow(holder: ModelHolder, interval: float) -> None:

@@ -11,7 +11,7 @@ from oncology.settings import ServeSettings
 from oncology_model.classifier import Classifier
 from oncology_model.errors import OncologyError
 from oncology_model.registry import ModelRegistry, version_key
-from oncology_model.storage import open_store
+from oncology_model.storage import open_existing_store
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class ModelHolder:
         self.draining = False
         self._on_reload = on_reload or (lambda result, version: None)
         self._lock = threading.Lock()  # one reload at a time
-        self._registry = ModelRegistry(open_store(settings.store)) if settings.store else None
+        self._registry = ModelRegistry(open_existing_store(settings.store)) if settings.store else None
 
     @property
     def source(self) -> str:
@@ -52,6 +52,10 @@ class ModelHolder:
         self._on_reload("initial", classifier.version)
         log.info("serving model %s from %s", classifier.version, self.source)
         return classifier
+
+    def count_failure(self) -> None:
+        """A load that failed (counted in the reload metrics)."""
+        self._on_reload("failure", self.classifier.version if self.classifier else None)
 
     def refresh(self) -> bool:
         """Follow the alias: load and switch to the version it names now.  True if it switched.
