@@ -292,3 +292,40 @@ def test_a_client_that_leaves_halfway_through_its_body_is_a_disconnect_not_an_er
     assert not [line for line in text.splitlines() if line.startswith("oncology_http_requests_total") and 'status="4' in line
                 and 'status="499"' not in line]  # not a bad request
     assert 'status="500"' not in text and "Traceback" not in live.logs()
+
+
+def test_a_store_outage_keeps_the_old_model_serving_and_the_new_one_loads_when_it_is_back(  # type: ignore[no-untyped-def]
+    serve, s3: S3, two_versions: Path
+) -> None:
+    uri = f"s3://{s3.bucket}/outage-{uuid.uuid4().hex[:8]}"
+    registry = ModelRegistry(open_store(uri))
+    local = ModelRegistry(LocalStore(two_versions))
+    for version in ("1.0.1", "1.0.2"):
+        registry.publish(local.load(version).files)
+    registry.promote("1.0.1")
+    port = free_port()
+    forwarder = TcpForwarder(port, s3.endpoint_url).__enter__()
+    try:
+        server = serve(s3.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", ONCOLOGY_STORE=uri,
+                              ONCOLOGY_RELOAD_INTERVAL="0.5"))
+    finally:
+        forwarder.__exit__()  # S3 goes away for the service ...
+    registry.promote("1.0.2")  # ... while the alias moves (the test reaches S3 directly)
+
+    def failures() -> float:
+        text = httpx.get(f"{server.url}/metrics").text
+        line = [ln for ln in text.splitlines() if ln.startswith('oncology_model_reloads_total{result="failure"}')]
+        return float(line[0].split()[-1]) if line else 0.0
+
+    deadline = time.monotonic() + 60
+    while failures() < 2:  # failed reloads are counted ...
+        assert time.monotonic() < deadline, server.logs()[-2000:]
+        time.sleep(0.1)
+    assert httpx.get(f"{server.url}/readyz").status_code == 200  # ... the service stays ready
+    assert httpx.post(f"{server.url}/predict", json=EXAMPLE).json()["model_version"] == "1.0.1"  # on the old model
+    with TcpForwarder(port, s3.endpoint_url):  # S3 is back: the new model within a reload interval (and a retry)
+        deadline = time.monotonic() + 30
+        while httpx.post(f"{server.url}/predict", json=EXAMPLE).json()["model_version"] != "1.0.2":
+            assert time.monotonic() < deadline, server.logs()[-2000:]
+            time.sleep(0.05)
+    assert "model reload failed, still serving 1.0.1" in server.logs()
