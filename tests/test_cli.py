@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from support import fast_env
+
 ONCOLOGY = [str(Path(sys.executable).parent / "oncology")]
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ONCOLOGY_", "AWS_"))}
-    full = {**base, "ONCOLOGY_CV_FOLDS": "5", "ONCOLOGY_CV_REPEATS": "1", "COLUMNS": "160", **(env or {})}
+    full = {**base, **fast_env(), "COLUMNS": "160", **(env or {})}
     return subprocess.run([*ONCOLOGY, *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=300)
 
 

@@ -68,9 +68,9 @@ def train(
     ] = None,
 ) -> None:
     """Train, evaluate and publish a new model version (if it passes the quality gate)."""
-    from oncology.trainer.pipeline import GateFailed, run_training
-
     from pydantic import ValidationError
+
+    from oncology.trainer.pipeline import GateFailed, run_training
 
     _setup_logging()
     try:

@@ -191,7 +191,7 @@ def markdown(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> str:
         "",
         "Confusion matrix at the threshold:",
         "",
-        "| | predicted benign | predicted malignant |",
+        "| actual | predicted benign | predicted malignant |",
         "| --- | --- | --- |",
         f"| benign | {test['confusion_matrix']['tn']} | {test['confusion_matrix']['fp']} |",
         f"| malignant | {test['confusion_matrix']['fn']} | {test['confusion_matrix']['tp']} |",

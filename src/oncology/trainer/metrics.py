@@ -156,7 +156,8 @@ def wilson(k: int, n: int) -> tuple[float, float]:
     denom = 1 + Z95**2 / n
     centre = (p + Z95**2 / (2 * n)) / denom
     half = Z95 * np.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
-    return (max(0.0, float(centre - half)), min(1.0, float(centre + half)))
+    # at k = 0 or k = n the bound is exactly 0 or 1 (the formula can miss it by a rounding error)
+    return (0.0 if k == 0 else max(0.0, float(centre - half)), 1.0 if k == n else min(1.0, float(centre + half)))
 
 
 def auc(y: npt.NDArray[np.int64], proba: npt.NDArray[np.float64]) -> float:

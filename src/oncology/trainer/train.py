@@ -128,7 +128,7 @@ def _train(
 
     kpis = _kpis(version, settings, dataset, final, cv, test_proba, test_idx, family_test, finals, pool, data, targets)
     model = export(estimator)
-    metadata = _metadata(dataset, settings, version, final)
+    metadata = _metadata(dataset, settings, version, finals)
     files = Bundle.assemble(version, model, metadata, kpis, extra=card.files(metadata, kpis))
     check_parity(Bundle.from_files(files), estimator, dataset.X)
     return TrainingResult(version, files, kpis, metadata, estimator, test_idx)
@@ -259,7 +259,10 @@ def check_parity(bundle: Bundle, estimator: BaseEstimator, X: npt.NDArray[np.flo
         raise ExportError(f"the exported model differs from the estimator (max |dp| = {worst:.3g}); not published")
 
 
-def _metadata(dataset: Dataset, settings: TrainSettings, version: str, final: selection.Choice) -> dict[str, Any]:
+def _metadata(
+    dataset: Dataset, settings: TrainSettings, version: str, finals: dict[str, selection.Choice]
+) -> dict[str, Any]:
+    final = finals[selection.SELECTED]
     best = final.candidate
     return {
         "version": version,
@@ -295,7 +298,7 @@ def _metadata(dataset: Dataset, settings: TrainSettings, version: str, final: se
             "candidates": [
                 {"name": s.candidate.name, "family": s.candidate.family, "selectable": s.candidate.selectable,
                  "cv_brier_mean": s.mean, "cv_brier_sem": s.sem}
-                for s in _all_scores(final)
+                for s in _all_scores(finals)
             ],
         },
         "libraries": {
@@ -305,8 +308,13 @@ def _metadata(dataset: Dataset, settings: TrainSettings, version: str, final: se
     }
 
 
-def _all_scores(final: selection.Choice) -> tuple[selection.Scored, ...]:
-    return final.scores
+def _all_scores(finals: dict[str, selection.Choice]) -> list[selection.Scored]:
+    """Every candidate's inner-CV scores on the whole training part, each once, in pool order."""
+    seen: dict[str, selection.Scored] = {}
+    for choice in finals.values():
+        for s in choice.scores:
+            seen.setdefault(s.candidate.name, s)
+    return list(seen.values())
 
 
 def git_commit() -> str:
