@@ -33,6 +33,16 @@ def fast_env() -> dict[str, str]:
 
 
 @dataclass
+class Traced:
+    """A training run with the trace of every use of rows it made."""
+
+    dataset: Dataset
+    settings: TrainSettings
+    result: TrainingResult
+    trace: Trace
+
+
+@dataclass
 class S3:
     endpoint_url: str
     access_key: str
@@ -48,13 +58,3 @@ class S3:
             "AWS_EC2_METADATA_DISABLED": "true",  # never ask an instance-metadata address
             **overrides,
         }
-
-
-@dataclass
-class Traced:
-    """A training run with the trace of every use of rows it made."""
-
-    dataset: Dataset
-    settings: TrainSettings
-    result: TrainingResult
-    trace: Trace

@@ -23,9 +23,9 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from oncology.settings import TrainSettings
-from oncology.trainer import card, metrics, selection
+from oncology.trainer import card, families, metrics, selection
 from oncology.trainer.data import REPO_ROOT, Dataset, describe
-from oncology.trainer.families import FAMILIES, Candidate, candidates
+from oncology.trainer.families import FAMILIES, Candidate
 from oncology_model.bundle import MODEL, Bundle, LinearScorer
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
 from oncology_model.errors import OncologyError
@@ -52,6 +52,12 @@ TARGETS = (
     ("cv malignant recall among cases not referred", ("referral", "cv", "mean", "recall_not_referred"), ">=", 0.995),
     ("cv share of cases referred", ("referral", "cv", "mean", "referred"), "<=", 0.10),
 )
+
+
+def candidates(seed: int) -> list[Candidate]:
+    """The candidates the trainer can publish: the linear (selectable) ones, simplest first.  The
+    others are compared, not published: `families.candidates` lists them all."""
+    return [c for c in families.candidates(seed) if c.selectable]
 
 
 @dataclass
@@ -96,7 +102,7 @@ def _train(
     targets = selection.Targets(
         settings.target_recall, settings.referral_recall, settings.referral_specificity, settings.referral_max_rate
     )
-    pool = candidates(settings.seed, settings.families)
+    pool = families.candidates(settings.seed, settings.families)
     n_outer = settings.cv_folds * settings.cv_repeats
     refits = sum(c.selectable for c in pool) + len({c.family for c in pool if not c.selectable})
     total = n_outer * (settings.inner_folds * len(pool) + refits) + settings.inner_folds * len(pool) + 1
