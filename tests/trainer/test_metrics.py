@@ -47,7 +47,7 @@ def test_referral_band_refers_the_fewest_cases_that_meet_the_targets() -> None:
     p = np.array([0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.2, 0.3, 0.5, 0.6] + [0.15, 0.4, 0.45, 0.7, 0.8, 0.9, 0.9, 0.95, 0.97, 0.99])
     band = metrics.referral_band(y, p, 0.4, min_recall=1.0, min_specificity=0.0, max_referred=0.5)
     assert band.met and band.high == 0.4
-    assert 0.1 < band.low <= 0.15  # halfway between 0.1 and 0.15: refers 0.15, 0.2, 0.3
+    assert band.low == pytest.approx(0.125)  # halfway between 0.1 and the lowest referred, 0.15 (0.15, 0.2, 0.3 referred)
     effect = metrics.referral_kpis(y, p, band)
     assert effect["n_referred"] == 3 and effect["recall_not_referred"] == 1.0 and effect["fn_not_referred"] == 0
 
