@@ -45,11 +45,18 @@ class TrainSettings(GateSettings):
         0.98, gt=0, le=1, description="The decision threshold is the highest with this inner-CV malignant recall."
     )
     referral_recall: float = Field(
-        0.995, gt=0, le=1, description="The referral band is the narrowest with this inner-CV malignant recall among the "
-        "cases it does not refer...",
+        0.995, gt=0, le=1,
+        description="The referral band refers the fewest cases that leaves, on the inner-CV out-of-fold probabilities, at "
+        "least this malignant recall among the cases not referred.",
     )
-    referral_specificity: float = Field(0.95, ge=0, le=1, description="... and this specificity among them ...")
-    referral_max_rate: float = Field(0.10, ge=0, le=1, description="... referring at most this share of the cases.")
+    referral_specificity: float = Field(
+        0.95, ge=0, le=1, description="The least specificity among the cases the referral band does not refer (inner CV)."
+    )
+    referral_max_rate: float = Field(
+        0.10, ge=0, le=1,
+        description="The largest share of cases the referral band may refer (inner CV); when the targets above need more, "
+        "the band within this share with the best recall among the rest.",
+    )
     families: Annotated[tuple[str, ...], NoDecode] = Field(
         ("logistic_regression", "linear_discriminant_analysis", "gradient_boosted_trees", "svm_rbf"),
         description="Model families compared (comma-separated); only linear ones can be selected, the others are reported.",
