@@ -9,13 +9,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oncology.settings import TrainSettings
+from oncology.trainer.data import Dataset
+from oncology.trainer.selection import Trace
+from oncology.trainer.train import TrainingResult
 
-#: Fast but real: 5-fold CV once instead of 10-fold five times.
-FAST = {"cv_folds": 5, "cv_repeats": 1}
+#: Fast but real: nested CV with 3 outer and 3 inner folds, once, over the linear (selectable) families.
+FAST = {
+    "cv_folds": 3,
+    "cv_repeats": 1,
+    "inner_folds": 3,
+    "families": ("logistic_regression", "linear_discriminant_analysis"),
+}
+#: FAST with every family (gradient-boosted trees and the RBF SVM too), for the trainer's own tests.
+ALL_FAMILIES = ("logistic_regression", "linear_discriminant_analysis", "gradient_boosted_trees", "svm_rbf")
 
 
 def fast_settings(store: Path | str, **overrides: object) -> TrainSettings:
     return TrainSettings(**{"store": str(store), **FAST, **overrides})  # type: ignore[arg-type]
+
+
+def fast_env() -> dict[str, str]:
+    """FAST as ``ONCOLOGY_*`` variables, for tests that run the CLI as a process."""
+    return {
+        f"ONCOLOGY_{k.upper()}": ",".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in FAST.items()
+    }
+
+
+@dataclass
+class Traced:
+    """A training run with the trace of every use of rows it made."""
+
+    dataset: Dataset
+    settings: TrainSettings
+    result: TrainingResult
+    trace: Trace
 
 
 @dataclass

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from support import fast_env
+
 ONCOLOGY = [str(Path(sys.executable).parent / "oncology")]
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ONCOLOGY_", "AWS_"))}
-    full = {**base, "ONCOLOGY_CV_FOLDS": "5", "ONCOLOGY_CV_REPEATS": "1", "COLUMNS": "160", **(env or {})}
+    full = {**base, **fast_env(), "COLUMNS": "160", **(env or {})}
     return subprocess.run([*ONCOLOGY, *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=300)
 
 
@@ -23,8 +25,9 @@ def test_train_prints_the_version_and_kpis_and_settings_come_from_env(tmp_path: 
     assert proc.returncode == 0, proc.stderr
     assert "published model version 1.0.1" in proc.stdout
     assert "champion is now 1.0.1" in proc.stdout
-    for label in ("accuracy", "malignant recall", "specificity", "ROC AUC", "Brier", "confusion"):
-        assert label in proc.stdout
+    for label in ("accuracy", "malignant recall", "specificity", "ROC AUC", "Brier", "confusion", "test 95% CI",
+                  "nested CV 1x3-fold, 3-fold inner", "referral band [", "share referred", "families compared"):
+        assert label in proc.stdout, label
     assert "%" in proc.stderr  # plain progress lines when not on a terminal
     listed = run("models", "list", "--store", str(tmp_path / "s"))
     assert "1.0.1" in listed.stdout and "champion" in listed.stdout
@@ -72,3 +75,31 @@ def test_promote_checks_the_gate_and_rollback_needs_history(trained_store: Path,
 def test_a_bad_store_uri_is_a_clear_error(uri: str, tmp_path: Path) -> None:
     proc = run("models", "list", "--store", uri)
     assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_models_show_prints_the_model_card_of_a_version_or_alias(trained_store: Path) -> None:
+    card = (trained_store / "models" / "1.0.1" / "card.md").read_text()
+    for ref in ("1.0.1", "champion", "latest"):
+        proc = run("models", "show", ref, "--store", str(trained_store))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == card
+    missing = run("models", "show", "4.5.6", "--store", str(trained_store))
+    assert missing.returncode == 2 and "4.5.6 is not published" in missing.stderr and missing.stdout == ""
+
+
+def test_a_version_without_a_card_is_a_clear_error(trained_store: Path, tmp_path: Path) -> None:
+    """A version published before model cards existed: the same bundle without its card files."""
+    from oncology_model.bundle import KPIS, METADATA, MODEL, make_manifest
+    from oncology_model.registry import ModelRegistry
+    from oncology_model.storage import LocalStore
+
+    files = {name: (trained_store / "models" / "1.0.1" / name).read_bytes() for name in (MODEL, METADATA, KPIS)}
+    ModelRegistry(LocalStore(tmp_path)).publish({**files, "MANIFEST.json": make_manifest("1.0.1", files)})
+    proc = run("models", "show", "1.0.1", "--store", str(tmp_path))
+    assert proc.returncode == 2 and "has no model card" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_bad_training_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = run("train", "--store", str(tmp_path / "s"), env={"ONCOLOGY_FAMILIES": "svm_rbf"})
+    assert proc.returncode == 2 and "at least one linear" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

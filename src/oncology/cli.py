@@ -32,6 +32,12 @@ KPI_ROWS = (
     ("roc_auc", "ROC AUC"),
     ("brier", "Brier score"),
 )
+REFERRAL_ROWS = (
+    ("referred", "share referred"),
+    ("recall_not_referred", "malignant recall, not referred"),
+    ("specificity_not_referred", "specificity, not referred"),
+    ("accuracy_not_referred", "accuracy, not referred"),
+)
 
 
 def _overrides(**values: Any) -> dict[str, Any]:
@@ -41,6 +47,11 @@ def _overrides(**values: Any) -> dict[str, Any]:
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def _one_line(exc: Any) -> str:
+    """A pydantic validation error as one line: each setting and what is wrong with it."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
 
 
 def _setup_logging() -> None:
@@ -57,10 +68,15 @@ def train(
     ] = None,
 ) -> None:
     """Train, evaluate and publish a new model version (if it passes the quality gate)."""
+    from pydantic import ValidationError
+
     from oncology.trainer.pipeline import GateFailed, run_training
 
     _setup_logging()
-    settings = TrainSettings(**_overrides(data=data, store=store, seed=seed, promote=promote))
+    try:
+        settings = TrainSettings(**_overrides(data=data, store=store, seed=seed, promote=promote))
+    except ValidationError as exc:
+        raise _fail(_one_line(exc)) from None
     try:
         outcome = run_training(settings, interactive=err.is_terminal, console=err)
     except GateFailed as exc:
@@ -75,15 +91,57 @@ def train(
 
 
 def _print_kpis(kpis: dict[str, Any]) -> None:
+    test, cv = kpis["test"], kpis["cv"]
     table = Table(title=f"model {kpis['version']}  (threshold {kpis['threshold']:.4f})")
     table.add_column("KPI")
-    table.add_column(f"held-out test (n={kpis['test']['n']})", justify="right")
-    table.add_column(f"CV {kpis['cv']['repeats']}x{kpis['cv']['folds']}-fold mean ± std", justify="right")
+    table.add_column(f"held-out test (n={test['n']})", justify="right")
+    table.add_column("test 95% CI", justify="right")
+    inner = f", {cv['inner_folds']}-fold inner" if "inner_folds" in cv else ""
+    table.add_column(f"{cv.get('method', 'CV')} CV {cv['repeats']}x{cv['folds']}-fold{inner}, mean ± std", justify="right")
     for key, label in KPI_ROWS:
-        table.add_row(label, f"{kpis['test'][key]:.4f}", f"{kpis['cv']['mean'][key]:.4f} ± {kpis['cv']['std'][key]:.4f}")
-    cm = kpis["test"]["confusion_matrix"]
-    table.add_row("confusion (tn fp / fn tp)", f"{cm['tn']} {cm['fp']} / {cm['fn']} {cm['tp']}", "")
+        lo_hi = test.get("ci", {}).get(key)
+        table.add_row(
+            label,
+            f"{test[key]:.4f}",
+            f"[{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]" if lo_hi else "",
+            f"{cv['mean'][key]:.4f} ± {cv['std'][key]:.4f}",
+        )
+    cm = test["confusion_matrix"]
+    table.add_row("confusion (tn fp / fn tp)", f"{cm['tn']} {cm['fp']} / {cm['fn']} {cm['tp']}", "", "")
     out.print(table)
+    if referral := kpis.get("referral"):
+        band = Table(title=f"referral band [{referral['low']:.4f}, {referral['high']:.4f}): refer for review")
+        band.add_column("figure")
+        band.add_column(f"held-out test (n={referral['test']['n']})", justify="right")
+        band.add_column("test 95% CI", justify="right")
+        band.add_column("nested CV mean ± std", justify="right")
+        for key, label in REFERRAL_ROWS:
+            lo, hi = referral["test"]["ci"][key]
+            band.add_row(
+                label,
+                f"{referral['test'][key]:.4f}",
+                f"[{lo:.4f}, {hi:.4f}]",
+                f"{referral['cv']['mean'][key]:.4f} ± {referral['cv']['std'][key]:.4f}",
+            )
+        out.print(band)
+    if families := kpis.get("families"):
+        fams = Table(title="families compared (nested CV mean ± std)")
+        for col in ("family", "selectable", "accuracy", "recall", "specificity", "ROC AUC", "Brier"):
+            fams.add_column(col)
+        for f in families:
+            fams.add_row(
+                f["label"],
+                "yes" if f["selectable"] else "no",
+                *(f"{f['cv']['mean'][k]:.4f} ± {f['cv']['std'][k]:.4f}"
+                  for k in ("accuracy", "recall", "specificity", "roc_auc", "brier")),
+            )
+        out.print(fams)
+    for target in kpis.get("targets", []):
+        if not target["met"]:
+            out.print(
+                f"target not met: {target['name']} {target['op']} {target['target']} (measured {target['value']:.4f})",
+                highlight=False,
+            )
 
 
 def _registry(store: str | None) -> Any:
@@ -159,6 +217,23 @@ def history(store: StoreOpt = None) -> None:
     for m in moves:
         table.add_row(m["at"], m["alias"], m["action"], str(m["from"]), m["to"])
     out.print(table)
+
+
+@models_app.command()
+def show(
+    version: Annotated[str, typer.Argument(help="Version, champion or latest.")],
+    store: StoreOpt = None,
+) -> None:
+    """Print the model card (Markdown) of VERSION."""
+    try:
+        registry = _registry(store)
+        resolved = registry.resolve(version)
+        card = registry.load(resolved).card_markdown
+    except OncologyError as exc:
+        raise _fail(str(exc)) from None
+    if card is None:
+        raise _fail(f"version {resolved} has no model card: it was trained before model cards existed")
+    out.print(card, markup=False, highlight=False, emoji=False, soft_wrap=True, end="")
 
 
 @app.command()

@@ -32,13 +32,54 @@ class GateSettings(StoreSettings):
 class TrainSettings(GateSettings):
     data: str | None = Field(None, description="Raw data file (path, file:// or s3://); default: the bundled UCI copy.")
     seed: int = Field(42, description="Seed of every split and estimator: same data and seed, same model.")
-    cv_folds: int = Field(10, ge=2, description="Folds of the group-aware stratified cross-validation.")
-    cv_repeats: int = Field(5, ge=1, description="Repeats of the cross-validation, each with its own shuffle.")
+    cv_folds: int = Field(
+        5, ge=2, description="Outer folds of the nested cross-validation (group-aware, stratified) that gives the CV figures."
+    )
+    cv_repeats: int = Field(2, ge=1, description="Repeats of the outer cross-validation, each with its own shuffle.")
+    inner_folds: int = Field(
+        4, ge=2, description="Inner folds (group-aware, stratified) on which every choice is made: family, hyper-parameters, "
+        "threshold and referral band.",
+    )
     test_splits: int = Field(5, ge=2, description="The held-out test set is one of this many group folds (5: 20%).")
     target_recall: float = Field(
-        0.98, gt=0, le=1, description="The decision threshold is the highest with this cross-validated malignant recall."
+        0.98, gt=0, le=1, description="The decision threshold is the highest with this inner-CV malignant recall."
+    )
+    referral_recall: float = Field(
+        0.995, gt=0, le=1,
+        description="The referral band refers the fewest cases that leaves, on the inner-CV out-of-fold probabilities, at "
+        "least this malignant recall among the cases not referred.",
+    )
+    referral_specificity: float = Field(
+        0.95, ge=0, le=1, description="The least specificity among the cases the referral band does not refer (inner CV)."
+    )
+    referral_max_rate: float = Field(
+        0.10, ge=0, le=1,
+        description="The largest share of cases the referral band may refer (inner CV); when the targets above need more, "
+        "the band within this share with the best recall among the rest.",
+    )
+    families: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("logistic_regression", "linear_discriminant_analysis", "gradient_boosted_trees", "svm_rbf"),
+        description="Model families compared (comma-separated); only linear ones can be selected, the others are reported.",
     )
     promote: bool = Field(False, description="Promote the new version to champion when it passes the gate.")
+
+    @field_validator("families", mode="before")
+    @classmethod
+    def _split_families(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(f.strip() for f in value.split(",") if f.strip())
+        return value
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from oncology.trainer.families import FAMILY
+
+        if unknown := [f for f in value if f not in FAMILY]:
+            raise ValueError(f"unknown model families {unknown}; known: {', '.join(FAMILY)}")
+        if not any(FAMILY[f].selectable for f in value):
+            raise ValueError("at least one linear (selectable) family is needed: the service scores linear models only")
+        return value
 
 
 class ServeSettings(BaseSettings):

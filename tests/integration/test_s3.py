@@ -17,7 +17,7 @@ from oncology_model.datamodel import FEATURES
 from oncology_model.errors import RegistryError
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import S3Store, open_store
-from support import S3, fast_settings
+from support import S3, fast_env, fast_settings
 
 pytestmark = pytest.mark.s3
 
@@ -77,7 +77,7 @@ def test_a_connection_lost_halfway_leaves_no_visible_version(
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ONCOLOGY_", "AWS_"))}
-    full = {**base, "ONCOLOGY_CV_FOLDS": "5", "ONCOLOGY_CV_REPEATS": "1", **env}
+    full = {**base, **fast_env(), **env}
     return subprocess.run([str(Path(sys.executable).parent / "oncology"), *args], capture_output=True, text=True, env=full, timeout=300)
 
 

@@ -141,3 +141,30 @@ def _parse_line(line: str) -> tuple[str | None, tuple[int, list[int], int] | Non
     if has_missing:
         return None, None
     return None, (int(fields[0]), values, int(label is Prediction.MALIGNANT))
+
+
+#: What is known of the bundled UCI file (data/raw/breast-cancer-wisconsin/README.md and .names).
+UCI_PROVENANCE: Final = {
+    "name": "Breast Cancer Wisconsin (Original), UCI Machine Learning Repository dataset 15",
+    "doi": "https://doi.org/10.24432/C5HP4Z",
+    "creator": "Dr. William H. Wolberg, University of Wisconsin Hospitals, Madison, Wisconsin, USA",
+    "site": "one site: University of Wisconsin Hospitals, Madison (fine-needle aspirates of breast masses)",
+    "collected": "January 1989 to November 1991, in 8 groups",
+    "licence": "CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/)",
+}
+
+
+def describe(dataset: Dataset) -> dict[str, object]:
+    """The facts about the data that a model card reports; provenance only when it is UCI's file."""
+    ids, counts = np.unique(dataset.ids, return_counts=True)
+    return {
+        "uri": dataset.source,
+        "sha256": dataset.sha256,
+        "rows_read": dataset.rows_read,
+        "rows_used": len(dataset),
+        "rows_with_missing_values_excluded": dataset.rows_missing,
+        "class_counts": {"benign": int(np.sum(dataset.y == 0)), "malignant": int(np.sum(dataset.y == 1))},
+        "sample_ids": int(len(ids)),
+        "rows_sharing_a_sample_id": int(np.sum(counts[counts > 1])),
+        "provenance": dict(UCI_PROVENANCE) if dataset.sha256 == BUNDLED_DATA_SHA256 else None,
+    }

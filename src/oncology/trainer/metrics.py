@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import brier_score_loss, roc_auc_score
@@ -58,3 +60,196 @@ def recall_threshold(y: npt.NDArray[np.int64], proba: npt.NDArray[np.float64], m
     needed = int(np.ceil(min_recall * len(malignant)))  # positives that must score >= threshold
     threshold = float(malignant[max(needed, 1) - 1])
     return min(max(threshold, 1e-6), 1 - 1e-6)
+
+
+#: Referral figures, in report order: the share of cases referred, and the KPIs of the others.
+REFERRAL_NAMES = ("referred", "recall_not_referred", "specificity_not_referred", "accuracy_not_referred")
+REFERRAL_COUNTS = ("n_referred", "malignant_referred", "fn_not_referred", "fp_not_referred")
+
+#: 95% two-sided normal quantile
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Band:
+    """Malignant probabilities in [low, high) are referred; ``met``: the targets held where it was chosen."""
+
+    low: float
+    high: float
+    met: bool = True
+
+
+def referral_kpis(y: npt.NDArray[np.int64], proba: npt.NDArray[np.float64], band: Band) -> dict[str, float]:
+    """The band's effect: the share referred, and malignant recall, specificity and accuracy among the rest."""
+    referred = (proba >= band.low) & (proba < band.high)
+    kept = ~referred
+    pred = proba >= band.high
+    truth = y == 1
+    tp = int(np.sum(kept & pred & truth))
+    fn = int(np.sum(kept & ~pred & truth))
+    tn = int(np.sum(kept & ~pred & ~truth))
+    fp = int(np.sum(kept & pred & ~truth))
+    kept_n = tp + fn + tn + fp
+    return {
+        "referred": float(np.mean(referred)),
+        "recall_not_referred": tp / (tp + fn) if tp + fn else 1.0,
+        "specificity_not_referred": tn / (tn + fp) if tn + fp else 1.0,
+        "accuracy_not_referred": (tp + tn) / kept_n if kept_n else 1.0,
+        "n_referred": int(np.sum(referred)),
+        "malignant_referred": int(np.sum(referred & truth)),
+        "fn_not_referred": fn,
+        "fp_not_referred": fp,
+    }
+
+
+def referral_band(
+    y: npt.NDArray[np.int64],
+    proba: npt.NDArray[np.float64],
+    threshold: float,
+    min_recall: float,
+    min_specificity: float,
+    max_referred: float,
+) -> Band:
+    """The band [low, high) around ``threshold`` that refers the fewest cases while, among the cases
+    not referred, malignant recall is at least ``min_recall`` and specificity at least
+    ``min_specificity``, referring at most ``max_referred`` of the cases.
+
+    When no band meets the targets within ``max_referred``, the band within it with the best recall
+    (then specificity) among the rest, flagged ``met=False``.  ``low`` is placed halfway between the
+    lowest referred probability and the next lower one, so that a new case just below the lowest
+    referred one is referred too.
+    """
+    truth = y == 1
+    n = len(y)
+    lows = np.unique(np.append(proba[proba <= threshold], threshold))
+    highs = np.unique(np.append(proba[proba > threshold], threshold))
+    mal, ben = np.sort(proba[truth]), np.sort(proba[~truth])
+    mal_below = np.searchsorted(mal, lows, side="left")[:, None]
+    ben_below = np.searchsorted(ben, lows, side="left")[:, None]
+    mal_above = (len(mal) - np.searchsorted(mal, highs, side="left"))[None, :]
+    ben_above = (len(ben) - np.searchsorted(ben, highs, side="left"))[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(mal_above + mal_below > 0, mal_above / (mal_above + mal_below), 1.0)
+        spec = np.where(ben_above + ben_below > 0, ben_below / (ben_below + ben_above), 1.0)
+    referred = (n - mal_below - ben_below - mal_above - ben_above) / n
+    allowed = referred <= max_referred + 1e-12
+    meets = allowed & (recall >= min_recall) & (spec >= min_specificity)
+    met = bool(meets.any())
+    if met:
+        order = np.lexsort((-spec[meets], -recall[meets], referred[meets]))
+        i, j = (a[order[0]] for a in np.nonzero(meets))
+    else:
+        order = np.lexsort((referred[allowed], -spec[allowed], -recall[allowed]))
+        i, j = (a[order[0]] for a in np.nonzero(allowed))
+    low, high = float(lows[i]), float(highs[j])
+    below = proba[proba < low]
+    if low < threshold and len(below):
+        low = (low + float(below.max())) / 2
+    return Band(low, high, met)
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """The Wilson score interval (95%) of a proportion k/n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + Z95**2 / n
+    centre = (p + Z95**2 / (2 * n)) / denom
+    half = Z95 * np.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
+    # at k = 0 or k = n the bound is exactly 0 or 1 (the formula can miss it by a rounding error)
+    return (0.0 if k == 0 else max(0.0, float(centre - half)), 1.0 if k == n else min(1.0, float(centre + half)))
+
+
+def auc(y: npt.NDArray[np.int64], proba: npt.NDArray[np.float64]) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count half), as `roc_auc_score` computes it."""
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(proba, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based, ties averaged
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+#: How each test KPI's 95% interval is computed.
+CI_METHOD = {
+    "accuracy": "wilson",
+    "recall": "wilson",
+    "specificity": "wilson",
+    "precision": "wilson",
+    "f1": "bootstrap",
+    "roc_auc": "bootstrap",
+    "brier": "bootstrap",
+}
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def confidence_intervals(
+    y: npt.NDArray[np.int64],
+    proba: npt.NDArray[np.float64],
+    groups: npt.NDArray[np.int64],
+    threshold: float,
+    seed: int,
+) -> dict[str, list[float]]:
+    """95% intervals of every KPI: Wilson for proportions; for F1, ROC AUC and Brier a percentile
+    bootstrap that resamples sample ids (a sample's rows stay together)."""
+    k = kpis(y, proba, threshold)
+    tp, tn, fp, fn = int(k["tp"]), int(k["tn"]), int(k["fp"]), int(k["fn"])
+    found = {
+        "accuracy": wilson(tp + tn, len(y)),
+        "recall": wilson(tp, tp + fn),
+        "specificity": wilson(tn, tn + fp),
+        "precision": wilson(tp, tp + fp),
+    }
+    ids = np.unique(groups)
+    members = [np.flatnonzero(groups == g) for g in ids]
+    rng = np.random.default_rng(seed)
+    stats: dict[str, list[float]] = {"f1": [], "roc_auc": [], "brier": []}
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        rows = np.concatenate([members[i] for i in rng.integers(0, len(ids), len(ids))])
+        yb, pb = y[rows], proba[rows]
+        if yb.min() == yb.max():
+            continue
+        pred, truth = pb >= threshold, yb == 1
+        tpb = np.sum(pred & truth)
+        denom = np.sum(pred) + np.sum(truth)
+        stats["f1"].append(float(2 * tpb / denom) if denom else 0.0)
+        stats["roc_auc"].append(auc(yb, pb))
+        stats["brier"].append(float(np.mean((pb - yb) ** 2)))
+    for name, values in stats.items():
+        found[name] = (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
+    return {name: [found[name][0], found[name][1]] for name in KPI_NAMES}
+
+
+def referral_intervals(counts: dict[str, float], y: npt.NDArray[np.int64]) -> dict[str, list[float]]:
+    """Wilson intervals of the referral figures of one set of cases (``counts`` from `referral_kpis`)."""
+    n = len(y)
+    n_ref = int(counts["n_referred"])
+    mal = int(np.sum(y == 1)) - int(counts["malignant_referred"])
+    ben = n - n_ref - mal
+    fn, fp = int(counts["fn_not_referred"]), int(counts["fp_not_referred"])
+    return {
+        "referred": list(wilson(n_ref, n)),
+        "recall_not_referred": list(wilson(mal - fn, mal)),
+        "specificity_not_referred": list(wilson(ben - fp, ben)),
+        "accuracy_not_referred": list(wilson(n - n_ref - fn - fp, n - n_ref)),
+    }
+
+
+#: Thresholds of the trade-off table (the chosen one is added).
+TABLE_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def threshold_table(
+    threshold: float, sets: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]
+) -> list[dict[str, object]]:
+    """Malignant recall and specificity at each of `TABLE_THRESHOLDS` and ``threshold``, per set of
+    (labels, probabilities)."""
+    rows: list[dict[str, object]] = []
+    for t in sorted({*TABLE_THRESHOLDS, threshold}):
+        row: dict[str, object] = {"threshold": t, "chosen": t == threshold}
+        for name, (y, p) in sets.items():
+            k = kpis(y, p, t)
+            row[name] = {"recall": k["recall"], "specificity": k["specificity"]}
+        rows.append(row)
+    return rows

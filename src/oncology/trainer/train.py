@@ -1,5 +1,7 @@
-"""Training: group-aware split, repeated stratified group CV over model families, threshold
-tuning for malignant recall, held-out evaluation, and export to a code-free bundle."""
+"""Training: the held-out split, nested cross-validation of the whole selection procedure (family,
+hyper-parameters, threshold, referral band) over model families, the same procedure on the whole
+training part, held-out evaluation with confidence intervals, the model card, and export to a
+code-free bundle."""
 
 from __future__ import annotations
 
@@ -14,17 +16,17 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.base import ClassifierMixin
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.linear_model import LogisticRegression
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from oncology.settings import TrainSettings
-from oncology.trainer import metrics
-from oncology.trainer.data import REPO_ROOT, Dataset
-from oncology_model.bundle import Bundle, LinearScorer
+from oncology.trainer import card, families, metrics, selection
+from oncology.trainer.data import REPO_ROOT, Dataset, describe
+from oncology.trainer.families import FAMILIES, Candidate
+from oncology_model.bundle import MODEL, Bundle, LinearScorer
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
 from oncology_model.errors import OncologyError
 
@@ -41,65 +43,21 @@ class ExportError(OncologyError):
     """The exported model does not reproduce the trained estimator."""
 
 
-@dataclass(frozen=True)
-class Candidate:
-    name: str
-    family: str
-    hyperparameters: dict[str, Any]
-    make: Callable[[], Pipeline]
-
-
-def _logistic(c: float, seed: int) -> Callable[[], Pipeline]:
-    return lambda: Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(C=c, random_state=seed))])
-
-
-def _lda(shrinkage: float) -> Callable[[], Pipeline]:
-    return lambda: Pipeline(
-        [("scale", StandardScaler()), ("model", LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage))]
-    )
+#: What the nested CV is held against (reported with each figure; a miss is reported, never tuned away).
+TARGETS = (
+    ("cv accuracy", ("cv", "mean", "accuracy"), ">=", 0.97),
+    ("cv malignant recall", ("cv", "mean", "recall"), ">=", 0.98),
+    ("cv specificity (with that recall)", ("cv", "mean", "specificity"), ">=", 0.95),
+    ("cv ROC AUC", ("cv", "mean", "roc_auc"), ">=", 0.995),
+    ("cv malignant recall among cases not referred", ("referral", "cv", "mean", "recall_not_referred"), ">=", 0.995),
+    ("cv share of cases referred", ("referral", "cv", "mean", "referred"), "<=", 0.10),
+)
 
 
 def candidates(seed: int) -> list[Candidate]:
-    """The model families compared by cross-validation, simplest (most regularised) first."""
-    return [
-        *(
-            Candidate(f"logistic_regression(C={c})", "logistic_regression", {"C": c, "penalty": "l2", "solver": "lbfgs"}, _logistic(c, seed))
-            for c in (0.01, 0.1, 1.0)
-        ),
-        *(
-            Candidate(f"linear_discriminant(shrinkage={s})", "linear_discriminant_analysis", {"solver": "lsqr", "shrinkage": s}, _lda(s))
-            for s in (0.2, 0.0)
-        ),
-    ]
-
-
-@dataclass
-class Scored:
-    """A candidate's out-of-fold probabilities and Brier score per CV fold."""
-
-    candidate: Candidate
-    fold_proba: list[npt.NDArray[np.float64]] = field(default_factory=list)
-    brier: list[float] = field(default_factory=list)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.brier))
-
-    @property
-    def sem(self) -> float:
-        return float(np.std(self.brier, ddof=1) / np.sqrt(len(self.brier))) if len(self.brier) > 1 else 0.0
-
-
-def select(results: list[Scored]) -> Scored:
-    """The one-standard-error rule on the CV Brier score.
-
-    The Brier score is a proper scoring rule: it rewards both ranking and calibrated probabilities,
-    and the service returns the probability.  Among candidates whose mean is within one standard
-    error of the best, the first (the simplest, most regularised) wins: differences smaller than
-    that are noise on 683 rows.
-    """
-    best = min(results, key=lambda r: r.mean)
-    return next(r for r in results if r.mean <= best.mean + best.sem)
+    """The candidates the trainer can publish: the linear (selectable) ones, simplest first.  The
+    others are compared, not published: `families.candidates` lists them all."""
+    return [c for c in families.candidates(seed) if c.selectable]
 
 
 @dataclass
@@ -108,70 +66,182 @@ class TrainingResult:
     files: dict[str, bytes]
     kpis: dict[str, Any]
     metadata: dict[str, Any]
-    estimator: Pipeline
+    estimator: BaseEstimator
     test_index: npt.NDArray[np.int64] = field(repr=False)
 
 
-def train(dataset: Dataset, settings: TrainSettings, version: str, progress: Progress | None = None) -> TrainingResult:
-    """Train, select, tune, evaluate and export; the result's files are a verified bundle."""
-    report = progress or (lambda done, total, what: None)
-    X, y, groups = dataset.X, dataset.y, dataset.ids
-
-    # held-out test split: whole sample ids on one side, classes stratified
+def held_out_split(dataset: Dataset, settings: TrainSettings) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(training rows, test rows): one fold of a stratified group split by sample id."""
     outer = StratifiedGroupKFold(n_splits=settings.test_splits, shuffle=True, random_state=settings.seed)
-    train_idx, test_idx = next(outer.split(X, y, groups))
-    Xtr, ytr, gtr = X[train_idx], y[train_idx], groups[train_idx]
+    train_idx, test_idx = next(outer.split(dataset.X, dataset.y, dataset.ids))
+    return train_idx.astype(np.int64), test_idx.astype(np.int64)
 
-    folds = [
-        split
-        for repeat in range(settings.cv_repeats)
-        for split in StratifiedGroupKFold(
-            n_splits=settings.cv_folds, shuffle=True, random_state=settings.seed + repeat
-        ).split(Xtr, ytr, gtr)
-    ]
-    pool = candidates(settings.seed)
-    total = len(pool) * len(folds) + 1
-    done = 0
-    results: list[Scored] = []
-    for cand in pool:
-        scored = Scored(cand)
-        for fit_idx, val_idx in folds:
-            est = cand.make().fit(Xtr[fit_idx], ytr[fit_idx])
-            proba = est.predict_proba(Xtr[val_idx])[:, 1]
-            scored.fold_proba.append(proba)
-            scored.brier.append(float(np.mean((proba - ytr[val_idx]) ** 2)))
-            done += 1
-            report(done, total, f"cross-validating {cand.name}")
-        results.append(scored)
-        log.info("cv %s: brier %.4f +- %.4f", cand.name, np.mean(scored.brier), np.std(scored.brier))
 
-    best = select(results)
-    best_proba = best.fold_proba
-    pooled_y = np.concatenate([ytr[val] for _, val in folds])
-    threshold = metrics.recall_threshold(pooled_y, np.concatenate(best_proba), settings.target_recall)
-    cv_folds = [metrics.kpis(ytr[val], proba, threshold) for (_, val), proba in zip(folds, best_proba)]
+def train(
+    dataset: Dataset,
+    settings: TrainSettings,
+    version: str,
+    progress: Progress | None = None,
+    trace: selection.Trace | None = None,
+) -> TrainingResult:
+    """Nested CV, then the same choices on the whole training part, held-out evaluation and export;
+    the result's files are a verified bundle.  ``trace`` records every use of rows (for the leak test)."""
+    # one thread: the machine is shared, and threaded histogram sums could differ between runs
+    with threadpool_limits(limits=1):
+        return _train(dataset, settings, version, progress or (lambda done, total, what: None), trace)
 
-    estimator = best.candidate.make().fit(Xtr, ytr)
-    test_proba = estimator.predict_proba(X[test_idx])[:, 1]
-    test = metrics.kpis(y[test_idx], test_proba, threshold)
-    report(total, total, f"evaluated {best.candidate.name}")
 
-    kpis = {
-        "version": version,
-        "threshold": threshold,
-        "test": {**{k: test[k] for k in metrics.KPI_NAMES}, "n": int(len(test_idx)),
-                 "confusion_matrix": {k: test[k] for k in metrics.CONFUSION}},
-        "cv": {"folds": settings.cv_folds, "repeats": settings.cv_repeats, **metrics.summarize(cv_folds)},
-    }
+def _train(
+    dataset: Dataset, settings: TrainSettings, version: str, report: Progress, trace: selection.Trace | None
+) -> TrainingResult:
+    train_idx, test_idx = held_out_split(dataset, settings)
+    if trace is not None:
+        trace.outer["final"] = (train_idx, test_idx)
+    data = selection.Data(dataset.X, dataset.y, dataset.ids)
+    plan = selection.Plan(settings.cv_folds, settings.cv_repeats, settings.inner_folds, settings.seed)
+    targets = selection.Targets(
+        settings.target_recall, settings.referral_recall, settings.referral_specificity, settings.referral_max_rate
+    )
+    pool = families.candidates(settings.seed, settings.families)
+    n_outer = settings.cv_folds * settings.cv_repeats
+    refits = sum(c.selectable for c in pool) + len({c.family for c in pool if not c.selectable})
+    total = n_outer * (settings.inner_folds * len(pool) + refits) + settings.inner_folds * len(pool) + 1
+    done = [0]
+
+    def tick(what: str) -> None:
+        done[0] += 1
+        report(min(done[0], total - 1), total, f"fitting {what}")
+
+    fitter = selection.Fitter(data, trace, tick)
+    cv = selection.nested_cv(fitter, pool, train_idx, plan, targets)
+    for proc, results in cv.folds.items():
+        s = metrics.summarize([r.kpis for r in results])
+        log.info("nested cv %s: accuracy %.4f, recall %.4f, auc %.4f, brier %.4f", proc,
+                 s["mean"]["accuracy"], s["mean"]["recall"], s["mean"]["roc_auc"], s["mean"]["brier"])
+
+    # the published model: the same procedure on the whole training part
+    finals = selection.choose(fitter, pool, train_idx, plan, targets, "final")
+    final = finals[selection.SELECTED]
+    estimator = fitter.fit(final.candidate, train_idx, "final")
+    y_test = dataset.y[test_idx]
+    test_proba = fitter.proba(estimator, test_idx)
+    family_test = {}
+    for proc, choice in finals.items():
+        if proc != selection.SELECTED:
+            est = estimator if choice.candidate == final.candidate else fitter.fit(choice.candidate, train_idx, "final")
+            family_test[proc] = metrics.kpis(y_test, fitter.proba(est, test_idx), choice.threshold)
+    report(total, total, f"evaluated {final.candidate.name}")
+
+    kpis = _kpis(version, settings, dataset, final, cv, test_proba, test_idx, family_test, finals, pool, data, targets)
     model = export(estimator)
-    metadata = _metadata(dataset, settings, version, best.candidate, threshold, results)
-    files = Bundle.assemble(version, model, metadata, kpis)
-    check_parity(Bundle.from_files(files), estimator, X)
+    metadata = _metadata(dataset, settings, version, finals)
+    files = Bundle.assemble(version, model, metadata, kpis, extra=card.files(metadata, kpis))
+    check_parity(Bundle.from_files(files), estimator, dataset.X)
     return TrainingResult(version, files, kpis, metadata, estimator, test_idx)
 
 
-def export(estimator: Pipeline) -> dict[str, Any]:
-    """The fitted parameters as plain numbers for `LinearScorer`."""
+def _kpis(
+    version: str,
+    settings: TrainSettings,
+    dataset: Dataset,
+    final: selection.Choice,
+    cv: selection.NestedCV,
+    test_proba: npt.NDArray[np.float64],
+    test_idx: npt.NDArray[np.int64],
+    family_test: dict[str, dict[str, float]],
+    finals: dict[str, selection.Choice],
+    pool: list[Candidate],
+    data: selection.Data,
+    targets: selection.Targets,
+) -> dict[str, Any]:
+    y_test, groups_test = dataset.y[test_idx], dataset.ids[test_idx]
+    threshold, band = final.threshold, final.band
+    test = metrics.kpis(y_test, test_proba, threshold)
+    test_referral = metrics.referral_kpis(y_test, test_proba, band)
+    selected = selection.summary(cv.folds[selection.SELECTED])
+    own_name, own_threshold, own_band, own_results = selection.tuned_on_own_folds(data, pool, cv, targets)
+    own = selection.summary(own_results)
+    cv_settings = {
+        "method": "nested",
+        "folds": settings.cv_folds,
+        "repeats": settings.cv_repeats,
+        "inner_folds": settings.inner_folds,
+        "n": int(sum(len(t) for _, t in cv.outer) // settings.cv_repeats),
+    }
+    kpis: dict[str, Any] = {
+        "version": version,
+        "threshold": threshold,
+        "test": {
+            **{k: test[k] for k in metrics.KPI_NAMES},
+            "n": int(len(test_idx)),
+            "confusion_matrix": {k: int(test[k]) for k in metrics.CONFUSION},
+            "ci": metrics.confidence_intervals(y_test, test_proba, groups_test, threshold, settings.seed),
+            "ci_method": {
+                "level": 0.95,
+                **metrics.CI_METHOD,
+                "bootstrap": f"percentile, {metrics.BOOTSTRAP_RESAMPLES} resamples of sample ids (seed {settings.seed})",
+            },
+        },
+        "cv": {**cv_settings, "mean": selected["mean"], "std": selected["std"], "chosen": selected["chosen"],
+               "threshold": selected["threshold"]},
+        "referral": {
+            "low": band.low,
+            "high": band.high,
+            "targets_met_on_training": band.met,
+            "cv": selected["referral"],
+            "test": {
+                **{k: test_referral[k] for k in metrics.REFERRAL_NAMES},
+                **{k: int(test_referral[k]) for k in metrics.REFERRAL_COUNTS},
+                "n": int(len(test_idx)),
+                "ci": metrics.referral_intervals(test_referral, y_test),
+            },
+        },
+        "families": [
+            {
+                "family": fam.name,
+                "label": fam.label,
+                "selectable": fam.selectable,
+                "note": fam.note,
+                "cv": {k: s for k, s in selection.summary(cv.folds[fam.name]).items()},
+                "final_choice": finals[fam.name].candidate.name,
+                "test": {k: family_test[fam.name][k] for k in metrics.KPI_NAMES},
+            }
+            for fam in FAMILIES
+            if fam.name in cv.folds
+        ],
+        "cv_tuned_on_own_folds": {
+            "method": "not nested: candidate, threshold and band chosen on the same outer-fold predictions "
+            "they are scored on (the procedure before nested CV); optimistic, for comparison only",
+            "folds": settings.cv_folds,
+            "repeats": settings.cv_repeats,
+            "chosen": own_name,
+            "threshold": own_threshold,
+            "referral": {"low": own_band.low, "high": own_band.high, **own["referral"]},
+            "mean": own["mean"],
+            "std": own["std"],
+        },
+        "threshold_table": metrics.threshold_table(
+            threshold, {"cv": cv.pooled[selection.SELECTED], "test": (y_test, test_proba)}
+        ),
+    }
+    kpis["targets"] = [
+        {"name": name, "key": ".".join(path), "op": op, "target": target,
+         "value": (value := _get(kpis, path)), "met": value >= target if op == ">=" else value <= target}
+        for name, path, op, target in TARGETS
+    ]
+    return kpis
+
+
+def _get(obj: Any, path: tuple[str, ...]) -> float:
+    for key in path:
+        obj = obj[key]
+    return float(obj)
+
+
+def export(estimator: BaseEstimator) -> dict[str, Any]:
+    """The fitted parameters as plain numbers for `LinearScorer` (a scaler and a linear model only)."""
+    if not isinstance(estimator, Pipeline) or list(estimator.named_steps) != ["scale", "model"]:
+        raise ExportError(f"{type(estimator).__name__} is not a scaled linear model: it cannot be exported to {MODEL}")
     scaler: StandardScaler = estimator.named_steps["scale"]
     model: ClassifierMixin = estimator.named_steps["model"]
     coef = np.asarray(model.coef_, dtype=np.float64).ravel()
@@ -185,7 +255,7 @@ def export(estimator: Pipeline) -> dict[str, Any]:
     }
 
 
-def check_parity(bundle: Bundle, estimator: Pipeline, X: npt.NDArray[np.float64]) -> None:
+def check_parity(bundle: Bundle, estimator: BaseEstimator, X: npt.NDArray[np.float64]) -> None:
     """Refuse a bundle whose probabilities or labels differ from the estimator's on any row."""
     expected = estimator.predict_proba(X)[:, 1]
     got = np.array(bundle.scorer.proba_many(X.tolist()))
@@ -196,45 +266,61 @@ def check_parity(bundle: Bundle, estimator: Pipeline, X: npt.NDArray[np.float64]
 
 
 def _metadata(
-    dataset: Dataset,
-    settings: TrainSettings,
-    version: str,
-    best: Candidate,
-    threshold: float,
-    results: list[Scored],
+    dataset: Dataset, settings: TrainSettings, version: str, finals: dict[str, selection.Choice]
 ) -> dict[str, Any]:
+    final = finals[selection.SELECTED]
+    best = final.candidate
     return {
         "version": version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data": {
-            "uri": dataset.source,
-            "sha256": dataset.sha256,
-            "rows_read": dataset.rows_read,
-            "rows_used": len(dataset),
-            "rows_with_missing_values_excluded": dataset.rows_missing,
-        },
+        "data": describe(dataset),
         "code": {"git_commit": git_commit()},
         "model": {"family": best.family, "name": best.name, "hyperparameters": best.hyperparameters},
         "features": list(FEATURES),
         "feature_schema": {name: {"type": "integer", "minimum": SCORE_MIN, "maximum": SCORE_MAX} for name in FEATURES},
         "target": {"positive_class": "malignant", "labels": {"2": "benign", "4": "malignant"}},
-        "threshold": threshold,
-        "threshold_rule": f"highest threshold with cross-validated malignant recall >= {settings.target_recall}",
+        "threshold": final.threshold,
+        "threshold_rule": f"highest threshold whose malignant recall is >= {settings.target_recall} on the training "
+        f"part's inner {settings.inner_folds}-fold out-of-fold probabilities",
+        "referral": {
+            "low": final.band.low,
+            "high": final.band.high,
+            "rule": f"the band around the threshold that refers the fewest training cases while, on the training part's "
+            f"inner {settings.inner_folds}-fold out-of-fold probabilities, malignant recall among the cases not referred "
+            f"is >= {settings.referral_recall} and specificity >= {settings.referral_specificity}, referring at most "
+            f"{settings.referral_max_rate:.0%}" + ("" if final.band.met else " (not attainable: the band with the best "
+                                                   "recall within that share)"),
+        },
         "training": {
             "seed": settings.seed,
+            "method": "nested cross-validation",
             "cv_folds": settings.cv_folds,
             "cv_repeats": settings.cv_repeats,
+            "inner_folds": settings.inner_folds,
             "test_split": f"1 of {settings.test_splits} stratified group folds (by sample id)",
-            "selection": "lowest CV Brier score, one-standard-error rule, simplest first",
+            "selection": "among the selectable (linear) candidates, lowest inner-CV Brier score by the "
+            "one-standard-error rule, simplest first",
+            "families": list(settings.families),
             "candidates": [
-                {"name": r.candidate.name, "cv_brier_mean": r.mean, "cv_brier_sem": r.sem} for r in results
+                {"name": s.candidate.name, "family": s.candidate.family, "selectable": s.candidate.selectable,
+                 "cv_brier_mean": s.mean, "cv_brier_sem": s.sem}
+                for s in _all_scores(finals)
             ],
         },
         "libraries": {
             "python": platform.python_version(),
-            **{name: importlib_metadata.version(name) for name in ("numpy", "scikit-learn", "pydantic")},
+            **{name: importlib_metadata.version(name) for name in ("numpy", "scipy", "scikit-learn", "pydantic")},
         },
     }
+
+
+def _all_scores(finals: dict[str, selection.Choice]) -> list[selection.Scored]:
+    """Every candidate's inner-CV scores on the whole training part, each once, in pool order."""
+    seen: dict[str, selection.Scored] = {}
+    for choice in finals.values():
+        for s in choice.scores:
+            seen.setdefault(s.candidate.name, s)
+    return list(seen.values())
 
 
 def git_commit() -> str:

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from typing import Any
+
+from oncology.settings import GateSettings
+from oncology.trainer import gate
+
+GOOD = {"accuracy": 0.97, "recall": 0.98, "specificity": 0.96, "roc_auc": 0.995}
+
+
+def kpis(test: dict[str, float], cv: dict[str, float] | None, method: str = "nested") -> dict[str, Any]:
+    return {"test": test, **({"cv": {"method": method, "mean": cv}} if cv is not None else {})}
+
+
+def test_the_gate_passes_on_good_test_and_nested_cv_figures() -> None:
+    assert gate.failures(kpis(GOOD, GOOD), GateSettings()) == []
+
+
+def test_the_gate_checks_the_nested_cv_means_too() -> None:
+    reasons = gate.failures(kpis(GOOD, {**GOOD, "recall": 0.90}), GateSettings())
+    assert reasons == ["nested CV mean recall 0.9 < 0.95"]
+
+
+def test_figures_that_are_not_nested_do_not_pass() -> None:
+    for bad in (kpis(GOOD, GOOD, method="repeated"), kpis(GOOD, None)):
+        reasons = gate.failures(bad, GateSettings())
+        assert len(reasons) == 1 and "no nested cross-validation" in reasons[0]
+
+
+def test_the_gate_checks_the_test_figures() -> None:
+    reasons = gate.failures(kpis({**GOOD, "roc_auc": 0.97}, GOOD), GateSettings(gate_min_accuracy=0.98))
+    assert reasons == ["test accuracy 0.97 < 0.98", "test roc_auc 0.97 < 0.98", "nested CV mean accuracy 0.97 < 0.98"]
