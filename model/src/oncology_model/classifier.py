@@ -130,8 +130,10 @@ class Classifier:
         return Decision.MALIGNANT
 
     def decide_many(self, probabilities: Iterable[float]) -> list[Decision]:
-        """`decide` for each probability, in order."""
-        return [self.decide(p) for p in probabilities]
+        """`decide` for each probability, in order (one pass, no call per row: the service's batch path)."""
+        low, high = self._low, self._high
+        benign, refer, malignant = Decision.BENIGN, Decision.REFER, Decision.MALIGNANT
+        return [benign if p < low else refer if p < high else malignant for p in probabilities]
 
     def predict_decision(self, tumor: Tumor) -> Decision:
         """The decision for one tumor: benign, malignant, or refer for review."""
