@@ -68,12 +68,17 @@ class ExplainedResult(Result):
 EXPLAIN: Final = "explain"
 
 
+_EXPLAIN_EXACT: Final = {b"explain=true": True, b"explain=false": False}
+
+
 def decode_explain(query: bytes) -> bool:
     """Whether the query string asks for explanations: ``explain=true``; absent or ``false`` is no.
 
     Strict, as the OpenAPI document's boolean: any other value (or the parameter given twice) is a
     422 naming the parameter.  Other parameters are ignored.
     """
+    if query in _EXPLAIN_EXACT:  # the usual query strings, without parsing
+        return _EXPLAIN_EXACT[query]
     values = [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == EXPLAIN]
     if not values:
         return False
