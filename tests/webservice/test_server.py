@@ -71,6 +71,15 @@ def _wait_for(seen: list[tuple[int, str | None]], version: str, timeout: float =
     raise AssertionError(f"responses never switched to {version}: last {seen[-3:]}")
 
 
+def _wait_for_more(seen: list[tuple[int, str | None]], more: int = 40, timeout: float = 10) -> None:
+    """Until ``more`` further responses have arrived (a loaded machine may take a while for the first)."""
+    wanted = len(seen) + more
+    deadline = time.monotonic() + timeout
+    while len(seen) < wanted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(seen) >= wanted, f"only {len(seen)} responses in {timeout}s"
+
+
 def test_promote_and_rollback_switch_the_model_under_load_with_no_failed_request(serve, store: Path) -> None:  # type: ignore[no-untyped-def]
     server = serve({"ONCOLOGY_STORE": str(store), "ONCOLOGY_RELOAD_INTERVAL": "0.1"})
     registry = ModelRegistry(LocalStore(store))
@@ -80,13 +89,14 @@ def test_promote_and_rollback_switch_the_model_under_load_with_no_failed_request
     for t in threads:
         t.start()
     try:
-        time.sleep(0.3)
+        _wait_for(seen, "1.0.1")  # the load runs against the champion before it moves
+        _wait_for_more(seen)
         registry.promote("1.0.2")
         _wait_for(seen, "1.0.2")
-        time.sleep(0.3)
+        _wait_for_more(seen)
         registry.rollback()
         _wait_for(seen, "1.0.1")
-        time.sleep(0.3)
+        _wait_for_more(seen)
     finally:
         stop.set()
         for t in threads:
