@@ -161,8 +161,9 @@ class Service:
 
     def explained_results(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]]) -> list[schemas.ExplainedResult]:
         rows = list(rows)
-        Out = schemas.ExplanationOut
-        explanations = [Out(e.baseline, e.contributions, e.log_odds) for e in classifier.explain_rows(rows)]
+        explanations = [
+            schemas.ExplanationOut(e.baseline, e.contributions, e.log_odds) for e in classifier.explain_rows(rows)
+        ]
         return [
             schemas.ExplainedResult(r.prediction, r.probability, r.decision, r.model_version, e)
             for r, e in zip(self.results(req, classifier, rows), explanations)
