@@ -3,7 +3,7 @@
 One run, one machine, one worker process per server, load from ``wrk`` on 127.0.0.1:
 
 - floor:     a bare ASGI app (constant JSON) on uvicorn with the service's own `_options`;
-- ours:      ``oncology serve`` (uvicorn, uvloop, httptools), /predict and /predict/batch;
+- ours:      ``oncology serve`` (uvicorn, uvloop, httptools), /predict, /predict?explain=true and /predict/batch;
 - reference: Flask on gunicorn (one sync worker) calling scikit-learn per request;
 - in process: the same 10,000 rows scored by `Classifier` with no HTTP.
 
@@ -55,6 +55,8 @@ COLD_STARTS = 3
 STARVED_BELOW = 0.85
 POLL_SECONDS = 0.005
 WRK_TIMEOUT = "5s"
+#: The single-row route with explanations, measured on ours beside plain /predict.
+EXPLAIN_PATH = "/predict?explain=true"
 
 #: One tumor, as in tests/webservice/conftest.py (EXAMPLE).
 EXAMPLE = {
@@ -472,7 +474,9 @@ def inprocess(store: Path, rows: list[tuple[int, ...]], cpu: int | None) -> dict
         # the batch handler's work without HTTP: the same body decoded, scored, encoded
         probabilities = classifier.score_rows(schemas.decode_tumors(body, len(rows)))
         labels = [p.value for p in map(classifier.label, probabilities)]
-        return schemas.encode([schemas.Result(label, p, classifier.version) for p, label in zip(probabilities, labels)])
+        decisions = classifier.decide_many(probabilities)
+        version = classifier.version
+        return schemas.encode([schemas.Result(label, p, d, version) for p, label, d in zip(probabilities, labels, decisions)])
 
     with on_cpu(cpu):
         tumor_api()
@@ -585,10 +589,14 @@ def evaluate(report: dict[str, Any]) -> dict[str, Any]:
         if key in cpu_values:
             targets[key]["cpu_value"] = cpu_values[key]
             targets[key]["cpu_pass"] = check(cpu_values[key])
+    explain = report["explain"]
     targets["_info"] = {
         "batch_http_vs_inprocess_tumor_api": median([h / t for h, t in zip(batch_rounds, tumor_api)]),
         "batch_http_vs_inprocess_score_rows": median([h / s for h, s in zip(batch_rounds, score_rows)]),
         "batch_concurrency_used": best_batch_c,
+        "explain_c64_vs_plain": median(ratio_per_round(explain["64"]["rounds"], ours["64"]["rounds"], "rps")),
+        "explain_c64_vs_floor": median(ratio_per_round(explain["64"]["rounds"], floor["64"]["rounds"], "rps")),
+        "explain_c64_cpu_us_per_req_vs_plain": median(ratio_per_round(explain["64"]["rounds"], ours["64"]["rounds"], cpu)),
     }
     return targets
 
@@ -596,7 +604,8 @@ def evaluate(report: dict[str, Any]) -> dict[str, Any]:
 def starved(report: dict[str, Any]) -> list[str]:
     """The saturated points (concurrency >= 4) whose server did not get its CPU: their req/s and p99 are pessimistic."""
     found = []
-    points = [(f"{n} /predict", per) for n, per in report["single"].items()] + [("ours /predict/batch", report["batch"])]
+    points = [(f"{n} /predict", per) for n, per in report["single"].items()] + [
+        (f"ours {EXPLAIN_PATH}", report["explain"]), ("ours /predict/batch", report["batch"])]
     for what, per in points:
         for c, summary in per.items():
             if int(c) < 4:
@@ -628,6 +637,10 @@ def render(report: dict[str, Any]) -> str:
             out.append(f"| {labels[name]} | /predict | {c} | {s['rps']:,.0f} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | "
                        f"{s['p99_ms']:.2f} | {s['non_2xx']} | {s['socket_errors']} | {s['server_cpu_util'] * 100:.0f} | "
                        f"{s['server_cpu_us_per_req']:,.0f} |")
+    for c, s in report["explain"].items():
+        out.append(f"| {labels['ours']} | {EXPLAIN_PATH} | {c} | {s['rps']:,.0f} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | "
+                   f"{s['p99_ms']:.2f} | {s['non_2xx']} | {s['socket_errors']} | {s['server_cpu_util'] * 100:.0f} | "
+                   f"{s['server_cpu_us_per_req']:,.0f} |")
     for c, s in batch.items():
         out.append(f"| {labels['ours']} | /predict/batch ({BATCH_ROWS:,} rows) | {c} | {s['rps']:,.2f} | {s['rows_s']:,.0f} | "
                    f"{s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['non_2xx']} | {s['socket_errors']} | "
@@ -672,6 +685,9 @@ def render(report: dict[str, Any]) -> str:
         out.append(f"- WARNING: {len(report['starved'])} saturated point(s) ran with the server under "
                    f"{STARVED_BELOW:.0%} of its CPU (other processes took it): their req/s and p99 are pessimistic and "
                    f"the ratios noisier; the CPU µs/req figures hold. {'; '.join(report['starved'])}")
+    out.append(f"- info: {EXPLAIN_PATH} at c=64: {info['explain_c64_vs_plain']:.3g} of plain /predict's req/s "
+               f"({info['explain_c64_cpu_us_per_req_vs_plain']:.3g}x its server CPU per request), "
+               f"{info['explain_c64_vs_floor']:.3g} of the floor's")
     out.append(f"- info: /predict/batch rows/s vs the in-process Tumor API (predict_proba_batch + predict_batch): "
                f"{info['batch_http_vs_inprocess_tumor_api']:.3g}")
     out.append(f"- info: /predict/batch rows/s vs in-process `score_rows` on rows already parsed (no JSON at all): "
@@ -753,14 +769,21 @@ def main() -> int:
         sanity(servers, rows, batch_body)
 
         single: dict[str, dict[str, list[dict[str, Any]]]] = {n: {str(c): [] for c in SINGLE_CONCURRENCY} for n in servers}
+        explain: dict[str, list[dict[str, Any]]] = {str(c): [] for c in SINGLE_CONCURRENCY}
         batch: dict[str, list[dict[str, Any]]] = {str(c): [] for c in BATCH_CONCURRENCY}
         inproc_rounds = []
-        names = list(servers)
+        # ours with explanations takes its turn beside the three servers' plain /predict
+        names = [*servers, "ours+explain"]
         for r in range(args.rounds):
             order = names[r % len(names):] + names[: r % len(names)]
             say(f"round {r + 1}/{args.rounds}: order {', '.join(order)}")
             for c in SINGLE_CONCURRENCY:
                 for name in order:
+                    if name == "ours+explain":
+                        explain[str(c)].append(measure_point(
+                            wrk_bin, servers["ours"], EXPLAIN_PATH, single_script, c, args.duration, args.warmup,
+                            client_cpu, f"ours {EXPLAIN_PATH} c={c}"))
+                        continue
                     single[name][str(c)].append(measure_point(
                         wrk_bin, servers[name], "/predict", single_script, c, args.duration, args.warmup, client_cpu,
                         f"{name} /predict c={c}"))
@@ -787,6 +810,7 @@ def main() -> int:
             os.sched_setaffinity(0, set(cpus))
 
     report["single"] = {n: {c: summarize_load(v) for c, v in per.items()} for n, per in single.items()}
+    report["explain"] = {c: summarize_load(v) for c, v in explain.items()}
     report["batch"] = {}
     for c, v in batch.items():
         s = summarize_load(v)
@@ -831,6 +855,10 @@ def sanity(servers: dict[str, Server], rows: list[tuple[int, ...]], batch_body: 
         answers[name] = json.loads(data)
     if abs(answers["ours"]["probability"] - answers["reference"]["probability"]) > 1e-9:
         raise BenchError(f"ours and the reference disagree: {answers}")
+    status, data = http_call(servers["ours"].port, raw_request("POST", EXPLAIN_PATH, body))
+    explained = json.loads(data) if status == 200 else {}
+    if "explanation" not in explained or "explanation" in answers["ours"]:
+        raise BenchError(f"ours {EXPLAIN_PATH} answered {status}: {data[:300]!r}; plain /predict: {answers['ours']}")
     status, data = http_call(servers["ours"].port, raw_request("POST", "/predict/batch", batch_body))
     if status != 200 or len(json.loads(data)) != len(rows):
         raise BenchError(f"ours /predict/batch answered {status}: {data[:300]!r}")

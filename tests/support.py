@@ -108,3 +108,27 @@ class TcpForwarder:
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
+def republish(source: Path, target: Path, referral: dict[str, float] | None = None,
+              card: dict[str, object] | None = None, card_markdown: str | None = None) -> Path:
+    """Copy the champion of the store at ``source`` into a new store at ``target`` (promoted), with
+    exactly the referral band and card given: none of them makes a bundle as older versions wrote it."""
+    import json
+
+    from oncology_model.bundle import CARD_JSON, CARD_MD, KPIS, METADATA, MODEL, Bundle
+    from oncology_model.registry import ModelRegistry
+    from oncology_model.storage import LocalStore
+
+    bundle = ModelRegistry(LocalStore(source)).load("champion")
+    metadata = {k: v for k, v in json.loads(bundle.files[METADATA]).items() if k != "referral"}
+    if referral is not None:
+        metadata["referral"] = referral
+    extra = {}
+    if card is not None:
+        extra[CARD_JSON] = json.dumps(card).encode()
+    if card_markdown is not None:
+        extra[CARD_MD] = card_markdown.encode()
+    files = Bundle.assemble(bundle.version, json.loads(bundle.files[MODEL]), metadata, json.loads(bundle.files[KPIS]), extra)
+    registry = ModelRegistry(LocalStore(target))
+    registry.publish(files)
+    registry.promote(bundle.version)
+    return target

@@ -17,7 +17,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from oncology.settings import ServeSettings
+from oncology.trainer import data
 from oncology.webservice.app import create_app
+from oncology_model import FEATURES, Classifier
+from support import republish
 
 EXAMPLE = {
     "clump_thickness": 5, "uniformity_of_cell_size": 1, "uniformity_of_cell_shape": 1, "marginal_adhesion": 1,
@@ -107,6 +110,83 @@ def serve(tmp_path: Path) -> Iterator[object]:
 def live(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One real server for read-only tests of a module."""
     server = start_server(tmp_path_factory.mktemp("live"), {"ONCOLOGY_STORE": str(trained_store)})
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+# ---- a real model with a referral band and a card, and the same model as older versions wrote it ----
+
+CARD = {"model": "oncology", "version": "1.0.1", "intended_use": "decision support for cytology review; not a diagnosis"}
+CARD_MARKDOWN = "# Model card: oncology 1.0.1\n\nDecision support for cytology review; not a diagnosis.\n"
+
+
+@dataclass(frozen=True)
+class Edges:
+    """Rows of the dataset at and around the edges of a referral band chosen for them on the trained model.
+
+    ``rows`` in order: below the band, exactly at ``low``, inside below the threshold, inside at or
+    above the threshold, exactly at ``high``; ``expected`` their (prediction, decision) pairs.
+    """
+
+    low: float
+    high: float
+    rows: list[dict[str, int]]
+    expected: list[tuple[str, str]]
+
+
+def dataset_rows() -> list[tuple[int, ...]]:
+    """The complete rows of the bundled UCI file, as the trainer reads them."""
+    return [tuple(int(v) for v in row) for row in data.load().X.tolist()]
+
+
+@pytest.fixture(scope="session")
+def edges(trained_store: Path) -> Edges:
+    clf = Classifier.from_uri(trained_store)
+    scored = sorted({(clf.score_rows([r])[0], r) for r in dataset_rows()})
+    threshold = clf.threshold
+    below, at_low = scored[0][1], next(r for p, r in scored if p > scored[0][0])  # the two lowest probabilities
+    low = clf.score_rows([at_low])[0]
+    inside_benign = next(r for p, r in scored if low < p < threshold)
+    above = [(p, r) for p, r in scored if p >= threshold]
+    inside_malignant, at_high = above[0][1], next(r for p, r in above if p > above[0][0])
+    high = clf.score_rows([at_high])[0]
+    rows = [dict(zip(FEATURES, r)) for r in (below, at_low, inside_benign, inside_malignant, at_high)]
+    expected = [("benign", "benign"), ("benign", "refer"), ("benign", "refer"), ("malignant", "refer"),
+                ("malignant", "malignant")]
+    return Edges(low, high, rows, expected)
+
+
+@pytest.fixture(scope="session")
+def banded_store(trained_store: Path, edges: Edges, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained model with the referral band of `edges` and a model card."""
+    band = {"low": edges.low, "high": edges.high}
+    return republish(trained_store, tmp_path_factory.mktemp("banded"), band, CARD, CARD_MARKDOWN)
+
+
+@pytest.fixture(scope="session")
+def old_store(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained model as versions before referral and cards were written: no band, no card."""
+    return republish(trained_store, tmp_path_factory.mktemp("old"))
+
+
+@pytest.fixture
+def banded(banded_store: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(ServeSettings(store=str(banded_store)))) as c:
+        yield c
+
+
+@pytest.fixture
+def old(old_store: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(ServeSettings(store=str(old_store)))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def live_banded(banded_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real server on the model with a band, for read-only tests of a module."""
+    server = start_server(tmp_path_factory.mktemp("live-banded"), {"ONCOLOGY_STORE": str(banded_store)})
     try:
         yield server
     finally:

@@ -33,7 +33,8 @@ def test_predict_answers_like_the_classifier(client: TestClient, trained_store: 
     for payload in (EXAMPLE, MALIGNANT):
         body = client.post("/predict", json=payload).json()
         tumor = Tumor(**payload)
-        assert body == {"prediction": clf.predict(tumor).value, "probability": clf.predict_proba(tumor), "model_version": "1.0.1"}
+        assert body == {"prediction": clf.predict(tumor).value, "probability": clf.predict_proba(tumor),
+                        "decision": clf.predict_decision(tumor).value, "model_version": "1.0.1"}
 
 
 def test_batch_keeps_the_order(client: TestClient, trained_store: Path) -> None:
@@ -106,6 +107,7 @@ def test_model_route_shows_version_metadata_and_kpis(client: TestClient) -> None
     body = client.get("/model").json()
     assert body["version"] == "1.0.1" and body["metadata"]["features"] == list(FEATURES)
     assert set(body["kpis"]) >= {"test", "cv"} and 0 < body["threshold"] < 1
+    assert set(body) == {"version", "source", "threshold", "referral", "metadata", "kpis"}
 
 
 def test_health_and_readiness(client: TestClient) -> None:

@@ -29,3 +29,11 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, live: Server) -> None:
     response = case.call(base_url=live.url, timeout=10)
     case.validate_response(response, checks=CHECKS)
+
+
+@schema.include(path_regex="^/(predict|model)").parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_decisions_explanations_and_the_card_conform_to_the_document(case: schemathesis.Case, live_banded: Server) -> None:
+    """The same against a model with a referral band and a card (`refer` answers, `GET /model/card` 200s)."""
+    response = case.call(base_url=live_banded.url, timeout=10)
+    case.validate_response(response, checks=CHECKS)

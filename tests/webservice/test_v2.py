@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from oncology_model import Classifier, Tumor
 from oncology_model.datamodel import FEATURES
 
-from .conftest import EXAMPLE, MALIGNANT, Server
+from .conftest import EXAMPLE, MALIGNANT, Edges, Server
 from .test_app import assert_error
 
 ROWS = [list(EXAMPLE.values()), list(MALIGNANT.values())]
@@ -33,7 +33,7 @@ def test_health_and_metadata_routes_answer_as_the_spec_writes(client: TestClient
     meta = client.get("/v2/models/oncology").json()
     assert meta["name"] == "oncology" and meta["versions"] == ["1.0.1"] and meta["platform"]
     assert meta["inputs"] == [{"name": "tumor", "datatype": "INT64", "shape": [-1, 9], "parameters": {"features": list(FEATURES)}}]
-    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("label", "BYTES"), ("probability", "FP64")]
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("label", "BYTES"), ("probability", "FP64"), ("decision", "BYTES")]
     assert client.get("/v2/models/oncology/versions/1.0.1").json() == meta
 
 
@@ -63,7 +63,7 @@ def test_fp32_nested_data_and_no_outputs_field(client: TestClient, trained_store
     data = [[float(v) for v in r] for r in ROWS] if datatype.startswith("FP") else ROWS
     body = client.post("/v2/models/oncology/infer", json={"inputs": [{"name": "x", "shape": [2, 9], "datatype": datatype, "data": data}]}).json()
     labels, probabilities = expected(trained_store, ROWS)
-    assert [o["name"] for o in body["outputs"]] == ["label", "probability"]
+    assert [o["name"] for o in body["outputs"]] == ["label", "probability", "decision"]
     assert body["outputs"][0]["data"] == labels and body["outputs"][1]["data"] == probabilities
     assert "id" not in body
 
@@ -115,5 +115,26 @@ def test_a_standard_v2_client_works(live: Server, trained_store: Path) -> None:
         binary.set_data_from_numpy(x)  # the client's default: Triton's binary extension
         with pytest.raises(Exception, match="binary tensor extension is not supported"):
             client.infer("oncology", [binary])
+    finally:
+        client.close()
+
+
+def test_a_standard_v2_client_gets_the_decision(live_banded: Server, edges: Edges) -> None:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(live_banded.url.removeprefix("http://"))
+    try:
+        outputs = {o["name"]: o["datatype"] for o in client.get_model_metadata("oncology")["outputs"]}
+        assert outputs["decision"] == "BYTES"
+        x = np.array([list(r.values()) for r in edges.rows], dtype=np.int64)
+        tensor = triton.InferInput("tumor", list(x.shape), "INT64")
+        tensor.set_data_from_numpy(x, binary_data=False)
+        wanted = [triton.InferRequestedOutput("decision", binary_data=False)]
+        result = client.infer("oncology", [tensor], outputs=wanted)
+        decoded = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("decision")]
+        assert decoded == [decision for _, decision in edges.expected]
+        assert [o["name"] for o in result.get_response()["outputs"]] == ["decision"]
+        everything = client.infer("oncology", [tensor])  # no outputs named: all three
+        assert [o["name"] for o in everything.get_response()["outputs"]] == ["label", "probability", "decision"]
     finally:
         client.close()

@@ -88,6 +88,29 @@ class LinearScorer:
         weights, offset, sigmoid = self._weights, self._offset, _sigmoid
         return [sigmoid(offset + sum(map(mul, weights, row))) for row in rows]
 
+    def log_odds(self, row: Sequence[float]) -> float:
+        """The malignant log-odds of one row: the score whose logistic function `proba` returns."""
+        z: float = self._offset + sum(map(mul, self._weights, row))
+        return z
+
+    @staticmethod
+    def probability(log_odds: float) -> float:
+        """The malignant probability of a log-odds (the logistic function), as `proba` computes it."""
+        return _sigmoid(log_odds)
+
+    @property
+    def baseline(self) -> float:
+        """The log-odds of the training-mean tumor (every feature at its training mean): the intercept."""
+        return self.intercept
+
+    def contributions(self, row: Sequence[float]) -> list[float]:
+        """Each feature's additive share of the log-odds, in `FEATURES` order: coef * (x - mean) / scale.
+
+        ``baseline + sum(contributions(row)) == log_odds(row)`` up to floating-point rounding: for a
+        linear model this decomposition is exact (no sampling, no approximation).
+        """
+        return [c * (x - m) / s for x, m, s, c in zip(row, self.mean, self.scale, self.coef)]
+
 
 def _sigmoid(z: float) -> float:
     if z >= 0:

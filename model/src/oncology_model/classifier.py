@@ -1,20 +1,40 @@
-"""`Classifier`: loads a verified, versioned model bundle and predicts."""
+"""`Classifier`: loads a verified, versioned model bundle; predicts, decides (with referral) and explains."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from oncology_model.bundle import Bundle
-from oncology_model.datamodel import FEATURES, Prediction, Tumor
+from oncology_model.bundle import Bundle, Referral
+from oncology_model.datamodel import FEATURES, Decision, Prediction, Tumor
 from oncology_model.errors import BundleError
 from oncology_model.registry import CHAMPION, ModelRegistry
 from oncology_model.storage import open_store
 
 #: Where a built wheel carries its model (filled by ``make wheel``; empty in a source checkout).
 PACKAGED_BUNDLE = "_bundle"
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why the model gave its probability: the log-odds split into a baseline and one share per feature.
+
+    ``baseline + sum(contributions.values()) == log_odds`` (up to floating-point rounding, ~1e-15):
+    for a linear model the split is exact.  ``baseline`` is the log-odds of the training-mean tumor
+    (every feature at its mean over the training data; the model's intercept); a feature's
+    contribution is ``coef * (value - mean) / scale``, how far that feature moves the log-odds from
+    the baseline (positive: towards malignant).  ``probability`` is the logistic function of
+    ``log_odds``, the value `Classifier.predict_proba` returns.
+    """
+
+    baseline: float
+    #: Feature name -> contribution to the malignant log-odds, in `FEATURES` order.
+    contributions: dict[str, float]
+    log_odds: float
+    probability: float
 
 
 class Classifier:
@@ -28,6 +48,9 @@ class Classifier:
         self.bundle = bundle if bundle is not None else _packaged_bundle()
         self._scorer = self.bundle.scorer
         self._threshold = self.bundle.threshold
+        referral = self.bundle.referral
+        # an empty or absent band refers nothing: [threshold, threshold) is empty
+        self._low, self._high = (referral.low, referral.high) if referral else (self._threshold, self._threshold)
 
     @classmethod
     def from_uri(cls, uri: str | Path, model: str = CHAMPION) -> Classifier:
@@ -56,6 +79,25 @@ class Classifier:
         """Malignant probability at or above which a tumor is called malignant."""
         return self._threshold
 
+    @property
+    def referral(self) -> Referral | None:
+        """The referral band: malignant probabilities ``p`` with ``low <= p < high`` are referred for review.
+
+        ``low <= threshold <= high``, so a decision that is not ``refer`` is the thresholded
+        prediction.  None for versions trained before referral existed: they never refer.
+        """
+        return self.bundle.referral
+
+    @property
+    def card(self) -> dict[str, Any] | None:
+        """The model card's machine-readable form (``card.json``), or None for versions without a card."""
+        return self.bundle.card
+
+    @property
+    def card_markdown(self) -> str | None:
+        """The model card for people (``card.md``, Markdown), or None for versions without a card."""
+        return self.bundle.card_markdown
+
     def predict_proba(self, tumor: Tumor) -> float:
         """The malignant probability of one tumor."""
         return self._scorer.proba(tumor.as_row())
@@ -76,8 +118,54 @@ class Classifier:
     def label(self, probability: float) -> Prediction:
         return Prediction.MALIGNANT if probability >= self._threshold else Prediction.BENIGN
 
+    def decide(self, probability: float) -> Decision:
+        """The decision for a malignant probability: below the band benign, at or above its top
+        malignant, within it (``low <= p < high``) refer for review.  Without a band: the label."""
+        # low <= threshold <= high (checked when the bundle is loaded), and without a band
+        # low == high == threshold: outside the band this is exactly `label`
+        if probability < self._low:
+            return Decision.BENIGN
+        if probability < self._high:
+            return Decision.REFER
+        return Decision.MALIGNANT
+
+    def decide_many(self, probabilities: Iterable[float]) -> list[Decision]:
+        """`decide` for each probability, in order (one pass, no call per row: the service's batch path)."""
+        low, high = self._low, self._high
+        benign, refer, malignant = Decision.BENIGN, Decision.REFER, Decision.MALIGNANT
+        return [benign if p < low else refer if p < high else malignant for p in probabilities]
+
+    def predict_decision(self, tumor: Tumor) -> Decision:
+        """The decision for one tumor: benign, malignant, or refer for review."""
+        return self.decide(self.predict_proba(tumor))
+
+    def predict_decision_batch(self, tumors: Iterable[Tumor]) -> list[Decision]:
+        return self.decide_many(self.predict_proba_batch(tumors))
+
+    def explain(self, tumor: Tumor) -> Explanation:
+        """Each feature's contribution to the malignant log-odds of one tumor (see `Explanation`)."""
+        return self.explain_row(tumor.as_row())
+
+    def explain_batch(self, tumors: Iterable[Tumor]) -> list[Explanation]:
+        return [self.explain_row(t.as_row()) for t in tumors]
+
+    def explain_row(self, row: Sequence[float]) -> Explanation:
+        """`explain` for a row of feature values in `FEATURES` order (already validated)."""
+        scorer = self._scorer
+        log_odds = scorer.log_odds(row)
+        return Explanation(
+            baseline=scorer.baseline,
+            contributions=dict(zip(FEATURES, scorer.contributions(row))),
+            log_odds=log_odds,
+            probability=scorer.probability(log_odds),
+        )
+
+    def explain_rows(self, rows: Iterable[Sequence[float]]) -> list[Explanation]:
+        return [self.explain_row(row) for row in rows]
+
     def __repr__(self) -> str:
-        return f"Classifier(version={self.version!r}, features={len(FEATURES)}, threshold={self._threshold:.4f})"
+        band = f", referral=[{self._low:.4f}, {self._high:.4f})" if self.referral else ""
+        return f"Classifier(version={self.version!r}, features={len(FEATURES)}, threshold={self._threshold:.4f}{band})"
 
 
 def _packaged_bundle() -> Bundle:

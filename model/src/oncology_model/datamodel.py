@@ -1,4 +1,4 @@
-"""The typed data model: the nine cytology features of a tumor, and the prediction.
+"""The typed data model: the nine cytology features of a tumor, the prediction and the decision.
 
 `Tumor` is the single definition of the features: their names, order, ranges and
 descriptions.  The training columns, the API schema, the OpenAPI document and the
@@ -82,6 +82,19 @@ class Prediction(StrEnum):
     def from_classifier(cls, value: object) -> Prediction:
         """From a classifier's output: 0 is benign, 1 is malignant."""
         return _lookup(value, {0: cls.BENIGN, 1: cls.MALIGNANT}, "classifier output (0 = benign, 1 = malignant)")
+
+
+class Decision(StrEnum):
+    """What to do with a tumor: the prediction, or a referral when the model is unsure.
+
+    A malignant probability inside the model's referral band is ``refer`` (refer for review by a
+    pathologist); outside it the decision is the thresholded `Prediction`.  A model without a
+    band never refers.
+    """
+
+    BENIGN = "benign"
+    MALIGNANT = "malignant"
+    REFER = "refer"
 
 
 def _lookup(value: object, table: dict[int, Prediction], what: str) -> Prediction:

@@ -41,7 +41,7 @@ from oncology.webservice.metrics import Metrics
 from oncology.webservice.model import ModelHolder
 from oncology.webservice.openapi import DOCS_HTML, SWAGGER_UI_DIR, openapi_document
 from oncology_model.classifier import Classifier
-from oncology_model.datamodel import FEATURES
+from oncology_model.datamodel import FEATURES, Decision
 from oncology_model.errors import OncologyError, StoreUnavailable
 
 log = logging.getLogger("oncology.webservice")
@@ -49,6 +49,7 @@ log = logging.getLogger("oncology.webservice")
 JSON = b"application/json"
 #: Logged (never sent) for a client that went away before its request was read, as nginx does.
 CLIENT_CLOSED = 499
+MARKDOWN = b"text/markdown; charset=utf-8"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: Probes and scrapes stay out of the access log (they would drown it).
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping"})
@@ -63,6 +64,7 @@ class Req:
     path_params: dict[str, str]
     state: dict[str, Any]
     receive: Receive
+    query: bytes = b""  # the raw query string (still percent-encoded)
 
     async def body(self, limit: int) -> bytes:
         """The whole body; 413 past ``limit`` bytes (checked against Content-Length first)."""
@@ -140,47 +142,85 @@ class Service:
             raise errors.UnsupportedMediaType(f"the body must be application/json, not {shown}")
         return await req.body(limit)
 
-    def score(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]]) -> tuple[list[float], list[str]]:
-        """Malignant probabilities and labels of ``rows``; counted, and the version noted for the log."""
+    def score(
+        self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]]
+    ) -> tuple[list[float], list[str], list[Decision]]:
+        """Malignant probabilities, labels and decisions of ``rows``; counted, and the version noted for the log."""
         probabilities = classifier.score_rows(rows)
         threshold = classifier.threshold
         labels = ["malignant" if p >= threshold else "benign" for p in probabilities]
+        decisions = classifier.decide_many(probabilities)
         malignant = labels.count("malignant")
-        self.metrics.count_predictions(malignant, len(labels))
+        referred = decisions.count(Decision.REFER) if classifier.referral is not None else 0
+        self.metrics.count_predictions(malignant, len(labels), referred)
         req.state["model_version"] = classifier.version
-        return probabilities, labels
+        return probabilities, labels, decisions
 
     def results(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]]) -> list[schemas.Result]:
-        probabilities, labels = self.score(req, classifier, rows)
+        probabilities, labels, decisions = self.score(req, classifier, rows)
         version = classifier.version
-        return [schemas.Result(label, p, version) for p, label in zip(probabilities, labels)]
+        return [schemas.Result(label, p, d, version) for p, label, d in zip(probabilities, labels, decisions)]
+
+    def explained_results(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]]) -> list[schemas.ExplainedResult]:
+        rows = list(rows)
+        explanations = [
+            schemas.ExplanationOut(e.baseline, e.contributions, e.log_odds) for e in classifier.explain_rows(rows)
+        ]
+        return [
+            schemas.ExplainedResult(r.prediction, r.probability, r.decision, r.model_version, e)
+            for r, e in zip(self.results(req, classifier, rows), explanations)
+        ]
 
     # ---- REST ------------------------------------------------------------------------------------
 
     async def predict(self, req: Req) -> Reply:
-        """Predict one tumor."""
+        """Predict one tumor; ``?explain=true`` adds each feature's contribution."""
         self.authorize(req)
+        explain = schemas.decode_explain(req.query) if req.query else False
         row = schemas.decode_tumor(await self.json_body(req, self.settings.max_body_bytes))
-        (result,) = self.results(req, self.classifier(), [row])
+        classifier = self.classifier()
+        if explain:
+            return Reply(schemas.encode(self.explained_results(req, classifier, [row])[0]))
+        (result,) = self.results(req, classifier, [row])
         return Reply(schemas.encode(result))
 
     async def predict_batch(self, req: Req) -> Reply:
-        """Predict a batch of tumors; results in the same order."""
+        """Predict a batch of tumors; results in the same order; ``?explain=true`` adds contributions."""
         self.authorize(req)
+        explain = schemas.decode_explain(req.query) if req.query else False
         body = await self.json_body(req, self.settings.max_batch_body_bytes)
         rows = schemas.decode_tumors(body, self.settings.max_batch)
-        return Reply(schemas.encode(self.results(req, self.classifier(), rows)))
+        classifier = self.classifier()
+        if explain:
+            return Reply(schemas.encode(self.explained_results(req, classifier, rows)))
+        return Reply(schemas.encode(self.results(req, classifier, rows)))
 
     async def model(self, req: Req) -> Reply:
-        """The served model's version, metadata and KPIs."""
+        """The served model's version, metadata, KPIs and referral band."""
         classifier = self.classifier()
+        referral = classifier.referral
         return _json({
             "version": classifier.version,
             "source": self.holder.source,
             "threshold": classifier.threshold,
+            "referral": None if referral is None else {"low": referral.low, "high": referral.high},
             "metadata": classifier.metadata,
             "kpis": classifier.kpis,
         })
+
+    async def model_card(self, req: Req) -> Reply:
+        """The served model's card: JSON (the card and its Markdown), or the Markdown alone for ``Accept: text/markdown``."""
+        classifier = self.classifier()
+        card, markdown = classifier.card, classifier.card_markdown
+        if card is None and markdown is None:
+            raise errors.NotFound(
+                f"model {classifier.version} has no model card (it was trained before model cards existed)"
+            )
+        if _prefers_markdown(req.headers.get(b"accept", b"")):
+            if markdown is None:
+                raise errors.NotFound(f"model {classifier.version} has no Markdown card (card.md); ask for JSON")
+            return Reply(markdown.encode(), media_type=MARKDOWN)
+        return _json({"version": classifier.version, "card": card, "markdown": markdown})
 
     async def healthz(self, req: Req) -> Reply:
         return _json({"status": "ok"})
@@ -261,11 +301,12 @@ class Service:
         # V2 clients (tritonclient among them) send JSON without a content type
         body = await self.json_body(req, self.settings.max_batch_body_bytes, untyped_ok=True)
         infer, rows = schemas.decode_v2(body, self.settings.max_batch)
-        probabilities, labels = self.score(req, classifier, rows)
+        probabilities, labels, decisions = self.score(req, classifier, rows)
         n = len(labels)
         outputs = {
             "label": {"name": "label", "shape": [n], "datatype": "BYTES", "data": labels},
             "probability": {"name": "probability", "shape": [n], "datatype": "FP64", "data": probabilities},
+            "decision": {"name": "decision", "shape": [n], "datatype": "BYTES", "data": decisions},
         }
         wanted = [o.name for o in infer.outputs] if infer.outputs else list(outputs)
         answer: dict[str, Any] = {
@@ -303,7 +344,7 @@ class Endpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["state"]
         state["route"] = self.path  # the template, not the raw path: bounded metric labels
-        req = Req(scope["method"], state["headers"], scope.get("path_params") or {}, state, receive)
+        req = Req(scope["method"], state["headers"], scope.get("path_params") or {}, state, receive, scope["query_string"])
         try:
             reply = await self.handler(req)
         except errors.ClientDisconnected:
@@ -387,6 +428,26 @@ class Front:
                 })
 
 
+def _prefers_markdown(accept: bytes) -> bool:
+    """Whether an Accept header ranks text/markdown above application/json (JSON wins ties and absence)."""
+    quality = {b"application/json": 0.0, b"text/markdown": 0.0}
+    for item in accept.split(b","):
+        media, *params = (part.strip() for part in item.split(b";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition(b"=")
+            if name.strip().lower() == b"q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        targets = quality if media == b"*/*" else [m for m in quality if m == media or media == m.split(b"/")[0] + b"/*"]
+        for m in targets:
+            quality[m] = max(quality[m], q)
+    return quality[b"text/markdown"] > quality[b"application/json"]
+
+
 def _not_found_or_not_allowed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     path = request.url.path
@@ -413,6 +474,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
         ("POST", "/predict", service.predict),
         ("POST", "/predict/batch", service.predict_batch),
         ("GET", "/model", service.model),
+        ("GET", "/model/card", service.model_card),
         ("GET", "/healthz", service.healthz),
         ("GET", "/readyz", service.readyz),
         ("GET", "/metrics", service.metrics_text),

@@ -22,6 +22,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.predictions = Counter("oncology_predictions", "Predictions by predicted class", ["prediction"], registry=r)
+        self.referrals = Counter(
+            "oncology_referrals", "Predictions referred for review (inside the model's referral band)", registry=r
+        )
         self.model_info = Gauge(
             "oncology_model_info", "Model versions this process has served: 1 for the one it serves now, 0 for earlier ones", ["version"], registry=r, multiprocess_mode="liveall"
         )
@@ -42,11 +45,13 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def count_predictions(self, malignant: int, total: int) -> None:
+    def count_predictions(self, malignant: int, total: int, referred: int = 0) -> None:
         if malignant:
             self.malignant.inc(malignant)
         if total - malignant:
             self.benign.inc(total - malignant)
+        if referred:
+            self.referrals.inc(referred)
 
     def model_loaded(self, result: str, version: str | None) -> None:
         self.reloads.labels(result).inc()

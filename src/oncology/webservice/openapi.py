@@ -12,7 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from oncology.settings import ServeSettings
-from oncology.webservice.schemas import V2_INPUT, V2_INPUT_DATATYPES, V2_MODEL, V2_OUTPUTS, ErrorOut, PredictionOut
+from oncology.webservice.schemas import (
+    EXPLAIN,
+    V2_INPUT,
+    V2_INPUT_DATATYPES,
+    V2_MODEL,
+    V2_OUTPUTS,
+    ErrorOut,
+    PredictionOut,
+)
 from oncology_model.datamodel import FEATURES, Tumor
 
 
@@ -35,14 +43,34 @@ DOCS_HTML = """<!doctype html>
 """
 
 
+class ReferralBand(BaseModel):
+    """Malignant probabilities p with low <= p < high are referred for review; low <= threshold <= high."""
+
+    low: float = Field(ge=0, le=1, description="Lowest referred probability (below: benign).")
+    high: float = Field(ge=0, le=1, description="Lowest probability decided malignant (from here up).")
+
+
 class ModelOut(BaseModel):
     """The served model."""
 
     version: str
     source: str = Field(description="Where the model was loaded from.")
     threshold: float = Field(description="Malignant probability at or above which the prediction is malignant.")
+    referral: ReferralBand | None = Field(
+        description="The referral band, chosen on training data only; null for a model trained before referral "
+        "existed (it never refers)."
+    )
     metadata: dict[str, Any] = Field(description="The bundle's metadata.json.")
     kpis: dict[str, Any] = Field(description="The bundle's kpis.json: held-out test figures and CV mean/std.")
+
+
+class ModelCardOut(BaseModel):
+    """The served model's card: intended use, data, performance, limitations.  `Accept: text/markdown`
+    returns the Markdown alone."""
+
+    version: str = Field(description="The version the card describes (the served one).")
+    card: dict[str, Any] | None = Field(description="The machine-readable card (the bundle's card.json).")
+    markdown: str | None = Field(description="The card for people (the bundle's card.md), Markdown.")
 
 
 class Status(BaseModel):
@@ -119,7 +147,7 @@ class V2Ready(BaseModel):
 
 
 _MODELS: list[type[BaseModel]] = [
-    Tumor, PredictionOut, ErrorOut, ModelOut, Status, V2InferRequest, V2InferResponse, V2ServerMetadata,
+    Tumor, PredictionOut, ErrorOut, ModelOut, ModelCardOut, Status, V2InferRequest, V2InferResponse, V2ServerMetadata,
     V2ModelMetadata, V2Live, V2Ready,
 ]
 
@@ -161,10 +189,25 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
         return {"get": {"summary": summary, "description": description,
                         "responses": {"200": {"description": "OK", "content": _json_content(schema)}, **_errors(405, *codes)}}}
 
-    def post(summary: str, body: dict[str, Any], schema: dict[str, Any], *codes: int, description: str = "") -> dict[str, Any]:
-        return {"post": {"summary": summary, "description": description, "security": security,
-                         "requestBody": {"required": True, "content": _json_content(body)},
-                         "responses": {"200": {"description": "OK", "content": _json_content(schema)}, **_errors(*codes)}}}
+    def post(summary: str, body: dict[str, Any], schema: dict[str, Any], *codes: int, description: str = "",
+             parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        operation = {"summary": summary, "description": description, "security": security,
+                     "requestBody": {"required": True, "content": _json_content(body)},
+                     "responses": {"200": {"description": "OK", "content": _json_content(schema)}, **_errors(*codes)}}
+        if parameters:
+            operation["parameters"] = parameters
+        return {"post": operation}
+
+    explain_param = {
+        "name": EXPLAIN, "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+        "description": "`true` adds `explanation` to each result: the baseline log-odds (the training-mean tumor's) "
+        "and each feature's contribution, which add up to the malignant log-odds (exact for this linear model). "
+        "Only `true` and `false` are accepted (otherwise 422).",
+    }
+    decision_note = (
+        " Each result carries `decision`: `refer` (refer for review) when the probability falls in the model's "
+        "referral band (`GET /model`), otherwise the prediction."
+    )
 
     name_param = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "example": V2_MODEL}}
     version_param = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -175,8 +218,10 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                                   "parameters": params}
         v2_model_paths[f"{prefix}/ready"] = {**get("V2 model readiness", _ref(V2Ready), 404, 503), "parameters": params}
         v2_model_paths[f"{prefix}/infer"] = {
-            **post("V2 inference: a [N, 9] tensor in, labels and malignant probabilities out",
-                   _ref(V2InferRequest), _ref(V2InferResponse), 404, *predict_errors),
+            **post("V2 inference: a [N, 9] tensor in; labels, malignant probabilities and decisions out",
+                   _ref(V2InferRequest), _ref(V2InferResponse), 404, *predict_errors,
+                   description="Outputs `label` (BYTES: benign/malignant), `probability` (FP64) and `decision` (BYTES: "
+                   "benign/malignant/refer; refer inside the referral band), all three unless `outputs` names some."),
             "parameters": params,
         }
 
@@ -193,15 +238,26 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
         },
         "paths": {
             "/predict": post("Predict one tumor", {**_ref(Tumor), "example": example_tumor}, _ref(PredictionOut), *predict_errors,
-                             description=f"Body limit {settings.max_body_bytes} bytes."),
+                             description=f"Body limit {settings.max_body_bytes} bytes." + decision_note,
+                             parameters=[explain_param]),
             "/predict/batch": post(
                 "Predict a batch of tumors (results in the same order)",
                 {"type": "array", "items": _ref(Tumor), "maxItems": settings.max_batch},
                 {"type": "array", "items": _ref(PredictionOut)}, *predict_errors,
                 description=f"At most {settings.max_batch} rows and {settings.max_batch_body_bytes} bytes. "
-                "A bad row makes the whole request a 422 naming the row's index and field.",
+                "A bad row makes the whole request a 422 naming the row's index and field." + decision_note,
+                parameters=[explain_param],
             ),
-            "/model": get("The served model: version, metadata and KPIs", _ref(ModelOut), 503),
+            "/model": get("The served model: version, metadata, KPIs and referral band", _ref(ModelOut), 503),
+            "/model/card": {"get": {
+                "summary": "The served model's card",
+                "description": "JSON by default: the machine-readable card and the Markdown. `Accept: text/markdown` "
+                "(ranked above application/json) returns the Markdown alone. 404 for a model trained before cards existed.",
+                "responses": {"200": {"description": "The card", "content": {
+                    "application/json": {"schema": _ref(ModelCardOut)},
+                    "text/markdown": {"schema": {"type": "string"}},
+                }}, **_errors(404, 405, 503)},
+            }},
             "/healthz": get("Liveness: the process answers", _ref(Status)),
             "/readyz": get("Readiness: a verified model is loaded", _ref(Status), 503),
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
@@ -215,6 +271,7 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                     "application/json": {"schema": {"oneOf": [_ref(Tumor), {"type": "array", "items": _ref(Tumor), "maxItems": settings.max_batch}]}},
                     "text/csv": {"schema": {"type": "string", "description": "Lines of nine comma-separated whole numbers 1-10, in feature order; no header."}},
                 }},
+                "description": "Results as /predict's, `decision` included (no explanations here).",
                 "responses": {"200": {"description": "One result for an object, an array for an array or CSV", "content": _json_content(
                     {"oneOf": [_ref(PredictionOut), {"type": "array", "items": _ref(PredictionOut)}]})}, **_errors(*predict_errors)},
             }},

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated, Any, Final
+from urllib.parse import parse_qsl
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic.json_schema import SkipJsonSchema
 
 from oncology.webservice.errors import APIError, Unprocessable, from_pydantic
-from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Prediction, Tumor, row_of
+from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Decision, Prediction, Tumor, row_of
 
 _Score = Annotated[int, msgspec.Meta(ge=SCORE_MIN, le=SCORE_MAX)]
 TumorIn: Any = msgspec.defstruct(
@@ -44,7 +46,50 @@ class Result(msgspec.Struct, array_like=False):
 
     prediction: str
     probability: float
+    decision: str
     model_version: str
+
+
+class ExplanationOut(msgspec.Struct):
+    """Contributions to the malignant log-odds: ``baseline + sum(contributions) == log_odds``."""
+
+    baseline: float
+    contributions: dict[str, float]
+    log_odds: float
+
+
+class ExplainedResult(Result):
+    """A prediction with its explanation (``?explain=true``)."""
+
+    explanation: ExplanationOut
+
+
+#: The query parameter that adds explanations to /predict and /predict/batch.
+EXPLAIN: Final = "explain"
+
+
+_EXPLAIN_EXACT: Final = {b"explain=true": True, b"explain=false": False}
+
+
+def decode_explain(query: bytes) -> bool:
+    """Whether the query string asks for explanations: ``explain=true``; absent or ``false`` is no.
+
+    Strict, as the OpenAPI document's boolean: any other value (or the parameter given twice) is a
+    422 naming the parameter.  Other parameters are ignored.
+    """
+    if query in _EXPLAIN_EXACT:  # the usual query strings, without parsing
+        return _EXPLAIN_EXACT[query]
+    values = [v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == EXPLAIN]
+    if not values:
+        return False
+    if len(values) == 1 and values[0] in ("true", "false"):
+        return values[0] == "true"
+    value: Any = values[0] if len(values) == 1 else values
+    reason = "given more than once" if len(values) > 1 else "must be true or false"
+    raise Unprocessable(
+        f"invalid query parameter {EXPLAIN}: {value!r} ({reason})",
+        [{"loc": ["query", EXPLAIN], "value": value, "reason": reason}],
+    )
 
 
 def decode_tumors(body: bytes, limit: int) -> Iterator[tuple[int, ...]]:
@@ -95,7 +140,7 @@ def decode_csv(body: bytes, limit: int) -> list[tuple[int, ...]]:
 V2_MODEL: Final = "oncology"
 V2_INPUT: Final = "tumor"
 V2_INPUT_DATATYPES: Final = ("INT64", "INT32", "FP32", "FP64")
-V2_OUTPUTS: Final = {"label": "BYTES", "probability": "FP64"}
+V2_OUTPUTS: Final = {"label": "BYTES", "probability": "FP64", "decision": "BYTES"}
 
 
 class V2Tensor(msgspec.Struct, forbid_unknown_fields=False):
@@ -193,15 +238,52 @@ def _flatten(data: list[Any]) -> list[Any]:
 # ---- response documents (for OpenAPI; the hot path encodes plain dicts) ----------------------------
 
 
+Contributions = create_model(  # one number per feature, named from `Tumor` (one source of truth)
+    "Contributions",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="Each feature's contribution to the malignant log-odds: coef * (value - training mean) / training scale. "
+    "Positive pushes towards malignant.",
+    **{name: (float, Field(description=f"Contribution of {name}.")) for name in FEATURES},  # type: ignore[call-overload]
+)
+
+
+class Explanation(BaseModel):
+    """Why the model gave its probability (``?explain=true``): ``baseline + sum(contributions) == log_odds``.
+
+    Exact for this linear model (up to floating-point rounding): no sampling, no approximation.
+    """
+
+    baseline: float = Field(
+        description="The malignant log-odds of the training-mean tumor (every feature at its mean over the "
+        "training data): the model's intercept. The contributions say how far each feature moves the log-odds "
+        "from it."
+    )
+    contributions: Contributions = Field(description="Each feature's share of the log-odds, in feature order.")
+    log_odds: float = Field(description="The malignant log-odds: logit(probability).")
+
+
+_DECISION_DOC = (
+    "What to do: `refer` (refer for review) when the probability is inside the model's referral band "
+    "[low, high) (see `GET /model`), where the model is unsure; otherwise the prediction. A model "
+    "without a band never refers."
+)
+
+
 class PredictionOut(BaseModel):
     """The prediction for one tumor."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"prediction": "benign", "probability": 0.0123, "model_version": "1.0.1"}]}
+        json_schema_extra={"examples": [
+            {"prediction": "benign", "probability": 0.0123, "decision": "benign", "model_version": "1.0.1"}
+        ]}
     )
     prediction: Prediction = Field(description="`malignant` when the probability reaches the model's threshold.")
     probability: float = Field(ge=0, le=1, description="Probability that the tumor is malignant.")
+    decision: Decision = Field(description=_DECISION_DOC)
     model_version: str = Field(description="Version of the model that answered.")
+    explanation: Explanation | SkipJsonSchema[None] = Field(
+        None, description="Only with `?explain=true` (/predict and /predict/batch)."
+    )
 
 
 class ErrorDetail(BaseModel):
