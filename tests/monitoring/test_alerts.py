@@ -19,8 +19,11 @@ import prometheus  # infra/prometheus.py: tests/conftest.py puts infra/ on sys.p
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
 from webservice.conftest import EXAMPLE, Server, start_server, stop_server
 
+from oncology.settings import ServeSettings
+from oncology.webservice.app import create_app
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore
 
@@ -148,11 +151,6 @@ def test_the_rules_name_only_metrics_the_service_exports(exported: set[str]) -> 
 
 
 def test_the_readiness_metric_follows_what_readyz_answers(trained_store: Path) -> None:
-    from starlette.testclient import TestClient
-
-    from oncology.settings import ServeSettings
-    from oncology.webservice.app import create_app
-
     app = create_app(ServeSettings(store=str(trained_store)))
     with TestClient(app) as client:
         assert "oncology_ready 1.0" in client.get("/metrics").text
@@ -364,10 +362,11 @@ def test_a_real_prometheus_fires_the_alerts_of_real_failures(
         sender.join()
         prom.stop()
 
-    by_name = {}
+    by_name: dict[str, list[dict[str, Any]]] = {}
     for alert in alerts:
         by_name.setdefault(alert["labels"]["alertname"], []).append(alert)
-    assert set(by_name) == {"OncologyModelReloadFailing", "OncologyNotReady", "OncologyDown"}, alerts
+    # the 4xx stream ran through the whole wait, longer than the error ratio's (scaled) window and `for:`
+    assert "OncologyHighErrorRatio" not in by_name, by_name["OncologyHighErrorRatio"]
     (reload,) = by_name["OncologyModelReloadFailing"]
     assert reload["labels"] == {"alertname": "OncologyModelReloadFailing", "severity": "warning", "job": "oncology",
                                 "instance": _address(healthy), "result": "failure"}
