@@ -121,3 +121,8 @@ lock: ## Re-resolve requirements.lock from pyproject.toml (needs the package ind
 
 clean: ## Remove build output and caches (keeps .venv and the store)
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+
+# ---- monitoring ------------------------------------------------------------------------------------
+.PHONY: alerts-check
+alerts-check: ## promtool check + unit tests of deploy/monitoring/alerts.yml (installs Debian's prometheus if missing; root)
+	python3 infra/prometheus.py check

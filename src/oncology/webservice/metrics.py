@@ -8,6 +8,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Routes whose answer is the service's readiness (200 ready, 503 not): `oncology_ready` follows them.
+READINESS_ROUTES = frozenset({"/readyz", "/v2/health/ready", "/ping"})
 
 
 class Metrics:
@@ -29,7 +31,13 @@ class Metrics:
             "oncology_model_info", "Model versions this process has served: 1 for the one it serves now, 0 for earlier ones", ["version"], registry=r, multiprocess_mode="liveall"
         )
         self.reloads = Counter("oncology_model_reloads", "Model loads by result (initial, success, failure)", ["result"], registry=r)
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        # Set to 1 when the first model is loaded, then by every answer of a readiness route (the drain
+        # turns those to 503).  livemin: with several workers, 1 only if every live worker is ready.
+        self.ready = Gauge(
+            "oncology_ready", "1 if the service is ready (a verified model is loaded, not shutting down), else 0",
+            registry=r, multiprocess_mode="livemin",
+        )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, int | None]] = {}
         self.benign = self.predictions.labels("benign")
         self.malignant = self.predictions.labels("malignant")
         self._version: str | None = None
@@ -41,9 +49,12 @@ class Metrics:
             children = self._children[key] = (
                 self.requests.labels(route, method, str(status)),
                 self.latency.labels(route, str(status)),
+                int(status == 200) if route in READINESS_ROUTES and status in (200, 503) else None,
             )
         children[0].inc()
         children[1].observe(seconds)
+        if children[2] is not None:  # a readiness answer (the drain turns it to 503)
+            self.ready.set(children[2])
 
     def count_predictions(self, malignant: int, total: int, referred: int = 0) -> None:
         if malignant:
@@ -55,6 +66,8 @@ class Metrics:
 
     def model_loaded(self, result: str, version: str | None) -> None:
         self.reloads.labels(result).inc()
+        if result == "initial":  # the first verified model: ready (reloads, failed or not, keep a model served)
+            self.ready.set(1)
         if version is not None and version != self._version:
             if self._version is not None:  # 0, not removed: removal does not reach other workers' files
                 self.model_info.labels(self._version).set(0)
