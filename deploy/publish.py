@@ -45,6 +45,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oncology.project import git_commit
+
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
 WHEELHOUSE = BUILD / "wheelhouse"
@@ -320,16 +322,6 @@ def push_image(docker: Docker, tag: str, logs: Path) -> str:
     if not m:
         raise PublishError(f"pushing {tag}: no digest in docker's output (log: {log})")
     return m.group(1)
-
-
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("ONCOLOGY_GIT_COMMIT", "unknown")
-    return commit + ("-dirty" if dirty else "")
 
 
 def _last_line(text: str) -> str:

@@ -103,3 +103,41 @@ def test_a_bad_training_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     proc = run("train", "--store", str(tmp_path / "s"), env={"ONCOLOGY_FAMILIES": "svm_rbf"})
     assert proc.returncode == 2 and "at least one linear" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["models", "list"], ["models", "history"], ["models", "rollback"],
+                                     ["models", "promote", "1.0.1"], ["models", "show", "champion"]])
+def test_a_mistyped_store_folder_is_an_error_not_an_empty_store(tmp_path: Path, command: list[str]) -> None:
+    proc = run(*command, "--store", str(tmp_path / "nonexistent"))
+    assert proc.returncode == 2, proc.stdout
+    assert f"{tmp_path / 'nonexistent'}: no such store folder" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
+    assert not (tmp_path / "nonexistent").exists()  # reading never creates the store
+
+
+def test_promote_takes_a_version_or_latest_and_rollback_and_history_name_their_store(
+    trained_store: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    store = tmp_path / "copy"
+    shutil.copytree(trained_store, store)
+    for ref in ("champion", "1.0.1\n", "v1", ""):
+        proc = run("models", "promote", ref, "--store", str(store))
+        assert proc.returncode == 2 and "promote takes a version (N.N.N) or 'latest'" in proc.stderr, (ref, proc.stderr)
+    back = run("models", "rollback", "--store", str(store))
+    assert back.returncode == 2 and f"{store}: champion has no earlier version" in back.stderr
+    history = run("models", "history", "--store", str(store))
+    assert history.returncode == 0 and str(store) in "".join(history.stdout.split())  # the title may wrap
+
+
+def test_promote_reads_the_gate_from_the_verified_bundle(trained_store: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    store = tmp_path / "copy"
+    shutil.copytree(trained_store, store)
+    kpis = store / "models" / "1.0.1" / "kpis.json"  # altered figures, the manifest left as it was
+    kpis.write_text(json.dumps({**json.loads(kpis.read_text()), "note": "edited"}))
+    proc = run("models", "promote", "latest", "--store", str(store))
+    assert proc.returncode == 2 and "kpis.json" in proc.stderr and "champion in" not in proc.stdout

@@ -145,10 +145,17 @@ def _print_kpis(kpis: dict[str, Any]) -> None:
 
 
 def _registry(store: str | None) -> Any:
+    """The registry of an existing store: a mistyped local path is an error, not an empty store."""
     from oncology_model.registry import ModelRegistry
-    from oncology_model.storage import open_store
+    from oncology_model.storage import open_existing_store
 
-    return ModelRegistry(open_store(StoreSettings(**_overrides(store=store)).store))
+    return ModelRegistry(open_existing_store(StoreSettings(**_overrides(store=store)).store))
+
+
+def _in_store(registry: Any, exc: Exception) -> str:
+    """The error, naming the store it is about when it does not already."""
+    message = str(exc)
+    return message if registry is None or str(registry.store) in message else f"{registry.store}: {message}"
 
 
 @models_app.command("list")
@@ -177,41 +184,51 @@ def models_list(store: StoreOpt = None) -> None:
 
 @models_app.command()
 def promote(
-    version: Annotated[str, typer.Argument(help="Version to make champion (or 'latest').")],
+    version: Annotated[str, typer.Argument(help="Version to make champion (N.N.N, or 'latest').")],
     store: StoreOpt = None,
 ) -> None:
-    """Make VERSION the champion, if its KPIs pass the quality gate."""
-    from oncology.trainer import gate
+    """Make VERSION the champion, if its verified bundle's KPIs pass the quality gate."""
+    import re
 
+    from oncology import gate
+    from oncology_model.registry import LATEST
+
+    if version != LATEST and not re.fullmatch(r"\d+(\.\d+)*", version):
+        raise _fail(f"promote takes a version (N.N.N) or 'latest', not {version!r}")
     try:
         registry = _registry(store)
         version = registry.resolve(version)
-        if reasons := gate.failures(registry.kpis(version), GateSettings(**_overrides(store=store))):
+        bundle = registry.load(version)  # verified: manifest, sizes and sha256 of every file
+        if reasons := gate.failures(bundle.kpis, GateSettings(**_overrides(store=store))):
             raise _fail(f"version {version} fails the quality gate: {'; '.join(reasons)}", 1)
         move = registry.promote(version)
     except OncologyError as exc:
         raise _fail(str(exc)) from None
-    out.print(f"champion: {move['from']} -> {move['to']}", highlight=False)
+    out.print(f"champion in {registry.store}: {move['from']} -> {move['to']}", highlight=False)
 
 
 @models_app.command()
 def rollback(store: StoreOpt = None) -> None:
     """Move the champion back to the version it had before its latest promotion."""
+    registry = None
     try:
-        move = _registry(store).rollback()
+        registry = _registry(store)
+        move = registry.rollback()
     except OncologyError as exc:
-        raise _fail(str(exc)) from None
-    out.print(f"champion: {move['from']} -> {move['to']}", highlight=False)
+        raise _fail(_in_store(registry, exc)) from None
+    out.print(f"champion in {registry.store}: {move['from']} -> {move['to']}", highlight=False)
 
 
 @models_app.command()
 def history(store: StoreOpt = None) -> None:
     """Every move of an alias: when, from, to."""
+    registry = None
     try:
-        moves = _registry(store).history()
+        registry = _registry(store)
+        moves = registry.history()
     except OncologyError as exc:
-        raise _fail(str(exc)) from None
-    table = Table(title="alias history")
+        raise _fail(_in_store(registry, exc)) from None
+    table = Table(title=f"alias history in {registry.store}")
     for col in ("at", "alias", "action", "from", "to"):
         table.add_column(col)
     for m in moves:

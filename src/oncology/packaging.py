@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from oncology.trainer.data import REPO_ROOT
+from oncology.project import REPO_ROOT
 from oncology_model.classifier import PACKAGED_BUNDLE
 from oncology_model.errors import OncologyError
 from oncology_model.registry import ModelRegistry

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from oncology.project import REPO_ROOT
 from oncology.trainer import data, metrics
 from oncology.trainer.pipeline import GateFailed, run_training
 from oncology.trainer.train import held_out_split, train
@@ -119,7 +121,8 @@ def test_metadata_records_provenance_and_the_referral_band(traced: Traced) -> No
     assert len(meta["training"]["candidates"]) == 9
     assert meta["created_at"].endswith("+00:00")
     assert {"python", "numpy", "scikit-learn"} <= set(meta["libraries"])
-    assert len(meta["code"]["git_commit"]) >= 7
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert meta["code"]["git_commit"].removesuffix("-dirty") == head.stdout.strip()  # this checkout's commit
     ref = meta["referral"]
     assert 0 <= ref["low"] <= meta["threshold"] <= ref["high"] <= 1 and "inner" in ref["rule"]
     assert (ref["low"], ref["high"]) == (traced.result.kpis["referral"]["low"], traced.result.kpis["referral"]["high"])

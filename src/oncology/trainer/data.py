@@ -16,12 +16,12 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from oncology.project import REPO_ROOT
 from oncology_model.bundle import sha256
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Prediction
 from oncology_model.errors import OncologyError
 from oncology_model.storage import read_uri
 
-REPO_ROOT: Final = Path(__file__).resolve().parents[3]
 DATA_FILE: Final = "breast-cancer-wisconsin.data"
 
 

@@ -9,8 +9,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from oncology import gate
 from oncology.settings import TrainSettings
-from oncology.trainer import data, gate
+from oncology.trainer import data
 from oncology.trainer.train import train
 from oncology_model.errors import OncologyError
 from oncology_model.registry import ModelRegistry

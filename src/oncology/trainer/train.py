@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,9 +21,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from oncology.project import git_commit
 from oncology.settings import TrainSettings
 from oncology.trainer import card, families, metrics, selection
-from oncology.trainer.data import REPO_ROOT, Dataset, describe
+from oncology.trainer.data import Dataset, describe
 from oncology.trainer.families import FAMILIES, Candidate
 from oncology_model.bundle import MODEL, Bundle, LinearScorer
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
@@ -321,19 +321,3 @@ def _all_scores(finals: dict[str, selection.Choice]) -> list[selection.Scored]:
         for s in choice.scores:
             seen.setdefault(s.candidate.name, s)
     return list(seen.values())
-
-
-def git_commit() -> str:
-    """The code's commit, with ``-dirty`` when the work tree has changes; ``unknown`` outside git."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        import os
-
-        return os.environ.get("ONCOLOGY_GIT_COMMIT", "unknown")
-    return commit + ("-dirty" if dirty else "")

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from oncology import gate
 from oncology.settings import GateSettings
-from oncology.trainer import gate
 
 GOOD = {"accuracy": 0.97, "recall": 0.98, "specificity": 0.96, "roc_auc": 0.995}
 

@@ -1,5 +1,6 @@
-"""The quality gate, applied to a model's honest figures before it is published or promoted: the
-held-out test KPIs and the nested cross-validation means must each reach the gate's minimums."""
+"""The quality gate: registry policy, applied to a model's honest figures before training publishes it
+and before `oncology models promote` moves an alias to it: the held-out test KPIs and the nested
+cross-validation means must each reach the gate's minimums."""
 
 from __future__ import annotations
 
