@@ -59,9 +59,19 @@ class ModelRegistry:
         return sorted(found, key=version_key)
 
     def next_version(self) -> str:
+        """The version after the highest one that holds any object, published or not.
+
+        A version abandoned halfway on S3 (files and its claim, no manifest) stays taken: nobody
+        else may write into it.
+        """
         series = version_key(VERSION_SERIES)
-        taken = [version_key(v)[-1] for v in self.versions() if version_key(v)[:-1] == series]
-        return f"{VERSION_SERIES}.{max(taken, default=0) + 1}"
+        taken = set()
+        for key in self.store.list(f"{MODELS_PREFIX}/"):
+            parts = key.split("/")
+            if len(parts) == 3 and _VERSION.match(parts[1]):
+                taken.add(parts[1])
+        numbers = [version_key(v)[-1] for v in taken if version_key(v)[:-1] == series]
+        return f"{VERSION_SERIES}.{max(numbers, default=0) + 1}"
 
     def publish(self, files: Mapping[str, bytes]) -> Bundle:
         """Verify a bundle's files and publish them as its version (fixed by the bundle).
