@@ -3,13 +3,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from racing import race_promoters_then_rollbacks, race_publishers
 
 import oncology_model.registry as registry_module
 from bundle_factory import bundle_files
 from oncology_model.errors import BundleError, ConflictError, NotFoundError, RegistryError
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore
-from racing import race_promoters_then_rollbacks, race_publishers
 
 
 @pytest.fixture
