@@ -1,6 +1,7 @@
 """Real processes racing on one registry: promoters and publishers that start at the same instant.
 
-Each racer waits for a "go" file, then all act at once; each prints one JSON line per outcome.  Used
+Each racer sets up (imports, store client), says it is ready, and waits for a "go" file that the
+test creates once all are ready: then all act at once; each prints one JSON line per outcome.  Used
 by the local tests here and by the S3 tests in ``tests/integration`` (the same code, another store).
 """
 
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,8 @@ from oncology_model.registry import ModelRegistry
 from oncology_model.storage import open_store
 registry = ModelRegistry(open_store(sys.argv[1]))
 go = sys.argv[2]
-deadline = time.monotonic() + 60
+open(f"{go}.ready-{os.getpid()}", "w").close()  # imports done and S3 client built: at the line
+deadline = time.monotonic() + 120
 while not os.path.exists(go):  # every racer waits at the line, then all act at once
     assert time.monotonic() < deadline, "never started"
     time.sleep(0.001)
@@ -63,6 +66,12 @@ def race(script: str, uri: str, argvs: list[list[str]], go: Path) -> list[list[A
         for argv in argvs
     ]
     try:
+        deadline = time.monotonic() + 120
+        while len(list(go.parent.glob(f"{go.name}.ready-*"))) < len(procs):  # all at the line
+            early = [p for p in procs if p.poll() is not None]
+            assert not early, f"a racer exited before the start: {early[0].communicate()}"
+            assert time.monotonic() < deadline, "the racers never got ready"
+            time.sleep(0.01)
         go.touch()
         outs = [p.communicate(timeout=120) for p in procs]
     finally:
