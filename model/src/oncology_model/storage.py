@@ -298,7 +298,7 @@ class S3Store(Store):
         """
         if self._conditional_checked:
             return
-        key = f"{CLAIM}-conditional-write-probe"
+        key = ".conditional-write-probe"  # hidden, like the claims
         refused = []
         for condition in ({"IfNoneMatch": "*"}, {"IfNoneMatch": "*"}, {"IfMatch": f'"{"0" * 32}"'}):
             try:
