@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -213,7 +214,9 @@ class LocalStore(Store):
             try:
                 os.rename(staging, target)  # atomic, and refused onto a non-empty folder: the version appears whole
             except OSError as exc:
-                raise ConflictError(f"{target} already exists and cannot be changed") from exc
+                if exc.errno in {errno.ENOTEMPTY, errno.EEXIST}:  # another writer's version got there first
+                    raise ConflictError(f"{target} already exists and cannot be changed") from exc
+                raise
         except OSError as exc:
             raise StoreError(f"cannot publish to {target}: {exc.strerror}") from exc
         finally:
@@ -342,11 +345,11 @@ class S3Store(Store):
         their files, the group is first claimed: ``prefix/.claim`` is created with ``If-None-Match:
         *`` and holds the commit file's bytes (a manifest names every file's hash).  Only the claim's
         winner uploads; a writer that finds another's claim gets `ConflictError` before it wrote
-        anything, and the same group again (a retry of the same files) finds its own claim and goes
-        on (publishing the same files again is a no-op).  Each file is uploaded with its Content-MD5 (the server refuses bytes changed in transit)
-        and read back; then the commit file is created, conditionally, last.  A writer that dies after
-        its claim leaves an invisible group that nobody else can take (the registry moves on to the
-        next version).
+        anything, while the same files again (a retry) find their own claim and go on.  Each file is
+        uploaded with its Content-MD5 (the server refuses bytes changed in transit) and read back;
+        then the commit file is created, conditionally, last.  A writer that dies after its claim
+        leaves an invisible group that nobody else can take (the registry moves on to the next
+        version).
         """
         prefix = prefix.rstrip("/")
         where = f"{self.uri}/{prefix}"
