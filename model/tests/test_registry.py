@@ -3,9 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from racing import race_promoters_then_rollbacks, race_publishers
 
+import oncology_model.registry as registry_module
 from bundle_factory import bundle_files
-from oncology_model.errors import BundleError, NotFoundError, RegistryError
+from oncology_model.errors import BundleError, ConflictError, NotFoundError, RegistryError
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore
 
@@ -80,3 +82,106 @@ def test_promote_rollback_and_history(registry: ModelRegistry) -> None:
 def test_promoting_an_unknown_version_is_refused(registry: ModelRegistry) -> None:
     with pytest.raises(NotFoundError, match="1.0.7 is not published"):
         registry.promote("1.0.7")
+
+
+def test_promote_verifies_the_bundle_first_and_names_the_tampered_file(registry: ModelRegistry, tmp_path: Path) -> None:
+    registry.publish(bundle_files("1.0.1"))
+    registry.publish(bundle_files("1.0.2"))
+    registry.promote("1.0.1")
+    path = tmp_path / "models" / "1.0.2" / "kpis.json"
+    path.write_bytes(path.read_bytes().replace(b"0.97", b"0.99"))
+    with pytest.raises(BundleError, match=r"1\.0\.2/kpis\.json: sha256 does not match"):
+        registry.promote("1.0.2")
+    assert registry.resolve("champion") == "1.0.1"
+    assert len(registry.history()) == 1
+
+
+def test_rollback_verifies_the_version_it_goes_back_to(registry: ModelRegistry, tmp_path: Path) -> None:
+    for n in (1, 2):
+        registry.publish(bundle_files(f"1.0.{n}"))
+        registry.promote(f"1.0.{n}")
+    (tmp_path / "models" / "1.0.1" / "model.json").unlink()
+    with pytest.raises(BundleError, match="model.json"):
+        registry.rollback()
+    assert registry.resolve("champion") == "1.0.2"
+
+
+def test_a_move_decides_again_on_the_state_another_writer_left(registry: ModelRegistry) -> None:
+    for n in (1, 2, 3):
+        registry.publish(bundle_files(f"1.0.{n}"))
+    registry.promote("1.0.1")
+    store = registry.store
+    real_swap = store.swap
+    other = ModelRegistry(LocalStore(Path(store.uri)))
+
+    def another_promotion_first(key: str, data: bytes, expected: str | None) -> bool:
+        store.swap = real_swap  # type: ignore[method-assign]  # once
+        other.promote("1.0.2")  # lands between our read and our write
+        return real_swap(key, data, expected)
+
+    store.swap = another_promotion_first  # type: ignore[method-assign]
+    move = registry.promote("1.0.3")
+    assert (move["from"], move["to"]) == ("1.0.2", "1.0.3")  # decided again on the new state
+    assert [(m["from"], m["to"]) for m in registry.history()] == [(None, "1.0.1"), ("1.0.1", "1.0.2"), ("1.0.2", "1.0.3")]
+
+
+def test_a_write_whose_answer_was_lost_is_not_recorded_twice(registry: ModelRegistry) -> None:
+    for n in (1, 2):
+        registry.publish(bundle_files(f"1.0.{n}"))
+    store = registry.store
+    real_swap = store.swap
+
+    def written_but_answer_lost(key: str, data: bytes, expected: str | None) -> bool:
+        assert real_swap(key, data, expected)
+        return False  # what a retried conditional write reports when its first try went through
+
+    store.swap = written_but_answer_lost  # type: ignore[method-assign]
+    registry.promote("1.0.1")
+    registry.promote("1.0.2")
+    store.swap = real_swap  # type: ignore[method-assign]
+    assert registry.rollback()["to"] == "1.0.1"
+    assert [m["action"] for m in registry.history()] == ["promote", "promote", "rollback"]
+
+
+def test_a_move_that_keeps_losing_gives_up_with_a_clear_error(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.publish(bundle_files("1.0.1"))
+    monkeypatch.setattr(registry_module, "ATTEMPTS", 3)
+    monkeypatch.setattr(registry_module.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(registry.store, "swap", lambda key, data, expected: False)
+    with pytest.raises(ConflictError, match="kept changing under 3 attempts to promote champion"):
+        registry.promote("1.0.1")
+    assert registry.history() == []
+
+
+def test_publish_next_takes_the_next_free_version_when_another_writer_took_it(registry: ModelRegistry) -> None:
+    registry.publish(bundle_files("1.0.1"))
+    asked: list[str] = []
+
+    def build(version: str) -> dict[str, bytes]:
+        asked.append(version)
+        if version == "1.0.2":  # another trainer publishes 1.0.2 while we assemble ours
+            ModelRegistry(registry.store).publish(bundle_files("1.0.2", threshold=0.5))
+        return bundle_files(version, threshold=0.4)
+
+    bundle = registry.publish_next(build)
+    assert (bundle.version, asked) == ("1.0.3", ["1.0.2", "1.0.3"])
+    assert registry.load("1.0.2").threshold == 0.5  # the other's version, untouched
+    assert registry.load("1.0.3").threshold == 0.4
+    assert registry.versions() == ["1.0.1", "1.0.2", "1.0.3"]
+
+
+def test_publish_next_refuses_a_bundle_of_another_version(registry: ModelRegistry) -> None:
+    with pytest.raises(RegistryError, match=r"build\('1.0.1'\) returned a bundle of version 1.0.9"):
+        registry.publish_next(lambda version: bundle_files("1.0.9"))
+    assert registry.versions() == []
+
+
+def test_eight_concurrent_promoters_and_four_rollbacks_lose_no_move(registry: ModelRegistry, tmp_path: Path) -> None:
+    race_promoters_then_rollbacks(registry, registry.store.uri, tmp_path)
+
+
+def test_four_concurrent_publishers_get_distinct_complete_versions(registry: ModelRegistry, tmp_path: Path) -> None:
+    race_publishers(registry, registry.store.uri, tmp_path)
+    assert registry.versions() == [f"1.0.{n}" for n in range(1, 13)]  # locally no version is skipped

@@ -118,3 +118,17 @@ def test_of_eight_concurrent_creators_exactly_one_wins(tmp_path: Path) -> None:
     assert len(winners) == 1, outs
     assert all(out.startswith("refused") for out in outs if out != "created"), outs
     assert LocalStore(tmp_path / "store").read("k/v.txt") == winners[0].encode()
+
+
+def test_swap_replaces_an_object_only_if_it_is_unchanged(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    assert store.swap("r/a.json", b"1", expected=None) is True  # create if absent
+    assert store.swap("r/a.json", b"x", expected=None) is False  # ... only if absent
+    data, tag = store.read_tagged("r/a.json")
+    assert data == b"1"
+    assert store.swap("r/a.json", b"2", expected=tag) is True
+    assert store.swap("r/a.json", b"3", expected=tag) is False  # changed since it was read
+    assert store.read("r/a.json") == b"2"
+    assert store.list("r/") == ["r/a.json"]  # the lock and temporary files are hidden
+    with pytest.raises(NotFoundError):
+        store.read_tagged("r/missing.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -172,7 +173,10 @@ def test_a_bundle_failing_verification_is_not_served_and_is_counted(serve, store
     server = serve({"ONCOLOGY_STORE": str(store), "ONCOLOGY_RELOAD_INTERVAL": "0.1"})
     model = store / "models" / "1.0.2" / "model.json"
     model.write_text(model.read_text().replace("0", "1", 1))
-    ModelRegistry(LocalStore(store)).promote("1.0.2")
+    registry = ModelRegistry(LocalStore(store))  # promote refuses a tampered bundle: move the alias by hand,
+    state = registry.state()  # as if the file had been altered after its promotion
+    state["aliases"]["champion"] = "1.0.2"
+    registry.store.write("registry/aliases.json", json.dumps(state).encode())
     deadline = time.monotonic() + 10
     while 'oncology_model_reloads_total{result="failure"}' not in (text := httpx.get(f"{server.url}/metrics").text):
         assert time.monotonic() < deadline, "the failed reload was never counted"

@@ -25,3 +25,7 @@ class NotFoundError(StoreError):
 
 class RegistryError(OncologyError):
     """A registry operation is not allowed (republishing a version, nothing to roll back to, ...)."""
+
+
+class ConflictError(RegistryError):
+    """Another writer got there first: the object or version exists, or changed since it was read."""

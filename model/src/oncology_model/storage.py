@@ -7,12 +7,22 @@ or SeaweedFS.  boto3 is imported only when an ``s3://`` URI is used (``pip insta
 oncology-model[s3]``).
 
 `Store.publish` writes a group of files so that they become visible together: the local backend
-writes into a staging folder and renames it into place; the S3 backend uploads and verifies every
-file, then writes the commit file last.  Readers treat a group without its commit file as absent.
+writes into a staging folder and renames it into place; the S3 backend claims the group, uploads and
+verifies every file, then creates the commit file last.  Readers treat a group without its commit
+file as absent.  Two writers of one group never mix their files: one of them gets `ConflictError`.
+
+Concurrent writers of one object use `Store.read_tagged` and `Store.swap` (compare-and-swap): a
+local exclusive lock around compare and atomic rename, or S3 conditional writes (``If-Match`` on the
+ETag, ``If-None-Match: *`` to create).  An S3 server that ignores conditional writes is detected at
+the first conditional write and refused with `StoreError` rather than raced.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -23,7 +33,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from oncology_model.errors import NotFoundError, RegistryError, StoreError, StoreUnavailable
+from oncology_model.errors import ConflictError, NotFoundError, StoreError, StoreUnavailable
+
+#: Hidden claim object of a group being published on S3: holds the commit file's bytes.
+CLAIM = ".claim"
 
 
 class Store(ABC):
@@ -53,27 +66,45 @@ class Store(ABC):
     def create(self, key: str, data: bytes) -> bool:
         """Write an object once: True if it was created now, False if it already held these bytes.
 
-        Refused with `RegistryError` if it already holds other bytes: a written-once object is
-        immutable.  Safe under concurrency: of two writers, exactly one creates it (a local exclusive
-        link; on S3 a conditional write, ``If-None-Match: *``).
+        Refused with `ConflictError` (a `RegistryError`) if it already holds other bytes: a
+        written-once object is immutable.  Safe under concurrency: of two writers, exactly one creates
+        it (a local exclusive link; on S3 a conditional write, ``If-None-Match: *``).
         """
         if self._create(key, data):
             return True
         if self.read(key) != data:
-            raise RegistryError(f"{self.uri}/{key} already exists with other content and cannot be changed")
+            raise ConflictError(f"{self.uri}/{key} already exists with other content and cannot be changed")
         return False
+
+    @abstractmethod
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and a tag of this state of it, for `swap`; `NotFoundError` if absent."""
+
+    @abstractmethod
+    def swap(self, key: str, data: bytes, expected: str | None) -> bool:
+        """Replace ``key`` with ``data`` only if it is unchanged since `read_tagged` returned ``expected``.
+
+        ``expected=None`` creates the object only if it does not exist.  Returns False, writing
+        nothing, if another writer changed (or created) it in between: read it again and retry.
+        Atomic under concurrency: locally an exclusive lock (``flock``) around the comparison and an
+        atomic rename; on S3 a conditional write (``If-Match: <ETag>`` / ``If-None-Match: *``).
+        """
 
     @abstractmethod
     def publish(self, prefix: str, files: Mapping[str, bytes], commit: str) -> None:
         """Write ``files`` under ``prefix/``, ``commit`` last, so the group appears complete or not at all.
 
-        Refused with `RegistryError` if ``prefix/commit`` already exists: a published group is immutable.
+        Refused with `ConflictError` (a `RegistryError`) if ``prefix/commit`` already exists (a
+        published group is immutable) or if another writer is publishing other files under
+        ``prefix/``: of two concurrent publishers of one group, one wins and the other's files never
+        appear in it.  A `StoreError` (the store failed halfway) leaves no visible group.
         """
 
     def read_dir(self, prefix: str) -> dict[str, bytes]:
-        """The files directly under ``prefix/``, by name."""
+        """The files directly under ``prefix/``, by name (hidden ones, starting with ``.``, left out)."""
         prefix = prefix.rstrip("/") + "/"
-        return {key[len(prefix):]: self.read(key) for key in self.list(prefix) if "/" not in key[len(prefix):]}
+        names = [key[len(prefix):] for key in self.list(prefix)]
+        return {name: self.read(prefix + name) for name in names if "/" not in name and not name.startswith(".")}
 
     def __str__(self) -> str:
         return self.uri
@@ -140,10 +171,35 @@ class LocalStore(Store):
             raise StoreError(f"{path}: cannot write ({exc.strerror})") from exc
         return True
 
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        data = self.read(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def swap(self, key: str, data: bytes, expected: str | None) -> bool:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Every swapper of this key holds this lock from the comparison to the rename; readers
+            # need no lock (a rename replaces the file whole).
+            with open(path.with_name(f".{path.name}.lock"), "a+b") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                try:
+                    current = hashlib.sha256(path.read_bytes()).hexdigest()
+                except FileNotFoundError:
+                    current = None
+                if current != expected:
+                    return False
+                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+                _write_synced(tmp, data)
+                os.replace(tmp, path)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot write ({exc.strerror})") from exc
+        return True
+
     def publish(self, prefix: str, files: Mapping[str, bytes], commit: str) -> None:
         target = self._path(prefix.rstrip("/"))
         if (target / commit).exists():
-            raise RegistryError(f"{target} is already published and cannot be changed")
+            raise ConflictError(f"{target} is already published and cannot be changed")
         staging = self.root / ".staging" / uuid.uuid4().hex
         try:
             staging.mkdir(parents=True)
@@ -153,12 +209,14 @@ class LocalStore(Store):
                 if (staging / name).read_bytes() != data:
                     raise StoreError(f"{staging / name}: read-back differs from what was written")
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists() and not any(target.iterdir()):
+            with contextlib.suppress(OSError):  # an empty leftover folder; not empty: rename refuses below
                 target.rmdir()
             try:
-                os.rename(staging, target)  # atomic: the version appears whole
+                os.rename(staging, target)  # atomic, and refused onto a non-empty folder: the version appears whole
             except OSError as exc:
-                raise RegistryError(f"{target} already exists and cannot be changed") from exc
+                if exc.errno in {errno.ENOTEMPTY, errno.EEXIST}:  # another writer's version got there first
+                    raise ConflictError(f"{target} already exists and cannot be changed") from exc
+                raise
         except OSError as exc:
             raise StoreError(f"cannot publish to {target}: {exc.strerror}") from exc
         finally:
@@ -180,6 +238,7 @@ class S3Store(Store):
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self._client = client or _s3_client()
+        self._conditional_checked = False
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -197,8 +256,6 @@ class S3Store(Store):
     def write(self, key: str, data: bytes, **extra: Any) -> None:
         try:
             md5 = hashlib.md5(data).digest()  # noqa: S324 - integrity check, not security
-            import base64
-
             self._client.put_object(
                 Bucket=self.bucket, Key=self._key(key), Body=data, ContentMD5=base64.b64encode(md5).decode(), **extra
             )
@@ -225,27 +282,93 @@ class S3Store(Store):
                 return False
             raise self._fail(exc, "cannot check", key) from exc
 
-    def _create(self, key: str, data: bytes) -> bool:
+    def _conditional_write(self, key: str, data: bytes, **condition: str) -> bool:
+        """`write` with a condition (``IfNoneMatch``/``IfMatch``); False if the server refused it."""
+        self._require_conditional_writes()
         try:
-            self.write(key, data, IfNoneMatch="*")
+            self.write(key, data, **condition)
         except StoreError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, Exception) and _s3_code(cause) in {"PreconditionFailed", "412"}:
+            if isinstance(exc.__cause__, Exception) and _s3_code(exc.__cause__) in _PRECONDITION_CODES:
                 return False
             raise
         return True
 
+    def _require_conditional_writes(self) -> None:
+        """Probe once that the server refuses a failed condition; `StoreError` if it ignores them.
+
+        A server that ignores ``If-None-Match``/``If-Match`` would silently let two writers
+        overwrite each other: refuse to work with it rather than race.
+        """
+        if self._conditional_checked:
+            return
+        key = ".conditional-write-probe"  # hidden, like the claims
+        refused = []
+        for condition in ({"IfNoneMatch": "*"}, {"IfNoneMatch": "*"}, {"IfMatch": f'"{"0" * 32}"'}):
+            try:
+                self.write(key, b"probe", **condition)
+                refused.append(False)
+            except StoreError as exc:
+                if not (isinstance(exc.__cause__, Exception) and _s3_code(exc.__cause__) in _PRECONDITION_CODES):
+                    raise
+                refused.append(True)
+        # The first create may or may not find the probe; the second must be refused, and so must a
+        # replacement that names an ETag the object does not have.
+        if not (refused[1] and refused[2]):
+            header = "If-None-Match: *" if not refused[1] else "If-Match"
+            raise StoreError(
+                f"{self.uri}: the S3 server does not honour conditional writes ({header} was ignored); "
+                "concurrent writers could overwrite each other, so this store refuses to move aliases "
+                "or publish versions on it"
+            )
+        self._conditional_checked = True
+
+    def _create(self, key: str, data: bytes) -> bool:
+        return self._conditional_write(key, data, IfNoneMatch="*")
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            body: bytes = response["Body"].read()
+        except Exception as exc:
+            raise self._fail(exc, "cannot read", key) from exc
+        return body, str(response["ETag"])
+
+    def swap(self, key: str, data: bytes, expected: str | None) -> bool:
+        if expected is None:
+            return self._conditional_write(key, data, IfNoneMatch="*")
+        return self._conditional_write(key, data, IfMatch=expected)
+
     def publish(self, prefix: str, files: Mapping[str, bytes], commit: str) -> None:
+        """Claim, upload, read back, commit.
+
+        S3 has no rename, so the files go straight to their keys.  To keep two writers from mixing
+        their files, the group is first claimed: ``prefix/.claim`` is created with ``If-None-Match:
+        *`` and holds the commit file's bytes (a manifest names every file's hash).  Only the claim's
+        winner uploads; a writer that finds another's claim gets `ConflictError` before it wrote
+        anything, while the same files again (a retry) find their own claim and go on.  Each file is
+        uploaded with its Content-MD5 (the server refuses bytes changed in transit) and read back;
+        then the commit file is created, conditionally, last.  A writer that dies after its claim
+        leaves an invisible group that nobody else can take (the registry moves on to the next
+        version).
+        """
         prefix = prefix.rstrip("/")
+        where = f"{self.uri}/{prefix}"
         if self.exists(f"{prefix}/{commit}"):
-            raise RegistryError(f"{self.uri}/{prefix} is already published and cannot be changed")
+            raise ConflictError(f"{where} is already published and cannot be changed")
+        try:
+            self.create(f"{prefix}/{CLAIM}", files[commit])
+        except ConflictError:
+            raise ConflictError(f"{where} is being published (or was abandoned) by another writer") from None
         for name, data in files.items():
             if name != commit:
                 self.write(f"{prefix}/{name}", data)  # Content-MD5: the server verifies each upload
         for name, data in files.items():  # and we verify that every file is there before the commit
             if name != commit and self.read(f"{prefix}/{name}") != data:
-                raise StoreError(f"{self.uri}/{prefix}/{name}: read-back differs from what was written")
-        self.write(f"{prefix}/{commit}", files[commit])
+                raise StoreError(f"{where}/{name}: read-back differs from what was written")
+        self.create(f"{prefix}/{commit}", files[commit])  # already there with these bytes: our own retry
+
+
+_PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
 def _s3_client() -> Any:
