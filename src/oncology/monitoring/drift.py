@@ -194,7 +194,7 @@ def reference_from(
     if not np.all(np.isin(labels, (0, 1))) or not np.all((p >= 0) & (p <= 1)):
         raise DriftError("reference_from: y must be 0/1 and proba within [0, 1]")
     malignant = labels == 1
-    edges = np.linspace(0.0, 1.0, PROBABILITY_BINS + 1)
+    edges = np.round(np.linspace(0.0, 1.0, PROBABILITY_BINS + 1), 12)  # 0.15, not 0.15000000000000002
     bins = _bin(p, edges)
     ref: dict[str, Any] = {
         "format": REFERENCE_FORMAT,
