@@ -126,3 +126,25 @@ clean: ## Remove build output and caches (keeps .venv and the store)
 .PHONY: alerts-check
 alerts-check: ## promtool check + unit tests of deploy/monitoring/alerts.yml (installs Debian's prometheus if missing; root)
 	python3 infra/prometheus.py check
+
+# ---- drift -----------------------------------------------------------------------------------------
+DRIFT_ARGS    ?=
+DRIFT_TIMEOUT ?= 300
+
+.PHONY: drift-job
+drift-job: install ## Run oncology drift once on the cluster (trainer image VERSION, DRIFT_ARGS='--since 30d'); wait; print its report; fail on drift
+	@case "$(VERSION)" in champion|latest) echo "make drift-job needs VERSION=<image tag>, e.g. VERSION=1.0.1" >&2; exit 2;; esac
+	$(CLUSTER_GUARD)
+	$(K8S) delete job oncology-drift --ignore-not-found --wait=true
+	$(K8S) kustomize $(OVERLAY) | $(BIN)/python deploy/k8s/job.py --image $(REGISTRY)/oncology-trainer:$(VERSION) \
+	  | $(BIN)/python deploy/k8s/drift_job.py --args "$(DRIFT_ARGS)" | $(K8S) apply -f -
+	@while :; do \
+	  state=$$($(K8S) get job oncology-drift -o 'jsonpath={.status.conditions[*].type}'); \
+	  case "$$state" in *Complete*|*Failed*) break;; esac; \
+	  if [ $$SECONDS -ge $(DRIFT_TIMEOUT) ]; then \
+	    $(K8S) logs job/oncology-drift --tail=50 >&2; echo "the drift Job did not finish in $(DRIFT_TIMEOUT) s" >&2; exit 1; fi; \
+	  sleep 2; \
+	done; \
+	$(K8S) logs job/oncology-drift; \
+	case "$$state" in *Complete*) ;; \
+	  *) echo "the drift Job failed: drift flagged (exit 1) or nothing could be checked (exit 2); see its output above" >&2; exit 1;; esac

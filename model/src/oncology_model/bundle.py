@@ -33,9 +33,10 @@ METADATA = "metadata.json"
 KPIS = "kpis.json"
 CARD_MD = "card.md"
 CARD_JSON = "card.json"
+REFERENCE = "reference.json"  # the training distributions that drift checks compare against
 CONTENT_FILES = (MODEL, METADATA, KPIS)
 #: Files a bundle may carry besides `CONTENT_FILES` (older versions have none of them).
-OPTIONAL_FILES = (CARD_MD, CARD_JSON)
+OPTIONAL_FILES = (CARD_MD, CARD_JSON, REFERENCE)
 FORMAT = "oncology-bundle/1"
 
 

@@ -1,0 +1,327 @@
+"""Drift: the statistics held to their targets on a real trained model, and ``oncology drift`` end to end
+against a local store and a real S3 server (SeaweedFS)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import typer
+from drift_support import Trained, records, train_model, write_log
+from typer.testing import CliRunner
+
+from oncology.monitoring import drift_cli
+from oncology.monitoring.drift import (
+    PSI_EPSILON,
+    DriftError,
+    Reference,
+    Thresholds,
+    chi_square,
+    compare,
+    estimate_performance,
+    pooled_groups,
+    psi,
+    reference_from,
+)
+from oncology_model.bundle import REFERENCE, Bundle
+from oncology_model.datamodel import FEATURES
+from oncology_model.registry import ModelRegistry
+from oncology_model.storage import LocalStore, open_store
+from support import S3
+
+RESAMPLES = 200
+ROWS = 500
+SEED = 8
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    return train_model(str(tmp_path_factory.mktemp("training")))
+
+
+def shifted(X: npt.NDArray[np.int64], columns: tuple[int, ...], rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    """+2 points on a random third of the rows in ``columns`` (a score cannot pass 10)."""
+    out = X.copy()
+    rows = rng.permutation(len(X))[: len(X) // 3]
+    for j in columns:
+        out[rows, j] = np.minimum(out[rows, j] + 2, 10)
+    return out
+
+
+def check(trained: Trained, X: npt.NDArray[np.int64]) -> dict[str, Any]:
+    """What drift reports on rows ``X``, scored by the model as the service would score them."""
+    p = trained.scores(X)
+    reference = Reference.parse(json.loads(trained.files[REFERENCE]), "test")
+    return compare(X, p, p >= trained.threshold, reference, Thresholds(), trained.threshold)
+
+
+# ---- the three targets --------------------------------------------------------------------------------
+
+
+def test_samples_of_the_training_distribution_raise_at_most_1_percent_false_alarms(trained: Trained) -> None:
+    rng = np.random.default_rng(SEED)
+    alarms = sum(
+        check(trained, trained.X_train[rng.integers(0, len(trained.X_train), ROWS)])["drift"] for _ in range(RESAMPLES)
+    )
+    assert alarms <= RESAMPLES // 100
+
+
+#: clump_thickness and bland_chromatin: the two whose scores spread widest, so a shift moves them least
+HARDEST_PAIR = (FEATURES.index("clump_thickness"), FEATURES.index("bland_chromatin"))
+
+
+@pytest.mark.parametrize("pair", ["hardest", "random"])
+def test_two_features_shifted_by_2_points_on_a_third_of_the_rows_are_flagged_at_least_99_percent(
+    trained: Trained, pair: str
+) -> None:
+    rng = np.random.default_rng(SEED)
+    caught, named = 0, 0
+    for _ in range(RESAMPLES):
+        columns = HARDEST_PAIR if pair == "hardest" else tuple(int(j) for j in rng.choice(len(FEATURES), 2, replace=False))
+        sample = trained.X_train[rng.integers(0, len(trained.X_train), ROWS)]
+        report = check(trained, shifted(sample, columns, rng))
+        caught += report["drift"]
+        named += bool({FEATURES[j] for j in columns} & set(report["flagged"]))
+    assert caught >= 0.99 * RESAMPLES
+    assert named >= 0.99 * RESAMPLES  # and for the features that moved
+
+
+def test_the_label_free_accuracy_estimate_is_within_0_03_of_the_true_accuracy_on_the_held_out_rows(trained: Trained) -> None:
+    reference = Reference.parse(json.loads(trained.files[REFERENCE]), "test")
+    called = trained.p_test >= trained.threshold
+    estimated = estimate_performance(trained.p_test, called, reference)
+    true_accuracy = float(np.mean(called == (trained.y_test == 1)))
+    assert estimated["method"] == "CBPE" and "calibrated" in estimated["assumption"]
+    assert abs(estimated["accuracy"] - true_accuracy) <= 0.03, (estimated, true_accuracy)
+
+
+# ---- the statistics -----------------------------------------------------------------------------------
+
+
+def test_psi_is_zero_for_equal_shares_finite_with_empty_bins_and_grows_with_the_shift() -> None:
+    assert psi([10, 20, 70], [1, 2, 7]) == pytest.approx(0.0, abs=1e-12)
+    o, r = np.array([0.5, 0.5, 0.0]), np.array([0.4, 0.4, 0.2])
+    r_smoothed = r  # no empty reference bin; the observed empty bin counts as PSI_EPSILON, renormalised
+    o_smoothed = np.array([0.5, 0.5, PSI_EPSILON]) / (1 + PSI_EPSILON)
+    assert psi(o, r) == pytest.approx(float(np.sum((o_smoothed - r_smoothed) * np.log(o_smoothed / r_smoothed))))
+    assert psi([50, 30, 20], [60, 30, 10]) < psi([30, 30, 40], [60, 30, 10])
+
+
+def test_sparse_scores_are_pooled_with_their_neighbours_until_each_group_expects_5() -> None:
+    assert pooled_groups([30, 1, 1, 1, 1, 1, 10, 0, 2, 1]) == [[0], [1, 2, 3, 4, 5], [6, 7, 8, 9]]  # 7-9 expect 3: they join 6
+    assert pooled_groups([2, 2, 2]) == [[0, 1, 2]]
+    assert chi_square([1, 1, 1], [1, 1, 1]) == (0.0, 1.0)  # one group: no test
+    chi2, p = chi_square([40, 10, 0, 50], [25, 25, 0, 50])
+    assert chi2 == pytest.approx((40 - 25) ** 2 / 25 + (10 - 25) ** 2 / 25)  # the empty score joins its neighbour
+    assert p == pytest.approx(math.exp(-18 / 2))  # chi-square with 2 degrees of freedom: 3 groups
+
+
+def test_a_flag_needs_both_a_large_psi_and_a_significant_p_value() -> None:
+    rule = Thresholds(psi=0.1, alpha=0.01)
+    assert rule.p_value == pytest.approx(0.001)  # Bonferroni over nine features and the prediction mix
+    assert rule.flags(0.3, 1e-6)
+    assert not rule.flags(0.3, 0.01)  # a large PSI on few rows: noise
+    assert not rule.flags(0.05, 1e-30)  # significant on many rows, but small
+
+
+def test_the_reference_holds_the_training_part_and_travels_in_the_bundle(trained: Trained) -> None:
+    ref = json.loads(trained.files[REFERENCE])
+    n = len(trained.y_train)
+    assert ref["n"] == n and list(ref["features"]) == list(FEATURES)
+    assert ref["features"]["mitoses"] == np.bincount(trained.X_train[:, FEATURES.index("mitoses")], minlength=11)[1:].tolist()
+    assert ref["classes"] == {"benign": int(n - trained.y_train.sum()), "malignant": int(trained.y_train.sum())}
+    assert sum(ref["probability"]["counts"]) == n and ref["threshold"] == trained.threshold
+    assert ref["predictions"]["malignant"] == int((trained.p_train >= trained.threshold).sum())
+    assert Bundle.from_files(trained.files).files[REFERENCE] == trained.files[REFERENCE]  # verified like any file
+
+
+def test_a_malformed_reference_is_refused_with_what_is_wrong(trained: Trained) -> None:
+    ref = json.loads(trained.files[REFERENCE])
+    ref["features"]["mitoses"] = ref["features"]["mitoses"][:9]
+    with pytest.raises(DriftError, match=r"models/1.0.2/reference.json: not a valid drift reference .*mitoses"):
+        Reference.parse(ref, "models/1.0.2/reference.json")
+    with pytest.raises(DriftError, match="whole score"):
+        reference_from(trained.X_train + 0.5, trained.y_train, trained.p_train)
+
+
+# ---- oncology drift -----------------------------------------------------------------------------------
+
+NOW = datetime.now(UTC)
+
+
+def app() -> typer.Typer:
+    """``oncology drift`` as the CLI registers it."""
+    cli = typer.Typer()
+    cli.command()(drift_cli.drift)
+
+    @cli.callback()
+    def main() -> None:
+        """oncology"""
+
+    return cli
+
+
+def run(store: str, *args: str) -> Any:
+    return CliRunner().invoke(app(), ["drift", "--store", store, *args])
+
+
+def log(store: Any, trained: Trained, X: npt.NDArray[np.int64], version: str = "1.0.2", hours_ago: float = 1.0,
+        writer: str = "test") -> int:
+    """Log predictions of rows ``X`` by ``version`` spread over the hour before ``hours_ago`` hours ago."""
+    p = trained.scores(X)
+    times = [NOW - timedelta(hours=hours_ago, seconds=float(s)) for s in np.linspace(0, 3599, len(X))]
+    write_log(store, records(X, p, trained.threshold, version, times), writer=writer)
+    return len(X)
+
+
+def sample(trained: Trained, n: int, seed: int = SEED) -> npt.NDArray[np.int64]:
+    """``n`` rows drawn from the training part (the file's own order is not random)."""
+    return trained.X_train[np.random.default_rng(seed).integers(0, len(trained.X_train), n)]
+
+
+def reports(store: Any) -> list[str]:
+    return store.list("monitoring/drift/")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def local(tmp_path: Path, trained: Trained, clean_env: None) -> LocalStore:
+    store = LocalStore(tmp_path / "store")
+    trained.publish(store)
+    return store
+
+
+def test_traffic_like_training_exits_0_and_writes_one_report(local: LocalStore, trained: Trained) -> None:
+    rng = np.random.default_rng(SEED)
+    n = log(local, trained, trained.X_train[rng.integers(0, len(trained.X_train), ROWS)])
+    log(local, trained, sample(trained, 50, seed=1), hours_ago=24 * 8)  # before the default window of 7 days
+    log(local, trained, sample(trained, 40, seed=2), version="1.0.1", writer="old")  # another version
+    result = run(str(local.root))
+    assert result.exit_code == 0, result.output
+    (key,) = reports(local)
+    assert f"report: {local.root}/{key}" in result.output and "no drift flagged" in result.output
+    report = json.loads(local.read(key))
+    assert set(report) == {"created_at", "model_version", "window", "n", "features", "prediction_mix", "estimated",
+                           "thresholds", "flagged", "drift"}
+    assert report["model_version"] == "1.0.2" and report["n"] == n and report["drift"] is False
+    assert report["flagged"] == [] and set(report["features"]) == set(FEATURES)
+    assert set(report["features"]["mitoses"]) == {"psi", "chi2", "p_value", "flagged"}
+    assert set(report["prediction_mix"]) == {"observed", "reference", "p_value", "flagged"}
+    assert report["estimated"]["method"] == "CBPE" and 0.9 < report["estimated"]["accuracy"] <= 1
+    since, until = (datetime.fromisoformat(report["window"][k]) for k in ("since", "until"))
+    assert until - since == timedelta(days=7) and abs(until - NOW) < timedelta(minutes=5)
+    assert key == f"monitoring/drift/drift-{datetime.fromisoformat(report['created_at']):%Y%m%dT%H%M%SZ}.json"
+    assert "records of other model versions left out: 1.0.1: 40" in result.output
+
+
+def test_shifted_traffic_exits_1_and_names_the_features(local: LocalStore, trained: Trained) -> None:
+    rng = np.random.default_rng(SEED)
+    sample = trained.X_train[rng.integers(0, len(trained.X_train), ROWS)]
+    columns = (FEATURES.index("mitoses"), FEATURES.index("bare_nuclei"))
+    log(local, trained, shifted(sample, columns, rng))
+    result = run(str(local.root))
+    assert result.exit_code == 1, result.output
+    (key,) = reports(local)
+    report = json.loads(local.read(key))
+    assert report["drift"] is True and {"mitoses", "bare_nuclei"} <= set(report["flagged"])
+    assert "drift flagged: " in result.output
+
+
+def test_the_window_selects_partitions_and_timestamps(local: LocalStore, trained: Trained) -> None:
+    log(local, trained, sample(trained, 300, seed=1), hours_ago=48)
+    log(local, trained, sample(trained, 200, seed=2), hours_ago=1.5, writer="recent")
+    since, until = (NOW - timedelta(hours=50)).isoformat(), (NOW - timedelta(hours=40)).isoformat()
+    result = run(str(local.root), "--since", since, "--until", until)
+    assert result.exit_code == 0, result.output
+    assert json.loads(local.read(reports(local)[0]))["n"] == 300
+    assert run(str(local.root), "--since", "3h").exit_code == 0  # a second report, a second later
+    assert sorted(json.loads(local.read(k))["n"] for k in reports(local)) == [200, 300]
+
+
+def test_a_version_without_reference_json_is_a_clear_error_and_writes_nothing(local: LocalStore, trained: Trained) -> None:
+    log(local, trained, trained.X_train[:100], version="1.0.1")
+    result = run(str(local.root), "--model", "1.0.1")
+    assert result.exit_code == 2
+    assert "model version 1.0.1" in result.output and "has no reference.json" in result.output
+    assert "Traceback" not in result.output and reports(local) == []
+
+
+def test_no_predictions_in_the_window_exits_2_and_says_so(local: LocalStore, trained: Trained) -> None:
+    log(local, trained, trained.X_train[:10], hours_ago=24 * 30)
+    result = run(str(local.root))
+    assert result.exit_code == 2
+    assert "no predictions of model version 1.0.2 are logged" in result.output and reports(local) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "last tuesday"], "'last tuesday' is not a time"),
+        (["--since", "1h", "--until", "2h"], "the window is empty"),
+        (["--model", "9.9.9"], "model version 9.9.9 is not published"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(local: LocalStore, args: list[str], message: str) -> None:
+    result = run(str(local.root), *args)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_missing_store_folder_exits_2(tmp_path: Path, clean_env: None) -> None:
+    result = run(str(tmp_path / "nowhere"))
+    assert result.exit_code == 2 and "no such store folder" in result.output
+
+
+def test_malformed_lines_are_skipped_and_counted(local: LocalStore, trained: Trained) -> None:
+    import gzip
+
+    n = log(local, trained, sample(trained, 300))
+    day = (NOW - timedelta(hours=1)).strftime("%Y-%m-%d")
+    local.create(f"monitoring/predictions/date={day}/bad-000000.jsonl.gz", gzip.compress(b'{"ts": 1}\nnot json\n'))
+    local.create(f"monitoring/predictions/date={day}/cut-000000.jsonl.gz", gzip.compress(b"{}\n")[:15])
+    result = run(str(local.root))
+    assert result.exit_code == 0, result.output
+    assert json.loads(local.read(reports(local)[0]))["n"] == n
+    assert "2 malformed log line(s) skipped" in result.output and "1 unreadable log file(s) skipped" in result.output
+
+
+def test_runs_as_a_process_with_the_exit_code_of_its_verdict(local: LocalStore, trained: Trained) -> None:
+    rng = np.random.default_rng(SEED)
+    sample = trained.X_train[rng.integers(0, len(trained.X_train), ROWS)]
+    log(local, trained, shifted(sample, (FEATURES.index("mitoses"), FEATURES.index("normal_nucleoli")), rng))
+    proc = subprocess.run(
+        [sys.executable, "-m", "oncology.monitoring.drift_cli", "--store", str(local.root)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "drift flagged" in proc.stderr and "report: " in proc.stdout
+
+
+def test_the_command_module_imports_without_numpy_or_scipy() -> None:
+    """oncology.cli registers the command at import, and the web service image (no numpy, no scipy) imports it."""
+    code = "import sys, oncology.monitoring.drift_cli; print(sorted({'numpy', 'scipy'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.s3
+def test_against_s3_a_report_is_written_once_and_an_old_version_is_refused(s3: S3, trained: Trained, clean_env: None) -> None:
+    uri = f"s3://{s3.bucket}/drift-{NOW:%H%M%S%f}"
+    store = open_store(uri)
+    trained.publish(store)
+    rng = np.random.default_rng(SEED)
+    n = log(store, trained, trained.X_train[rng.integers(0, len(trained.X_train), ROWS)])
+    result = run(uri)
+    assert result.exit_code == 0, result.output
+    (key,) = reports(store)
+    report = json.loads(store.read(key))
+    assert report["n"] == n and report["model_version"] == ModelRegistry(store).resolve("champion")
+    old = run(uri, "--model", "1.0.1")
+    assert old.exit_code == 2 and "has no reference.json" in old.output
+    assert reports(store) == [key]
