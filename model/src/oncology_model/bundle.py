@@ -35,7 +35,8 @@ CARD_MD = "card.md"
 CARD_JSON = "card.json"
 CONTENT_FILES = (MODEL, METADATA, KPIS)
 #: Files a bundle may carry besides `CONTENT_FILES` (older versions have none of them).
-OPTIONAL_FILES = (CARD_MD, CARD_JSON)
+EVALUATION = "evaluation.json"
+OPTIONAL_FILES = (CARD_MD, CARD_JSON, EVALUATION)
 FORMAT = "oncology-bundle/1"
 
 
