@@ -285,6 +285,12 @@ def _x_versions(versions: Sequence[str]) -> Any:
     )
 
 
+def _data(rows: list[dict[str, Any]]) -> Any:
+    import altair as alt
+
+    return alt.Data(values=rows)  # type: ignore[no-untyped-call]
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) else None
 
@@ -312,7 +318,7 @@ def _kpi_chart(infos: Sequence[VersionInfo], key: str, label: str) -> dict[str, 
     import altair as alt
 
     versions = [i.version for i in infos]
-    base = alt.Chart(alt.Data(values=kpi_rows(infos, key))).encode(
+    base = alt.Chart(_data(kpi_rows(infos, key))).encode(
         x=_x_versions(versions),
         color=alt.Color("series:N", scale=alt.Scale(domain=[_TEST_SERIES, _CV_SERIES], range=["#1f6feb", "#d4a017"]),
                         legend=alt.Legend(title=None, orient="bottom")),
@@ -327,8 +333,9 @@ def _kpi_chart(infos: Sequence[VersionInfo], key: str, label: str) -> dict[str, 
                  alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")],
     )
     line = base.transform_filter(alt.datum.series == _TEST_SERIES).mark_line(opacity=0.5).encode(y="value:Q")
-    chart = alt.layer(bars, line, points).properties(title=label, width=alt.Step(max(14, 360 // max(len(versions), 1))),
-                                                      height=200)
+    # with xOffset the step is per series within a version: two series, about 360 px for a few versions
+    step = max(7, 180 // max(len(versions), 1))
+    chart = alt.layer(bars, line, points).properties(title=label, width=alt.Step(step), height=200)
     return _spec(chart)
 
 
@@ -339,7 +346,7 @@ def _coverage_chart(versions: Sequence[str], coverage: Mapping[str, Mapping[str,
         {"version": v, "suite": COVERAGE_SUITES[suite], "percent": coverage[v][suite]}
         for v in versions if v in coverage for suite in COVERAGE_SUITES if suite in coverage[v]
     ]
-    base = alt.Chart(alt.Data(values=rows)).encode(
+    base = alt.Chart(_data(rows)).encode(
         x=_x_versions(versions),
         y=alt.Y("percent:Q", title="lines covered (%)", scale=alt.Scale(domain=[0, 100])),
         color=alt.Color("suite:N", legend=alt.Legend(title=None, orient="bottom")),
@@ -360,7 +367,7 @@ def _confusion_chart(curves: Curves) -> dict[str, Any]:
         for actual, predicted, key in (("benign", "benign", "tn"), ("benign", "malignant", "fp"),
                                        ("malignant", "benign", "fn"), ("malignant", "malignant", "tp"))
     ]
-    base = alt.Chart(alt.Data(values=rows)).encode(
+    base = alt.Chart(_data(rows)).encode(
         x=alt.X("predicted:N", sort=["benign", "malignant"], axis=alt.Axis(labelAngle=0)),
         y=alt.Y("actual:N", sort=["benign", "malignant"]),
     )
@@ -378,7 +385,7 @@ def _confusion_chart(curves: Curves) -> dict[str, Any]:
 def _diagonal() -> Any:
     import altair as alt
 
-    return alt.Chart(alt.Data(values=[{"x": 0, "y": 0}, {"x": 1, "y": 1}])).mark_line(
+    return alt.Chart(_data([{"x": 0, "y": 0}, {"x": 1, "y": 1}])).mark_line(
         strokeDash=[4, 4], color="#888"
     ).encode(x="x:Q", y="y:Q")
 
@@ -387,7 +394,7 @@ def _roc_chart(curves: Curves) -> dict[str, Any]:
     import altair as alt
 
     rows = [{**p, "step": i} for i, p in enumerate(curves.roc)]
-    curve = alt.Chart(alt.Data(values=rows)).mark_line(point=True, interpolate="linear").encode(
+    curve = alt.Chart(_data(rows)).mark_line(point=True, interpolate="linear").encode(
         x=alt.X("fpr:Q", title="false positive rate (1 - specificity)", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("tpr:Q", title="true positive rate (malignant recall)", scale=alt.Scale(domain=[0, 1])),
         order="step:Q",
@@ -401,7 +408,7 @@ def _roc_chart(curves: Curves) -> dict[str, Any]:
 def _calibration_chart(curves: Curves) -> dict[str, Any]:
     import altair as alt
 
-    base = alt.Chart(alt.Data(values=curves.calibration)).encode(
+    base = alt.Chart(_data(curves.calibration)).encode(
         x=alt.X("predicted:Q", title="mean predicted probability of malignancy", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("observed:Q", title="observed share malignant", scale=alt.Scale(domain=[0, 1])),
         tooltip=[alt.Tooltip("low:Q", title="bin from"), alt.Tooltip("high:Q", title="bin to"), "n:Q",
@@ -421,8 +428,9 @@ def _timeline_chart(history: Sequence[Mapping[str, Any]], alias: str = CHAMPION)
         for m in history if m.get("alias") == alias
     ]
     order = sorted({r["version"] for r in rows}, key=version_key, reverse=True)
-    base = alt.Chart(alt.Data(values=rows)).encode(
-        x=alt.X("at:T", title="time (UTC)"),
+    base = alt.Chart(_data(rows)).encode(
+        x=alt.X("at:T", title="time (UTC)", scale=alt.Scale(type="utc"),
+                axis=alt.Axis(format="%Y-%m-%d %H:%M", formatType="utc", labelAngle=-30)),
         y=alt.Y("version:O", sort=order, title=f"{alias}"),
     )
     step = base.mark_line(interpolate="step-after", color="#999")
@@ -442,7 +450,7 @@ def _drift_chart(drift: Mapping[str, Any]) -> dict[str, Any]:
         {"feature": name, "psi": _number(f.get("psi")), "flagged": "flagged" if f.get("flagged") else "not flagged"}
         for name, f in sorted(drift.get("features", {}).items()) if isinstance(f, dict)
     ]
-    chart = alt.Chart(alt.Data(values=rows)).mark_bar().encode(
+    chart = alt.Chart(_data(rows)).mark_bar().encode(
         x=alt.X("psi:Q", title="population stability index (PSI)"),
         y=alt.Y("feature:N", sort="-x", title=None),
         color=alt.Color("flagged:N", scale=alt.Scale(domain=["flagged", "not flagged"], range=["#cf222e", "#8c959f"]),
@@ -468,17 +476,19 @@ def vega_javascript() -> str:
     Vega-Lite version, so the bundle is kept in the user's cache folder (``ONCOLOGY_CACHE_DIR``, else
     ``$XDG_CACHE_HOME/oncology``); a cache that cannot be written only costs the time.
     """
+    from importlib import metadata
+
     import altair as alt
     import vl_convert as vlc
 
     vl_version = "v" + "_".join(alt.VEGALITE_VERSION.split(".")[:2])
     folder = Path(os.environ.get("ONCOLOGY_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "oncology")
-    path = folder / f"vega-embed-vlconvert{vlc.__version__}-{vl_version}.js"
+    path = folder / f"vega-embed-vlconvert{metadata.version('vl-convert-python')}-{vl_version}.js"
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         pass
-    script: str = vlc.javascript_bundle(vl_version=vl_version)
+    script: str = vlc.javascript_bundle(None, vl_version=vl_version)  # type: ignore[arg-type]  # None: the default snippet
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -503,6 +513,7 @@ h2{font-size:17px;margin:0 0 10px}
 .badge{display:inline-block;padding:2px 10px;border-radius:12px;font-weight:600;background:#ddf4ff;color:#0969da}
 .badge.bad{background:#ffebe9;color:#cf222e}.badge.good{background:#dafbe1;color:#1a7f37}
 table{border-collapse:collapse;font-size:13px;margin-top:8px}
+.scroll{overflow-x:auto}
 th,td{border-bottom:1px solid #d1d9e0;padding:4px 10px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
 tr.champion td{background:#ddf4ff;font-weight:600}
@@ -654,7 +665,7 @@ def _versions_section(data: ReportData) -> str:
     by_version: dict[str, list[str]] = {}
     for alias, version in data.aliases.items():
         by_version.setdefault(version, []).append(alias)
-    head = "".join(f"<th>{_e(label)}</th>" for _, label in KPI_CHARTS)
+    head = "".join(f"<th>{_e(label.split(' (')[0])}</th>" for _, label in KPI_CHARTS)
     rows = []
     for info in reversed(data.versions):
         test = info.kpis.get("test", {})
@@ -669,8 +680,8 @@ def _versions_section(data: ReportData) -> str:
         )
     cov_head = "".join(f"<th>coverage, {_e(label)} (%)</th>" for label in COVERAGE_SUITES.values())
     return (
-        '<section id="versions"><h2>Versions</h2><table id="versions-table"><tr><th>version</th><th>aliases</th>'
-        f'<th>created</th><th>family</th>{head}{cov_head}</tr>{"".join(rows)}</table></section>'
+        '<section id="versions"><h2>Versions</h2><div class="scroll"><table id="versions-table"><tr><th>version</th>'
+        f'<th>aliases</th><th>created</th><th>family</th>{head}{cov_head}</tr>{"".join(rows)}</table></div></section>'
     )
 
 
