@@ -41,3 +41,7 @@ def report(
         _err.print(f"[bold red]error:[/] {out}: cannot write ({exc.strerror})", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     _out.print(f"wrote {out} ({len(page) / 1e6:.2f} MB) from {uri}", highlight=False, soft_wrap=True)
+
+
+if __name__ == "__main__":  # python -m oncology.monitoring.report_cli (until `oncology report` is registered)
+    typer.run(report)
