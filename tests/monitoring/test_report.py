@@ -87,8 +87,8 @@ def test_the_page_renders_every_chart_offline_in_chromium(full_store: Store, bro
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
-    assert seen["errors"] == []
     assert [u for u in seen["requests"] if u != seen["url"]] == []  # no CDN, no network: the file alone
+    assert seen["errors"] == []
     assert seen["rendered"] == dict.fromkeys(CHARTS, "true")
     for name in CHARTS:  # each chart drew its own SVG with marks in it
         assert page.locator(f"#chart-{name} svg").count() == 1, name

@@ -521,13 +521,21 @@ tr.champion td{background:#ddf4ff;font-weight:600}
 """
 
 _SCRIPT = """
-const specs = JSON.parse(document.getElementById("chart-specs").textContent);
-for (const [name, spec] of Object.entries(specs)) {
-  const el = document.getElementById("chart-" + name);
-  vegaEmbed(el, spec, {renderer: "svg", actions: false})
-    .then(() => { el.dataset.rendered = "true"; })
-    .catch((error) => { el.dataset.rendered = "failed"; console.error("chart " + name + ": " + error); });
-}
+(() => {
+  const charts = [...document.querySelectorAll("[data-chart]")];
+  if (typeof vegaEmbed !== "function") {  // the inlined bundle is missing or broken: say so, draw nothing
+    charts.forEach((el) => { el.dataset.rendered = "failed"; });
+    console.error("the Vega bundle did not load: no charts");
+    return;
+  }
+  const specs = JSON.parse(document.getElementById("chart-specs").textContent);
+  for (const el of charts) {
+    const name = el.dataset.chart;
+    vegaEmbed(el, specs[name], {renderer: "svg", actions: false})
+      .then(() => { el.dataset.rendered = "true"; })
+      .catch((error) => { el.dataset.rendered = "failed"; console.error("chart " + name + ": " + error); });
+  }
+})();
 """
 
 
