@@ -99,6 +99,7 @@ def test_the_page_renders_every_chart_offline_in_chromium(full_store: Store, bro
         assert set(VERSIONS) <= set(labels), (name, labels)
     timeline = page.locator("#chart-timeline svg text").all_text_contents()
     assert {"1.0.1", "1.0.2", "1.0.4"} <= set(timeline)
+    assert any(re.fullmatch(r"2026-11-\d\d \d\d:00", label) for label in timeline)  # dated ticks (UTC)
     assert page.locator("#champion-version").text_content() == "1.0.2"
     assert "1.0.2" in page.locator("#chart-confusion svg").text_content()
     history = page.locator("#history-table tr").all_text_contents()

@@ -45,7 +45,7 @@ REPORT_PREFIX: Final = "monitoring/report/"
 DRIFT_PREFIX: Final = "monitoring/drift/"
 COVERAGE_PREFIX: Final = "monitoring/coverage/"
 #: Coverage suites in the store, and how the page names them.
-COVERAGE_SUITES: Final[Mapping[str, str]] = {"unittest": "unit tests", "test": "whole test suite"}
+COVERAGE_SUITES: Final[Mapping[str, str]] = {"unittest": "unit tests", "test": "whole suite"}
 #: The KPIs charted across versions: key in kpis.json, label.
 KPI_CHARTS: Final = (
     ("accuracy", "accuracy"),
@@ -430,7 +430,7 @@ def _timeline_chart(history: Sequence[Mapping[str, Any]], alias: str = CHAMPION)
     order = sorted({r["version"] for r in rows}, key=version_key, reverse=True)
     base = alt.Chart(_data(rows)).encode(
         x=alt.X("at:T", title="time (UTC)", scale=alt.Scale(type="utc"),
-                axis=alt.Axis(format="%Y-%m-%d %H:%M", formatType="utc", labelAngle=-30)),
+                axis=alt.Axis(format="%Y-%m-%d %H:%M", labelAngle=-30)),  # a utc scale formats in UTC
         y=alt.Y("version:O", sort=order, title=f"{alias}"),
     )
     step = base.mark_line(interpolate="step-after", color="#999")
@@ -686,7 +686,7 @@ def _versions_section(data: ReportData) -> str:
             + "".join(f"<td>{_f(cov.get(s), 1)}</td>" for s in COVERAGE_SUITES)
             + "</tr>"
         )
-    cov_head = "".join(f"<th>coverage, {_e(label)} (%)</th>" for label in COVERAGE_SUITES.values())
+    cov_head = "".join(f"<th>{_e(label)}, coverage %</th>" for label in COVERAGE_SUITES.values())
     return (
         '<section id="versions"><h2>Versions</h2><div class="scroll"><table id="versions-table"><tr><th>version</th>'
         f'<th>aliases</th><th>created</th><th>family</th>{head}{cov_head}</tr>{"".join(rows)}</table></div></section>'
