@@ -681,7 +681,7 @@ def _versions_section(data: ReportData) -> str:
         cells = "".join(f"<td>{_f(test.get(key))}</td>" for key, _ in KPI_CHARTS)
         rows.append(
             f'<tr class="{"champion" if info.version == data.champion else ""}"><td>{_e(info.version)}</td>'
-            f'<td>{_e(", ".join(sorted(by_version.get(info.version, []))))}</td><td>{_e(info.created_at or "–")}</td>'
+            f'<td>{_e(", ".join(sorted(by_version.get(info.version, []))))}</td><td>{_e((info.created_at or "–")[:16].replace("T", " "))}</td>'
             f'<td>{_e(info.family or info.problem or "–")}</td>{cells}'
             + "".join(f"<td>{_f(cov.get(s), 1)}</td>" for s in COVERAGE_SUITES)
             + "</tr>"
@@ -689,7 +689,7 @@ def _versions_section(data: ReportData) -> str:
     cov_head = "".join(f"<th>{_e(label)}, coverage %</th>" for label in COVERAGE_SUITES.values())
     return (
         '<section id="versions"><h2>Versions</h2><div class="scroll"><table id="versions-table"><tr><th>version</th>'
-        f'<th>aliases</th><th>created</th><th>family</th>{head}{cov_head}</tr>{"".join(rows)}</table></div></section>'
+        f'<th>aliases</th><th>created (UTC)</th><th>family</th>{head}{cov_head}</tr>{"".join(rows)}</table></div></section>'
     )
 
 
