@@ -36,7 +36,8 @@ CARD_JSON = "card.json"
 REFERENCE = "reference.json"  # the training distributions that drift checks compare against
 CONTENT_FILES = (MODEL, METADATA, KPIS)
 #: Files a bundle may carry besides `CONTENT_FILES` (older versions have none of them).
-OPTIONAL_FILES = (CARD_MD, CARD_JSON, REFERENCE)
+EVALUATION = "evaluation.json"  # the held-out labels and probabilities the dashboard's curves need
+OPTIONAL_FILES = (CARD_MD, CARD_JSON, REFERENCE, EVALUATION)
 FORMAT = "oncology-bundle/1"
 
 
