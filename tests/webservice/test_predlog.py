@@ -22,6 +22,7 @@ from oncology.webservice import predlog
 from oncology.webservice.metrics import Metrics
 from oncology.webservice.predlog import PredictionLog
 from oncology_model.datamodel import FEATURES
+from oncology_model.errors import StoreUnavailable
 from oncology_model.storage import LocalStore, Store, open_store
 from support import S3, TcpForwarder
 
@@ -274,7 +275,10 @@ def test_record_never_waits_for_a_hanging_store_and_never_raises(tmp_path: Path,
     requests = threading.Thread(target=predictions)
     requests.start()
     requests.join(timeout=60)  # a liveness guard, not a timing bound: record() must return while the store hangs
-    assert not requests.is_alive(), "record() waited for the store"
+    stuck = requests.is_alive()
+    if stuck:
+        store.release.set()  # so that a failing test ends
+    assert not stuck, "record() waited for the store"
     assert failures == [] and len(returned) == 100
     assert log.written == 0 and log.buffered == 20
     assert log.dropped["buffer_full"] == 85 and log.dropped["invalid"] == 1
@@ -283,6 +287,44 @@ def test_record_never_waits_for_a_hanging_store_and_never_raises(tmp_path: Path,
     store.release.set()
     assert log.close(timeout=30)
     assert [r["request_id"] for _, r in records(store)] == [f"r{i}" for i in range(20)]
+
+
+class FlakyStore(LocalStore):
+    """A local store whose first ``failures`` writes fail as an unreachable store does."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+
+    def _create(self, key: str, data: bytes) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable(f"{key}: cannot reach the store (a test)")
+        return super()._create(key, data)
+
+
+def test_a_failed_batch_is_retried_a_bounded_number_of_times_then_dropped_and_counted(tmp_path: Path) -> None:
+    metrics = Metrics()
+    store = FlakyStore(tmp_path, failures=2)
+    log = PredictionLog(store, "w", batch_rows=3, flush_seconds=3600, metrics=metrics, retries=2, retry_seconds=0.01)
+    for i in range(3):
+        one(log, f"retried-{i}")
+    log.start()
+    wait_for(lambda: log.written == 3, "the batch, written at its third attempt")
+    assert log.write_failures == 2 and sum(log.dropped.values()) == 0
+    store.failures = 3  # more failures than attempts: the batch is dropped, counted, and the next one lands
+    for i in range(3):
+        one(log, f"lost-{i}")
+    wait_for(lambda: log.dropped["write_failed"] == 3, "the batch to be given up")
+    for i in range(3):
+        one(log, f"next-{i}")
+    assert log.close(timeout=30)
+    assert [r["request_id"] for _, r in records(store)] == [f"retried-{i}" for i in range(3)] + [
+        f"next-{i}" for i in range(3)]
+    assert log.write_failures == 5
+    assert exposed(metrics, "oncology_prediction_log_write_failures_total") == 5
+    assert exposed(metrics, 'oncology_prediction_log_dropped_total{reason="write_failed"}') == 3
+    assert log.errors == []
 
 
 def test_close_writes_everything_that_is_buffered_and_later_records_are_dropped(tmp_path: Path) -> None:
