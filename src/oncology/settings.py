@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -110,6 +110,31 @@ class ServeSettings(BaseSettings):
     drain_seconds: float = Field(
         0.0, ge=0, description="On SIGTERM, seconds to keep serving with readiness false (for load balancers) before closing."
     )
+    prediction_log: bool = Field(
+        False,
+        description="Log every prediction to the store (inputs, probability, label, decision, model version, time, "
+        "request id) as gzip JSON Lines under monitoring/predictions/date=YYYY-MM-DD/.  The inputs are PATIENT DATA: "
+        "turn it on only where keeping them is allowed; retention and access are the operator's job.  Off by default.",
+    )
+    prediction_log_store: str | None = Field(
+        None, description="Store of the prediction log (folder, file://... or s3://bucket/prefix); default: `store`."
+    )
+    prediction_log_max_buffered: int = Field(
+        20_000, ge=1,
+        description="Most predictions held in memory before they are written (about 0.5 KB each); past it new ones are "
+        "dropped, never waited for, and counted in oncology_prediction_log_dropped_total.",
+    )
+    prediction_log_batch_rows: int = Field(
+        5_000, ge=1, description="A batch (one object) is written as soon as this many predictions are buffered."
+    )
+    prediction_log_flush_seconds: float = Field(
+        10.0, gt=0, description="Most seconds a prediction waits in memory before its batch is written."
+    )
+    prediction_log_shutdown_seconds: float = Field(
+        5.0, ge=0,
+        description="On shutdown, seconds to write what is still buffered; what is left after them is dropped and "
+        "counted.  Keep drain_seconds + graceful_timeout + this under the orchestrator's grace period.",
+    )
 
     @field_validator("api_tokens", mode="before")
     @classmethod
@@ -117,6 +142,14 @@ class ServeSettings(BaseSettings):
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _prediction_log_needs_a_store(self) -> ServeSettings:
+        if self.prediction_log and not (self.prediction_log_store or self.store):
+            raise ValueError(
+                "prediction_log needs a store to write to: set ONCOLOGY_PREDICTION_LOG_STORE (or ONCOLOGY_STORE)"
+            )
+        return self
 
     def tokens(self) -> list[str]:
         """Every configured token (environment and file)."""

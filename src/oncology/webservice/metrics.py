@@ -37,6 +37,24 @@ class Metrics:
             "oncology_ready", "1 if the service is ready (a verified model is loaded, not shutting down), else 0",
             registry=r, multiprocess_mode="livemin",
         )
+        # the prediction log (oncology.webservice.predlog); the alert rules use oncology_prediction_log_dropped_total
+        self.prediction_log_written = Counter(
+            "oncology_prediction_log_written", "Predictions written to the prediction log in the store", registry=r
+        )
+        self.prediction_log_dropped = Counter(
+            "oncology_prediction_log_dropped",
+            "Predictions left out of the prediction log, by reason (buffer_full, write_failed, shutdown, invalid)",
+            ["reason"], registry=r,
+        )
+        self.prediction_log_write_failures = Counter(
+            "oncology_prediction_log_write_failures",
+            "Failed attempts to write a prediction-log object (each batch is retried a bounded number of times)",
+            registry=r,
+        )
+        self.prediction_log_buffered = Gauge(
+            "oncology_prediction_log_buffered", "Predictions buffered in memory, not yet written (sampled each second)",
+            registry=r, multiprocess_mode="livesum",
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any, int | None]] = {}
         self.benign = self.predictions.labels("benign")
         self.malignant = self.predictions.labels("malignant")

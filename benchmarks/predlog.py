@@ -1,0 +1,241 @@
+"""The cost of the prediction log (issue 8): in process always, and over HTTP once the log is wired in.
+
+In process (no HTTP), on one CPU (the benchmark's server CPU when there are two or more):
+
+- ``record()``: CPU µs per call for one single-row prediction (what the request path pays);
+- the writer: CPU µs per single-row prediction to serialise, gzip and write it (``Store.create`` on a
+  local folder, fsync included) in batches of ``batch_rows``: what the writer thread takes from the
+  same CPU when the server is pinned to one, as ``make bench`` does;
+- their sum against the service's own CPU cost of a /predict request (``--request-us``, by default
+  read from the newest ``benchmarks/results/bench-*.json``, ours at c=64): the expected drop of
+  single-row throughput on a saturated worker.
+
+``--http``: ``oncology serve --workers 1`` twice, prediction log off and on (to a local folder),
+loaded with wrk at c=64 on /predict, taking turns for ``--rounds``; reports req/s and server CPU
+µs/request of each and the ratio (target: on >= 0.90 of off).  It checks that the log is really on
+(``oncology_prediction_log_written_total`` grows) and, after SIGTERM, that the store holds one record
+per prediction the server counted.  It reuses ``benchmarks/run.py``'s helpers (wrk, pinning, servers).
+
+    .venv/bin/python benchmarks/predlog.py [--calls 200000] [--http [--rounds 3 --duration 3]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import run as bench  # benchmarks/run.py: this script's folder is on sys.path
+
+from oncology.webservice.predlog import PredictionLog
+from oncology_model.storage import open_store
+
+ROW = tuple(bench.EXAMPLE.values())
+
+
+def _best_cpu_us(fn: Any, per: int, repeats: int) -> float:
+    """The best of ``repeats`` runs of ``fn``, in this thread's CPU µs per unit (``per`` units a run)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.thread_time()
+        fn()
+        best = min(best, time.thread_time() - start)
+    return best / per * 1e6
+
+
+def inprocess(calls: int, batch_rows: int, repeats: int) -> dict[str, float]:
+    folder = Path(tempfile.mkdtemp(prefix="predlog-bench-"))
+    try:
+        store = open_store(folder)
+        rows, probabilities, labels = [ROW], [0.0344], ["benign"]
+
+        def fresh() -> PredictionLog:  # never started: the writer's work is timed apart, in this thread
+            return PredictionLog(store, "bench", max_buffered=calls + 1, batch_rows=batch_rows, flush_seconds=3600)
+
+        def recording(log: PredictionLog) -> None:
+            record = log.record
+            for _ in range(calls):
+                record("/predict", "0123456789abcdef", "1.0.1", rows, probabilities, labels, labels)
+
+        logs: list[PredictionLog] = []
+
+        def record_run() -> None:
+            logs.append(fresh())
+            recording(logs[-1])
+
+        record_us = _best_cpu_us(record_run, calls, repeats)
+        empty = _best_cpu_us(lambda: [None for _ in range(calls)], calls, repeats)  # the loop alone
+
+        full = fresh()
+        drop_log = PredictionLog(store, "bench", max_buffered=1, batch_rows=batch_rows, flush_seconds=3600)
+        drop_log.record("/predict", "x", "1.0.1", rows, probabilities, labels)
+        dropping_us = _best_cpu_us(lambda: recording(drop_log), calls, repeats)  # the buffer full: dropped
+
+        written = 0
+
+        def write_run() -> None:
+            nonlocal written
+            recording(full)
+            start = full.written
+            full._write_queued(everything=True)  # the writer thread's work, here, to time it alone
+            written = full.written - start
+
+        total = _best_cpu_us(write_run, calls, repeats)
+        objects = store.list("monitoring/")
+        size = sum(len(store.read(k)) for k in objects[:5]) / max(1, min(5, len(objects)))
+        lines = gzip.decompress(store.read(objects[0])).count(b"\n")
+        return {
+            "record_us": record_us - empty,
+            "record_dropping_us": dropping_us - empty,
+            "writer_us": total - record_us,  # serialise + gzip + Store.create, per prediction
+            "rows_per_object": lines,
+            "object_kb": size / 1e3,
+            "written_per_run": written,
+        }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def newest_request_us() -> float | None:
+    """ours /predict at c=64, server CPU µs per request, from the newest make bench result."""
+    results = sorted(bench.RESULTS.glob("bench-*.json"))
+    for path in reversed(results):
+        try:
+            return float(json.loads(path.read_text())["single"]["ours"]["64"]["server_cpu_us_per_req"])
+        except (KeyError, ValueError, OSError):
+            continue
+    return None
+
+
+def _metric(port: int, name: str) -> float:
+    status, body = bench.http_call(port, bench.raw_request("GET", "/metrics"))
+    if status != 200:
+        raise bench.BenchError(f"/metrics answered {status}")
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def http(rounds: int, duration: int, warmup: int) -> dict[str, Any]:
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+    wrk_bin = bench.ensure_wrk()
+    bench.RESULTS.mkdir(parents=True, exist_ok=True)
+    bench.LOGS.mkdir(parents=True, exist_ok=True)
+    store = bench.RESULTS / "store"
+    bench.make_store(store)
+    log_store = bench.RESULTS / "predlog-store"
+    shutil.rmtree(log_store, ignore_errors=True)
+    script = bench.wrk_script("single", json.dumps(bench.EXAMPLE).encode())
+    servers: dict[str, bench.Server] = {}
+    for name, extra in (("off", {}), ("on", {"ONCOLOGY_PREDICTION_LOG": "true",
+                                             "ONCOLOGY_PREDICTION_LOG_STORE": str(log_store)})):
+        port = bench.free_port()
+        servers[name] = bench.Server(
+            f"predlog-{name}",
+            [*bench.pin(server_cpu), str(bench.PROJECT_BIN / "oncology"), "serve", "--store", str(store),
+             "--host", bench.HOST, "--port", str(port), "--workers", "1"],
+            port, bench.raw_request("GET", "/readyz"), {**bench.clean_env(), **extra}, bench.LOGS / f"predlog-{name}.log",
+        )
+    points: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    try:
+        if client_cpu is not None:
+            os.sched_setaffinity(0, {client_cpu})
+        for server in servers.values():
+            server.start()
+            bench.wait_ready(server, time.perf_counter())
+        for r in range(rounds):
+            order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
+            bench.say(f"round {r + 1}/{rounds}: {', '.join(order)}")
+            for name in order:
+                points[name].append(bench.measure_point(wrk_bin, servers[name], "/predict", script, 64, duration,
+                                                        warmup, client_cpu, f"prediction log {name}, c=64"))
+        on = servers["on"]
+        written = _metric(on.port, "oncology_prediction_log_written_total")
+        dropped = _metric(on.port, "oncology_prediction_log_dropped_total")
+        predicted = _metric(on.port, "oncology_predictions_total")
+        if written + dropped == 0:
+            raise bench.BenchError("the 'on' server wrote no prediction log: is the log wired into the app yet?")
+        on.stop()  # SIGTERM: the rest of the buffer is flushed
+        records = sum(gzip.decompress(p.read_bytes()).count(b"\n") for p in log_store.rglob("*.jsonl.gz"))
+    finally:
+        bench.stop_all()
+        if client_cpu is not None:
+            os.sched_setaffinity(0, set(cpus))
+    summary = {name: bench.summarize_load(v) for name, v in points.items()}
+    ratios = [b["rps"] / a["rps"] for a, b in zip(points["off"], points["on"])]
+    return {
+        "single_c64": summary,
+        "rps_ratio_on_vs_off": bench.median(ratios),
+        "cpu_us_ratio_on_vs_off": bench.median(
+            [b["server_cpu_us_per_req"] / a["server_cpu_us_per_req"] for a, b in zip(points["off"], points["on"])]),
+        "predictions": predicted, "records_in_store": records, "dropped": dropped,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=200_000, help="record() calls per timed run")
+    parser.add_argument("--batch-rows", type=int, default=5_000, help="predictions per object (the default setting)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--request-us", type=float, help="the service's CPU µs per /predict (default: newest make bench)")
+    parser.add_argument("--http", action="store_true", help="also wrk at c=64, log off vs on (needs the log wired in)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[0]})  # as the server is pinned in make bench
+    try:
+        cost = inprocess(args.calls, args.batch_rows, args.repeats)
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+    request_us = args.request_us or newest_request_us()
+    print(f"record(), one single-row prediction:   {cost['record_us']:.2f} CPU µs per call (request path)")
+    print(f"record(), buffer full (dropped):       {cost['record_dropping_us']:.2f} CPU µs per call")
+    print(f"writer: serialise + gzip + create:     {cost['writer_us']:.2f} CPU µs per prediction "
+          f"({cost['rows_per_object']} per object, {cost['object_kb']:.0f} kB gzip)")
+    extra = cost["record_us"] + cost["writer_us"]
+    report: dict[str, Any] = {"inprocess": cost, "extra_cpu_us_per_prediction": extra}
+    if request_us:
+        drop = extra / (request_us + extra)
+        report["request_cpu_us"] = request_us
+        report["expected_single_row_drop"] = drop
+        print(f"total {extra:.2f} µs against {request_us:.1f} µs per /predict request: expected throughput drop on a "
+              f"saturated worker {drop:.1%} (target <= 10%)")
+    else:
+        print(f"total {extra:.2f} µs per prediction (give --request-us, or run make bench once, for the expected drop)")
+    if args.http:
+        result = http(args.rounds, args.duration, args.warmup)
+        report["http"] = result
+        off, on = result["single_c64"]["off"], result["single_c64"]["on"]
+        print(f"HTTP /predict c=64: off {off['rps']:,.0f} req/s ({off['server_cpu_us_per_req']:.1f} µs), "
+              f"on {on['rps']:,.0f} req/s ({on['server_cpu_us_per_req']:.1f} µs): on/off {result['rps_ratio_on_vs_off']:.3f} "
+              f"(target >= 0.90); {result['records_in_store']:.0f} records in the store for "
+              f"{result['predictions']:.0f} predictions, {result['dropped']:.0f} dropped")
+    out = bench.RESULTS / f"predlog-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"written to {out.relative_to(bench.ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except bench.BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,409 @@
+"""The prediction log: every prediction, buffered in memory and written to the store in batches.
+
+Opt-in (``ONCOLOGY_PREDICTION_LOG``): the records hold the tumor's features, which are patient data.
+Knows nothing of HTTP.  The request path only calls `PredictionLog.record`, which appends one
+tuple per request to a bounded buffer and never waits, raises or touches the store; a background
+thread serialises, compresses and writes.
+
+Each batch becomes immutable objects (`Store.create`, write-once), one per UTC date of its records::
+
+    monitoring/predictions/date=YYYY-MM-DD/<writer>-<seq>.jsonl.gz
+
+gzip JSON Lines, one line per prediction, keys in this order::
+
+    {"ts": "2026-12-01T21:40:00.123+00:00", "request_id": "...", "model_version": "1.0.1", "route": "/predict",
+     "inputs": {"clump_thickness": 5, ... the nine features in FEATURES order},
+     "probability": 0.0344, "prediction": "benign", "decision": "benign"}
+
+``<writer>`` is unique per process and start (`default_writer_id`: host, pid and 8 random hex
+digits), so the workers of ``--workers N`` and the replicas of a deployment never name the same
+object; ``<seq>`` counts the writer's objects, zero-padded.  The ``date=`` folders are Hive-style
+partitions (Athena, Glue, QuickSight).
+
+A slow or failing store never slows or fails a prediction: the buffer is bounded, a batch that
+cannot be written is retried a bounded number of times and then dropped, and a prediction that
+finds the buffer full is dropped; every dropped prediction is counted
+(``oncology_prediction_log_dropped_total{reason}``).  `PredictionLog.close` writes what is
+buffered at shutdown, within its timeout.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from oncology.settings import ServeSettings
+from oncology.webservice.metrics import Metrics
+from oncology_model.datamodel import FEATURES
+from oncology_model.errors import OncologyError, RegistryError, StoreError
+from oncology_model.storage import Store, open_store
+
+log = logging.getLogger("oncology.webservice.predlog")
+
+PREFIX: Final = "monitoring/predictions"
+#: Why a prediction was left out of the log (the ``reason`` label of the dropped counter).
+DROP_REASONS: Final = ("buffer_full", "write_failed", "shutdown", "invalid")
+#: Entries serialised per call: the writer thread lets the event loop run between chunks.
+_CHUNK = 256
+_GZIP_LEVEL = 1  # JSON Lines of this shape compress about 10x at level 1, at a third of level 6's CPU
+
+_Inputs: Any = msgspec.defstruct("PredictionInputs", list(FEATURES))
+
+
+class _Line(msgspec.Struct):
+    ts: str
+    request_id: str
+    model_version: str
+    route: str
+    inputs: Any
+    probability: float
+    prediction: str
+    decision: str
+
+
+# (time, route, request_id, model_version, rows, probabilities, labels, decisions): one per request
+_Entry = tuple[float, str, str, str, Sequence[Sequence[int]], Sequence[float], Sequence[str], Sequence[str] | None]
+
+
+def default_writer_id() -> str:
+    """``<host>-<pid>-<8 random hex digits>``: unique per process and start, also across replicas and restarts."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def object_key(date: str, writer_id: str, seq: int) -> str:
+    return f"{PREFIX}/date={date}/{writer_id}-{seq:08d}.jsonl.gz"
+
+
+class PredictionLog:
+    """A bounded in-memory buffer of predictions and the thread that writes it to ``store`` in batches.
+
+    ``record`` is called on the request path; ``start`` starts the writer; ``close`` writes what is
+    left and stops it.  Counts: ``written``, ``dropped`` (by reason), ``write_failures``, ``buffered``;
+    also in ``metrics`` when given.  ``errors`` keeps every unexpected exception of the writer (a bug,
+    never a store failure), which is also logged.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        writer_id: str,
+        max_buffered: int = 20_000,
+        batch_rows: int = 5_000,
+        flush_seconds: float = 10.0,
+        metrics: Metrics | None = None,
+        retries: int = 2,
+        retry_seconds: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", writer_id):
+            raise ValueError(f"writer id {writer_id!r}: use letters, digits, '.', '_' and '-' only")
+        self.store = store
+        self.writer_id = writer_id
+        self.max_buffered = max_buffered
+        self.batch_rows = batch_rows
+        self.flush_seconds = flush_seconds
+        self.retries = retries
+        self.retry_seconds = retry_seconds
+        self._clock = clock
+        self._entries: deque[_Entry] = deque()
+        self._lock = threading.Lock()
+        self._queued = 0  # rows in _entries
+        self._buffered = 0  # rows in _entries plus the batch being written
+        self._closed = False
+        self._abandoned = False  # close() gave up waiting: it counted the rest as dropped
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._deadline = float("inf")  # monotonic: set by close()
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+        self._encode_lines = msgspec.json.Encoder().encode_lines
+        self.written = 0
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.write_failures = 0
+        self.errors: list[BaseException] = []
+        self._metrics = metrics
+        self._drop_counters = {r: metrics.prediction_log_dropped.labels(r) for r in DROP_REASONS} if metrics else {}
+
+    # ---- the request path ------------------------------------------------------------------------
+
+    def record(
+        self,
+        route: str,
+        request_id: str,
+        model_version: str,
+        rows: Sequence[Sequence[int]],
+        probabilities: Sequence[float],
+        labels: Sequence[str],
+        decisions: Sequence[str] | None = None,
+    ) -> None:
+        """Buffer the predictions of one request (``decisions`` default to ``labels``).
+
+        Never blocks on the store and never raises: a prediction that does not fit in the buffer
+        (or arrives after `close`) is dropped and counted.  The sequences are kept as they are, not
+        copied: do not change them afterwards.
+        """
+        try:
+            n = len(probabilities)
+            entry = (self._clock(), route, request_id, model_version, rows, probabilities, labels, decisions)
+            with self._lock:
+                if self._closed:
+                    reason = "shutdown"
+                elif self._buffered + n > self.max_buffered:
+                    reason = "buffer_full"
+                else:
+                    self._entries.append(entry)
+                    self._queued += n
+                    self._buffered += n
+                    if self._queued >= self.batch_rows and not self._wake.is_set():
+                        self._wake.set()
+                    return
+                self.dropped[reason] += n
+            counter = self._drop_counters.get(reason)
+            if counter is not None:
+                counter.inc(n)
+        except Exception as exc:  # never fail a prediction because of its log: count it and keep the error
+            self.errors.append(exc)
+            self._drop("invalid", _length(probabilities))
+
+    @property
+    def buffered(self) -> int:
+        """Predictions recorded and not yet written or dropped."""
+        return self._buffered
+
+    # ---- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> PredictionLog:
+        """Start the writer thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Write everything buffered (for up to ``timeout`` seconds), then stop; later records are dropped.
+
+        True if nothing was lost meanwhile.  What could not be written in time is dropped and counted (reason
+        ``shutdown``; a write still in flight then may land all the same).  Blocks: from async code,
+        ``await asyncio.to_thread(log.close, timeout)``.
+        """
+        with self._lock:
+            self._closed = True
+            lost_before = sum(self.dropped.values())
+        self._deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._wake.set()
+        self.start()  # a log that was never started still writes what it holds
+        assert self._thread is not None
+        self._thread.join(timeout + 1.0)  # the writer gives up at the deadline; a store call may overrun it a little
+        with self._lock:
+            self._abandoned = True
+            left = self._buffered
+            self._buffered = self._queued = 0
+            self._entries.clear()
+            if left:
+                self.dropped["shutdown"] += left
+        if left:
+            log.error("prediction log: %d predictions could not be written before shutdown and are lost", left)
+            counter = self._drop_counters.get("shutdown")
+            if counter is not None:
+                counter.inc(left)
+        self._sample_gauge()
+        return sum(self.dropped.values()) == lost_before and not self._thread.is_alive()
+
+    # ---- the writer thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        tick = min(self.flush_seconds, 1.0)
+        while True:
+            stopping = self._stop.is_set()
+            if not stopping:
+                self._wake.wait(tick)
+                self._wake.clear()
+                stopping = self._stop.is_set()
+            try:
+                now = time.monotonic()
+                if stopping or now - last_flush >= self.flush_seconds:
+                    self._write_queued(everything=True)
+                    last_flush = now
+                elif self._queued >= self.batch_rows:
+                    self._write_queued(everything=False)
+                self._sample_gauge()
+            except Exception as exc:  # a bug: keep the thread alive, log it, and keep it for the tests
+                self.errors.append(exc)
+                log.exception("prediction log writer failed")
+            if stopping:
+                return
+
+    def _write_queued(self, everything: bool) -> None:
+        """Write full batches; with ``everything``, also the rest that was queued when it started."""
+        budget = self._queued
+        while self._queued and (self._queued >= self.batch_rows or (everything and budget > 0)):
+            if time.monotonic() >= self._deadline:
+                return  # close() counts what is left
+            entries, n = self._take()
+            budget -= n
+            try:
+                self._write_batch(entries, n)
+            finally:
+                with self._lock:  # (close() may have given up on this batch and zeroed the count)
+                    self._buffered = max(0, self._buffered - n)
+
+    def _take(self) -> tuple[list[_Entry], int]:
+        entries: list[_Entry] = []
+        n = 0
+        with self._lock:
+            while self._entries and n < self.batch_rows:
+                entry = self._entries.popleft()
+                entries.append(entry)
+                n += len(entry[5])
+            self._queued -= n
+        return entries, n
+
+    def _write_batch(self, entries: list[_Entry], n: int) -> None:
+        by_date, invalid = self._serialise(entries)
+        if invalid:
+            self._drop("invalid", invalid)
+        for date, (chunks, rows) in by_date.items():
+            data = gzip.compress(b"".join(chunks), _GZIP_LEVEL, mtime=0)  # zlib releases the GIL while it works
+            created = self._create(date, data)
+            if self._abandoned:  # close() has already counted these as dropped
+                continue
+            if created:
+                self.written += rows
+                if self._metrics is not None:
+                    self._metrics.prediction_log_written.inc(rows)
+            else:
+                self._drop("write_failed", rows)
+
+    def _create(self, date: str, data: bytes) -> bool:
+        """Write one object, retrying a failing store; False if it could not be written."""
+        key = self._next_key(date)
+        delay = self.retry_seconds
+        for attempt in range(self.retries + 1):
+            try:
+                self.store.create(key, data)  # the same bytes again (a retry after a lost answer) is a no-op
+                if attempt:
+                    log.info("prediction log: %s written after %d failed attempts", key, attempt)
+                return True
+            except RegistryError as exc:  # the key holds other bytes: never overwrite, take the next number
+                log.error("prediction log: %s; writing under a new key", exc)
+                key = self._next_key(date)
+            except OncologyError as exc:  # StoreError, StoreUnavailable: the store is failing
+                self.write_failures += 1
+                if self._metrics is not None:
+                    self._metrics.prediction_log_write_failures.inc()
+                left = self._deadline - time.monotonic()
+                if attempt == self.retries or left <= 0:
+                    log.error("prediction log: cannot write %s (%s); its predictions are dropped", key, exc)
+                    return False
+                log.warning("prediction log: cannot write %s (%s); retrying in %.1fs", key, exc, min(delay, left))
+                time.sleep(min(delay, left))  # the writer's own back-off: no request waits for it
+                delay *= 2
+        return False
+
+    def _next_key(self, date: str) -> str:
+        self._seq += 1
+        return object_key(date, self.writer_id, self._seq)
+
+    def _drop(self, reason: str, n: int) -> None:
+        with self._lock:
+            self.dropped[reason] += n
+        counter = self._drop_counters.get(reason)
+        if counter is not None:
+            counter.inc(n)
+
+    def _serialise(self, entries: list[_Entry]) -> tuple[dict[str, tuple[list[bytes], int]], int]:
+        """JSON Lines by UTC date, in the order recorded, and the number of predictions that could not be read.
+
+        The writer's hot loop (a few µs a prediction would cost the server's CPU ~10%): the date and the
+        timestamp's seconds are formatted once a second, and a single-row request is unpacked directly.
+        """
+        by_date: dict[str, tuple[list[bytes], int]] = {}
+        lines: list[_Line] = []
+        append = lines.append
+        Line, Inputs = _Line, _Inputs
+        current = ""
+        invalid = 0
+        last_second, prefix, date = -1, "", ""
+
+        def emit() -> None:
+            if lines:
+                chunks, rows = by_date.get(current, ([], 0))
+                chunks.append(self._encode_lines(lines))  # in chunks: the event loop gets the GIL in between
+                by_date[current] = (chunks, rows + len(lines))
+                lines.clear()
+
+        for ts, route, request_id, version, rows, probabilities, labels, decisions in entries:
+            second, ms = divmod(round(ts * 1000), 1000)  # to the nearest millisecond (binary floats: .998 is .99799...)
+            if second != last_second:
+                last_second = second
+                prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+                date = prefix[:10]
+            if date != current:
+                emit()
+                current = date
+            stamp = f"{prefix}.{ms:03d}+00:00"
+            if decisions is None:
+                decisions = labels
+            try:
+                if len(probabilities) == 1:  # one row: unpacking checks every length
+                    (row,), (probability,), (label,), (decision,) = rows, probabilities, labels, decisions
+                    append(Line(stamp, request_id, version, route, Inputs(*row), probability, label, decision))
+                else:
+                    lines.extend([
+                        Line(stamp, request_id, version, route, Inputs(*row), probability, label, decision)
+                        for row, probability, label, decision in zip(rows, probabilities, labels, decisions, strict=True)
+                    ])
+            except Exception as exc:  # a caller's bug: those predictions are counted, never retried
+                self.errors.append(exc)
+                log.error("prediction log: the predictions of request %s cannot be read (%r); dropped", request_id, exc)
+                invalid += _length(probabilities)
+                continue
+            if len(lines) >= _CHUNK:
+                emit()
+        emit()
+        return by_date, invalid
+
+    def _sample_gauge(self) -> None:
+        if self._metrics is not None:
+            self._metrics.prediction_log_buffered.set(self._buffered)
+
+
+def _length(values: object) -> int:
+    try:
+        return len(values)  # type: ignore[arg-type]
+    except TypeError:
+        return 1
+
+
+def from_settings(settings: ServeSettings, metrics: Metrics | None = None, writer_id: str | None = None) -> PredictionLog | None:
+    """The prediction log that ``settings`` ask for (not started), or None when it is off."""
+    if not settings.prediction_log:
+        return None
+    uri = settings.prediction_log_store or settings.store
+    if not uri:
+        raise StoreError("prediction_log needs a store: set ONCOLOGY_PREDICTION_LOG_STORE (or ONCOLOGY_STORE)")
+    prediction_log = PredictionLog(
+        open_store(uri),
+        writer_id or default_writer_id(),
+        max_buffered=settings.prediction_log_max_buffered,
+        batch_rows=settings.prediction_log_batch_rows,
+        flush_seconds=settings.prediction_log_flush_seconds,
+        metrics=metrics,
+    )
+    log.warning("prediction log on: every prediction's inputs (patient data) go to %s/%s/ as %s-*.jsonl.gz",
+                uri, PREFIX, prediction_log.writer_id)
+    return prediction_log
