@@ -81,11 +81,15 @@ def train(
         outcome = run_training(settings, interactive=err.is_terminal, console=err)
     except GateFailed as exc:
         _print_kpis(exc.kpis)
-        raise _fail(f"version {exc.version} failed the quality gate and was not published: {'; '.join(exc.reasons)}", 1) from None
+        raise _fail(f"the new model failed the quality gate and was not published: {'; '.join(exc.reasons)}", 1) from None
     except OncologyError as exc:
         raise _fail(str(exc)) from None
     _print_kpis(outcome.kpis)
-    out.print(f"published model version [bold]{outcome.version}[/] to {settings.store}", highlight=False)
+    if outcome.published:
+        out.print(f"published model version [bold]{outcome.version}[/] to {settings.store}", highlight=False)
+    else:
+        out.print(f"version [bold]{outcome.version}[/] in {settings.store} already holds this very model "
+                  "(same data, same settings): nothing published", highlight=False)
     if outcome.promoted:
         out.print(f"champion is now {outcome.version}", highlight=False)
 
@@ -300,6 +304,14 @@ def serve(
         raise _fail(f"cannot serve {settings.model} from {settings.store or 'the installed wheel'}: {exc}") from None
     err.print(f"docs: http://{settings.host}:{settings.port}/docs", highlight=False, soft_wrap=True)
     run_server(settings)
+
+
+# ---- monitoring: registered from their own modules (numpy, scipy and the plotting library load only when run)
+from oncology.monitoring.drift_cli import drift as _drift  # noqa: E402
+from oncology.monitoring.report_cli import report as _report  # noqa: E402
+
+app.command("drift")(_drift)
+app.command("report")(_report)
 
 
 def main() -> None:

@@ -100,6 +100,10 @@ class Store(ABC):
         appear in it.  A `StoreError` (the store failed halfway) leaves no visible group.
         """
 
+    def check_writable(self) -> None:
+        """Fail now, before a long job, if this store cannot be written; `StoreError` says why."""
+        self.write(".write-check", b"oncology can write here\n")  # hidden: never listed as a model
+
     def read_dir(self, prefix: str) -> dict[str, bytes]:
         """The files directly under ``prefix/``, by name (hidden ones, starting with ``.``, left out)."""
         prefix = prefix.rstrip("/") + "/"
@@ -321,6 +325,10 @@ class S3Store(Store):
                 "or publish versions on it"
             )
         self._conditional_checked = True
+
+    def check_writable(self) -> None:
+        super().check_writable()
+        self._require_conditional_writes()  # publishing and alias moves need them
 
     def _create(self, key: str, data: bytes) -> bool:
         return self._conditional_write(key, data, IfNoneMatch="*")

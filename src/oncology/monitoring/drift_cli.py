@@ -189,6 +189,12 @@ def drift(
         err.print(f"warning: {problem}", highlight=False, soft_wrap=True)
     _print(out, report)
     out.print(f"report: {target}/{key}", highlight=False, soft_wrap=True)
+    try:  # the dashboard shows the latest drift report: write it again
+        from oncology.monitoring.report import write_report as write_dashboard
+
+        out.print(f"dashboard: {target}/{write_dashboard(target)}", highlight=False, soft_wrap=True)
+    except OncologyError as exc:
+        err.print(f"warning: the dashboard was not written ({exc})", highlight=False, soft_wrap=True)
     if report["drift"]:
         what = ", ".join(report["flagged"] + (["prediction mix"] if report["prediction_mix"]["flagged"] else []))
         err.print(f"[bold red]drift flagged:[/] {what}", highlight=False, soft_wrap=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,10 +14,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from oncology import gate
 from oncology.settings import TrainSettings
 from oncology.trainer import data
-from oncology.trainer.train import train
+from oncology.trainer.train import TrainingResult, train
+from oncology_model.bundle import KPIS, METADATA, MODEL
 from oncology_model.errors import OncologyError
-from oncology_model.registry import ModelRegistry
-from oncology_model.storage import open_store
+from oncology_model.registry import CHAMPION, ModelRegistry
+from oncology_model.storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,8 @@ class Outcome:
     version: str
     kpis: dict[str, Any]
     promoted: bool
+    #: False when an existing version already holds this very model: nothing new was published
+    published: bool = True
 
 
 def run_training(settings: TrainSettings, interactive: bool = False, console: Console | None = None) -> Outcome:
@@ -39,9 +44,11 @@ def run_training(settings: TrainSettings, interactive: bool = False, console: Co
         "data %s: %d rows, %d complete (%d with a missing value excluded), sha256 %s",
         dataset.source, dataset.rows_read, len(dataset), dataset.rows_missing, dataset.sha256[:12],
     )
-    registry = ModelRegistry(open_store(settings.store))
-    version = registry.next_version()  # reaches the store before the work: a bad store fails fast
-    log.info("training version %s (seed %d)", version, settings.seed)
+    store = open_store(settings.store)
+    store.check_writable()  # a store that cannot take the result fails now, not after the training
+    registry = ModelRegistry(store)
+    provisional = registry.next_version()  # the registry assigns the real one when it publishes
+    log.info("training (seed %d)", settings.seed)
 
     if interactive:
         with Progress(
@@ -49,7 +56,8 @@ def run_training(settings: TrainSettings, interactive: bool = False, console: Co
             console=console, transient=True,
         ) as bar:
             task = bar.add_task("training", total=None)
-            result = train(dataset, settings, version, lambda d, t, what: bar.update(task, completed=d, total=t, description=what))
+            result = train(dataset, settings, provisional,
+                           lambda d, t, what: bar.update(task, completed=d, total=t, description=what))
     else:
         last = [-1]
 
@@ -59,15 +67,57 @@ def run_training(settings: TrainSettings, interactive: bool = False, console: Co
                 last[0] = decile
                 log.info("%3d%% %s", done * 100 // total, what)
 
-        result = train(dataset, settings, version, log_progress)
+        result = train(dataset, settings, provisional, log_progress)
 
     if reasons := gate.failures(result.kpis, settings):
-        raise GateFailed(version, reasons, result.kpis)
-    registry.publish(result.files)
-    log.info("published %s/models/%s", registry.store, version)
+        raise GateFailed(provisional, reasons, result.kpis)
+    same = identical_version(registry, result)
+    if same is not None:
+        log.info("version %s already holds this very model (same data, same settings): nothing published", same)
+        version, published = same, False
+    else:
+        version = registry.publish_next(result.files_for).version
+        published = True
+        log.info("published %s/models/%s", registry.store, version)
     promoted = False
-    if settings.promote:
+    if settings.promote and registry.state()["aliases"].get(CHAMPION) != version:
         registry.promote(version)
         promoted = True
         log.info("champion -> %s", version)
-    return Outcome(version, result.kpis, promoted)
+    if published or promoted:
+        _write_dashboard(store)
+    kpis = result.kpis if published else registry.load(version).kpis
+    return Outcome(version, dict(kpis), promoted, published)
+
+
+def identical_version(registry: ModelRegistry, result: TrainingResult) -> str | None:
+    """A published version that holds the same model from the same data with the same settings, if any.
+
+    Training is deterministic: the same data and settings give the same parameters, decision
+    threshold, referral band and figures.  Such a run adds nothing, so it is not published again.
+    """
+    def fingerprint(files: Mapping[str, bytes]) -> tuple[Any, ...]:
+        metadata, kpis = json.loads(files[METADATA]), json.loads(files[KPIS])
+        kpis.pop("version", None)
+        return (files[MODEL], metadata.get("data", {}).get("sha256"), metadata.get("training"),
+                metadata.get("threshold"), metadata.get("referral"), kpis)
+
+    mine = fingerprint(result.files)
+    for version in reversed(registry.versions()):
+        try:
+            files = registry.load(version).files
+        except OncologyError:
+            continue  # a version that fails verification is nobody's twin
+        if fingerprint(files) == mine:
+            return version
+    return None
+
+
+def _write_dashboard(store: Store) -> None:
+    """The dashboard page, written into the store after every new version or promotion."""
+    from oncology.monitoring.report import write_report
+
+    try:
+        log.info("dashboard: %s/%s", store, write_report(store))
+    except OncologyError as exc:  # the model is published: a dashboard that fails is reported, not fatal
+        log.warning("the dashboard was not written (%s); the model is published", exc)

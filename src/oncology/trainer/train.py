@@ -21,12 +21,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from oncology.monitoring.drift import reference_from
+from oncology.monitoring.report import evaluation_file
 from oncology.project import git_commit
 from oncology.settings import TrainSettings
 from oncology.trainer import card, families, metrics, selection
 from oncology.trainer.data import Dataset, describe
 from oncology.trainer.families import FAMILIES, Candidate
-from oncology_model.bundle import MODEL, Bundle, LinearScorer
+from oncology_model.bundle import EVALUATION, MODEL, REFERENCE, Bundle, LinearScorer, dump_json
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
 from oncology_model.errors import OncologyError
 
@@ -68,6 +70,17 @@ class TrainingResult:
     metadata: dict[str, Any]
     estimator: BaseEstimator
     test_index: npt.NDArray[np.int64] = field(repr=False)
+    model: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: bundle files that carry no version (reference.json, evaluation.json)
+    data_files: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    def files_for(self, version: str) -> dict[str, bytes]:
+        """The same bundle as version ``version``: the registry assigns the version when it publishes."""
+        if version == self.version:
+            return self.files
+        metadata = {**self.metadata, "version": version}
+        kpis = {**self.kpis, "version": version}
+        return Bundle.assemble(version, self.model, metadata, kpis, extra={**card.files(metadata, kpis), **self.data_files})
 
 
 def held_out_split(dataset: Dataset, settings: TrainSettings) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -135,9 +148,16 @@ def _train(
     kpis = _kpis(version, settings, dataset, final, cv, test_proba, test_idx, family_test, finals, pool, data, targets)
     model = export(estimator)
     metadata = _metadata(dataset, settings, version, finals)
-    files = Bundle.assemble(version, model, metadata, kpis, extra=card.files(metadata, kpis))
+    data_files = {
+        # what drift checks compare the traffic with, and what the dashboard's curves are drawn from
+        REFERENCE: dump_json(reference_from(
+            dataset.X[train_idx], dataset.y[train_idx], fitter.proba(estimator, train_idx), final.threshold
+        )),
+        EVALUATION: evaluation_file(y_test, test_proba, dataset.ids[test_idx]),
+    }
+    files = Bundle.assemble(version, model, metadata, kpis, extra={**card.files(metadata, kpis), **data_files})
     check_parity(Bundle.from_files(files), estimator, dataset.X)
-    return TrainingResult(version, files, kpis, metadata, estimator, test_idx)
+    return TrainingResult(version, files, kpis, metadata, estimator, test_idx, model, data_files)
 
 
 def _kpis(
