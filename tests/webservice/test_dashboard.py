@@ -42,3 +42,11 @@ def test_an_unreachable_store_is_a_503(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(errors.NotReady, match="cannot be reached") as info:
         dashboard.Dashboard(str(tmp_path)).page()
     assert info.value.status == 503
+
+
+def test_the_service_serves_the_dashboard_that_training_wrote(client, trained_store: Path) -> None:  # type: ignore[no-untyped-def]
+    reports = sorted((trained_store / "monitoring" / "report").glob("report-*.html"))
+    assert reports, "training writes the dashboard into the store"
+    answer = client.get("/dashboard")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "text/html; charset=utf-8"
+    assert answer.content == reports[-1].read_bytes()

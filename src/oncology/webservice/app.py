@@ -34,9 +34,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
 from oncology.settings import ServeSettings
-from oncology.webservice import errors, schemas
+from oncology.webservice import errors, predlog, schemas
 from oncology.webservice.accesslog import AccessLog
 from oncology.webservice.auth import Tokens
+from oncology.webservice.dashboard import HTML as DASHBOARD_HTML
+from oncology.webservice.dashboard import Dashboard
 from oncology.webservice.metrics import Metrics
 from oncology.webservice.model import ModelHolder
 from oncology.webservice.openapi import DOCS_HTML, SWAGGER_UI_DIR, openapi_document
@@ -112,11 +114,14 @@ def _json(value: Any, status: int = 200) -> Reply:
 class Service:
     """The route handlers, bound to one settings object, model holder and metrics registry."""
 
-    def __init__(self, settings: ServeSettings, holder: ModelHolder, metrics: Metrics) -> None:
+    def __init__(self, settings: ServeSettings, holder: ModelHolder, metrics: Metrics,
+                 prediction_log: predlog.PredictionLog | None = None) -> None:
         self.settings = settings
         self.holder = holder
         self.metrics = metrics
+        self.prediction_log = prediction_log
         self._tokens = Tokens(settings)
+        self._dashboard = Dashboard(settings.store)
         self._server_version = importlib_metadata.version("oncology")
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -145,7 +150,11 @@ class Service:
     def score(
         self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]]
     ) -> tuple[list[float], list[str], list[Decision]]:
-        """Malignant probabilities, labels and decisions of ``rows``; counted, and the version noted for the log."""
+        """Malignant probabilities, labels and decisions of ``rows``; counted, logged when the prediction log
+        is on, and the version noted for the access log."""
+        prediction_log = self.prediction_log
+        if prediction_log is not None and not isinstance(rows, list):
+            rows = list(rows)  # an iterator (decode_tumors) is consumed by scoring; the log needs the rows too
         probabilities = classifier.score_rows(rows)
         threshold = classifier.threshold
         labels = ["malignant" if p >= threshold else "benign" for p in probabilities]
@@ -154,6 +163,9 @@ class Service:
         referred = decisions.count(Decision.REFER) if classifier.referral is not None else 0
         self.metrics.count_predictions(malignant, len(labels), referred)
         req.state["model_version"] = classifier.version
+        if prediction_log is not None:  # never blocks or raises: a slow store cannot slow a prediction
+            prediction_log.record(req.state["route"], req.state["request_id"], classifier.version,
+                                  rows, probabilities, labels, decisions)  # type: ignore[arg-type]
         return probabilities, labels, decisions
 
     def results(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]]) -> list[schemas.Result]:
@@ -222,6 +234,10 @@ class Service:
             return Reply(markdown.encode(), media_type=MARKDOWN)
         return _json({"version": classifier.version, "card": card, "markdown": markdown})
 
+
+    async def dashboard(self, req: Req) -> Reply:
+        """The latest monitoring dashboard (HTML) that training and drift runs wrote into the store."""
+        return Reply(await asyncio.to_thread(self._dashboard.page), media_type=DASHBOARD_HTML)
     async def healthz(self, req: Req) -> Reply:
         return _json({"status": "ok"})
 
@@ -467,7 +483,8 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
     holder = holder or ModelHolder(settings, on_reload=metrics.model_loaded)
     if access_log is None and settings.access_log:
         access_log = AccessLog()
-    service = Service(settings, holder, metrics)
+    prediction_log = predlog.from_settings(settings, metrics)  # None unless ONCOLOGY_PREDICTION_LOG
+    service = Service(settings, holder, metrics, prediction_log)
     v2m = "/v2/models/{model_name}"
     v2mv = "/v2/models/{model_name}/versions/{model_version}"
     table: list[tuple[str, str, Handler]] = [
@@ -475,6 +492,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
         ("POST", "/predict/batch", service.predict_batch),
         ("GET", "/model", service.model),
         ("GET", "/model/card", service.model_card),
+        ("GET", "/dashboard", service.dashboard),
         ("GET", "/healthz", service.healthz),
         ("GET", "/readyz", service.readyz),
         ("GET", "/metrics", service.metrics_text),
@@ -503,6 +521,8 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = []
+        if prediction_log is not None:
+            prediction_log.start()
         if holder.classifier is None:
             try:
                 await asyncio.to_thread(holder.load)  # a model that fails verification stops the start
@@ -520,6 +540,8 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if prediction_log is not None:  # after the drain: every answered prediction is in the buffer
+                await asyncio.to_thread(prediction_log.close, settings.prediction_log_shutdown_seconds)
             if access_log is not None:
                 access_log.flush()
 

@@ -258,6 +258,16 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                     "text/markdown": {"schema": {"type": "string"}},
                 }}, **_errors(404, 405, 503)},
             }},
+            "/dashboard": {"get": {
+                "summary": "The monitoring dashboard",
+                "description": "The latest page that training and drift runs wrote into the store "
+                "(`monitoring/report/`): KPIs and coverage across versions, the champion's curves, promotions, "
+                "drift. 404 when none was written or when serving the wheel's model without a store; 503 when the "
+                "store cannot be reached.",
+                "responses": {"200": {"description": "A self-contained HTML page (no CDN)",
+                                      "content": {"text/html": {"schema": {"type": "string"}}}},
+                              **_errors(404, 405, 503)},
+            }},
             "/healthz": get("Liveness: the process answers", _ref(Status)),
             "/readyz": get("Readiness: a verified model is loaded", _ref(Status), 503),
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {

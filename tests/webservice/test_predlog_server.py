@@ -1,0 +1,104 @@
+"""The prediction log in the real `oncology serve` (once predlog is wired into app.py)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from oncology_model.storage import open_store
+from support import S3, TcpForwarder
+
+from .conftest import EXAMPLE, MALIGNANT, free_port
+
+
+def _records(uri: str) -> list[tuple[str, dict[str, object]]]:
+    store = open_store(uri)
+    return [(key, json.loads(line)) for key in store.list("monitoring/predictions/")
+            for line in gzip.decompress(store.read(key)).splitlines()]
+
+
+def _metric(url: str, name: str) -> float:
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith(name))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_leaves_every_prediction_in_the_log_and_workers_never_share_an_object(  # type: ignore[no-untyped-def]
+    serve, trained_store: Path, tmp_path: Path, workers: int
+) -> None:
+    logs = tmp_path / "logs"
+    server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_PREDICTION_LOG": "true",
+                    "ONCOLOGY_PREDICTION_LOG_STORE": str(logs), "ONCOLOGY_PREDICTION_LOG_FLUSH_SECONDS": "3600"},
+                   "--workers", str(workers))
+    sent: list[str] = []
+    failures: list[BaseException] = []
+
+    def client(n: int) -> None:
+        try:
+            with httpx.Client(base_url=server.url) as http:  # new connections: both workers get requests
+                for i in range(25):
+                    rid = f"c{n}-{i}"
+                    answer = http.post("/predict", json=EXAMPLE if i % 2 else MALIGNANT, headers={"x-request-id": rid})
+                    assert answer.status_code == 200, answer.text
+                    sent.append(rid)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    batch = httpx.post(f"{server.url}/predict/batch", json=[EXAMPLE, MALIGNANT, EXAMPLE], headers={"x-request-id": "b"})
+    v2 = httpx.post(f"{server.url}/v2/models/oncology/infer", headers={"x-request-id": "v2"},
+                    json={"inputs": [{"name": "tumor", "datatype": "INT64", "shape": [1, 9], "data": list(EXAMPLE.values())}]})
+    assert batch.status_code == v2.status_code == 200
+    assert not list(logs.rglob("*.jsonl.gz"))  # an hour's flush interval: all of it is still in memory ...
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
+    found = _records(str(logs))  # ... and SIGTERM wrote it all
+    ids = [str(r["request_id"]) for _, r in found]
+    assert sorted(ids) == sorted([*sent, "b", "b", "b", "v2"])
+    by_route = {r["route"] for _, r in found}
+    assert by_route == {"/predict", "/predict/batch", "/v2/models/{model_name}/infer"}
+    assert [r["inputs"] for _, r in found if r["request_id"] == "b"] == [EXAMPLE, MALIGNANT, EXAMPLE]  # in order
+    writers = {key.rsplit("/", 1)[1].rsplit("-", 1)[0] for key, _ in found}
+    assert len(writers) == workers  # one writer id per worker process: no two write the same object
+    assert len({key for key, _ in found}) == len(writers) * 1  # one object each (batch rows 5,000)
+
+
+def test_predictions_never_fail_while_the_log_store_is_unreachable(  # type: ignore[no-untyped-def]
+    serve, trained_store: Path, s3: S3
+) -> None:
+    port = free_port()
+    uri = f"s3://{s3.bucket}/predlog-{os.urandom(4).hex()}"
+    forwarder = TcpForwarder(port, s3.endpoint_url).__enter__()
+    server = serve(s3.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", ONCOLOGY_STORE=str(trained_store),
+                          ONCOLOGY_PREDICTION_LOG="true", ONCOLOGY_PREDICTION_LOG_STORE=uri,
+                          ONCOLOGY_PREDICTION_LOG_MAX_BUFFERED="50", ONCOLOGY_PREDICTION_LOG_BATCH_ROWS="10",
+                          ONCOLOGY_PREDICTION_LOG_FLUSH_SECONDS="0.2"))
+    forwarder.__exit__()  # the log's store goes away
+    statuses = []
+    deadline = time.monotonic() + 120
+    while _metric(server.url, "oncology_prediction_log_dropped_total") == 0:  # counted in /metrics
+        assert time.monotonic() < deadline, server.logs()[-2000:]
+        statuses.append(httpx.post(f"{server.url}/predict", json=EXAMPLE).status_code)
+    assert set(statuses) == {200}  # 0 predictions fail while the store is unreachable
+    assert _metric(server.url, "oncology_prediction_log_write_failures_total") > 0
+    with TcpForwarder(port, s3.endpoint_url):  # back: the next predictions land
+        for i in range(5):
+            assert httpx.post(f"{server.url}/predict", json=EXAMPLE, headers={"x-request-id": f"back-{i}"}).status_code == 200
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=60) == 0
+        ids = [r["request_id"] for _, r in _records(uri)]
+    assert [f"back-{i}" for i in range(5)] == ids[-5:]
+    assert "Traceback" not in server.logs()
