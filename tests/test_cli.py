@@ -141,3 +141,42 @@ def test_promote_reads_the_gate_from_the_verified_bundle(trained_store: Path, tm
     kpis.write_text(json.dumps({**json.loads(kpis.read_text()), "note": "edited"}))
     proc = run("models", "promote", "latest", "--store", str(store))
     assert proc.returncode == 2 and "kpis.json" in proc.stderr and "champion in" not in proc.stdout
+
+
+def test_training_the_same_data_and_settings_again_publishes_nothing_and_names_the_twin(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    first = run("train", "--store", str(store))
+    assert first.returncode == 0 and "published model version 1.0.1" in first.stdout, first.stderr
+    again = run("train", "--store", str(store), "--promote")
+    assert again.returncode == 0, again.stderr
+    assert "version 1.0.1 in" in again.stdout and "already holds this very model" in again.stdout
+    assert "champion is now 1.0.1" in again.stdout  # --promote still promotes the twin
+    assert sorted(p.name for p in (store / "models").iterdir()) == ["1.0.1"]
+    other = run("train", "--store", str(store), "--seed", "5")  # other settings: a new version
+    assert other.returncode == 0 and "published model version 1.0.2" in other.stdout, other.stderr
+
+
+def test_train_checks_the_store_can_be_written_before_it_trains(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    proc = run("train", "--store", str(tmp_path / "file" / "store"))
+    assert proc.returncode == 2 and "cannot write" in proc.stderr, proc.stderr
+    assert "fitting" not in proc.stderr and "%" not in proc.stderr  # it failed before any training
+
+
+def test_trainers_publishing_at_once_get_distinct_complete_versions(tmp_path: Path) -> None:
+    from oncology_model.registry import ModelRegistry
+    from oncology_model.storage import LocalStore
+
+    store = tmp_path / "s"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("ONCOLOGY_", "AWS_"))}
+    procs = [
+        subprocess.Popen([*ONCOLOGY, "train", "--store", str(store), "--seed", str(seed)],
+                         env={**base, **fast_env()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for seed in (11, 12, 13)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outs]
+    registry = ModelRegistry(LocalStore(store))
+    assert registry.versions() == ["1.0.1", "1.0.2", "1.0.3"]
+    seeds = sorted(registry.load(v).metadata["training"]["seed"] for v in registry.versions())
+    assert seeds == [11, 12, 13]  # each version complete (verified on load) and each trainer's own
