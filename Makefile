@@ -60,8 +60,11 @@ test: install ## Run the test suite (unit, integration with a real S3 server, wh
 	@echo "coverage: unit tests $$($(COVERAGE) report --data-file=$(COVERAGE_DIR)/unittest/.coverage --format=total)%," \
 	  "whole suite $$($(COVERAGE) report --data-file=$(COVERAGE_DIR)/test/.coverage --format=total)% ($(COVERAGE_DIR)/*-coverage.json)"
 
+# MANIFEST_BASE: where reporting tools read STORE (e.g. the S3 copy of a local store); default: STORE itself
+MANIFEST_BASE ?=
+
 upload.monitoring: test ## Test, then upload the coverage and VERSION's test KPIs to STORE (written once per version)
-	$(BIN)/oncology monitoring upload --store $(STORE) --version $(VERSION) --coverage-dir $(COVERAGE_DIR)
+	$(BIN)/oncology monitoring upload --store $(STORE) --version $(VERSION) --coverage-dir $(COVERAGE_DIR)$(if $(MANIFEST_BASE), --manifest-base $(MANIFEST_BASE))
 
 # `make release`: test -> upload.monitoring -> publish -> deploy, each a prerequisite of the next (so the order
 # holds with -j too, and the first failure stops the chain).  The links exist only when release is a goal:
