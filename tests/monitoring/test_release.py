@@ -100,3 +100,25 @@ def test_upload_monitoring_runs_the_tests_first() -> None:
     assert proc.returncode == 0, proc.stderr
     steps = positions(proc.stdout, "coverage run -m pytest", "coverage json", "oncology monitoring upload --store s3://bucket/prefix --version 1.0.1")
     assert steps == sorted(steps)
+
+
+def test_make_test_runs_every_test_once_the_unit_tests_first() -> None:
+    import re
+    import shlex
+    import sys
+
+    lines = [line for line in make("-n", "test").stdout.splitlines() if "coverage run -m pytest" in line]
+    runs = [shlex.split(re.split(r"\|\||\\$", line.split("coverage run -m pytest", 1)[1])[0]) for line in lines]
+    assert len(runs) == 2 and runs[0] == ["model/tests", "tests/trainer"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+
+    def collected(*args: str) -> list[str]:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return [line for line in proc.stdout.splitlines() if "::" in line]
+
+    everything, other = collected(), collected(*runs[1])  # the unit run names its folders: runs[0] above
+    unit = [test for test in everything if test.startswith(tuple(f"{folder}/" for folder in runs[0]))]
+    assert unit and other and not set(unit) & set(other)
+    assert sorted(unit + other) == sorted(everything)
