@@ -43,8 +43,10 @@ train: install ## Train and publish a new version without promoting it
 # test-coverage.json (everything `make test` runs).  PYTEST_ARGS goes to both runs (-x, -k EXPR, ...).
 COVERAGE_DIR ?= build/coverage
 UNIT_TESTS   := model/tests tests/trainer
-# the rest, named by folder: pytest's --ignore does not apply to a path given (or named by testpaths)
-OTHER_TESTS  := tests --ignore=tests/trainer
+# the rest, named by folder: pytest's --ignore does not apply to a path given (or named by testpaths).  Some of
+# them import helpers from model/tests (tests/integration/test_s3.py: test_storage.race_create), which a single
+# run finds because collecting model/tests put it on sys.path: the second run puts it there itself.
+OTHER_TESTS  := tests --ignore=tests/trainer -o pythonpath=model/tests
 COVERAGE      = $(BIN)/coverage
 COVDATA       = $(abspath $(COVERAGE_DIR))/data
 
