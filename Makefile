@@ -10,7 +10,7 @@ STORE  ?= store
 VERSION ?= champion
 PYTEST_ARGS ?=
 
-.PHONY: help install run serve train test bench infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback-deployment train-job lint wheel lock clean
+.PHONY: help install run serve train test upload.monitoring release release.version bench infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback-deployment train-job lint wheel lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -37,8 +37,52 @@ serve: install ## Serve the champion of STORE on HOST:PORT (docs at /docs)
 train: install ## Train and publish a new version without promoting it
 	$(BIN)/oncology train --store $(STORE)
 
-test: install ## Run the test suite (unit, integration with a real S3 server, wheel install)
-	$(BIN)/pytest $(PYTEST_ARGS)
+# `make test` measures coverage, in the processes the tests start as well (pyproject.toml [tool.coverage]).
+# "Unit" tests are those of the model package and of the trainer: they start no server and need no S3; they run
+# first, then the rest; both reports land in COVERAGE_DIR: unittest-coverage.json (unit tests alone) and
+# test-coverage.json (everything `make test` runs).  PYTEST_ARGS goes to both runs (-x, -k EXPR, ...).
+COVERAGE_DIR ?= build/coverage
+UNIT_TESTS   := model/tests tests/trainer
+# the rest, named by folder: pytest's --ignore does not apply to a path given (or named by testpaths).  Some of
+# them import helpers from model/tests (tests/integration/test_s3.py: test_storage.race_create), which a single
+# run finds because collecting model/tests put it on sys.path: the second run puts it there itself.
+OTHER_TESTS  := tests --ignore=tests/trainer -o pythonpath=model/tests
+COVERAGE      = $(BIN)/coverage
+COVDATA       = $(abspath $(COVERAGE_DIR))/data
+
+test: install ## Run the test suite (unit, integration with a real S3 server, wheel install); coverage JSON into build/coverage/
+	@rm -rf $(COVERAGE_DIR) && mkdir -p $(COVDATA)/unittest $(COVDATA)/other $(COVERAGE_DIR)/unittest $(COVERAGE_DIR)/test
+	@status=0; \
+	COVERAGE_FILE=$(COVDATA)/unittest/.coverage $(COVERAGE) run -m pytest $(UNIT_TESTS) $(PYTEST_ARGS) || status=$$?; \
+	COVERAGE_FILE=$(COVDATA)/other/.coverage $(COVERAGE) run -m pytest $(OTHER_TESTS) $(PYTEST_ARGS) \
+	  || { [ $$? = 5 ] || status=1; }; \
+	[ $$status = 5 ] && status=0; exit $$status   # 5: PYTEST_ARGS selected nothing in one of the two runs
+	@$(COVERAGE) combine --keep -q --data-file=$(COVERAGE_DIR)/unittest/.coverage $(COVDATA)/unittest
+	@$(COVERAGE) combine --keep -q --data-file=$(COVERAGE_DIR)/test/.coverage $(COVDATA)/unittest $(COVDATA)/other
+	@$(COVERAGE) json -q --data-file=$(COVERAGE_DIR)/unittest/.coverage -o $(COVERAGE_DIR)/unittest-coverage.json
+	@$(COVERAGE) json -q --data-file=$(COVERAGE_DIR)/test/.coverage -o $(COVERAGE_DIR)/test-coverage.json
+	@echo "coverage: unit tests $$($(COVERAGE) report --data-file=$(COVERAGE_DIR)/unittest/.coverage --format=total)%," \
+	  "whole suite $$($(COVERAGE) report --data-file=$(COVERAGE_DIR)/test/.coverage --format=total)% ($(COVERAGE_DIR)/*-coverage.json)"
+
+# MANIFEST_BASE: where reporting tools read STORE (e.g. the S3 copy of a local store); default: STORE itself
+MANIFEST_BASE ?=
+
+upload.monitoring: test ## Test, then upload the coverage and VERSION's test KPIs to STORE (written once per version)
+	$(BIN)/oncology monitoring upload --store $(STORE) --version $(VERSION) --coverage-dir $(COVERAGE_DIR)$(if $(MANIFEST_BASE), --manifest-base $(MANIFEST_BASE))
+
+# `make release`: test -> upload.monitoring -> publish -> deploy, each a prerequisite of the next (so the order
+# holds with -j too, and the first failure stops the chain).  The links exist only when release is a goal:
+# `make publish` and `make deploy` alone keep no prerequisite on the steps before them.
+ifneq ($(filter release,$(MAKECMDGOALS)),)
+test: release.version
+publish: upload.monitoring
+deploy: publish
+endif
+
+release: deploy ## The release chain for model VERSION: test -> upload.monitoring -> publish -> deploy; stops at the first failure
+
+release.version:
+	@case "$(VERSION)" in champion|latest|"") echo "make release needs VERSION=<model version>, e.g. VERSION=1.0.2" >&2; exit 2;; esac
 
 # ---- containers, registry, package index -----------------------------------------------------------
 BASE_IMAGE ?= oncology-base:bookworm

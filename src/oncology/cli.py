@@ -10,12 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from oncology.monitoring.commands import monitoring_app
 from oncology.settings import GateSettings, StoreSettings, TrainSettings
 from oncology_model.errors import OncologyError
 
 app = typer.Typer(help="oncology: train, register and serve a breast-cancer classifier.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry: versions, the champion alias, promotion and rollback.")
 app.add_typer(models_app, name="models")
+app.add_typer(monitoring_app, name="monitoring")
 
 out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
