@@ -103,8 +103,11 @@ e2e: install ## End-to-end tier: images, registry, index, S3 (and Kubernetes) fo
 docker-requirements: install ## Re-resolve deploy/docker/*/requirements.txt (pinned, hashed) within requirements.lock
 	deploy/docker/requirements.sh
 
-bench: install ## Benchmark the service against the reference stack and the HTTP floor (a few minutes)
+bench: install ## Benchmark the service (reference stack, HTTP floor, prediction log on/off), the dashboard and drift (several minutes)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/predlog.py --http
+	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/drift.py
 
 # ---- Kubernetes ------------------------------------------------------------------------------------
 k8s-up: ## Start the local single-node Kubernetes 1.20 cluster (builds its binaries once, ~9 min); then: export KUBECONFIG=.infra/k8s/kubeconfig

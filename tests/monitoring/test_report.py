@@ -224,3 +224,26 @@ def test_the_command_writes_the_page_and_fails_in_one_line_on_a_missing_store(tm
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"error: {missing}: no such store folder (a mistyped --store or ONCOLOGY_STORE?)"]
     assert not (tmp_path / "x.html").exists()
+
+
+def test_the_page_shows_the_champions_model_card_escaped(trained_store: Path) -> None:
+    card = (trained_store / "models" / "1.0.1" / "card.md").read_text()
+    page = report.build_report(LocalStore(trained_store))
+    shown = re.search(r'<pre id="card-text">(.*?)</pre>', page, flags=re.S)
+    assert shown is not None and "Model card of 1.0.1" in page
+    import html
+
+    assert html.unescape(shown.group(1)) == card  # the whole card, and nothing from it runs as markup
+    assert "<script" not in shown.group(1)
+
+
+def test_a_champion_without_a_card_is_said_so(tmp_path: Path, trained_store: Path) -> None:
+    from oncology_model.bundle import CARD_JSON, CARD_MD, MANIFEST, make_manifest
+
+    source = trained_store / "models" / "1.0.1"
+    files = {p.name: p.read_bytes() for p in source.iterdir() if p.name not in {CARD_MD, CARD_JSON, MANIFEST}}
+    registry = ModelRegistry(LocalStore(tmp_path))
+    registry.publish({**files, MANIFEST: make_manifest("1.0.1", files)})
+    registry.promote("1.0.1")
+    page = report.build_report(LocalStore(tmp_path))
+    assert 'id="card-none"' in page and "1.0.1 has no model card" in page and 'id="card-text"' not in page

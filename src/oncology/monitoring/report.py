@@ -34,7 +34,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final, SupportsFloat, SupportsInt
 
-from oncology_model.bundle import EVALUATION, KPIS, METADATA, dump_json
+from oncology_model.bundle import CARD_MD, EVALUATION, KPIS, METADATA, dump_json
 from oncology_model.errors import NotFoundError, OncologyError, RegistryError
 from oncology_model.registry import CHAMPION, MODELS_PREFIX, ModelRegistry, version_key
 from oncology_model.storage import Store
@@ -182,6 +182,8 @@ class ReportData:
     curves_note: str
     drift: dict[str, Any] | None
     drift_key: str | None
+    #: the champion's model card (card.md), None when it has none (trained before cards existed)
+    card: str | None = None
 
     @property
     def champion(self) -> str | None:
@@ -217,7 +219,18 @@ def collect(store: Store, workers: int = 8) -> ReportData:
         curves_note=note,
         drift=_read_json(store, drift_key) if drift_key else None,
         drift_key=drift_key,
+        card=_read_text(store, f"{MODELS_PREFIX}/{aliases[CHAMPION]}/{CARD_MD}") if CHAMPION in aliases else None,
     )
+
+
+def _read_text(store: Store, key: str) -> str | None:
+    try:
+        return store.read(key).decode("utf-8")
+    except NotFoundError:
+        return None
+    except UnicodeDecodeError as exc:
+        log.warning("%s/%s is not UTF-8 text, left out of the report: %s", store, key, exc)
+        return None
 
 
 def _read_json(store: Store, key: str) -> dict[str, Any] | None:
@@ -505,6 +518,7 @@ header{background:#0d1117;color:#f0f6fc;padding:18px 28px}
 header h1{margin:0 0 4px;font-size:22px}
 header .meta{color:#9198a1;font-size:13px}
 main{padding:8px 28px 40px;max-width:1500px}
+pre{white-space:pre-wrap;font-size:12px}
 section{background:#fff;border:1px solid #d1d9e0;border-radius:8px;padding:14px 18px;margin:16px 0}
 h2{font-size:17px;margin:0 0 10px}
 .charts{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
@@ -605,6 +619,7 @@ def render(data: ReportData, generated_at: datetime) -> str:
 
     parts.append(_history_section(data, specs))
     parts.append(_drift_section(data, specs))
+    parts.append(_card_section(data))
     parts.append(_versions_section(data))
 
     specs_json = json.dumps(specs, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
@@ -667,6 +682,16 @@ def _drift_section(data: ReportData, specs: dict[str, dict[str, Any]]) -> str:
         f'<table id="drift-table"><tr><th>feature</th><th>PSI</th><th>χ²</th><th>p-value</th><th>flagged</th></tr>{rows}</table>'
         "</div></section>"
     )
+
+
+def _card_section(data: ReportData) -> str:
+    """The champion's model card, as its Markdown (escaped: the page runs no code from the store)."""
+    if data.card is None:
+        note = "No champion yet." if data.champion is None else (
+            f"Version {data.champion} has no model card: it was trained before model cards existed.")
+        return f'<section id="card"><h2>Model card</h2><p class="note" id="card-none">{_e(note)}</p></section>'
+    return (f'<section id="card"><h2>Model card of {_e(data.champion)}</h2>'
+            f'<details open><summary>card.md</summary><pre id="card-text">{_e(data.card)}</pre></details></section>')
 
 
 def _versions_section(data: ReportData) -> str:
