@@ -97,8 +97,10 @@ def serve(tmp_path: Path) -> Iterator[object]:
     started: list[Server] = []
 
     def _start(env: dict[str, str], *args: str, wait: bool = True) -> Server:
-        server = start_server(tmp_path, env, *args, wait=wait)
-        started.append(server)
+        server = start_server(tmp_path, env, *args, wait=False)
+        started.append(server)  # before waiting: a server that never turns ready is stopped too
+        if wait:
+            wait_ready(server)
         return server
 
     yield _start
