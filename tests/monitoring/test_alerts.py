@@ -340,7 +340,10 @@ def test_a_real_prometheus_fires_the_alerts_of_real_failures(
         shutil.copytree(store / "models" / "1.0.1", store / "models" / "1.0.2")
         bad = store / "models" / "1.0.2" / "model.json"
         bad.write_text(bad.read_text().replace("0", "1", 1))
-        ModelRegistry(LocalStore(store)).promote("1.0.2")
+        registry = ModelRegistry(LocalStore(store))  # promote refuses a tampered bundle: move the alias by
+        state = registry.state()  # hand, as if the file had been altered after its promotion
+        state["aliases"]["champion"] = "1.0.2"
+        registry.store.write("registry/aliases.json", json.dumps(state).encode())
 
         draining.proc.send_signal(signal.SIGTERM)
         expected = {

@@ -83,5 +83,5 @@ def test_processes_started_by_the_tests_are_measured_even_when_sigterm_ends_them
     cli = files["src/oncology/cli.py"]
     assert cli["summary"]["covered_lines"] > 0  # the CLI ran only in child processes
     served = set(files["src/oncology/webservice/server.py"]["executed_lines"])
-    assert body_lines(server._DrainingServer._shut_down) <= served  # in `oncology serve`, on SIGTERM
+    assert body_lines(server._DrainingServer._close) <= served  # in `oncology serve`, on SIGTERM
     assert body_lines(server.app_from_env) <= served  # in the uvicorn worker processes only

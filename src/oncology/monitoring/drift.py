@@ -49,7 +49,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from scipy import optimize, stats  # type: ignore[import-untyped]  # scipy ships no type stubs
 
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
@@ -144,14 +144,19 @@ class Reference(BaseModel):
     threshold: float | None = None
     predictions: dict[str, int] | None = None
 
+    @field_validator("features")
+    @classmethod
+    def _every_feature(cls, features: dict[str, list[int]]) -> dict[str, list[int]]:
+        if set(features) != set(FEATURES):  # a JSON object's keys have no order (dump_json sorts them)
+            raise ValueError(f"features must be exactly {list(FEATURES)}")
+        return {name: features[name] for name in FEATURES}  # model-column order from here on
+
     @model_validator(mode="after")
     def _consistent(self) -> Reference:
         if self.format != REFERENCE_FORMAT:
             raise ValueError(f"unknown format {self.format!r}; expected {REFERENCE_FORMAT!r}")
         if self.scores != list(SCORES):
             raise ValueError(f"scores must be {list(SCORES)}")
-        if list(self.features) != list(FEATURES):
-            raise ValueError(f"features must be {list(FEATURES)} in that order")
         for name, counts in self.features.items():
             if len(counts) != len(SCORES) or min(counts) < 0 or sum(counts) != self.n:
                 raise ValueError(f"{name}: expected {len(SCORES)} non-negative counts summing to n = {self.n}")
