@@ -80,13 +80,18 @@ def test_content_type_parameters_are_accepted(client: TestClient) -> None:
     assert response.status_code == 200
 
 
-def test_body_limits_are_413_and_row_limits_422(trained_store: Path) -> None:
+def test_body_and_row_limits_are_413_as_documented(trained_store: Path) -> None:
     settings = ServeSettings(store=str(trained_store), max_body_bytes=1024, max_batch=3, max_batch_body_bytes=4096)
     with TestClient(create_app(settings)) as client:
         padded = json.dumps(EXAMPLE) + " " * 2000
         assert_error(client.post("/predict", content=padded, headers={"content-type": "application/json"}), 413)
-        body = assert_error(client.post("/predict/batch", json=[EXAMPLE] * 4), 422)  # maxItems, as documented
+        body = assert_error(client.post("/predict/batch", json=[EXAMPLE] * 4), 413)  # over maxItems: the 413 documented
         assert "at most 3 rows" in body["error"]
+        csv = (",".join(map(str, EXAMPLE.values())) + "\n") * 4
+        assert_error(client.post("/invocations", content=csv, headers={"content-type": "text/csv"}), 413)
+        assert_error(client.post("/invocations", json=[EXAMPLE] * 4), 413)
+        v2 = {"inputs": [{"name": "tumor", "shape": [4, 9], "datatype": "INT64", "data": list(EXAMPLE.values()) * 4}]}
+        assert_error(client.post("/v2/models/oncology/infer", json=v2), 413)
         assert client.post("/predict/batch", json=[EXAMPLE] * 3).status_code == 200
         assert_error(client.post("/predict/batch", json=[EXAMPLE] * 30), 413)
 

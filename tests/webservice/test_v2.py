@@ -61,7 +61,7 @@ def test_infer_request_in_the_spec_format(client: TestClient, trained_store: Pat
 @pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT32"])
 def test_fp32_nested_data_and_no_outputs_field(client: TestClient, trained_store: Path, datatype: str) -> None:
     data = [[float(v) for v in r] for r in ROWS] if datatype.startswith("FP") else ROWS
-    body = client.post("/v2/models/oncology/infer", json={"inputs": [{"name": "x", "shape": [2, 9], "datatype": datatype, "data": data}]}).json()
+    body = client.post("/v2/models/oncology/infer", json={"inputs": [{"name": "tumor", "shape": [2, 9], "datatype": datatype, "data": data}]}).json()
     labels, probabilities = expected(trained_store, ROWS)
     assert [o["name"] for o in body["outputs"]] == ["label", "probability", "decision"]
     assert body["outputs"][0]["data"] == labels and body["outputs"][1]["data"] == probabilities
