@@ -260,12 +260,12 @@ def decode_v2(body: bytes, limit: int, header_length: int | None = None) -> tupl
         if not 0 <= header_length <= len(body):
             raise BadRequest(f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)")
         body, binary = body[:header_length], body[header_length:]
+    check_utf8(body, "inference request")  # msgspec skips the keys it ignores without looking at their bytes
     try:
         request = _v2.decode(body)
     except msgspec.ValidationError as exc:
         raise Unprocessable(f"not an inference request: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        check_utf8(body, "inference request")
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if len(request.inputs) != 1:
         raise Unprocessable(f"expected exactly one input tensor ({V2_INPUT!r}), got {len(request.inputs)}")
