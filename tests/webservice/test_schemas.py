@@ -174,3 +174,27 @@ def test_hostile_bodies_are_4xx(body: bytes) -> None:
     with pytest.raises(APIError) as info:
         schemas.decode_tumor(body)
     assert info.value.status in (400, 422)
+
+
+csv_text = st.one_of(
+    st.from_regex(schemas.CSV_PATTERN, fullmatch=True),
+    st.lists(st.lists(st.sampled_from(["1", "5", "10", "01", " 3", "3\t", "11", "0", "²", "x", ""]), min_size=8, max_size=10)
+             .map(",".join), max_size=3).flatmap(lambda rows: st.sampled_from(["\n", "\r\n", "\r", "\x0b", "\u2028"]).map(lambda end: end.join(rows))),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(csv_text)
+def test_csv_is_accepted_exactly_when_the_documented_pattern_matches(text: str) -> None:
+    import re
+
+    documented = re.search(schemas.CSV_PATTERN, text) is not None
+    try:
+        schemas.decode_csv(text.encode(), 100)
+    except APIError as exc:
+        assert exc.status in (400, 422)
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == documented

@@ -13,6 +13,7 @@ from pydantic.json_schema import models_json_schema
 
 from oncology.settings import ServeSettings
 from oncology.webservice.schemas import (
+    CSV_PATTERN,
     EXPLAIN,
     V2_INPUT,
     V2_INPUT_DATATYPES,
@@ -78,19 +79,19 @@ class Status(BaseModel):
     model_version: str | None = None
 
 
-assert V2_INPUT == "tumor"  # the Literal below
+assert V2_INPUT == "tumor" and V2_INPUT_DATATYPES == ("INT64", "INT32", "FP32", "FP64") and tuple(V2_OUTPUTS) == ("label", "probability", "decision")  # the Literals below
 
 
 class V2Tensor(BaseModel):
     name: Literal["tumor"] = Field(description=f"The model's one input, `{V2_INPUT}` (any other name is a 400, as in Triton).")
     shape: list[int] = Field(description=f"[N, {len(FEATURES)}]", min_length=2, max_length=2)
-    datatype: str = Field(description=f"One of {', '.join(V2_INPUT_DATATYPES)}.")
+    datatype: Literal["INT64", "INT32", "FP32", "FP64"] = Field(description=f"One of {', '.join(V2_INPUT_DATATYPES)}.")
     data: list[Any] = Field(description=f"N x {len(FEATURES)} values, row-major (flat or nested), in the order {', '.join(FEATURES)}; whole numbers 1-10.")
     parameters: dict[str, Any] | None = None
 
 
 class V2RequestedOutput(BaseModel):
-    name: str = Field(description=f"One of {', '.join(V2_OUTPUTS)}.")
+    name: Literal["label", "probability", "decision"] = Field(description=f"One of {', '.join(V2_OUTPUTS)}.")
     parameters: dict[str, Any] | None = None
 
 
@@ -283,7 +284,9 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                 "security": security,
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"oneOf": [_ref(Tumor), {"type": "array", "items": _ref(Tumor), "maxItems": settings.max_batch}]}},
-                    "text/csv": {"schema": {"type": "string", "description": "Lines of nine comma-separated whole numbers 1-10, in feature order; no header."}},
+                    "text/csv": {"schema": {"type": "string", "pattern": CSV_PATTERN,
+                                             "description": "Lines of nine comma-separated whole numbers 1-10, in feature order; "
+                                             "no header; blank lines are skipped, and no lines is no results."}},
                 }},
                 "description": "Results as /predict's, `decision` included (no explanations here).",
                 "responses": {"200": {"description": "One result for an object, an array for an array or CSV", "content": _json_content(

@@ -8,6 +8,7 @@ at once.  Both refuse exactly the same inputs (a property test holds them togeth
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Final
@@ -185,6 +186,14 @@ def _too_many(limit: int, n: int, loc: list[str | int]) -> APIError:
     )
 
 
+#: CSV as the OpenAPI document describes it (`CSV_PATTERN`): lines end in LF, CRLF or CR (not at the
+#: other characters str.splitlines() breaks on), cells may be padded with spaces and tabs.
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
+_BLANK: Final = " \t"
+_CSV_ROW: Final = rf"[ \t]*0*(10|[1-9])[ \t]*(,[ \t]*0*(10|[1-9])[ \t]*){{{len(FEATURES) - 1}}}"
+CSV_PATTERN: Final = rf"^({_CSV_ROW}|[ \t]*)((\r\n|\r|\n)({_CSV_ROW}|[ \t]*))*$"
+
+
 def _is_score(cell: str) -> bool:
     # ASCII digits only: str.isdigit() and int() also take "²" and "٣"
     return cell.isascii() and cell.isdigit() and SCORE_MIN <= int(cell) <= SCORE_MAX
@@ -193,7 +202,7 @@ def _is_score(cell: str) -> bool:
 def decode_csv(body: bytes, limit: int) -> list[tuple[int, ...]]:
     """Rows of CSV (no header), nine whole numbers 1-10 per line in `FEATURES` order; no rows, no results."""
     try:
-        lines = [line for line in body.decode("utf-8").splitlines() if line.strip()]
+        lines = [line for line in _LINE_END.split(body.decode("utf-8")) if line.strip(_BLANK)]
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the CSV body is not UTF-8 text (invalid byte at offset {exc.start})") from None
     if len(lines) > limit:
@@ -201,7 +210,7 @@ def decode_csv(body: bytes, limit: int) -> list[tuple[int, ...]]:
     rows: list[tuple[int, ...]] = []
     details: list[dict[str, Any]] = []
     for i, line in enumerate(lines):
-        cells = [c.strip() for c in line.split(",")]
+        cells = [c.strip(_BLANK) for c in line.split(",")]
         if len(cells) != len(FEATURES):
             details.append({"loc": ["body", i], "value": line, "reason": f"expected {len(FEATURES)} values, found {len(cells)}"})
             continue
