@@ -130,5 +130,9 @@ def test_the_server_is_still_ready_and_logged_no_error_after_the_fuzzing(live: S
     assert live.proc.poll() is None
     assert httpx.get(f"{live.url}/readyz", timeout=10).status_code == 200
     assert httpx.post(f"{live.url}/predict", json=EXAMPLE, timeout=10).status_code == 200
+    marker = 987654321  # a bad value is echoed to its client, never written to the log
+    refused = httpx.post(f"{live.url}/predict", json={**EXAMPLE, "mitoses": marker}, timeout=10)
+    assert refused.status_code == 422 and str(marker) in refused.text
     logs = live.logs()
+    assert str(marker) not in logs
     assert "unhandled error" not in logs and "Traceback" not in logs and '"status":5' not in logs
