@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from oncology.webservice import schemas
 from oncology.webservice.errors import APIError
-from oncology_model.datamodel import FEATURES, Tumor
+from oncology_model.datamodel import FEATURES
 
 values = st.one_of(
     st.integers(-3, 14), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(),
@@ -28,7 +28,7 @@ tumors = st.one_of(
 
 def pydantic_row(body: bytes) -> tuple[int, ...] | None:
     try:
-        return Tumor.model_validate_json(body).as_row()
+        return schemas.TumorJSON.model_validate_json(body).as_row()  # the reference: Tumor, integral floats read as ints
     except ValidationError:
         return None
 

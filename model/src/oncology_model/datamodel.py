@@ -12,24 +12,13 @@ import operator
 from enum import StrEnum
 from typing import Annotated, Final
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 SCORE_MIN: Final = 1
 SCORE_MAX: Final = 10
 
-def _integral(value: object) -> object:
-    """A float that is a whole number (``2.0``, as pandas writes integer columns with gaps) is that integer.
-
-    JSON Schema's ``integer`` is any number with a zero fractional part, so a client that follows
-    the published schema may send ``2.0``; anything else is left to the strict check.
-    """
-    if type(value) is float and value.is_integer():
-        return int(value)
-    return value
-
-
-#: A cytology score: a whole number from 1 to 10 (``2.0`` is 2).  Strict: 3.5, "3", true and null are refused.
-Score = Annotated[int, Field(strict=True, ge=SCORE_MIN, le=SCORE_MAX), BeforeValidator(_integral)]
+#: A cytology score: a whole number from 1 to 10.  Strict: 3.5, "3", true and null are refused.
+Score = Annotated[int, Field(strict=True, ge=SCORE_MIN, le=SCORE_MAX)]
 
 
 class Tumor(BaseModel):

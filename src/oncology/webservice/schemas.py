@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from oncology.webservice.errors import APIError, BadRequest, PayloadTooLarge, Unprocessable, from_pydantic
@@ -27,9 +27,24 @@ TumorIn: Any = msgspec.defstruct(
     "TumorIn", [(name, _Score) for name in Tumor.model_fields], forbid_unknown_fields=True, frozen=True
 )
 
+
+
+class TumorJSON(Tumor):
+    """`Tumor` as a JSON body: a score may be written as an integral float (``2.0``, as pandas writes
+    whole numbers), which JSON Schema's ``integer`` includes; it is read as the integer it equals.
+    ``2.5``, ``"2"`` and ``true`` are refused as by `Tumor`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: int(v) if type(v) is float and v.is_integer() else v for k, v in data.items()}
+        return data
+
+
 _one = msgspec.json.Decoder(TumorIn)
 _many = msgspec.json.Decoder(list[TumorIn])
-_tumors = TypeAdapter(list[Tumor])
+_tumors = TypeAdapter(list[TumorJSON])
 encode = msgspec.json.Encoder().encode
 
 
@@ -54,7 +69,7 @@ def _slow_tumor(body: bytes) -> tuple[int, ...]:
     check_utf8(body)
     refuse_duplicate_keys(body)
     try:
-        return Tumor.model_validate_json(body).as_row()
+        return TumorJSON.model_validate_json(body).as_row()
     except ValidationError as exc:
         raise from_pydantic(exc.errors(include_url=False)) from None
 
