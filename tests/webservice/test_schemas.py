@@ -184,7 +184,7 @@ csv_text = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)  # generating from the pattern is slow: keep it modest
 @given(csv_text)
 def test_csv_is_accepted_exactly_when_the_documented_pattern_matches(text: str) -> None:
     import re
