@@ -307,9 +307,10 @@ class Service:
         else:  # Triton's binary tensor data extension: the JSON, then the tensors' bytes
             if not (header.isascii() and header.isdigit()):
                 raise errors.BadRequest("Inference-Header-Content-Length must be a whole number of bytes")
-            if req.media_type() not in (None, JSON, OCTETS):
+            media = req.media_type()
+            if media not in (None, JSON, OCTETS):
                 raise errors.UnsupportedMediaType(
-                    f"a binary inference request is application/octet-stream, not {req.media_type()!r}")
+                    f"a binary inference request is application/octet-stream, not {media.decode('latin-1')}")
             body = await req.body(self.settings.max_batch_body_bytes)
             header_length = int(header)
         infer, rows = schemas.decode_v2(body, self.settings.max_batch, header_length)
