@@ -116,6 +116,8 @@ bodies = st.one_of(
 @example(ctype="application/json", body=b'[{"a\xc0\xaf":1}]', binary_header=None)
 @example(ctype="text/csv", body="5,1,1,1,2,\u00b2,3,1,1\n".encode(), binary_header=None)
 @example(ctype=None, body=VALID["v2"].replace(b'"tumor"', b'"tu\xffmor"'), binary_header=None)
+@example(ctype=None, body=_deep(1000, "object"), binary_header=None)  # found by this test: deep V2 was a 500
+@example(ctype=None, body=_deep(1000, "v2"), binary_header=None)
 def test_no_bytes_make_a_5xx_or_a_hang(live: Server, path: str, ctype: str | None, body: bytes, binary_header: str | None) -> None:
     headers = {} if ctype is None else {"content-type": ctype}
     if binary_header is not None and "/v2/" in path:

@@ -291,6 +291,8 @@ def decode_v2(body: bytes, limit: int, header_length: int | None = None) -> tupl
         raise Unprocessable(f"not an inference request: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's depth limit, where the unchecked `parameters` and `data` nest
+        raise BadRequest("the body is nested too deeply") from None
     if len(request.inputs) != 1:
         raise Unprocessable(f"expected exactly one input tensor ({V2_INPUT!r}), got {len(request.inputs)}")
     tensor = request.inputs[0]
@@ -386,12 +388,20 @@ def binary_tensor(datatype: str, values: Sequence[Any]) -> bytes:
 
 
 def _flatten(data: list[Any]) -> list[Any]:
-    if data and isinstance(data[0], list):  # nested, row-major (allowed by the protocol)
-        out: list[Any] = []
-        for item in data:
-            out.extend(_flatten(item) if isinstance(item, list) else [item])
-        return out
-    return data
+    """Nested lists, row-major (allowed by the protocol), as one flat list; iterative: any depth."""
+    if not (data and isinstance(data[0], list)):
+        return data
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
 
 
 # ---- response documents (for OpenAPI; the hot path encodes plain dicts) ----------------------------
