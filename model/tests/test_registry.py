@@ -185,3 +185,14 @@ def test_eight_concurrent_promoters_and_four_rollbacks_lose_no_move(registry: Mo
 def test_four_concurrent_publishers_get_distinct_complete_versions(registry: ModelRegistry, tmp_path: Path) -> None:
     race_publishers(registry, registry.store.uri, tmp_path)
     assert registry.versions() == [f"1.0.{n}" for n in range(1, 13)]  # locally no version is skipped
+
+
+@pytest.mark.parametrize("ref", ["1.0.1\n", "1.0.1 ", "1.0.1x"])
+def test_a_version_must_match_whole(tmp_path: Path, ref: str) -> None:
+    registry = ModelRegistry(LocalStore(tmp_path))
+    registry.publish(bundle_files("1.0.1"))
+    assert registry.resolve("1.0.1") == "1.0.1"
+    with pytest.raises(NotFoundError, match="alias"):  # not a version: read as an alias name, which is not set
+        registry.resolve(ref)
+    with pytest.raises(RegistryError, match="not of the form N.N.N"):
+        registry.publish(bundle_files(ref))

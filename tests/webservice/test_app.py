@@ -80,13 +80,18 @@ def test_content_type_parameters_are_accepted(client: TestClient) -> None:
     assert response.status_code == 200
 
 
-def test_body_limits_are_413_and_row_limits_422(trained_store: Path) -> None:
+def test_body_and_row_limits_are_413_as_documented(trained_store: Path) -> None:
     settings = ServeSettings(store=str(trained_store), max_body_bytes=1024, max_batch=3, max_batch_body_bytes=4096)
     with TestClient(create_app(settings)) as client:
         padded = json.dumps(EXAMPLE) + " " * 2000
         assert_error(client.post("/predict", content=padded, headers={"content-type": "application/json"}), 413)
-        body = assert_error(client.post("/predict/batch", json=[EXAMPLE] * 4), 422)  # maxItems, as documented
+        body = assert_error(client.post("/predict/batch", json=[EXAMPLE] * 4), 413)  # over maxItems: the 413 documented
         assert "at most 3 rows" in body["error"]
+        csv = (",".join(map(str, EXAMPLE.values())) + "\n") * 4
+        assert_error(client.post("/invocations", content=csv, headers={"content-type": "text/csv"}), 413)
+        assert_error(client.post("/invocations", json=[EXAMPLE] * 4), 413)
+        v2 = {"inputs": [{"name": "tumor", "shape": [4, 9], "datatype": "INT64", "data": list(EXAMPLE.values()) * 4}]}
+        assert_error(client.post("/v2/models/oncology/infer", json=v2), 413)
         assert client.post("/predict/batch", json=[EXAMPLE] * 3).status_code == 200
         assert_error(client.post("/predict/batch", json=[EXAMPLE] * 30), 413)
 
@@ -201,3 +206,112 @@ def test_sagemaker_contract_ping_and_invocations(client: TestClient) -> None:
     assert client.post("/invocations", content=csv, headers={"content-type": "text/csv"}).json() == many
     bad = assert_error(client.post("/invocations", content="5,1,1\n1,2,3,4,5,6,7,8,11\n", headers={"content-type": "text/csv"}), 422)
     assert [d["loc"] for d in bad["details"]] == [["body", 0], ["body", 1, "mitoses"]]
+
+
+# ---- hostile input: a 4xx naming the problem, never a 500; values never in the log ---------------
+
+BAD_KEYS = [b'{"\xff": 1}', b'{"a\xc0\xaf":1}']
+
+
+def _json_routes(tumor: bytes) -> list[tuple[str, bytes]]:
+    return [("/predict", tumor), ("/predict/batch", b"[" + tumor + b"]"), ("/invocations", tumor),
+            ("/invocations", b"[" + tumor + b"]")]
+
+
+@pytest.mark.parametrize("tumor", [*BAD_KEYS, b'{"mitoses": "\xff"}'])
+def test_invalid_utf8_in_a_key_or_value_is_a_400_on_every_route(client: TestClient, tumor: bytes) -> None:
+    for path, body in _json_routes(tumor):
+        assert "UTF-8" in assert_error(client.post(path, content=body, headers={"content-type": "application/json"}), 400)["error"]
+    v2 = b'{"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": [1,1,1,1,1,1,1,1,1]}]}'
+    for bad in (v2.replace(b'"tumor"', b'"tu\xffmor"'), v2.replace(b'"inputs"', tumor[1:-1] + b', "inputs"')):
+        assert_error(client.post("/v2/models/oncology/infer", content=bad), 400)
+
+
+def test_a_csv_cell_that_is_a_number_only_to_python_is_a_422(client: TestClient) -> None:
+    response = client.post("/invocations", content="5,1,1,1,2,²,3,1,1\n".encode(), headers={"content-type": "text/csv"})
+    body = assert_error(response, 422)
+    assert body["details"] == [{"loc": ["body", 0, "bare_nuclei"], "value": "²", "reason": "must be a whole number 1-10"}]
+
+
+def test_an_empty_csv_body_is_an_empty_batch_as_documented(client: TestClient) -> None:
+    response = client.post("/invocations", content=b"", headers={"content-type": "text/csv"})
+    assert response.status_code == 200 and response.json() == []
+
+
+def test_integral_floats_are_accepted_as_json_schema_integers(client: TestClient) -> None:
+    """pandas' to_dict() of a float column: 5.0 is the integer 5, as JSON Schema says; 5.5 is not."""
+    floats = {k: float(v) for k, v in EXAMPLE.items()}
+    expected = client.post("/predict", json=EXAMPLE).json()
+    assert client.post("/predict", json=floats).json() == expected
+    assert client.post("/predict/batch", json=[floats, EXAMPLE]).json() == [expected, expected]
+    assert client.post("/invocations", json=floats).json() == expected
+    for bad in (5.5, "5", True):
+        body = assert_error(client.post("/predict", json={**floats, "clump_thickness": bad}), 422)
+        assert body["details"][0]["loc"] == ["body", "clump_thickness"]
+
+
+def test_a_repeated_key_is_a_422_naming_the_field_on_every_route(client: TestClient) -> None:
+    tumor = json.dumps(EXAMPLE)[:-1].encode() + b', "mitoses": 9}'  # mitoses 1, then 9
+    for path, body in _json_routes(tumor):
+        error = assert_error(client.post(path, content=body, headers={"content-type": "application/json"}), 422)
+        assert "mitoses" in error["error"]
+        assert error["details"][0]["loc"][-1] == "mitoses" and error["details"][0]["value"] == [1, 9]
+
+
+def test_invocations_415_names_every_accepted_type(client: TestClient) -> None:
+    error = assert_error(client.post("/invocations", content=b"x", headers={"content-type": "text/plain"}), 415)
+    assert "application/json" in error["error"] and "text/csv" in error["error"]
+
+
+async def _call(app: object, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[bytes, bytes]]:
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": headers, "root_path": "", "scheme": "http", "server": ("t", 80), "client": ("c", 1)}
+    await app(scope, receive, send)  # type: ignore[operator]
+    start = sent[0]
+    return start["status"], dict(start["headers"])  # type: ignore[return-value,arg-type]
+
+
+def test_a_request_id_must_match_whole(client: TestClient) -> None:
+    import asyncio
+
+    app = client.app
+    status, headers = asyncio.run(_call(app, "/healthz", [(b"x-request-id", b"abc-1")]))
+    assert status == 200 and headers[b"x-request-id"] == b"abc-1"
+    status, headers = asyncio.run(_call(app, "/healthz", [(b"x-request-id", b"abc-1\n")]))
+    assert status == 200 and headers[b"x-request-id"] != b"abc-1\n" and len(headers[b"x-request-id"]) == 16
+
+
+SECRET = 987654321  # stands for a patient's value: it must never reach a log line
+
+
+def test_an_unhandled_error_is_a_500_whose_log_carries_no_request_value(
+    trained_store: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from oncology.webservice import app as app_module
+
+    def crash(self: object, req: object, classifier: object, rows: object) -> None:
+        rows = list(rows)  # type: ignore[call-overload]
+        raise ValueError(f"cannot score {rows[0]} (marker {SECRET})")
+
+    monkeypatch.setattr(app_module.Service, "results", crash)
+    caplog.set_level("DEBUG")
+    with TestClient(create_app(ServeSettings(store=str(trained_store))), raise_server_exceptions=False) as client:
+        response = client.post("/predict", json={**EXAMPLE, "clump_thickness": 7}, headers={"x-request-id": "crash-1"})
+        bad = client.post("/predict", json={**EXAMPLE, "mitoses": SECRET})  # a 422 may echo it to the client...
+    body = assert_error(response, 500)
+    assert str(SECRET) not in response.text and body["request_id"] == "crash-1"
+    assert str(SECRET) in bad.text
+    records = [r for r in caplog.records if r.name.startswith("oncology.webservice")]
+    assert any("crash-1" in r.getMessage() and "ValueError" in r.getMessage() for r in records)
+    assert all(r.exc_info is None and r.exc_text is None for r in records)
+    out, err = capfd.readouterr()
+    for text in (caplog.text, out, err, *(r.getMessage() for r in caplog.records)):  # ...the logs never
+        assert str(SECRET) not in text and "(5, 1, 1" not in text and "(7, 1, 1" not in text

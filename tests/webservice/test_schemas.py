@@ -11,11 +11,12 @@ from pydantic import ValidationError
 
 from oncology.webservice import schemas
 from oncology.webservice.errors import APIError
-from oncology_model.datamodel import FEATURES, Tumor
+from oncology_model.datamodel import FEATURES
 
 values = st.one_of(
     st.integers(-3, 14), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(),
     st.text(max_size=3), st.lists(st.integers(1, 10), max_size=2), st.just(3.0),
+    st.integers(-3, 14).map(float), st.sampled_from([2.5, 1e300, -0.0, 10.000001]),  # integral floats and near misses
 )
 keys = st.sampled_from([*FEATURES, "extra", "Mitoses"])
 tumors = st.one_of(
@@ -27,7 +28,7 @@ tumors = st.one_of(
 
 def pydantic_row(body: bytes) -> tuple[int, ...] | None:
     try:
-        return Tumor.model_validate_json(body).as_row()
+        return schemas.TumorJSON.model_validate_json(body).as_row()  # the reference: Tumor, integral floats read as ints
     except ValidationError:
         return None
 
@@ -46,6 +47,111 @@ def fast_row(body: bytes) -> tuple[int, ...] | None:
 def test_single_rows_agree(payload: dict[str, object]) -> None:
     body = json.dumps(payload).encode()
     assert fast_row(body) == pydantic_row(body)
+
+
+def render(pairs: list[tuple[str, object]]) -> bytes:
+    """A JSON object with its keys in order, repeats included (json.dumps of a dict cannot repeat one)."""
+    return ("{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}").encode()
+
+
+valid_pairs = st.fixed_dictionaries({f: st.integers(1, 10) for f in FEATURES}).map(lambda d: list(d.items()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_pairs, st.lists(st.tuples(keys, values), max_size=3), st.randoms(use_true_random=False))
+def test_repeated_keys_are_refused_by_both_paths(pairs: list[tuple[str, object]], extra: list[tuple[str, object]],
+                                                  rnd: object) -> None:
+    """A repeated key is ambiguous patient data: refused, whichever decoder reads the body."""
+    body_pairs = pairs + extra
+    rnd.shuffle(body_pairs)  # type: ignore[attr-defined]
+    body = render(body_pairs)
+    names = [k for k, _ in body_pairs]
+    repeated = {k for k in names if names.count(k) > 1}
+    got = fast_row(body)
+    if repeated:
+        assert got is None
+        with pytest.raises(APIError) as info:
+            schemas.decode_tumor(body)
+        if info.value.status == 422 and info.value.details[0]["reason"] == "given more than once":
+            assert {d["loc"][1] for d in info.value.details} == repeated
+    else:
+        assert got == pydantic_row(body)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"mitoses": 99, "clump_thickness": 5, "uniformity_of_cell_size": 1, "uniformity_of_cell_shape": 1, '
+    b'"marginal_adhesion": 1, "single_epithelial_cell_size": 2, "bare_nuclei": 1, "bland_chromatin": 3, '
+    b'"normal_nucleoli": 1, "mitoses": 1}',  # the fast decoder accepts this, keeping the last value
+    b'{"mitoses": 1.0, "clump_thickness": 5, "uniformity_of_cell_size": 1, "uniformity_of_cell_shape": 1, '
+    b'"marginal_adhesion": 1, "single_epithelial_cell_size": 2, "bare_nuclei": 1, "bland_chromatin": 3, '
+    b'"normal_nucleoli": 1, "mitoses": 1}',  # the reference decoder's path (an integral float)
+])
+def test_a_repeated_feature_is_a_422_naming_it(body: bytes) -> None:
+    with pytest.raises(APIError) as info:
+        schemas.decode_tumor(body)
+    assert info.value.status == 422
+    assert info.value.details == [{"loc": ["body", "mitoses"], "value": [99 if b"99" in body else 1.0, 1],
+                                   "reason": "given more than once"}]
+    assert "mitoses" in info.value.message
+    with pytest.raises(APIError) as batch:
+        list(schemas.decode_tumors(b"[" + body.replace(b"99", b"1") + b"]", limit=10))
+    assert batch.value.status == 422 and batch.value.details[0]["loc"] == ["body", 0, "mitoses"]
+
+
+def test_integral_floats_are_the_integers_they_equal() -> None:
+    """JSON Schema's integer includes 2.0 (pandas sends whole numbers so): read as 2, on every path."""
+    ints = {f: i % 10 + 1 for i, f in enumerate(FEATURES)}
+    floats = {f: float(v) for f, v in ints.items()}
+    assert schemas.decode_tumor(json.dumps(floats).encode()) == tuple(ints.values())
+    assert list(schemas.decode_tumors(json.dumps([floats, ints]).encode(), 10)) == [tuple(ints.values())] * 2
+    for bad in (2.5, "2", True, 11.0, 0.0):
+        with pytest.raises(APIError) as info:
+            schemas.decode_tumor(json.dumps({**floats, "mitoses": bad}).encode())
+        assert info.value.status == 422 and info.value.details[0]["loc"] == ["body", "mitoses"]
+
+
+def test_a_valid_integer_body_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow(body: bytes) -> None:
+        raise AssertionError("the reference decoder was used for a valid body")
+
+    monkeypatch.setattr(schemas, "_slow_tumor", slow)
+    monkeypatch.setattr(schemas, "refuse_duplicate_keys", slow)
+    body = json.dumps(dict.fromkeys(FEATURES, 3)).encode()
+    assert schemas.decode_tumor(body) == (3,) * 9
+    assert list(schemas.decode_tumors(b"[" + body + b"," + body + b"]", 10)) == [(3,) * 9] * 2
+
+
+@pytest.mark.parametrize("body", [b'{"\xff": 1}', b'{"a\xc0\xaf":1}',
+                                  b'{"mitoses": "\xff"}'])
+def test_invalid_utf8_anywhere_is_a_400(body: bytes) -> None:
+    for decode in (schemas.decode_tumor, lambda b: list(schemas.decode_tumors(b"[" + b + b"]", 10))):
+        with pytest.raises(APIError) as info:
+            decode(body)
+        assert info.value.status == 400 and "UTF-8" in info.value.message
+    v2 = b'{"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": [1,1,1,1,1,1,1,1,1], "parameters": ' + body + b"}]}"
+    for request in (v2, v2.replace(b'"name": "tumor"', b'"name": "tu\xffmor"')):
+        with pytest.raises(APIError) as info:
+            schemas.decode_v2(request, 10)
+        assert info.value.status == 400
+
+
+def test_an_error_about_the_whole_body_names_it() -> None:
+    for body in (b"3", b"[1]", b"null"):
+        with pytest.raises(APIError) as info:
+            schemas.decode_tumor(body)
+        assert info.value.status == 422 and info.value.message.startswith("invalid input at body")
+
+
+@pytest.mark.parametrize("cell", ["²", "٣", "１", "+3", "3.0", ""])
+def test_csv_cells_are_ascii_whole_numbers(cell: str) -> None:
+    with pytest.raises(APIError) as info:
+        schemas.decode_csv(f"5,1,1,1,2,{cell},3,1,1\n".encode(), 10)
+    assert info.value.status == 422
+    assert info.value.details == [{"loc": ["body", 0, "bare_nuclei"], "value": cell, "reason": "must be a whole number 1-10"}]
+
+
+def test_an_empty_csv_body_is_an_empty_batch() -> None:
+    assert schemas.decode_csv(b"", 10) == [] and schemas.decode_csv(b"\n \n", 10) == []
 
 
 @settings(max_examples=100, deadline=None)
@@ -68,3 +174,27 @@ def test_hostile_bodies_are_4xx(body: bytes) -> None:
     with pytest.raises(APIError) as info:
         schemas.decode_tumor(body)
     assert info.value.status in (400, 422)
+
+
+csv_text = st.one_of(
+    st.from_regex(schemas.CSV_PATTERN, fullmatch=True),
+    st.lists(st.lists(st.sampled_from(["1", "5", "10", "01", " 3", "3\t", "11", "0", "²", "x", ""]), min_size=8, max_size=10)
+             .map(",".join), max_size=3).flatmap(lambda rows: st.sampled_from(["\n", "\r\n", "\r", "\x0b", "\u2028"]).map(lambda end: end.join(rows))),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=100, deadline=None)  # generating from the pattern is slow: keep it modest
+@given(csv_text)
+def test_csv_is_accepted_exactly_when_the_documented_pattern_matches(text: str) -> None:
+    import re
+
+    documented = re.search(schemas.CSV_PATTERN, text) is not None
+    try:
+        schemas.decode_csv(text.encode(), 100)
+    except APIError as exc:
+        assert exc.status in (400, 422)
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == documented

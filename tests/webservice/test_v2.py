@@ -30,6 +30,7 @@ def test_health_and_metadata_routes_answer_as_the_spec_writes(client: TestClient
     assert client.get("/v2/models/oncology/ready").json() == {"ready": True}
     server = client.get("/v2").json()
     assert set(server) == {"name", "version", "extensions"} and server["name"] == "oncology"
+    assert "binary_tensor_data" in server["extensions"]
     meta = client.get("/v2/models/oncology").json()
     assert meta["name"] == "oncology" and meta["versions"] == ["1.0.1"] and meta["platform"]
     assert meta["inputs"] == [{"name": "tumor", "datatype": "INT64", "shape": [-1, 9], "parameters": {"features": list(FEATURES)}}]
@@ -61,7 +62,7 @@ def test_infer_request_in_the_spec_format(client: TestClient, trained_store: Pat
 @pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT32"])
 def test_fp32_nested_data_and_no_outputs_field(client: TestClient, trained_store: Path, datatype: str) -> None:
     data = [[float(v) for v in r] for r in ROWS] if datatype.startswith("FP") else ROWS
-    body = client.post("/v2/models/oncology/infer", json={"inputs": [{"name": "x", "shape": [2, 9], "datatype": datatype, "data": data}]}).json()
+    body = client.post("/v2/models/oncology/infer", json={"inputs": [{"name": "tumor", "shape": [2, 9], "datatype": datatype, "data": data}]}).json()
     labels, probabilities = expected(trained_store, ROWS)
     assert [o["name"] for o in body["outputs"]] == ["label", "probability", "decision"]
     assert body["outputs"][0]["data"] == labels and body["outputs"][1]["data"] == probabilities
@@ -111,12 +112,77 @@ def test_a_standard_v2_client_works(live: Server, trained_store: Path) -> None:
         assert [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")] == labels
         assert result.as_numpy("probability").tolist() == probabilities
         assert result.get_response()["id"] == "7"
-        binary = triton.InferInput("tumor", list(x.shape), "INT64")
-        binary.set_data_from_numpy(x)  # the client's default: Triton's binary extension
-        with pytest.raises(Exception, match="binary tensor extension is not supported"):
-            client.infer("oncology", [binary])
     finally:
         client.close()
+
+
+def _texts(values: np.ndarray) -> list[str]:  # type: ignore[type-arg]
+    return [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
+
+
+@pytest.mark.parametrize("dtype", ["INT64", "INT32", "FP32", "FP64"])
+def test_a_standard_v2_client_works_with_its_defaults_binary_both_ways(live: Server, dtype: str) -> None:
+    """tritonclient sends binary tensors by default and, naming no outputs, asks for binary outputs:
+    the answers equal the JSON path's, output by output."""
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(live.url.removeprefix("http://"))
+    try:
+        x = np.array(ROWS, dtype={"INT64": np.int64, "INT32": np.int32, "FP32": np.float32, "FP64": np.float64}[dtype])
+        as_json = triton.InferInput("tumor", list(x.shape), dtype)
+        as_json.set_data_from_numpy(x, binary_data=False)
+        reference = client.infer("oncology", [as_json],
+                                 outputs=[triton.InferRequestedOutput(n, binary_data=False) for n in ("label", "probability", "decision")])
+        assert all("data" in o for o in reference.get_response()["outputs"])
+
+        binary = triton.InferInput("tumor", list(x.shape), dtype)
+        binary.set_data_from_numpy(x)  # the client's default: binary_data=True
+        defaults = client.infer("oncology", [binary], request_id="b1")  # no outputs named: all, binary
+        response = defaults.get_response()
+        assert response["id"] == "b1"
+        assert [o["name"] for o in response["outputs"]] == ["label", "probability", "decision"]
+        assert all("data" not in o and o["parameters"]["binary_data_size"] > 0 for o in response["outputs"])
+        explicit = client.infer("oncology", [binary], outputs=[triton.InferRequestedOutput(n) for n in ("probability", "decision")])
+        mixed = client.infer("oncology", [as_json], outputs=[
+            triton.InferRequestedOutput("label", binary_data=True), triton.InferRequestedOutput("probability", binary_data=False)])
+        assert [("data" in o) for o in mixed.get_response()["outputs"]] == [False, True]
+        for result in (defaults, explicit, mixed):
+            assert result.as_numpy("probability").tolist() == reference.as_numpy("probability").tolist()
+        for result in (defaults, mixed):
+            assert _texts(result.as_numpy("label")) == _texts(reference.as_numpy("label"))
+        for result in (defaults, explicit):
+            assert _texts(result.as_numpy("decision")) == _texts(reference.as_numpy("decision"))
+    finally:
+        client.close()
+
+
+def test_binary_tensors_on_the_wire(client: TestClient, trained_store: Path) -> None:
+    """The framing itself: JSON header, then little-endian values; BYTES elements length-prefixed."""
+    import struct
+
+    header = b'{"inputs": [{"name": "tumor", "shape": [2, 9], "datatype": "INT64", "parameters": {"binary_data_size": 144}}],' \
+             b' "outputs": [{"name": "label", "parameters": {"binary_data": true}}, {"name": "probability", "parameters": {"binary_data": true}}]}'
+    raw = np.array(ROWS, dtype="<i8").tobytes()
+    response = client.post("/v2/models/oncology/infer", content=header + raw,
+                           headers={"inference-header-content-length": str(len(header)), "content-type": "application/octet-stream"})
+    assert response.status_code == 200, response.text
+    size = int(response.headers["inference-header-content-length"])
+    head, tail = __import__("json").loads(response.content[:size]), response.content[size:]
+    labels, probabilities = expected(trained_store, ROWS)
+    words = b"".join(struct.pack("<I", len(w)) + w.encode() for w in labels)
+    assert [o["parameters"]["binary_data_size"] for o in head["outputs"]] == [len(words), 16]
+    assert tail == words + np.array(probabilities, dtype="<f8").tobytes()
+    for bad_length in ("999999", "-1", "x"):  # outside the body, or not a number
+        assert_error(client.post("/v2/models/oncology/infer", content=header + raw,
+                                 headers={"inference-header-content-length": bad_length}), 400)
+    assert_error(client.post("/v2/models/oncology/infer", content=header + raw[:-1],  # short of binary_data_size
+                             headers={"inference-header-content-length": str(len(header))}), 400)
+
+
+def test_an_input_not_named_tumor_is_refused_as_triton_does(client: TestClient) -> None:
+    request = {"inputs": [{"name": "INPUT0", "shape": [1, 9], "datatype": "INT64", "data": ROWS[0]}]}
+    body = assert_error(client.post("/v2/models/oncology/infer", json=request), 400)
+    assert "INPUT0" in body["error"] and body["details"][0]["loc"] == ["body", "inputs", 0, "name"]
 
 
 def test_a_standard_v2_client_gets_the_decision(live_banded: Server, edges: Edges) -> None:

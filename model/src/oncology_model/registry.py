@@ -54,7 +54,7 @@ class ModelRegistry:
         found = []
         for key in self.store.list(f"{MODELS_PREFIX}/"):
             parts = key.split("/")
-            if len(parts) == 3 and parts[2] == MANIFEST and _VERSION.match(parts[1]):
+            if len(parts) == 3 and parts[2] == MANIFEST and _VERSION.fullmatch(parts[1]):
                 found.append(parts[1])
         return sorted(found, key=version_key)
 
@@ -68,7 +68,7 @@ class ModelRegistry:
         taken = set()
         for key in self.store.list(f"{MODELS_PREFIX}/"):
             parts = key.split("/")
-            if len(parts) == 3 and _VERSION.match(parts[1]):
+            if len(parts) == 3 and _VERSION.fullmatch(parts[1]):
                 taken.add(parts[1])
         numbers = [version_key(v)[-1] for v in taken if version_key(v)[:-1] == series]
         return f"{VERSION_SERIES}.{max(numbers, default=0) + 1}"
@@ -80,7 +80,7 @@ class ModelRegistry:
         being published by another writer; `publish_next` picks a free version instead.
         """
         bundle = Bundle.from_files(files, where="new bundle")
-        if not _VERSION.match(bundle.version):
+        if not _VERSION.fullmatch(bundle.version):
             raise RegistryError(f"version {bundle.version!r} is not of the form N.N.N")
         self.store.publish(f"{MODELS_PREFIX}/{bundle.version}", files, commit=MANIFEST)
         return bundle
@@ -124,7 +124,7 @@ class ModelRegistry:
             if not versions:
                 raise NotFoundError(f"{self.store}: no model version has been published yet")
             return versions[-1]
-        if _VERSION.match(ref):
+        if _VERSION.fullmatch(ref):
             if not self.store.exists(f"{MODELS_PREFIX}/{ref}/{MANIFEST}"):
                 raise NotFoundError(f"{self.store}: model version {ref} is not published")
             return ref

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -49,10 +50,11 @@ from oncology_model.errors import OncologyError, StoreUnavailable
 log = logging.getLogger("oncology.webservice")
 
 JSON = b"application/json"
+OCTETS = b"application/octet-stream"
 #: Logged (never sent) for a client that went away before its request was read, as nginx does.
 CLIENT_CLOSED = 499
 MARKDOWN = b"text/markdown; charset=utf-8"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: no trailing newline
 #: Probes and scrapes stay out of the access log (they would drown it).
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping"})
 
@@ -261,10 +263,14 @@ class Service:
         limit = self.settings.max_batch_body_bytes
         single = False
         rows: Iterable[Sequence[int]]
-        if req.media_type() == b"text/csv":
+        media = req.media_type()
+        if media == b"text/csv":
             rows = schemas.decode_csv(await req.body(limit), self.settings.max_batch)
+        elif media != JSON:
+            shown = "missing" if media is None else media.decode("latin-1")
+            raise errors.UnsupportedMediaType(f"the body must be application/json or text/csv, not {shown}")
         else:
-            body = await self.json_body(req, limit)
+            body = await req.body(limit)
             single = body.lstrip()[:1] != b"["
             rows = [schemas.decode_tumor(body)] if single else schemas.decode_tumors(body, self.settings.max_batch)
         results = self.results(req, self.classifier(), rows)
@@ -282,7 +288,7 @@ class Service:
         return classifier
 
     async def v2_server_metadata(self, req: Req) -> Reply:
-        return _json({"name": "oncology", "version": self._server_version, "extensions": []})
+        return _json({"name": "oncology", "version": self._server_version, "extensions": ["binary_tensor_data"]})
 
     async def v2_live(self, req: Req) -> Reply:
         return _json({"live": True})
@@ -310,29 +316,43 @@ class Service:
     async def v2_infer(self, req: Req) -> Reply:
         self.authorize(req)
         classifier = self._v2_model(req)
-        if b"inference-header-content-length" in req.headers:
-            raise errors.UnsupportedMediaType(
-                "the binary tensor extension is not supported: send JSON tensors (tritonclient: binary_data=False)"
-            )
-        # V2 clients (tritonclient among them) send JSON without a content type
-        body = await self.json_body(req, self.settings.max_batch_body_bytes, untyped_ok=True)
-        infer, rows = schemas.decode_v2(body, self.settings.max_batch)
+        header = req.headers.get(b"inference-header-content-length")
+        if header is None:  # V2 clients (tritonclient among them) send JSON without a content type
+            body = await self.json_body(req, self.settings.max_batch_body_bytes, untyped_ok=True)
+            header_length = None
+        else:  # Triton's binary tensor data extension: the JSON, then the tensors' bytes
+            if not (header.isascii() and header.isdigit()):
+                raise errors.BadRequest("Inference-Header-Content-Length must be a whole number of bytes")
+            media = req.media_type()
+            if media not in (None, JSON, OCTETS):
+                raise errors.UnsupportedMediaType(
+                    f"a binary inference request is application/octet-stream, not {media.decode('latin-1')}")
+            body = await req.body(self.settings.max_batch_body_bytes)
+            header_length = int(header)
+        infer, rows = schemas.decode_v2(body, self.settings.max_batch, header_length)
         probabilities, labels, decisions = self.score(req, classifier, rows)
-        n = len(labels)
-        outputs = {
-            "label": {"name": "label", "shape": [n], "datatype": "BYTES", "data": labels},
-            "probability": {"name": "probability", "shape": [n], "datatype": "FP64", "data": probabilities},
-            "decision": {"name": "decision", "shape": [n], "datatype": "BYTES", "data": decisions},
-        }
-        wanted = [o.name for o in infer.outputs] if infer.outputs else list(outputs)
-        answer: dict[str, Any] = {
-            "model_name": schemas.V2_MODEL,
-            "model_version": classifier.version,
-            "outputs": [outputs[name] for name in wanted],
-        }
+        values: dict[str, list[Any]] = {"label": labels, "probability": probabilities, "decision": decisions}
+        wanted = [o.name for o in infer.outputs] if infer.outputs else list(values)
+        outputs: list[dict[str, Any]] = []
+        binaries: list[bytes] = []
+        for name in wanted:
+            datatype = schemas.V2_OUTPUTS[name]
+            output: dict[str, Any] = {"name": name, "shape": [len(labels)], "datatype": datatype}
+            if schemas.wants_binary(infer, name):
+                raw = schemas.binary_tensor(datatype, values[name])
+                output["parameters"] = {"binary_data_size": len(raw)}
+                binaries.append(raw)
+            else:
+                output["data"] = values[name]
+            outputs.append(output)
+        answer: dict[str, Any] = {"model_name": schemas.V2_MODEL, "model_version": classifier.version, "outputs": outputs}
         if infer.id is not None:
             answer["id"] = infer.id
-        return _json(answer)
+        if not binaries:
+            return _json(answer)
+        head = schemas.encode(answer)
+        return Reply(b"".join([head, *binaries]), media_type=OCTETS,
+                     headers=[(b"inference-header-content-length", b"%d" % len(head))])
 
     # ---- documentation ---------------------------------------------------------------------------
 
@@ -396,7 +416,7 @@ class Front:
         start = time.perf_counter()
         headers = dict(scope["headers"])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")
-        if not _REQUEST_ID.match(request_id):
+        if not _REQUEST_ID.fullmatch(request_id):
             request_id = os.urandom(8).hex()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -419,10 +439,12 @@ class Front:
                 await endpoint(scope, receive, send_with_id)
             else:
                 await self.router(scope, receive, send_with_id)
-        except Exception:
-            log.exception("unhandled error", extra={"request_id": request_id, "path": scope["path"]})
-            if started:
-                raise
+        except Exception as exc:
+            # never the exception's message or a traceback (either can carry patient data): its type and where
+            log.error("unhandled error %s (request %s) at %s", type(exc).__name__, request_id, _where(exc),
+                      extra={"request_id": request_id, "path": state.get("route", "unmatched")})
+            if started:  # the answer is half sent: the connection is closed without more
+                return
             body = error_body(500, "internal error; the request id is in the server log", request_id)
             await send_with_id({"type": "http.response.start", "status": 500,
                                 "headers": [(b"content-type", JSON), (b"content-length", b"%d" % len(body))]})
@@ -442,6 +464,12 @@ class Front:
                     "latency_ms": round(elapsed * 1000, 3),
                     "model_version": state.get("model_version"),
                 })
+
+
+def _where(exc: BaseException) -> str:
+    """The frames an exception went through, as ``file:line in function`` (code locations, no values)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}" for f in reversed(frames[-8:]))
 
 
 def _prefers_markdown(accept: bytes) -> bool:

@@ -73,6 +73,7 @@ def from_pydantic(errors: list[ErrorDetails], prefix: tuple[str | int, ...] = ("
         }
         for e in errors
     ]
-    where = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[:5])
+    # an error about the whole body (not an object, say) has an empty loc: name it
+    where = ", ".join(".".join(str(p) for p in (*prefix, *e["loc"])[1:]) or str(prefix[0]) for e in errors[:5])
     more = f" and {len(details) - 5} more" if len(details) > 5 else ""
     return Unprocessable(f"invalid input at {where}{more}", details)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from oncology.settings import ServeSettings
 from oncology.webservice.schemas import (
+    CSV_PATTERN,
     EXPLAIN,
     V2_INPUT,
     V2_INPUT_DATATYPES,
@@ -78,16 +79,19 @@ class Status(BaseModel):
     model_version: str | None = None
 
 
+assert V2_INPUT == "tumor" and V2_INPUT_DATATYPES == ("INT64", "INT32", "FP32", "FP64") and tuple(V2_OUTPUTS) == ("label", "probability", "decision")  # the Literals below
+
+
 class V2Tensor(BaseModel):
-    name: str = Field(description=f"Any name; the model has one input, `{V2_INPUT}`.")
+    name: Literal["tumor"] = Field(description=f"The model's one input, `{V2_INPUT}` (any other name is a 400, as in Triton).")
     shape: list[int] = Field(description=f"[N, {len(FEATURES)}]", min_length=2, max_length=2)
-    datatype: str = Field(description=f"One of {', '.join(V2_INPUT_DATATYPES)}.")
+    datatype: Literal["INT64", "INT32", "FP32", "FP64"] = Field(description=f"One of {', '.join(V2_INPUT_DATATYPES)}.")
     data: list[Any] = Field(description=f"N x {len(FEATURES)} values, row-major (flat or nested), in the order {', '.join(FEATURES)}; whole numbers 1-10.")
     parameters: dict[str, Any] | None = None
 
 
 class V2RequestedOutput(BaseModel):
-    name: str = Field(description=f"One of {', '.join(V2_OUTPUTS)}.")
+    name: Literal["label", "probability", "decision"] = Field(description=f"One of {', '.join(V2_OUTPUTS)}.")
     parameters: dict[str, Any] | None = None
 
 
@@ -162,13 +166,14 @@ def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     reasons = {
-        400: "The body is not valid JSON.",
+        400: "The body is not valid JSON or not UTF-8 text; or (V2) it names an input the model does not have, or "
+        "its binary tensor data does not match the header.",
         401: "A bearer token is required (when tokens are configured).",
         404: "No such route or model.",
         405: "Method not allowed on this route.",
         413: "The body or the batch is over the limit.",
-        415: "The body is not application/json.",
-        422: "The body does not match the schema; `details` lists every bad field.",
+        415: "The body is not of an accepted type: application/json (and text/csv for /invocations).",
+        422: "The body does not match the schema, or repeats a key; `details` lists every bad field.",
         503: "No verified model is loaded yet, or the service is shutting down.",
     }
     return {str(c): {"description": reasons[c], "content": _json_content(_ref(ErrorOut))} for c in codes}
@@ -221,9 +226,19 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
             **post("V2 inference: a [N, 9] tensor in; labels, malignant probabilities and decisions out",
                    _ref(V2InferRequest), _ref(V2InferResponse), 404, *predict_errors,
                    description="Outputs `label` (BYTES: benign/malignant), `probability` (FP64) and `decision` (BYTES: "
-                   "benign/malignant/refer; refer inside the referral band), all three unless `outputs` names some."),
+                   "benign/malignant/refer; refer inside the referral band), all three unless `outputs` names some. "
+                   "Triton's binary tensor data extension is supported: with an `Inference-Header-Content-Length` "
+                   "header the JSON is that many bytes and the input's values (little-endian, "
+                   "`parameters.binary_data_size` bytes) follow it; an output asked for with `parameters.binary_data: "
+                   "true` (or every output, with the request parameter `binary_data_output: true`) comes back as "
+                   "application/octet-stream: the JSON header (its length in the response's "
+                   "`Inference-Header-Content-Length`), then the raw values (BYTES: each prefixed with its "
+                   "4-byte little-endian length)."),
             "parameters": params,
         }
+        v2_model_paths[f"{prefix}/infer"]["post"]["responses"]["200"]["content"]["application/octet-stream"] = {
+            "schema": {"type": "string", "format": "binary",
+                       "description": "Binary outputs (Triton's extension): the JSON header, then the raw values."}}
 
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -279,7 +294,9 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                 "security": security,
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"oneOf": [_ref(Tumor), {"type": "array", "items": _ref(Tumor), "maxItems": settings.max_batch}]}},
-                    "text/csv": {"schema": {"type": "string", "description": "Lines of nine comma-separated whole numbers 1-10, in feature order; no header."}},
+                    "text/csv": {"schema": {"type": "string", "pattern": CSV_PATTERN,
+                                             "description": "Lines of nine comma-separated whole numbers 1-10, in feature order; "
+                                             "no header; blank lines are skipped, and no lines is no results."}},
                 }},
                 "description": "Results as /predict's, `decision` included (no explanations here).",
                 "responses": {"200": {"description": "One result for an object, an array for an array or CSV", "content": _json_content(

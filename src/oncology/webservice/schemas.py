@@ -7,15 +7,19 @@ at once.  Both refuse exactly the same inputs (a property test holds them togeth
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import re
+import struct
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Final
 from urllib.parse import parse_qsl
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from oncology.webservice.errors import APIError, Unprocessable, from_pydantic
+from oncology.webservice.errors import APIError, BadRequest, PayloadTooLarge, Unprocessable, from_pydantic
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Decision, Prediction, Tumor, row_of
 
 _Score = Annotated[int, msgspec.Meta(ge=SCORE_MIN, le=SCORE_MAX)]
@@ -23,22 +27,101 @@ TumorIn: Any = msgspec.defstruct(
     "TumorIn", [(name, _Score) for name in Tumor.model_fields], forbid_unknown_fields=True, frozen=True
 )
 
+
+
+class TumorJSON(Tumor):
+    """`Tumor` as a JSON body: a score may be written as an integral float (``2.0``, as pandas writes
+    whole numbers), which JSON Schema's ``integer`` includes; it is read as the integer it equals.
+    ``2.5``, ``"2"`` and ``true`` are refused as by `Tumor`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: int(v) if type(v) is float and v.is_integer() else v for k, v in data.items()}
+        return data
+
+
 _one = msgspec.json.Decoder(TumorIn)
 _many = msgspec.json.Decoder(list[TumorIn])
-_tumors = TypeAdapter(list[Tumor])
+_tumors = TypeAdapter(list[TumorJSON])
 encode = msgspec.json.Encoder().encode
+
+
+#: Bytes ``"`` in a body the fast decoder accepted: its keys are feature names and its values whole
+#: numbers, so each key holds exactly two; more means a key is repeated (msgspec keeps the last).
+_QUOTES_PER_TUMOR: Final = 2 * len(FEATURES)
 
 
 def decode_tumor(body: bytes) -> tuple[int, ...]:
     """The feature row of one tumor; `APIError` (400/422) otherwise."""
     try:
-        return row_of(_one.decode(body))  # type: ignore[no-any-return,unused-ignore]
-    except msgspec.DecodeError:
-        pass
+        tumor = _one.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for a bad key
+        return _slow_tumor(body)
+    if body.count(b'"') != _QUOTES_PER_TUMOR:
+        refuse_duplicate_keys(body)
+    return row_of(tumor)  # type: ignore[no-any-return,unused-ignore]
+
+
+def _slow_tumor(body: bytes) -> tuple[int, ...]:
+    """The reference decoder (pydantic), reached for a body the fast one refused: lists every error."""
+    check_utf8(body)
+    refuse_duplicate_keys(body)
     try:
-        return Tumor.model_validate_json(body).as_row()  # only reached for a bad body: lists every error
+        return TumorJSON.model_validate_json(body).as_row()
     except ValidationError as exc:
         raise from_pydantic(exc.errors(include_url=False)) from None
+
+
+def check_utf8(body: bytes, what: str = "body") -> None:
+    """A 400 for a body that is not UTF-8 text (JSON must be; the offending bytes are not echoed)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the {what} is not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+class _Pairs(dict[str, Any]):
+    """A JSON object that remembers its repeated keys (and their values, in order)."""
+
+    repeated: dict[str, list[Any]]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
+    obj = _Pairs(pairs)
+    obj.repeated = {}
+    if len(obj) != len(pairs):
+        for key, _ in pairs:
+            values = [v for k, v in pairs if k == key]
+            if len(values) > 1:
+                obj.repeated[key] = values
+    return obj
+
+
+def refuse_duplicate_keys(body: bytes) -> None:
+    """A 422 naming every repeated key of a tumor object (top level, or the items of a top-level array).
+
+    ``{"mitoses": 99, ..., "mitoses": 1}`` is ambiguous patient data: parsers differ on which value
+    wins.  A body that is not JSON is left to the decoder's own error.
+    """
+    try:
+        doc = json.loads(body, object_pairs_hook=_pairs)
+    except (ValueError, RecursionError):
+        return
+    found: list[tuple[list[str | int], list[Any]]] = []
+    if isinstance(doc, _Pairs):
+        found = [(["body", key], values) for key, values in doc.repeated.items()]
+    elif isinstance(doc, list):
+        found = [
+            (["body", i, key], values)
+            for i, item in enumerate(doc) if isinstance(item, _Pairs)
+            for key, values in item.repeated.items()
+        ]
+    if found:
+        details = [{"loc": loc, "value": values, "reason": "given more than once"} for loc, values in found]
+        where = ", ".join(".".join(str(p) for p in loc[1:]) for loc, _ in found[:5])
+        raise Unprocessable(f"ambiguous input: {where} given more than once", details[:100])
 
 
 class Result(msgspec.Struct, array_like=False):
@@ -96,42 +179,63 @@ def decode_tumors(body: bytes, limit: int) -> Iterator[tuple[int, ...]]:
     """The feature rows of a JSON array of tumors, in order (an iterator: rows are not copied)."""
     try:
         structs = _many.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        check_utf8(body)
+        refuse_duplicate_keys(body)
         try:
             structs = _tumors.validate_json(body)
         except ValidationError as exc:
             raise from_pydantic(exc.errors(include_url=False)) from None
+    else:
+        if body.count(b'"') != _QUOTES_PER_TUMOR * len(structs):
+            refuse_duplicate_keys(body)
     if len(structs) > limit:
-        raise Unprocessable(
-            f"a batch holds at most {limit} rows; this one has {len(structs)}",
-            [{"loc": ["body"], "value": None, "reason": f"more than {limit} items"}],
-        )
+        raise _too_many(limit, len(structs), ["body"])
     return map(row_of, structs)
 
 
+def _too_many(limit: int, n: int, loc: list[str | int]) -> APIError:
+    return PayloadTooLarge(
+        f"a batch holds at most {limit} rows; this one has {n}",
+        [{"loc": loc, "value": None, "reason": f"more than {limit} rows"}],
+    )
+
+
+#: CSV as the OpenAPI document describes it (`CSV_PATTERN`): lines end in LF, CRLF or CR (not at the
+#: other characters str.splitlines() breaks on), cells may be padded with spaces and tabs.
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
+_BLANK: Final = " \t"
+_CSV_ROW: Final = rf"[ \t]*0*(10|[1-9])[ \t]*(,[ \t]*0*(10|[1-9])[ \t]*){{{len(FEATURES) - 1}}}"
+CSV_PATTERN: Final = rf"^({_CSV_ROW}|[ \t]*)((\r\n|\r|\n)({_CSV_ROW}|[ \t]*))*$"
+
+
+def _is_score(cell: str) -> bool:
+    # ASCII digits only: str.isdigit() and int() also take "²" and "٣"
+    return cell.isascii() and cell.isdigit() and SCORE_MIN <= int(cell) <= SCORE_MAX
+
+
 def decode_csv(body: bytes, limit: int) -> list[tuple[int, ...]]:
-    """Rows of CSV (no header), nine whole numbers 1-10 per line in `FEATURES` order."""
+    """Rows of CSV (no header), nine whole numbers 1-10 per line in `FEATURES` order; no rows, no results."""
     try:
-        lines = [line for line in body.decode("utf-8").splitlines() if line.strip()]
+        lines = [line for line in _LINE_END.split(body.decode("utf-8")) if line.strip(_BLANK)]
     except UnicodeDecodeError as exc:
-        raise APIError(f"the CSV body is not UTF-8 text (byte {exc.start})", status=400) from None
+        raise BadRequest(f"the CSV body is not UTF-8 text (invalid byte at offset {exc.start})") from None
     if len(lines) > limit:
-        raise Unprocessable(f"a batch holds at most {limit} rows; this one has {len(lines)}")
+        raise _too_many(limit, len(lines), ["body"])
     rows: list[tuple[int, ...]] = []
     details: list[dict[str, Any]] = []
     for i, line in enumerate(lines):
-        cells = [c.strip() for c in line.split(",")]
+        cells = [c.strip(_BLANK) for c in line.split(",")]
         if len(cells) != len(FEATURES):
             details.append({"loc": ["body", i], "value": line, "reason": f"expected {len(FEATURES)} values, found {len(cells)}"})
             continue
-        for name, cell in zip(FEATURES, cells):
-            if not (cell.isdigit() and SCORE_MIN <= int(cell) <= SCORE_MAX):
-                details.append({"loc": ["body", i, name], "value": cell, "reason": f"must be a whole number {SCORE_MIN}-{SCORE_MAX}"})
-        rows.append(tuple(int(c) for c in cells if c.isdigit()))
+        bad = [(name, cell) for name, cell in zip(FEATURES, cells) if not _is_score(cell)]
+        for name, cell in bad:
+            details.append({"loc": ["body", i, name], "value": cell, "reason": f"must be a whole number {SCORE_MIN}-{SCORE_MAX}"})
+        if not bad:
+            rows.append(tuple(int(c) for c in cells))
     if details:
         raise Unprocessable(f"{len(details)} invalid CSV value(s); first at row {details[0]['loc'][1]}", details[:100])
-    if not rows:
-        raise Unprocessable("the CSV body has no rows", [{"loc": ["body"], "value": None, "reason": "empty"}])
     return rows
 
 
@@ -147,7 +251,7 @@ class V2Tensor(msgspec.Struct, forbid_unknown_fields=False):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | None = None  # absent when the values follow the JSON as binary (Triton's extension)
     parameters: dict[str, Any] | None = None
 
 
@@ -164,20 +268,40 @@ class V2Request(msgspec.Struct):
 
 
 _v2 = msgspec.json.Decoder(V2Request)
+#: Triton's binary tensor data extension: little-endian values, row-major.
+_BINARY_DTYPES: Final = {"INT64": "<i8", "INT32": "<i4", "FP32": "<f4", "FP64": "<f8"}
 
 
-def decode_v2(body: bytes, limit: int) -> tuple[V2Request, list[tuple[int, ...]]]:
-    """An inference request and its rows: one tensor of shape [N, 9] in `FEATURES` order."""
+def decode_v2(body: bytes, limit: int, header_length: int | None = None) -> tuple[V2Request, list[tuple[int, ...]]]:
+    """An inference request and its rows: one tensor ``tumor`` of shape [N, 9] in `FEATURES` order.
+
+    With ``header_length`` (the ``Inference-Header-Content-Length`` header of Triton's binary
+    tensor data extension) the JSON is the first ``header_length`` bytes and the tensor's values,
+    ``parameters.binary_data_size`` bytes of them, follow it.
+    """
+    binary = b""
+    if header_length is not None:
+        if not 0 <= header_length <= len(body):
+            raise BadRequest(f"Inference-Header-Content-Length {header_length} is outside the body ({len(body)} bytes)")
+        body, binary = body[:header_length], body[header_length:]
+    check_utf8(body, "inference request")  # msgspec skips the keys it ignores without looking at their bytes
     try:
         request = _v2.decode(body)
     except msgspec.ValidationError as exc:
         raise Unprocessable(f"not an inference request: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise APIError(f"the body is not valid JSON: {exc}", status=400) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's depth limit, where the unchecked `parameters` and `data` nest
+        raise BadRequest("the body is nested too deeply") from None
     if len(request.inputs) != 1:
         raise Unprocessable(f"expected exactly one input tensor ({V2_INPUT!r}), got {len(request.inputs)}")
     tensor = request.inputs[0]
-    loc = ["body", "inputs", 0]
+    loc: list[str | int] = ["body", "inputs", 0]
+    if tensor.name != V2_INPUT:  # as Triton: an input the model does not have is a bad request
+        raise BadRequest(
+            f"unexpected inference input {tensor.name!r} for model {V2_MODEL!r}: its one input is {V2_INPUT!r}",
+            [{"loc": [*loc, "name"], "value": tensor.name, "reason": f"must be {V2_INPUT!r}"}],
+        )
     if tensor.datatype not in V2_INPUT_DATATYPES:
         raise Unprocessable(
             f"input datatype {tensor.datatype!r} is not one of {', '.join(V2_INPUT_DATATYPES)}",
@@ -191,11 +315,8 @@ def decode_v2(body: bytes, limit: int) -> tuple[V2Request, list[tuple[int, ...]]
         )
     n = tensor.shape[0]
     if n > limit:
-        raise Unprocessable(
-            f"a batch holds at most {limit} rows; this one has {n}",
-            [{"loc": [*loc, "shape"], "value": tensor.shape, "reason": f"more than {limit} rows"}],
-        )
-    flat = _flatten(tensor.data)
+        raise _too_many(limit, n, [*loc, "shape"])
+    flat = _tensor_values(tensor, binary, loc)
     if len(flat) != n * n_features:
         raise Unprocessable(
             f"input data has {len(flat)} values, shape {tensor.shape} needs {n * n_features}",
@@ -226,13 +347,61 @@ def decode_v2(body: bytes, limit: int) -> tuple[V2Request, list[tuple[int, ...]]
     return request, rows
 
 
+def _tensor_values(tensor: V2Tensor, binary: bytes, loc: list[str | int]) -> list[Any]:
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is None:
+        if binary:
+            raise BadRequest(f"{len(binary)} bytes follow the inference header, but no input has binary_data_size")
+        if tensor.data is None:
+            raise Unprocessable("the input has neither data nor parameters.binary_data_size",
+                                [{"loc": [*loc, "data"], "value": None, "reason": "missing"}])
+        return _flatten(tensor.data)
+    if tensor.data is not None:
+        raise Unprocessable("the input has both data and parameters.binary_data_size",
+                            [{"loc": [*loc, "data"], "value": None, "reason": "give one or the other"}])
+    dtype = np.dtype(_BINARY_DTYPES[tensor.datatype])
+    if type(size) is not int or size != len(binary) or size % dtype.itemsize:
+        raise BadRequest(
+            f"parameters.binary_data_size is {size!r}, but {len(binary)} bytes of {tensor.datatype} "
+            f"({dtype.itemsize} bytes each) follow the inference header",
+            [{"loc": [*loc, "parameters", "binary_data_size"], "value": size, "reason": "does not match the binary data"}],
+        )
+    values: list[Any] = np.frombuffer(binary, dtype=dtype).tolist()
+    return values
+
+
+def wants_binary(request: V2Request, name: str) -> bool:
+    """Whether output ``name`` is to be sent as binary: its ``binary_data`` parameter, else the request's
+    ``binary_data_output`` (tritonclient's default when it names no outputs)."""
+    default = (request.parameters or {}).get("binary_data_output") is True
+    for output in request.outputs or ():
+        if output.name == name and output.parameters and "binary_data" in output.parameters:
+            return output.parameters["binary_data"] is True
+    return default
+
+
+def binary_tensor(datatype: str, values: Sequence[Any]) -> bytes:
+    """Values as Triton's binary extension carries them: BYTES length-prefixed (uint32 LE), numbers little-endian."""
+    if datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(b)) + b for b in (str(v).encode() for v in values))
+    return np.asarray(values, dtype=_BINARY_DTYPES[datatype]).tobytes()
+
+
 def _flatten(data: list[Any]) -> list[Any]:
-    if data and isinstance(data[0], list):  # nested, row-major (allowed by the protocol)
-        out: list[Any] = []
-        for item in data:
-            out.extend(_flatten(item) if isinstance(item, list) else [item])
-        return out
-    return data
+    """Nested lists, row-major (allowed by the protocol), as one flat list; iterative: any depth."""
+    if not (data and isinstance(data[0], list)):
+        return data
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
 
 
 # ---- response documents (for OpenAPI; the hot path encodes plain dicts) ----------------------------
