@@ -151,7 +151,7 @@ train-job: install ## Run the training Job with trainer image VERSION; wait; pri
 	@$(K8S) wait --for=condition=complete job/oncology-train --timeout=$(JOB_TIMEOUT) \
 	  || { $(K8S) logs job/oncology-train --tail=50 >&2; echo "the training Job did not complete" >&2; exit 1; }
 	$(K8S) logs job/oncology-train
-	@$(K8S) logs job/oncology-train | grep -o 'published model version [0-9.]*' | tail -1
+	@$(K8S) logs job/oncology-train | grep -oE 'published model version [0-9.]+|version [0-9.]+ in [^ ]+ already holds this very model' | tail -1
 
 lint: install ## Static checks: ruff and mypy --strict
 	$(BIN)/ruff check src model/src tests model/tests deploy benchmarks

@@ -100,6 +100,7 @@ def test_every_row_of_the_dataset_gets_the_in_process_answer(
     assert wheel_answers["probabilities"] == probabilities
     labels = [expected.label(p).value for p in probabilities]
     assert wheel_answers["labels"] == labels
+    decisions = [str(d) for d in expected.decide_many(probabilities)]
 
     with httpx.Client(base_url=service, timeout=30) as client:
         batch = client.post("/predict/batch", json=_as_json_rows(complete))
@@ -107,10 +108,12 @@ def test_every_row_of_the_dataset_gets_the_in_process_answer(
         assert [r["probability"] for r in batch.json()] == probabilities
         assert [r["prediction"] for r in batch.json()] == labels
         assert {r["model_version"] for r in batch.json()} == {pulled.version}
-        for row, p, label in zip(_as_json_rows(complete), probabilities, labels):
+        assert [r["decision"] for r in batch.json()] == decisions
+        for row, p, label, decision in zip(_as_json_rows(complete), probabilities, labels, decisions):
             answer = client.post("/predict", json=row)
             assert answer.status_code == 200, answer.text
-            assert answer.json() == {"prediction": label, "probability": p, "model_version": pulled.version}
+            assert answer.json() == {"prediction": label, "probability": p, "decision": decision,
+                                     "model_version": pulled.version}
         for values in incomplete:  # the 16 rows with a missing value ("?") are refused, naming the field
             row = {name: (int(v) if v.isdigit() else v) for name, v in zip(FEATURES, values)}
             refused = client.post("/predict", json=row)
