@@ -15,7 +15,6 @@ from typing import Annotated, Any, Final
 from urllib.parse import parse_qsl
 
 import msgspec
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
@@ -269,7 +268,8 @@ class V2Request(msgspec.Struct):
 
 _v2 = msgspec.json.Decoder(V2Request)
 #: Triton's binary tensor data extension: little-endian values, row-major.
-_BINARY_DTYPES: Final = {"INT64": "<i8", "INT32": "<i4", "FP32": "<f4", "FP64": "<f8"}
+#: struct codes of the numeric datatypes (little-endian, as Triton sends them); the service has no numpy
+_BINARY_DTYPES: Final = {"INT64": "q", "INT32": "i", "FP32": "f", "FP64": "d"}
 
 
 def decode_v2(body: bytes, limit: int, header_length: int | None = None) -> tuple[V2Request, list[tuple[int, ...]]]:
@@ -359,14 +359,15 @@ def _tensor_values(tensor: V2Tensor, binary: bytes, loc: list[str | int]) -> lis
     if tensor.data is not None:
         raise Unprocessable("the input has both data and parameters.binary_data_size",
                             [{"loc": [*loc, "data"], "value": None, "reason": "give one or the other"}])
-    dtype = np.dtype(_BINARY_DTYPES[tensor.datatype])
-    if type(size) is not int or size != len(binary) or size % dtype.itemsize:
+    code = _BINARY_DTYPES[tensor.datatype]
+    itemsize = struct.calcsize("<" + code)
+    if type(size) is not int or size != len(binary) or size % itemsize:
         raise BadRequest(
             f"parameters.binary_data_size is {size!r}, but {len(binary)} bytes of {tensor.datatype} "
-            f"({dtype.itemsize} bytes each) follow the inference header",
+            f"({itemsize} bytes each) follow the inference header",
             [{"loc": [*loc, "parameters", "binary_data_size"], "value": size, "reason": "does not match the binary data"}],
         )
-    values: list[Any] = np.frombuffer(binary, dtype=dtype).tolist()
+    values: list[Any] = list(struct.unpack(f"<{size // itemsize}{code}", binary))
     return values
 
 
@@ -384,7 +385,7 @@ def binary_tensor(datatype: str, values: Sequence[Any]) -> bytes:
     """Values as Triton's binary extension carries them: BYTES length-prefixed (uint32 LE), numbers little-endian."""
     if datatype == "BYTES":
         return b"".join(struct.pack("<I", len(b)) + b for b in (str(v).encode() for v in values))
-    return np.asarray(values, dtype=_BINARY_DTYPES[datatype]).tobytes()
+    return struct.pack(f"<{len(values)}{_BINARY_DTYPES[datatype]}", *values)
 
 
 def _flatten(data: list[Any]) -> list[Any]:

@@ -1,0 +1,39 @@
+"""The service image carries no numpy, scipy, scikit-learn or plotting library: the code it runs must not
+need them (the e2e tier found a V2 decoder importing numpy only once the image was built)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BLOCKED = ("numpy", "scipy", "sklearn", "pandas", "altair", "vl_convert")
+
+PROGRAM = """
+import sys
+for name in {blocked!r}:
+    sys.modules[name] = None  # importing any of them now fails, as in the image
+from starlette.testclient import TestClient
+import oncology.cli, oncology.webservice.server
+from oncology.settings import ServeSettings
+from oncology.webservice.app import create_app
+with TestClient(create_app(ServeSettings(store={store!r}))) as client:
+    row = [5, 1, 1, 1, 2, 1, 3, 1, 1]
+    assert client.post("/predict?explain=true", json=dict(zip(__import__("oncology_model").datamodel.FEATURES, row))).status_code == 200
+    import json, struct
+    header = json.dumps({{"inputs": [{{"name": "tumor", "shape": [1, 9], "datatype": "INT64",
+                                      "parameters": {{"binary_data_size": 72}}}}],
+                         "outputs": [{{"name": "probability", "parameters": {{"binary_data": True}}}}]}}).encode()
+    answer = client.post("/v2/models/oncology/infer", content=header + struct.pack("<9q", *row),
+                         headers={{"inference-header-content-length": str(len(header))}})
+    assert answer.status_code == 200, answer.text
+    assert client.get("/dashboard").status_code in (200, 404)
+print("served without", ", ".join({blocked!r}))
+"""
+
+
+def test_the_service_runs_without_numpy_scipy_sklearn_or_plotting(trained_store: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", PROGRAM.format(blocked=BLOCKED, store=str(trained_store))],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "served without numpy" in proc.stdout
