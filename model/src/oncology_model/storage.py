@@ -138,10 +138,7 @@ class LocalStore(Store):
     def write(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            _write_synced(tmp, data)
-            os.replace(tmp, path)
+            os.replace(_staged(path, data), path)
         except OSError as exc:
             raise StoreError(f"{path}: cannot write ({exc.strerror})") from exc
 
@@ -162,9 +159,7 @@ class LocalStore(Store):
     def _create(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            _write_synced(tmp, data)
+            tmp = _staged(path, data)
             try:
                 os.link(tmp, path)  # atomic, and fails if the name exists: complete or absent, never replaced
             except FileExistsError:
@@ -193,9 +188,7 @@ class LocalStore(Store):
                     current = None
                 if current != expected:
                     return False
-                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-                _write_synced(tmp, data)
-                os.replace(tmp, path)
+                os.replace(_staged(path, data), path)
         except OSError as exc:
             raise StoreError(f"{path}: cannot write ({exc.strerror})") from exc
         return True
@@ -225,6 +218,14 @@ class LocalStore(Store):
             raise StoreError(f"cannot publish to {target}: {exc.strerror}") from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staged(path: Path, data: bytes) -> Path:
+    """``data`` written and synced to a hidden temporary file beside ``path`` (its folder made if need be)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    _write_synced(tmp, data)
+    return tmp
 
 
 def _write_synced(path: Path, data: bytes) -> None:
