@@ -211,8 +211,9 @@ def test_wrong_credentials_give_a_clear_error_and_publish_nothing(s3: S3) -> Non
 
 def test_a_stopped_server_gives_a_clear_error(s3: S3, tmp_path: Path) -> None:
     import seaweedfs as weed
+    from localproc import free_port
 
-    server = weed.start(tmp_path / "sw", s3_port=weed.free_port(), access_key=s3.access_key, secret_key=s3.secret_key)
+    server = weed.start(tmp_path / "sw", s3_port=free_port(), access_key=s3.access_key, secret_key=s3.secret_key)
     endpoint = server.endpoint_url
     server.stop()
     proc = cli(s3.env(AWS_ENDPOINT_URL=endpoint), "train", "--store", f"s3://{s3.bucket}/x")
