@@ -99,13 +99,15 @@ infra-down: ## Stop all of the local infrastructure (state is kept in .infra/)
 # another address of it, e.g. a port-forward)
 INDEX ?= host
 INDEX_URL ?=
+# more options of deploy/publish.py, e.g. PUBLISH_ARGS='--image webservice'
+PUBLISH_ARGS ?=
 
 publish: install ## Publish VERSION (default: champion) of STORE: its wheel to the package index (INDEX=host|cluster), both images to the registry
 	@case "$(INDEX)" in host|cluster) ;; *) echo "INDEX must be host or cluster, not '$(INDEX)'" >&2; exit 2;; esac
 	$(if $(filter cluster,$(INDEX)),$(CLUSTER_GUARD))
 	eval "$$(infra/up.sh docker base-image registry $(if $(filter host,$(INDEX)),pypi))" && \
 	$(if $(filter cluster,$(INDEX)),eval "$$(KUBECTL='$(K8S)' INDEX_URL='$(INDEX_URL)' deploy/index/cluster-env.sh)" && )\
-	$(BIN)/python deploy/publish.py --version $(VERSION) --store $(STORE) --registry "$$ONCOLOGY_REGISTRY" --base-image $(BASE_IMAGE)
+	$(BIN)/python deploy/publish.py --version $(VERSION) --store $(STORE) --registry "$$ONCOLOGY_REGISTRY" --base-image $(BASE_IMAGE) $(PUBLISH_ARGS)
 
 e2e: install ## End-to-end tier: images, registry, index, S3 (and Kubernetes) for real; needs root (a few minutes)
 	$(BIN)/pytest tests/e2e -m e2e $(PYTEST_ARGS)
