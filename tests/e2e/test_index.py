@@ -137,8 +137,13 @@ def test_a_new_container_serves_what_the_killed_one_was_given(stack: Stack, inde
         assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
         head = s3.client().head_object(Bucket=BUCKET, Key=f"packages/{wheel.name}")  # in S3 at the acknowledgement
         assert head["Metadata"]["sha256"] == sha256(wheel)
-        again = twine_upload(url, password, wheel)
-        assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+        again = twine_upload(url, password, wheel)  # pypiserver answers twine 400 (as pypi.org does), others 409
+        assert again.returncode != 0 and "400 Bad Request" in again.stdout + again.stderr, again.stdout + again.stderr
+        with wheel.open("rb") as f:
+            direct = httpx.post(url, auth=(USER, password), timeout=30, data={":action": "file_upload"},
+                                files={"content": (wheel.name, f)})
+        assert direct.status_code == 409 and "already exists" in direct.text, direct.text
+        assert s3.client().head_object(Bucket=BUCKET, Key=f"packages/{wheel.name}")["ETag"] == head["ETag"]
         stack.docker("kill", first)  # SIGKILL: nothing gets a chance to flush
 
     # 2. a new container, empty cache: the same wheel, byte for byte
