@@ -96,8 +96,10 @@ def pip_download(simple_url: str, requirement: str, dest: Path) -> subprocess.Co
     """``pip download`` of one requirement from that index alone (no other index, no cache)."""
     dest.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    host = simple_url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1].split(":")[0]  # plain HTTP off loopback
     return subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--isolated",
-                           "--disable-pip-version-check", "--index-url", simple_url, "--dest", str(dest), requirement],
+                           "--disable-pip-version-check", "--index-url", simple_url, "--trusted-host", host,
+                           "--dest", str(dest), requirement],
                           env=env, capture_output=True, text=True, timeout=120)
 
 
