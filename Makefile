@@ -168,7 +168,7 @@ train-job: install ## Run the training Job with trainer image VERSION; wait; pri
 lint: install ## Static checks: ruff and mypy --strict
 	$(BIN)/ruff check src model/src tests model/tests deploy benchmarks
 	$(BIN)/mypy
-	$(BIN)/hadolint deploy/docker/*/Dockerfile
+	$(BIN)/hadolint deploy/docker/*/Dockerfile deploy/index/Dockerfile
 
 wheel: install ## Build the oncology-model wheel carrying VERSION (default: champion) from STORE into dist/
 	$(BIN)/oncology wheel --store $(STORE) --model $(VERSION) --out dist
