@@ -47,13 +47,13 @@ SHA256_KEY = "sha256"  # S3 user metadata: x-amz-meta-sha256
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
 
 
-class IndexError_(Exception):
+class IndexSetupError(Exception):
     """A setting is wrong or S3 cannot be used: one line, exit 2."""
 
 
 def parse_store(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://") or not uri[5:].split("/", 1)[0]:
-        raise IndexError_(f"ONCOLOGY_INDEX_STORE must be s3://bucket[/prefix], not {uri!r}")
+        raise IndexSetupError(f"ONCOLOGY_INDEX_STORE must be s3://bucket[/prefix], not {uri!r}")
     bucket, _, prefix = uri[5:].partition("/")
     prefix = prefix.strip("/")
     return bucket, f"{prefix}/" if prefix else ""
@@ -119,7 +119,7 @@ def make_backend_class() -> type:
                         digest.update(chunk)
                         out.write(chunk)
                 if expected and digest.hexdigest() != expected:
-                    raise IndexError_(f"s3://{self.bucket}/{self._key(name)}: sha256 {digest.hexdigest()} is not the "
+                    raise IndexSetupError(f"s3://{self.bucket}/{self._key(name)}: sha256 {digest.hexdigest()} is not the "
                                       f"{expected} recorded at upload: not served")
                 os.replace(tmp, self.cache / name)
                 log.info("fetched %s from s3://%s/%s (sha256 %s)", name, self.bucket, self.prefix, digest.hexdigest())
@@ -130,7 +130,7 @@ def make_backend_class() -> type:
         def get_all_packages(self) -> Iterable[Any]:
             try:
                 self.sync()
-            except (BotoCoreError, ClientError, IndexError_) as exc:
+            except (BotoCoreError, ClientError, IndexSetupError) as exc:
                 log.warning("S3 did not answer (%s): serving the cached packages", _why(exc))
             return super().get_all_packages()  # type: ignore[no-any-return]
 
@@ -214,7 +214,7 @@ def wait_port_free(host: str, port: int, timeout: float = 60.0) -> None:
                 return
             except OSError:
                 if time.monotonic() > end:
-                    raise IndexError_(f"{host}:{port} is taken by another process") from None
+                    raise IndexSetupError(f"{host}:{port} is taken by another process") from None
         time.sleep(0.2)
 
 
@@ -228,11 +228,11 @@ def main() -> int:
         user = env.get("ONCOLOGY_INDEX_USER") or "oncology"
         password = env.get("ONCOLOGY_INDEX_PASSWORD", "")
         if not password:
-            raise IndexError_("ONCOLOGY_INDEX_PASSWORD is not set: the index never runs without a password")
+            raise IndexSetupError("ONCOLOGY_INDEX_PASSWORD is not set: the index never runs without a password")
         host = env.get("ONCOLOGY_INDEX_HOST") or "127.0.0.1"
         port_text = env.get("ONCOLOGY_INDEX_PORT") or "8082"
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise IndexError_(f"ONCOLOGY_INDEX_PORT must be a TCP port, not {port_text!r}")
+            raise IndexSetupError(f"ONCOLOGY_INDEX_PORT must be a TCP port, not {port_text!r}")
         port = int(port_text)
         state = Path(env.get("ONCOLOGY_INDEX_CACHE") or "/tmp/oncology-index")
         cache = state / "packages"
@@ -252,7 +252,7 @@ def main() -> int:
         try:
             probe.sync()  # the cache rebuilt from the record; S3 must answer now
         except (BotoCoreError, ClientError) as exc:
-            raise IndexError_(f"cannot read s3://{bucket}/{prefix}: {_why(exc)}") from None
+            raise IndexSetupError(f"cannot read s3://{bucket}/{prefix}: {_why(exc)}") from None
         log.info("cache filled from s3://%s/%s in %.2fs: %d file(s)", bucket, prefix, time.monotonic() - t0,
                  sum(1 for p in cache.iterdir() if not p.name.startswith(".")))
 
@@ -266,7 +266,7 @@ def main() -> int:
             "--authenticate", "update,download,list", "--server", "auto", "--disable-fallback",
             "--hash-algo", "sha256", str(cache),
         ])
-    except IndexError_ as exc:
+    except IndexSetupError as exc:
         print(f"oncology-index: error: {exc}", file=sys.stderr)
         return 2
     return 0
