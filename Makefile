@@ -10,6 +10,7 @@ STORE  ?= store
 VERSION ?= champion
 PYTEST_ARGS ?=
 
+.PHONY: index-image index-deploy
 .PHONY: help install run serve train test upload.monitoring release release.version bench infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback-deployment train-job lint wheel lock clean
 
 help: ## Show this help
@@ -93,9 +94,20 @@ infra-up: install ## Start the local infrastructure on 127.0.0.1: S3 :8333, dock
 infra-down: ## Stop all of the local infrastructure (state is kept in .infra/)
 	infra/down.sh
 
-publish: install ## Publish VERSION (default: champion) of STORE: its wheel to the package index, both images to the registry
-	eval "$$(infra/up.sh docker base-image registry pypi)" && \
-	$(BIN)/python deploy/publish.py --version $(VERSION) --store $(STORE) --registry "$$ONCOLOGY_REGISTRY" --base-image $(BASE_IMAGE)
+# INDEX=host (default): the host's pypiserver of infra/pypi.sh, for a machine without a cluster; INDEX=cluster: the
+# index that `make index-deploy` runs on the cluster (its Service and Secret; INDEX_URL=http://HOST:PORT/ for
+# another address of it, e.g. a port-forward)
+INDEX ?= host
+INDEX_URL ?=
+# more options of deploy/publish.py, e.g. PUBLISH_ARGS='--image webservice'
+PUBLISH_ARGS ?=
+
+publish: install ## Publish VERSION (default: champion) of STORE: its wheel to the package index (INDEX=host|cluster), both images to the registry
+	@case "$(INDEX)" in host|cluster) ;; *) echo "INDEX must be host or cluster, not '$(INDEX)'" >&2; exit 2;; esac
+	$(if $(filter cluster,$(INDEX)),$(CLUSTER_GUARD))
+	eval "$$(infra/up.sh docker base-image registry $(if $(filter host,$(INDEX)),pypi))" && \
+	$(if $(filter cluster,$(INDEX)),eval "$$(KUBECTL='$(K8S)' INDEX_URL='$(INDEX_URL)' deploy/index/cluster-env.sh)" && )\
+	$(BIN)/python deploy/publish.py --version $(VERSION) --store $(STORE) --registry "$$ONCOLOGY_REGISTRY" --base-image $(BASE_IMAGE) $(PUBLISH_ARGS)
 
 e2e: install ## End-to-end tier: images, registry, index, S3 (and Kubernetes) for real; needs root (a few minutes)
 	$(BIN)/pytest tests/e2e -m e2e $(PYTEST_ARGS)
@@ -156,7 +168,7 @@ train-job: install ## Run the training Job with trainer image VERSION; wait; pri
 lint: install ## Static checks: ruff and mypy --strict
 	$(BIN)/ruff check src model/src tests model/tests deploy benchmarks
 	$(BIN)/mypy
-	$(BIN)/hadolint deploy/docker/*/Dockerfile
+	$(BIN)/hadolint deploy/docker/*/Dockerfile deploy/index/Dockerfile
 
 wheel: install ## Build the oncology-model wheel carrying VERSION (default: champion) from STORE into dist/
 	$(BIN)/oncology wheel --store $(STORE) --model $(VERSION) --out dist
@@ -195,3 +207,21 @@ drift-job: install ## Run oncology drift once on the cluster (trainer image VERS
 	$(K8S) logs job/oncology-drift; \
 	case "$$state" in *Complete*) ;; \
 	  *) echo "the drift Job failed: drift flagged (exit 1) or nothing could be checked (exit 2); see its output above" >&2; exit 1;; esac
+
+# ---- the package index on the cluster ----------------------------------------------------------------
+INDEX_OVERLAY ?= deploy/k8s/index/local
+INDEX_USER    ?= oncology
+INDEX_IMAGE_TAG = $(shell $(PYTHON) deploy/index/image.py --tag-only)
+
+index-image: install ## Build the package index image (pypiserver, packages in S3) and push it to the local registry
+	eval "$$(infra/up.sh docker base-image registry)" && \
+	$(BIN)/python deploy/index/image.py --registry "$$ONCOLOGY_REGISTRY" --base-image $(BASE_IMAGE)
+
+index-deploy: install ## Run the package index on the cluster (INDEX_OVERLAY, REGISTRY); its password Secret is made once (INDEX_PASSWORD, or random)
+	$(CLUSTER_GUARD)
+	@$(K8S) get secret oncology-index >/dev/null 2>&1 || { \
+	  password='$(INDEX_PASSWORD)'; [ -n "$$password" ] || password=$$(head -c 18 /dev/urandom | base64 | tr -d '/+=' | cut -c1-20); \
+	  $(K8S) create secret generic oncology-index --from-literal=username=$(INDEX_USER) --from-literal=password="$$password" >/dev/null \
+	  && echo "created the Secret oncology-index (user $(INDEX_USER))"; }
+	$(K8S) kustomize $(INDEX_OVERLAY) | $(BIN)/python deploy/index/render.py --image $(REGISTRY)/oncology-index:$(INDEX_IMAGE_TAG) | $(K8S) apply -f -
+	$(K8S) rollout status deployment/oncology-index --timeout=$(ROLLOUT_TIMEOUT)

@@ -4,7 +4,7 @@
 #
 #   deploy/docker/requirements.sh        (needs the package index; run after `make lock`)
 #
-# webservice: oncology[serve]; trainer: oncology[train]. oncology and oncology-model are left
+# webservice: oncology[serve]; trainer: oncology[train]; index: deploy/index/requirements.in. oncology and oncology-model are left
 # out: the images install the application wheel and oncology-model==VERSION themselves.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,3 +18,8 @@ for pair in serve:webservice train:trainer; do
     --generate-hashes --annotation-style line --custom-compile-command deploy/docker/requirements.sh \
     -o "deploy/docker/$image/requirements.txt"
 done
+# the package index image: pypiserver with its packages in S3 (deploy/index/s3index.py)
+"$UV" pip compile deploy/index/requirements.in --quiet --constraint requirements.lock \
+  --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
+  --generate-hashes --annotation-style line --custom-compile-command deploy/docker/requirements.sh \
+  -o deploy/index/requirements.txt
