@@ -43,7 +43,7 @@ def test_sigterm_leaves_every_prediction_in_the_log_and_workers_never_share_an_o
 
     def client(n: int) -> None:
         try:
-            with httpx.Client(base_url=server.url) as http:  # new connections: both workers get requests
+            with httpx.Client(base_url=server.url, timeout=60) as http:  # new connections: both workers serve (60 s: a hang guard)
                 for i in range(25):
                     rid = f"c{n}-{i}"
                     answer = http.post("/predict", json=EXAMPLE if i % 2 else MALIGNANT, headers={"x-request-id": rid})
@@ -58,8 +58,9 @@ def test_sigterm_leaves_every_prediction_in_the_log_and_workers_never_share_an_o
     for t in threads:
         t.join()
     assert failures == []
-    batch = httpx.post(f"{server.url}/predict/batch", json=[EXAMPLE, MALIGNANT, EXAMPLE], headers={"x-request-id": "b"})
-    v2 = httpx.post(f"{server.url}/v2/models/oncology/infer", headers={"x-request-id": "v2"},
+    batch = httpx.post(f"{server.url}/predict/batch", json=[EXAMPLE, MALIGNANT, EXAMPLE], headers={"x-request-id": "b"},
+                       timeout=60)
+    v2 = httpx.post(f"{server.url}/v2/models/oncology/infer", headers={"x-request-id": "v2"}, timeout=60,
                     json={"inputs": [{"name": "tumor", "datatype": "INT64", "shape": [1, 9], "data": list(EXAMPLE.values())}]})
     assert batch.status_code == v2.status_code == 200
     assert not list(logs.rglob("*.jsonl.gz"))  # an hour's flush interval: all of it is still in memory ...
