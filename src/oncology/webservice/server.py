@@ -33,6 +33,7 @@ import uvicorn
 
 from oncology import logconfig
 from oncology.settings import ServeSettings
+from oncology.webservice import overload
 from oncology.webservice.app import Front, create_app
 
 log = logging.getLogger("oncology.webservice")
@@ -94,12 +95,13 @@ def _options(settings: ServeSettings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
         "lifespan": "on",
         "access_log": False,  # our middleware writes the access log, as JSON, without patient data
         "log_config": None,
         "server_header": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
+        "http": overload.protocol(settings),  # httptools with a deadline for reading a request
+        "timeout_keep_alive": settings.keep_alive_timeout,
     }
 
 
@@ -109,7 +111,8 @@ def serve(settings: ServeSettings) -> None:
         _supervise(settings)
         return
     app = create_app(settings)
-    _DrainingServer(uvicorn.Config(app, **_options(settings)), app, settings.drain_seconds).run()
+    shedder = overload.Shedder(app, settings, app.metrics)
+    _DrainingServer(uvicorn.Config(shedder, **_options(settings)), app, settings.drain_seconds).run()
 
 
 # ---- several workers ------------------------------------------------------------------------------
@@ -126,7 +129,7 @@ def _worker(sock: socket.socket) -> None:
     signal.signal(signal.SIGTERM, lambda sig, frame: early.append(sig))  # a stop while starting still drains
     app = app_from_env()
     settings = ServeSettings()
-    config = uvicorn.Config(app, **_options(settings))
+    config = uvicorn.Config(overload.Shedder(app, settings, app.metrics), **_options(settings))
     server = _DrainingServer(config, app, settings.drain_seconds, signals=(signal.SIGTERM,))
     server.early = early  # the same list: a signal until the server's own handler is in place is kept
     server.run(sockets=[sock])
