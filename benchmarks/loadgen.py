@@ -32,6 +32,7 @@ class Answer:
     retry_after: bytes | None
     body: bytes
     at: float  # seconds since the run's start when the answer came
+    index: int = -1  # open loop: the request's number in the run
 
 
 @dataclass
@@ -55,9 +56,14 @@ def raw(method: str, path: str, body: bytes = b"", content_type: str = "applicat
     return head.encode() + b"\r\n" + body
 
 
+#: Seconds after which an idle connection is not reused (the server's keep-alive timeout is 5 s).
+MAX_IDLE = 1.0
+
+
 class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.idle_since = 0.0
 
     async def call(self, request: bytes) -> tuple[int, bytes | None, bytes, bool]:
         """(status, retry-after, body, keep-alive) of one request."""
@@ -129,6 +135,9 @@ async def _open(port: int, request: bytes | Callable[[int], bytes], rate: float,
             async with free:
                 while not idle and opened >= max_connections:
                     await free.wait()
+                while idle and (idle[-1].reader.at_eof() or time.perf_counter() - idle[-1].idle_since > MAX_IDLE):
+                    idle.pop().close()  # the server may close an idle keep-alive connection: never reuse an old one
+                    opened -= 1
                 if idle:
                     conn = idle.pop()
                 else:
@@ -144,9 +153,10 @@ async def _open(port: int, request: bytes | Callable[[int], bytes], rate: float,
             data = request(i) if callable(request) else request
             status, retry_after, body, keep = await asyncio.wait_for(conn.call(data), timeout)
             now = time.perf_counter()
-            run.answers.append(Answer(status, now - scheduled, retry_after, body, now - start))
+            run.answers.append(Answer(status, now - scheduled, retry_after, body, now - start, i))
             async with free:
                 if keep:
+                    conn.idle_since = time.perf_counter()
                     idle.append(conn)
                 else:
                     conn.close()
