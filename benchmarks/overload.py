@@ -2,7 +2,7 @@
 
 On a store trained here (the fast test settings), ``oncology serve`` with one worker, twice: with the
 default overload settings ("shedding") and with ``ONCOLOGY_OVERLOAD_MAX_LAG=0`` ("no shedding").  The
-request is ``POST /predict/batch`` of ``--rows`` tumors (default 100: about 1.5 ms of server CPU,
+request is ``POST /predict/batch`` of ``--rows`` tumors (default 250: a few ms of server CPU, a 58 kB body,
 so that the Python client can offer 4x what the server can do).  Load comes from
 benchmarks/loadgen.py, which keeps every answer with its latency.
 
@@ -24,7 +24,7 @@ Everything goes to ``benchmarks/results/overload-<UTC timestamp>.json`` (and the
 Exit 1 if a server failed or an answer was wrong (a status other than 200/503, a 503 without
 Retry-After, a wrong probability, a failed probe); 0 otherwise.
 
-    .venv/bin/python benchmarks/overload.py [--seconds 5] [--rows 100]
+    .venv/bin/python benchmarks/overload.py [--seconds 5] [--rows 250]
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def slow_connections(port: int, stop: threading.Event, state: dict[str, Any]) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of each load point (default 5)")
-    parser.add_argument("--rows", type=int, default=100, help="tumors per batch request (default 100)")
+    parser.add_argument("--rows", type=int, default=250, help="tumors per batch request (default 250)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="oncology-overload-"))
     (bench.RESULTS / "logs").mkdir(parents=True, exist_ok=True)
