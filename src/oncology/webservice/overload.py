@@ -4,8 +4,9 @@
 CPU-bound handlers, so the queue of an overloaded worker is not in the app (its in-flight count
 stays near one) but in front of it: requests parsed and waiting for the loop.  The loop's own
 lateness measures that queue directly: a timer ticks every `TICK` seconds, and a request that
-starts more than ``overload_max_lag`` seconds after the tick was due is answered at once with
-``503`` and ``Retry-After`` (in the service's one error shape), which costs about what the HTTP
+starts more than ``overload_max_lag`` seconds after the tick was due, when that tick itself ran
+more than ``overload_max_lag`` late (the loop has stayed behind: not a single stall), is answered
+at once with ``503`` and ``Retry-After`` (in the service's one error shape), which costs about what the HTTP
 stack costs, instead of being scored late.  Each burst of work therefore admits at most
 ``overload_max_lag`` seconds of requests and sheds the rest, which keeps the latency of admitted
 requests bounded.  Probes and scrapes (`EXEMPT`) are never shed: an overloaded worker is still
@@ -53,11 +54,14 @@ class Shedder:
         self.shed = Counter("oncology_http_shed", "Requests answered 503 + Retry-After because the worker was overloaded",
                             ["reason"], registry=metrics.registry).labels("loop_lag")
         self._due = math.inf  # when the next tick should run; inf until the timer runs
+        self._late = False  # whether the last tick ran more than max_lag late
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _tick(self) -> None:
         assert self._loop is not None
-        self._due = self._loop.time() + TICK
+        now = self._loop.time()
+        self._late = now - self._due > self.max_lag  # this tick itself came late: the loop was already behind
+        self._due = now + TICK
         self._loop.call_at(self._due, self._tick)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -83,7 +87,9 @@ class Shedder:
                 more = message.get("more_body", False)
             else:
                 first = {"type": "http.request", "body": b"".join(chunks), "more_body": more}
-        if first["type"] != "http.request" or loop.time() - self._due <= self.max_lag:
+        # overloaded: late now, and the last tick was late too (one stall alone, a GC pause, a model
+        # reload holding the GIL, the process descheduled, sheds nothing)
+        if first["type"] != "http.request" or not self._late or loop.time() - self._due <= self.max_lag:
             await self.app(scope, _replay(first, receive), send)
             return
         self.shed.inc()
