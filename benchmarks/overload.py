@@ -12,7 +12,9 @@ benchmarks/loadgen.py, which keeps every answer with its latency.
    admitted (200) answers and of the shed ones, and the admitted p99 over the unloaded p99; a thread
    polls /readyz meanwhile (every answer must be 200).  Every 503 must carry Retry-After, every 200
    the right probabilities, no other status is accepted;
-4. slow connections: 1,000 connections trickling headers or bodies (one byte per 0.2 s each) while
+4. closed loop: ``--connections`` (default 256, 32x the capacity point's) each sending its next request
+   as soon as it has its answer (the client cannot fall behind the server here), against each server;
+5. slow connections: 1,000 connections trickling headers or bodies (one byte per 0.2 s each) while
    the client sends the unloaded rate: its p50/p99 against the unloaded ones, and the seconds until
    the server had closed every slow connection (``request_read_timeout``, 10 s by default).
 
@@ -139,6 +141,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of each load point (default 5)")
     parser.add_argument("--rows", type=int, default=250, help="tumors per batch request (default 250)")
+    parser.add_argument("--connections", type=int, default=256, help="connections of the closed-loop point (default 256)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="oncology-overload-"))
     (bench.RESULTS / "logs").mkdir(parents=True, exist_ok=True)
@@ -186,6 +189,13 @@ def main() -> int:
             report["overload"][name] = point
             bench.say(f"4x capacity, {name}: {json.dumps(point)}")
 
+        report["closed_loop"] = {}  # many connections, each sending as soon as it has its answer
+        for name, server in servers.items():
+            result = loadgen.closed(server.port, request, args.connections, args.seconds)
+            check(result, expected, f"{args.connections} connections, {name}")
+            report["closed_loop"][name] = point = summary(result, base["admitted_p99_ms"])
+            bench.say(f"{args.connections} connections, {name}: {json.dumps(point)}")
+
         server = servers["shedding"]
         stop, state = threading.Event(), {}  # type: ignore[var-annotated]
         trickler = threading.Thread(target=slow_connections, args=(server.port, stop, state))
@@ -222,6 +232,11 @@ def main() -> int:
             print(f"| {name} | {p['shed_ratio']:.0%} | {p['admitted_per_s']:.0f} | {p['admitted_p50_ms']:.1f} | "
                   f"{p['admitted_p99_ms']:.1f} | {p['admitted_p99_over_unloaded_p99']:.1f}x | {p['shed_p99_ms']:.1f} | "
                   f"{p['late_starts']}/{p['requests']} |")
+        print(f"\n| {args.connections} connections, closed loop | shed | admitted req/s | admitted p50 ms | admitted p99 ms | p99 / unloaded p99 |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for name, p in report["closed_loop"].items():
+            print(f"| {name} | {p['shed_ratio']:.0%} | {p['admitted_per_s']:.0f} | {p['admitted_p50_ms']:.1f} | "
+                  f"{p['admitted_p99_ms']:.1f} | {p['admitted_p99_over_unloaded_p99']:.1f}x |")
         print(f"\n{SLOW} slow connections: normal client p50 {slow['admitted_p50_ms']:.2f} ms, p99 {slow['admitted_p99_ms']:.2f} ms "
               f"({slow['admitted_p99_over_unloaded_p99']:.1f}x unloaded), all closed by the server after "
               f"{slow.get('all_closed_after_s', float('nan')):.1f} s")
