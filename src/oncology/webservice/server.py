@@ -9,7 +9,10 @@ with its own app, serving the shared socket), forwards SIGTERM/SIGINT to all of 
 worker drains exactly as a single process does, replaces a worker that dies while serving, and exits
 0 when every worker stopped cleanly.  It removes the metrics folder it created for the workers.
 Only uvicorn's public API is used (``Config``, ``Config.bind_socket``, ``Server.run(sockets)``,
-``Server.should_exit``/``force_exit``, ``Server.capture_signals``).
+``Server.should_exit``/``force_exit``, ``Server.capture_signals``), except one subclass: the ``http``
+option is `overload.protocol`, uvicorn's httptools protocol with a deadline for reading a request,
+which hooks four of its methods (``connection_made``, ``on_message_begin``, ``on_message_complete``,
+``connection_lost``).  The app is served behind `overload.Shedder`.
 """
 
 from __future__ import annotations
