@@ -46,6 +46,9 @@ REF_MODEL = RESULTS / "reference-model"
 LOGS = RESULTS / "logs"
 HOST = "127.0.0.1"
 
+sys.path.insert(0, str(ROOT / "infra"))
+from localproc import free_port  # noqa: E402  (infra/localproc.py: the project's one free-port helper)
+
 SINGLE_CONCURRENCY = (1, 8, 64)
 BATCH_CONCURRENCY = (1, 4)
 BATCH_ROWS = 10_000
@@ -245,12 +248,6 @@ def wait_ready(server: Server, started: float, timeout: float = 60.0) -> float:
             return time.perf_counter() - started
         time.sleep(POLL_SECONDS)
     raise BenchError(f"{server.name} was not ready in {timeout:.0f}s:\n{server.tail()}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 # ---- set-up ------------------------------------------------------------------------------------

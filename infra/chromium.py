@@ -10,8 +10,8 @@ Command line::
 
     python infra/chromium.py install      # prints the path
 
-Chromium comes from Debian's package ``chromium`` (apt-get, about a minute); no tool may download a
-browser of its own.  The flags keep it off the network (no background requests, no component
+Chromium comes from Debian's package ``chromium`` (``infra/lib.sh``'s ``ensure_apt``, about a
+minute); no tool may download a browser of its own.  The flags keep it off the network (no background requests, no component
 updates, no sync), as the closed network here requires.
 """
 
@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from localproc import apt_install
 
 __all__ = ["HEADLESS_FLAGS", "ChromiumError", "ensure", "find"]
 
@@ -58,12 +59,7 @@ def ensure(timeout: float = 900) -> Path:
         return found
     if os.geteuid() != 0:
         raise ChromiumError(f"chromium is not installed; as root: apt-get install -y {PACKAGE}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", PACKAGE]
-    result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=timeout)
-    if result.returncode != 0:  # a fresh machine may have no package lists yet
-        subprocess.run(["apt-get", "update"], capture_output=True, text=True, env=env, timeout=timeout)
-        result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=timeout)
+    result = apt_install(PACKAGE, "chromium", timeout)
     found = find()
     if result.returncode != 0 or found is None:
         tail = "\n".join((result.stderr or result.stdout).splitlines()[-5:])

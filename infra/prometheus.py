@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,11 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from localproc import HOST, apt_install, free_port, log_tail, pid_alive, port_open, runs, spawn, terminate, wait_closed
+
 __all__ = [
     "Prometheus", "PrometheusError", "ensure_installed", "free_port", "promtool", "start", "status", "stop",
 ]
 
-HOST = "127.0.0.1"
 PACKAGE = "prometheus"
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "deploy" / "monitoring" / "alerts.yml"
@@ -84,10 +84,7 @@ def ensure_installed() -> tuple[Path, Path]:
             raise PrometheusError(
                 "prometheus/promtool are not installed; as root: apt-get install -y --no-install-recommends prometheus"
             )
-        # bash's $0 names the log lines ("prometheus: installing Debian packages: ...")
-        script = f'source "{REPO / "infra" / "lib.sh"}" && ensure_apt {PACKAGE}'
-        done = subprocess.run(["bash", "-c", script, "prometheus"], stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, check=False)
+        done = apt_install(PACKAGE, "prometheus")
         found = _binaries()
         if done.returncode != 0 or found is None:
             raise PrometheusError(f"installing Debian's {PACKAGE} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
@@ -104,48 +101,13 @@ def promtool(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProc
 # --------------------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex((HOST, port)) == 0
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if pid runs and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def _is_ours(pid: int, data_dir: Path) -> bool:
     """True if pid is a prometheus whose TSDB lies in data_dir (guards against a reused pid)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    want = f"--storage.tsdb.path={data_dir.resolve() / 'data'}".encode()
-    return bool(argv) and argv[0].endswith(b"prometheus") and want in argv
+    return runs(pid, "prometheus", f"--storage.tsdb.path={data_dir.resolve() / 'data'}")
 
 
 def _log_tail(data_dir: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join((data_dir / LOG_FILE).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    return log_tail(data_dir / LOG_FILE, lines)
 
 
 def _get_json(url: str, timeout: float = 2) -> Any:
@@ -191,7 +153,7 @@ class Prometheus:
     def alive(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def api(self, path: str, timeout: float = 5) -> Any:
         """``GET /api/v1/<path>``'s ``data`` (raises PrometheusError unless the status is success)."""
@@ -212,23 +174,9 @@ class Prometheus:
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, SIGKILL after ``grace`` s; wait until the process is gone and its port closed."""
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while self.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                deadline = time.monotonic() + 10
-                while self.alive() and time.monotonic() < deadline:
-                    time.sleep(0.05)
-            if self.alive():
-                raise PrometheusError(f"prometheus pid {self.pid} survived SIGKILL")
-        deadline = time.monotonic() + 10
-        while _port_open(self.port) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        if terminate([self.pid], lambda pid: not self.alive(), grace):
+            raise PrometheusError(f"prometheus pid {self.pid} survived SIGKILL")
+        wait_closed(self.port)
         for name in (PID_FILE, STATE_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (self.data_dir / name).unlink()
@@ -257,7 +205,7 @@ def start(data_dir: Path, *, targets: Sequence[str], rule_files: Sequence[Path] 
     if running is not None:
         raise PrometheusError(f"prometheus already runs in {data_dir} (pid {running.pid}, {running.url}); stop it first")
     port = port or free_port()
-    if _port_open(port):
+    if port_open(port):
         raise PrometheusError(f"port {port} on {HOST} is already in use")
     config = data_dir / CONFIG_FILE
     config.write_text(render_config(targets, rule_files, scrape_interval=scrape_interval,
@@ -270,11 +218,7 @@ def start(data_dir: Path, *, targets: Sequence[str], rule_files: Sequence[Path] 
         "--storage.tsdb.retention.time=2d",
         "--log.level=info",
     ]
-    with open(data_dir / LOG_FILE, "ab") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, cwd=data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent if die_with_parent else None)
+    proc = spawn(cmd, data_dir, data_dir / LOG_FILE, _die_with_parent if die_with_parent else None)
     prom = Prometheus(data_dir, port, proc.pid, proc)
     (data_dir / PID_FILE).write_text(f"{proc.pid}\n")
     (data_dir / STATE_FILE).write_text(json.dumps({"pid": proc.pid, "port": port}) + "\n")
@@ -314,7 +258,7 @@ def status(data_dir: Path) -> Prometheus | None:
         pid, port = int(state["pid"]), int(state["port"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not (_pid_alive(pid) and _is_ours(pid, data_dir)):
+    if not (pid_alive(pid) and _is_ours(pid, data_dir)):
         return None
     return Prometheus(data_dir, port, pid)
 

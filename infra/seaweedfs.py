@@ -7,9 +7,9 @@ PATH.
 
 Library use::
 
-    from infra.seaweedfs import start, stop
+    from seaweedfs import start, stop     # infra/ on sys.path
     sw = start(Path("/tmp/s3"), s3_port=8333, access_key="k", secret_key="s")
-    boto3.client("s3", endpoint_url=sw.endpoint_url, ...)
+    sw.client()                # a boto3 S3 client (s3_client)
     sw.stop()                  # or stop(Path("/tmp/s3")) from another process
 
 Command line::
@@ -33,8 +33,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,9 +40,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-__all__ = ["SeaweedFS", "SeaweedFSError", "find_weed", "free_port", "start", "status", "stop"]
+from localproc import (
+    HOST,
+    bindable,
+    free_port,
+    free_ports,
+    log_tail,
+    pid_alive,
+    port_open,
+    runs,
+    spawn,
+    terminate,
+    wait_closed,
+)
 
-HOST = "127.0.0.1"
+__all__ = ["SeaweedFS", "SeaweedFSError", "find_weed", "free_port", "s3_client", "start", "status", "stop"]
+
 DEFAULT_ACCESS_KEY = "oncology-dev"
 DEFAULT_SECRET_KEY = "oncology-dev-secret"
 PID_FILE = "weed.pid"
@@ -75,80 +86,18 @@ def find_weed() -> Path:
     )
 
 
-def free_port(exclude: set[int] | None = None) -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now.
-
-    SeaweedFS derives gRPC ports as ``port + 10000``, so callers that pass a
-    port to it should also pass the gRPC port explicitly (``start`` does).
-    """
-    exclude = exclude or set()
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((HOST, 0))
-            port: int = s.getsockname()[1]
-        if port not in exclude:
-            return port
-    raise SeaweedFSError("could not find a free port")
-
-
-def _free_ports(n: int, exclude: set[int]) -> list[int]:
-    """n distinct free ports (sockets held open together so they differ)."""
-    socks: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < n:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.bind((HOST, 0))
-            port = s.getsockname()[1]
-            if port not in exclude and port not in ports:
-                ports.append(port)
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
-def _port_open(port: int, host: str = HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex((host, port)) == 0
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if pid runs and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def _is_our_weed(pid: int, data_dir: Path) -> bool:
     """True if pid is a `weed` process whose -dir lies in data_dir (guards pid reuse)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    want = f"-dir={data_dir.resolve() / 'data'}".encode()
-    return bool(argv) and argv[0].endswith(b"weed") and want in argv
+    return runs(pid, "weed", f"-dir={data_dir.resolve() / 'data'}")
 
 
 def _log_tail(data_dir: Path, lines: int = 20) -> str:
-    try:
-        text = (data_dir / LOG_FILE).read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+    return log_tail(data_dir / LOG_FILE, lines)
 
 
-def _s3_client(endpoint_url: str, access_key: str, secret_key: str, timeout: float = 5.0) -> Any:
+def s3_client(endpoint_url: str, access_key: str, secret_key: str, **config: Any) -> Any:
+    """A boto3 S3 client for a server at ``endpoint_url`` with these credentials (path-style addresses,
+    region us-east-1); ``config`` adds botocore ``Config`` options (timeouts, retries, checksums)."""
     import boto3
     from botocore.config import Config
 
@@ -158,12 +107,7 @@ def _s3_client(endpoint_url: str, access_key: str, secret_key: str, timeout: flo
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         region_name="us-east-1",
-        config=Config(
-            connect_timeout=min(timeout, 2.0),
-            read_timeout=timeout,
-            retries={"max_attempts": 1, "mode": "standard"},
-            s3={"addressing_style": "path"},
-        ),
+        config=Config(s3={"addressing_style": "path"}, **config),
     )
 
 
@@ -198,26 +142,15 @@ class SeaweedFS:
     def endpoint_url(self) -> str:
         return f"http://{HOST}:{self.s3_port}"
 
-    def client(self, **kwargs: Any) -> Any:
-        """A boto3 S3 client for this server with its credentials."""
-        import boto3
-        from botocore.config import Config
-
-        kwargs.setdefault("config", Config(s3={"addressing_style": "path"}))
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name="us-east-1",
-            **kwargs,
-        )
+    def client(self, **config: Any) -> Any:
+        """A boto3 S3 client for this server with its credentials (`s3_client`)."""
+        return s3_client(self.endpoint_url, self.access_key, self.secret_key, **config)
 
     def _gone(self, pid: int) -> bool:
         for proc in self._procs:
             if proc.pid == pid:
                 return proc.poll() is not None
-        return not _pid_alive(pid)
+        return not pid_alive(pid)
 
     def alive(self) -> bool:
         """True while every process of this server runs."""
@@ -230,27 +163,10 @@ class SeaweedFS:
         grace then SIGKILL loses nothing (every write is on disk by then:
         verified by restarting and reading back).
         """
-        for pid in self.pids:
-            if not self._gone(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while not all(self._gone(p) for p in self.pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for pid in self.pids:
-            if not self._gone(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while not all(self._gone(p) for p in self.pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = [p for p in self.pids if not self._gone(p)]
+        left = terminate(self.pids, self._gone, grace)
         if left:
             raise SeaweedFSError(f"weed pids {left} survived SIGKILL")
-        deadline = time.monotonic() + 10
-        while _port_open(self.s3_port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _port_open(self.s3_port):
+        if not wait_closed(self.s3_port):
             raise SeaweedFSError(f"port {self.s3_port} still open after weed exited")
         # weed also serves each gRPC port on /tmp/seaweedfs-<kind>-grpc-<port>.sock
         # and leaves those behind when killed
@@ -326,13 +242,13 @@ def _wait_ready(sw: SeaweedFS, deadline: float) -> None:
     """Poll until a volume server has joined and a real S3 call (list_buckets) succeeds."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = _s3_client(sw.endpoint_url, sw.access_key, sw.secret_key, timeout=3.0)
+    client = sw.client(connect_timeout=2.0, read_timeout=3.0, retries={"max_attempts": 1, "mode": "standard"})
     last: Exception | str = "S3 port never opened"
     while time.monotonic() < deadline:
         _check_alive(sw)
         if not _volume_joined(sw.ports["master"]):
             last = "no volume server has joined the master"
-        elif _port_open(sw.s3_port):
+        elif port_open(sw.s3_port):
             try:
                 client.list_buckets()
                 return
@@ -357,35 +273,15 @@ def _pick_ports(data_dir: Path, s3_port: int) -> dict[str, int]:
         old = json.loads((data_dir / PORTS_FILE).read_text())
         ports = {name: int(old[name]) for name in _PORT_NAMES}
         distinct = s3_port not in ports.values() and len(set(ports.values())) == len(ports)
-        if distinct and all(_bindable(p) for p in ports.values()):
+        if distinct and all(bindable(p) for p in ports.values()):
             return {**ports, "s3": s3_port}
-    ports = dict(zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES), exclude={s3_port})))
+    ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES), exclude={s3_port})))
     (data_dir / PORTS_FILE).write_text(json.dumps(ports) + "\n")
     return {**ports, "s3": s3_port}
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go listeners do
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def _spawn(cmd: list[str], data_dir: Path) -> subprocess.Popen[bytes]:
-    with open(data_dir / LOG_FILE, "ab") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n".encode())
-        log.flush()
-        return subprocess.Popen(
-            cmd,
-            cwd=data_dir,  # weed reads master.toml from here
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return spawn(cmd, data_dir, data_dir / LOG_FILE)  # cwd: weed reads master.toml from there
 
 
 def start(
@@ -419,7 +315,7 @@ def start(
         return existing
     stop(data_dir)  # a half-dead earlier start (one of the two processes gone)
 
-    if _port_open(s3_port):
+    if port_open(s3_port):
         raise SeaweedFSError(f"port {s3_port} on {HOST} is already in use")
 
     weed = str(find_weed())
@@ -505,7 +401,7 @@ def status(data_dir: Path) -> SeaweedFS | None:
     """The server running in data_dir (started by this module, both processes alive), or None."""
     data_dir = Path(data_dir).resolve()
     pids = _read_pids(data_dir)
-    if len(pids) != 2 or not all(_pid_alive(p) and _is_our_weed(p, data_dir) for p in pids):
+    if len(pids) != 2 or not all(pid_alive(p) and _is_our_weed(p, data_dir) for p in pids):
         return None
     try:
         ports = {k: int(v) for k, v in json.loads((data_dir / STATE_FILE).read_text())["ports"].items()}
@@ -521,7 +417,7 @@ def status(data_dir: Path) -> SeaweedFS | None:
 def stop(data_dir: Path, grace: float = 3.0) -> bool:
     """Stop what this module started in data_dir. Returns False if nothing was running."""
     data_dir = Path(data_dir).resolve()
-    pids = [p for p in _read_pids(data_dir) if _pid_alive(p) and _is_our_weed(p, data_dir)]
+    pids = [p for p in _read_pids(data_dir) if pid_alive(p) and _is_our_weed(p, data_dir)]
     ports: dict[str, int] = {}
     with contextlib.suppress(OSError, ValueError, KeyError):
         ports = {k: int(v) for k, v in json.loads((data_dir / STATE_FILE).read_text())["ports"].items()}

@@ -60,15 +60,12 @@ if want s3; then
   t=$(date +%s.%N)
   PY=$(s3_python)
   "$PY" "$INFRA_LIB_DIR/seaweedfs.py" start --dir "$INFRA_DIR/seaweedfs" --s3-port "$S3_PORT" >&2
-  "$PY" - "$S3_PORT" "$S3_BUCKET" <<'EOF'
+  "$PY" - "$INFRA_LIB_DIR" "$S3_PORT" "$S3_BUCKET" <<'EOF'
 import os, sys
-import boto3
-from botocore.config import Config
-port, bucket = sys.argv[1], sys.argv[2]
-s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                  aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
-                  aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                  config=Config(s3={"addressing_style": "path"}))
+sys.path.insert(0, sys.argv[1])
+from seaweedfs import s3_client
+port, bucket = sys.argv[2], sys.argv[3]
+s3 = s3_client(f"http://127.0.0.1:{port}", os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
 if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
     s3.create_bucket(Bucket=bucket)
 EOF

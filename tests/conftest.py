@@ -28,10 +28,11 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
     """A real SeaweedFS S3 server on 127.0.0.1, stopped at the end even when tests fail."""
     import seaweedfs as weed  # infra/seaweedfs.py, the project's own start/stop script
+    from localproc import free_port
 
     access, secret = "oncology-test", secrets.token_hex(16)
     server = weed.start(
-        tmp_path_factory.mktemp("seaweedfs"), s3_port=weed.free_port(), access_key=access, secret_key=secret
+        tmp_path_factory.mktemp("seaweedfs"), s3_port=free_port(), access_key=access, secret_key=secret
     )
     try:
         s3 = S3(server.endpoint_url, access, secret, "oncology")

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -27,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from localproc import bindable
 
 from e2e.stack import DOCKER, INFRA, REPO
 
@@ -151,14 +152,8 @@ def _processes_of(state: Path, bin_dir: Path) -> list[str]:
     return found
 
 
-def _port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
+def _port_in_use(port: int) -> bool:
+    return not bindable(port)
 
 
 def left_behind(before: MachineState, cluster: Cluster) -> list[str]:

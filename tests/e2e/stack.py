@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -24,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from localproc import free_port  # infra/localproc.py, on sys.path through tests/conftest.py
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -36,12 +37,6 @@ FEATURES_IN_FILE_ORDER = 9
 
 class StackError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _exports(text: str) -> dict[str, str]:

@@ -321,6 +321,7 @@ def withdraw_wheels(stack: Stack, versions: list[str]) -> None:
 def test_issue_5_on_a_real_cluster(stack: Stack, published: Published, figures: dict[str, Any], tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import seaweedfs as weed  # infra/seaweedfs.py, the project's own start/stop
+    from localproc import free_port
 
     t_test = time.monotonic()
     local = render(LOCAL_OVERLAY)
@@ -329,7 +330,7 @@ def test_issue_5_on_a_real_cluster(stack: Stack, published: Published, figures: 
     credentials = secret_values(local, "oncology-s3")
 
     # SeaweedFS with the development credentials of the overlay's Secret, on a free port
-    s3 = weed.start(tmp_path / "seaweedfs", s3_port=weed.free_port(), access_key=credentials["access-key-id"],
+    s3 = weed.start(tmp_path / "seaweedfs", s3_port=free_port(), access_key=credentials["access-key-id"],
                     secret_key=credentials["secret-access-key"])
     uploaded: list[str] = []  # wheels this test puts on the shared index
     try:

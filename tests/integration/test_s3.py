@@ -20,7 +20,7 @@ from oncology_model import Classifier, StoreError, Tumor
 from oncology_model.datamodel import FEATURES
 from oncology_model.errors import BundleError, ConflictError, RegistryError
 from oncology_model.registry import ModelRegistry
-from oncology_model.storage import S3Store, open_store
+from oncology_model.storage import S3Store, open_store, s3_client
 from support import S3, fast_env, fast_settings
 
 pytestmark = pytest.mark.s3
@@ -61,15 +61,8 @@ def through(proxy: HttpProxy, s3: S3, prefix: str) -> ModelRegistry:
     Only the store's own integrity checks guard it: botocore's newer CRC32 checksums (on by default)
     are left off, so that these tests show what Content-MD5 and the read-back catch.
     """
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        retries={"max_attempts": 3, "mode": "standard"},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    client = boto3.session.Session().client("s3", endpoint_url=proxy.endpoint_url, config=config)
+    client = s3_client(proxy.endpoint_url, request_checksum_calculation="when_required",
+                       response_checksum_validation="when_required")
     return ModelRegistry(S3Store(s3.bucket, prefix.removeprefix(f"s3://{s3.bucket}/"), client=client))
 
 
@@ -169,11 +162,10 @@ class IgnoresConditions:
 
 
 def test_a_server_that_ignores_conditional_writes_is_refused_rather_than_raced(s3: S3) -> None:
-    from oncology_model.storage import _s3_client
 
     prefix = fresh_prefix(s3)
     ModelRegistry(open_store(prefix)).publish(bundle_files("1.0.1"))
-    sloppy = ModelRegistry(S3Store(s3.bucket, prefix.removeprefix(f"s3://{s3.bucket}/"), client=IgnoresConditions(_s3_client())))
+    sloppy = ModelRegistry(S3Store(s3.bucket, prefix.removeprefix(f"s3://{s3.bucket}/"), client=IgnoresConditions(s3_client())))
     with pytest.raises(StoreError, match="does not honour conditional writes"):
         sloppy.promote("1.0.1")
     with pytest.raises(StoreError, match="does not honour conditional writes"):
@@ -219,8 +211,9 @@ def test_wrong_credentials_give_a_clear_error_and_publish_nothing(s3: S3) -> Non
 
 def test_a_stopped_server_gives_a_clear_error(s3: S3, tmp_path: Path) -> None:
     import seaweedfs as weed
+    from localproc import free_port
 
-    server = weed.start(tmp_path / "sw", s3_port=weed.free_port(), access_key=s3.access_key, secret_key=s3.secret_key)
+    server = weed.start(tmp_path / "sw", s3_port=free_port(), access_key=s3.access_key, secret_key=s3.secret_key)
     endpoint = server.endpoint_url
     server.stop()
     proc = cli(s3.env(AWS_ENDPOINT_URL=endpoint), "train", "--store", f"s3://{s3.bucket}/x")

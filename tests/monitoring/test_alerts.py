@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
-from webservice.conftest import EXAMPLE, Server, start_server, stop_server
+from webservice.conftest import EXAMPLE, Server, running_server, start_server, stop_server
 
 from oncology.settings import ServeSettings
 from oncology.webservice.app import create_app
@@ -132,14 +132,11 @@ def store(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="module")
 def exported(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Every series name a real `oncology serve` exports once it has answered predictions, errors and probes."""
-    server = start_server(tmp_path_factory.mktemp("exported"), {"ONCOLOGY_STORE": str(trained_store)})
-    try:
+    with running_server(tmp_path_factory.mktemp("exported"), {"ONCOLOGY_STORE": str(trained_store)}) as server:
         assert httpx.post(f"{server.url}/predict", json=EXAMPLE).status_code == 200
         assert httpx.post(f"{server.url}/predict", json={}).status_code == 422
         assert httpx.get(f"{server.url}/readyz").status_code == 200
         text = httpx.get(f"{server.url}/metrics").text
-    finally:
-        stop_server(server)
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
 
 

@@ -22,14 +22,11 @@ BIN = Path(sys.executable).parent
 
 SCENARIO = textwrap.dedent(
     """
-    import signal, socket, subprocess, sys, time, urllib.request
+    import signal, subprocess, sys, time, urllib.request
 
     bin_dir, store = sys.argv[1], sys.argv[2]
-
-    def free_port():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+    sys.path.insert(0, sys.argv[3])
+    from localproc import free_port  # infra/localproc.py
 
     def serve_and_stop(*args):
         port = free_port()
@@ -69,7 +66,7 @@ def test_processes_started_by_the_tests_are_measured_even_when_sigterm_ends_them
     coverage = [str(BIN / "coverage")]
     rcfile = f"--rcfile={REPO / 'pyproject.toml'}"
     proc = subprocess.run(
-        [*coverage, "run", rcfile, str(tmp_path / "scenario.py"), str(BIN), str(trained_store)],
+        [*coverage, "run", rcfile, str(tmp_path / "scenario.py"), str(BIN), str(trained_store), str(REPO / "infra")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr

@@ -105,6 +105,19 @@ def test_a_missing_version_or_coverage_report_is_a_clear_error_and_nothing_is_wr
     assert written == []  # (the dashboard page is training's, not the upload's)
 
 
+@pytest.mark.parametrize(("content", "message"), [(b"{\"totals\": ", "not valid JSON"), (b"[]", "expected a JSON object")])
+def test_a_coverage_report_that_is_not_a_json_object_is_named_and_nothing_is_written(
+    trained_store: Path, tmp_path: Path, content: bytes, message: str
+) -> None:
+    store_dir, coverage = copy_store(trained_store, tmp_path), write_coverage(tmp_path / "coverage")
+    (coverage / "test-coverage.json").write_bytes(content)
+    proc = run("monitoring", "upload", "--store", str(store_dir), "--coverage-dir", str(coverage))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{coverage / 'test-coverage.json'}: {message}" in proc.stderr
+    written = [k for k in open_store(store_dir).list("monitoring/") if not k.startswith("monitoring/report/")]
+    assert written == []
+
+
 def test_a_promotion_after_the_upload_gets_its_own_file_and_earlier_files_stay(trained_store: Path, tmp_path: Path) -> None:
     store_dir = copy_store(trained_store, tmp_path)
     store = open_store(store_dir)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from localproc import free_port  # infra/localproc.py, on sys.path through tests/conftest.py
 from starlette.testclient import TestClient
 
 from oncology.settings import ServeSettings
@@ -33,12 +34,6 @@ MALIGNANT = {**dict.fromkeys(EXAMPLE, 10), "mitoses": 1}
 def client(trained_store: Path) -> Iterator[TestClient]:
     with TestClient(create_app(ServeSettings(store=str(trained_store)))) as c:
         yield c
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -91,6 +86,17 @@ def stop_server(server: Server) -> None:
             server.proc.wait()
 
 
+@contextmanager
+def running_server(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[Server]:
+    """`start_server`, stopped on leaving, even when the test failed or the server never turned ready."""
+    server = start_server(tmp_path, env, *args, wait=False)
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        stop_server(server)
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[object]:
     """Start servers with `serve(env, *args)`; every one is stopped at the end, even on failure."""
@@ -111,11 +117,8 @@ def serve(tmp_path: Path) -> Iterator[object]:
 @pytest.fixture(scope="module")
 def live(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One real server for read-only tests of a module."""
-    server = start_server(tmp_path_factory.mktemp("live"), {"ONCOLOGY_STORE": str(trained_store)})
-    try:
+    with running_server(tmp_path_factory.mktemp("live"), {"ONCOLOGY_STORE": str(trained_store)}) as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 # ---- a real model with a referral band and a card, and the same model as older versions wrote it ----
@@ -188,8 +191,5 @@ def old(old_store: Path) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def live_banded(banded_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One real server on the model with a band, for read-only tests of a module."""
-    server = start_server(tmp_path_factory.mktemp("live-banded"), {"ONCOLOGY_STORE": str(banded_store)})
-    try:
+    with running_server(tmp_path_factory.mktemp("live-banded"), {"ONCOLOGY_STORE": str(banded_store)}) as server:
         yield server
-    finally:
-        stop_server(server)

@@ -295,13 +295,13 @@ SECRET = 987654321  # stands for a patient's value: it must never reach a log li
 def test_an_unhandled_error_is_a_500_whose_log_carries_no_request_value(
     trained_store: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from oncology.webservice import app as app_module
+    from oncology.webservice.core import Core
 
-    def crash(self: object, req: object, classifier: object, rows: object) -> None:
+    def crash(self: object, route: str, request_id: str, classifier: object, rows: object, explain: bool = False) -> None:
         rows = list(rows)  # type: ignore[call-overload]
         raise ValueError(f"cannot score {rows[0]} (marker {SECRET})")
 
-    monkeypatch.setattr(app_module.Service, "results", crash)
+    monkeypatch.setattr(Core, "results", crash)
     caplog.set_level("DEBUG")
     with TestClient(create_app(ServeSettings(store=str(trained_store))), raise_server_exceptions=False) as client:
         response = client.post("/predict", json={**EXAMPLE, "clump_thickness": 7}, headers={"x-request-id": "crash-1"})

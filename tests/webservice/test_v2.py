@@ -204,3 +204,33 @@ def test_a_standard_v2_client_gets_the_decision(live_banded: Server, edges: Edge
         assert [o["name"] for o in everything.get_response()["outputs"]] == ["label", "probability", "decision"]
     finally:
         client.close()
+
+
+def test_the_documented_v2_request_is_the_one_the_service_accepts(client: TestClient) -> None:
+    """The document's V2 request schema, read as a client reads it: every datatype and output name it
+    lists is accepted, a value outside its lists is refused, its required fields are required, and
+    its example is answered."""
+    components = client.get("/openapi.json").json()["components"]["schemas"]
+    request, tensor = components["V2InferRequest"], components["V2Tensor"]
+    output = components["V2RequestedOutput"]["properties"]["name"]
+
+    def infer(body: dict) -> int:  # type: ignore[type-arg]
+        return client.post("/v2/models/oncology/infer", json=body).status_code
+
+    def tensor_of(**fields: object) -> dict:  # type: ignore[type-arg]
+        return {"name": tensor["properties"]["name"]["const"], "shape": [1, 9], "datatype": "INT64", "data": ROWS[0],
+                **fields}
+
+    assert [infer(example) for example in request["examples"]] == [200] * len(request["examples"])
+    for datatype in tensor["properties"]["datatype"]["enum"]:
+        assert infer({"inputs": [tensor_of(datatype=datatype)]}) == 200, datatype
+    assert infer({"inputs": [tensor_of(datatype="UINT8")]}) == 422
+    assert infer({"inputs": [tensor_of(name="tumour")]}) == 400
+    for name in output["enum"]:
+        assert infer({"inputs": [tensor_of()], "outputs": [{"name": name}]}) == 200, name
+    assert infer({"inputs": [tensor_of()], "outputs": [{"name": "score"}]}) == 422
+    assert request["required"] == ["inputs"] and request["properties"]["inputs"]["minItems"] == 1
+    assert infer({"inputs": []}) == 422
+    assert infer({"inputs": [tensor_of(), tensor_of()]}) == 422
+    for field in tensor["required"]:
+        assert infer({"inputs": [{k: v for k, v in tensor_of().items() if k != field}]}) in (400, 422), field

@@ -178,14 +178,14 @@ class Bundle:
     def card(self) -> dict[str, Any] | None:
         """The model card's machine-readable form, or None for versions trained before cards existed."""
         data = self.files.get(CARD_JSON)
-        return None if data is None else _parse_json(data, CARD_JSON)
+        return None if data is None else parse_json_object(data, CARD_JSON)
 
     @classmethod
     def from_files(cls, files: Mapping[str, bytes], where: str = "bundle") -> Bundle:
         """Verify the manifest against the files, then parse them.  Raises `BundleError`."""
         if MANIFEST not in files:
             raise BundleError(f"{where}: {MANIFEST} is missing: not a complete model bundle")
-        manifest = _parse_json(files[MANIFEST], f"{where}/{MANIFEST}")
+        manifest = parse_json_object(files[MANIFEST], f"{where}/{MANIFEST}")
         listed = manifest.get("files")
         if manifest.get("format") != FORMAT or not isinstance(listed, dict):
             raise BundleError(f"{where}/{MANIFEST}: unknown bundle format {manifest.get('format')!r}")
@@ -207,9 +207,9 @@ class Bundle:
                 )
             if sha256(data) != entry.get("sha256"):
                 raise BundleError(f"{where}/{name}: sha256 does not match the manifest: the file was altered")
-        metadata = _parse_json(files[METADATA], f"{where}/{METADATA}")
-        kpis = _parse_json(files[KPIS], f"{where}/{KPIS}")
-        model = _parse_json(files[MODEL], f"{where}/{MODEL}")
+        metadata = parse_json_object(files[METADATA], f"{where}/{METADATA}")
+        kpis = parse_json_object(files[KPIS], f"{where}/{KPIS}")
+        model = parse_json_object(files[MODEL], f"{where}/{MODEL}")
         version = metadata.get("version")
         if not isinstance(version, str) or version != manifest.get("version"):
             raise BundleError(f"{where}: metadata version {version!r} differs from the manifest's")
@@ -228,7 +228,7 @@ class Bundle:
                 except UnicodeDecodeError as exc:
                     raise BundleError(f"{where}/{name}: not UTF-8 text ({exc})") from exc
             elif name in files:
-                _parse_json(files[name], f"{where}/{name}")
+                parse_json_object(files[name], f"{where}/{name}")
         return cls(
             files=dict(files),
             version=version,
@@ -262,7 +262,8 @@ class Bundle:
         return files
 
 
-def _parse_json(data: bytes, where: str) -> dict[str, Any]:
+def parse_json_object(data: bytes, where: str) -> dict[str, Any]:
+    """``data`` as a JSON object; :class:`BundleError` naming ``where`` if it is not one."""
     try:
         value = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

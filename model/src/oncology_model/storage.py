@@ -242,7 +242,7 @@ class S3Store(Store):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self._client = client or _s3_client()
+        self._client = client or s3_client()
         self._conditional_checked = False
 
     def _key(self, key: str) -> str:
@@ -380,14 +380,17 @@ class S3Store(Store):
 _PRECONDITION_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
-def _s3_client() -> Any:
+def s3_client(endpoint_url: str | None = None, **config: Any) -> Any:
+    """The boto3 S3 client an `S3Store` uses: credentials, region and endpoint from the environment
+    (``AWS_*``, as boto3 reads them) unless ``endpoint_url`` is given; ``config`` adds or overrides
+    botocore ``Config`` options (retries, timeouts, checksums)."""
     try:
         import boto3
         from botocore.config import Config
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise StoreError("s3:// stores need boto3: pip install 'oncology-model[s3]'") from exc
-    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
-    return boto3.session.Session().client("s3", config=config)
+    options = {"retries": {"max_attempts": 3, "mode": "standard"}, "connect_timeout": 5, "read_timeout": 30, **config}
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=Config(**options))
 
 
 def _s3_code(exc: Exception) -> str:

@@ -17,15 +17,14 @@ follow from where the store is read (``manifest_base``), and are replaced whole 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from oncology.monitoring import tables
-from oncology_model.bundle import KPIS
-from oncology_model.errors import NotFoundError, OncologyError, RegistryError
+from oncology_model.bundle import KPIS, parse_json_object
+from oncology_model.errors import BundleError, NotFoundError, OncologyError, RegistryError
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore, Store
 
@@ -143,9 +142,6 @@ def _differs(store: Store, key: str, data: bytes) -> bool:
 
 def _json(data: bytes, where: str) -> dict[str, Any]:
     try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MonitoringError(f"{where}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise MonitoringError(f"{where}: not a JSON object")
-    return value
+        return parse_json_object(data, where)
+    except BundleError as exc:
+        raise MonitoringError(str(exc)) from None

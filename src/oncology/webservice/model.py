@@ -3,6 +3,7 @@ alias it follows moves.  Knows nothing of HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -83,3 +84,32 @@ class ModelHolder:
             return True
         finally:
             self._lock.release()
+
+
+#: Seconds between attempts to load the model while the store cannot be reached: doubling, capped.
+LOAD_RETRY_FIRST, LOAD_RETRY_MAX = 0.5, 10.0
+
+
+async def load_with_backoff(holder: ModelHolder) -> None:
+    """Retry the first load until it succeeds (the store was down at start-up)."""
+    delay = LOAD_RETRY_FIRST
+    while holder.classifier is None:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, LOAD_RETRY_MAX)
+        if holder.classifier is not None:  # the alias follower got there first
+            return
+        try:
+            await asyncio.to_thread(holder.load)
+        except OncologyError as exc:
+            holder.count_failure()
+            log.warning("model load failed, still not ready; next attempt in %.1fs: %s", delay, exc)
+
+
+async def follow(holder: ModelHolder, interval: float) -> None:
+    """Follow the alias every ``interval`` seconds, for ever (until cancelled)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(holder.refresh)
+        except Exception:  # keep following: a failure is logged, the old model serves on
+            log.exception("model refresh crashed")

@@ -1,14 +1,15 @@
-"""The OpenAPI 3.1 document, built from the same pydantic models that validate requests, and the
-interactive docs page (Swagger UI served from the installed `swagger-ui-py` package, no CDN)."""
+"""The OpenAPI 3.1 document, built from the same models that decode requests (pydantic's `Tumor` for the
+REST routes, the msgspec structs of `schemas` for V2), and the interactive docs page (Swagger UI served from the installed `swagger-ui-py` package, no CDN)."""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
+from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from oncology.settings import ServeSettings
@@ -17,11 +18,15 @@ from oncology.webservice.schemas import (
     CSV_PATTERN,
     EXPLAIN,
     V2_INPUT,
-    V2_INPUT_DATATYPES,
     V2_MODEL,
-    V2_OUTPUTS,
     ErrorOut,
     PredictionOut,
+    V2InferRequest,
+    V2InferResponse,
+    V2Live,
+    V2ModelMetadata,
+    V2Ready,
+    V2ServerMetadata,
 )
 from oncology_model.datamodel import FEATURES, Tumor
 
@@ -80,85 +85,19 @@ class Status(BaseModel):
     model_version: str | None = None
 
 
-assert V2_INPUT == "tumor" and V2_INPUT_DATATYPES == ("INT64", "INT32", "FP32", "FP64") and tuple(V2_OUTPUTS) == ("label", "probability", "decision")  # the Literals below
-
-
-class V2Tensor(BaseModel):
-    name: Literal["tumor"] = Field(description=f"The model's one input, `{V2_INPUT}` (any other name is a 400, as in Triton).")
-    shape: list[int] = Field(description=f"[N, {len(FEATURES)}]", min_length=2, max_length=2)
-    datatype: Literal["INT64", "INT32", "FP32", "FP64"] = Field(description=f"One of {', '.join(V2_INPUT_DATATYPES)}.")
-    data: list[Any] = Field(description=f"N x {len(FEATURES)} values, row-major (flat or nested), in the order {', '.join(FEATURES)}; whole numbers 1-10.")
-    parameters: dict[str, Any] | None = None
-
-
-class V2RequestedOutput(BaseModel):
-    name: Literal["label", "probability", "decision"] = Field(description=f"One of {', '.join(V2_OUTPUTS)}.")
-    parameters: dict[str, Any] | None = None
-
-
-class V2InferRequest(BaseModel):
-    """An inference request of the Open Inference Protocol (V2)."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "42", "inputs": [{"name": V2_INPUT, "shape": [1, len(FEATURES)], "datatype": "INT64",
-                                "data": [5, 1, 1, 1, 2, 1, 3, 1, 1]}]}]})
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[V2Tensor] = Field(min_length=1, max_length=1)
-    outputs: list[V2RequestedOutput] | None = None
-
-
-class V2OutputTensor(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    data: list[Any]
-
-
-class V2InferResponse(BaseModel):
-    model_name: str
-    model_version: str
-    id: str | None = None
-    outputs: list[V2OutputTensor]
-
-
-class V2ServerMetadata(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class V2MetadataTensor(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-    parameters: dict[str, Any] | None = None
-
-
-class V2ModelMetadata(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[V2MetadataTensor]
-    outputs: list[V2MetadataTensor]
-
-
-class V2Live(BaseModel):
-    live: bool
-
-
-class V2Ready(BaseModel):
-    ready: bool
-
-
-_MODELS: list[type[BaseModel]] = [
-    Tumor, PredictionOut, ErrorOut, ModelOut, ModelCardOut, Status, V2InferRequest, V2InferResponse, V2ServerMetadata,
-    V2ModelMetadata, V2Live, V2Ready,
+_REF = "#/components/schemas/{name}"
+#: Documented with pydantic: the models the REST routes validate with, and the answers' shapes.
+_MODELS: list[type[BaseModel]] = [Tumor, PredictionOut, ErrorOut, ModelOut, ModelCardOut, Status]
+#: Documented from the msgspec structs that decode V2 requests (and the V2 answers' shapes beside them).
+_V2_STRUCTS: list[type[msgspec.Struct]] = [
+    V2InferRequest, V2InferResponse, V2ServerMetadata, V2ModelMetadata, V2Live, V2Ready,
 ]
+_V2_EXAMPLE = {"id": "42", "inputs": [{"name": V2_INPUT, "shape": [1, len(FEATURES)], "datatype": "INT64",
+                                      "data": [5, 1, 1, 1, 2, 1, 3, 1, 1]}]}
 
 
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
+def _ref(model: type[BaseModel] | type[msgspec.Struct]) -> dict[str, str]:
+    return {"$ref": _REF.format(name=model.__name__)}
 
 
 def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
@@ -182,8 +121,15 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 @functools.cache
 def _components() -> dict[str, Any]:
-    _, schemas = models_json_schema([(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}")
-    return dict(schemas["$defs"])
+    _, schemas = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF.replace("{name}", "{model}"))
+    _, v2 = msgspec.json.schema_components(_V2_STRUCTS, ref_template=_REF)
+    # A JSON request carries its values in `data`; only the binary extension (its own framing, which the
+    # infer route's description tells) leaves it out: the document requires it.
+    tensor = v2["V2Tensor"]
+    (tensor["properties"]["data"],) = (s for s in tensor["properties"]["data"]["anyOf"] if s["type"] == "array")
+    tensor["required"] = [*tensor["required"], "data"]
+    v2["V2InferRequest"]["examples"] = [_V2_EXAMPLE]
+    return {**schemas["$defs"], **v2}
 
 
 def openapi_document(settings: ServeSettings) -> dict[str, Any]:

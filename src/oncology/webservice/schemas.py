@@ -246,33 +246,96 @@ V2_INPUT_DATATYPES: Final = ("INT64", "INT32", "FP32", "FP64")
 V2_OUTPUTS: Final = {"label": "BYTES", "probability": "FP64", "decision": "BYTES"}
 
 
+def _doc(description: str, **schema: Any) -> msgspec.Meta:
+    """Documentation of a field for the OpenAPI document.  ``schema`` holds JSON Schema keywords that the
+    document shows but msgspec does not check: `decode_v2` checks them itself, with the protocol's own
+    statuses and messages (a wrong input name is a 400, as in Triton)."""
+    return msgspec.Meta(description=description, extra_json_schema=schema or None)
+
+
 class V2Tensor(msgspec.Struct, forbid_unknown_fields=False):
-    name: str
-    shape: list[int]
-    datatype: str
-    data: list[Any] | None = None  # absent when the values follow the JSON as binary (Triton's extension)
+    """An input tensor."""
+
+    name: Annotated[str, _doc(f"The model's one input, `{V2_INPUT}` (any other name is a 400, as in Triton).",
+                              const=V2_INPUT)]
+    shape: Annotated[list[int], _doc(f"[N, {len(FEATURES)}]", minItems=2, maxItems=2)]
+    datatype: Annotated[str, _doc(f"One of {', '.join(V2_INPUT_DATATYPES)}.", enum=list(V2_INPUT_DATATYPES))]
+    #: absent when the values follow the JSON as binary (Triton's extension; the document requires it in JSON)
+    data: Annotated[list[Any], _doc(
+        f"N x {len(FEATURES)} values, row-major (flat or nested), in the order {', '.join(FEATURES)}; "
+        f"whole numbers {SCORE_MIN}-{SCORE_MAX}.")] | None = None
     parameters: dict[str, Any] | None = None
 
 
 class V2RequestedOutput(msgspec.Struct):
-    name: str
+    """An output the client asks for (all of them when the request names none)."""
+
+    name: Annotated[str, _doc(f"One of {', '.join(V2_OUTPUTS)}.", enum=list(V2_OUTPUTS))]
     parameters: dict[str, Any] | None = None
 
 
-class V2Request(msgspec.Struct):
-    inputs: list[V2Tensor]
+class V2InferRequest(msgspec.Struct):
+    """An inference request of the Open Inference Protocol (V2)."""
+
+    inputs: Annotated[list[V2Tensor], _doc(f"Exactly one tensor, `{V2_INPUT}`.", minItems=1, maxItems=1)]
     id: str | None = None
     parameters: dict[str, Any] | None = None
     outputs: list[V2RequestedOutput] | None = None
 
 
-_v2 = msgspec.json.Decoder(V2Request)
+# The V2 answers (for the document; the handlers encode plain dicts of these shapes)
+
+
+class V2OutputTensor(msgspec.Struct):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class V2InferResponse(msgspec.Struct):
+    model_name: str
+    model_version: str
+    outputs: list[V2OutputTensor]
+    id: str | None = None
+
+
+class V2ServerMetadata(msgspec.Struct):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2MetadataTensor(msgspec.Struct):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+
+
+class V2ModelMetadata(msgspec.Struct):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2MetadataTensor]
+    outputs: list[V2MetadataTensor]
+
+
+class V2Live(msgspec.Struct):
+    live: bool
+
+
+class V2Ready(msgspec.Struct):
+    ready: bool
+
+
+_v2 = msgspec.json.Decoder(V2InferRequest)
 #: Triton's binary tensor data extension: little-endian values, row-major.
 #: struct codes of the numeric datatypes (little-endian, as Triton sends them); the service has no numpy
 _BINARY_DTYPES: Final = {"INT64": "q", "INT32": "i", "FP32": "f", "FP64": "d"}
 
 
-def decode_v2(body: bytes, limit: int, header_length: int | None = None) -> tuple[V2Request, list[tuple[int, ...]]]:
+def decode_v2(body: bytes, limit: int, header_length: int | None = None) -> tuple[V2InferRequest, list[tuple[int, ...]]]:
     """An inference request and its rows: one tensor ``tumor`` of shape [N, 9] in `FEATURES` order.
 
     With ``header_length`` (the ``Inference-Header-Content-Length`` header of Triton's binary
@@ -371,7 +434,7 @@ def _tensor_values(tensor: V2Tensor, binary: bytes, loc: list[str | int]) -> lis
     return values
 
 
-def wants_binary(request: V2Request, name: str) -> bool:
+def wants_binary(request: V2InferRequest, name: str) -> bool:
     """Whether output ``name`` is to be sent as binary: its ``binary_data`` parameter, else the request's
     ``binary_data_output`` (tritonclient's default when it names no outputs)."""
     default = (request.parameters or {}).get("binary_data_output") is True

@@ -37,7 +37,8 @@ import uvicorn
 from oncology import logconfig
 from oncology.settings import ServeSettings
 from oncology.webservice import overload
-from oncology.webservice.app import Front, create_app
+from oncology.webservice.app import create_app
+from oncology.webservice.transport import Front
 
 log = logging.getLogger("oncology.webservice")
 

@@ -1,0 +1,152 @@
+"""What the scripts that install and run local servers share (stdlib only): installing a Debian
+package, free ports, whether a port or a process is still there, a log's tail, and stopping
+processes by their PIDs.
+
+Imported as ``localproc`` with ``infra/`` on sys.path: by ``infra/seaweedfs.py`` and
+``infra/prometheus.py`` (run as scripts, their folder is on the path), and by the tests and
+benchmarks that start servers of their own (``tests/conftest.py`` and ``benchmarks/run.py`` put
+``infra/`` on the path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+HOST = "127.0.0.1"
+_LIB_SH = Path(__file__).resolve().parent / "lib.sh"
+
+
+def apt_install(package: str, name: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Install Debian's ``package`` (as root) with ``infra/lib.sh``'s ``ensure_apt``: the same apt options
+    as the other infra scripts, and the same guard against package scripts starting system services.
+    ``name`` labels its log lines.  The completed process, whatever its exit status."""
+    script = f'source "{_LIB_SH}" && ensure_apt {package}'  # bash's $0 (``name``) names the log lines
+    return subprocess.run(["bash", "-c", script, name], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def spawn(cmd: list[str], cwd: Path, log: Path,
+          preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session, in ``cwd``, its output appended to ``log`` after a line that
+    names the time and the command."""
+    with open(log, "ab") as out:
+        out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd)}\n".encode())
+        out.flush()
+        return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=preexec_fn)
+
+
+def free_port(exclude: Iterable[int] = ()) -> int:
+    """A TCP port on 127.0.0.1 that is free right now (and not one of ``exclude``)."""
+    return free_ports(1, exclude)[0]
+
+
+def free_ports(n: int, exclude: Iterable[int] = ()) -> list[int]:
+    """``n`` distinct TCP ports on 127.0.0.1 that are free right now (sockets held open together so they differ)."""
+    skip = set(exclude)
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        for _ in range(n + 200):
+            if len(ports) == n:
+                return ports
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((HOST, 0))
+            port: int = s.getsockname()[1]
+            if port not in skip and port not in ports:
+                ports.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    raise OSError(f"could not find {n} free ports on {HOST}")
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    """Whether something accepts connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def bindable(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on host:port now (with SO_REUSEADDR, as Go listeners bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_closed(port: int, timeout: float = 10, host: str = HOST) -> bool:
+    """Poll until nothing listens on host:port any more; False if something still does at the deadline."""
+    deadline = time.monotonic() + timeout
+    while port_open(port, host) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not port_open(port, host)
+
+
+def pid_alive(pid: int) -> bool:
+    """True if pid runs and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def runs(pid: int, program: str, argument: str) -> bool:
+    """True if pid is ``program`` started with ``argument`` (guards against a reused pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(argv) and argv[0].endswith(program.encode()) and argument.encode() in argv
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file, or ``(no log)``."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def terminate(pids: Iterable[int], gone: Callable[[int], bool] | None = None, grace: float = 3.0,
+              kill_wait: float = 10) -> list[int]:
+    """SIGTERM each of ``pids``, SIGKILL what still runs after ``grace`` seconds, and wait up to
+    ``kill_wait`` seconds more for them to go.  The PIDs that survived (normally none).
+
+    ``gone(pid)`` tells whether a process ended (default: not `pid_alive`; pass ``Popen.poll`` for a
+    child, which only waiting reaps)."""
+    pids = list(pids)
+    is_gone = gone or (lambda pid: not pid_alive(pid))
+
+    def wait(seconds: float) -> list[int]:
+        deadline = time.monotonic() + seconds
+        while (left := [p for p in pids if not is_gone(p)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return left
+
+    for sig, seconds in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
+        for pid in pids:
+            if not is_gone(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        if not (left := wait(seconds)):
+            return []
+    return left

@@ -1,0 +1,48 @@
+"""What the handlers of every protocol share: the core, bearer-token authorization, and scoring that
+notes the served version for the access log.  One floor below the protocol modules, so that none of
+them reaches back into `app`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from oncology.webservice import errors, schemas
+from oncology.webservice.auth import Tokens
+from oncology.webservice.core import Core, Scored
+from oncology.webservice.transport import Handler, Req
+from oncology_model.classifier import Classifier
+
+#: A route: method, path template, handler.
+Route = tuple[str, str, Handler]
+
+
+class Handlers:
+    """The base of each protocol's handlers."""
+
+    def __init__(self, core: Core, tokens: Tokens) -> None:
+        self.core = core
+        self.settings = core.settings
+        self._tokens = tokens
+
+    def routes(self) -> list[Route]:
+        """This protocol's routes."""
+        raise NotImplementedError
+
+    def authorize(self, req: Req) -> None:
+        """401 unless tokens are off or the request carries ``Authorization: Bearer <a current token>``."""
+        if not self._tokens.enabled:
+            return
+        scheme, _, token = req.headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() != b"bearer" or not self._tokens.accepts(token.strip()):
+            raise errors.Unauthorized("a valid `Authorization: Bearer <token>` header is required")
+
+    def score(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]]) -> Scored:
+        scored = self.core.score(req.route, req.request_id, classifier, rows)
+        req.state["model_version"] = classifier.version  # for the access log
+        return scored
+
+    def results(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]],
+                explain: bool = False) -> list[schemas.Result] | list[schemas.ExplainedResult]:
+        results = self.core.results(req.route, req.request_id, classifier, rows, explain)
+        req.state["model_version"] = classifier.version
+        return results

@@ -1,0 +1,237 @@
+"""The HTTP transport: ASGI in, a handler's `Reply` (or the one error shape) out.
+
+- `Req` is what a handler sees of a request (method, headers, path parameters, body); `Reply` is
+  what it answers.  Handlers raise an `APIError` for anything a client did wrong.
+- `Endpoint` adapts a handler to ASGI: it reads the request, calls the handler and sends the
+  reply, rendering every `APIError` in the one error shape.
+- `Front` is the outermost ASGI app: it gives every request an id, times, counts and logs it,
+  and sends the hot routes (`POST /predict`, ...) straight to their endpoint; every other path
+  goes through Starlette's router (path parameters, 404/405, the docs' static files).  Skipping
+  the framework on the hot path halves the cost of a prediction (see benchmarks/).
+
+Nothing here knows the model or any protocol's shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from oncology.webservice import errors, schemas
+from oncology.webservice.accesslog import AccessLog
+from oncology.webservice.metrics import Metrics
+from oncology.webservice.model import ModelHolder
+
+log = logging.getLogger("oncology.webservice")
+
+JSON = b"application/json"
+OCTETS = b"application/octet-stream"
+MARKDOWN = b"text/markdown; charset=utf-8"
+#: Logged (never sent) for a client that went away before its request was read, as nginx does.
+CLIENT_CLOSED = 499
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: no trailing newline
+#: Probes and scrapes stay out of the access log (they would drown it).
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping"})
+
+
+@dataclass(slots=True)
+class Req:
+    """What a handler sees of a request."""
+
+    method: str
+    headers: dict[bytes, bytes]  # lower-case names; the last value of a repeated header
+    path_params: dict[str, str]
+    state: dict[str, Any]
+    receive: Receive
+    query: bytes = b""  # the raw query string (still percent-encoded)
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body; 413 past ``limit`` bytes (checked against Content-Length first)."""
+        length = self.headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise errors.PayloadTooLarge(f"the body is {length.decode()} bytes; this route accepts at most {limit}")
+        message = await self.receive()
+        if message["type"] == "http.disconnect":
+            raise errors.ClientDisconnected()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body"):
+            if len(body) > limit:
+                raise errors.PayloadTooLarge(f"the body exceeds {limit} bytes")
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body"):
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise errors.ClientDisconnected()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise errors.PayloadTooLarge(f"the body exceeds {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json_body(self, limit: int, untyped_ok: bool = False) -> bytes:
+        """The body of a JSON route, after the content-type (415) and size (413) checks."""
+        media = self.media_type()
+        if media != JSON and not (media is None and untyped_ok):
+            shown = "missing" if media is None else media.decode("latin-1")
+            raise errors.UnsupportedMediaType(f"the body must be application/json, not {shown}")
+        return await self.body(limit)
+
+    def media_type(self) -> bytes | None:
+        value = self.headers.get(b"content-type")
+        return None if value is None else value.split(b";", 1)[0].strip().lower()
+
+    @property
+    def route(self) -> str:
+        """The matched route's template (``/v2/models/{model_name}/infer``), not the raw path."""
+        route: str = self.state["route"]
+        return route
+
+    @property
+    def request_id(self) -> str:
+        request_id: str = self.state["request_id"]
+        return request_id
+
+
+@dataclass(slots=True)
+class Reply:
+    body: bytes
+    status: int = 200
+    media_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def json_reply(value: Any, status: int = 200) -> Reply:
+    return Reply(schemas.encode(value), status)
+
+
+Handler = Callable[[Req], Awaitable[Reply]]
+
+
+def error_body(status: int, message: str, request_id: str, details: list[dict[str, Any]] | None = None) -> bytes:
+    return schemas.encode({"error": message, "status": status, "request_id": request_id, "details": details or []})
+
+
+class Endpoint:
+    """One route as an ASGI app: request in, handler, reply (or the one error shape) out."""
+
+    def __init__(self, path: str, handler: Handler) -> None:
+        self.path = path
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["state"]
+        state["route"] = self.path  # the template, not the raw path: bounded metric labels
+        req = Req(scope["method"], state["headers"], scope.get("path_params") or {}, state, receive, scope["query_string"])
+        try:
+            reply = await self.handler(req)
+        except errors.ClientDisconnected:
+            state["disconnected"] = True  # nobody to answer
+            return
+        except errors.APIError as exc:
+            extra = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else []
+            reply = Reply(error_body(exc.status, exc.message, state["request_id"], exc.details), exc.status, headers=extra)
+        await send({
+            "type": "http.response.start",
+            "status": reply.status,
+            "headers": [(b"content-type", reply.media_type), (b"content-length", b"%d" % len(reply.body)), *reply.headers],
+        })
+        await send({"type": "http.response.body", "body": reply.body})
+
+
+class Front:
+    """The outermost ASGI app: request id, timing, metrics, access log; hot routes skip the router."""
+
+    def __init__(self, router: Starlette, fast: dict[tuple[str, str], Endpoint], holder: ModelHolder, metrics: Metrics,
+                 access_log: AccessLog | None) -> None:
+        self.router = router
+        self.fast = fast
+        self.holder = holder  # the server turns readiness off through it when it drains
+        self.metrics = metrics
+        self.access_log = access_log
+        self.routes = router.routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan
+            await self.router(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")
+        if not _REQUEST_ID.fullmatch(request_id):
+            request_id = os.urandom(8).hex()
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["headers"] = headers
+        rid_header = (b"x-request-id", request_id.encode())
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        endpoint = self.fast.get((scope["method"], scope["path"]))
+        try:
+            if endpoint is not None:
+                await endpoint(scope, receive, send_with_id)
+            else:
+                await self.router(scope, receive, send_with_id)
+        except Exception as exc:
+            # never the exception's message or a traceback (either can carry patient data): its type and where
+            log.error("unhandled error %s (request %s) at %s", type(exc).__name__, request_id, _where(exc),
+                      extra={"request_id": request_id, "path": state.get("route", "unmatched")})
+            if started:  # the answer is half sent: the connection is closed without more
+                return
+            body = error_body(500, "internal error; the request id is in the server log", request_id)
+            await send_with_id({"type": "http.response.start", "status": 500,
+                                "headers": [(b"content-type", JSON), (b"content-length", b"%d" % len(body))]})
+            await send_with_id({"type": "http.response.body", "body": body})
+        finally:
+            elapsed = time.perf_counter() - start
+            if state.get("disconnected"):
+                status = CLIENT_CLOSED
+            route = state.get("route", "unmatched")
+            self.metrics.observe(route, scope["method"], status, elapsed)
+            if self.access_log is not None and route not in QUIET_ROUTES:
+                self.access_log.write({
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "latency_ms": round(elapsed * 1000, 3),
+                    "model_version": state.get("model_version"),
+                })
+
+
+def _where(exc: BaseException) -> str:
+    """The frames an exception went through, as ``file:line in function`` (code locations, no values)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}" for f in reversed(frames[-8:]))
+
+
+def not_found_or_not_allowed(request: Request, exc: Exception) -> Response:
+    """Starlette's 404 and 405, in the one error shape."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    message = {404: f"no route {path}", 405: f"{request.method} is not allowed on {path}"}.get(exc.status_code, str(exc.detail))
+    body = error_body(exc.status_code, message, request.scope["state"].get("request_id", ""))
+    return Response(body, status_code=exc.status_code, media_type="application/json", headers=exc.headers)
