@@ -11,7 +11,7 @@ VERSION ?= champion
 PYTEST_ARGS ?=
 
 .PHONY: index-image index-deploy
-.PHONY: help install run serve train test upload.monitoring release release.version bench infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback-deployment train-job lint wheel lock clean
+.PHONY: help install run serve train test upload.monitoring release release.version bench soak infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback-deployment train-job lint wheel lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -115,11 +115,16 @@ e2e: install ## End-to-end tier: images, registry, index, S3 (and Kubernetes) fo
 docker-requirements: install ## Re-resolve deploy/docker/*/requirements.txt (pinned, hashed) within requirements.lock
 	deploy/docker/requirements.sh
 
-bench: install ## Benchmark the service (reference stack, HTTP floor, prediction log on/off), the dashboard and drift (several minutes)
+bench: install ## Benchmark the service (reference stack, HTTP floor, prediction log on/off, overload), the dashboard and drift (several minutes)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/predlog.py --http
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/drift.py
+	$(BIN)/python benchmarks/overload.py
+
+SOAK_SECONDS ?= 600
+soak: install ## Soak the service: steady load with a champion promotion every 10 s, every answer checked (SOAK_SECONDS, default 600)
+	$(BIN)/python benchmarks/soak.py --duration $(SOAK_SECONDS)
 
 # ---- Kubernetes ------------------------------------------------------------------------------------
 k8s-up: ## Start the local single-node Kubernetes 1.20 cluster (builds its binaries once, ~9 min); then: export KUBECONFIG=.infra/k8s/kubeconfig

@@ -107,6 +107,18 @@ class ServeSettings(BaseSettings):
     api_tokens_file: Path | None = Field(None, description="A file with one bearer token per line, added to api_tokens.")
     access_log: bool = Field(True, description="Write a JSON access-log line per request (never with feature values).")
     graceful_timeout: float = Field(20.0, ge=0, description="Seconds that in-flight requests get to finish on SIGTERM.")
+    overload_max_lag: float = Field(
+        0.1, ge=0,
+        description="Overload shedding: a request that finds the worker's event loop this many seconds behind is answered "
+        "503 with Retry-After at once, unprocessed (probes and /metrics never are); 0: never shed.",
+    )
+    overload_retry_after: int = Field(1, ge=1, description="Seconds in the Retry-After header of a shed request.")
+    request_read_timeout: float = Field(
+        10.0, ge=0,
+        description="Seconds a client gets to send a whole request (headers and body), from its connection or the "
+        "request's first byte; a slower one is disconnected (slowloris).  0: no limit.",
+    )
+    keep_alive_timeout: float = Field(5.0, gt=0, description="Seconds an idle keep-alive connection is kept open.")
     drain_seconds: float = Field(
         0.0, ge=0, description="On SIGTERM, seconds to keep serving with readiness false (for load balancers) before closing."
     )

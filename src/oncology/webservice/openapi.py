@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from oncology.settings import ServeSettings
+from oncology.webservice import overload
 from oncology.webservice.schemas import (
     CSV_PATTERN,
     EXPLAIN,
@@ -259,6 +260,7 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
         },
         "components": {"schemas": _components()},
     }
+    overload.document(doc)  # 503 + Retry-After on every route that can be shed
     if security:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return doc

@@ -9,7 +9,10 @@ with its own app, serving the shared socket), forwards SIGTERM/SIGINT to all of 
 worker drains exactly as a single process does, replaces a worker that dies while serving, and exits
 0 when every worker stopped cleanly.  It removes the metrics folder it created for the workers.
 Only uvicorn's public API is used (``Config``, ``Config.bind_socket``, ``Server.run(sockets)``,
-``Server.should_exit``/``force_exit``, ``Server.capture_signals``).
+``Server.should_exit``/``force_exit``, ``Server.capture_signals``), except one subclass: the ``http``
+option is `overload.protocol`, uvicorn's httptools protocol with a deadline for reading a request,
+which hooks four of its methods (``connection_made``, ``on_message_begin``, ``on_message_complete``,
+``connection_lost``).  The app is served behind `overload.Shedder`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import uvicorn
 
 from oncology import logconfig
 from oncology.settings import ServeSettings
+from oncology.webservice import overload
 from oncology.webservice.app import create_app
 from oncology.webservice.transport import Front
 
@@ -95,12 +99,13 @@ def _options(settings: ServeSettings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
         "lifespan": "on",
         "access_log": False,  # our middleware writes the access log, as JSON, without patient data
         "log_config": None,
         "server_header": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
+        "http": overload.protocol(settings),  # httptools with a deadline for reading a request
+        "timeout_keep_alive": settings.keep_alive_timeout,
     }
 
 
@@ -110,7 +115,8 @@ def serve(settings: ServeSettings) -> None:
         _supervise(settings)
         return
     app = create_app(settings)
-    _DrainingServer(uvicorn.Config(app, **_options(settings)), app, settings.drain_seconds).run()
+    shedder = overload.Shedder(app, settings, app.metrics)
+    _DrainingServer(uvicorn.Config(shedder, **_options(settings)), app, settings.drain_seconds).run()
 
 
 # ---- several workers ------------------------------------------------------------------------------
@@ -127,7 +133,7 @@ def _worker(sock: socket.socket) -> None:
     signal.signal(signal.SIGTERM, lambda sig, frame: early.append(sig))  # a stop while starting still drains
     app = app_from_env()
     settings = ServeSettings()
-    config = uvicorn.Config(app, **_options(settings))
+    config = uvicorn.Config(overload.Shedder(app, settings, app.metrics), **_options(settings))
     server = _DrainingServer(config, app, settings.drain_seconds, signals=(signal.SIGTERM,))
     server.early = early  # the same list: a signal until the server's own handler is in place is kept
     server.run(sockets=[sock])

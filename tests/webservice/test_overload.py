@@ -1,0 +1,213 @@
+"""Overload and slow clients, against a real server: shed with 503 + Retry-After, probes always answered,
+slowloris connections closed while normal clients keep being served."""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from oncology_model import FEATURES, Classifier
+
+from .conftest import EXAMPLE, MALIGNANT
+
+PROBES = ("/healthz", "/readyz", "/metrics", "/ping", "/v2/health/live", "/v2/health/ready")
+BATCH_ROWS = 10_000  # the most a batch may hold: the request that keeps a worker's loop busiest
+
+
+@dataclass
+class Seen:
+    """Everything the client threads saw; an exception is kept, never lost."""
+
+    answers: list[tuple[str, httpx.Response]] = field(default_factory=list)
+    probes: list[tuple[str, int]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def count(self, status: int) -> int:
+        return sum(1 for _, r in list(self.answers) if r.status_code == status)
+
+
+def _post_loop(url: str, path: str, body: bytes, seen: Seen) -> None:
+    try:
+        with httpx.Client(timeout=60) as client:
+            while not seen.stop.is_set():
+                r = client.post(f"{url}{path}", content=body, headers={"content-type": "application/json"})
+                seen.answers.append((path, r))
+    except Exception as exc:  # noqa: BLE001 - any exception fails the test, none kills it silently
+        seen.errors.append(repr(exc))
+
+
+def _probe_loop(url: str, seen: Seen) -> None:
+    try:
+        with httpx.Client(timeout=60) as client:
+            while not seen.stop.is_set():
+                for path in PROBES:
+                    seen.probes.append((path, client.get(f"{url}{path}").status_code))
+    except Exception as exc:  # noqa: BLE001
+        seen.errors.append(repr(exc))
+
+
+def test_overload_sheds_with_503_and_retry_after_and_answers_probes_and_the_rest_correctly(  # type: ignore[no-untyped-def]
+    serve, trained_store: Path
+) -> None:
+    # a tiny lag budget: any 10,000-row batch keeps the loop busy past it, so requests that wait behind
+    # one are shed, on a fast machine as on a slow one
+    server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_OVERLOAD_MAX_LAG": "0.001",
+                    "ONCOLOGY_OVERLOAD_RETRY_AFTER": "3", "ONCOLOGY_ACCESS_LOG": "false"})
+    clf = Classifier.from_uri(trained_store)
+    batch = [EXAMPLE if i % 2 else MALIGNANT for i in range(BATCH_ROWS)]
+    expected_batch = clf.score_rows([tuple(r[f] for f in FEATURES) for r in batch])
+    expected_one = clf.score_rows([tuple(EXAMPLE[f] for f in FEATURES)])[0]
+    seen = Seen()
+    batch_body, one_body = json.dumps(batch).encode(), json.dumps(EXAMPLE).encode()
+    threads = [threading.Thread(target=_post_loop, args=(server.url, "/predict/batch", batch_body, seen)) for _ in range(4)]
+    threads += [threading.Thread(target=_post_loop, args=(server.url, "/predict", one_body, seen)) for _ in range(4)]
+    threads.append(threading.Thread(target=_probe_loop, args=(server.url, seen)))
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 120  # bounded whatever happens; normally a few seconds
+        while time.monotonic() < deadline and not seen.errors:
+            probes_during = sum(1 for _ in seen.probes)
+            if seen.count(503) >= 20 and seen.count(200) >= 20 and probes_during >= 3 * len(PROBES):
+                break
+            time.sleep(0.05)
+    finally:
+        seen.stop.set()
+        for t in threads:
+            t.join()
+    assert seen.errors == []
+    statuses = {r.status_code for _, r in seen.answers}
+    assert statuses <= {200, 503}, statuses  # no other 5xx, no 4xx
+    shed = [(p, r) for p, r in seen.answers if r.status_code == 503]
+    admitted = [(p, r) for p, r in seen.answers if r.status_code == 200]
+    assert len(shed) >= 20 and len(admitted) >= 20, (len(shed), len(admitted))
+    for _, r in shed:
+        assert r.headers["retry-after"] == "3"
+        body = r.json()
+        assert body["status"] == 503 and "overloaded" in body["error"]
+    for path, r in admitted:  # every admitted request fully and correctly answered
+        if path == "/predict":
+            assert r.json()["probability"] == expected_one
+        else:
+            assert [x["probability"] for x in r.json()] == expected_batch
+    assert seen.probes and {status for _, status in seen.probes} == {200}, [p for p in seen.probes if p[1] != 200][:5]
+    metrics = httpx.get(f"{server.url}/metrics").text
+    counted = re.search(r'^oncology_http_shed_total\{reason="loop_lag"\} (\S+)$', metrics, re.M)
+    assert counted is not None and float(counted.group(1)) == len(shed)
+
+
+def test_the_openapi_document_names_the_overload_answer_and_probes_never_get_it(live) -> None:  # type: ignore[no-untyped-def]
+    doc = httpx.get(f"{live.url}/openapi.json").json()
+    for path, method in [("/predict", "post"), ("/predict/batch", "post"), ("/v2/models/{model_name}/infer", "post"),
+                         ("/model", "get")]:
+        answer = doc["paths"][path][method]["responses"]["503"]
+        assert "overloaded" in answer["description"] and answer["headers"]["Retry-After"]["schema"]["type"] == "integer"
+    for path in ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ping",
+                 "/v2/models/{model_name}/ready"):
+        assert "Retry-After" not in json.dumps(doc["paths"][path])
+
+
+# ---- slow clients (slowloris) ----------------------------------------------------------------------
+
+SLOW = 1_000  # connections: half trickle their headers, half their body, one byte at a time
+
+
+class Trickler:
+    """``SLOW`` connections to the server that send their requests one byte per round, on loopback only.
+
+    It records when the server closes each one; any other event (data from the server, an exception)
+    is kept as an error.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.socks: dict[int, socket.socket] = {}
+        self.pending: dict[int, bytes] = {}
+        self.closed = 0
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.opened = threading.Event()
+
+    def run(self) -> None:
+        try:
+            for i in range(SLOW):
+                s = socket.create_connection(("127.0.0.1", self.port))
+                s.setblocking(False)
+                head = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                if i % 2:  # the headers complete at once, then the body trickles
+                    s.sendall(head + b"Content-Length: 1000\r\n\r\n{")
+                    self.pending[s.fileno()] = b" " * 998 + b"}"
+                else:  # the headers trickle (an endless header)
+                    s.sendall(head + b"X-Slow: ")
+                    self.pending[s.fileno()] = b"a" * 10_000
+                self.socks[s.fileno()] = s
+            self.opened.set()
+            while not self.stop.is_set() and self.socks:
+                for fd, s in list(self.socks.items()):  # one byte each
+                    data = self.pending[fd]
+                    if data:
+                        try:
+                            s.send(data[:1])
+                            self.pending[fd] = data[1:]
+                        except (BrokenPipeError, ConnectionResetError):
+                            self._closed(fd)
+                poller = select.poll()  # not select(): these descriptors go past FD_SETSIZE
+                for fd in self.socks:
+                    poller.register(fd, select.POLLIN)
+                for fd, _ in poller.poll(0):
+                    try:
+                        data = self.socks[fd].recv(65536)
+                    except ConnectionResetError:
+                        data = b""
+                    if data:
+                        self.errors.append(f"the server answered a slow connection: {data[:80]!r}")
+                    self._closed(fd)
+                self.stop.wait(0.2)
+        except Exception as exc:  # noqa: BLE001
+            self.errors.append(repr(exc))
+        finally:
+            self.opened.set()
+            for s in self.socks.values():
+                s.close()
+
+    def _closed(self, fd: int) -> None:
+        s = self.socks.pop(fd, None)
+        if s is not None:
+            s.close()
+            self.closed += 1
+
+
+def test_a_thousand_slow_connections_are_closed_and_do_not_starve_a_normal_client(serve, trained_store: Path) -> None:  # type: ignore[no-untyped-def]
+    server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_REQUEST_READ_TIMEOUT": "5",
+                    "ONCOLOGY_ACCESS_LOG": "false"})
+    expected = Classifier.from_uri(trained_store).score_rows([tuple(EXAMPLE[f] for f in FEATURES)])[0]
+    trickler = Trickler(int(server.url.rsplit(":", 1)[1]))
+    thread = threading.Thread(target=trickler.run)
+    thread.start()
+    answers: list[tuple[int, float | None, int]] = []  # status, probability, slow connections closed by then
+    try:
+        assert trickler.opened.wait(60)
+        assert trickler.errors == [] and len(trickler.socks) + trickler.closed == SLOW
+        with httpx.Client(timeout=30) as client:
+            deadline = time.monotonic() + 120
+            # a normal client while the slow ones are open, and until the server has closed them all
+            while (trickler.socks or len(answers) < 20) and time.monotonic() < deadline and not trickler.errors:
+                r = client.post(f"{server.url}/predict", json=EXAMPLE)
+                answers.append((r.status_code, r.json().get("probability"), trickler.closed))
+    finally:
+        trickler.stop.set()
+        thread.join()
+    assert trickler.errors == []
+    assert answers and {(s, p) for s, p, _ in answers} == {(200, expected)}
+    assert any(closed == 0 for _, _, closed in answers), "no answer while all the slow connections were open"
+    assert trickler.closed == SLOW, f"the server left {SLOW - trickler.closed} slow connections open"
+    assert server.proc.poll() is None
