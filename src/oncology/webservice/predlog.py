@@ -56,10 +56,11 @@ PREFIX: Final = "monitoring/predictions"
 DROP_REASONS: Final = ("buffer_full", "write_failed", "shutdown", "invalid")
 #: Entries serialised per call: the writer thread lets the event loop run between chunks.
 _CHUNK = 256
-#: ISA-L's deflate: gzip as zlib writes it, the same ratio at level 1 (these lines ~25x) for a seventh of the
-#: instructions (~1.5k a line instead of ~11k: most of the writer's cost, on the CPU the requests need).
+#: ISA-L's deflate at its level 0: ~1.1k instructions a line where zlib's level 1 takes ~10k (the largest part
+#: of the writer's cost, on the CPU the requests need), for objects ~1.5x larger (these lines compress ~16x
+#: instead of ~25x).  Not its level 1: its ratio depends on the data (8x to 25x on batches of these lines).
 _gzip = isal_zlib.compress
-_GZIP_LEVEL = 1
+_GZIP_LEVEL = 0
 
 _Inputs: Any = msgspec.defstruct("PredictionInputs", list(FEATURES))
 #: A timestamp's end, by its milliseconds: ".000+00:00" ... ".999+00:00" (an f-string with a format spec costs
