@@ -21,7 +21,7 @@ from oncology.settings import ServeSettings
 from oncology.webservice import predlog
 from oncology.webservice.metrics import Metrics
 from oncology.webservice.predlog import PredictionLog
-from oncology_model.datamodel import FEATURES
+from oncology_model.datamodel import FEATURES, Decision
 from oncology_model.errors import StoreUnavailable
 from oncology_model.storage import LocalStore, Store, open_store
 from support import S3, TcpForwarder
@@ -97,6 +97,17 @@ def test_each_prediction_is_one_json_line_in_the_fixed_format(tmp_path: Path) ->
     assert (third["inputs"], third["probability"], third["decision"], third["route"], third["model_version"]) == (
         MALIGNANT, 0.97, "malignant", "/predict/batch", "1.0.2")
     assert log.written == 3 and log.errors == []
+
+
+def test_a_single_prediction_keeps_its_own_decision_as_the_service_passes_it(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    log = PredictionLog(store, "w", flush_seconds=3600).start()
+    log.record("/predict", "refer-1", "1.0.1", [ROW2], [0.55], ["malignant"], [Decision.REFER])  # as Service.score
+    log.record("/predict", "benign-1", "1.0.1", [ROW], [0.02], ["benign"], [Decision.BENIGN])
+    assert log.close(timeout=30)
+    assert [(r["request_id"], r["prediction"], r["decision"], r["probability"], r["inputs"]) for _, r in records(store)] == [
+        ("refer-1", "malignant", "refer", 0.55, MALIGNANT), ("benign-1", "benign", "benign", 0.02, EXAMPLE)]
+    assert log.written == 2 and log.errors == []
 
 
 # ---- the buffer ---------------------------------------------------------------------------------
