@@ -43,12 +43,12 @@ def test_sigterm_leaves_every_prediction_in_the_log_and_workers_never_share_an_o
 
     def client(n: int) -> None:
         try:
-            with httpx.Client(base_url=server.url, timeout=60) as http:  # new connections: both workers serve (60 s: a hang guard)
-                for i in range(25):
-                    rid = f"c{n}-{i}"
-                    answer = http.post("/predict", json=EXAMPLE if i % 2 else MALIGNANT, headers={"x-request-id": rid})
-                    assert answer.status_code == 200, answer.text
-                    sent.append(rid)
+            for i in range(25):  # a new connection per request, 100 in all: every worker accepts some (60 s: a hang guard)
+                rid = f"c{n}-{i}"
+                answer = httpx.post(f"{server.url}/predict", json=EXAMPLE if i % 2 else MALIGNANT,
+                                    headers={"x-request-id": rid, "connection": "close"}, timeout=60)
+                assert answer.status_code == 200, answer.text
+                sent.append(rid)
         except BaseException as exc:
             failures.append(exc)
 
