@@ -26,10 +26,12 @@ import base64
 import hashlib
 import json
 import os
+import random
 import re
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ from e2e.conftest import Published
 from e2e.k8s_cluster import Answer, Cluster, Load, kubectl_binary, request, running_cluster
 from e2e.stack import BASE_IMAGE, DATA, PUBLISH, REPO, Stack, dataset_rows
 from oncology.trainer.pipeline import run_training
+from oncology.webservice.predlog import PredictionLog
 from oncology_model import Classifier
 from oncology_model.datamodel import FEATURES
 from oncology_model.registry import ModelRegistry
@@ -87,6 +90,16 @@ def render(path: Path) -> list[dict[str, Any]]:
     proc = subprocess.run([kubectl_binary(), "kustomize", str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def for_1_20(path: Path) -> str:
+    """The overlay as the 1.20 cluster takes it: ``kubectl kustomize | deploy/k8s/legacy.py`` (policy/v1beta1)."""
+    rendered = subprocess.run([kubectl_binary(), "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    proc = subprocess.run([sys.executable, str(REPO / "deploy" / "k8s" / "legacy.py")], input=rendered.stdout,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -315,6 +328,140 @@ def withdraw_wheels(stack: Stack, versions: list[str]) -> None:
     assert not [v for v in versions if f"oncology_model-{v}-" in page.text], page.text
 
 
+# ---- drift on the cluster -----------------------------------------------------------------------
+
+
+#: the drift test's traffic: rows drawn (seeded) from the complete rows; the shifted batch adds 2 points
+#: (at most 10) to mitoses and bare_nuclei on a third of its rows, as tests/monitoring/test_drift.py does
+DRIFT_ROWS = 500
+DRIFT_SEED = 8
+DRIFT_SHIFTED = ("mitoses", "bare_nuclei")
+
+
+def log_service_answers(service: Service, store: str, rows: list[list[int]], hours_ago: float) -> str:
+    """POST ``rows`` to the Service (``/predict/batch``) and keep every answer in the store's prediction log,
+    through the service's own writer (`PredictionLog`), stamped ``hours_ago`` hours ago. The model version."""
+    status, body = request(service.host, service.port, "POST", "/predict/batch",
+                           json.dumps([dict(zip(FEATURES, r)) for r in rows]).encode(), timeout=60)
+    assert status == 200, body[:500]
+    answers = json.loads(body)
+    (version,) = {a["model_version"] for a in answers}
+    writer = PredictionLog(open_store(store), f"e2e-drift-{uuid.uuid4().hex[:8]}", batch_rows=len(rows),
+                           clock=lambda: time.time() - hours_ago * 3600).start()
+    writer.record("/predict/batch", uuid.uuid4().hex, version, rows, [a["probability"] for a in answers],
+                  [a["prediction"] for a in answers], [a["decision"] for a in answers])
+    assert writer.close(timeout=60), (writer.dropped, writer.errors)
+    assert writer.written == len(rows) and writer.errors == []
+    return str(version)
+
+
+def _drift_job(cluster: Cluster, service: Service, figures: dict[str, Any], store: str, serving: str,
+               trainer_tag: str, registry: str, overlay: Path) -> None:
+    """Issue 8: ``make drift-job`` on the real cluster. Quiet traffic logged two hours ago -> exit 0, the report
+    printed and written; traffic with two shifted features logged now -> non-zero exit, drift flagged, naming
+    them. Each run looks at its own window (``DRIFT_ARGS``)."""
+    rng = random.Random(DRIFT_SEED)
+    quiet = [list(service.rows[rng.randrange(len(service.rows))]) for _ in range(DRIFT_ROWS)]
+    shifted = [list(row) for row in quiet]
+    for i in rng.sample(range(len(shifted)), len(shifted) // 3):
+        for name in DRIFT_SHIFTED:
+            j = FEATURES.index(name)
+            shifted[i][j] = min(shifted[i][j] + 2, 10)
+    client = open_store(store)
+    before = set(client.list("monitoring/drift/"))
+
+    assert log_service_answers(service, store, quiet, hours_ago=2) == serving
+    t0 = time.monotonic()
+    calm = cluster.make("drift-job", VERSION=trainer_tag, REGISTRY=registry, OVERLAY=str(overlay),
+                        DRIFT_ARGS=f"--model {serving} --since 3h --until 1h")
+    figures["k8s: make drift-job, 500 quiet predictions (s)"] = round(time.monotonic() - t0, 1)
+    out = calm.stdout + calm.stderr
+    assert calm.returncode == 0, out[-4000:]
+    assert f"drift of model {serving}: {DRIFT_ROWS} predictions" in calm.stdout, out[-4000:]
+    assert "no drift flagged" in calm.stdout and "drift flagged:" not in out, out[-4000:]
+    m = re.search(r"(?m)^report: (s3://\S+)/(monitoring/drift/drift-\d{8}T\d{6}Z\.json)$", calm.stdout)
+    assert m and m.group(1) == store, calm.stdout[-4000:]
+    report = json.loads(client.read(m.group(2)))  # written to the store of record, as printed
+    assert (report["model_version"], report["n"], report["drift"], report["flagged"]) == (serving, DRIFT_ROWS, False, [])
+    assert set(client.list("monitoring/drift/")) - before == {m.group(2)}
+
+    assert log_service_answers(service, store, shifted, hours_ago=0) == serving
+    t0 = time.monotonic()
+    drifted = cluster.make("drift-job", VERSION=trainer_tag, REGISTRY=registry, OVERLAY=str(overlay),
+                           DRIFT_ARGS=f"--model {serving} --since 30m")
+    figures["k8s: make drift-job, 500 shifted predictions (s)"] = round(time.monotonic() - t0, 1)
+    out = drifted.stdout + drifted.stderr
+    assert drifted.returncode != 0, out[-4000:]
+    assert f"drift of model {serving}: {DRIFT_ROWS} predictions" in drifted.stdout, out[-4000:]
+    flagged = re.search(r"(?m)^drift flagged: (.+)$", drifted.stdout)  # the pod's stderr, in kubectl logs
+    assert flagged and set(DRIFT_SHIFTED) <= set(flagged.group(1).split(", ")), out[-4000:]
+    assert "the drift Job failed: drift flagged" in drifted.stderr, out[-4000:]
+    (new,) = set(client.list("monitoring/drift/")) - before - {m.group(2)}
+    report = json.loads(client.read(new))
+    assert report["drift"] is True and set(DRIFT_SHIFTED) <= set(report["flagged"]) and report["n"] == DRIFT_ROWS
+    assert f"report: {store}/{new}" in drifted.stdout
+    cluster.kubectl("delete", "job", "oncology-drift", "--wait=true")
+
+
+# ---- voluntary disruptions ------------------------------------------------------------------------
+
+
+def evict(cluster: Cluster, pod: str) -> subprocess.CompletedProcess[str]:
+    """POST the pod's eviction subresource (what ``kubectl drain`` does): the API server checks the
+    PodDisruptionBudget and answers 429 when the eviction would break it."""
+    body = {"apiVersion": "policy/v1beta1", "kind": "Eviction", "metadata": {"name": pod, "namespace": "default"}}
+    return cluster.kubectl("create", "--raw", f"/api/v1/namespaces/default/pods/{pod}/eviction", "-f", "-",
+                           input=json.dumps(body), check=False)
+
+
+def refused_by_budget(proc: subprocess.CompletedProcess[str]) -> bool:
+    return proc.returncode != 0 and "disruption budget" in proc.stderr
+
+
+def _disruptions(cluster: Cluster, service: Service, expected: dict[str, list[tuple[str, float]]],
+                 figures: dict[str, Any], image: str, digest: str) -> None:
+    """Issue 9: ``kubectl delete pod`` of a serving pod, then both pods evicted one by one through the eviction
+    API, each under load with every answer checked: no request may fail."""
+    rows = [dict(zip(FEATURES, row)) for row in service.rows]
+    # (a) a serving pod deleted
+    with Load(service.host, service.port, rows, expected, rate=RATE) as load:
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the change"
+        victim = live_pods(cluster)[0]["metadata"]["name"]
+        cluster.kubectl("delete", "pod", victim, "--wait=true", timeout=120)
+        assert_clean_deployment(cluster, image, digest)
+        assert victim not in {p["metadata"]["name"] for p in live_pods(cluster)}
+        n = len(load.answers)
+        assert load.wait_for(lambda answers: len(answers) >= n + 100, 30)  # and the two new pods answer
+    assert load.exhausted is None, f"the load loop hit its bound ({load.exhausted})"
+    assert load.failures() == [], f"kubectl delete pod: {len(load.failures())} of {len(load.answers)} failed: {load.failures()[:5]}"
+    figures["k8s: kubectl delete pod under load: failed/total"] = f"0/{len(load.answers)}"
+
+    # (b) every pod evicted, one at a time: the budget refuses the second while the first's replacement is not ready
+    with Load(service.host, service.port, rows, expected, rate=RATE) as load:
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the change"
+        first, second = sorted(p["metadata"]["name"] for p in live_pods(cluster))
+        t0 = time.monotonic()
+        proc = evict(cluster, first)
+        assert proc.returncode == 0, proc.stderr
+        refused = evict(cluster, second)  # at once: one pod is already going, minAvailable 1
+        assert refused_by_budget(refused), (refused.returncode, refused.stderr)
+        refusals, deadline = 1, time.monotonic() + 120
+        while refused_by_budget(proc := evict(cluster, second)):
+            assert time.monotonic() < deadline, "the second eviction was refused for 120 s"
+            refusals += 1
+            time.sleep(0.5)
+        assert proc.returncode == 0, proc.stderr
+        figures["k8s: both pods evicted one by one: second eviction allowed after (s), refusals"] = (
+            f"{time.monotonic() - t0:.1f}, {refusals}")
+        assert_clean_deployment(cluster, image, digest, timeout=120)
+        assert not {first, second} & {p["metadata"]["name"] for p in live_pods(cluster)}
+        n = len(load.answers)
+        assert load.wait_for(lambda answers: len(answers) >= n + 100, 30)
+    assert load.exhausted is None, f"the load loop hit its bound ({load.exhausted})"
+    assert load.failures() == [], f"evictions: {len(load.failures())} of {len(load.answers)} failed: {load.failures()[:5]}"
+    figures["k8s: eviction of both pods one by one under load: failed/total"] = f"0/{len(load.answers)}"
+
+
 # ---- the test ------------------------------------------------------------------------------------
 
 
@@ -379,13 +526,15 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
     complete, _ = dataset_rows()
 
     # ---- 1. the local overlay on the 1.20 cluster, and training as a Job ------------------------------
-    dry = cluster.kubectl("apply", "--dry-run=server", "-k", str(LOCAL_OVERLAY), check=False)
+    dry = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=for_1_20(LOCAL_OVERLAY), check=False)
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.count("(server dry run)") == 6, dry.stdout  # 2 ConfigMaps, Secret, Service, Deployment, Job
-    made = cluster.kubectl("get", "configmaps,secrets,services,deployments,jobs", "-o", "name").stdout.split()
+    # 2 ConfigMaps, Secret, Service, Deployment, PodDisruptionBudget, Job
+    assert dry.stdout.count("(server dry run)") == 7, dry.stdout
+    made = cluster.kubectl("get", "configmaps,secrets,services,deployments,jobs,pdb", "-o", "name").stdout.split()
     assert [name for name in made if "oncology" in name] == [], "the dry run created objects"
 
-    cluster.kubectl("apply", "-k", str(overlay))
+    cluster.kubectl("apply", "-f", "-", input=for_1_20(overlay))
+    assert cluster.get("pdb", APP)["apiVersion"] == "policy/v1beta1"
     cluster.kubectl("rollout", "status", f"deployment/{APP}", "--timeout=180s", timeout=200)
     assert_clean_deployment(cluster, f"{registry}/{APP}:{published.version}", published.digests["webservice"])
     logs = wait_job(cluster)  # the overlay's own Job trains as soon as it is applied
@@ -552,3 +701,9 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
     t0 = time.monotonic()
     assert_clean_deployment(cluster, tag1, digest1, gone=True, timeout=150)
     figures["k8s: never-ready releases: their pods gone after the last rollback (s)"] = round(time.monotonic() - t0, 1)
+
+    # ---- 6. make drift-job on the cluster, over predictions the Service answered ----------------------
+    _drift_job(cluster, service, figures, store, first, published.version, registry, overlay)
+
+    # ---- 7. voluntary disruptions under load: a serving pod deleted; every pod evicted, one by one --------
+    _disruptions(cluster, service, only_first, figures, tag1, digest1)
