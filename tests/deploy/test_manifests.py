@@ -61,6 +61,11 @@ def test_both_overlays_keep_one_replica_through_voluntary_disruptions(overlay: s
     deployment = found["Deployment/oncology-webservice"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert pdb["spec"]["minAvailable"] == 1 < deployment["spec"]["replicas"]  # one may go, never both
+    (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]  # one replica per node
+    assert (spread["topologyKey"], spread["maxSkew"]) == ("kubernetes.io/hostname", 1)
+    assert spread["labelSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    # soft: a drained node's replica must be able to come up beside the other one
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
 
 
 @pytest.mark.parametrize("overlay", ["local", "production"])
