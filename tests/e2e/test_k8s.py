@@ -42,7 +42,7 @@ import pytest
 import yaml
 
 from e2e.conftest import Published
-from e2e.k8s_cluster import Answer, Cluster, Load, kubectl_binary, request, running_cluster
+from e2e.k8s_cluster import NODE_NAMES, Answer, Cluster, Load, Retry, kubectl_binary, request, running_cluster
 from e2e.stack import BASE_IMAGE, DATA, PUBLISH, REPO, Stack, dataset_rows
 from oncology.trainer.pipeline import run_training
 from oncology.webservice.predlog import PredictionLog
@@ -193,10 +193,14 @@ def assert_clean_deployment(cluster: Cluster, image: str, digest: str | None = N
     assert [image_of(rs["spec"]["template"]) for rs in active] == [image]
 
 
-def assert_no_container_runs(stack: Stack, pod: str, timeout: float = 30) -> None:
-    """No container of that pod runs on the node any more (dockershim labels each with its pod's name)."""
+def assert_no_container_runs(stack: Stack, cluster: Cluster, pod: str, timeout: float = 30) -> None:
+    """No container of that pod runs on either node any more (dockershim labels each with its pod's name)."""
     end = time.monotonic() + timeout
-    while ids := stack.docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.name={pod}").stdout.split():
+    while True:
+        ids = stack.docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.name={pod}").stdout.split()
+        ids += cluster.node2_docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.name={pod}").stdout.split()
+        if not ids:
+            return
         assert time.monotonic() < end, f"containers {ids} of pod {pod} still run after {timeout:.0f}s"
         time.sleep(0.5)
 
@@ -462,6 +466,174 @@ def _disruptions(cluster: Cluster, service: Service, expected: dict[str, list[tu
     figures["k8s: eviction of both pods one by one under load: failed/total"] = f"0/{len(load.answers)}"
 
 
+# ---- losing a node ---------------------------------------------------------------------------------
+
+NODE1, NODE2 = NODE_NAMES
+
+
+def nodes_of(pods: list[dict[str, Any]]) -> list[str]:
+    return sorted(p["spec"].get("nodeName") or "" for p in pods)
+
+
+def node_sh(cluster: Cluster, action: str) -> str:
+    """``infra/k8s/node.sh kill|start``: the second node stopped at once (SIGKILL to its kubelet, kube-proxy,
+    dockerd, containerd, shims and containers), or started again (until Ready)."""
+    proc = subprocess.run([str(REPO / "infra" / "k8s" / "node.sh"), action], env=cluster.env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr
+
+
+def spread_again(cluster: Cluster, image: str, digest: str) -> None:
+    """Until the two replicas run on the two nodes: while both are on one node, one of them is deleted (its
+    replacement goes where the topology spread constraint prefers: the other node)."""
+    assert_clean_deployment(cluster, image, digest, gone=True, timeout=150)
+    for _ in range(3):
+        pods = live_pods(cluster)
+        if nodes_of(pods) == [NODE1, NODE2]:
+            return
+        cluster.kubectl("delete", "pod", pods[0]["metadata"]["name"], "--wait=true", timeout=120)
+        assert_clean_deployment(cluster, image, digest, gone=True, timeout=150)
+    pytest.fail(f"the replicas do not spread over the two nodes: {nodes_of(live_pods(cluster))}")
+
+
+def back_on(cluster: Cluster, node: str) -> bool:
+    """The Deployment at its 2 ready replicas, both live pods on ``node``."""
+    pods = live_pods(cluster)
+    status = cluster.get("deployment", APP)["status"]
+    return nodes_of(pods) == [node, node] and all(ready(p) for p in pods) and status.get("readyReplicas") == 2
+
+
+def _loss(cluster: Cluster, service: Service, expected: dict[str, list[tuple[str, float]]],
+          retry: Retry | None) -> tuple[Load, float, float]:
+    """The second node killed under load: (load, seconds until the Deployment is 2/2 on the first node,
+    seconds from the kill to the last failed request or 0)."""
+    rows = [dict(zip(FEATURES, row)) for row in service.rows]
+    with Load(service.host, service.port, rows, expected, rate=RATE, max_seconds=300, timeout=5, retry=retry) as load:
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the loss"
+        t_kill = time.monotonic()
+        node_sh(cluster, "kill")
+        deadline, back = time.monotonic() + 180, None
+        while back is None:
+            if back_on(cluster, NODE1):
+                back = time.monotonic() - t_kill
+            else:
+                assert time.monotonic() < deadline, f"not 2/2 on {NODE1} within 180 s: {nodes_of(live_pods(cluster))}"
+                time.sleep(0.5)
+        n = len(load.answers)
+        assert load.wait_for(lambda answers: len(answers) >= n + 300, 60), "the Service stopped answering"
+    assert load.exhausted is None, f"the load loop hit its bound ({load.exhausted})"
+    failed = load.failures()
+    assert all(a.error and "differs" not in a.error and "model_version" not in a.error for a in failed), failed[:5]
+    last = max((a.done for a in failed), default=t_kill) - t_kill
+    after = [a for a in load.answers if a.sent > t_kill + last]
+    assert after and all(a.error is None for a in after)
+    return load, back, last
+
+
+def _node_loss(cluster: Cluster, service: Service, expected: dict[str, list[tuple[str, float]]],
+               figures: dict[str, Any], image: str, digest: str) -> None:
+    """Issue 11: the two replicas on the two nodes; a drain under load fails nothing and brings the replica up on
+    the other node; an abrupt loss of the node (kubelet and containers at once) is measured, then fails nothing
+    for clients with the retry policy (`Retry`)."""
+    spread_again(cluster, image, digest)
+    figures["k8s: the two replicas' nodes"] = ", ".join(nodes_of(live_pods(cluster)))
+
+    # (a) drain
+    rows = [dict(zip(FEATURES, row)) for row in service.rows]
+    with Load(service.host, service.port, rows, expected, rate=RATE) as load:
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the drain"
+        t0 = time.monotonic()
+        drain = cluster.kubectl("drain", NODE2, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=180s",
+                                timeout=200, check=False)
+        assert drain.returncode == 0, drain.stderr
+        deadline = time.monotonic() + 120
+        while not back_on(cluster, NODE1):
+            assert time.monotonic() < deadline, nodes_of(live_pods(cluster))
+            time.sleep(0.5)
+        figures["k8s: kubectl drain of the second node under load: 2/2 on the first after (s)"] = round(
+            time.monotonic() - t0, 1)
+        n = len(load.answers)
+        assert load.wait_for(lambda answers: len(answers) >= n + 100, 30)
+    assert load.exhausted is None, f"the load loop hit its bound ({load.exhausted})"
+    assert load.failures() == [], f"drain: {len(load.failures())} of {len(load.answers)} failed: {load.failures()[:5]}"
+    figures["k8s: kubectl drain under load: failed/total"] = f"0/{len(load.answers)}"
+    assert_clean_deployment(cluster, image, digest)
+    cluster.kubectl("uncordon", NODE2)
+
+    # (b) abrupt loss, clients without retries: measured
+    spread_again(cluster, image, digest)
+    load, back, last = _loss(cluster, service, expected, retry=None)
+    figures["k8s: node lost at once, no retries: failed/total"] = f"{len(load.failures())}/{len(load.answers)}"
+    figures["k8s: node lost at once: last failed request after (s)"] = round(last, 1)
+    figures["k8s: node lost at once: 2/2 on the surviving node after (s)"] = round(back, 1)
+    ready_again = node_sh(cluster, "start")
+    if m := re.search(r"Ready again after ([\d.]+)s", ready_again):
+        figures["k8s: node.sh start: the second node Ready again (s)"] = float(m.group(1))
+
+    # (c) abrupt loss, clients with the retry policy: nothing fails
+    spread_again(cluster, image, digest)
+    policy = Retry()
+    load, back, last = _loss(cluster, service, expected, retry=policy)
+    assert load.failures() == [], f"{len(load.failures())} of {len(load.answers)} failed with retries: {load.failures()[:5]}"
+    figures["k8s: node lost at once, with retries: failed/total"] = f"0/{len(load.answers)}"
+    figures["k8s: node lost at once, with retries: requests retried, most attempts"] = (
+        f"{sum(a.attempts > 1 for a in load.answers)}, {max(a.attempts for a in load.answers)}")
+    figures["k8s: node lost at once, with retries: 2/2 on the surviving node after (s)"] = round(back, 1)
+    node_sh(cluster, "start")
+    spread_again(cluster, image, digest)
+
+
+def _training_on_a_dying_node(cluster: Cluster, figures: dict[str, Any], store: str, trainer_tag: str, registry: str,
+                              overlay: Path) -> None:
+    """Issue 11: the training Job's pod runs on the second node, which dies while it trains; the Job's pod is
+    replaced on the first node, the Job completes, and exactly one new complete version is in the store."""
+    before = set(ModelRegistry(open_store(store)).versions())
+    rendered = cluster.kubectl("kustomize", str(overlay)).stdout
+    job_proc = subprocess.run([sys.executable, str(REPO / "deploy" / "k8s" / "job.py"), "--image",
+                               f"{registry}/oncology-trainer:{trainer_tag}"], input=rendered, capture_output=True,
+                              text=True, timeout=60)
+    assert job_proc.returncode == 0, job_proc.stderr
+    docs = [d for d in yaml.safe_load_all(job_proc.stdout) if d]
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    container.setdefault("env", []).append({"name": "ONCOLOGY_SEED", "value": "11"})  # a model not in the store yet
+    cluster.kubectl("delete", "job", JOB, "--ignore-not-found", "--wait=true")
+    cluster.kubectl("cordon", NODE1)  # so that its first pod goes to the second node
+    try:
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+        deadline = time.monotonic() + 120
+        while True:
+            pods = cluster.get("pods", "-l", f"job-name={JOB}")["items"]
+            running = [p for p in pods if p["status"].get("phase") == "Running"]
+            if running:
+                break
+            assert time.monotonic() < deadline, [(p["metadata"]["name"], p["status"].get("phase")) for p in pods]
+            time.sleep(0.2)
+    finally:
+        cluster.kubectl("uncordon", NODE1)
+    (first,) = running
+    assert first["spec"]["nodeName"] == NODE2
+    t0 = time.monotonic()
+    node_sh(cluster, "kill")  # while it trains
+    logs = wait_job(cluster, timeout=300)
+    figures["k8s: training Job whose node died: complete after (s)"] = round(time.monotonic() - t0, 1)
+    pods = cluster.get("pods", "-l", f"job-name={JOB}")["items"]
+    done = [p for p in pods if p["status"].get("phase") == "Succeeded"]
+    assert [p["spec"]["nodeName"] for p in done] == [NODE1], [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods]
+    assert first["metadata"]["name"] not in {p["metadata"]["name"] for p in done}
+    new = set(ModelRegistry(open_store(store)).versions()) - before
+    assert len(new) == 1, f"new versions: {sorted(new)}"
+    (version,) = new
+    # the replacement published it, or (had the first finished before its node died) named it as its twin
+    said = re.search(rf"published model version {re.escape(version)} to|version {re.escape(version)} in \S+ already "
+                     "holds this very model", logs)
+    assert said, logs[-2000:]
+    assert Classifier.from_uri(store, version).version == version  # complete: loads and verifies
+    figures["k8s: training Job whose node died: versions published"] = f"1 ({version})"
+    node_sh(cluster, "start")
+
+
 # ---- the test ------------------------------------------------------------------------------------
 
 
@@ -505,7 +677,7 @@ def test_issue_5_on_a_real_cluster(stack: Stack, published: Published, figures: 
             expected = expected.replace(f"127.0.0.1:5000/{image}:latest", ours)
         assert _normalized(render(overlay)) == expected, "the applied manifests are not the local overlay's"
 
-        with running_cluster(stack.env) as cluster:
+        with running_cluster(stack.env, ports=(s3.s3_port,)) as cluster:
             figures["k8s: build.sh, binaries cached (s)"] = round(cluster.build_seconds, 2)
             figures["k8s: up.sh to node Ready, cached binaries (s)"] = round(cluster.up_seconds, 1)
             _the_pipeline(cluster, stack, published, figures, tmp_path, store, data_uri, overlay, aws, uploaded)
@@ -694,7 +866,7 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
         assert undo.load.failures() == [], undo.failed()
         figures[f"k8s: make rollback from the never-ready release ({name}) (s)"] = round(undo.seconds, 1)
         assert_clean_deployment(cluster, tag1, digest1)
-        assert_no_container_runs(stack, pod["metadata"]["name"])
+        assert_no_container_runs(stack, cluster, pod["metadata"]["name"])
 
     # Nothing of either release is left: the kubelet 1.20 removes a deleted pod's object only once every
     # container of the pod is removed, which for these pods its container GC (once a minute) may have to do.
@@ -707,3 +879,9 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
 
     # ---- 7. voluntary disruptions under load: a serving pod deleted; every pod evicted, one by one --------
     _disruptions(cluster, service, only_first, figures, tag1, digest1)
+
+    # ---- 8. losing a node under load: drained; then lost at once, without and with retries ----------------
+    _node_loss(cluster, service, only_first, figures, tag1, digest1)
+
+    # ---- 9. training on a node that dies -------------------------------------------------------------------
+    _training_on_a_dying_node(cluster, figures, store, published.version, registry, overlay)
