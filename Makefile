@@ -110,7 +110,7 @@ bench: install ## Benchmark the service (reference stack, HTTP floor, prediction
 	$(BIN)/python benchmarks/drift.py
 
 # ---- Kubernetes ------------------------------------------------------------------------------------
-k8s-up: ## Start the local single-node Kubernetes 1.20 cluster (builds its binaries once, ~9 min); then: export KUBECONFIG=.infra/k8s/kubeconfig
+k8s-up: ## Start the local two-node Kubernetes 1.20 cluster (builds its binaries once, ~9 min); then: export KUBECONFIG=.infra/k8s/kubeconfig
 	infra/k8s/build.sh >/dev/null
 	infra/k8s/up.sh
 

@@ -122,6 +122,13 @@ NODE2_STATE="$K8S_STATE/node2"
 # dockerd's and containerd's sockets: short paths under /run
 NODE2_RUN="/run/onc-k8s-$K8S_HASH-n2"
 NODE2_DOCKER_HOST="unix://$NODE2_RUN/docker.sock"
+# Its mount namespace (slave of the host's: the host's mounts show in it, its
+# own do not leak out), kept by a bind mount of this file: there the kubelet's
+# hard-wired host folders (/var/log/pods, /var/log/containers,
+# /var/lib/kubelet/device-plugins) are the node's own, or each kubelet's
+# garbage collector would delete the other one's pod logs.
+NODE2_MNTNS="$NODE2_RUN/ns/mnt"
+NODE2_PRIVATE_DIRS="/var/log/pods /var/log/containers /var/lib/kubelet/device-plugins"
 netns_exists() { [ -e "/run/netns/$1" ]; }
 # node2_docker ARGS: the Debian docker client against the second node's dockerd
 node2_docker() { DOCKER_HOST="$NODE2_DOCKER_HOST" docker_cli "$@"; }
@@ -134,7 +141,7 @@ node2_start_dockerd() {
   mkdir -p "$NODE2_STATE/docker" "$NODE2_RUN"
   echo '{}' >"$NODE2_STATE/docker/daemon.json"
   rm -f "$NODE2_RUN/dockerd.pid"
-  K8S_NETNS="/run/netns/$NODE2_NETNS" start_proc dockerd-node2 dockerd \
+  K8S_NETNS="/run/netns/$NODE2_NETNS" K8S_MNTNS="$NODE2_MNTNS" start_proc dockerd-node2 dockerd \
     --config-file "$NODE2_STATE/docker/daemon.json" --host "$NODE2_DOCKER_HOST" \
     --data-root "$NODE2_STATE/docker/data" --exec-root "$NODE2_RUN/exec" --pidfile "$NODE2_RUN/dockerd.pid" \
     --bip "$NODE2_BIP" --ip-masq=false --ip 127.0.0.1 \
@@ -143,7 +150,7 @@ node2_start_dockerd() {
 }
 node2_start_kubelet() {
   mkdir -p "$NODE2_STATE/kubelet" "$NODE2_STATE/dockershim"
-  K8S_NETNS="/run/netns/$NODE2_NETNS" start_proc kubelet-node2 "$K8S_BIN/kubelet" \
+  K8S_NETNS="/run/netns/$NODE2_NETNS" K8S_MNTNS="$NODE2_MNTNS" start_proc kubelet-node2 "$K8S_BIN/kubelet" \
     --config="$NODE2_STATE/kubelet-config.yaml" --kubeconfig="$K8S_STATE/kubelet-node2.kubeconfig" \
     --root-dir="$NODE2_STATE/kubelet" --cert-dir="$NODE2_STATE/kubelet/pki" \
     --container-runtime=docker --docker-endpoint="$NODE2_DOCKER_HOST" \
@@ -154,7 +161,7 @@ node2_start_kubelet() {
     --node-ip="$NODE2_IP" --hostname-override="$NODE2_NAME" --v=1
 }
 node2_start_proxy() {
-  K8S_NETNS="/run/netns/$NODE2_NETNS" start_proc kube-proxy-node2 "$K8S_BIN/kube-proxy" \
+  K8S_NETNS="/run/netns/$NODE2_NETNS" K8S_MNTNS="$NODE2_MNTNS" start_proc kube-proxy-node2 "$K8S_BIN/kube-proxy" \
     --config="$NODE2_STATE/kube-proxy-config.yaml" --v=1
 }
 
@@ -194,6 +201,7 @@ start_proc() {
   # command: the PID and /proc/PID/exe are the command's own).
   local ns=()
   [ -n "${K8S_NETNS:-}" ] && ns=(nsenter "--net=$K8S_NETNS")
+  [ -n "${K8S_MNTNS:-}" ] && ns+=("--mount=$K8S_MNTNS")
   AWS_EC2_METADATA_DISABLED=true setsid "${ns[@]}" "$@" >"$LOGS/$name.log" 2>&1 </dev/null 8>&- &
   local pid=$!
   echo "$pid $(command -v "$1")" >"$RUN/$name.pid"

@@ -31,6 +31,13 @@ case "${1:-}" in
     [ -n "${pids// /}" ] || die "nothing of the second node runs"
     # shellcheck disable=SC2086
     kill -KILL $pids 2>/dev/null || true
+    # until they are gone (a dying containerd left in place makes the next dockerd wait for it)
+    for p in $pids; do
+      for ((i = 0; i < 50; i++)); do
+        [ -e "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null || break
+        sleep 0.1
+      done
+    done
     log "second node killed (pids$pids)"
     ;;
   start)
@@ -38,6 +45,7 @@ case "${1:-}" in
       ! proc_pid "$c" >/dev/null || die "$c still runs"
     done
     t0=$(date +%s.%N)
+    rm -f "$NODE2_RUN/exec/containerd/containerd.pid"  # the killed one's
     node2_start_dockerd
     wait_for 30 dockerd-node2 node2_docker info || die "the second node's dockerd did not answer (see $LOGS/dockerd-node2.log)"
     node2_start_kubelet

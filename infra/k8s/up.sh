@@ -133,6 +133,15 @@ if [ "$NODES" = 2 ]; then
   # forwarding in the node (before its dockerd, which then leaves FORWARD at ACCEPT);
   # the kubelet and kube-proxy set route_localnet etc. inside it, not on the host
   in_ns sysctl -qw net.ipv4.ip_forward=1
+  # its mount namespace (lib.sh), with its own copies of the kubelet's host folders
+  mkdir -p "$NODE2_RUN/ns"
+  mount --bind "$NODE2_RUN/ns" "$NODE2_RUN/ns" && mount --make-private "$NODE2_RUN/ns"
+  touch "$NODE2_MNTNS"
+  unshare --mount="$NODE2_MNTNS" --propagation slave true
+  for d in $NODE2_PRIVATE_DIRS; do
+    mkdir -p "$d" "$NODE2_STATE/host$d"
+    nsenter --mount="$NODE2_MNTNS" mount --bind "$NODE2_STATE/host$d" "$d"
+  done
   ip route add "$NODE2_POD_CIDR" via "$NODE2_IP"
   # the host forwards between the node and its own pods (dockerd's FORWARD policy is DROP)
   iptables -w -I FORWARD -i "$NODE2_VETH_HOST" -j ACCEPT -m comment --comment oncology-k8s-node2
