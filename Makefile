@@ -127,7 +127,7 @@ soak: install ## Soak the service: steady load with a champion promotion every 1
 	$(BIN)/python benchmarks/soak.py --duration $(SOAK_SECONDS)
 
 # ---- Kubernetes ------------------------------------------------------------------------------------
-k8s-up: ## Start the local single-node Kubernetes 1.20 cluster (builds its binaries once, ~9 min); then: export KUBECONFIG=.infra/k8s/kubeconfig
+k8s-up: ## Start the local two-node Kubernetes 1.20 cluster (builds its binaries once, ~9 min); then: export KUBECONFIG=.infra/k8s/kubeconfig
 	infra/k8s/build.sh >/dev/null
 	infra/k8s/up.sh
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Stop the local cluster started by up.sh and undo what it changed:
 # processes (by PID), pod containers, mounts under the state directory,
+# the second node (its dockerd and data, network namespace, veth, route,
+# FORWARD rules, forwarders),
 # KUBE-* iptables chains, the node address on lo, sysctls, and the cluster
 # data (etcd, kubelet dirs).  PKI, tokens and logs stay in the state directory
 # (--purge removes it all).  dockerd is stopped only if up.sh started it
@@ -13,12 +15,42 @@ lock_state
 purge=0
 [ "${1:-}" = --purge ] && purge=1
 
-K8S_STARTED_DOCKER=0 K8S_ADDED_NODE_IP=""
+K8S_STARTED_DOCKER=0 K8S_ADDED_NODE_IP="" K8S_NODE2=0
 # shellcheck disable=SC1090
 [ -f "$STATE_ENV" ] && . "$STATE_ENV"
 
-# 1. the kubelet first, so that it does not restart what we remove
+# 1. the kubelets first, so that they do not restart what we remove
 stop_proc kubelet 20
+stop_proc kubelet-node2 20
+
+# the second node: its pod containers, kube-proxy, dockerd (and its
+# containerd and shims), forwarders, mounts, network
+if [ "$K8S_NODE2" = 1 ] || netns_exists "$NODE2_NETNS" || [ -d "$NODE2_RUN" ]; then
+  if node2_docker info >/dev/null 2>&1; then
+    ids=$(node2_docker ps -aq)
+    # shellcheck disable=SC2086
+    [ -z "$ids" ] || node2_docker rm -f -v $ids >/dev/null || true
+  fi
+  stop_proc kube-proxy-node2
+  stop_proc dockerd-node2 30
+  for i in $(pgrep -f -- "$NODE2_RUN/" || true); do
+    log "left over from the second node's dockerd: pid $i: stopping it"
+    kill -KILL "$i" 2>/dev/null || true
+  done
+  for f in "$RUN"/fwd-*.pid; do
+    [ -e "$f" ] || continue
+    f=${f##*/}
+    K8S_STOP_GROUP=1 stop_proc "${f%.pid}" 5
+  done
+  unmount_under "$NODE2_RUN"
+  [ -d "$K8S_STATE" ] && unmount_under "$NODE2_STATE"
+  while iptables -w -D FORWARD -i "$NODE2_VETH_HOST" -j ACCEPT -m comment --comment oncology-k8s-node2 2>/dev/null; do :; done
+  while iptables -w -D FORWARD -o "$NODE2_VETH_HOST" -j ACCEPT -m comment --comment oncology-k8s-node2 2>/dev/null; do :; done
+  ip route del "$NODE2_POD_CIDR" 2>/dev/null || true
+  netns_exists "$NODE2_NETNS" && { ip netns delete "$NODE2_NETNS" || log "could not delete network namespace $NODE2_NETNS"; }
+  ip link show "$NODE2_VETH_HOST" >/dev/null 2>&1 && ip link delete "$NODE2_VETH_HOST"
+  rm -rf "$NODE2_RUN" "$NODE2_STATE"
+fi
 
 # 2. pod containers (dockershim labels every container it creates)
 if docker_env "" 2>/dev/null && docker_cli info >/dev/null 2>&1; then

@@ -66,6 +66,13 @@ PROXY_HEALTHZ_PORT=10256
 CM_PORT=10257
 SCHED_PORT=10259
 PAUSE_IMAGE="oncology/pause:1"
+# Losing a node, tuned for a small cluster (the defaults are 40 s and 300 s):
+# the node controller marks a node whose kubelet stopped renewing its lease
+# (every 2.5 s: nodeLeaseDurationSeconds 10 in kubelet-config.yaml.in) NotReady
+# after NODE_MONITOR_GRACE, which takes its pods out of the Services' endpoints;
+# NODE_LOSS_TOLERATION seconds later the pods are deleted and replaced elsewhere.
+NODE_MONITOR_GRACE="${ONCOLOGY_K8S_NODE_MONITOR_GRACE:-12s}"
+NODE_LOSS_TOLERATION="${ONCOLOGY_K8S_NODE_LOSS_TOLERATION:-5}"
 READY_TIMEOUT="${ONCOLOGY_K8S_READY_TIMEOUT:-240}"
 
 PKI="$K8S_STATE/pki"
@@ -92,6 +99,71 @@ KUBECONFIG_ADMIN="$K8S_STATE/kubeconfig"
 
 # Sysctls the kubelet and kube-proxy set; saved by up.sh, restored by down.sh.
 K8S_SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.conf.all.route_localnet"
+
+# --- the second node ------------------------------------------------------------
+# A second kubelet, kube-proxy and dockerd inside a network namespace that up.sh
+# creates: a veth pair to the host (host end NODE2_GW, node end NODE2_IP), its
+# own docker bridge and pod range (NODE2_POD_CIDR, routed by the host through
+# the veth), and socat forwarders that make the API server and the registry/S3
+# ports (NODE2_PORTS) answer on the node's own 127.0.0.1, as on the first node.
+# ONCOLOGY_K8S_NODES=1 starts the first node alone.
+NODES="${ONCOLOGY_K8S_NODES:-2}"
+K8S_HASH=$(printf %s "$K8S_STATE" | sha256sum | cut -c1-8)
+NODE2_NAME="${ONCOLOGY_K8S_NODE2_NAME:-oncology-node-2}"
+NODE2_IP="${ONCOLOGY_K8S_NODE2_IP:-10.200.1.2}"
+NODE2_GW="${ONCOLOGY_K8S_NODE2_GW:-10.200.1.1}"
+NODE2_POD_CIDR="${ONCOLOGY_K8S_NODE2_POD_CIDR:-10.244.2.0/24}"
+NODE2_BIP="${NODE2_POD_CIDR%.*/*}.1/${NODE2_POD_CIDR#*/}"
+NODE2_PORTS="${ONCOLOGY_K8S_NODE2_PORTS:-5000 8333}"  # besides API_PORT
+NODE2_NETNS="onc-k8s-$K8S_HASH"
+NODE2_VETH_HOST="onck${K8S_HASH}h"
+NODE2_VETH_NODE="onck${K8S_HASH}n"
+NODE2_STATE="$K8S_STATE/node2"
+# dockerd's and containerd's sockets: short paths under /run
+NODE2_RUN="/run/onc-k8s-$K8S_HASH-n2"
+NODE2_DOCKER_HOST="unix://$NODE2_RUN/docker.sock"
+# Its mount namespace (slave of the host's: the host's mounts show in it, its
+# own do not leak out), kept by a bind mount of this file: there the kubelet's
+# hard-wired host folders (/var/log/pods, /var/log/containers,
+# /var/lib/kubelet/device-plugins) are the node's own, or each kubelet's
+# garbage collector would delete the other one's pod logs.
+NODE2_MNTNS="$NODE2_RUN/ns/mnt"
+NODE2_PRIVATE_DIRS="/var/log/pods /var/log/containers /var/lib/kubelet/device-plugins"
+netns_exists() { [ -e "/run/netns/$1" ]; }
+# node2_docker ARGS: the Debian docker client against the second node's dockerd
+node2_docker() { DOCKER_HOST="$NODE2_DOCKER_HOST" docker_cli "$@"; }
+
+# The second node's processes (up.sh starts them; node.sh kills and restarts them).
+node2_start_dockerd() {
+  # its own dockerd: own socket, data and exec roots, bridge docker0 in the
+  # namespace on the node's pod range, no masquerading (pods keep their
+  # addresses across nodes), the runc wrapper of infra/docker.sh
+  mkdir -p "$NODE2_STATE/docker" "$NODE2_RUN"
+  echo '{}' >"$NODE2_STATE/docker/daemon.json"
+  rm -f "$NODE2_RUN/dockerd.pid"
+  K8S_NETNS="/run/netns/$NODE2_NETNS" K8S_MNTNS="$NODE2_MNTNS" start_proc dockerd-node2 dockerd \
+    --config-file "$NODE2_STATE/docker/daemon.json" --host "$NODE2_DOCKER_HOST" \
+    --data-root "$NODE2_STATE/docker/data" --exec-root "$NODE2_RUN/exec" --pidfile "$NODE2_RUN/dockerd.pid" \
+    --bip "$NODE2_BIP" --ip-masq=false --ip 127.0.0.1 \
+    --add-runtime "oncology-runc=$REPO_ROOT/infra/runc-oom-wrapper" --default-runtime oncology-runc \
+    --exec-opt native.cgroupdriver=cgroupfs
+}
+node2_start_kubelet() {
+  mkdir -p "$NODE2_STATE/kubelet" "$NODE2_STATE/dockershim"
+  K8S_NETNS="/run/netns/$NODE2_NETNS" K8S_MNTNS="$NODE2_MNTNS" start_proc kubelet-node2 "$K8S_BIN/kubelet" \
+    --config="$NODE2_STATE/kubelet-config.yaml" --kubeconfig="$K8S_STATE/kubelet-node2.kubeconfig" \
+    --root-dir="$NODE2_STATE/kubelet" --cert-dir="$NODE2_STATE/kubelet/pki" \
+    --container-runtime=docker --docker-endpoint="$NODE2_DOCKER_HOST" \
+    --container-runtime-endpoint="unix://$NODE2_RUN/dockershim.sock" \
+    --image-service-endpoint="unix://$NODE2_RUN/dockershim.sock" \
+    --experimental-dockershim-root-directory="$NODE2_STATE/dockershim" \
+    --pod-infra-container-image="$PAUSE_IMAGE" \
+    --node-ip="$NODE2_IP" --hostname-override="$NODE2_NAME" --v=1
+}
+node2_start_proxy() {
+  K8S_NETNS="/run/netns/$NODE2_NETNS" K8S_MNTNS="$NODE2_MNTNS" start_proc kube-proxy-node2 "$K8S_BIN/kube-proxy" \
+    --config="$NODE2_STATE/kube-proxy-config.yaml" --v=1
+}
 
 kubectl_k8s() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 
@@ -125,7 +197,12 @@ start_proc() {
   # AWS_EC2_METADATA_DISABLED: the kubelet 1.20's built-in ECR credential
   # provider otherwise asks the EC2 metadata address (169.254.169.254) for
   # credentials when it starts; nothing may leave the machine.
-  AWS_EC2_METADATA_DISABLED=true setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null 8>&- &
+  # K8S_NETNS=PATH: start it inside that network namespace (nsenter execs the
+  # command: the PID and /proc/PID/exe are the command's own).
+  local ns=()
+  [ -n "${K8S_NETNS:-}" ] && ns=(nsenter "--net=$K8S_NETNS")
+  [ -n "${K8S_MNTNS:-}" ] && ns+=("--mount=$K8S_MNTNS")
+  AWS_EC2_METADATA_DISABLED=true setsid "${ns[@]}" "$@" >"$LOGS/$name.log" 2>&1 </dev/null 8>&- &
   local pid=$!
   echo "$pid $(command -v "$1")" >"$RUN/$name.pid"
 }
@@ -146,6 +223,8 @@ stop_proc() {
   if pid=$(proc_pid "$name"); then
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
+    # its process group too (socat's forked children; each start_proc is a session leader)
+    { [ "${K8S_STOP_GROUP:-0}" = 1 ] && kill -TERM -- "-$pid" 2>/dev/null; } || true
     for ((i = 0; i < grace * 5; i++)); do
       [ -e "/proc/$pid" ] || break
       grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null && break
@@ -154,6 +233,7 @@ stop_proc() {
     if [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
       log "$name did not stop in ${grace}s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
+      { [ "${K8S_STOP_GROUP:-0}" = 1 ] && kill -KILL -- "-$pid" 2>/dev/null; } || true
       sleep 0.5
     fi
   fi

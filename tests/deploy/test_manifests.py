@@ -46,12 +46,26 @@ def test_every_rendered_resource_is_strictly_valid(overlay: str, version: str) -
         kubernetes_validate.validate(doc, version, strict=True)  # raises with the first error
 
 
-def test_production_has_autoscaling_budget_and_retraining_and_local_leaves_them_out() -> None:
+def test_production_has_autoscaling_and_retraining_and_local_leaves_them_out() -> None:
     prod, local = kinds(render("production")), kinds(render("local"))
-    assert {"HorizontalPodAutoscaler/oncology-webservice", "PodDisruptionBudget/oncology-webservice", "CronJob/oncology-retrain"} <= set(prod)
+    assert {"HorizontalPodAutoscaler/oncology-webservice", "CronJob/oncology-retrain"} <= set(prod)
     assert prod["HorizontalPodAutoscaler/oncology-webservice"]["apiVersion"] == "autoscaling/v2"
-    assert prod["PodDisruptionBudget/oncology-webservice"]["apiVersion"] == "policy/v1"
-    assert not {k for k in local if k.split("/")[0] in {"HorizontalPodAutoscaler", "PodDisruptionBudget", "CronJob"}}
+    assert not {k for k in local if k.split("/")[0] in {"HorizontalPodAutoscaler", "CronJob"}}
+
+
+@pytest.mark.parametrize("overlay", ["local", "production"])
+def test_both_overlays_keep_one_replica_through_voluntary_disruptions(overlay: str) -> None:
+    found = kinds(render(overlay))
+    pdb = found["PodDisruptionBudget/oncology-webservice"]
+    assert pdb["apiVersion"] == "policy/v1"
+    deployment = found["Deployment/oncology-webservice"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert pdb["spec"]["minAvailable"] == 1 < deployment["spec"]["replicas"]  # one may go, never both
+    (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]  # one replica per node
+    assert (spread["topologyKey"], spread["maxSkew"]) == ("kubernetes.io/hostname", 1)
+    assert spread["labelSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    # soft: a drained node's replica must be able to come up beside the other one
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"
 
 
 @pytest.mark.parametrize("overlay", ["local", "production"])

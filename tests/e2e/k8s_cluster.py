@@ -13,6 +13,7 @@ against the in-process model of the version that the answer names.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -34,6 +35,11 @@ from e2e.stack import DOCKER, INFRA, REPO
 K8S = INFRA / "k8s"
 #: the node address up.sh puts on lo (lib.sh's default)
 NODE_IP = os.environ.get("ONCOLOGY_K8S_NODE_IP", "10.200.0.1")
+#: the second node (lib.sh's defaults): its address in its network namespace, the host end of its veth, its pod range
+NODE2_IP = os.environ.get("ONCOLOGY_K8S_NODE2_IP", "10.200.1.2")
+NODE2_GW = os.environ.get("ONCOLOGY_K8S_NODE2_GW", "10.200.1.1")
+NODE2_POD_CIDR = os.environ.get("ONCOLOGY_K8S_NODE2_POD_CIDR", "10.244.2.0/24")
+NODE_NAMES = ("oncology-node", "oncology-node-2")
 #: fixed ports of the cluster on 127.0.0.1 (etcd client/peer/metrics, API server, kubelet and kube-proxy
 #: health and metrics, controller manager, scheduler); the kubelet's 10250 is on the node address
 PORTS = (2379, 2380, 2381, 6443, 10248, 10249, 10256, 10257, 10259)
@@ -86,6 +92,16 @@ class Cluster:
             raise ClusterError(f"kubectl {' '.join(args)}: exit {proc.returncode}: {proc.stderr.strip()[-3000:]}")
         return proc
 
+    def node2_docker(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``docker ARGS`` against the second node's dockerd (lib.sh: its socket is under /run, named after the
+        state folder)."""
+        sock = f"/run/onc-k8s-{hashlib.sha256(str(self.state).encode()).hexdigest()[:8]}-n2/docker.sock"
+        proc = subprocess.run([DOCKER, *args], env={**self.env, "DOCKER_HOST": f"unix://{sock}"}, capture_output=True,
+                              text=True, timeout=120)
+        if proc.returncode != 0:
+            raise ClusterError(f"docker {' '.join(args)} on the second node: {proc.stderr.strip()[-2000:]}")
+        return proc
+
     def get(self, *args: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.kubectl("get", *args, "-o", "json").stdout)
         return data
@@ -106,6 +122,10 @@ class MachineState:
     lo_addresses: frozenset[str]
     sysctls: dict[str, str]
     host_dirs: frozenset[str]
+    netns: frozenset[str] = frozenset()
+    links: frozenset[str] = frozenset()
+    routes: frozenset[str] = frozenset()
+    forward_rules: frozenset[str] = frozenset()
 
 
 def _kube_rules() -> frozenset[str]:
@@ -131,15 +151,23 @@ def _sysctls() -> dict[str, str]:
     return found
 
 
+def _lines(*args: str) -> frozenset[str]:
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+    return frozenset(line.strip() for line in proc.stdout.splitlines() if line.strip())
+
+
 def machine_state() -> MachineState:
+    links = frozenset(re.sub(r"@.*", "", line.split()[1].rstrip(":")) for line in _lines("ip", "-o", "link", "show"))
     return MachineState(_kube_rules(), _lo_addresses(), _sysctls(),
-                        frozenset(d for d in HOST_DIRS if os.path.exists(d)))
+                        frozenset(d for d in HOST_DIRS if os.path.exists(d)),
+                        frozenset(line.split()[0] for line in _lines("ip", "netns", "list")), links,
+                        _lines("ip", "route", "show"), _lines("iptables", "-w", "-S", "FORWARD"))
 
 
 def _processes_of(state: Path, bin_dir: Path) -> list[str]:
     """Processes whose command line names the cluster's state folder or its binaries."""
     found = []
-    marks = (str(state) + "/", str(bin_dir) + "/")
+    marks = (str(state) + "/", str(bin_dir) + "/", f"bind={NODE2_GW},", "/run/onc-k8s-")  # the node's forwarders
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
@@ -176,6 +204,10 @@ def left_behind(before: MachineState, cluster: Cluster) -> list[str]:
     problems += [f"sysctl {name} = {after.sysctls.get(name)} (was {value})"
                  for name, value in before.sysctls.items() if after.sysctls.get(name) != value]
     problems += [f"host folder {d}" for d in sorted(after.host_dirs - before.host_dirs)]
+    problems += [f"network namespace {n}" for n in sorted(after.netns - before.netns)]
+    problems += [f"network link {n}" for n in sorted(after.links - before.links)]
+    problems += [f"route {r}" for r in sorted(after.routes - before.routes)]
+    problems += [f"iptables FORWARD rule {r}" for r in sorted(after.forward_rules - before.forward_rules)]
     problems += [f"port 127.0.0.1:{p} still in use" for p in PORTS if _port_in_use(p)]
     run = cluster.state / "run"
     if run.exists():
@@ -184,10 +216,15 @@ def left_behind(before: MachineState, cluster: Cluster) -> list[str]:
 
 
 @contextmanager
-def running_cluster(stack_env: dict[str, str]) -> Iterator[Cluster]:
-    """The cluster on the e2e stack's dockerd; torn down at the end whatever happened, then checked."""
+def running_cluster(stack_env: dict[str, str], ports: tuple[int, ...] = ()) -> Iterator[Cluster]:
+    """The cluster on the e2e stack's dockerd (node 1) and a second node of its own; torn down at the end whatever
+    happened, then checked. ``ports``: host ports on 127.0.0.1 that the second node reaches on its own 127.0.0.1
+    (its pulls from the stack's registry, which is always forwarded; S3 for host-network pods)."""
     env = {k: v for k, v in stack_env.items() if k != "KUBECONFIG"}
     env["ONCOLOGY_K8S_DOCKER_HOST"] = env["DOCKER_HOST"]
+    registry_port = int(env["ONCOLOGY_REGISTRY"].rsplit(":", 1)[1]) if "ONCOLOGY_REGISTRY" in env else None
+    forwarded = sorted({*ports, *([registry_port] if registry_port else [])})
+    env["ONCOLOGY_K8S_NODE2_PORTS"] = " ".join(map(str, forwarded))
     state = Path(env["ONCOLOGY_INFRA_DIR"]) / "k8s"
     t0 = time.monotonic()
     bin_dir = Path(_run([str(K8S / "build.sh")], env, 3600, "infra/k8s/build.sh").strip().splitlines()[-1])
@@ -226,6 +263,19 @@ class Answer:
     status: int | None
     version: str | None
     error: str | None
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Retry:
+    """The clients' retry policy for the window in which a lost node's pods are still in the Service's endpoints:
+    each attempt on a new connection with a short timeout, another attempt after a connection error, a timeout or a
+    502/503/504, until ``budget`` seconds after the first. ``POST /predict`` only reads: retrying it is safe."""
+
+    attempt_timeout: float = 1.0
+    budget: float = 30.0
+    pause: float = 0.1
+    statuses: tuple[int, ...] = (502, 503, 504)
 
 
 def request(host: str, port: int, method: str, path: str, body: bytes | None = None,
@@ -250,12 +300,14 @@ class Load:
 
     def __init__(self, host: str, port: int, rows: list[dict[str, int]],
                  expected: dict[str, list[tuple[str, float]]], *, threads: int = 4, rate: float = 200.0,
-                 max_requests: int = 30_000, max_seconds: float = 240.0, timeout: float = 10.0) -> None:
+                 max_requests: int = 30_000, max_seconds: float = 240.0, timeout: float = 10.0,
+                 retry: Retry | None = None) -> None:
         self.host, self.port = host, port
         self.bodies = [json.dumps(row).encode() for row in rows]
         self.expected = expected
         self.threads, self.rate = threads, rate
         self.max_requests, self.max_seconds, self.timeout = max_requests, max_seconds, timeout
+        self.retry = retry
         self.answers: list[Answer] = []
         self.exhausted: str | None = None  # why it stopped on its own, if it did
         self._stop = threading.Event()
@@ -317,15 +369,27 @@ class Load:
             next_at = max(next_at + interval, now)  # paced: no burst to catch up after a slow answer
             if not self._take():
                 break
-            self.answers.append(self._one(row % len(self.bodies)))
+            self.answers.append(self._with_retries(row % len(self.bodies)) if self.retry else self._one(row % len(self.bodies)))
             row += self.threads
 
-    def _one(self, row: int) -> Answer:
+    def _with_retries(self, row: int) -> Answer:
+        assert self.retry is not None
+        first = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            answer = self._one(row, self.retry.attempt_timeout)
+            retryable = answer.status is None or answer.status in self.retry.statuses
+            if answer.error is None or not retryable or time.monotonic() - first > self.retry.budget:
+                return Answer(first, answer.done, row, answer.status, answer.version, answer.error, attempts)
+            time.sleep(self.retry.pause)
+
+    def _one(self, row: int, timeout: float | None = None) -> Answer:
         sent = time.monotonic()
         status: int | None = None
         version: str | None = None
         try:
-            status, body = request(self.host, self.port, "POST", "/predict", self.bodies[row], self.timeout)
+            status, body = request(self.host, self.port, "POST", "/predict", self.bodies[row], timeout or self.timeout)
             if status != 200:
                 return Answer(sent, time.monotonic(), row, status, None, f"HTTP {status}: {body[:200]!r}")
             answer = json.loads(body)

@@ -26,10 +26,12 @@ import base64
 import hashlib
 import json
 import os
+import random
 import re
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +42,10 @@ import pytest
 import yaml
 
 from e2e.conftest import Published
-from e2e.k8s_cluster import Answer, Cluster, Load, kubectl_binary, request, running_cluster
+from e2e.k8s_cluster import NODE_NAMES, Answer, Cluster, Load, Retry, kubectl_binary, request, running_cluster
 from e2e.stack import BASE_IMAGE, DATA, PUBLISH, REPO, Stack, dataset_rows
 from oncology.trainer.pipeline import run_training
+from oncology.webservice.predlog import PredictionLog
 from oncology_model import Classifier
 from oncology_model.datamodel import FEATURES
 from oncology_model.registry import ModelRegistry
@@ -87,6 +90,16 @@ def render(path: Path) -> list[dict[str, Any]]:
     proc = subprocess.run([kubectl_binary(), "kustomize", str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def for_1_20(path: Path) -> str:
+    """The overlay as the 1.20 cluster takes it: ``kubectl kustomize | deploy/k8s/legacy.py`` (policy/v1beta1)."""
+    rendered = subprocess.run([kubectl_binary(), "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    proc = subprocess.run([sys.executable, str(REPO / "deploy" / "k8s" / "legacy.py")], input=rendered.stdout,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -180,10 +193,14 @@ def assert_clean_deployment(cluster: Cluster, image: str, digest: str | None = N
     assert [image_of(rs["spec"]["template"]) for rs in active] == [image]
 
 
-def assert_no_container_runs(stack: Stack, pod: str, timeout: float = 30) -> None:
-    """No container of that pod runs on the node any more (dockershim labels each with its pod's name)."""
+def assert_no_container_runs(stack: Stack, cluster: Cluster, pod: str, timeout: float = 30) -> None:
+    """No container of that pod runs on either node any more (dockershim labels each with its pod's name)."""
     end = time.monotonic() + timeout
-    while ids := stack.docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.name={pod}").stdout.split():
+    while True:
+        ids = stack.docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.name={pod}").stdout.split()
+        ids += cluster.node2_docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.name={pod}").stdout.split()
+        if not ids:
+            return
         assert time.monotonic() < end, f"containers {ids} of pod {pod} still run after {timeout:.0f}s"
         time.sleep(0.5)
 
@@ -315,6 +332,314 @@ def withdraw_wheels(stack: Stack, versions: list[str]) -> None:
     assert not [v for v in versions if f"oncology_model-{v}-" in page.text], page.text
 
 
+# ---- drift on the cluster -----------------------------------------------------------------------
+
+
+#: the drift test's traffic: rows drawn (seeded) from the complete rows; the shifted batch adds 2 points
+#: (at most 10) to mitoses and bare_nuclei on a third of its rows, as tests/monitoring/test_drift.py does
+DRIFT_ROWS = 500
+DRIFT_SEED = 8
+DRIFT_SHIFTED = ("mitoses", "bare_nuclei")
+
+
+def log_service_answers(service: Service, store: str, rows: list[list[int]], hours_ago: float) -> str:
+    """POST ``rows`` to the Service (``/predict/batch``) and keep every answer in the store's prediction log,
+    through the service's own writer (`PredictionLog`), stamped ``hours_ago`` hours ago. The model version."""
+    status, body = request(service.host, service.port, "POST", "/predict/batch",
+                           json.dumps([dict(zip(FEATURES, r)) for r in rows]).encode(), timeout=60)
+    assert status == 200, body[:500]
+    answers = json.loads(body)
+    (version,) = {a["model_version"] for a in answers}
+    writer = PredictionLog(open_store(store), f"e2e-drift-{uuid.uuid4().hex[:8]}", batch_rows=len(rows),
+                           clock=lambda: time.time() - hours_ago * 3600).start()
+    writer.record("/predict/batch", uuid.uuid4().hex, version, rows, [a["probability"] for a in answers],
+                  [a["prediction"] for a in answers], [a["decision"] for a in answers])
+    assert writer.close(timeout=60), (writer.dropped, writer.errors)
+    assert writer.written == len(rows) and writer.errors == []
+    return str(version)
+
+
+def _drift_job(cluster: Cluster, service: Service, figures: dict[str, Any], store: str, serving: str,
+               trainer_tag: str, registry: str, overlay: Path) -> None:
+    """Issue 8: ``make drift-job`` on the real cluster. Quiet traffic logged two hours ago -> exit 0, the report
+    printed and written; traffic with two shifted features logged now -> non-zero exit, drift flagged, naming
+    them. Each run looks at its own window (``DRIFT_ARGS``)."""
+    rng = random.Random(DRIFT_SEED)
+    quiet = [list(service.rows[rng.randrange(len(service.rows))]) for _ in range(DRIFT_ROWS)]
+    shifted = [list(row) for row in quiet]
+    for i in rng.sample(range(len(shifted)), len(shifted) // 3):
+        for name in DRIFT_SHIFTED:
+            j = FEATURES.index(name)
+            shifted[i][j] = min(shifted[i][j] + 2, 10)
+    client = open_store(store)
+    before = set(client.list("monitoring/drift/"))
+
+    assert log_service_answers(service, store, quiet, hours_ago=2) == serving
+    t0 = time.monotonic()
+    calm = cluster.make("drift-job", VERSION=trainer_tag, REGISTRY=registry, OVERLAY=str(overlay),
+                        DRIFT_ARGS=f"--model {serving} --since 3h --until 1h")
+    figures["k8s: make drift-job, 500 quiet predictions (s)"] = round(time.monotonic() - t0, 1)
+    out = calm.stdout + calm.stderr
+    assert calm.returncode == 0, out[-4000:]
+    assert f"drift of model {serving}: {DRIFT_ROWS} predictions" in calm.stdout, out[-4000:]
+    assert "no drift flagged" in calm.stdout and "drift flagged:" not in out, out[-4000:]
+    m = re.search(r"(?m)^report: (s3://\S+)/(monitoring/drift/drift-\d{8}T\d{6}Z\.json)$", calm.stdout)
+    assert m and m.group(1) == store, calm.stdout[-4000:]
+    report = json.loads(client.read(m.group(2)))  # written to the store of record, as printed
+    assert (report["model_version"], report["n"], report["drift"], report["flagged"]) == (serving, DRIFT_ROWS, False, [])
+    assert set(client.list("monitoring/drift/")) - before == {m.group(2)}
+
+    assert log_service_answers(service, store, shifted, hours_ago=0) == serving
+    t0 = time.monotonic()
+    drifted = cluster.make("drift-job", VERSION=trainer_tag, REGISTRY=registry, OVERLAY=str(overlay),
+                           DRIFT_ARGS=f"--model {serving} --since 30m")
+    figures["k8s: make drift-job, 500 shifted predictions (s)"] = round(time.monotonic() - t0, 1)
+    out = drifted.stdout + drifted.stderr
+    assert drifted.returncode != 0, out[-4000:]
+    assert f"drift of model {serving}: {DRIFT_ROWS} predictions" in drifted.stdout, out[-4000:]
+    flagged = re.search(r"(?m)^drift flagged: (.+)$", drifted.stdout)  # the pod's stderr, in kubectl logs
+    assert flagged and set(DRIFT_SHIFTED) <= set(flagged.group(1).split(", ")), out[-4000:]
+    assert "the drift Job failed: drift flagged" in drifted.stderr, out[-4000:]
+    (new,) = set(client.list("monitoring/drift/")) - before - {m.group(2)}
+    report = json.loads(client.read(new))
+    assert report["drift"] is True and set(DRIFT_SHIFTED) <= set(report["flagged"]) and report["n"] == DRIFT_ROWS
+    assert f"report: {store}/{new}" in drifted.stdout
+    cluster.kubectl("delete", "job", "oncology-drift", "--wait=true")
+
+
+# ---- voluntary disruptions ------------------------------------------------------------------------
+
+
+def evict(cluster: Cluster, pod: str) -> subprocess.CompletedProcess[str]:
+    """POST the pod's eviction subresource (what ``kubectl drain`` does): the API server checks the
+    PodDisruptionBudget and answers 429 when the eviction would break it."""
+    body = {"apiVersion": "policy/v1beta1", "kind": "Eviction", "metadata": {"name": pod, "namespace": "default"}}
+    return cluster.kubectl("create", "--raw", f"/api/v1/namespaces/default/pods/{pod}/eviction", "-f", "-",
+                           input=json.dumps(body), check=False)
+
+
+def refused_by_budget(proc: subprocess.CompletedProcess[str]) -> bool:
+    return proc.returncode != 0 and "disruption budget" in proc.stderr
+
+
+def _disruptions(cluster: Cluster, service: Service, expected: dict[str, list[tuple[str, float]]],
+                 figures: dict[str, Any], image: str, digest: str) -> None:
+    """Issue 9: ``kubectl delete pod`` of a serving pod, then both pods evicted one by one through the eviction
+    API, each under load with every answer checked: no request may fail."""
+    rows = [dict(zip(FEATURES, row)) for row in service.rows]
+    # (a) a serving pod deleted
+    with Load(service.host, service.port, rows, expected, rate=RATE) as load:
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the change"
+        victim = live_pods(cluster)[0]["metadata"]["name"]
+        cluster.kubectl("delete", "pod", victim, "--wait=true", timeout=120)
+        assert_clean_deployment(cluster, image, digest)
+        assert victim not in {p["metadata"]["name"] for p in live_pods(cluster)}
+        n = len(load.answers)
+        assert load.wait_for(lambda answers: len(answers) >= n + 100, 30)  # and the two new pods answer
+    assert load.exhausted is None, f"the load loop hit its bound ({load.exhausted})"
+    assert load.failures() == [], f"kubectl delete pod: {len(load.failures())} of {len(load.answers)} failed: {load.failures()[:5]}"
+    figures["k8s: kubectl delete pod under load: failed/total"] = f"0/{len(load.answers)}"
+
+    # (b) every pod evicted, one at a time: the budget refuses the second while the first's replacement is not ready
+    with Load(service.host, service.port, rows, expected, rate=RATE) as load:
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the change"
+        first, second = sorted(p["metadata"]["name"] for p in live_pods(cluster))
+        t0 = time.monotonic()
+        proc = evict(cluster, first)
+        assert proc.returncode == 0, proc.stderr
+        refused = evict(cluster, second)  # at once: one pod is already going, minAvailable 1
+        assert refused_by_budget(refused), (refused.returncode, refused.stderr)
+        refusals, deadline = 1, time.monotonic() + 120
+        while refused_by_budget(proc := evict(cluster, second)):
+            assert time.monotonic() < deadline, "the second eviction was refused for 120 s"
+            refusals += 1
+            time.sleep(0.5)
+        assert proc.returncode == 0, proc.stderr
+        figures["k8s: both pods evicted one by one: second eviction allowed after (s), refusals"] = (
+            f"{time.monotonic() - t0:.1f}, {refusals}")
+        assert_clean_deployment(cluster, image, digest, timeout=120)
+        assert not {first, second} & {p["metadata"]["name"] for p in live_pods(cluster)}
+        n = len(load.answers)
+        assert load.wait_for(lambda answers: len(answers) >= n + 100, 30)
+    assert load.exhausted is None, f"the load loop hit its bound ({load.exhausted})"
+    assert load.failures() == [], f"evictions: {len(load.failures())} of {len(load.answers)} failed: {load.failures()[:5]}"
+    figures["k8s: eviction of both pods one by one under load: failed/total"] = f"0/{len(load.answers)}"
+
+
+# ---- losing a node ---------------------------------------------------------------------------------
+
+NODE1, NODE2 = NODE_NAMES
+
+
+def nodes_of(pods: list[dict[str, Any]]) -> list[str]:
+    return sorted(p["spec"].get("nodeName") or "" for p in pods)
+
+
+def node_sh(cluster: Cluster, action: str) -> str:
+    """``infra/k8s/node.sh kill|start``: the second node stopped at once (SIGKILL to its kubelet, kube-proxy,
+    dockerd, containerd, shims and containers), or started again (until Ready)."""
+    proc = subprocess.run([str(REPO / "infra" / "k8s" / "node.sh"), action], env=cluster.env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr
+
+
+def spread_again(cluster: Cluster, image: str, digest: str) -> None:
+    """Until the two replicas run on the two nodes: while both are on one node, one of them is deleted (its
+    replacement goes where the topology spread constraint prefers: the other node)."""
+    assert_clean_deployment(cluster, image, digest, gone=True, timeout=150)
+    for _ in range(3):
+        pods = live_pods(cluster)
+        if nodes_of(pods) == [NODE1, NODE2]:
+            return
+        cluster.kubectl("delete", "pod", pods[0]["metadata"]["name"], "--wait=true", timeout=120)
+        assert_clean_deployment(cluster, image, digest, gone=True, timeout=150)
+    pytest.fail(f"the replicas do not spread over the two nodes: {nodes_of(live_pods(cluster))}")
+
+
+def back_on(cluster: Cluster, node: str) -> bool:
+    """The Deployment at its 2 ready replicas, both live pods on ``node``."""
+    pods = live_pods(cluster)
+    status = cluster.get("deployment", APP)["status"]
+    return nodes_of(pods) == [node, node] and all(ready(p) for p in pods) and status.get("readyReplicas") == 2
+
+
+def _loss(cluster: Cluster, service: Service, expected: dict[str, list[tuple[str, float]]],
+          retry: Retry | None) -> tuple[Load, float, float]:
+    """The second node killed under load: (load, seconds until the Deployment is 2/2 on the first node,
+    seconds from the kill to the last failed request or 0)."""
+    rows = [dict(zip(FEATURES, row)) for row in service.rows]
+    with Load(service.host, service.port, rows, expected, rate=RATE, max_seconds=300, timeout=5, retry=retry) as load:
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the loss"
+        t_kill = time.monotonic()
+        node_sh(cluster, "kill")
+        deadline, back = time.monotonic() + 180, None
+        while back is None:
+            if back_on(cluster, NODE1):
+                back = time.monotonic() - t_kill
+            else:
+                assert time.monotonic() < deadline, f"not 2/2 on {NODE1} within 180 s: {nodes_of(live_pods(cluster))}"
+                time.sleep(0.5)
+        n = len(load.answers)
+        assert load.wait_for(lambda answers: len(answers) >= n + 300, 60), "the Service stopped answering"
+    assert load.exhausted is None, f"the load loop hit its bound ({load.exhausted})"
+    failed = load.failures()
+    assert all(a.error and "differs" not in a.error and "model_version" not in a.error for a in failed), failed[:5]
+    last = max((a.done for a in failed), default=t_kill) - t_kill
+    after = [a for a in load.answers if a.sent > t_kill + last]
+    assert after and all(a.error is None for a in after)
+    return load, back, last
+
+
+def _node_loss(cluster: Cluster, service: Service, expected: dict[str, list[tuple[str, float]]],
+               figures: dict[str, Any], image: str, digest: str) -> None:
+    """Issue 11: the two replicas on the two nodes; a drain under load fails nothing and brings the replica up on
+    the other node; an abrupt loss of the node (kubelet and containers at once) is measured, then fails nothing
+    for clients with the retry policy (`Retry`)."""
+    spread_again(cluster, image, digest)
+    figures["k8s: the two replicas' nodes"] = ", ".join(nodes_of(live_pods(cluster)))
+
+    # (a) drain
+    rows = [dict(zip(FEATURES, row)) for row in service.rows]
+    with Load(service.host, service.port, rows, expected, rate=RATE) as load:
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the drain"
+        t0 = time.monotonic()
+        drain = cluster.kubectl("drain", NODE2, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=180s",
+                                timeout=200, check=False)
+        assert drain.returncode == 0, drain.stderr
+        deadline = time.monotonic() + 120
+        while not back_on(cluster, NODE1):
+            assert time.monotonic() < deadline, nodes_of(live_pods(cluster))
+            time.sleep(0.5)
+        figures["k8s: kubectl drain of the second node under load: 2/2 on the first after (s)"] = round(
+            time.monotonic() - t0, 1)
+        n = len(load.answers)
+        assert load.wait_for(lambda answers: len(answers) >= n + 100, 30)
+    assert load.exhausted is None, f"the load loop hit its bound ({load.exhausted})"
+    assert load.failures() == [], f"drain: {len(load.failures())} of {len(load.answers)} failed: {load.failures()[:5]}"
+    figures["k8s: kubectl drain under load: failed/total"] = f"0/{len(load.answers)}"
+    assert_clean_deployment(cluster, image, digest)
+    cluster.kubectl("uncordon", NODE2)
+
+    # (b) abrupt loss, clients without retries: measured
+    spread_again(cluster, image, digest)
+    load, back, last = _loss(cluster, service, expected, retry=None)
+    figures["k8s: node lost at once, no retries: failed/total"] = f"{len(load.failures())}/{len(load.answers)}"
+    figures["k8s: node lost at once: last failed request after (s)"] = round(last, 1)
+    figures["k8s: node lost at once: 2/2 on the surviving node after (s)"] = round(back, 1)
+    ready_again = node_sh(cluster, "start")
+    if m := re.search(r"Ready again after ([\d.]+)s", ready_again):
+        figures["k8s: node.sh start: the second node Ready again (s)"] = float(m.group(1))
+
+    # (c) abrupt loss, clients with the retry policy: nothing fails
+    spread_again(cluster, image, digest)
+    policy = Retry()
+    load, back, last = _loss(cluster, service, expected, retry=policy)
+    assert load.failures() == [], f"{len(load.failures())} of {len(load.answers)} failed with retries: {load.failures()[:5]}"
+    figures["k8s: node lost at once, with retries: failed/total"] = f"0/{len(load.answers)}"
+    figures["k8s: node lost at once, with retries: requests retried, most attempts"] = (
+        f"{sum(a.attempts > 1 for a in load.answers)}, {max(a.attempts for a in load.answers)}")
+    figures["k8s: node lost at once, with retries: 2/2 on the surviving node after (s)"] = round(back, 1)
+    node_sh(cluster, "start")
+    spread_again(cluster, image, digest)
+
+
+def _training_on_a_dying_node(cluster: Cluster, figures: dict[str, Any], store: str, trainer_tag: str, registry: str,
+                              overlay: Path) -> None:
+    """Issue 11: the training Job's pod runs on the second node, which dies while it trains; the Job's pod is
+    replaced on the first node, the Job completes, and exactly one new complete version is in the store."""
+    before = set(ModelRegistry(open_store(store)).versions())
+    rendered = cluster.kubectl("kustomize", str(overlay)).stdout
+    job_proc = subprocess.run([sys.executable, str(REPO / "deploy" / "k8s" / "job.py"), "--image",
+                               f"{registry}/oncology-trainer:{trainer_tag}"], input=rendered, capture_output=True,
+                              text=True, timeout=60)
+    assert job_proc.returncode == 0, job_proc.stderr
+    docs = [d for d in yaml.safe_load_all(job_proc.stdout) if d]
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    container.setdefault("env", []).append({"name": "ONCOLOGY_SEED", "value": "11"})  # a model not in the store yet
+    cluster.kubectl("delete", "job", JOB, "--ignore-not-found", "--wait=true")
+    cluster.kubectl("cordon", NODE1)  # so that its first pod goes to the second node
+    try:
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+        deadline = time.monotonic() + 120
+        while True:
+            pods = cluster.get("pods", "-l", f"job-name={JOB}")["items"]
+            running = [p for p in pods if p["status"].get("phase") == "Running"]
+            if running:
+                break
+            assert time.monotonic() < deadline, [(p["metadata"]["name"], p["status"].get("phase")) for p in pods]
+            time.sleep(0.2)
+    finally:
+        cluster.kubectl("uncordon", NODE1)
+    (first,) = running
+    assert first["spec"]["nodeName"] == NODE2
+    t0 = time.monotonic()
+    node_sh(cluster, "kill")  # while it trains
+    deadline = time.monotonic() + 300
+    while not (status := cluster.get("job", JOB)["status"]).get("succeeded"):
+        assert not status.get("failed"), status
+        assert time.monotonic() < deadline, f"the Job did not complete within 300 s: {status}"
+        time.sleep(1)
+    figures["k8s: training Job whose node died: complete after (s)"] = round(time.monotonic() - t0, 1)
+    pods = cluster.get("pods", "-l", f"job-name={JOB}")["items"]
+    done = [p for p in pods if p["status"].get("phase") == "Succeeded"]
+    assert [p["spec"]["nodeName"] for p in done] == [NODE1], [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods]
+    assert first["metadata"]["name"] not in {p["metadata"]["name"] for p in done}
+    # the replacement's logs (`kubectl logs job/...` may pick the dead pod, whose kubelet does not answer)
+    logs = cluster.kubectl("logs", done[0]["metadata"]["name"]).stdout
+    new = set(ModelRegistry(open_store(store)).versions()) - before
+    assert len(new) == 1, f"new versions: {sorted(new)}"
+    (version,) = new
+    # the replacement published it, or (had the first finished before its node died) named it as its twin
+    said = re.search(rf"published model version {re.escape(version)} to|version {re.escape(version)} in \S+ already "
+                     "holds this very model", logs)
+    assert said, logs[-2000:]
+    assert Classifier.from_uri(store, version).version == version  # complete: loads and verifies
+    figures["k8s: training Job whose node died: versions published"] = f"1 ({version})"
+    node_sh(cluster, "start")
+
+
 # ---- the test ------------------------------------------------------------------------------------
 
 
@@ -359,7 +684,7 @@ def test_issue_5_on_a_real_cluster(stack: Stack, published: Published, figures: 
             expected = expected.replace(f"127.0.0.1:5000/{image}:latest", ours)
         assert _normalized(render(overlay)) == expected, "the applied manifests are not the local overlay's"
 
-        with running_cluster(stack.env) as cluster:
+        with running_cluster(stack.env, ports=(s3.s3_port,)) as cluster:
             figures["k8s: build.sh, binaries cached (s)"] = round(cluster.build_seconds, 2)
             figures["k8s: up.sh to node Ready, cached binaries (s)"] = round(cluster.up_seconds, 1)
             _the_pipeline(cluster, stack, published, figures, tmp_path, store, data_uri, overlay, aws, uploaded)
@@ -380,13 +705,15 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
     complete, _ = dataset_rows()
 
     # ---- 1. the local overlay on the 1.20 cluster, and training as a Job ------------------------------
-    dry = cluster.kubectl("apply", "--dry-run=server", "-k", str(LOCAL_OVERLAY), check=False)
+    dry = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=for_1_20(LOCAL_OVERLAY), check=False)
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.count("(server dry run)") == 6, dry.stdout  # 2 ConfigMaps, Secret, Service, Deployment, Job
-    made = cluster.kubectl("get", "configmaps,secrets,services,deployments,jobs", "-o", "name").stdout.split()
+    # 2 ConfigMaps, Secret, Service, Deployment, PodDisruptionBudget, Job
+    assert dry.stdout.count("(server dry run)") == 7, dry.stdout
+    made = cluster.kubectl("get", "configmaps,secrets,services,deployments,jobs,pdb", "-o", "name").stdout.split()
     assert [name for name in made if "oncology" in name] == [], "the dry run created objects"
 
-    cluster.kubectl("apply", "-k", str(overlay))
+    cluster.kubectl("apply", "-f", "-", input=for_1_20(overlay))
+    assert cluster.get("pdb", APP)["apiVersion"] == "policy/v1beta1"
     cluster.kubectl("rollout", "status", f"deployment/{APP}", "--timeout=180s", timeout=200)
     assert_clean_deployment(cluster, f"{registry}/{APP}:{published.version}", published.digests["webservice"])
     logs = wait_job(cluster)  # the overlay's own Job trains as soon as it is applied
@@ -546,10 +873,22 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
         assert undo.load.failures() == [], undo.failed()
         figures[f"k8s: make rollback from the never-ready release ({name}) (s)"] = round(undo.seconds, 1)
         assert_clean_deployment(cluster, tag1, digest1)
-        assert_no_container_runs(stack, pod["metadata"]["name"])
+        assert_no_container_runs(stack, cluster, pod["metadata"]["name"])
 
     # Nothing of either release is left: the kubelet 1.20 removes a deleted pod's object only once every
     # container of the pod is removed, which for these pods its container GC (once a minute) may have to do.
     t0 = time.monotonic()
     assert_clean_deployment(cluster, tag1, digest1, gone=True, timeout=150)
     figures["k8s: never-ready releases: their pods gone after the last rollback (s)"] = round(time.monotonic() - t0, 1)
+
+    # ---- 6. make drift-job on the cluster, over predictions the Service answered ----------------------
+    _drift_job(cluster, service, figures, store, first, published.version, registry, overlay)
+
+    # ---- 7. voluntary disruptions under load: a serving pod deleted; every pod evicted, one by one --------
+    _disruptions(cluster, service, only_first, figures, tag1, digest1)
+
+    # ---- 8. losing a node under load: drained; then lost at once, without and with retries ----------------
+    _node_loss(cluster, service, only_first, figures, tag1, digest1)
+
+    # ---- 9. training on a node that dies -------------------------------------------------------------------
+    _training_on_a_dying_node(cluster, figures, store, published.version, registry, overlay)
