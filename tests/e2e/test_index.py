@@ -227,7 +227,7 @@ def test_deleting_the_index_pod_loses_no_package(stack: Stack, index_image: str,
     import publish as publish_module  # deploy/publish.py
 
     publish_module.download_wheels([REPO / "deploy" / "docker" / "webservice" / "requirements.txt"])  # before the cluster
-    with running_cluster(stack.env) as cluster:
+    with running_cluster(stack.env, ports=(s3.s3_port,)) as cluster:  # the pod may land on the second node
         t0 = time.monotonic()
         deploy = cluster.make("index-deploy", REGISTRY=stack.registry, INDEX_OVERLAY=str(overlay), INDEX_PASSWORD=password)
         assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
