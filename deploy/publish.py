@@ -295,11 +295,11 @@ def secret_file(value: str) -> Iterator[Path]:
 
 
 def build_image(docker: Docker, image: str, context: Path, tag: str, base_image: str, version: str,
-                commit: str, secret: Path, logs: Path) -> float:
+                commit: str, secret: Path, logs: Path, no_cache: bool = False) -> float:
     log = logs / f"{image}-build.log"
     t0 = time.monotonic()
     proc = docker.run([
-        "build", "--progress=plain", "--network=host",
+        "build", "--progress=plain", "--network=host", *(["--no-cache"] if no_cache else []),
         "-f", str(DOCKER_DIR / image / "Dockerfile"),
         "--build-arg", f"BASE_IMAGE={base_image}",
         "--build-arg", f"MODEL_VERSION={version}",
@@ -352,7 +352,7 @@ def _build_error(log: str) -> str:
 
 
 def publish(version: str, store: str, registry: str, base_image: str, images: Sequence[str], push: bool,
-            docker_client: str) -> list[str]:
+            docker_client: str, no_cache: bool = False) -> list[str]:
     from oncology.packaging import build_model_wheel
     from oncology_model.registry import ModelRegistry
     from oncology_model.storage import open_store
@@ -381,7 +381,7 @@ def publish(version: str, store: str, registry: str, base_image: str, images: Se
         for image in images:
             context = stage_context(image, app_wheel)
             tag = f"{registry}/oncology-{image}:{resolved}"
-            seconds = build_image(docker, image, context, tag, base_image, resolved, commit, secret, logs)
+            seconds = build_image(docker, image, context, tag, base_image, resolved, commit, secret, logs, no_cache)
             size = docker.run(["image", "inspect", "--format", "{{.Size}}", tag]).stdout.strip()
             say(f"built {tag} in {seconds:.1f}s ({int(size) / 1e6:.0f} MB)" if size.isdigit() else f"built {tag}")
             if push:
@@ -402,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="image both images build on (default: $ONCOLOGY_BASE_IMAGE or python:3.11-slim)")
     parser.add_argument("--image", action="append", choices=IMAGES, help="build only this image (repeatable; default: both)")
     parser.add_argument("--no-push", action="store_true", help="build and tag, but push nothing")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="build every layer again (BuildKit keys a layer by the version, not by the index: "
+                             "use it to install oncology-model from another index than the cached layer did)")
     parser.add_argument("--docker", default="/usr/bin/docker", help="docker client with BuildKit (default: /usr/bin/docker)")
     args = parser.parse_args(argv)
     if not args.registry:
@@ -411,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         references = publish(args.version, args.store, args.registry, args.base_image, args.image or list(IMAGES),
-                             not args.no_push, args.docker)
+                             not args.no_push, args.docker, args.no_cache)
     except (PublishError, OncologyError) as exc:
         print(f"publish: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
