@@ -109,7 +109,7 @@ publish: install ## Publish VERSION (default: champion) of STORE: its wheel to t
 	$(if $(filter cluster,$(INDEX)),eval "$$(KUBECTL='$(K8S)' INDEX_URL='$(INDEX_URL)' deploy/index/cluster-env.sh)" && )\
 	$(BIN)/python deploy/publish.py --version $(VERSION) --store $(STORE) --registry "$$ONCOLOGY_REGISTRY" --base-image $(BASE_IMAGE) $(PUBLISH_ARGS)
 
-e2e: install ## End-to-end tier: images, registry, index, S3 (and Kubernetes) for real; needs root (a few minutes)
+e2e: install ## End-to-end tier: images, registry, index, S3 (and Kubernetes) for real; needs root (~20 min; the Kubernetes build once, ~9-44 min)
 	$(BIN)/pytest tests/e2e -m e2e $(PYTEST_ARGS)
 
 docker-requirements: install ## Re-resolve deploy/docker/*/requirements.txt (pinned, hashed) within requirements.lock
