@@ -148,17 +148,24 @@ node2_start_dockerd() {
     --add-runtime "oncology-runc=$REPO_ROOT/infra/runc-oom-wrapper" --default-runtime oncology-runc \
     --exec-opt native.cgroupdriver=cgroupfs
 }
-node2_start_kubelet() {
-  mkdir -p "$NODE2_STATE/kubelet" "$NODE2_STATE/dockershim"
-  K8S_NETNS="/run/netns/$NODE2_NETNS" K8S_MNTNS="$NODE2_MNTNS" start_proc kubelet-node2 "$K8S_BIN/kubelet" \
-    --config="$NODE2_STATE/kubelet-config.yaml" --kubeconfig="$K8S_STATE/kubelet-node2.kubeconfig" \
-    --root-dir="$NODE2_STATE/kubelet" --cert-dir="$NODE2_STATE/kubelet/pki" \
-    --container-runtime=docker --docker-endpoint="$NODE2_DOCKER_HOST" \
-    --container-runtime-endpoint="unix://$NODE2_RUN/dockershim.sock" \
-    --image-service-endpoint="unix://$NODE2_RUN/dockershim.sock" \
-    --experimental-dockershim-root-directory="$NODE2_STATE/dockershim" \
+# start_kubelet NAME STATE KUBECONFIG DOCKER_ENDPOINT SOCK_DIR NODE_IP NODE_NAME: one node's kubelet
+# (dockershim on that node's dockerd; its config, root and dockershim folders under STATE).
+start_kubelet() {
+  local name=$1 state=$2 kubeconfig=$3 docker=$4 socks=$5 ip=$6 node=$7
+  mkdir -p "$state/kubelet" "$state/dockershim" "$socks"
+  start_proc "$name" "$K8S_BIN/kubelet" \
+    --config="$state/kubelet-config.yaml" --kubeconfig="$kubeconfig" \
+    --root-dir="$state/kubelet" --cert-dir="$state/kubelet/pki" \
+    --container-runtime=docker --docker-endpoint="$docker" \
+    --container-runtime-endpoint="unix://$socks/dockershim.sock" \
+    --image-service-endpoint="unix://$socks/dockershim.sock" \
+    --experimental-dockershim-root-directory="$state/dockershim" \
     --pod-infra-container-image="$PAUSE_IMAGE" \
-    --node-ip="$NODE2_IP" --hostname-override="$NODE2_NAME" --v=1
+    --node-ip="$ip" --hostname-override="$node" --v=1
+}
+node2_start_kubelet() {
+  K8S_NETNS="/run/netns/$NODE2_NETNS" K8S_MNTNS="$NODE2_MNTNS" start_kubelet kubelet-node2 "$NODE2_STATE" \
+    "$K8S_STATE/kubelet-node2.kubeconfig" "$NODE2_DOCKER_HOST" "$NODE2_RUN" "$NODE2_IP" "$NODE2_NAME"
 }
 node2_start_proxy() {
   K8S_NETNS="/run/netns/$NODE2_NETNS" K8S_MNTNS="$NODE2_MNTNS" start_proc kube-proxy-node2 "$K8S_BIN/kube-proxy" \

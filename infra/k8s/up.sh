@@ -293,16 +293,7 @@ start_proc kube-apiserver "$K8S_BIN/kube-apiserver" \
 # The kubelet starts while the API server comes up: its own start (cAdvisor,
 # dockershim) takes about as long, and it retries registering the node.
 log "starting kubelet"
-mkdir -p "$K8S_STATE/kubelet" "$K8S_STATE/dockershim" "$SOCK_DIR"
-start_proc kubelet "$K8S_BIN/kubelet" \
-  --config="$K8S_STATE/kubelet-config.yaml" --kubeconfig="$K8S_STATE/kubelet.kubeconfig" \
-  --root-dir="$K8S_STATE/kubelet" --cert-dir="$K8S_STATE/kubelet/pki" \
-  --container-runtime=docker --docker-endpoint="unix://$DOCKER_SOCK" \
-  --container-runtime-endpoint="unix://$SOCK_DIR/dockershim.sock" \
-  --image-service-endpoint="unix://$SOCK_DIR/dockershim.sock" \
-  --experimental-dockershim-root-directory="$K8S_STATE/dockershim" \
-  --pod-infra-container-image="$PAUSE_IMAGE" \
-  --node-ip="$NODE_IP" --hostname-override="$NODE_NAME" --v=1
+start_kubelet kubelet "$K8S_STATE" "$K8S_STATE/kubelet.kubeconfig" "unix://$DOCKER_SOCK" "$SOCK_DIR" "$NODE_IP" "$NODE_NAME"
 if [ "$NODES" = 2 ]; then
   log "starting the second node's kubelet"
   node2_start_kubelet
