@@ -240,6 +240,24 @@ def test_sigterm_turns_readiness_off_and_finishes_in_flight_requests(  # type: i
     assert "Traceback" not in server.logs(), server.logs()[-3000:]
 
 
+def test_a_stop_while_the_workers_are_still_starting_is_a_clean_exit(  # type: ignore[no-untyped-def]
+    serve, trained_store: Path
+) -> None:
+    """SIGTERM that reaches a worker before it has imported anything is kept for it, not fatal to it.
+
+    (CI once saw `workers exited with [-15, 0]`: one worker was still starting when the stop came.)
+    """
+    server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_DRAIN_SECONDS": "0"}, "--workers", "2", wait=False)
+    deadline = time.monotonic() + 30
+    while len(children := _workers(server.proc.pid)) < 2:  # both spawned; neither can have imported the app yet
+        assert server.proc.poll() is None and time.monotonic() < deadline, server.logs()
+        time.sleep(0.005)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0, server.logs()[-3000:]
+    assert "workers exited with" not in server.logs()
+    assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
+
+
 def _workers(pid: int) -> list[int]:
     """The worker processes that ``pid`` started (its children running multiprocessing's spawn_main)."""
     found = []

@@ -28,6 +28,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from multiprocessing import resource_tracker
 from multiprocessing.context import SpawnProcess
 from types import FrameType
 from typing import Any
@@ -131,6 +132,9 @@ def _worker(sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     early: list[int] = []
     signal.signal(signal.SIGTERM, lambda sig, frame: early.append(sig))  # a stop while starting still drains
+    # the supervisor spawned us with SIGTERM blocked (see _start_worker): one sent while the interpreter
+    # was still starting waited, pending; now it reaches the handler above instead of killing us
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     app = app_from_env()
     settings = ServeSettings()
     config = uvicorn.Config(overload.Shedder(app, settings, app.metrics), **_options(settings))
@@ -191,6 +195,15 @@ def _supervise(settings: ServeSettings) -> None:
 
 
 def _start_worker(context: Any, sock: socket.socket) -> SpawnProcess:
+    """A worker, spawned with SIGTERM blocked: the blocked mask survives exec, so a stop forwarded before
+    the worker has its handler stays pending until ``_worker`` unblocks it, rather than killing it."""
     process: SpawnProcess = context.Process(target=_worker, args=(sock,), daemon=False)
-    process.start()
+    # spawn starts multiprocessing's resource tracker on first use, and that start *unblocks* SIGTERM
+    # when it is done: have it running before we block, or the first worker would be spawned unblocked
+    resource_tracker.ensure_running()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     return process
