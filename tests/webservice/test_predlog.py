@@ -110,6 +110,20 @@ def test_a_single_prediction_keeps_its_own_decision_as_the_service_passes_it(tmp
     assert log.written == 2 and log.errors == []
 
 
+def test_a_prediction_json_cannot_hold_is_dropped_as_invalid_and_its_batch_is_written(tmp_path: Path) -> None:
+    metrics = Metrics()
+    log = PredictionLog(LocalStore(tmp_path), "w", flush_seconds=3600, metrics=metrics).start()
+    one(log, "before")
+    log.record("/predict/batch", "odd", "1.0.1", [ROW, ROW2], [0.1, object()], ["benign", "malignant"])  # a caller's bug
+    one(log, "after")
+    assert log.close(timeout=30) is False  # one prediction was lost
+    assert [(r["request_id"], r["probability"]) for _, r in records(LocalStore(tmp_path))] == [
+        ("before", 0.25), ("odd", 0.1), ("after", 0.25)]
+    assert log.written == 3 and log.dropped["invalid"] == 1
+    assert exposed(metrics, 'oncology_prediction_log_dropped_total{reason="invalid"}') == 1
+    assert [type(e) for e in log.errors] == [TypeError]
+
+
 # ---- the buffer ---------------------------------------------------------------------------------
 
 
