@@ -5,7 +5,7 @@ overload and soak benchmarks use this one: asyncio on uvloop, raw keep-alive con
 request per connection at a time.
 
 - ``closed(port, request, connections, seconds)``: each connection sends its next request when the
-  previous answer is in (the capacity measurement).
+  previous answer is in (the capacity measurement, and a fixed concurrency).
 - ``open_loop(port, request, rate, seconds)``: requests are *scheduled* at a fixed rate, whatever the
   server does; each takes an idle connection or opens one (up to ``max_connections``, then waits for
   one).  Latency counts from the scheduled time, so time spent queueing in the client counts too
@@ -41,6 +41,7 @@ class Run:
     answers: list[Answer] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     late_starts: int = 0  # open loop: requests the client itself could not send on time (>10 ms late)
+    sent: int = 0  # closed loop: requests sent (numbered 0 .. sent-1, the answers' index)
 
     def statuses(self) -> dict[int, int]:
         found: dict[int, int] = {}
@@ -93,7 +94,8 @@ async def _connect(port: int) -> _Conn:
     return _Conn(reader, writer)
 
 
-async def _closed(port: int, request: bytes, connections: int, seconds: float, timeout: float) -> Run:
+async def _closed(port: int, request: bytes | Callable[[int], bytes], connections: int, seconds: float,
+                  timeout: float) -> Run:
     run = Run()
     start = time.perf_counter()
     end = start + seconds
@@ -102,10 +104,13 @@ async def _closed(port: int, request: bytes, connections: int, seconds: float, t
         conn = await _connect(port)
         try:
             while time.perf_counter() < end:
+                i = run.sent
+                run.sent += 1
+                data = request(i) if callable(request) else request
                 t0 = time.perf_counter()
-                status, retry_after, body, keep = await asyncio.wait_for(conn.call(request), timeout)
+                status, retry_after, body, keep = await asyncio.wait_for(conn.call(data), timeout)
                 t1 = time.perf_counter()
-                run.answers.append(Answer(status, t1 - t0, retry_after, body, t1 - start))
+                run.answers.append(Answer(status, t1 - t0, retry_after, body, t1 - start, i))
                 if not keep:
                     conn.close()
                     conn = await _connect(port)
@@ -187,7 +192,8 @@ async def _open(port: int, request: bytes | Callable[[int], bytes], rate: float,
     return run
 
 
-def closed(port: int, request: bytes, connections: int, seconds: float, timeout: float = 30.0) -> Run:
+def closed(port: int, request: bytes | Callable[[int], bytes], connections: int, seconds: float,
+           timeout: float = 30.0) -> Run:
     return uvloop.run(_closed(port, request, connections, seconds, timeout))
 
 

@@ -1,8 +1,9 @@
 """Soak: steady load for a long run while the champion changes every few seconds (hot reload).
 
 ``oncology serve`` (one worker, the default settings, reload checks every second) on a store with two
-trained versions; an open-loop client (benchmarks/loadgen.py) sends ``--rate`` requests per second to
-/predict, cycling through a few tumors, for ``--duration`` seconds; every ``--promote-every`` seconds
+trained versions; a client (benchmarks/loadgen.py) sends ``--rate`` requests per second (open loop), or
+keeps ``--connections`` requests in flight (closed loop: the worker saturated), to /predict, cycling
+through a few tumors, for ``--duration`` seconds; every ``--promote-every`` seconds
 the other version is promoted (``ModelRegistry.promote``), so the service hot-reloads the champion
 all run long.  Every answer is checked: status 200, a known ``model_version``, and exactly that
 version's probability for that tumor (computed in process from the same bundles); the one other
@@ -15,7 +16,9 @@ answers, with the drift (last minute's p99 / first minute's).  It writes the who
 ``benchmarks/results/soak-<UTC timestamp>.json`` and exits 1 if any answer was wrong, any request
 failed or the server died; 0 otherwise.
 
-    .venv/bin/python benchmarks/soak.py [--duration 600] [--rate 200] [--promote-every 10]
+    .venv/bin/python benchmarks/soak.py [--duration 600] [--rate 200 | --connections 64] [--promote-every 10]
+
+The server runs on one CPU and this client on another where the machine has two.
 """
 
 from __future__ import annotations
@@ -65,8 +68,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second (default 200)")
+    parser.add_argument("--connections", type=int, help="closed loop with this many connections instead of --rate")
     parser.add_argument("--promote-every", type=float, default=10.0, help="seconds between promotions (default 10)")
     args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
 
     work = Path(tempfile.mkdtemp(prefix="oncology-soak-"))
     bench.RESULTS.mkdir(parents=True, exist_ok=True)
@@ -84,10 +90,12 @@ def main() -> int:
 
         port = bench.free_port()
         env = {**bench.clean_env(), "ONCOLOGY_RELOAD_INTERVAL": "1"}
-        server = bench.Server("soak", [str(bench.PROJECT_BIN / "oncology"), "serve", "--store", str(store), "--port", str(port)],
+        server = bench.Server("soak", [*bench.pin(server_cpu), str(bench.PROJECT_BIN / "oncology"), "serve", "--store", str(store), "--port", str(port)],
                               port, bench.raw_request("GET", "/readyz"), env, log)
         server.start()
         bench.wait_ready(server, time.perf_counter())
+        if client_cpu is not None:
+            os.sched_setaffinity(0, {client_cpu})
         registry = ModelRegistry(LocalStore(store))
         samples: list[dict[str, float]] = [proc_sample(server.pid)]
         promotions: list[str] = []
@@ -124,8 +132,12 @@ def main() -> int:
                 def nth(i: int, offset: int = offset) -> bytes:
                     return requests[(offset + i) % len(requests)]
 
-                result = loadgen.open_loop(port, nth, args.rate, window)
-                sent += int(args.rate * window)
+                if args.connections:
+                    result = loadgen.closed(port, nth, args.connections, window)
+                    sent += result.sent
+                else:
+                    result = loadgen.open_loop(port, nth, args.rate, window)
+                    sent += int(args.rate * window)
                 errors += result.errors
                 for answer in result.answers:
                     total += 1
@@ -165,7 +177,8 @@ def main() -> int:
 
         first_minute = [s for s in samples if s["t"] - start <= 60] or samples[:1]
         report = {
-            "duration_s": round(time.monotonic() - start, 1), "rate": args.rate, "promote_every_s": args.promote_every,
+            "duration_s": round(time.monotonic() - start, 1), "promote_every_s": args.promote_every,
+            **({"connections": args.connections} if args.connections else {"rate": args.rate}),
             "requests": total, "shed_503": shed_total + shed_now, "wrong_answers": len(wrong), "wrong_examples": wrong[:10],
             "request_errors": len(errors), "error_examples": errors[:10], "side_errors": side_errors,
             "promotions": len(promotions), "version_switches_seen": len(seen_versions) - 1,
@@ -192,6 +205,7 @@ def main() -> int:
         return 1
     finally:
         bench.stop_all()
+        os.sched_setaffinity(0, set(cpus))
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -2,15 +2,18 @@
 
 `Shedder` is an ASGI wrapper around the app.  A worker is one event loop running synchronous,
 CPU-bound handlers, so the queue of an overloaded worker is not in the app (its in-flight count
-stays near one) but in front of it: requests parsed and waiting for the loop.  The loop's own
-lateness measures that queue directly: a timer ticks every `TICK` seconds, and a request that
-starts more than ``overload_max_lag`` seconds after the tick was due, when that tick itself ran
-more than ``overload_max_lag`` late (the loop has stayed behind: not a single stall), is answered
-at once with ``503`` and ``Retry-After`` (in the service's one error shape), which costs about what the HTTP
-stack costs, instead of being scored late.  Each burst of work therefore admits at most
-``overload_max_lag`` seconds of requests and sheds the rest, which keeps the latency of admitted
-requests bounded.  Probes and scrapes (`EXEMPT`) are never shed: an overloaded worker is still
-live, its readiness unchanged, its metrics readable.  Shed requests are counted in
+stays near one) but in front of it: requests read and parsed in one turn of the loop wait, as
+tasks, for the ones before them to be scored.  `protocol` stamps each request with the loop's time
+when its first bytes were parsed (``RECEIVED``); the Shedder, when the request's turn comes, knows
+how long it has waited.  A request that waited more than ``overload_max_lag`` seconds while the loop
+is behind (its lag timer, ticking every `TICK` seconds, was itself more than ``overload_max_lag``
+late: sustained load, not a single stall such as a model reload) is answered at once with ``503``
+and ``Retry-After`` (in the service's one error shape), before its body is read: it costs little
+more than its parsing, and the connection stays open.  Each turn of the loop therefore scores at
+most ``overload_max_lag`` seconds of requests (plus the one that crosses it) and sheds the rest,
+which bounds the latency of admitted requests to about twice that (the turn before, in which they
+arrived, and their own).  Probes and scrapes (`EXEMPT`) are never shed: an overloaded worker is
+still live, its readiness unchanged, its metrics readable.  Shed requests are counted in
 ``oncology_http_shed_total``; they skip the access log (writing a line each would add load).
 
 `protocol(settings)` is the HTTP protocol for uvicorn: httptools with a deadline for reading
@@ -24,10 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import Counter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from oncology.settings import ServeSettings
@@ -50,7 +53,6 @@ class Shedder:
         self.app = app
         self.max_lag = settings.overload_max_lag
         self.retry_after = b"%d" % settings.overload_retry_after
-        self.max_body = settings.max_batch_body_bytes  # larger bodies go on unread: the app refuses them (413)
         self.shed = Counter("oncology_http_shed", "Requests answered 503 + Retry-After because the worker was overloaded",
                             ["reason"], registry=metrics.registry).labels("loop_lag")
         self._due = math.inf  # when the next tick should run; inf until the timer runs
@@ -72,45 +74,22 @@ class Shedder:
         if loop is None:  # first request: start the timer on the server's loop
             loop = self._loop = asyncio.get_running_loop()
             self._tick()
-        # decide when the work would start: after the body is in (a body takes several loop turns to arrive)
-        first = await receive()
-        more = first.get("more_body", False)
-        if more:
-            chunks, size = [first.get("body", b"")], len(first.get("body", b""))
-            while more and size <= self.max_body:
-                message = await receive()
-                if message["type"] != "http.request":
-                    first = message  # a disconnect: the app sees it
-                    break
-                chunks.append(message.get("body", b""))
-                size += len(chunks[-1])
-                more = message.get("more_body", False)
-            else:
-                first = {"type": "http.request", "body": b"".join(chunks), "more_body": more}
-        # overloaded: late now, and the last tick was late too (one stall alone, a GC pause, a model
-        # reload holding the GIL, the process descheduled, sheds nothing)
-        if first["type"] != "http.request" or not self._late or loop.time() - self._due <= self.max_lag:
-            await self.app(scope, _replay(first, receive), send)
+        # overloaded: this request waited too long for its turn, and the loop is behind (the last tick was late
+        # too); a single stall alone (a GC pause, a model reload holding the GIL) sheds nothing
+        if not self._late or loop.time() - scope.get(RECEIVED, math.inf) <= self.max_lag:
+            await self.app(scope, receive, send)
             return
-        self.shed.inc()
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", b"%d" % len(SHED_BODY)),
-            (b"retry-after", self.retry_after)]})
+        self.shed.inc()  # the body is never read: the server discards it, and the connection is kept
+        await send({"type": "http.response.start", "status": 503, "headers": SHED_HEADERS + [(b"retry-after", self.retry_after)]})
         await send({"type": "http.response.body", "body": SHED_BODY})
 
 
-def _replay(first: Message, receive: Receive) -> Receive:
-    """``receive`` that gives ``first`` once, then the connection's own messages."""
-    pending: list[Message] = [first]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay
-
+#: The scope key holding the loop's time when the request's first bytes were parsed (set by `protocol`).
+RECEIVED: Final = "oncology.received"
 
 SHED_BODY = schemas.encode({"error": "overloaded: the request was not processed; retry after the Retry-After seconds",
                             "status": 503, "request_id": "", "details": []})
+SHED_HEADERS: Final = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(SHED_BODY))]
 
 
 class _ReadDeadline(HttpToolsProtocol):
@@ -140,6 +119,7 @@ class _ReadDeadline(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[RECEIVED] = self.loop.time()  # type: ignore[typeddict-unknown-key]
         self._arm()
 
     def on_message_complete(self) -> None:
