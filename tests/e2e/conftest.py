@@ -28,6 +28,7 @@ IMAGES = ("webservice", "trainer")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: end-to-end tier (container images, registry, index, S3); run by `make e2e`")
+    config.addinivalue_line("markers", "uncached_build: builds an image without BuildKit's cache; runs after the other tests")
 
 
 def _requested(config: pytest.Config) -> bool:
@@ -45,6 +46,9 @@ def _requested(config: pytest.Config) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _requested(config):
+        # a build without BuildKit's cache replaces the cached layers that later builds reuse (the rebuild test
+        # compares them with the published image's): such tests run after all the others
+        items.sort(key=lambda item: item.get_closest_marker("uncached_build") is not None)
         return
     # by marker, not keyword: every test in this folder has the keyword "e2e" (its package's name)
     dropped = [item for item in items if item.get_closest_marker("e2e") is not None]

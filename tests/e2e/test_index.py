@@ -217,6 +217,7 @@ def wait_new_ready_pod(cluster: Any, old: str, timeout: float = 120) -> tuple[st
     raise AssertionError(f"no new ready index pod within {timeout:.0f}s: {[p['metadata']['name'] for p in index_pods(cluster)]}")
 
 
+@pytest.mark.uncached_build
 def test_deleting_the_index_pod_loses_no_package(stack: Stack, index_image: str, trained_store: Path, s3: Any,
                                                  tmp_path: Path, figures: dict[str, Any]) -> None:
     from e2e.k8s_cluster import running_cluster
@@ -246,7 +247,10 @@ def test_deleting_the_index_pod_loses_no_package(stack: Stack, index_image: str,
         version = "1.0.1"
         t0 = time.monotonic()
         publish = cluster.make("publish", INDEX="cluster", VERSION=version, STORE=str(trained_store),
-                               BASE_IMAGE=BASE_IMAGE, PUBLISH_ARGS="--image webservice --no-cache")  # not the layer an earlier build installed from another index
+                               BASE_IMAGE=BASE_IMAGE,
+                               # --no-cache: not the layer an earlier build installed from another index; --no-push:
+                               # the registry keeps the session's published image, which other tests check by digest
+                               PUBLISH_ARGS="--image webservice --no-cache --no-push")
         figures["k8s index: make publish INDEX=cluster (s)"] = round(time.monotonic() - t0, 1)
         assert publish.returncode == 0, publish.stdout[-3000:] + publish.stderr[-3000:]
         assert f"uploaded to {url}" in publish.stderr, publish.stderr[-3000:]

@@ -101,8 +101,86 @@ def test_overload_sheds_with_503_and_retry_after_and_answers_probes_and_the_rest
             assert [x["probability"] for x in r.json()] == expected_batch
     assert seen.probes and {status for _, status in seen.probes} == {200}, [p for p in seen.probes if p[1] != 200][:5]
     metrics = httpx.get(f"{server.url}/metrics").text
-    counted = re.search(r'^oncology_http_shed_total\{reason="loop_lag"\} (\S+)$', metrics, re.M)
-    assert counted is not None and float(counted.group(1)) == len(shed)
+    counted = re.findall(r'^oncology_http_shed_total\{reason="(?:queue|loop_lag)"\} (\S+)$', metrics, re.M)
+    assert len(counted) == 2 and sum(float(c) for c in counted) == len(shed), counted
+
+
+def _read_answer(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer (status, headers, body) from a blocking socket with a timeout."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"the server closed the connection before answering: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        chunk = conn.recv(65536)
+        assert chunk, "the server closed the connection in the middle of a body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+def test_requests_queued_behind_the_budget_are_shed_at_parse_time_and_their_connections_kept(  # type: ignore[no-untyped-def]
+    serve, trained_store: Path
+) -> None:
+    """With a budget of a microsecond, a request that arrives while another complete one waits for the loop is
+    shed by the protocol at parse time (reason "queue"): 503 with Retry-After, keep-alive connections kept,
+    ``Connection: close`` honoured, and what comes after the crowd is served."""
+    server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_OVERLOAD_MAX_LAG": "0.000001",
+                    "ONCOLOGY_OVERLOAD_RETRY_AFTER": "3", "ONCOLOGY_ACCESS_LOG": "false"})
+    port = int(server.url.rsplit(":", 1)[1])
+    clf = Classifier.from_uri(trained_store)
+    expected_one = clf.score_rows([tuple(EXAMPLE[f] for f in FEATURES)])[0]
+    one = json.dumps(EXAMPLE).encode()
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % len(one)
+    keep, close = head + b"\r\n" + one, head + b"Connection: close\r\n\r\n" + one
+    batch = json.dumps([MALIGNANT if i % 2 else EXAMPLE for i in range(BATCH_ROWS)]).encode()
+    busy = b"POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(batch), batch)
+    shed: list[tuple[bytes, dict[str, str], bytes, bytes]] = []  # (request, headers, body, what followed)
+    answered = 0
+    deadline = time.monotonic() + 120
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as hog:
+        # rounds: a batch that keeps the loop busy for milliseconds, and at once eight requests that arrive
+        # meanwhile, so that the loop parses them together: the first is admitted, the others queue behind it
+        while not shed or not any(r is keep for r, *_ in shed) or not any(r is close for r, *_ in shed):
+            assert time.monotonic() < deadline, f"no parse-time shed of both kinds in two minutes: {len(shed)}"
+            conns = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(8)]
+            try:
+                hog.sendall(busy)
+                requests = [keep if i % 2 else close for i in range(len(conns))]
+                for conn, request in zip(conns, requests):
+                    conn.sendall(request)
+                for conn, request in zip(conns, requests):
+                    status, headers, body = _read_answer(conn)
+                    answered += 1
+                    if status == 200:
+                        assert json.loads(body)["probability"] == expected_one
+                        continue
+                    assert status == 503 and headers["retry-after"] == "3", (status, headers, body)
+                    assert json.loads(body)["status"] == 503 and "overloaded" in json.loads(body)["error"]
+                    if request is close:
+                        assert headers.get("connection") == "close" and conn.recv(1) == b""  # closed after it
+                        shed.append((request, headers, body, b""))
+                    else:  # the connection is kept: the next request on it is read and answered
+                        assert "connection" not in headers
+                        conn.sendall(keep)
+                        status, _, body = _read_answer(conn)
+                        assert status in (200, 503)
+                        shed.append((request, headers, body, b"%d" % status))
+                status, _, body = _read_answer(hog)
+                assert status in (200, 503), body[:200]
+            finally:
+                for conn in conns:
+                    conn.close()
+    with httpx.Client() as client:  # the crowd gone, nothing is left counted in the queue: requests are served
+        statuses = [client.post(f"{server.url}/predict", json=EXAMPLE).status_code for _ in range(20)]
+    assert statuses.count(200) >= 10, statuses  # (a microsecond's budget may still shed one at its turn)
+    metrics = httpx.get(f"{server.url}/metrics").text
+    queue = re.search(r'^oncology_http_shed_total\{reason="queue"\} (\S+)$', metrics, re.M)
+    assert queue is not None and float(queue.group(1)) >= 1, "nothing was shed at parse time"
 
 
 def test_the_openapi_document_names_the_overload_answer_and_probes_never_get_it(live) -> None:  # type: ignore[no-untyped-def]

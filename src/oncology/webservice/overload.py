@@ -1,17 +1,25 @@
 """Graceful degradation under overload: shed the excess early, bound slow clients.
 
-`Shedder` is an ASGI wrapper around the app.  A worker is one event loop running synchronous,
-CPU-bound handlers, so the queue of an overloaded worker is not in the app (its in-flight count
-stays near one) but in front of it: requests read and parsed in one turn of the loop wait, as
-tasks, for the ones before them to be scored.  `protocol` stamps each request with the loop's time
-when its first bytes were parsed (``RECEIVED``); the Shedder, when the request's turn comes, knows
-how long it has waited.  A request that waited more than ``overload_max_lag`` seconds while the loop
-is behind (its lag timer, ticking every `TICK` seconds, was itself more than ``overload_max_lag``
-late: sustained load, not a single stall such as a model reload) is answered at once with ``503``
-and ``Retry-After`` (in the service's one error shape), before its body is read: it costs little
-more than its parsing, and the connection stays open.  Each turn of the loop therefore scores at
-most ``overload_max_lag`` seconds of requests (plus the one that crosses it) and sheds the rest,
-which bounds the latency of admitted requests to about twice that (the turn before, in which they
+`Shedder` is an ASGI wrapper around the app, and `protocol` the HTTP protocol that feeds it.  A
+worker is one event loop running synchronous, CPU-bound handlers, so the queue of an overloaded
+worker is not in the app (its in-flight count stays near one) but in front of it: requests read
+and parsed in one turn of the loop wait, as tasks, for the ones before them to be scored.  The
+budget is ``overload_max_lag`` seconds of waiting; it is enforced twice:
+
+- at parse time (`Shedder.admit`, called by the protocol when a POST's headers are in): a request
+  is admitted while the admitted requests still queued ahead of it would keep the loop busy for
+  less than the budget (their number times the moving average of an admitted request's cost), and
+  otherwise answered at once with ``503`` and ``Retry-After`` (in the service's one error shape)
+  by the protocol itself: no ASGI task, its body skipped as it arrives, the connection kept.  That
+  is the cheapest answer this server can give (through the app, a shed costs about as much CPU as
+  a single-row prediction);
+- at its turn (`Shedder.__call__`): a request that has waited more than the budget since its first
+  bytes were parsed (``RECEIVED``), while the loop lags (its timer, ticking every `TICK` seconds,
+  was itself more than the budget late: sustained load, not a single stall such as a model
+  reload), is answered 503 before its body is read.
+
+Each turn of the loop therefore scores about one budget's worth of requests and sheds the rest,
+which bounds the latency of admitted requests to a few budgets (the turn before, in which they
 arrived, and their own).  Probes and scrapes (`EXEMPT`) are never shed: an overloaded worker is
 still live, its readiness unchanged, its metrics readable.  Shed requests are counted in
 ``oncology_http_shed_total``; they skip the access log (writing a line each would add load).
@@ -53,11 +61,30 @@ class Shedder:
         self.app = app
         self.max_lag = settings.overload_max_lag
         self.retry_after = b"%d" % settings.overload_retry_after
-        self.shed = Counter("oncology_http_shed", "Requests answered 503 + Retry-After because the worker was overloaded",
-                            ["reason"], registry=metrics.registry).labels("loop_lag")
+        shed = Counter("oncology_http_shed", "Requests answered 503 + Retry-After because the worker was overloaded "
+                       "(reason: queue, at parse time; loop_lag, at the request's turn)", ["reason"], registry=metrics.registry)
+        self.shed, self.shed_queue = shed.labels("loop_lag"), shed.labels("queue")
         self._due = math.inf  # when the next tick should run; inf until the timer runs
         self._late = False  # whether the last tick ran more than max_lag late
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.queued = 0  # requests admitted by the protocol (ADMITTED) and not finished yet
+        self.cost = 0.0  # seconds an admitted request keeps the loop busy (moving average)
+        self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
+            name + b": " + value + b"\r\n" for name, value in [*SHED_HEADERS, (b"retry-after", self.retry_after)]))
+
+    def admit(self) -> bool:
+        """At parse time, once a POST's headers are in (from `protocol`): False to shed it there, cheaply, without
+        a task.  (An admitted request joins ``queued`` once its body is in too: a slow upload does not hold the
+        loop, and must not hold back others.)
+
+        A request is shed when the admitted requests queued ahead of it would keep the loop busy for more than
+        ``max_lag`` (their number times the moving average of their cost).  Not only while the loop lags: the
+        queue is what makes it lag, and waiting for the lag to show lets a whole turn's worth in first.
+        """
+        if self.queued * self.cost <= self.max_lag:
+            return True
+        self.shed_queue.inc()
+        return False
 
     def _tick(self) -> None:
         assert self._loop is not None
@@ -67,6 +94,13 @@ class Shedder:
         self._loop.call_at(self._due, self._tick)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            if scope.get(ADMITTED, False):  # counted in self.queued by the protocol when its body was in
+                self.queued -= 1
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.max_lag <= 0 or scope["path"] in EXEMPT:
             await self.app(scope, receive, send)
             return
@@ -76,16 +110,29 @@ class Shedder:
             self._tick()
         # overloaded: this request waited too long for its turn, and the loop is behind (the last tick was late
         # too); a single stall alone (a GC pause, a model reload holding the GIL) sheds nothing
-        if not self._late or loop.time() - scope.get(RECEIVED, math.inf) <= self.max_lag:
+        now = loop.time()
+        if not self._late or now - scope.get(RECEIVED, math.inf) <= self.max_lag:
             await self.app(scope, receive, send)
+            # its cost: the loop's time from its turn, or from when its body was all in if that came later (then
+            # it waited for its body; under load the body is in long before the turn)
+            cost = loop.time() - max(now, scope.get(COMPLETE, math.inf))
+            if cost >= 0:  # (a body never completed: a disconnect, or a server other than ours: not measured)
+                self.cost += (cost - self.cost) * COST_WEIGHT
             return
         self.shed.inc()  # the body is never read: the server discards it, and the connection is kept
-        await send({"type": "http.response.start", "status": 503, "headers": SHED_HEADERS + [(b"retry-after", self.retry_after)]})
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": SHED_HEADERS + [(b"retry-after", self.retry_after)]})
         await send({"type": "http.response.body", "body": SHED_BODY})
 
 
 #: The scope key holding the loop's time when the request's first bytes were parsed (set by `protocol`).
 RECEIVED: Final = "oncology.received"
+#: The scope key set when the protocol counted the request in ``Shedder.queued`` (admitted, its body in, not answered).
+ADMITTED: Final = "oncology.admitted"
+#: The scope key holding the loop's time when the whole request (headers and body) was parsed (set by `protocol`).
+COMPLETE: Final = "oncology.complete"
+#: Weight of the newest request in the moving average of an admitted request's cost.
+COST_WEIGHT: Final = 0.05
 
 SHED_BODY = schemas.encode({"error": "overloaded: the request was not processed; retry after the Retry-After seconds",
                             "status": 503, "request_id": "", "details": []})
@@ -93,10 +140,15 @@ SHED_HEADERS: Final = [(b"content-type", b"application/json"), (b"content-length
 
 
 class _ReadDeadline(HttpToolsProtocol):
-    """httptools with a deadline for receiving each whole request (slow clients are disconnected)."""
+    """httptools with a deadline for receiving each whole request (slow clients are disconnected), which sheds
+    at parse time what `Shedder.admit` refuses."""
 
     read_timeout = 10.0
+    shedder: Shedder | None = None
     _read_timer: asyncio.TimerHandle | None = None
+    _shedding = False  # the request being parsed is shed: its body is skipped, the 503 written at its end
+    _admitted = False  # the request being parsed was admitted by the shedder: queued once its body is in
+    _keep_alive = True
 
     def _arm(self) -> None:
         if self._read_timer is None and self.read_timeout > 0:
@@ -122,18 +174,56 @@ class _ReadDeadline(HttpToolsProtocol):
         self.scope[RECEIVED] = self.loop.time()  # type: ignore[typeddict-unknown-key]
         self._arm()
 
+    def on_headers_complete(self) -> None:
+        shedder = self.shedder
+        if (shedder is not None and shedder.max_lag > 0 and self.parser.get_method() == b"POST"
+                and (self.cycle is None or self.cycle.response_complete)  # no answer of this connection pending
+                and not self.expect_100_continue and not self.parser.should_upgrade()
+                and self.url.partition(b"?")[0].decode("latin-1") not in EXEMPT):
+            if not shedder.admit():
+                # no ASGI task, no scope: the cheapest answer this server can give (a shed costs as much CPU as
+                # a small prediction when it goes through the app)
+                self._shedding = True
+                self._keep_alive = self.parser.should_keep_alive()
+                return
+            self._admitted = True
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._shedding:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._disarm()
-        super().on_message_complete()
+        if not self._shedding:
+            self.scope[COMPLETE] = self.loop.time()  # type: ignore[typeddict-unknown-key]
+            if self._admitted:
+                self._admitted = False
+                if self.shedder is not None and not self.cycle.response_complete:  # (answered early: never queued)
+                    self.scope[ADMITTED] = True  # type: ignore[typeddict-unknown-key]
+                    self.shedder.queued += 1
+            super().on_message_complete()
+            return
+        self._shedding = False
+        assert self.shedder is not None
+        default = b"".join(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers)
+        close = b"" if self._keep_alive else b"connection: close\r\n"
+        self.transport.write(self.shedder.shed_response + default + close + b"\r\n" + SHED_BODY)
+        if not self._keep_alive:
+            self.transport.close()
+            return
+        self.on_response_complete()  # as after any answer: reading resumed, the keep-alive timer armed
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
 
-def protocol(settings: ServeSettings) -> type[HttpToolsProtocol]:
-    """The HTTP protocol class for uvicorn's ``http`` option, with ``request_read_timeout``."""
-    return type("HttpToolsReadDeadline", (_ReadDeadline,), {"read_timeout": settings.request_read_timeout})
+def protocol(settings: ServeSettings, shedder: Shedder | None = None) -> type[HttpToolsProtocol]:
+    """The HTTP protocol class for uvicorn's ``http`` option, with ``request_read_timeout``, shedding at parse
+    time for ``shedder`` (the one wrapping the app it serves) when given."""
+    return type("HttpToolsReadDeadline", (_ReadDeadline,),
+                {"read_timeout": settings.request_read_timeout, "shedder": shedder})
 
 
 def document(doc: dict[str, Any]) -> dict[str, Any]:

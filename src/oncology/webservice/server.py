@@ -95,7 +95,7 @@ class _DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def _options(settings: ServeSettings) -> dict[str, Any]:
+def _options(settings: ServeSettings, shedder: overload.Shedder | None = None) -> dict[str, Any]:
     return {
         "host": settings.host,
         "port": settings.port,
@@ -105,7 +105,7 @@ def _options(settings: ServeSettings) -> dict[str, Any]:
         "log_config": None,
         "server_header": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
-        "http": overload.protocol(settings),  # httptools with a deadline for reading a request
+        "http": overload.protocol(settings, shedder),  # httptools: a deadline for reading a request, shedding
         "timeout_keep_alive": settings.keep_alive_timeout,
     }
 
@@ -117,7 +117,7 @@ def serve(settings: ServeSettings) -> None:
         return
     app = create_app(settings)
     shedder = overload.Shedder(app, settings, app.metrics)
-    _DrainingServer(uvicorn.Config(shedder, **_options(settings)), app, settings.drain_seconds).run()
+    _DrainingServer(uvicorn.Config(shedder, **_options(settings, shedder)), app, settings.drain_seconds).run()
 
 
 # ---- several workers ------------------------------------------------------------------------------
@@ -137,7 +137,8 @@ def _worker(sock: socket.socket) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     app = app_from_env()
     settings = ServeSettings()
-    config = uvicorn.Config(overload.Shedder(app, settings, app.metrics), **_options(settings))
+    shedder = overload.Shedder(app, settings, app.metrics)
+    config = uvicorn.Config(shedder, **_options(settings, shedder))
     server = _DrainingServer(config, app, settings.drain_seconds, signals=(signal.SIGTERM,))
     server.early = early  # the same list: a signal until the server's own handler is in place is kept
     server.run(sockets=[sock])
