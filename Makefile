@@ -123,8 +123,8 @@ bench: install ## Benchmark the service (reference stack, HTTP floor, prediction
 	$(BIN)/python benchmarks/overload.py
 
 SOAK_SECONDS ?= 600
-soak: install ## Soak the service: steady load with a champion promotion every 10 s, every answer checked (SOAK_SECONDS, default 600)
-	$(BIN)/python benchmarks/soak.py --duration $(SOAK_SECONDS)
+soak: install ## Soak the service: 64 connections, a champion promotion (hot reload) every minute, every answer checked (SOAK_SECONDS, default 600)
+	$(BIN)/python benchmarks/soak.py --duration $(SOAK_SECONDS) --connections 64 --promote-every 60
 
 # ---- Kubernetes ------------------------------------------------------------------------------------
 k8s-up: ## Start the local two-node Kubernetes 1.20 cluster (builds its binaries once, ~9 min); then: export KUBECONFIG=.infra/k8s/kubeconfig
