@@ -7,16 +7,18 @@ and parsed in one turn of the loop wait, as tasks, for the ones before them to b
 budget is ``overload_max_lag`` seconds of waiting; it is enforced twice:
 
 - at parse time (`Shedder.admit`, called by the protocol when a POST's headers are in): a request
-  is admitted while the admitted requests still queued ahead of it would keep the loop busy for
+  is admitted if the admitted requests still queued ahead of it would keep the loop busy for
   less than the budget (their number times the moving average of an admitted request's cost), and
   otherwise answered at once with ``503`` and ``Retry-After`` (in the service's one error shape)
   by the protocol itself: no ASGI task, its body skipped as it arrives, the connection kept.  That
   is the cheapest answer this server can give (through the app, a shed costs about as much CPU as
   a single-row prediction);
 - at its turn (`Shedder.__call__`): a request that has waited more than the budget since its first
-  bytes were parsed (``RECEIVED``), while the loop lags (its timer, ticking every `TICK` seconds,
-  was itself more than the budget late: sustained load, not a single stall such as a model
-  reload), is answered 503 before its body is read.
+  bytes were parsed (``RECEIVED``) is answered 503 before its body is read.
+
+Both only while the loop lags: its timer, ticking every `TICK` seconds, ran late twice in a row
+within the last `LAG_HOLD` seconds (sustained load; a single stall, a GC pause or a model reload,
+sheds nothing, although the burst that arrives after it queues for a moment).
 
 Each turn of the loop therefore scores about one budget's worth of requests and sheds the rest,
 which bounds the latency of admitted requests to a few budgets (the turn before, in which they
@@ -52,6 +54,9 @@ EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", "/ping", "/v2/health/live
                     f"/v2/models/{schemas.V2_MODEL}/ready"})
 #: Seconds between the lag timer's ticks (the lag is known to this resolution).
 TICK = 0.01
+#: Seconds the loop counts as behind after it last ran two ticks late in a row: shedding keeps some turns
+#: short, and a turn on time amid overload must not let everything parsed in next (a long turn, a latency spike).
+LAG_HOLD = 1.0
 
 
 class Shedder:
@@ -65,7 +70,10 @@ class Shedder:
                        "(reason: queue, at parse time; loop_lag, at the request's turn)", ["reason"], registry=metrics.registry)
         self.shed, self.shed_queue = shed.labels("loop_lag"), shed.labels("queue")
         self._due = math.inf  # when the next tick should run; inf until the timer runs
-        self._late = False  # whether the last tick ran more than max_lag late
+        self._late = False  # whether the loop has stayed behind: the last two ticks each ran late
+        self._was_late = False  # whether the last tick ran late
+        self._lagging_until = -math.inf  # the loop time until which the loop counts as behind
+        self._threshold = min(TICK, self.max_lag)  # a tick later than this ran late
         self._loop: asyncio.AbstractEventLoop | None = None
         self.queued = 0  # requests admitted by the protocol (ADMITTED) and not finished yet
         self.cost = 0.0  # seconds an admitted request keeps the loop busy (moving average)
@@ -77,11 +85,11 @@ class Shedder:
         a task.  (An admitted request joins ``queued`` once its body is in too: a slow upload does not hold the
         loop, and must not hold back others.)
 
-        A request is shed when the admitted requests queued ahead of it would keep the loop busy for more than
-        ``max_lag`` (their number times the moving average of their cost).  Not only while the loop lags: the
-        queue is what makes it lag, and waiting for the lag to show lets a whole turn's worth in first.
+        A request is shed when the loop has stayed behind (two ticks late in a row: sustained load, not a single
+        stall, after which a burst of requests arrives at once) and the admitted requests queued ahead of it
+        would keep the loop busy for more than ``max_lag`` (their number times the moving average of their cost).
         """
-        if self.queued * self.cost <= self.max_lag:
+        if not self._late or self.queued * self.cost <= self.max_lag:
             return True
         self.shed_queue.inc()
         return False
@@ -89,7 +97,11 @@ class Shedder:
     def _tick(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
-        self._late = now - self._due > self.max_lag  # this tick itself came late: the loop was already behind
+        late = now - self._due > self._threshold  # this tick itself came late
+        if late and self._was_late:  # ... and so did the one before it: the loop has stayed behind
+            self._lagging_until = now + LAG_HOLD
+        self._was_late = late
+        self._late = now < self._lagging_until
         self._due = now + TICK
         self._loop.call_at(self._due, self._tick)
 
