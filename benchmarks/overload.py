@@ -69,6 +69,20 @@ def start(name: str, store: Path, extra: dict[str, str], cpu: int | None) -> ben
     return server
 
 
+def settle(servers: dict[str, bench.Server], timeout: float = 120.0) -> None:
+    """Wait until no server uses CPU any more (< 5% over 0.5 s): an overloaded server goes on working off what it
+    had read after its clients left, and both share one CPU, so the next point would measure that too."""
+    deadline = time.monotonic() + timeout
+    for server in servers.values():
+        while True:
+            before = server.cpu_seconds()
+            time.sleep(0.5)  # the measuring window of a CPU rate, inside a poll with a deadline
+            if server.cpu_seconds() - before < 0.025:
+                break
+            if time.monotonic() > deadline:
+                raise bench.BenchError(f"{server.name} still busy {timeout:.0f}s after its load stopped")
+
+
 def check(result: loadgen.Run, expected: list[float], what: str) -> None:
     """Every answer right: 200 with the expected probabilities, or 503 with Retry-After; no request failed."""
     if result.errors:
@@ -174,6 +188,7 @@ def main() -> int:
         report["capacity_per_s"] = capacity
         report["capacity_statuses"] = cap.statuses()
         bench.say(f"capacity: {capacity:.0f} requests/s ({cap.statuses()})")
+        settle(servers)
         unloaded = loadgen.open_loop(servers["shedding"].port, request, capacity / 4, args.seconds)
         check(unloaded, expected, "unloaded")
         base = summary(unloaded)
@@ -186,6 +201,7 @@ def main() -> int:
             prober = threading.Thread(target=probing, args=(f"http://{bench.HOST}:{server.port}", stop, probes, probe_errors))
             prober.start()
             try:
+                settle(servers)
                 result = loadgen.open_loop(server.port, request, 4 * capacity, args.seconds, max_connections=512)
             finally:
                 stop.set()
@@ -201,6 +217,7 @@ def main() -> int:
 
         report["closed_loop"] = {}  # many connections, each sending as soon as it has its answer
         for name, server in servers.items():
+            settle(servers)
             result = loadgen.closed(server.port, request, args.connections, args.seconds)
             check(result, expected, f"{args.connections} connections, {name}")
             report["closed_loop"][name] = point = summary(result, base["admitted_p99_ms"], capacity)
@@ -214,6 +231,7 @@ def main() -> int:
             deadline = time.monotonic() + TIMEOUT
             while "opened_at" not in state and "error" not in state and time.monotonic() < deadline:
                 time.sleep(0.01)
+            settle(servers)
             during = loadgen.open_loop(server.port, request, capacity / 4, args.seconds)
             while trickler.is_alive() and time.monotonic() < deadline and "all_closed_after_s" not in state:
                 time.sleep(0.1)

@@ -16,9 +16,11 @@ budget is ``overload_max_lag`` seconds of waiting; it is enforced twice:
 - at its turn (`Shedder.__call__`): a request that has waited more than the budget since its first
   bytes were parsed (``RECEIVED``) is answered 503 before its body is read.
 
-Both only while the loop lags: its timer, ticking every `TICK` seconds, ran late twice in a row
-within the last `LAG_HOLD` seconds (sustained load; a single stall, a GC pause or a model reload,
-sheds nothing, although the burst that arrives after it queues for a moment).
+Both with that budget only while the loop lags: its timer, ticking every `TICK` seconds, ran late
+twice in a row within the last `LAG_HOLD` seconds (sustained load).  Otherwise the turn-time rule
+sheds nothing and the parse-time rule allows `BURST` budgets: a single stall (a GC pause, a model
+reload) sheds nothing although the burst that follows it queues for a moment, and the first wave of
+an overload is capped before the lag shows.
 
 Each turn of the loop therefore scores about one budget's worth of requests and sheds the rest,
 which bounds the latency of admitted requests to a few budgets (the turn before, in which they
@@ -54,6 +56,8 @@ EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", "/ping", "/v2/health/live
                     f"/v2/models/{schemas.V2_MODEL}/ready"})
 #: Seconds between the lag timer's ticks (the lag is known to this resolution).
 TICK = 0.01
+#: How many budgets of queued work `Shedder.admit` lets in while the loop is not (yet) behind.
+BURST = 2.0
 #: Seconds the loop counts as behind after it last ran two ticks late in a row: shedding keeps some turns
 #: short, and a turn on time amid overload must not let everything parsed in next (a long turn, a latency spike).
 LAG_HOLD = 1.0
@@ -85,11 +89,12 @@ class Shedder:
         a task.  (An admitted request joins ``queued`` once its body is in too: a slow upload does not hold the
         loop, and must not hold back others.)
 
-        A request is shed when the loop has stayed behind (two ticks late in a row: sustained load, not a single
-        stall, after which a burst of requests arrives at once) and the admitted requests queued ahead of it
-        would keep the loop busy for more than ``max_lag`` (their number times the moving average of their cost).
+        A request is shed when the admitted requests queued ahead of it would keep the loop busy for more than
+        ``max_lag`` (their number times the moving average of their cost) while the loop has stayed behind (two
+        ticks late in a row: sustained load), or for more than `BURST` times that otherwise (a burst after a
+        single stall is let in; the first wave of an overload is not, before the lag has had time to show).
         """
-        if not self._late or self.queued * self.cost <= self.max_lag:
+        if self.queued * self.cost <= (self.max_lag if self._late else BURST * self.max_lag):
             return True
         self.shed_queue.inc()
         return False
