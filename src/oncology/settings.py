@@ -108,7 +108,7 @@ class ServeSettings(BaseSettings):
     access_log: bool = Field(True, description="Write a JSON access-log line per request (never with feature values).")
     graceful_timeout: float = Field(20.0, ge=0, description="Seconds that in-flight requests get to finish on SIGTERM.")
     overload_max_lag: float = Field(
-        0.025, ge=0,
+        0.05, ge=0,
         description="Overload shedding: the seconds a request may wait for a worker's event loop; one that would wait "
         "longer (the requests queued ahead of it) or did (the loop lagging) is answered 503 with Retry-After at once, "
         "unprocessed (probes and /metrics never are); 0: never shed.  Raise it where concurrent requests each take "
