@@ -171,41 +171,28 @@ class PredictionLog:
             if len(probabilities) == 1:  # the common case, without a loop; the unpacking checks every length
                 (row,), (probability,), (label,) = rows, probabilities, labels
                 (decision,) = (label,) if decisions is None else decisions
-                line = _Line(stamp, request_id, model_version, route, _Inputs(*row), probability, label, decision)
-                with self._lock:
-                    if self._closed:
-                        reason = "shutdown"
-                    elif self._buffered >= self.max_buffered:
-                        reason = "buffer_full"
-                    else:
-                        self._entries.append(line)
-                        self._queued += 1
-                        self._buffered += 1
-                        if self._queued >= self.batch_rows and not self._wake.is_set():
-                            self._wake.set()
-                        return
-                    self.dropped[reason] += 1
-                n = 1
+                lines: Sequence[_Line] = (
+                    _Line(stamp, request_id, model_version, route, _Inputs(*row), probability, label, decision),)
             else:
                 lines = [
                     _Line(stamp, request_id, model_version, route, _Inputs(*row), probability, label, decision)
                     for row, probability, label, decision in zip(
                         rows, probabilities, labels, labels if decisions is None else decisions, strict=True)
                 ]
-                n = len(lines)
-                with self._lock:
-                    if self._closed:
-                        reason = "shutdown"
-                    elif self._buffered + n > self.max_buffered:
-                        reason = "buffer_full"
-                    else:
-                        self._entries.extend(lines)
-                        self._queued += n
-                        self._buffered += n
-                        if self._queued >= self.batch_rows and not self._wake.is_set():
-                            self._wake.set()
-                        return
-                    self.dropped[reason] += n
+            n = len(lines)
+            with self._lock:
+                if self._closed:
+                    reason = "shutdown"
+                elif self._buffered + n > self.max_buffered:
+                    reason = "buffer_full"
+                else:
+                    self._entries.extend(lines)
+                    self._queued += n
+                    self._buffered += n
+                    if self._queued >= self.batch_rows and not self._wake.is_set():
+                        self._wake.set()
+                    return
+                self.dropped[reason] += n
             counter = self._drop_counters.get(reason)
             if counter is not None:
                 counter.inc(n)
