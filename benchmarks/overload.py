@@ -166,7 +166,7 @@ def main() -> int:
     (bench.RESULTS / "logs").mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, client_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+    server_cpu, client_cpu = bench.split_cpus()
     try:
         store = work / "store"
         bench.say(f"training a model into {store}")

@@ -188,15 +188,13 @@ def side_by_side_point(wrk_bin: str, servers: dict[str, bench.Server], script: P
     for name, result in results.items():
         used = servers[name].cpu_seconds() - before[name]
         bench.check_clean(result, f"prediction log {name}, c=64, side by side", servers[name])
-        result["server_cpu_s"] = used
-        result["server_cpu_util"] = used / result["seconds"]
-        result["server_cpu_us_per_req"] = used / result["requests"] * 1e6
+        bench.add_server_cpu(result, used)
     return results
 
 
 def http(rounds: int, duration: int, warmup: int, alternate: bool = False) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, client_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+    server_cpu, client_cpu = bench.split_cpus()
     wrk_bin = bench.ensure_wrk()
     bench.RESULTS.mkdir(parents=True, exist_ok=True)
     bench.LOGS.mkdir(parents=True, exist_ok=True)

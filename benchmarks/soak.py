@@ -72,7 +72,7 @@ def main() -> int:
     parser.add_argument("--promote-every", type=float, default=10.0, help="seconds between promotions (default 10)")
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, client_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+    server_cpu, client_cpu = bench.split_cpus()
 
     work = Path(tempfile.mkdtemp(prefix="oncology-soak-"))
     bench.RESULTS.mkdir(parents=True, exist_ok=True)
