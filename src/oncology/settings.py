@@ -114,6 +114,12 @@ class ServeSettings(BaseSettings):
         "unprocessed (probes and /metrics never are); 0: never shed.  Raise it where concurrent requests each take "
         "longer than this (large batches).",
     )
+    overload_min_queue: int = Field(
+        8, ge=0,
+        description="Overload shedding: the fewest other requests that must be waiting in a worker before it sheds; "
+        "with fewer, a slow turn is the machine's (CPU taken by other processes, a pause, a cold start), not a queue's, "
+        "and shedding would not shorten it, so every request is served however late.",
+    )
     overload_retry_after: int = Field(1, ge=1, description="Seconds in the Retry-After header of a shed request.")
     request_read_timeout: float = Field(
         10.0, ge=0,

@@ -61,7 +61,7 @@ def test_overload_sheds_with_503_and_retry_after_and_answers_probes_and_the_rest
     # a tiny lag budget: any 10,000-row batch keeps the loop busy past it, so requests that wait behind
     # one are shed, on a fast machine as on a slow one
     server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_OVERLOAD_MAX_LAG": "0.001",
-                    "ONCOLOGY_OVERLOAD_RETRY_AFTER": "3", "ONCOLOGY_ACCESS_LOG": "false"})
+                    "ONCOLOGY_OVERLOAD_MIN_QUEUE": "1", "ONCOLOGY_OVERLOAD_RETRY_AFTER": "3", "ONCOLOGY_ACCESS_LOG": "false"})
     clf = Classifier.from_uri(trained_store)
     batch = [EXAMPLE if i % 2 else MALIGNANT for i in range(BATCH_ROWS)]
     expected_batch = clf.score_rows([tuple(r[f] for f in FEATURES) for r in batch])
@@ -105,6 +105,47 @@ def test_overload_sheds_with_503_and_retry_after_and_answers_probes_and_the_rest
     assert len(counted) == 2 and sum(float(c) for c in counted) == len(shed), counted
 
 
+def test_a_short_queue_is_never_shed_however_late_the_loop_runs(serve, trained_store: Path) -> None:  # type: ignore[no-untyped-def]
+    """Six clients, four of them sending the largest batches back to back, keep the loop behind and every request
+    waiting far past a microsecond's budget; but with fewer than ``overload_min_queue`` (default 8) others waiting,
+    shedding would not shorten the wait: every request is served (a busy machine's slow turns are not overload)."""
+    server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_OVERLOAD_MAX_LAG": "0.000001",
+                    "ONCOLOGY_ACCESS_LOG": "false"})
+    clf = Classifier.from_uri(trained_store)
+    batch = [EXAMPLE if i % 2 else MALIGNANT for i in range(BATCH_ROWS)]
+    expected_batch = clf.score_rows([tuple(r[f] for f in FEATURES) for r in batch])
+    expected_one = clf.score_rows([tuple(EXAMPLE[f] for f in FEATURES)])[0]
+    seen = Seen()
+    batch_body, one_body = json.dumps(batch).encode(), json.dumps(EXAMPLE).encode()
+    threads = [threading.Thread(target=_post_loop, args=(server.url, "/predict/batch", batch_body, seen)) for _ in range(4)]
+    threads += [threading.Thread(target=_post_loop, args=(server.url, "/predict", one_body, seen)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 120  # bounded whatever happens; normally a few seconds
+        while time.monotonic() < deadline and not seen.errors and seen.count(503) == 0:
+            answers = list(seen.answers)
+            if (sum(1 for p, _ in answers if p == "/predict/batch") >= 40
+                    and sum(1 for p, _ in answers if p == "/predict") >= 40):
+                break
+            time.sleep(0.05)
+    finally:
+        seen.stop.set()
+        for t in threads:
+            t.join()
+    assert seen.errors == []
+    assert [r.status_code for _, r in seen.answers if r.status_code != 200] == []
+    assert sum(1 for p, _ in seen.answers if p == "/predict/batch") >= 40, "the load did not run"
+    for path, r in seen.answers:
+        if path == "/predict":
+            assert r.json()["probability"] == expected_one
+        else:
+            assert [x["probability"] for x in r.json()] == expected_batch
+    metrics = httpx.get(f"{server.url}/metrics").text
+    counted = re.findall(r'^oncology_http_shed_total\{reason="(?:queue|loop_lag)"\} (\S+)$', metrics, re.M)
+    assert len(counted) == 2 and sum(float(c) for c in counted) == 0, counted
+
+
 def _read_answer(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 answer (status, headers, body) from a blocking socket with a timeout."""
     data = b""
@@ -129,7 +170,7 @@ def test_requests_queued_behind_the_budget_are_shed_at_parse_time_and_their_conn
     waits for the loop is shed by the protocol at parse time (reason "queue"): 503 with Retry-After, keep-alive
     connections kept, ``Connection: close`` honoured, and once the load is gone requests are served again."""
     server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_OVERLOAD_MAX_LAG": "0.000001",
-                    "ONCOLOGY_OVERLOAD_RETRY_AFTER": "3", "ONCOLOGY_ACCESS_LOG": "false"})
+                    "ONCOLOGY_OVERLOAD_MIN_QUEUE": "1", "ONCOLOGY_OVERLOAD_RETRY_AFTER": "3", "ONCOLOGY_ACCESS_LOG": "false"})
     port = int(server.url.rsplit(":", 1)[1])
     clf = Classifier.from_uri(trained_store)
     expected_one = clf.score_rows([tuple(EXAMPLE[f] for f in FEATURES)])[0]

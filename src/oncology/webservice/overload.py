@@ -20,7 +20,9 @@ Both with that budget only while the loop lags: its timer, ticking every `TICK` 
 twice in a row within the last `LAG_HOLD` seconds (sustained load).  Otherwise the turn-time rule
 sheds nothing and the parse-time rule allows `BURST` budgets: a single stall (a GC pause, a model
 reload) sheds nothing although the burst that follows it queues for a moment, and the first wave of
-an overload is capped before the lag shows.
+an overload is capped before the lag shows.  And neither sheds while fewer than ``overload_min_queue``
+other requests wait in the worker: a turn that comes late then is the machine's (the CPU taken by other
+processes, a pause, a pod's cold start), not a queue's, and shedding a few would not shorten it.
 
 Each turn of the loop therefore scores about one budget's worth of requests and sheds the rest,
 which bounds the latency of admitted requests to a few budgets (the turn before, in which they
@@ -69,6 +71,7 @@ class Shedder:
     def __init__(self, app: ASGIApp, settings: ServeSettings, metrics: Metrics) -> None:
         self.app = app
         self.max_lag = settings.overload_max_lag
+        self.min_queue = settings.overload_min_queue
         self.retry_after = b"%d" % settings.overload_retry_after
         shed = Counter("oncology_http_shed", "Requests answered 503 + Retry-After because the worker was overloaded "
                        "(reason: queue, at parse time; loop_lag, at the request's turn)", ["reason"], registry=metrics.registry)
@@ -94,7 +97,8 @@ class Shedder:
         ticks late in a row: sustained load), or for more than `BURST` times that otherwise (a burst after a
         single stall is let in; the first wave of an overload is not, before the lag has had time to show).
         """
-        if self.queued * self.cost <= (self.max_lag if self._late else BURST * self.max_lag):
+        queued = self.queued  # (this request is not among them yet)
+        if queued < self.min_queue or queued * self.cost <= (self.max_lag if self._late else BURST * self.max_lag):
             return True
         self.shed_queue.inc()
         return False
@@ -125,10 +129,12 @@ class Shedder:
         if loop is None:  # first request: start the timer on the server's loop
             loop = self._loop = asyncio.get_running_loop()
             self._tick()
-        # overloaded: this request waited too long for its turn, and the loop is behind (the last tick was late
-        # too); a single stall alone (a GC pause, a model reload holding the GIL) sheds nothing
+        # overloaded: this request waited too long for its turn, the loop is behind (the last tick was late too)
+        # and others wait behind it; a single stall alone (a GC pause, a model reload holding the GIL) sheds
+        # nothing, nor does a slow machine with a short queue
         now = loop.time()
-        if not self._late or now - scope.get(RECEIVED, math.inf) <= self.max_lag:
+        if (not self._late or now - scope.get(RECEIVED, math.inf) <= self.max_lag
+                or self.queued - scope.get(ADMITTED, False) < self.min_queue):
             await self.app(scope, receive, send)
             # its cost: the loop's time from its turn, or from when its body was all in if that came later (then
             # it waited for its body; under load the body is in long before the turn)
