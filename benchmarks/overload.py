@@ -161,6 +161,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of each load point (default 5)")
     parser.add_argument("--rows", type=int, default=250, help="tumors per batch request (default 250)")
     parser.add_argument("--connections", type=int, default=256, help="connections of the closed-loop point (default 256)")
+    parser.add_argument("--set", type=bench.server_setting, action="append", default=[], metavar="ONCOLOGY_NAME=VALUE",
+                        help="a setting for the shedding server (repeatable), e.g. ONCOLOGY_OVERLOAD_MAX_LAG=0.1")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="oncology-overload-"))
     (bench.RESULTS / "logs").mkdir(parents=True, exist_ok=True)
@@ -175,10 +177,10 @@ def main() -> int:
         tumors = [dict(zip(FEATURES, (1 + (i + j) % 10 for j in range(len(FEATURES))))) for i in range(args.rows)]
         expected = Classifier.from_uri(store).score_rows([tuple(t.values()) for t in tumors])
         request = loadgen.raw("POST", "/predict/batch", json.dumps(tumors).encode())
-        report: dict[str, Any] = {"rows": args.rows, "seconds": args.seconds, "machine": bench.machine_info(None, None)}
+        report: dict[str, Any] = {"rows": args.rows, "seconds": args.seconds, "settings": dict(args.set), "machine": bench.machine_info(None, None)}
 
         # the servers on one CPU, this client (load, probes, slow connections) on another, as make bench does
-        servers = {"shedding": start("shedding", store, {}, server_cpu),
+        servers = {"shedding": start("shedding", store, dict(args.set), server_cpu),
                    "no shedding": start("noshed", store, {"ONCOLOGY_OVERLOAD_MAX_LAG": "0"}, server_cpu)}
         if client_cpu is not None:
             os.sched_setaffinity(0, {client_cpu})

@@ -310,6 +310,14 @@ def ensure_reference_venv() -> dict[str, str]:
     return {p["name"]: p["version"] for p in json.loads(listed.stdout) if p["name"].lower() in wanted}
 
 
+def server_setting(text: str) -> tuple[str, str]:
+    """``--set NAME=VALUE`` (an ``ONCOLOGY_*`` setting for the benchmark's server), for argparse."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("ONCOLOGY_"):
+        raise argparse.ArgumentTypeError(f"expected ONCOLOGY_NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def split_cpus() -> tuple[int | None, int | None]:
     """(server CPU, client CPU): the first two this process may use, or (None, None) on a single CPU."""
     cpus = sorted(os.sched_getaffinity(0))

@@ -69,6 +69,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second (default 200)")
     parser.add_argument("--connections", type=int, help="closed loop with this many connections instead of --rate")
+    parser.add_argument("--set", type=bench.server_setting, action="append", default=[], metavar="ONCOLOGY_NAME=VALUE",
+                        help="a setting for the server (repeatable), e.g. ONCOLOGY_OVERLOAD_MAX_LAG=0.1")
     parser.add_argument("--promote-every", type=float, default=10.0, help="seconds between promotions (default 10)")
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
@@ -89,7 +91,7 @@ def main() -> int:
         requests = [loadgen.raw("POST", "/predict", b) for b in bodies]
 
         port = bench.free_port()
-        env = {**bench.clean_env(), "ONCOLOGY_RELOAD_INTERVAL": "1"}
+        env = {**bench.clean_env(), "ONCOLOGY_RELOAD_INTERVAL": "1", **dict(args.set)}
         server = bench.Server("soak", [*bench.pin(server_cpu), str(bench.PROJECT_BIN / "oncology"), "serve", "--store", str(store), "--port", str(port)],
                               port, bench.raw_request("GET", "/readyz"), env, log)
         server.start()
@@ -177,7 +179,7 @@ def main() -> int:
 
         first_minute = [s for s in samples if s["t"] - start <= 60] or samples[:1]
         report = {
-            "duration_s": round(time.monotonic() - start, 1), "promote_every_s": args.promote_every,
+            "duration_s": round(time.monotonic() - start, 1), "promote_every_s": args.promote_every, "settings": dict(args.set),
             **({"connections": args.connections} if args.connections else {"rate": args.rate}),
             "requests": total, "shed_503": shed_total + shed_now, "wrong_answers": len(wrong), "wrong_examples": wrong[:10],
             "request_errors": len(errors), "error_examples": errors[:10], "side_errors": side_errors,
