@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,13 @@ def train_two(store: Path) -> list[str]:
 def proc_sample(pid: int) -> dict[str, float]:
     mem = bench.memory_kb(pid)
     return {"t": time.monotonic(), "rss_kb": mem["VmRSS"], "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+def shed_by_reason(port: int) -> dict[str, float]:
+    """The server's own count of shed requests, by reason (``oncology_http_shed_total``)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {m[1]: float(m[2]) for m in re.finditer(r'^oncology_http_shed_total\{reason="(\w+)"\} (\S+)$', text, re.M)}
 
 
 def main() -> int:
@@ -175,13 +184,14 @@ def main() -> int:
             stop.set()
             thread.join()
             samples.append(proc_sample(server.pid))
+            shed_reasons = shed_by_reason(port) if not server.exited() else {}
             server.stop()
 
         first_minute = [s for s in samples if s["t"] - start <= 60] or samples[:1]
         report = {
             "duration_s": round(time.monotonic() - start, 1), "promote_every_s": args.promote_every, "settings": dict(args.set),
             **({"connections": args.connections} if args.connections else {"rate": args.rate}),
-            "requests": total, "shed_503": shed_total + shed_now, "wrong_answers": len(wrong), "wrong_examples": wrong[:10],
+            "requests": total, "shed_503": shed_total + shed_now, "shed_by_reason": shed_reasons, "wrong_answers": len(wrong), "wrong_examples": wrong[:10],
             "request_errors": len(errors), "error_examples": errors[:10], "side_errors": side_errors,
             "promotions": len(promotions), "version_switches_seen": len(seen_versions) - 1,
             "rss_kb_after_first_minute": first_minute[-1]["rss_kb"], "rss_kb_end": samples[-1]["rss_kb"],

@@ -8,21 +8,24 @@ budget is ``overload_max_lag`` seconds of waiting; it is enforced twice:
 
 - at parse time (`Shedder.admit`, called by the protocol when a POST's headers are in): a request
   is admitted if the admitted requests still queued ahead of it would keep the loop busy for
-  less than the budget (their number times the moving average of an admitted request's cost), and
-  otherwise answered at once with ``503`` and ``Retry-After`` (in the service's one error shape)
-  by the protocol itself: no ASGI task, its body skipped as it arrives, the connection kept.  That
-  is the cheapest answer this server can give (through the app, a shed costs about as much CPU as
-  a single-row prediction);
+  less than the budget (their number times the moving average of an admitted request's cost, in
+  CPU time of the loop's thread), and otherwise answered at once with ``503`` and ``Retry-After``
+  (in the service's one error shape) by the protocol itself: no ASGI task, its body skipped as it
+  arrives, the connection kept.  That is the cheapest answer this server can give (through the app,
+  a shed costs about as much CPU as a single-row prediction);
 - at its turn (`Shedder.__call__`): a request that has waited more than the budget since its first
-  bytes were parsed (``RECEIVED``) is answered 503 before its body is read.
+  bytes were parsed (``RECEIVED``), while the work still queued would also keep the loop busy for
+  more than the budget, is answered 503 before its body is read.
 
-Both with that budget only while the loop lags: its timer, ticking every `TICK` seconds, ran late
-twice in a row within the last `LAG_HOLD` seconds (sustained load).  Otherwise the turn-time rule
-sheds nothing and the parse-time rule allows `BURST` budgets: a single stall (a GC pause, a model
-reload) sheds nothing although the burst that follows it queues for a moment, and the first wave of
-an overload is capped before the lag shows.  And neither sheds while fewer than ``overload_min_queue``
-other requests wait in the worker: a turn that comes late then is the machine's (the CPU taken by other
-processes, a pause, a pod's cold start), not a queue's, and shedding a few would not shorten it.
+Both with that budget only while the loop lags: its timer, ticking every `TICK` seconds, ran more
+than half the budget late twice in a row within the last `LAG_HOLD` seconds (sustained load).
+Otherwise the turn-time rule sheds nothing and the parse-time rule allows `BURST` budgets: the first
+wave of an overload is capped before the lag shows.  A single stall (the process descheduled by a
+busy machine, a GC pause, a model reload holding the GIL) sheds nothing: the wait it caused is over,
+the queue it left is served in less than the budget, and the costs are CPU times, which a stall does
+not inflate.  And neither rule sheds while fewer than ``overload_min_queue`` other requests wait in
+the worker: a turn that comes late then is the machine's (the CPU taken by other processes, a pod's
+cold start), not a queue's, and shedding a few would not shorten it.
 
 Each turn of the loop therefore scores about one budget's worth of requests and sheds the rest,
 which bounds the latency of admitted requests to a few budgets (the turn before, in which they
@@ -41,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from typing import Any, Final
 
 from prometheus_client import Counter
@@ -80,10 +84,10 @@ class Shedder:
         self._late = False  # whether the loop has stayed behind: the last two ticks each ran late
         self._was_late = False  # whether the last tick ran late
         self._lagging_until = -math.inf  # the loop time until which the loop counts as behind
-        self._threshold = min(TICK, self.max_lag)  # a tick later than this ran late
+        self._threshold = self.max_lag / 2  # a tick later than this ran late: a turn took half the budget
         self._loop: asyncio.AbstractEventLoop | None = None
         self.queued = 0  # requests admitted by the protocol (ADMITTED) and not finished yet
-        self.cost = 0.0  # seconds an admitted request keeps the loop busy (moving average)
+        self.cost = 0.0  # CPU seconds an admitted request keeps the loop busy (moving average)
         self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
             name + b": " + value + b"\r\n" for name, value in [*SHED_HEADERS, (b"retry-after", self.retry_after)]))
 
@@ -129,18 +133,22 @@ class Shedder:
         if loop is None:  # first request: start the timer on the server's loop
             loop = self._loop = asyncio.get_running_loop()
             self._tick()
-        # overloaded: this request waited too long for its turn, the loop is behind (the last tick was late too)
-        # and others wait behind it; a single stall alone (a GC pause, a model reload holding the GIL) sheds
-        # nothing, nor does a slow machine with a short queue
+        # overloaded: this request waited too long for its turn, the loop is behind (its turns took half the budget
+        # twice in a row), and the work still queued (this request's and the ones behind it) would make them wait
+        # longer than the budget too.  A single stall (the process descheduled, a GC pause, a model reload holding
+        # the GIL) sheds nothing: the wait it caused is over, and the queue it left is served in less than the budget
         now = loop.time()
+        queued = self.queued
         if (not self._late or now - scope.get(RECEIVED, math.inf) <= self.max_lag
-                or self.queued - scope.get(ADMITTED, False) < self.min_queue):
+                or queued - scope.get(ADMITTED, False) < self.min_queue or queued * self.cost <= self.max_lag):
+            cpu = time.thread_time()
             await self.app(scope, receive, send)
-            # its cost: the loop's time from its turn, or from when its body was all in if that came later (then
-            # it waited for its body; under load the body is in long before the turn)
-            cost = loop.time() - max(now, scope.get(COMPLETE, math.inf))
-            if cost >= 0:  # (a body never completed: a disconnect, or a server other than ours: not measured)
-                self.cost += (cost - self.cost) * COST_WEIGHT
+            # its cost: the CPU time of the loop's thread from its turn to its answer (time on the CPU, so that a
+            # request that was descheduled or waited for the GIL does not count as costly: the next ones will not
+            # be), measured when its body was all in before its turn (always under load: while it waits for its
+            # body, the loop serves others)
+            if scope.get(COMPLETE, math.inf) <= now:
+                self.cost += (time.thread_time() - cpu - self.cost) * COST_WEIGHT
             return
         self.shed.inc()  # the body is never read: the server discards it, and the connection is kept
         await send({"type": "http.response.start", "status": 503,
