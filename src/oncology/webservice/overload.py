@@ -96,10 +96,11 @@ class Shedder:
         a task.  (An admitted request joins ``queued`` once its body is in too: a slow upload does not hold the
         loop, and must not hold back others.)
 
-        A request is shed when the admitted requests queued ahead of it would keep the loop busy for more than
-        ``max_lag`` (their number times the moving average of their cost) while the loop has stayed behind (two
-        ticks late in a row: sustained load), or for more than `BURST` times that otherwise (a burst after a
-        single stall is let in; the first wave of an overload is not, before the lag has had time to show).
+        A request is shed when at least ``min_queue`` admitted requests are queued ahead of it and they would keep
+        the loop busy for more than ``max_lag`` (their number times the moving average of their CPU cost) while the
+        loop has stayed behind (two ticks in a row each more than half the budget late: sustained load), or for
+        more than `BURST` times that otherwise (a burst after a single stall is let in; the first wave of an
+        overload is not, before the lag has had time to show).
         """
         queued = self.queued  # (this request is not among them yet)
         if queued < self.min_queue or queued * self.cost <= (self.max_lag if self._late else BURST * self.max_lag):
