@@ -8,7 +8,7 @@ the other version is promoted (``ModelRegistry.promote``), so the service hot-re
 all run long.  Every answer is checked: status 200, a known ``model_version``, and exactly that
 version's probability for that tumor (computed in process from the same bundles); the one other
 answer accepted is the documented overload answer (503 with Retry-After), counted per minute and
-reported (the worker sheds when its event loop stays behind, which a CPU-starved machine can cause).
+reported (the worker sheds when the work queued ahead of a request exceeds its budget).
 
 It reports, from /proc of the server process: RSS at the end of the first minute and at the end
 (growth), its peak, open descriptors (min/max/end); and per minute the latency p50/p99 of the

@@ -110,9 +110,10 @@ class ServeSettings(BaseSettings):
     overload_max_lag: float = Field(
         0.05, ge=0,
         description="Overload shedding: the seconds a request may wait for a worker's event loop; one that would wait "
-        "longer (the requests queued ahead of it) or did (the loop lagging) is answered 503 with Retry-After at once, "
-        "unprocessed (probes and /metrics never are); 0: never shed.  Raise it where concurrent requests each take "
-        "longer than this (large batches).",
+        "longer (the work of the requests queued ahead of it) or did is answered 503 with Retry-After at once, "
+        "unprocessed (probes and /metrics never are); 0: never shed (and no turns).  An admitted request's latency "
+        "is about this plus its own time.  Raise it where concurrent requests each take longer than this (large "
+        "batches).",
     )
     overload_min_queue: int = Field(
         8, ge=0,

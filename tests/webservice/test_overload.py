@@ -89,9 +89,9 @@ def _clients(url: str, store: Path, batches: int, singles: int, rows: int = BATC
 
 
 def _shed_counted(url: str) -> list[float]:
-    """The server's ``oncology_http_shed_total``, one figure per reason (queue, loop_lag)."""
+    """The server's ``oncology_http_shed_total``, one figure per reason (queue, wait)."""
     metrics = httpx.get(f"{url}/metrics").text
-    return [float(c) for c in re.findall(r'^oncology_http_shed_total\{reason="(?:queue|loop_lag)"\} (\S+)$', metrics, re.M)]
+    return [float(c) for c in re.findall(r'^oncology_http_shed_total\{reason="(?:queue|wait)"\} (\S+)$', metrics, re.M)]
 
 
 def test_overload_sheds_with_503_and_retry_after_and_answers_probes_and_the_rest_correctly(  # type: ignore[no-untyped-def]
@@ -166,6 +166,59 @@ def test_a_stalled_process_sheds_nothing_once_it_runs_again(serve, trained_store
     assert [(r.status_code, r.text[:200]) for _, r in seen.answers if r.status_code != 200] == []
     counted = _shed_counted(server.url)
     assert len(counted) == 2 and sum(counted) == 0, counted
+
+
+def test_requests_that_come_together_take_turns_and_the_loop_reads_between_them(  # type: ignore[no-untyped-def]
+    serve, trained_store: Path
+) -> None:
+    """64 batches and then a readiness probe reach a stopped worker (SIGSTOP), which finds them all at once when it runs
+    again.  Left to asyncio, the loop would parse them all in one turn and run the 64 back to back before the probe's
+    answer (a request's wait would be whatever was parsed with it, not the work queued ahead of it); with turns, the
+    loop reads and answers between them: the probe is answered before most of the batches, and every batch right."""
+    server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_OVERLOAD_MAX_LAG": "60", "ONCOLOGY_ACCESS_LOG": "false"})
+    port = int(server.url.rsplit(":", 1)[1])
+    batch = [MALIGNANT if i % 2 else EXAMPLE for i in range(250)]
+    expected = [r["probability"] for r in httpx.post(f"{server.url}/predict/batch", json=batch).json()]
+    body = json.dumps(batch).encode()
+    post = b"POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body), body)
+    probe = b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(65)]
+    try:
+        for conn in conns:  # every connection accepted and served once before the stop
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_answer(conn)[0] == 200
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            for conn in conns[:-1]:
+                conn.sendall(post)  # 58 kB: the socket buffers hold it while the worker is stopped
+            conns[-1].sendall(probe)
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        order = []  # connection numbers, in the order their answers were complete
+        pending = {conn.fileno(): (i, conn) for i, conn in enumerate(conns)}
+        got = {fd: b"" for fd in pending}
+        deadline = time.monotonic() + 120
+        while pending:
+            assert time.monotonic() < deadline, f"answers missing: {sorted(i for i, _ in pending.values())}"
+            for fd in select.select(list(pending), [], [], 1.0)[0]:
+                i, conn = pending[fd]
+                chunk = conn.recv(1 << 16)
+                assert chunk, f"connection {i} closed before its answer"
+                got[fd] += chunk
+                head, sep, rest = got[fd].partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if sep and length and len(rest) >= int(length.group(1)):
+                    order.append(i)
+                    del pending[fd]
+        for conn in conns[:-1]:
+            head, _, rest = got[conn.fileno()].partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert [r["probability"] for r in json.loads(rest)] == expected
+        assert order.index(64) < 32, f"the probe was answered after {order.index(64)} of the 64 batches"
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def _read_answer(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:

@@ -2,36 +2,45 @@
 
 `Shedder` is an ASGI wrapper around the app, and `protocol` the HTTP protocol that feeds it.  A
 worker is one event loop running synchronous, CPU-bound handlers, so the queue of an overloaded
-worker is not in the app (its in-flight count stays near one) but in front of it: requests read
-and parsed in one turn of the loop wait, as tasks, for the ones before them to be scored.  The
-budget is ``overload_max_lag`` seconds of waiting; it is enforced twice:
+worker is not in the app but in front of it, and left to asyncio it is served in batches: all the
+requests parsed in one iteration of the loop run back to back in the next, while the ones that came
+meanwhile wait unread in the kernel, so that a request's wait is whatever was parsed with it and
+before it (up to three batches), not the work queued ahead of it, and a budget on the queue does
+not bound it.  `Shedder` makes the queue explicit: admitted requests take turns (`_Turns`), in the
+order their bodies were in, a few at a time (up to a quantum of estimated work that grows with the
+time the loop spends reading between turns, at most half the budget), and the loop reads, parses,
+admits or sheds between every two turns.  So the requests waiting are the requests known, a request's
+wait is the work queued ahead of it, and probes (never queued) are answered between two turns.  The
+budget is ``overload_max_lag`` seconds of that waiting; it is enforced twice:
 
 - at parse time (`Shedder.admit`, called by the protocol when a POST's headers are in): a request
   is admitted if the admitted requests still queued ahead of it would keep the loop busy for
-  less than the budget (their number times the moving average of an admitted request's cost, in
-  CPU time of the loop's thread), and otherwise answered at once with ``503`` and ``Retry-After``
+  less than the budget (the sum of their estimated costs: for each, the moving average of the CPU
+  time of the loop's thread that admitted requests of its size took, sizes grouped by powers of two
+  of their bodies' bytes, so that a mix of single rows and large batches is estimated right), and
+  otherwise answered at once with ``503`` and ``Retry-After``
   (in the service's one error shape) by the protocol itself: no ASGI task, its body skipped as it
   arrives, the connection kept.  That is the cheapest answer this server can give (through the app,
   a shed costs about as much CPU as a single-row prediction);
 - at its turn (`Shedder.__call__`): a request that has waited more than the budget since its first
   bytes were parsed (``RECEIVED``), while the work still queued would also keep the loop busy for
-  more than the budget, is answered 503 before its body is read.
+  more than the budget, is answered 503 before its body is read (the costs were underestimated: a
+  mix of large and small requests).
 
-Both with that budget only while the loop lags: its timer, ticking every `TICK` seconds, ran more
-than half the budget late twice in a row within the last `LAG_HOLD` seconds (sustained load).
-Otherwise the turn-time rule sheds nothing and the parse-time rule allows `BURST` budgets: the first
-wave of an overload is capped before the lag shows.  A single stall (the process descheduled by a
-busy machine, a GC pause, a model reload holding the GIL) sheds nothing: the wait it caused is over,
-the queue it left is served in less than the budget, and the costs are CPU times, which a stall does
-not inflate.  And neither rule sheds while fewer than ``overload_min_queue`` other requests wait in
-the worker: a turn that comes late then is the machine's (the CPU taken by other processes, a pod's
-cold start), not a queue's, and shedding a few would not shorten it.
+A stall (the process descheduled by a busy machine, a GC pause, a model reload holding the GIL)
+sheds nothing once it is over unless the queue it left is more than the budget: the costs are CPU
+times, which a stall does not inflate, and the requests that arrived during it were not parsed yet.
+And neither rule sheds while fewer than ``overload_min_queue`` other requests wait in the worker: a
+turn that comes late then is the machine's (the CPU taken by other processes, a pod's cold start),
+not a queue's, and shedding a few would not shorten it.
 
-Each turn of the loop therefore scores about one budget's worth of requests and sheds the rest,
-which bounds the latency of admitted requests to a few budgets (the turn before, in which they
-arrived, and their own).  Probes and scrapes (`EXEMPT`) are never shed: an overloaded worker is
-still live, its readiness unchanged, its metrics readable.  Shed requests are counted in
-``oncology_http_shed_total``; they skip the access log (writing a line each would add load).
+So the latency of an admitted request is about the budget plus its own cost, however many requests
+come.  (Clients that retry a 503 at once, ignoring Retry-After, are a flood of requests to read and
+shed: the quantum grows so that admitted work keeps most of the loop, but each shed still costs the
+worker ~60 µs for a 58 kB body read and parsed.)  Probes and scrapes (`EXEMPT`) are never shed and
+never queue behind predictions: an overloaded worker is still live, its readiness unchanged, its
+metrics readable.  Shed requests are counted in ``oncology_http_shed_total``; they skip the access
+log (writing a line each would add load).
 
 `protocol(settings)` is the HTTP protocol for uvicorn: httptools with a deadline for reading
 each request (headers and body, ``request_read_timeout``), counted from the connection or from
@@ -45,10 +54,11 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from typing import Any, Final
 
 from prometheus_client import Counter
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from oncology.settings import ServeSettings
@@ -60,17 +70,11 @@ log = logging.getLogger("oncology.webservice")
 #: Liveness, readiness and metrics: always answered.
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", "/ping", "/v2/health/live", "/v2/health/ready",
                     f"/v2/models/{schemas.V2_MODEL}/ready"})
-#: Seconds between the lag timer's ticks (the lag is known to this resolution).
-TICK = 0.01
-#: How many budgets of queued work `Shedder.admit` lets in while the loop is not (yet) behind.
-BURST = 2.0
-#: Seconds the loop counts as behind after it last ran two ticks late in a row: shedding keeps some turns
-#: short, and a turn on time amid overload must not let everything parsed in next (a long turn, a latency spike).
-LAG_HOLD = 1.0
 
 
 class Shedder:
-    """ASGI wrapper: 503 + Retry-After for non-probe requests while the event loop lags."""
+    """ASGI wrapper: admitted requests served in turns in arrival order, 503 + Retry-After for those that would wait
+    (or did) more than the budget; probes always served."""
 
     def __init__(self, app: ASGIApp, settings: ServeSettings, metrics: Metrics) -> None:
         self.app = app
@@ -78,16 +82,12 @@ class Shedder:
         self.min_queue = settings.overload_min_queue
         self.retry_after = b"%d" % settings.overload_retry_after
         shed = Counter("oncology_http_shed", "Requests answered 503 + Retry-After because the worker was overloaded "
-                       "(reason: queue, at parse time; loop_lag, at the request's turn)", ["reason"], registry=metrics.registry)
-        self.shed, self.shed_queue = shed.labels("loop_lag"), shed.labels("queue")
-        self._due = math.inf  # when the next tick should run; inf until the timer runs
-        self._late = False  # whether the loop has stayed behind: the last two ticks each ran late
-        self._was_late = False  # whether the last tick ran late
-        self._lagging_until = -math.inf  # the loop time until which the loop counts as behind
-        self._threshold = self.max_lag / 2  # a tick later than this ran late: a turn took half the budget
-        self._loop: asyncio.AbstractEventLoop | None = None
+                       "(reason: queue, at parse time; wait, at the request's turn)", ["reason"], registry=metrics.registry)
+        self.shed, self.shed_queue = shed.labels("wait"), shed.labels("queue")
         self.queued = 0  # requests admitted by the protocol (ADMITTED) and not finished yet
-        self.cost = 0.0  # CPU seconds an admitted request keeps the loop busy (moving average)
+        self.work = 0.0  # the sum of their estimated costs (CPU seconds)
+        self.costs = [0.0] * 64  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
+        self.turns = _Turns(self.max_lag)  # admitted requests run in turns, from their start to their first answer
         self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
             name + b": " + value + b"\r\n" for name, value in [*SHED_HEADERS, (b"retry-after", self.retry_after)]))
 
@@ -97,73 +97,170 @@ class Shedder:
         loop, and must not hold back others.)
 
         A request is shed when at least ``min_queue`` admitted requests are queued ahead of it and they would keep
-        the loop busy for more than ``max_lag`` (their number times the moving average of their CPU cost) while the
-        loop has stayed behind (two ticks in a row each more than half the budget late: sustained load), or for
-        more than `BURST` times that otherwise (a burst after a single stall is let in; the first wave of an
-        overload is not, before the lag has had time to show).
+        the loop busy for more than ``max_lag`` (the sum of their estimated CPU costs).
         """
-        queued = self.queued  # (this request is not among them yet)
-        if queued < self.min_queue or queued * self.cost <= (self.max_lag if self._late else BURST * self.max_lag):
+        if self.queued < self.min_queue or self.work <= self.max_lag:  # (this request is not among them yet)
             return True
         self.shed_queue.inc()
         return False
 
-    def _tick(self) -> None:
-        assert self._loop is not None
-        now = self._loop.time()
-        late = now - self._due > self._threshold  # this tick itself came late
-        if late and self._was_late:  # ... and so did the one before it: the loop has stayed behind
-            self._lagging_until = now + LAG_HOLD
-        self._was_late = late
-        self._late = now < self._lagging_until
-        self._due = now + TICK
-        self._loop.call_at(self._due, self._tick)
+    def enqueue(self, body_bytes: int) -> tuple[int, float]:
+        """Count in an admitted request whose body (``body_bytes`` long) is in: its size class and estimated cost, to
+        be given back to `dequeue` when it is answered."""
+        size = min(body_bytes.bit_length(), len(self.costs) - 1)
+        estimate = self.costs[size]
+        self.queued += 1
+        self.work += estimate
+        return size, estimate
+
+    def dequeue(self, admitted: tuple[int, float]) -> None:
+        self.queued -= 1
+        self.work = self.work - admitted[1] if self.queued else 0.0  # (no drift of rounding errors)
+
+    def _learn(self, size: int, cost: float) -> None:
+        known = self.costs[size]
+        self.costs[size] = cost if known == 0.0 else known + (cost - known) * COST_WEIGHT
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self._serve(scope, receive, send)
         finally:
-            if scope.get(ADMITTED, False):  # counted in self.queued by the protocol when its body was in
-                self.queued -= 1
+            admitted = scope.get(ADMITTED)
+            if admitted is not None:  # counted in by the protocol when its body was in (None: admitted, body not in)
+                self.dequeue(admitted)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.max_lag <= 0 or scope["path"] in EXEMPT:
+        if scope["type"] != "http" or self.max_lag <= 0 or ADMITTED not in scope:  # not admitted: a probe, a GET
             await self.app(scope, receive, send)
             return
-        loop = self._loop
-        if loop is None:  # first request: start the timer on the server's loop
-            loop = self._loop = asyncio.get_running_loop()
-            self._tick()
-        # overloaded: this request waited too long for its turn, the loop is behind (its turns took half the budget
-        # twice in a row), and the work still queued (this request's and the ones behind it) would make them wait
-        # longer than the budget too.  A single stall (the process descheduled, a GC pause, a model reload holding
-        # the GIL) sheds nothing: the wait it caused is over, and the queue it left is served in less than the budget
-        now = loop.time()
-        queued = self.queued
-        if (not self._late or now - scope.get(RECEIVED, math.inf) <= self.max_lag
-                or queued - scope.get(ADMITTED, False) < self.min_queue or queued * self.cost <= self.max_lag):
-            cpu = time.thread_time()
-            await self.app(scope, receive, send)
-            # its cost: the CPU time of the loop's thread from its turn to its answer (time on the CPU, so that a
-            # request that was descheduled or waited for the GIL does not count as costly: the next ones will not
-            # be), measured when its body was all in before its turn (always under load: while it waits for its
-            # body, the loop serves others)
-            if scope.get(COMPLETE, math.inf) <= now:
-                self.cost += (time.thread_time() - cpu - self.cost) * COST_WEIGHT
+        loop = asyncio.get_running_loop()
+        turn: bool | None = None  # True while this request has the turn, False once it took it (None: not yet)
+        cpu = 0.0  # the loop thread's CPU time when its turn began
+
+        async def take_turn() -> None:
+            nonlocal turn, cpu
+            await self.turns.take(loop, scope[ADMITTED][1])
+            turn, cpu = True, time.thread_time()
+
+        def release() -> None:
+            nonlocal turn
+            if turn:
+                turn = False
+                self.turns.release(loop)
+
+        async def answer(message: Message) -> None:
+            if turn:  # its work is done once it answers: writing the answer (to a slow reader) holds no turn
+                # its cost: the CPU time of the loop's thread in its turn (time on the CPU, so that a request that was
+                # descheduled or waited for the GIL does not count as costly: the next ones will not be)
+                self._learn(scope[ADMITTED][0], time.thread_time() - cpu)
+                release()
+            await send(message)
+
+        async def whole_body() -> Message:
+            message = await receive()
+            if turn is None and message["type"] == "http.request" and not message.get("more_body", False):
+                await take_turn()  # its body is in: it queues now
+            return message
+
+        try:
+            if scope[ADMITTED] is None:  # its body is still arriving: its turn comes once the body is in
+                await self.app(scope, whole_body, answer)
+                return
+            await take_turn()
+            # overloaded: this request waited past the budget and the work still queued (this request's and the
+            # ones behind it) would make them wait longer than the budget too.  A single stall sheds nothing: the
+            # wait it caused is over, and the queue it left is served in less than the budget
+            if (loop.time() - scope.get(RECEIVED, math.inf) <= self.max_lag or self.queued - 1 < self.min_queue
+                    or self.work <= self.max_lag):
+                await self.app(scope, receive, answer)
+                return
+            release()
+            self.shed.inc()  # the body is never read: the server discards it, and the connection is kept
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": SHED_HEADERS + [(b"retry-after", self.retry_after)]})
+            await send({"type": "http.response.body", "body": SHED_BODY})
+        finally:
+            release()
+
+
+class _Turns:
+    """Admitted requests take turns: a batch of them runs back to back in one iteration of the loop, in the order they
+    came, up to a quantum of estimated work; then the loop reads from every socket with data (parsing, admitting or
+    shedding what came) before the next batch.  The quantum adapts to the time the loop spends between batches (reading,
+    parsing, shedding, probes): `READ_SHARE` times it, at most half the budget, so that a flood of requests to shed
+    (clients retrying at once, ignoring Retry-After) cannot starve the admitted ones, while with little to read a
+    turn is one request or a few and the requests parsed meanwhile wait no longer than the work queued ahead."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self.holders = 0  # requests of the running batch not done yet
+        self.spent = 0.0  # the estimated work of the running batch
+        self.waiting: deque[tuple[asyncio.Future[None], float]] = deque()  # (waiter, estimated cost), in order
+        self.freeing = False  # a batch ended in this iteration with none waiting: free from the next one
+        self.granted_at = math.inf  # when the last batch was granted (loop time), until its first request runs
+        self.gap = 0.0  # seconds from a batch's grant to its run (moving average): the loop's work between batches
+
+    def quantum(self) -> float:
+        return min(self.budget / 2, READ_SHARE * self.gap)
+
+    async def take(self, loop: asyncio.AbstractEventLoop, estimate: float) -> None:
+        """Wait for a turn: at once if no batch runs or the one that ran in this iteration has room and none wait."""
+        if not self.waiting and (self.holders == 0 and not self.freeing
+                                 or self.freeing and self.spent + estimate <= self.quantum()):
+            if not self.freeing:
+                self.spent = 0.0
+            self.holders += 1
+            self.spent += estimate
             return
-        self.shed.inc()  # the body is never read: the server discards it, and the connection is kept
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": SHED_HEADERS + [(b"retry-after", self.retry_after)]})
-        await send({"type": "http.response.body", "body": SHED_BODY})
+        waiter = loop.create_future()
+        self.waiting.append((waiter, estimate))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # it was given the turn: give it back
+                self.release(loop)
+            else:
+                self.waiting.remove((waiter, estimate))
+            raise
+        if self.granted_at < math.inf:  # the first of its batch to run
+            self.gap += (loop.time() - self.granted_at - self.gap) * COST_WEIGHT
+            self.granted_at = math.inf
+
+    def release(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.holders -= 1
+        if self.holders == 0:
+            if self.waiting:
+                self._grant(loop)
+            elif not self.freeing:  # the requests whose tasks start in this iteration wait for the next
+                self.freeing = True
+                loop.call_soon(self._free, loop)
+
+    def _free(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.freeing = False
+        if self.waiting and self.holders == 0:
+            self._grant(loop)
+
+    def _grant(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The next batch: the requests waiting first, up to the quantum of estimated work (at least one); they run in
+        the loop's next iteration, after it has read."""
+        quantum, self.spent = self.quantum(), 0.0
+        while self.waiting and (self.holders == 0 or self.spent + self.waiting[0][1] <= quantum):
+            waiter, estimate = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self.holders += 1
+                self.spent += estimate
+        if self.holders:
+            self.granted_at = loop.time()
 
 
 #: The scope key holding the loop's time when the request's first bytes were parsed (set by `protocol`).
 RECEIVED: Final = "oncology.received"
-#: The scope key set when the protocol counted the request in ``Shedder.queued`` (admitted, its body in, not answered).
+#: The scope key of a request admitted at parse time: None, then what `Shedder.enqueue` gave when its body was in.
 ADMITTED: Final = "oncology.admitted"
-#: The scope key holding the loop's time when the whole request (headers and body) was parsed (set by `protocol`).
-COMPLETE: Final = "oncology.complete"
-#: Weight of the newest request in the moving average of an admitted request's cost.
+#: The quantum of a turn is this many times the time the loop spends between turns (at most half the budget).
+READ_SHARE: Final = 2.0
+#: Weight of the newest request in the moving average of the cost of admitted requests of its size (the first sets it).
 COST_WEIGHT: Final = 0.05
 
 SHED_BODY = schemas.encode({"error": "overloaded: the request was not processed; retry after the Retry-After seconds",
@@ -180,6 +277,7 @@ class _ReadDeadline(HttpToolsProtocol):
     _read_timer: asyncio.TimerHandle | None = None
     _shedding = False  # the request being parsed is shed: its body is skipped, the 503 written at its end
     _admitted = False  # the request being parsed was admitted by the shedder: queued once its body is in
+    _body_bytes = 0  # of the request being parsed, so far
     _keep_alive = True
 
     def _arm(self) -> None:
@@ -204,6 +302,7 @@ class _ReadDeadline(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope[RECEIVED] = self.loop.time()  # type: ignore[typeddict-unknown-key]
+        self._body_bytes = 0
         self._arm()
 
     def on_headers_complete(self) -> None:
@@ -219,21 +318,21 @@ class _ReadDeadline(HttpToolsProtocol):
                 self._keep_alive = self.parser.should_keep_alive()
                 return
             self._admitted = True
+            self.scope[ADMITTED] = None  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if not self._shedding:
+            self._body_bytes += len(body)
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._disarm()
         if not self._shedding:
-            self.scope[COMPLETE] = self.loop.time()  # type: ignore[typeddict-unknown-key]
             if self._admitted:
                 self._admitted = False
                 if self.shedder is not None and not self.cycle.response_complete:  # (answered early: never queued)
-                    self.scope[ADMITTED] = True  # type: ignore[typeddict-unknown-key]
-                    self.shedder.queued += 1
+                    self.scope[ADMITTED] = self.shedder.enqueue(self._body_bytes)  # type: ignore[typeddict-unknown-key]
             super().on_message_complete()
             return
         self._shedding = False
