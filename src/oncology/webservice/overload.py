@@ -99,10 +99,15 @@ class Shedder:
         A request is shed when at least ``min_queue`` admitted requests are queued ahead of it and they would keep
         the loop busy for more than ``max_lag`` (the sum of their estimated CPU costs).
         """
-        if self.queued < self.min_queue or self.work <= self.max_lag:  # (this request is not among them yet)
+        if not self._over_budget(self.queued):  # (this request is not among them yet)
             return True
         self.shed_queue.inc()
         return False
+
+    def _over_budget(self, others: int) -> bool:
+        """Whether the queue is overloaded for a request with ``others`` admitted requests queued besides it: at least
+        ``min_queue`` of them, and the queued work more than the budget."""
+        return others >= self.min_queue and self.work > self.max_lag
 
     def enqueue(self, body_bytes: int) -> tuple[int, float]:
         """Count in an admitted request whose body (``body_bytes`` long) is in: its size class and estimated cost, to
@@ -130,7 +135,7 @@ class Shedder:
                 self.dequeue(admitted)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.max_lag <= 0 or ADMITTED not in scope:  # not admitted: a probe, a GET
+        if ADMITTED not in scope:  # not admitted by the protocol: a probe, a GET, shedding off
             await self.app(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
@@ -170,8 +175,7 @@ class Shedder:
             # overloaded: this request waited past the budget and the work still queued (this request's and the
             # ones behind it) would make them wait longer than the budget too.  A single stall sheds nothing: the
             # wait it caused is over, and the queue it left is served in less than the budget
-            if (loop.time() - scope.get(RECEIVED, math.inf) <= self.max_lag or self.queued - 1 < self.min_queue
-                    or self.work <= self.max_lag):
+            if loop.time() - scope.get(RECEIVED, math.inf) <= self.max_lag or not self._over_budget(self.queued - 1):
                 await self.app(scope, receive, answer)
                 return
             release()
@@ -276,7 +280,6 @@ class _ReadDeadline(HttpToolsProtocol):
     shedder: Shedder | None = None
     _read_timer: asyncio.TimerHandle | None = None
     _shedding = False  # the request being parsed is shed: its body is skipped, the 503 written at its end
-    _admitted = False  # the request being parsed was admitted by the shedder: queued once its body is in
     _body_bytes = 0  # of the request being parsed, so far
     _keep_alive = True
 
@@ -317,8 +320,7 @@ class _ReadDeadline(HttpToolsProtocol):
                 self._shedding = True
                 self._keep_alive = self.parser.should_keep_alive()
                 return
-            self._admitted = True
-            self.scope[ADMITTED] = None  # type: ignore[typeddict-unknown-key]
+            self.scope[ADMITTED] = None  # type: ignore[typeddict-unknown-key]  # admitted: queued once its body is in
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -329,10 +331,9 @@ class _ReadDeadline(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         if not self._shedding:
-            if self._admitted:
-                self._admitted = False
-                if self.shedder is not None and not self.cycle.response_complete:  # (answered early: never queued)
-                    self.scope[ADMITTED] = self.shedder.enqueue(self._body_bytes)  # type: ignore[typeddict-unknown-key]
+            if (self.shedder is not None and ADMITTED in self.scope  # admitted at parse time (a fresh scope per request)
+                    and not self.cycle.response_complete):  # (answered early: never queued)
+                self.scope[ADMITTED] = self.shedder.enqueue(self._body_bytes)  # type: ignore[typeddict-unknown-key]
             super().on_message_complete()
             return
         self._shedding = False
