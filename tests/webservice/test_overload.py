@@ -33,6 +33,8 @@ class Seen:
     probes: list[tuple[str, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    in_flight: int = 0  # POSTs sent (or being sent) and not answered yet
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, status: int) -> int:
         return sum(1 for _, r in list(self.answers) if r.status_code == status)
@@ -42,7 +44,13 @@ def _post_loop(url: str, path: str, body: bytes, seen: Seen) -> None:
     try:
         with httpx.Client(timeout=60) as client:
             while not seen.stop.is_set():
-                r = client.post(f"{url}{path}", content=body, headers={"content-type": "application/json"})
+                with seen.lock:
+                    seen.in_flight += 1
+                try:
+                    r = client.post(f"{url}{path}", content=body, headers={"content-type": "application/json"})
+                finally:
+                    with seen.lock:
+                        seen.in_flight -= 1
                 seen.answers.append((path, r))
     except Exception as exc:  # noqa: BLE001 - any exception fails the test, none kills it silently
         seen.errors.append(repr(exc))
@@ -159,8 +167,11 @@ def test_a_stalled_process_sheds_nothing_once_it_runs_again(serve, trained_store
             if stop == 3 or seen.errors:
                 break
             server.proc.send_signal(signal.SIGSTOP)
-            try:
-                time.sleep(1.0)  # the stall itself (twice the budget), not a wait for something
+            try:  # the stall: until every client waits on the stopped worker, and for twice the budget at least
+                stalled = time.monotonic()
+                while seen.in_flight < 32 or time.monotonic() - stalled < 1.0:
+                    assert not seen.errors and time.monotonic() < deadline, f"clients waiting: {seen.in_flight}"
+                    time.sleep(0.01)
             finally:
                 server.proc.send_signal(signal.SIGCONT)
     assert [(r.status_code, r.text[:200]) for _, r in seen.answers if r.status_code != 200] == []
