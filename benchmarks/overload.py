@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,13 @@ def steal_seconds() -> float:
     with open("/proc/stat") as stat:
         fields = stat.readline().split()
     return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
+def stealing(load: Callable[..., loadgen.Run], *args: Any, **kwargs: Any) -> tuple[loadgen.Run, float]:
+    """The run of ``load(*args, **kwargs)`` and the CPU seconds the hypervisor took meanwhile."""
+    before = steal_seconds()
+    result = load(*args, **kwargs)
+    return result, steal_seconds() - before
 
 
 def summary(result: loadgen.Run, baseline_p99: float | None = None, capacity: float | None = None) -> dict[str, Any]:
@@ -196,9 +204,8 @@ def main() -> int:
         if client_cpu is not None:
             os.sched_setaffinity(0, {client_cpu})
         # the worker's peak: the server that never sheds, kept busy (every answer must be a 200)
-        stolen = steal_seconds()
-        cap = loadgen.closed(servers["no shedding"].port, request, CAPACITY_CONNECTIONS, args.seconds)
-        report["capacity_steal_s"] = steal_seconds() - stolen
+        cap, report["capacity_steal_s"] = stealing(
+            loadgen.closed, servers["no shedding"].port, request, CAPACITY_CONNECTIONS, args.seconds)
         check(cap, expected, "capacity")
         if set(cap.statuses()) != {200}:
             raise bench.BenchError(f"capacity: answers other than 200: {cap.statuses()}")
@@ -207,11 +214,10 @@ def main() -> int:
         report["capacity_statuses"] = cap.statuses()
         bench.say(f"capacity: {capacity:.0f} requests/s ({cap.statuses()})")
         settle(servers)
-        stolen = steal_seconds()
-        unloaded = loadgen.open_loop(servers["shedding"].port, request, capacity / 4, args.seconds)
+        unloaded, stolen = stealing(loadgen.open_loop, servers["shedding"].port, request, capacity / 4, args.seconds)
         check(unloaded, expected, "unloaded")
         base = summary(unloaded)
-        base["steal_s"] = steal_seconds() - stolen
+        base["steal_s"] = stolen
         report["unloaded"] = base
         bench.say(f"unloaded (capacity/4): p50 {base['admitted_p50_ms']:.2f} ms, p99 {base['admitted_p99_ms']:.2f} ms")
 
@@ -222,9 +228,8 @@ def main() -> int:
             prober.start()
             try:
                 settle(servers)
-                stolen = steal_seconds()
-                result = loadgen.open_loop(server.port, request, args.times * capacity, args.seconds, max_connections=512)
-                stolen = steal_seconds() - stolen
+                result, stolen = stealing(loadgen.open_loop, server.port, request, args.times * capacity, args.seconds,
+                                          max_connections=512)
             finally:
                 stop.set()
                 prober.join()
@@ -241,9 +246,7 @@ def main() -> int:
         report["closed_loop"] = {}  # many connections, each sending as soon as it has its answer
         for name, server in servers.items():
             settle(servers)
-            stolen = steal_seconds()
-            result = loadgen.closed(server.port, request, args.connections, args.seconds)
-            stolen = steal_seconds() - stolen
+            result, stolen = stealing(loadgen.closed, server.port, request, args.connections, args.seconds)
             check(result, expected, f"{args.connections} connections, {name}")
             report["closed_loop"][name] = point = summary(result, base["admitted_p99_ms"], capacity)
             point["steal_s"] = stolen
