@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -12,6 +14,28 @@ from oncology.settings import TrainSettings
 from oncology.trainer.data import Dataset
 from oncology.trainer.selection import Trace
 from oncology.trainer.train import TrainingResult
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: make's own variables: a make that runs the tests passes its command line down through them.
+_MAKE_OWN = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR"}
+
+
+def makefile_variables() -> set[str]:
+    """Every variable the Makefile takes from its environment: those it defaults with ``?=``, and KUBECONFIG."""
+    text = (REPO / "Makefile").read_text()
+    return set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*\?=", text, flags=re.MULTILINE)) | {"KUBECONFIG"}
+
+
+def make_env(**overrides: str) -> dict[str, str]:
+    """The environment for a ``make`` a test runs: the caller's, without make's own variables, without any variable
+    the Makefile reads, and without the ``ONCOLOGY_*`` settings its recipes would pass on, so that
+    ``VERSION=1.0.3 pytest ...`` or the tests run by ``make release VERSION=1.0.3`` test what a bare run does;
+    ``overrides`` then set what the test means to set."""
+    dropped = _MAKE_OWN | makefile_variables()
+    env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("ONCOLOGY_")}
+    return {**env, **overrides}
+
 
 #: Fast but real: nested CV with 3 outer and 3 inner folds, once, over the linear (selectable) families.
 FAST = {

@@ -3,7 +3,6 @@ kubectl renders with the real kustomize and records what would be applied)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import kubernetes_validate
 import yaml
+from support import make_env
 
 REPO = Path(__file__).resolve().parents[2]
 VALIDATE_AGAINST = ("1.30.0", "1.34.0")
@@ -41,12 +41,11 @@ def make_drift_job(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.C
     stub = tmp_path / "kubectl"
     stub.write_text(KUBECTL_STUB)
     stub.chmod(0o755)
-    base = {k: v for k, v in os.environ.items() if k not in {"KUBECONFIG", "CONTEXT"}}
     real = shutil.which("kubectl")
     assert real, "kubectl renders the overlays"
     proc = subprocess.run(
         ["make", "--no-print-directory", "-C", str(REPO), "drift-job", f"KUBECTL={stub}", *args],
-        env={**base, "HOME": str(tmp_path), "REAL_KUBECTL": real, "JOB_STATE": "Complete", **env},
+        env=make_env(**{"HOME": str(tmp_path), "REAL_KUBECTL": real, "JOB_STATE": "Complete", **env}),
         capture_output=True, text=True, timeout=120,
     )
     calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []

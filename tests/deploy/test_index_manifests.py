@@ -11,6 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from support import make_env
 
 REPO = Path(__file__).resolve().parents[2]
 INDEX = REPO / "deploy" / "k8s" / "index"
@@ -68,7 +69,7 @@ def test_make_index_deploy_sets_the_image_that_make_index_image_builds(tmp_path:
     tag = subprocess.run([sys.executable, str(REPO / "deploy" / "index" / "image.py"), "--tag-only"],
                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
     dry = subprocess.run(["make", "--no-print-directory", "-n", "-C", str(REPO), "index-deploy", "KUBECONFIG=/nonexistent",
-                          "REGISTRY=reg.example:5000"], capture_output=True, text=True, timeout=60)
+                          "REGISTRY=reg.example:5000"], env=make_env(), capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
     assert f"--image reg.example:5000/oncology-index:{tag}" in dry.stdout
     rendered = subprocess.run([sys.executable, str(REPO / "deploy" / "index" / "render.py"), "--image", f"r/oncology-index:{tag}"],

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from support import make_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,11 +25,10 @@ def _make(tmp_path: Path, target: str, args: list[str], **env: str) -> tuple[sub
     stub = tmp_path / "kubectl"
     stub.write_text(KUBECTL_STUB)
     stub.chmod(0o755)
-    base = {k: v for k, v in os.environ.items() if k not in {"KUBECONFIG", "CONTEXT"}}
     # train-job's `install` prerequisite is satisfied by the checkout's own virtual environment
     proc = subprocess.run(
         ["make", "--no-print-directory", "-C", str(REPO), target, f"KUBECTL={stub}", *args],
-        env={**base, "HOME": str(tmp_path), **env}, capture_output=True, text=True, timeout=120,
+        env=make_env(HOME=str(tmp_path), **env), capture_output=True, text=True, timeout=120,
     )
     calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
     return proc, calls

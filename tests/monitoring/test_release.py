@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import make_env, makefile_variables
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,6 @@ STUB_STEPS = {
 
 def make(*args: str, stubs: tuple[str, ...] = (), tmp_path: Path | None = None) -> subprocess.CompletedProcess[str]:
     """make in the repository, outside any make that runs these tests; ``stubs``: steps that only say their name."""
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}}
     files: list[str] = []
     if stubs:
         assert tmp_path is not None
@@ -34,7 +34,7 @@ def make(*args: str, stubs: tuple[str, ...] = (), tmp_path: Path | None = None) 
         lines += [f"{step}:\n\t@echo {STUB_STEPS[step]}" for step in stubs]
         stub.write_text("\n".join(lines) + "\n")
         files = ["-f", "Makefile", "-f", str(stub)]
-    return subprocess.run(["make", "--no-print-directory", *files, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(["make", "--no-print-directory", *files, *args], cwd=REPO, env=make_env(), capture_output=True, text=True, timeout=120)
 
 
 def positions(text: str, *needles: str) -> list[int]:
@@ -84,6 +84,19 @@ def test_release_needs_a_concrete_version_and_refuses_before_any_step(tmp_path: 
     proc = make("release", stubs=tuple(STUB_STEPS), tmp_path=tmp_path)
     assert proc.returncode != 0 and "make release needs VERSION=<model version>" in proc.stderr
     assert "STEP" not in proc.stdout
+
+
+def test_the_refusal_does_not_depend_on_the_callers_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # make exports its command line to the recipes' environment: `make release VERSION=1.0.3` runs these tests with
+    # VERSION=1.0.3 (and any other variable) set; what the tests expect must not change with that
+    variables = makefile_variables()
+    assert {"VERSION", "STORE", "COVERAGE_DIR", "KUBECONFIG"} <= variables
+    for name in variables:
+        monkeypatch.setenv(name, "1.0.3" if name == "VERSION" else f"/poison/{name}")
+    monkeypatch.setenv("MAKEFLAGS", " -- VERSION=1.0.3")
+    monkeypatch.setenv("ONCOLOGY_STORE", "/poison/store")
+    test_release_needs_a_concrete_version_and_refuses_before_any_step(tmp_path)
+    test_the_release_chain_runs_test_upload_publish_deploy_in_that_order()
 
 
 def test_deploy_and_publish_alone_run_no_other_step() -> None:
