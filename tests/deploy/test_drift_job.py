@@ -10,6 +10,7 @@ from typing import Any
 
 import kubernetes_validate
 import yaml
+
 from support import make_env
 
 REPO = Path(__file__).resolve().parents[2]

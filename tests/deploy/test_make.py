@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from support import make_env
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from support import make_env, makefile_variables
 
 REPO = Path(__file__).resolve().parents[2]
