@@ -640,6 +640,42 @@ def _training_on_a_dying_node(cluster: Cluster, figures: dict[str, Any], store: 
     node_sh(cluster, "start")
 
 
+#: the release chain's own test step, real but bounded: the gate's and the chain's tests (this test is an e2e one,
+#: which `make test` never collects, so the chain cannot run it again)
+RELEASE_TESTS = "-k 'test_gate or test_release'"
+
+
+def _the_release_chain(cluster: Cluster, service: Service, figures: dict[str, Any], tmp_path: Path, store: str,
+                       version: str, aws: dict[str, str], expected: dict[str, list[tuple[str, float]]]) -> None:
+    """``make release VERSION=<version>`` for real: test -> upload.monitoring -> publish -> deploy, with this
+    run's store, registry, index and cluster; every step's effect checked. The environment is the one a user's
+    shell has (the cluster's, the store's credentials): the chain must not depend on anything else."""
+    coverage = tmp_path / "release-coverage"
+    args = ["make", "--no-print-directory", "-C", str(REPO), "release", f"VERSION={version}", f"STORE={store}",
+            f"REGISTRY={cluster.env['ONCOLOGY_REGISTRY']}", f"KUBECTL={cluster.kubectl_bin}",
+            f"COVERAGE_DIR={coverage}", f"PYTEST_ARGS={RELEASE_TESTS}"]
+    t0 = time.monotonic()
+    proc = subprocess.run(args, env={**cluster.env, **aws}, capture_output=True, text=True, timeout=1800)
+    figures["k8s: make release VERSION=... (test, upload.monitoring, publish, deploy) (s)"] = round(
+        time.monotonic() - t0, 1)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    # each step ran, in order: the tests passed, the monitoring data went up, the images were pushed, rolled out
+    steps = [output.find(needle) for needle in (
+        " passed", "oncology monitoring upload", "deploy/publish.py", "set image")]
+    assert -1 not in steps and steps == sorted(steps), output[-6000:]
+    assert (coverage / "test-coverage.json").is_file() and (coverage / "unittest-coverage.json").is_file()
+    monitoring = open_store(store)
+    for key in (f"monitoring/kpis/test-kpis-{version}.json", f"monitoring/coverage/test/test-coverage-{version}.json"):
+        assert monitoring.exists(key), f"make release wrote no {key}"
+    pods = [p for p in cluster.get("pods", "-l", f"app={APP}")["items"] if not p["metadata"].get("deletionTimestamp")]
+    assert {image_of(p) for p in pods if ready(p)} == {f"{cluster.env['ONCOLOGY_REGISTRY']}/{APP}:{version}"}
+    service.wait_serving(version, timeout=60)
+    label, p = expected[version][0]
+    answer = service.predict(0)
+    assert (answer["prediction"], answer["probability"], answer["model_version"]) == (label, p, version)
+
+
 # ---- the test ------------------------------------------------------------------------------------
 
 
@@ -800,6 +836,13 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
     assert_clean_deployment(cluster, tag1, digest1)
     status, body = request(service.host, service.port, "GET", "/model")
     assert status == 200 and json.loads(body)["version"] == first
+
+    # ---- 4b. the release chain as the README documents it: make release VERSION=... ---------------------
+    _the_release_chain(cluster, service, figures, tmp_path, store, second, aws, expected)
+    back = under_load(cluster, service, expected, "rollback-deployment", first)
+    assert back.proc.returncode == 0, back.output
+    assert back.load.failures() == [], back.failed()
+    assert_clean_deployment(cluster, tag1, digest1)
 
     # ---- 5. releases that never become ready ----------------------------------------------------------
     # (a) "no-model": the first version's image with a model store where nothing was ever promoted (the
