@@ -11,7 +11,7 @@ VERSION ?= champion
 PYTEST_ARGS ?=
 
 .PHONY: index-image index-deploy
-.PHONY: help install run serve train test upload.monitoring release release.version bench soak infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback-deployment train-job lint wheel lock clean
+.PHONY: help install run serve train test docs upload.monitoring release release.version bench soak infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback-deployment train-job lint wheel lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -51,19 +51,30 @@ OTHER_TESTS  := tests --ignore=tests/trainer -o pythonpath=model/tests
 COVERAGE      = $(BIN)/coverage
 COVDATA       = $(abspath $(COVERAGE_DIR))/data
 
-test: install ## Run the test suite (unit, integration with a real S3 server, wheel install); coverage JSON into build/coverage/
+test: install ## Run the test suite (unit, integration with a real S3 server, wheel install) and build the docs (--strict); coverage JSON into build/coverage/
 	@rm -rf $(COVERAGE_DIR) && mkdir -p $(COVDATA)/unittest $(COVDATA)/other $(COVERAGE_DIR)/unittest $(COVERAGE_DIR)/test
 	@status=0; \
 	COVERAGE_FILE=$(COVDATA)/unittest/.coverage $(COVERAGE) run -m pytest $(UNIT_TESTS) $(PYTEST_ARGS) || status=$$?; \
 	COVERAGE_FILE=$(COVDATA)/other/.coverage $(COVERAGE) run -m pytest $(OTHER_TESTS) $(PYTEST_ARGS) \
 	  || { [ $$? = 5 ] || status=1; }; \
-	[ $$status = 5 ] && status=0; exit $$status   # 5: PYTEST_ARGS selected nothing in one of the two runs
+	[ $$status = 5 ] && status=0; \
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(abspath $(DOCS_SITE)) || status=1; \
+	exit $$status   # 5: PYTEST_ARGS selected nothing in one of the two runs; the docs site is built either way
 	@$(COVERAGE) combine --keep -q --data-file=$(COVERAGE_DIR)/unittest/.coverage $(COVDATA)/unittest
 	@$(COVERAGE) combine --keep -q --data-file=$(COVERAGE_DIR)/test/.coverage $(COVDATA)/unittest $(COVDATA)/other
 	@$(COVERAGE) json -q --data-file=$(COVERAGE_DIR)/unittest/.coverage -o $(COVERAGE_DIR)/unittest-coverage.json
 	@$(COVERAGE) json -q --data-file=$(COVERAGE_DIR)/test/.coverage -o $(COVERAGE_DIR)/test-coverage.json
 	@echo "coverage: unit tests $$($(COVERAGE) report --data-file=$(COVERAGE_DIR)/unittest/.coverage --format=total)%," \
 	  "whole suite $$($(COVERAGE) report --data-file=$(COVERAGE_DIR)/test/.coverage --format=total)% ($(COVERAGE_DIR)/*-coverage.json)"
+
+# ---- documentation ---------------------------------------------------------------------------------
+# mkdocs.yml and docs/: `make test` builds the site with --strict (a broken link, a missing page or anchor fails it;
+# never with --quiet, which hides the warnings that --strict counts).  NO_MKDOCS_2_WARNING: no banner about Material's future.
+DOCS_SITE ?= build/site
+DOCS_PORT ?= 8000
+
+docs: install ## Serve the documentation site on http://127.0.0.1:DOCS_PORT (default 8000), rebuilt on every save
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 # MANIFEST_BASE: where reporting tools read STORE (e.g. the S3 copy of a local store); default: STORE itself
 MANIFEST_BASE ?=
