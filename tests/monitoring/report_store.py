@@ -77,7 +77,12 @@ DRIFT = {
                "flagged": name == "bare_nuclei"}
         for name in FEATURES
     },
-    "prediction_mix": {"benign": 0.6, "malignant": 0.4},
+    # the shape `oncology drift` writes: a mix with p = 1.2e-05 that is not flagged, its PSI being small
+    "prediction_mix": {"observed": {"benign": 0.6, "malignant": 0.4}, "reference": {"benign": 0.65, "malignant": 0.35},
+                       "p_value": 1.2e-05, "flagged": False},
+    "thresholds": {"psi": 0.1, "alpha": 0.01, "p_value": 0.001, "tests": 10,
+                   "rule": "flagged when psi >= 0.1 and p_value < alpha / 10 (Bonferroni over the nine features and the "
+                           "prediction mix); drift when any feature or the prediction mix is flagged"},
     "estimated": {"accuracy": 0.95, "recall": 0.96, "method": "confidence-based performance estimation"},
     "flagged": ["bare_nuclei"],
     "drift": True,

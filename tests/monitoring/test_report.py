@@ -64,7 +64,8 @@ def _load(browser: Any, page_file: Path) -> dict[str, Any]:
     url = page_file.as_uri()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     seen: dict[str, Any] = {"errors": [], "requests": [], "page": page, "url": url}
-    page.on("console", lambda msg: seen["errors"].append(msg.text) if msg.type == "error" else None)
+    # any warning counts: Vega reports a chart it had to correct (a conflicting scale, say) only as a warning
+    page.on("console", lambda msg: seen["errors"].append(f"{msg.type}: {msg.text}") if msg.type in ("error", "warning") else None)
     page.on("pageerror", lambda exc: seen["errors"].append(str(exc)))
     page.on("request", lambda request: seen["requests"].append(request.url))
     page.goto(url, wait_until="load")
@@ -107,6 +108,15 @@ def test_the_page_renders_every_chart_offline_in_chromium(full_store: Store, bro
     assert page.locator("#drift-verdict").text_content() == "drift"
     assert "drift-20261201T120000Z.json" in page.locator("#drift").text_content()
     assert page.locator("#drift-table tr.flagged").all_text_contents()[0].startswith("bare_nuclei")
+    from oncology.monitoring.drift import psi
+
+    mix_psi = psi([0.6, 0.4], [0.65, 0.35])
+    assert page.locator("#drift-mix").text_content() == (
+        f"Prediction mix: malignant share 0.400 against 0.350 in training (PSI {mix_psi:.4f}, p-value 1.2e-05): "
+        "not flagged."
+    )
+    assert page.locator("#drift-mix-row td").all_text_contents() == ["prediction mix", f"{mix_psi:.4f}", "–", "1.2e-05", "no"]
+    assert page.locator("#drift-rule").text_content().startswith("Rule: flagged when psi >= 0.1 and p_value < alpha / 10")
     page.close()
 
 

@@ -308,6 +308,36 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
+def p_value_text(value: Any) -> str:
+    """A p-value for people: three decimals down to 0.001 (``0.012``), two significant digits below it
+    (``1.2e-05``), and ``< 1e-300`` for one that underflowed to 0; ``–`` when there is none."""
+    p = _number(value)
+    if p is None:
+        return "–"
+    if p == 0:
+        return "< 1e-300"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def mix_psi(mix: Any) -> float | None:
+    """The PSI of a drift report's prediction mix (its ``observed`` against its ``reference`` shares), with
+    the same `oncology.monitoring.drift.psi` that decided its flag; None when the report does not hold both."""
+    if not isinstance(mix, Mapping):
+        return None
+    observed, reference = mix.get("observed"), mix.get("reference")
+    if not isinstance(observed, Mapping) or not isinstance(reference, Mapping):
+        return None
+    found = [_number(side.get(c)) for side in (observed, reference) for c in ("benign", "malignant")]
+    shares = [share for share in found if share is not None]
+    if len(shares) != len(found):
+        return None
+    try:
+        from oncology.monitoring.drift import psi
+    except ImportError:  # the dashboard alone (oncology[report]) has no scipy: the PSI is left out
+        return None
+    return float(psi(shares[:2], shares[2:]))
+
+
 def kpi_rows(infos: Sequence[VersionInfo], key: str) -> list[dict[str, Any]]:
     """The rows of one KPI's chart: per version, the held-out test value (with its CI, when the trainer
     wrote one) and the CV mean with mean +- std."""
@@ -318,13 +348,19 @@ def kpi_rows(infos: Sequence[VersionInfo], key: str) -> list[dict[str, Any]]:
         if value is not None:
             ci = test.get("ci", {}).get(key) if isinstance(test.get("ci"), dict) else None
             low, high = (_number(ci[0]), _number(ci[1])) if isinstance(ci, list) and len(ci) == 2 else (None, None)
-            rows.append({"version": info.version, "series": _TEST_SERIES, "value": value, "low": low, "high": high})
+            rows.append({"version": info.version, "series": _TEST_SERIES, "value": value, "low": _unit(low),
+                         "high": _unit(high)})
         mean, std = _number(cv.get("mean", {}).get(key)), _number(cv.get("std", {}).get(key))
         if mean is not None:
             spread = std or 0.0
             rows.append({"version": info.version, "series": _CV_SERIES, "value": mean,
-                         "low": mean - spread, "high": mean + spread, "std": std})
+                         "low": _unit(mean - spread), "high": _unit(mean + spread), "std": std})
     return rows
+
+
+def _unit(value: float | None) -> float | None:
+    """A bar's end within [0, 1], where every KPI lies (mean + std of a recall of 0.99 is not 1.01)."""
+    return None if value is None else min(max(value, 0.0), 1.0)
 
 
 def _kpi_chart(infos: Sequence[VersionInfo], key: str, label: str) -> dict[str, Any]:
@@ -345,7 +381,11 @@ def _kpi_chart(infos: Sequence[VersionInfo], key: str, label: str) -> dict[str, 
         tooltip=[alt.Tooltip("version:O"), alt.Tooltip("series:N"), alt.Tooltip("value:Q", format=".4f"),
                  alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")],
     )
-    line = base.transform_filter(alt.datum.series == _TEST_SERIES).mark_line(opacity=0.5).encode(y="value:Q")
+    # the line too is offset by series (through the test points): every layer then has the same x step, and Vega
+    # has no conflicting band ranges to reconcile (it warned once per chart)
+    line = base.transform_filter(alt.datum.series == _TEST_SERIES).mark_line(opacity=0.5).encode(
+        y="value:Q", xOffset=alt.XOffset("series:N")
+    )
     # with xOffset the step is per series within a version: two series, about 360 px for a few versions
     step = max(7, 180 // max(len(versions), 1))
     chart = alt.layer(bars, line, points).properties(title=label, width=alt.Step(step), height=200)
@@ -665,19 +705,37 @@ def _drift_section(data: ReportData, specs: dict[str, dict[str, Any]]) -> str:
         specs["drift"] = _drift_chart(drift)
     rows = "".join(
         f'<tr class="{"flagged" if f.get("flagged") else ""}"><td>{_e(name)}</td><td>{_f(f.get("psi"))}</td>'
-        f'<td>{_f(f.get("chi2"), 2)}</td><td>{_f(f.get("p_value"))}</td><td>{"yes" if f.get("flagged") else "no"}</td></tr>'
+        f'<td>{_f(f.get("chi2"), 2)}</td><td>{_e(p_value_text(f.get("p_value")))}</td>'
+        f'<td>{"yes" if f.get("flagged") else "no"}</td></tr>'
         for name, f in sorted(features.items()) if isinstance(f, dict)
     )
     mix = drift.get("prediction_mix")
-    mix_text = ", ".join(f"{_e(k)} {_f(v, 3)}" for k, v in mix.items()) if isinstance(mix, dict) else "–"
+    mix_text = "–"
+    if isinstance(mix, dict):
+        observed = mix["observed"] if isinstance(mix.get("observed"), dict) else {}
+        reference = mix["reference"] if isinstance(mix.get("reference"), dict) else {}
+        psi = mix_psi(mix)
+        mix_text = (
+            f'malignant share {_f(observed.get("malignant"), 3)} against {_f(reference.get("malignant"), 3)} in training '
+            f'(PSI {_f(psi)}, p-value {_e(p_value_text(mix.get("p_value")))}): '
+            f'{"flagged" if mix.get("flagged") else "not flagged"}'
+        )
+        rows += (
+            f'<tr class="{"flagged" if mix.get("flagged") else ""}" id="drift-mix-row"><td>prediction mix</td>'
+            f'<td>{_f(psi)}</td><td>–</td><td>{_e(p_value_text(mix.get("p_value")))}</td>'
+            f'<td>{"yes" if mix.get("flagged") else "no"}</td></tr>'
+        )
+    thresholds = drift["thresholds"] if isinstance(drift.get("thresholds"), dict) else {}
+    rule = f'<p class="note" id="drift-rule">Rule: {_e(thresholds["rule"])}.</p>' if thresholds.get("rule") else ""
     return (
         '<section id="drift"><h2>Drift</h2>'
         f'<p><span class="badge {"bad" if drifted else "good"}" id="drift-verdict">{"drift" if drifted else "no drift"}</span> '
         f'latest run {_e(drift.get("created_at", "?"))} ({_e(data.drift_key)}) on model {_e(drift.get("model_version", "?"))}: '
         f'{_e(drift.get("n", "?"))} predictions from {_e(window.get("since", "?"))} to {_e(window.get("until", "?"))}; '
-        f'prediction mix {mix_text}; estimated accuracy {_f(estimated.get("accuracy"), 3)}, '
+        f'estimated accuracy {_f(estimated.get("accuracy"), 3)}, '
         f'recall {_f(estimated.get("recall"), 3)} ({_e(estimated.get("method", "?"))}); '
         f'flagged: {_e(", ".join(map(str, drift.get("flagged", []))) or "none")}</p>'
+        f'<p id="drift-mix">Prediction mix: {mix_text}.</p>{rule}'
         f'<div class="charts">{_chart_div("drift") if features else ""}'
         f'<table id="drift-table"><tr><th>feature</th><th>PSI</th><th>χ²</th><th>p-value</th><th>flagged</th></tr>{rows}</table>'
         "</div></section>"
