@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from oncology.settings import GateSettings
 from support import fast_env
 
 ONCOLOGY = [str(Path(sys.executable).parent / "oncology")]
@@ -28,7 +30,22 @@ def test_train_prints_the_version_and_kpis_and_settings_come_from_env(tmp_path: 
     for label in ("accuracy", "malignant recall", "specificity", "ROC AUC", "Brier", "confusion", "test 95% CI",
                   "nested CV 1x3-fold, 3-fold inner", "referral band [", "share referred", "families compared"):
         assert label in proc.stdout, label
-    assert "%" in proc.stderr  # plain progress lines when not on a terminal
+    progress = [line.split(" oncology.trainer.pipeline: ", 1)[1] for line in proc.stderr.splitlines()
+                if re.search(r" oncology\.trainer\.pipeline: +\d+% ", line)]  # plain lines when not on a terminal
+    percents = [int(line.split("%")[0]) for line in progress]
+    assert percents == sorted(set(percents)) and percents[-1] == 100 and 0 not in percents, progress
+    counts = [re.search(r"\((\d+) of (\d+) fits\) (fitted .+ on (outer fold \d+ of \d+|the whole training part)|"
+                        r"evaluated .+)$", line) for line in progress]
+    assert all(counts), progress  # each line names its fit: how many are done, which, and on which rows
+    assert [int(c[1]) for c in counts if c] == sorted({int(c[1]) for c in counts if c}), progress
+    # the targets are reported as what they are, and the gate the model passed is named with its minimums
+    assert "target not met" not in proc.stdout
+    if "reporting targets not met" in proc.stdout:
+        assert "they do not decide publication or promotion, the quality gate does" in " ".join(proc.stdout.split())
+    gate = GateSettings()
+    assert (f"quality gate passed: held-out test and nested-CV mean each with accuracy >= {gate.gate_min_accuracy}, "
+            f"malignant recall >= {gate.gate_min_recall}, specificity >= {gate.gate_min_specificity}, ROC AUC >= "
+            f"{gate.gate_min_roc_auc}") in " ".join(proc.stdout.split())
     listed = run("models", "list", "--store", str(tmp_path / "s"))
     assert "1.0.1" in listed.stdout and "champion" in listed.stdout
 
@@ -180,3 +197,71 @@ def test_trainers_publishing_at_once_get_distinct_complete_versions(tmp_path: Pa
     assert registry.versions() == ["1.0.1", "1.0.2", "1.0.3"]
     seeds = sorted(registry.load(v).metadata["training"]["seed"] for v in registry.versions())
     assert seeds == [11, 12, 13]  # each version complete (verified on load) and each trainer's own
+
+
+def test_promoting_the_champion_again_is_a_no_op_that_says_so(trained_store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    store = tmp_path / "copy"
+    shutil.copytree(trained_store, store)
+    aliases = (store / "registry" / "aliases.json").read_bytes()
+    again = run("models", "promote", "1.0.1", "--store", str(store))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"champion in {store} is already 1.0.1: nothing to change" and again.stderr == ""
+    assert (store / "registry" / "aliases.json").read_bytes() == aliases  # no move recorded
+    latest = run("models", "promote", "latest", "--store", str(store))
+    assert latest.returncode == 0 and "already 1.0.1" in latest.stdout
+
+
+def test_history_shows_a_first_promotion_as_from_nothing_not_none(trained_store: Path) -> None:
+    history = run("models", "history", "--store", str(trained_store), env={"COLUMNS": "200"})
+    assert history.returncode == 0, history.stderr
+    (row,) = [line for line in history.stdout.splitlines() if "promote" in line]
+    assert "None" not in history.stdout and re.search(r"promote\W+–\W+1\.0\.1", row), row
+
+
+def test_an_unknown_alias_names_what_can_be_shown_instead_of_asking_to_promote(trained_store: Path) -> None:
+    proc = run("models", "show", "foo", "--store", str(trained_store))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (f"error: {trained_store}: 'foo' is not a model version (N.N.N), 'latest' or an "
+                                   "alias (champion)")
+
+
+def _commands() -> list[tuple[list[str], object]]:
+    """Every command of `oncology`, by the words that run it."""
+    import typer
+
+    from oncology.cli import app
+
+    found: list[tuple[list[str], object]] = []
+
+    def walk(command: object, path: list[str]) -> None:
+        found.append((path, command))
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_every_help_shows_each_options_default_flags_without_a_type_and_arguments_plainly() -> None:
+    from typer.core import TyperArgument, TyperOption
+    from typer.testing import CliRunner
+
+    commands = _commands()
+    assert len(commands) > 10
+    for path, command in commands:
+        shown = CliRunner().invoke(__import__("oncology.cli").cli.app, [*path, "--help"], env={"COLUMNS": "250"})
+        assert shown.exit_code == 0, (path, shown.output)
+        text = re.sub(r"\s+", " ", shown.output)
+        assert "<bool>" not in shown.output, path  # a flag takes no value
+        usage = shown.output.split("Usage: ", 1)[1].splitlines()[0]
+        assert "{" not in usage, usage
+        for param in getattr(command, "params", []):
+            if isinstance(param, TyperArgument):
+                assert f" {param.metavar} " in f"{usage} " and param.metavar.isupper(), (path, usage)
+            if not isinstance(param, TyperOption) or param.name in {"help", "install_completion", "show_completion"}:
+                continue
+            row = next((line for line in shown.output.splitlines() if f" {param.opts[0]} " in line), None)
+            assert row is not None and "default:" in row, (path, param.opts, row)
+        assert "[env: ONCOLOGY_STORE; default: ./store" in text or "--store" not in text, path

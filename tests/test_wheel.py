@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow
 PROBE = """
 import dataclasses, json, sys, importlib.util
 from oncology_model import Classifier, Tumor
+from oncology_model.classifier import carries_a_model
 clf = Classifier()
 rows = json.loads(sys.argv[1])
 tumors = [Tumor.model_validate(r) for r in rows]
@@ -32,6 +33,7 @@ print(json.dumps({
     "explanations": [dataclasses.asdict(clf.explain(t)) for t in tumors],
     "card": clf.card,
     "card_markdown": clf.card_markdown,
+    "carries_a_model": carries_a_model(),
     "absent": [m for m in ("sklearn", "pandas", "numpy", "boto3", "oncology") if importlib.util.find_spec(m) is None],
 }))
 """
@@ -65,6 +67,7 @@ def test_the_wheel_installs_alone_and_predicts_like_the_store(trained_store: Pat
     expected = Classifier.from_uri(store, "champion")
     tumors = [Tumor(**r) for r in rows]
     assert got["version"] == "1.0.1"
+    assert got["carries_a_model"] is True  # so `oncology serve` without a store serves it (a checkout: ./store)
     assert got["probabilities"] == expected.predict_proba_batch(tumors)
     assert got["labels"] == [p.value for p in expected.predict_batch(tumors)]
     assert set(got["absent"]) == {"sklearn", "pandas", "numpy", "boto3", "oncology"}

@@ -10,14 +10,26 @@ from typing import Any
 from oncology.settings import GateSettings
 
 
-def failures(kpis: Mapping[str, Any], gate: GateSettings) -> list[str]:
-    """Why a model fails the gate; empty when it passes."""
-    limits = {
+def minimums(gate: GateSettings) -> dict[str, float]:
+    """The gate's minimum of each KPI (kpis.json's key)."""
+    return {
         "accuracy": gate.gate_min_accuracy,
         "recall": gate.gate_min_recall,
         "specificity": gate.gate_min_specificity,
         "roc_auc": gate.gate_min_roc_auc,
     }
+
+
+def describe(gate: GateSettings) -> str:
+    """The gate in one line, for people."""
+    names = {"accuracy": "accuracy", "recall": "malignant recall", "specificity": "specificity", "roc_auc": "ROC AUC"}
+    bars = ", ".join(f"{names[key]} >= {minimum}" for key, minimum in minimums(gate).items())
+    return f"held-out test and nested-CV mean each with {bars}"
+
+
+def failures(kpis: Mapping[str, Any], gate: GateSettings) -> list[str]:
+    """Why a model fails the gate; empty when it passes."""
+    limits = minimums(gate)
     cv = kpis.get("cv", {})
     figures = {"test": kpis.get("test", {})}
     found = []

@@ -82,12 +82,22 @@ class TrainSettings(GateSettings):
         return value
 
 
+def _default_serve_store() -> str | None:
+    from oncology_model.classifier import carries_a_model
+
+    return None if carries_a_model() else "store"
+
+
 class ServeSettings(BaseSettings):
-    """The web service.  Model source: the wheel's model when ``store`` is unset, else ``model`` from ``store``."""
+    """The web service.  Model source: ``model`` from ``store``, or the wheel's model when ``store`` is None."""
 
     model_config = SettingsConfigDict(env_prefix="ONCOLOGY_", extra="ignore")
 
-    store: str | None = Field(None, description="Model store to serve from; unset: the model inside the installed wheel.")
+    store: str | None = Field(
+        default_factory=_default_serve_store,
+        description="Model store to serve from; unset: the model inside the installed wheel where it carries one "
+        "(a wheel built by `make wheel`), else the folder `store` (a source checkout, as every other command).",
+    )
     model: str = Field("champion", description="Version, `champion` or `latest` (with a store).")
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8080, ge=1, le=65535, description="Port to listen on.")

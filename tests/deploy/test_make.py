@@ -63,3 +63,15 @@ def test_the_alias_rollback_and_the_deployment_rollback_have_different_names() -
     targets = {re.sub(r"\x1b\[[0-9;]*m", "", line).split()[0] for line in shown.splitlines() if line.strip()}
     assert "deploy" in targets and "rollback-deployment" in targets
     assert "rollback" not in targets  # `oncology models rollback` moves the model alias; this is the Deployment
+
+
+def test_make_help_sets_every_description_apart_in_one_column() -> None:
+    shown = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "help"], capture_output=True, text=True,
+                           check=True, env=make_env()).stdout
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in shown.splitlines() if line.strip()]
+    rows = [re.fullmatch(r"  (\S+)( {2,})(\S.*)", line) for line in lines]
+    assert all(rows), [line for line, row in zip(lines, rows) if row is None]  # a name, two spaces or more, its text
+    columns = {len(row[1]) + len(row[2]) for row in rows if row}
+    assert len(columns) == 1, columns  # every description starts in the same column, the longest name's included
+    longest = max((row for row in rows if row), key=lambda row: len(row[1]))
+    assert len(longest[2]) == 2, longest[0]

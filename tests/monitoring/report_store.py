@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 from oncology.monitoring.report import evaluation_file
-from oncology_model.bundle import EVALUATION, Bundle, LinearScorer
+from oncology_model.bundle import CARD_MD, EVALUATION, Bundle, LinearScorer
 from oncology_model.datamodel import FEATURES
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import Store
@@ -47,7 +47,9 @@ def kpis(version: str, n: int, step: int, new_format: bool) -> dict[str, Any]:
     return result
 
 
-def publish(store: Store, version: str, step: int, *, new_format: bool, evaluation: bool, n: int = 136) -> None:
+def publish(
+    store: Store, version: str, step: int, *, new_format: bool, evaluation: bool, n: int = 136, card: str | None = None
+) -> None:
     params = {"kind": LinearScorer.kind, "mean": [3.0] * 9, "scale": [2.0] * 9, "coef": [0.8] * 9, "intercept": -1.0}
     metadata = {
         "version": version,
@@ -59,6 +61,8 @@ def publish(store: Store, version: str, step: int, *, new_format: bool, evaluati
     extra = {}
     if evaluation:
         extra[EVALUATION] = evaluation_file(*test_predictions(n, seed=step))
+    if card is not None:
+        extra[CARD_MD] = card.encode()
     ModelRegistry(store).publish(Bundle.assemble(version, params, metadata, kpis(version, n, step, new_format), extra))
 
 
@@ -77,11 +81,34 @@ DRIFT = {
                "flagged": name == "bare_nuclei"}
         for name in FEATURES
     },
-    "prediction_mix": {"benign": 0.6, "malignant": 0.4},
+    # the shape `oncology drift` writes: a mix with p = 1.2e-05 that is not flagged, its PSI being small
+    "prediction_mix": {"observed": {"benign": 0.6, "malignant": 0.4}, "reference": {"benign": 0.65, "malignant": 0.35},
+                       "p_value": 1.2e-05, "flagged": False},
+    "thresholds": {"psi": 0.1, "alpha": 0.01, "p_value": 0.001, "tests": 10,
+                   "rule": "flagged when psi >= 0.1 and p_value < alpha / 10 (Bonferroni over the nine features and the "
+                           "prediction mix); drift when any feature or the prediction mix is flagged"},
     "estimated": {"accuracy": 0.95, "recall": 0.96, "method": "confidence-based performance estimation"},
     "flagged": ["bare_nuclei"],
     "drift": True,
 }
+
+
+#: A card with everything a card must not do on the page: markup, script, an event handler, a javascript: link,
+#: an image to fetch, and the trainer's local path.
+HOSTILE_CARD = """# Model card: oncology 1.0.2
+
+- File: /home/trainer/work/data/raw/breast-cancer-wisconsin.data (sha256 abc)
+- Also file:///srv/private/other.data
+
+| KPI | value |
+| --- | --- |
+| accuracy | 0.9640 |
+| malignant recall | 0.9740 |
+
+<script>window.pwned = "script"</script>
+<img src="x" onerror="window.pwned = 'onerror'">
+[click](javascript:window.pwned='link') ![chart](http://example.invalid/chart.png)
+"""
 
 
 def drift(store: Store, stamp: str, **changes: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -130,6 +131,34 @@ def test_a_flag_needs_both_a_large_psi_and_a_significant_p_value() -> None:
     assert rule.flags(0.3, 1e-6)
     assert not rule.flags(0.3, 0.01)  # a large PSI on few rows: noise
     assert not rule.flags(0.05, 1e-30)  # significant on many rows, but small
+
+
+def test_the_psi_rule_flags_at_its_threshold_and_above_not_just_below() -> None:
+    rule = Thresholds(psi=0.1, alpha=0.01)
+    significant = rule.p_value / 2
+    assert not rule.flags(math.nextafter(0.1, 0.0), significant)  # just below: not flagged
+    assert rule.flags(0.1, significant)  # "at or above": the threshold itself is flagged
+    assert rule.flags(math.nextafter(0.1, 1.0), significant)
+    assert not rule.flags(0.3, rule.p_value)  # the p-value must be below its level, not at it
+    assert rule.flags(0.3, math.nextafter(rule.p_value, 0.0))
+
+
+def test_a_features_measured_psi_as_the_threshold_flags_it_and_one_ulp_more_does_not(trained: Trained) -> None:
+    """The rule as compare applies it to real traffic: the threshold set to a flagged feature's own PSI."""
+    rng = np.random.default_rng(SEED)
+    X = shifted(trained.X_train[rng.integers(0, len(trained.X_train), ROWS)], (FEATURES.index("mitoses"),), rng)
+    p = trained.scores(X)
+    reference = Reference.parse(json.loads(trained.files[REFERENCE]), "test")
+
+    def flagged(threshold: float) -> bool:
+        report = compare(X, p, p >= trained.threshold, reference, Thresholds(psi=threshold), trained.threshold)
+        return bool(report["features"]["mitoses"]["flagged"])
+
+    measured = check(trained, X)["features"]["mitoses"]
+    assert measured["p_value"] < Thresholds().p_value  # significant: the PSI alone decides here
+    assert flagged(math.nextafter(measured["psi"], 0.0))
+    assert flagged(measured["psi"])
+    assert not flagged(math.nextafter(measured["psi"], math.inf))
 
 
 def test_the_reference_holds_the_training_part_and_travels_in_the_bundle(trained: Trained) -> None:
@@ -260,6 +289,66 @@ def test_no_predictions_in_the_window_exits_2_and_says_so(local: LocalStore, tra
     result = run(str(local.root))
     assert result.exit_code == 2
     assert "no predictions of model version 1.0.2 are logged" in result.output and reports(local) == []
+
+
+def test_with_no_predictions_logged_at_all_it_names_the_setting_that_turns_the_log_on(
+    local: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oncology.settings import ServeSettings
+
+    result = run(str(local.root))  # right after `make run`: a trained store, a service that logs nothing
+    assert result.exit_code == 2 and reports(local) == []
+    named = re.findall(r"started with (ONCOLOGY_[A-Z_]+)=true", " ".join(result.output.split()))
+    assert named == ["ONCOLOGY_PREDICTION_LOG"], result.output
+    assert ServeSettings().prediction_log is False  # off by default ...
+    monkeypatch.setenv(named[0], "true")
+    assert ServeSettings(store=str(local.root)).prediction_log is True  # ... and the named variable turns it on
+
+
+def test_the_table_and_the_dashboard_show_the_prediction_mix_its_psi_and_readable_p_values(
+    local: LocalStore, trained: Trained
+) -> None:
+    from oncology.monitoring.report import mix_psi, p_value_text
+    from oncology.webservice.dashboard import latest_report
+
+    rng = np.random.default_rng(SEED)
+    sample = trained.X_train[rng.integers(0, len(trained.X_train), ROWS)]
+    log(local, trained, shifted(sample, (FEATURES.index("mitoses"),), rng))  # one tiny p-value among large ones
+    result = CliRunner().invoke(app(), ["drift", "--store", str(local.root)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    report = json.loads(local.read(reports(local)[0]))
+    assert report["features"]["mitoses"]["p_value"] < 1e-4
+    mix = report["prediction_mix"]
+    value = psi([mix["observed"]["benign"], mix["observed"]["malignant"]],
+                [mix["reference"]["benign"], mix["reference"]["malignant"]])
+    assert mix_psi(mix) == pytest.approx(value)
+    (row,) = [line for line in result.output.splitlines() if "prediction mix (" in line]
+    assert f"{mix['observed']['malignant']:.3f}" in row and f"{mix['reference']['malignant']:.3f}" in row
+    assert f"{value:.4f}" in row  # the mix's PSI, in the PSI column
+    cells = {c[0]: c for c in ([x.strip() for x in line.split("│")[1:-1]] for line in result.output.splitlines())
+             if len(c) == 5}
+    for name, f in report["features"].items():  # each p-value readable: 1.2e-05, not 0.000
+        assert cells[name][3] == p_value_text(f["p_value"]) and (f["p_value"] >= 5e-4 or "e-" in cells[name][3])
+    assert re.search(r"rule: flagged when psi >= 0\.1 and p_value < alpha / 10", " ".join(result.output.split()))
+
+    found = latest_report(local)  # the dashboard the run wrote, as GET /dashboard serves it
+    assert found is not None
+    page = found[1].decode()
+    shown = re.search(r'<p id="drift-mix">(.*?)</p>', page)
+    assert shown is not None and "–" not in shown.group(1), shown
+    assert (f"malignant share {mix['observed']['malignant']:.3f} against {mix['reference']['malignant']:.3f} in "
+            f"training (PSI {value:.4f}, p-value ") in shown.group(1)
+    assert ("not flagged" if not mix["flagged"] else "flagged") in shown.group(1)
+
+
+def test_p_values_are_written_so_that_small_ones_stay_readable() -> None:
+    from oncology.monitoring.report import p_value_text
+
+    assert p_value_text(0.6) == "0.600"
+    assert p_value_text(0.001) == "0.001"
+    assert p_value_text(1.23e-5) == "1.2e-05"
+    assert p_value_text(0.0) == "< 1e-300"  # underflowed
+    assert p_value_text(None) == "–"
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import typer
-from report_store import coverage, drift, publish
+from report_store import HOSTILE_CARD, coverage, drift, publish
+from report_store import test_predictions as report_store_predictions
 from typer.testing import CliRunner
 
 from oncology.monitoring import report
@@ -42,7 +43,7 @@ def full_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     them the unit tests only); promotions and a rollback (champion 1.0.2); two drift runs."""
     store = LocalStore(tmp_path_factory.mktemp("dashboard-store"))
     publish(store, "1.0.1", 1, new_format=False, evaluation=False)
-    publish(store, "1.0.2", 2, new_format=False, evaluation=True)
+    publish(store, "1.0.2", 2, new_format=False, evaluation=True, card=HOSTILE_CARD)
     publish(store, "1.0.3", 3, new_format=True, evaluation=True)
     publish(store, "1.0.4", 4, new_format=True, evaluation=False)
     for version, unit, whole in (("1.0.2", 81.5, 90.1), ("1.0.3", 83.0, 91.7)):
@@ -64,7 +65,8 @@ def _load(browser: Any, page_file: Path) -> dict[str, Any]:
     url = page_file.as_uri()
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     seen: dict[str, Any] = {"errors": [], "requests": [], "page": page, "url": url}
-    page.on("console", lambda msg: seen["errors"].append(msg.text) if msg.type == "error" else None)
+    # any warning counts: Vega reports a chart it had to correct (a conflicting scale, say) only as a warning
+    page.on("console", lambda msg: seen["errors"].append(f"{msg.type}: {msg.text}") if msg.type in ("error", "warning") else None)
     page.on("pageerror", lambda exc: seen["errors"].append(str(exc)))
     page.on("request", lambda request: seen["requests"].append(request.url))
     page.goto(url, wait_until="load")
@@ -107,6 +109,29 @@ def test_the_page_renders_every_chart_offline_in_chromium(full_store: Store, bro
     assert page.locator("#drift-verdict").text_content() == "drift"
     assert "drift-20261201T120000Z.json" in page.locator("#drift").text_content()
     assert page.locator("#drift-table tr.flagged").all_text_contents()[0].startswith("bare_nuclei")
+    from oncology.monitoring.drift import psi
+
+    mix_psi = psi([0.6, 0.4], [0.65, 0.35])
+    assert page.locator("#drift-mix").text_content() == (
+        f"Prediction mix: malignant share 0.400 against 0.350 in training (PSI {mix_psi:.4f}, p-value 1.2e-05): "
+        "not flagged."
+    )
+    assert page.locator("#drift-mix-row td").all_text_contents() == ["prediction mix", f"{mix_psi:.4f}", "–", "1.2e-05", "no"]
+    assert page.locator("#drift-rule").text_content().startswith("Rule: flagged when psi >= 0.1 and p_value < alpha / 10")
+    # the calibration chart: equal-count bins, each labelled with its count
+    bins = report.calibration_bins(*report_store_predictions(136, seed=2)[:2])
+    assert len(bins) == 6 and {b["n"] for b in bins} <= {22, 23}
+    assert page.locator("#chart-calibration svg g.mark-text.role-mark text").all_text_contents() == [str(b["n"]) for b in bins]
+    assert "6 equal-count bins of 22-23 cases" in page.locator("#chart-calibration svg").text_content()
+    # the model card as a page: headings and tables, its markup inert, no local path, nothing fetched
+    assert page.locator("#card-text h1").text_content() == "Model card: oncology 1.0.2"
+    assert page.locator("#card-text table tr").count() == 3
+    assert page.evaluate("window.pwned") is None
+    card = page.locator("#card-text").text_content()
+    assert "<script>" in card and "/home/trainer" not in card and "/srv/private" not in card
+    assert "breast-cancer-wisconsin.data" in card and "other.data" in card
+    assert page.locator("#card-text a[href^='javascript']").count() == 0 and page.locator("#card-text img").count() == 0
+    assert "4 versions ·" in page.locator("header .meta").text_content()
     page.close()
 
 
@@ -149,12 +174,24 @@ def test_roc_points_confusion_and_calibration_of_a_small_example() -> None:
     assert report.roc_auc(points) == pytest.approx(13 / 18)  # as sklearn.metrics.roc_auc_score of the same data
     assert report.roc_points([1, 1], [0.2, 0.9]) == []  # one class: no curve
     assert report.confusion(y, proba, 0.4) == {"tn": 1, "fp": 2, "fn": 1, "tp": 2}  # 0.4 itself is malignant
-    bins = report.calibration_bins(y, proba, bins=2)
+    bins = report.calibration_bins(y, proba, bins=2)  # equal-count: the three lowest probabilities, the three highest
     assert bins == [
-        {"bin": 0, "low": 0.0, "high": 0.5, "predicted": pytest.approx(0.85 / 3), "observed": pytest.approx(1 / 3), "n": 3},
-        {"bin": 1, "low": 0.5, "high": 1.0, "predicted": pytest.approx(2.55 / 3), "observed": pytest.approx(2 / 3), "n": 3},
+        {"bin": 0, "low": 0.1, "high": 0.4, "predicted": pytest.approx(0.85 / 3), "observed": pytest.approx(1 / 3), "n": 3},
+        {"bin": 1, "low": 0.8, "high": 0.95, "predicted": pytest.approx(2.55 / 3), "observed": pytest.approx(2 / 3), "n": 3},
     ]
-    assert report.calibration_bins([1], [1.0], bins=10)[0]["bin"] == 9  # p = 1 is in the last bin
+    assert report.calibration_bins([1], [1.0], bins=10) == [
+        {"bin": 0, "low": 1.0, "high": 1.0, "predicted": 1.0, "observed": 1.0, "n": 1}  # never more bins than cases
+    ]
+    assert report.calibration_bins([], []) == []
+
+
+@pytest.mark.parametrize(("n", "bins", "sizes"), [(136, 6, {22, 23}), (30, 2, {15}), (10, 2, {5}), (1000, 10, {100})])
+def test_calibration_bins_hold_equal_counts_enough_cases_each_and_rise(n: int, bins: int, sizes: set[int]) -> None:
+    y, proba, _ = report_store_predictions(n, seed=5)
+    found = report.calibration_bins(y, proba)
+    assert len(found) == bins and {b["n"] for b in found} == sizes and sum(b["n"] for b in found) == n
+    assert all(a["high"] <= b["low"] for a, b in zip(found, found[1:]))  # each bin above the one before
+    assert all(b["low"] <= b["predicted"] <= b["high"] for b in found)
 
 
 def test_evaluation_from_gives_plain_json_and_refuses_inconsistent_input() -> None:
@@ -182,6 +219,18 @@ def test_kpi_rows_carry_the_cv_spread_and_the_test_ci_when_there_is_one() -> Non
     assert by[("1.0.1", "held-out")]["low"] is None  # no CI in the old format: no bar
     assert by[("1.0.2", "held-out")]["low"] == 0.95 and by[("1.0.2", "held-out")]["high"] == 0.99
     assert by[("1.0.1", "CV")]["low"] == pytest.approx(0.94) and by[("1.0.1", "CV")]["high"] == pytest.approx(0.98)
+
+
+def test_interval_bars_stay_within_0_and_1() -> None:
+    near_one = report.VersionInfo("1.0.3", kpis={"test": {"recall": 1.0, "ci": {"recall": [0.93, 1.0]}},
+                                                 "cv": {"mean": {"recall": 0.99}, "std": {"recall": 0.02}}})
+    near_zero = report.VersionInfo("1.0.4", kpis={"test": {"brier": 0.01, "ci": {"brier": [-0.002, 0.03]}},
+                                                  "cv": {"mean": {"brier": 0.02}, "std": {"brier": 0.03}}})
+    recall = {r["series"].split(" ")[0]: r for r in report.kpi_rows([near_one], "recall")}
+    assert recall["CV"]["high"] == 1.0 and recall["CV"]["low"] == pytest.approx(0.97)  # 0.99 + 0.02 is not 1.01
+    assert recall["CV"]["value"] == 0.99 and recall["CV"]["std"] == 0.02  # the figures themselves are untouched
+    brier = {r["series"].split(" ")[0]: r for r in report.kpi_rows([near_zero], "brier")}
+    assert brier["CV"]["low"] == 0.0 and brier["held-out"]["low"] == 0.0
 
 
 # ---- in the store, and on the command line ----------------------------------------------------------
@@ -226,15 +275,33 @@ def test_the_command_writes_the_page_and_fails_in_one_line_on_a_missing_store(tm
     assert not (tmp_path / "x.html").exists()
 
 
-def test_the_page_shows_the_champions_model_card_escaped(trained_store: Path) -> None:
+def test_the_page_shows_the_champions_model_card_rendered_without_local_paths(trained_store: Path) -> None:
     card = (trained_store / "models" / "1.0.1" / "card.md").read_text()
     page = report.build_report(LocalStore(trained_store))
-    shown = re.search(r'<pre id="card-text">(.*?)</pre>', page, flags=re.S)
+    shown = re.search(r'<div class="scroll" id="card-text">(.*?)</div></details>', page, flags=re.S)
     assert shown is not None and "Model card of 1.0.1" in page
-    import html
+    html = shown.group(1)
+    assert "<h1>Model card: oncology 1.0.1</h1>" in html and "<h2>Intended use</h2>" in html
+    tables = sum(1 for line in card.splitlines() if line.startswith("| ---"))  # a delimiter row per table
+    assert tables > 5 and html.count("<table>") == tables
+    assert "| --- |" not in html and "<script" not in html
+    repo = str(Path(__file__).resolve().parents[2])
+    assert repo not in page and "breast-cancer-wisconsin.data" in html  # the data file by its name alone
 
-    assert html.unescape(shown.group(1)) == card  # the whole card, and nothing from it runs as markup
-    assert "<script" not in shown.group(1)
+
+def test_a_card_renders_its_markup_as_text_and_cuts_local_paths() -> None:
+    html = report.card_html(HOSTILE_CARD)
+    assert "<script>" not in html and "&lt;script&gt;" in html  # shown, not run
+    assert "<img" not in html and 'href="javascript' not in html
+    assert "/home/trainer" not in html and "file:///srv" not in html and "- File:" not in html  # rendered as a list
+    assert "<li>File: breast-cancer-wisconsin.data (sha256 abc)</li>" in html
+
+
+def test_one_version_is_one_version(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    publish(store, "1.0.1", 1, new_format=True, evaluation=True)
+    page = report.build_report(store)
+    assert " · 1 version · " in page and "1 versions" not in page
 
 
 def test_a_champion_without_a_card_is_said_so(tmp_path: Path, trained_store: Path) -> None:

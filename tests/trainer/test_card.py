@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from oncology.trainer import card
@@ -82,3 +83,12 @@ def test_the_card_is_a_pure_function_of_metadata_and_kpis(traced: Traced) -> Non
     assert card.files(meta, kpis) == {name: traced.result.files[name] for name in ("card.md", "card.json")}
     changed = {**kpis, "test": {**kpis["test"], "accuracy": 0.5}}
     assert "| accuracy | 0.5000 |" in card.markdown(meta, changed)
+
+
+def test_the_card_names_a_local_data_file_by_its_name_alone(traced: Traced) -> None:
+    md = traced.result.files["card.md"].decode()
+    uri = json.loads(traced.result.files["metadata.json"])["data"]["uri"]
+    assert uri.startswith("/") and uri not in md  # the trainer's own folders stay out of the card
+    assert f"- File: breast-cancer-wisconsin.data (sha256 {traced.dataset.sha256})" in md
+    assert card.shown_uri("file:///srv/data/x.data") == "x.data"
+    assert card.shown_uri("s3://bucket/raw/x.data") == "s3://bucket/raw/x.data"  # a shared location is worth naming

@@ -46,15 +46,15 @@ class Server:
         return self.log.read_text()
 
 
-def start_server(tmp_path: Path, env: dict[str, str], *args: str, wait: bool = True) -> Server:
-    """`oncology serve` as a user starts it, on a free port of 127.0.0.1."""
+def start_server(tmp_path: Path, env: dict[str, str], *args: str, wait: bool = True, cwd: Path | None = None) -> Server:
+    """`oncology serve` as a user starts it (in ``cwd``), on a free port of 127.0.0.1."""
     port = free_port()
     log = tmp_path / f"server-{port}.log"
     base = {k: v for k, v in os.environ.items() if not k.startswith("ONCOLOGY_")}
     with log.open("wb") as out:  # the child keeps its own descriptor
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "oncology"), "serve", "--port", str(port), *args],
-            env={**base, **env}, stdout=out, stderr=subprocess.STDOUT,
+            env={**base, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
         )
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     if wait:
@@ -102,8 +102,8 @@ def serve(tmp_path: Path) -> Iterator[object]:
     """Start servers with `serve(env, *args)`; every one is stopped at the end, even on failure."""
     started: list[Server] = []
 
-    def _start(env: dict[str, str], *args: str, wait: bool = True) -> Server:
-        server = start_server(tmp_path, env, *args, wait=False)
+    def _start(env: dict[str, str], *args: str, wait: bool = True, cwd: Path | None = None) -> Server:
+        server = start_server(tmp_path, env, *args, wait=False, cwd=cwd)
         started.append(server)  # before waiting: a server that never turns ready is stopped too
         if wait:
             wait_ready(server)

@@ -49,6 +49,57 @@ def test_serves_the_wheel_model_or_a_store_version(serve, store: Path) -> None: 
     assert httpx.get(f"{latest.url}/model").json()["version"] == "1.0.2"
 
 
+def test_in_a_source_checkout_serve_defaults_to_the_store_folder_like_every_command(  # type: ignore[no-untyped-def]
+    serve, store: Path, tmp_path: Path
+) -> None:
+    from oncology.settings import ServeSettings
+    from oncology_model.classifier import carries_a_model
+
+    assert not carries_a_model()  # a source checkout: no model in the installed oncology-model
+    work = tmp_path / "work"
+    shutil.copytree(store, work / "store")
+    server = serve({}, cwd=work)  # no --store, no ONCOLOGY_STORE: ./store, as train and drift use
+    assert httpx.get(f"{server.url}/model").json()["version"] == "1.0.1"  # its champion
+    assert ServeSettings().store == "store"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = serve({}, cwd=empty, wait=False)
+    assert missing.proc.wait(timeout=30) == 2
+    assert missing.logs().strip().splitlines() == [
+        f"error: cannot serve champion from store: {empty / 'store'}: no such store folder (a mistyped --store or "
+        "ONCOLOGY_STORE?)"
+    ]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_that_is_taken_is_one_line_and_exit_2_before_anything_claims_to_serve(
+    trained_store: Path, tmp_path: Path, workers: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("ONCOLOGY_")}
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "oncology"), "serve", "--store", str(trained_store), "--port", str(port),
+             "--workers", workers],
+            env={**base, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        holder.close()
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use: another process is listening there; stop "
+        "it, or choose another port with --port or ONCOLOGY_PORT"
+    ]
+
+
 def _tamper(store: Path) -> Path:
     model = store / "models" / "1.0.2" / "model.json"
     model.write_text(model.read_text().replace("0", "1", 1))

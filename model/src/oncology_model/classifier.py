@@ -168,6 +168,12 @@ class Classifier:
         return f"Classifier(version={self.version!r}, features={len(FEATURES)}, threshold={self._threshold:.4f}{band})"
 
 
+def carries_a_model() -> bool:
+    """Whether this installation carries a model: a wheel built by ``make wheel`` does, a source checkout does not."""
+    root = resources.files(__package__).joinpath(PACKAGED_BUNDLE)
+    return root.is_dir() and any(entry.is_file() for entry in root.iterdir())
+
+
 def _packaged_bundle() -> Bundle:
     root = resources.files(__package__).joinpath(PACKAGED_BUNDLE)
     files = {}

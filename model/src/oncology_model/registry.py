@@ -128,9 +128,15 @@ class ModelRegistry:
             if not self.store.exists(f"{MODELS_PREFIX}/{ref}/{MANIFEST}"):
                 raise NotFoundError(f"{self.store}: model version {ref} is not published")
             return ref
-        version = self.state()["aliases"].get(ref)
-        if version is None:
+        aliases = self.state()["aliases"]
+        version = aliases.get(ref)
+        if version is None and ref == CHAMPION:
             raise NotFoundError(f"{self.store}: alias {ref!r} is not set (promote a version first)")
+        if version is None:
+            known = ", ".join(sorted({CHAMPION, *aliases}))
+            raise NotFoundError(
+                f"{self.store}: {ref!r} is not a model version (N.N.N), {LATEST!r} or an alias ({known})"
+            )
         return str(version)
 
     def load(self, ref: str) -> Bundle:

@@ -8,20 +8,23 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from oncology import clihelp
+from oncology.clihelp import Command, StoreOpt
 from oncology.settings import StoreSettings
 from oncology_model.errors import OncologyError
 
-monitoring_app = typer.Typer(help="Monitoring data in the store: coverage, test KPIs, flat tables for QuickSight/Athena.")
+monitoring_app = clihelp.app(help="Monitoring data in the store: coverage, test KPIs, flat tables for QuickSight/Athena.")
 
 _out = Console()
 _err = Console(stderr=True)
 
-StoreOpt = Annotated[str | None, typer.Option("--store", help="Store URI (path, file://, s3://bucket/prefix). [env: ONCOLOGY_STORE]")]
 BaseOpt = Annotated[
     str | None,
     typer.Option(
         "--manifest-base",
-        help="Where reporting tools read the store (the QuickSight manifests name it); default: the store's own URI.",
+        help="Where reporting tools read the store (the QuickSight manifests name it)."
+        + clihelp.more(default="the store's own URI"),
+        show_default=False,
     ),
 ]
 
@@ -35,7 +38,7 @@ def _store_uri(store: str | None) -> str:
     return StoreSettings().store if store is None else store
 
 
-@monitoring_app.command()
+@monitoring_app.command(cls=Command)
 def upload(
     store: StoreOpt = None,
     version: Annotated[str, typer.Option(help="Model version being released: a version, champion or latest.")] = "champion",
@@ -60,7 +63,7 @@ def upload(
     _out.print(f"monitoring data of version {outcome.version} uploaded", highlight=False)
 
 
-@monitoring_app.command()
+@monitoring_app.command(cls=Command)
 def promotions(store: StoreOpt = None, manifest_base: BaseOpt = None) -> None:
     """Write the promotions table's files for alias moves made since the last upload."""
     from oncology.monitoring.upload import sync_promotions

@@ -28,7 +28,8 @@ from pydantic import Field, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from oncology.settings import StoreSettings
+from oncology.clihelp import StoreOpt, default, more
+from oncology.settings import ServeSettings, StoreSettings
 from oncology_model.bundle import REFERENCE, dump_json
 from oncology_model.errors import OncologyError, RegistryError
 from oncology_model.registry import CHAMPION, ModelRegistry
@@ -42,6 +43,12 @@ REPORT_PREFIX: Final = "monitoring/drift"
 DEFAULT_WINDOW: Final = timedelta(days=7)
 _RELATIVE = re.compile(r"^(\d+)([dhm])$")
 _UNITS: Final = {"d": "days", "h": "hours", "m": "minutes"}
+#: Where logged predictions come from: a service that logs them, which is off by default.
+_PREFIX: Final = ServeSettings.model_config.get("env_prefix", "")
+LOG_HINT: Final = (
+    f"the service logs predictions only when started with {_PREFIX}PREDICTION_LOG=true (setting prediction_log, off by "
+    f"default: the inputs are patient data), into its store or {_PREFIX}PREDICTION_LOG_STORE"
+)
 
 
 class DriftSettings(StoreSettings):
@@ -119,7 +126,8 @@ def check(
         others = ", ".join(f"{v}: {k}" for v, k in sorted(logged.other_versions.items())) or "none"
         raise NoPredictions(
             f"no predictions of model version {version} are logged in {store}/{prediction_log.PREFIX}/ between "
-            f"{since.isoformat()} and {until.isoformat()} (records of other versions: {others}): nothing to compare"
+            f"{since.isoformat()} and {until.isoformat()} (records of other versions: {others}): nothing to compare; "
+            f"{LOG_HINT}"
         )
     body = stats.compare(logged.X, logged.proba, logged.malignant, reference, thresholds, bundle.threshold)
     report = {
@@ -148,17 +156,30 @@ def write_report(store: Store, report: dict[str, Any]) -> str:
 
 
 def drift(
-    store: Annotated[str | None, typer.Option(help="Store URI (path, file://, s3://bucket/prefix). [env: ONCOLOGY_STORE]")] = None,
+    store: StoreOpt = None,
     since: Annotated[
-        str | None, typer.Option(help="Start of the window: 2026-11-24, an ISO date-time, or 7d/12h before now. [default: 7d]")
+        str | None,
+        typer.Option(
+            help="Start of the window: 2026-11-24, an ISO date-time, or 7d/12h before now."
+            + more(default=f"{DEFAULT_WINDOW.days}d before --until"),
+            show_default=False,
+        ),
     ] = None,
     until: Annotated[str, typer.Option(help="End of the window (exclusive; a date means the end of that day).")] = "now",
     model: Annotated[
-        str | None, typer.Option(help="Version or alias whose traffic is checked. [env: ONCOLOGY_MODEL; default: champion]")
+        str | None,
+        typer.Option(help="Version or alias whose traffic is checked." + more("ONCOLOGY_MODEL", default(DriftSettings, "model")),
+                     show_default=False),
     ] = None,
-    psi: Annotated[float | None, typer.Option("--psi", help="PSI threshold. [env: ONCOLOGY_DRIFT_PSI; default: 0.1]")] = None,
+    psi: Annotated[
+        float | None,
+        typer.Option("--psi", help="PSI at or above which a feature or the prediction mix can be flagged."
+                     + more("ONCOLOGY_DRIFT_PSI", default(DriftSettings, "drift_psi")), show_default=False),
+    ] = None,
     alpha: Annotated[
-        float | None, typer.Option(help="Family-wise significance level. [env: ONCOLOGY_DRIFT_ALPHA; default: 0.01]")
+        float | None,
+        typer.Option(help="Family-wise significance level (Bonferroni-split over the ten tests)."
+                     + more("ONCOLOGY_DRIFT_ALPHA", default(DriftSettings, "drift_alpha")), show_default=False),
     ] = None,
 ) -> None:
     """Compare logged inputs and predictions with the training data; write a drift report; exit 1 on drift."""
@@ -217,6 +238,8 @@ def _skipped(logged: prediction_log.Logged) -> list[str]:
 
 
 def _print(out: Console, report: dict[str, Any]) -> None:
+    from oncology.monitoring.report import mix_psi, p_value_text
+
     window = report["window"]
     table = Table(
         title=f"drift of model {report['model_version']}: {report['n']} predictions, {window['since']} to {window['until']}"
@@ -224,16 +247,18 @@ def _print(out: Console, report: dict[str, Any]) -> None:
     for col in ("feature", "PSI", "chi2", "p-value", "flagged"):
         table.add_column(col, justify="left" if col == "feature" else "right")
     for name, f in report["features"].items():
-        table.add_row(name, f"{f['psi']:.4f}", f"{f['chi2']:.1f}", f"{f['p_value']:.2e}", "YES" if f["flagged"] else "")
+        table.add_row(name, f"{f['psi']:.4f}", f"{f['chi2']:.1f}", p_value_text(f["p_value"]), "YES" if f["flagged"] else "")
     mix = report["prediction_mix"]
+    psi = mix_psi(mix)
     table.add_row(
-        "prediction mix (malignant share)",
-        f"{mix['observed']['malignant']:.3f} vs {mix['reference']['malignant']:.3f}",
+        f"prediction mix (malignant share {mix['observed']['malignant']:.3f}, in training {mix['reference']['malignant']:.3f})",
+        "–" if psi is None else f"{psi:.4f}",
         "",
-        f"{mix['p_value']:.2e}",
+        p_value_text(mix["p_value"]),
         "YES" if mix["flagged"] else "",
     )
     out.print(table)
+    out.print(f"rule: {report['thresholds']['rule']}", highlight=False, soft_wrap=True)
     est = report["estimated"]
     figures = ", ".join(
         f"{label} {'n/a' if est[key] is None else format(est[key], '.3f')}"
@@ -244,8 +269,11 @@ def _print(out: Console, report: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    app = typer.Typer(add_completion=False)
-    app.command()(drift)
+    from oncology.clihelp import Command
+    from oncology.clihelp import app as make_app
+
+    app = make_app(add_completion=False)
+    app.command(cls=Command)(drift)
     app()
 
 

@@ -54,7 +54,9 @@ KPI_CHARTS: Final = (
     ("roc_auc", "ROC AUC"),
     ("brier", "Brier score (lower is better)"),
 )
+#: The most bins of the calibration chart, and the fewest cases each bin must hold (equal-count bins).
 CALIBRATION_BINS: Final = 10
+CALIBRATION_MIN_CASES: Final = 20
 TIMESTAMP_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 
 _DRIFT_KEY = re.compile(r"^monitoring/drift/drift-\d{8}T\d{6}Z\.json$")
@@ -129,20 +131,26 @@ def roc_auc(points: Sequence[Mapping[str, float]]) -> float:
     return sum((b["fpr"] - a["fpr"]) * (a["tpr"] + b["tpr"]) / 2 for a, b in zip(points, points[1:]))
 
 
-def calibration_bins(y: Sequence[int], proba: Sequence[float], bins: int = CALIBRATION_BINS) -> list[dict[str, float]]:
-    """The reliability curve: per equal-width probability bin that holds any case, the mean predicted
-    probability, the observed share of malignant cases, and the count."""
-    sums: list[list[float]] = [[0.0, 0.0, 0] for _ in range(bins)]
-    for label, p in zip(y, proba):
-        b = sums[min(int(p * bins), bins - 1)]
-        b[0] += p
-        b[1] += label
-        b[2] += 1
-    return [
-        {"bin": i, "low": i / bins, "high": (i + 1) / bins, "predicted": s / n, "observed": k / n, "n": int(n)}
-        for i, (s, k, n) in enumerate(sums)
-        if n
-    ]
+def calibration_bins(y: Sequence[int], proba: Sequence[float], bins: int | None = None) -> list[dict[str, float]]:
+    """The reliability curve on equal-count (quantile) bins: the cases sorted by probability and cut into ``bins``
+    groups of sizes differing by one at most (by default as many as give each `CALIBRATION_MIN_CASES`, from 2 to
+    `CALIBRATION_BINS`; fixed-width bins on a test set of 136 left bins of 1-3 cases, whose share jumps between 0
+    and 1).  Per group: its lowest and highest probability, the mean predicted probability, the observed share of
+    malignant cases, and the count.  Tied probabilities at a cut may fall on either side of it."""
+    pairs = sorted(zip((float(p) for p in proba), (int(v) for v in y)))
+    n = len(pairs)
+    if n == 0:
+        return []
+    k = min(n, bins if bins is not None else max(2, min(CALIBRATION_BINS, n // CALIBRATION_MIN_CASES)))
+    rows = []
+    for i in range(k):
+        group = pairs[i * n // k:(i + 1) * n // k]
+        size = len(group)
+        rows.append({
+            "bin": i, "low": group[0][0], "high": group[-1][0], "predicted": sum(p for p, _ in group) / size,
+            "observed": sum(label for _, label in group) / size, "n": size,
+        })
+    return rows
 
 
 # ---- reading the store -----------------------------------------------------------------------------
@@ -308,6 +316,36 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
+def p_value_text(value: Any) -> str:
+    """A p-value for people: three decimals down to 0.001 (``0.012``), two significant digits below it
+    (``1.2e-05``), and ``< 1e-300`` for one that underflowed to 0; ``–`` when there is none."""
+    p = _number(value)
+    if p is None:
+        return "–"
+    if p == 0:
+        return "< 1e-300"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def mix_psi(mix: Any) -> float | None:
+    """The PSI of a drift report's prediction mix (its ``observed`` against its ``reference`` shares), with
+    the same `oncology.monitoring.drift.psi` that decided its flag; None when the report does not hold both."""
+    if not isinstance(mix, Mapping):
+        return None
+    observed, reference = mix.get("observed"), mix.get("reference")
+    if not isinstance(observed, Mapping) or not isinstance(reference, Mapping):
+        return None
+    found = [_number(side.get(c)) for side in (observed, reference) for c in ("benign", "malignant")]
+    shares = [share for share in found if share is not None]
+    if len(shares) != len(found):
+        return None
+    try:
+        from oncology.monitoring.drift import psi
+    except ImportError:  # the dashboard alone (oncology[report]) has no scipy: the PSI is left out
+        return None
+    return float(psi(shares[:2], shares[2:]))
+
+
 def kpi_rows(infos: Sequence[VersionInfo], key: str) -> list[dict[str, Any]]:
     """The rows of one KPI's chart: per version, the held-out test value (with its CI, when the trainer
     wrote one) and the CV mean with mean +- std."""
@@ -318,13 +356,19 @@ def kpi_rows(infos: Sequence[VersionInfo], key: str) -> list[dict[str, Any]]:
         if value is not None:
             ci = test.get("ci", {}).get(key) if isinstance(test.get("ci"), dict) else None
             low, high = (_number(ci[0]), _number(ci[1])) if isinstance(ci, list) and len(ci) == 2 else (None, None)
-            rows.append({"version": info.version, "series": _TEST_SERIES, "value": value, "low": low, "high": high})
+            rows.append({"version": info.version, "series": _TEST_SERIES, "value": value, "low": _unit(low),
+                         "high": _unit(high)})
         mean, std = _number(cv.get("mean", {}).get(key)), _number(cv.get("std", {}).get(key))
         if mean is not None:
             spread = std or 0.0
             rows.append({"version": info.version, "series": _CV_SERIES, "value": mean,
-                         "low": mean - spread, "high": mean + spread, "std": std})
+                         "low": _unit(mean - spread), "high": _unit(mean + spread), "std": std})
     return rows
+
+
+def _unit(value: float | None) -> float | None:
+    """A bar's end within [0, 1], where every KPI lies (mean + std of a recall of 0.99 is not 1.01)."""
+    return None if value is None else min(max(value, 0.0), 1.0)
 
 
 def _kpi_chart(infos: Sequence[VersionInfo], key: str, label: str) -> dict[str, Any]:
@@ -345,7 +389,11 @@ def _kpi_chart(infos: Sequence[VersionInfo], key: str, label: str) -> dict[str, 
         tooltip=[alt.Tooltip("version:O"), alt.Tooltip("series:N"), alt.Tooltip("value:Q", format=".4f"),
                  alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")],
     )
-    line = base.transform_filter(alt.datum.series == _TEST_SERIES).mark_line(opacity=0.5).encode(y="value:Q")
+    # the line too is offset by series (through the test points): every layer then has the same x step, and Vega
+    # has no conflicting band ranges to reconcile (it warned once per chart)
+    line = base.transform_filter(alt.datum.series == _TEST_SERIES).mark_line(opacity=0.5).encode(
+        y="value:Q", xOffset=alt.XOffset("series:N")
+    )
     # with xOffset the step is per series within a version: two series, about 360 px for a few versions
     step = max(7, 180 // max(len(versions), 1))
     chart = alt.layer(bars, line, points).properties(title=label, width=alt.Step(step), height=200)
@@ -421,14 +469,20 @@ def _roc_chart(curves: Curves) -> dict[str, Any]:
 def _calibration_chart(curves: Curves) -> dict[str, Any]:
     import altair as alt
 
-    base = alt.Chart(_data(curves.calibration)).encode(
+    bins = curves.calibration
+    base = alt.Chart(_data(bins)).encode(
         x=alt.X("predicted:Q", title="mean predicted probability of malignancy", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("observed:Q", title="observed share malignant", scale=alt.Scale(domain=[0, 1])),
-        tooltip=[alt.Tooltip("low:Q", title="bin from"), alt.Tooltip("high:Q", title="bin to"), "n:Q",
+        tooltip=[alt.Tooltip("low:Q", title="lowest probability", format=".3f"),
+                 alt.Tooltip("high:Q", title="highest probability", format=".3f"), alt.Tooltip("n:Q", title="cases"),
                  alt.Tooltip("predicted:Q", format=".3f"), alt.Tooltip("observed:Q", format=".3f")],
     )
-    chart = (_diagonal() + base.mark_line() + base.mark_point(filled=True).encode(size=alt.Size("n:Q", title="cases"))).properties(
-        title=f"calibration (reliability), {curves.version}, {CALIBRATION_BINS} bins", width=260, height=260
+    counts = base.mark_text(dx=12, dy=-8, fontSize=10, color="#59636e").encode(text=alt.Text("n:Q"))
+    sizes = sorted({int(b["n"]) for b in bins})
+    cases = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+    chart = (_diagonal() + base.mark_line() + base.mark_point(filled=True, size=50) + counts).properties(
+        title=f"calibration (reliability), {curves.version}: {len(bins)} equal-count bins of {cases} cases",
+        width=260, height=260,
     )
     return _spec(chart)
 
@@ -532,6 +586,8 @@ th,td{border-bottom:1px solid #d1d9e0;padding:4px 10px;text-align:right;white-sp
 th:first-child,td:first-child{text-align:left}
 tr.champion td{background:#ddf4ff;font-weight:600}
 .flagged{color:#cf222e;font-weight:600}
+#card-text h1{font-size:17px}#card-text h2{font-size:15px;margin:16px 0 6px}#card-text h3{font-size:14px}
+#card-text td,#card-text th{white-space:normal}
 """
 
 _SCRIPT = """
@@ -560,6 +616,10 @@ def _e(value: Any) -> str:
 def _f(value: Any, digits: int = 4) -> str:
     number = _number(value)
     return "–" if number is None else f"{number:.{digits}f}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _chart_div(name: str) -> str:
@@ -630,7 +690,7 @@ def render(data: ReportData, generated_at: datetime) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>oncology dashboard</title><style>{_CSS}</style>"
         f"<script>{script}</script></head><body>"
-        f'<header><h1>oncology: model dashboard</h1><div class="meta">store {_e(data.store)} · {len(versions)} versions · '
+        f'<header><h1>oncology: model dashboard</h1><div class="meta">store {_e(data.store)} · {_count(len(versions), "version")} · '
         f'champion {_e(champion or "none")} · generated {_e(when)}</div></header><main>{"".join(parts)}</main>'
         f'<script type="application/json" id="chart-specs">{specs_json}</script><script>{_SCRIPT}</script></body></html>\n'
     )
@@ -665,33 +725,66 @@ def _drift_section(data: ReportData, specs: dict[str, dict[str, Any]]) -> str:
         specs["drift"] = _drift_chart(drift)
     rows = "".join(
         f'<tr class="{"flagged" if f.get("flagged") else ""}"><td>{_e(name)}</td><td>{_f(f.get("psi"))}</td>'
-        f'<td>{_f(f.get("chi2"), 2)}</td><td>{_f(f.get("p_value"))}</td><td>{"yes" if f.get("flagged") else "no"}</td></tr>'
+        f'<td>{_f(f.get("chi2"), 2)}</td><td>{_e(p_value_text(f.get("p_value")))}</td>'
+        f'<td>{"yes" if f.get("flagged") else "no"}</td></tr>'
         for name, f in sorted(features.items()) if isinstance(f, dict)
     )
     mix = drift.get("prediction_mix")
-    mix_text = ", ".join(f"{_e(k)} {_f(v, 3)}" for k, v in mix.items()) if isinstance(mix, dict) else "–"
+    mix_text = "–"
+    if isinstance(mix, dict):
+        observed = mix["observed"] if isinstance(mix.get("observed"), dict) else {}
+        reference = mix["reference"] if isinstance(mix.get("reference"), dict) else {}
+        psi = mix_psi(mix)
+        mix_text = (
+            f'malignant share {_f(observed.get("malignant"), 3)} against {_f(reference.get("malignant"), 3)} in training '
+            f'(PSI {_f(psi)}, p-value {_e(p_value_text(mix.get("p_value")))}): '
+            f'{"flagged" if mix.get("flagged") else "not flagged"}'
+        )
+        rows += (
+            f'<tr class="{"flagged" if mix.get("flagged") else ""}" id="drift-mix-row"><td>prediction mix</td>'
+            f'<td>{_f(psi)}</td><td>–</td><td>{_e(p_value_text(mix.get("p_value")))}</td>'
+            f'<td>{"yes" if mix.get("flagged") else "no"}</td></tr>'
+        )
+    thresholds = drift["thresholds"] if isinstance(drift.get("thresholds"), dict) else {}
+    rule = f'<p class="note" id="drift-rule">Rule: {_e(thresholds["rule"])}.</p>' if thresholds.get("rule") else ""
     return (
         '<section id="drift"><h2>Drift</h2>'
         f'<p><span class="badge {"bad" if drifted else "good"}" id="drift-verdict">{"drift" if drifted else "no drift"}</span> '
         f'latest run {_e(drift.get("created_at", "?"))} ({_e(data.drift_key)}) on model {_e(drift.get("model_version", "?"))}: '
         f'{_e(drift.get("n", "?"))} predictions from {_e(window.get("since", "?"))} to {_e(window.get("until", "?"))}; '
-        f'prediction mix {mix_text}; estimated accuracy {_f(estimated.get("accuracy"), 3)}, '
+        f'estimated accuracy {_f(estimated.get("accuracy"), 3)}, '
         f'recall {_f(estimated.get("recall"), 3)} ({_e(estimated.get("method", "?"))}); '
         f'flagged: {_e(", ".join(map(str, drift.get("flagged", []))) or "none")}</p>'
+        f'<p id="drift-mix">Prediction mix: {mix_text}.</p>{rule}'
         f'<div class="charts">{_chart_div("drift") if features else ""}'
         f'<table id="drift-table"><tr><th>feature</th><th>PSI</th><th>χ²</th><th>p-value</th><th>flagged</th></tr>{rows}</table>'
         "</div></section>"
     )
 
 
+#: An absolute local path (a folder of the machine that trained, say): the page shows its last part alone.
+_LOCAL_PATH = re.compile(r"(?:\bfile://|(?<![\w/:.~-]))/(?:[^\s/()\[\]|`]+/)+([^\s/()\[\]|`]+)")
+
+
+def card_html(markdown: str) -> str:
+    """A model card's Markdown as HTML, safely: CommonMark and tables, raw HTML shown as text (never markup),
+    links only of safe schemes (markdown-it's check), no images (the page loads nothing), and absolute local
+    paths cut to their last part (cards written before the trainer stopped naming its own folders)."""
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark", {"html": False}).enable("table").disable("image")
+    return str(parser.render(_LOCAL_PATH.sub(r"\1", markdown)))
+
+
 def _card_section(data: ReportData) -> str:
-    """The champion's model card, as its Markdown (escaped: the page runs no code from the store)."""
+    """The champion's model card, rendered (`card_html`: the page runs no code from the store)."""
     if data.card is None:
         note = "No champion yet." if data.champion is None else (
             f"Version {data.champion} has no model card: it was trained before model cards existed.")
         return f'<section id="card"><h2>Model card</h2><p class="note" id="card-none">{_e(note)}</p></section>'
     return (f'<section id="card"><h2>Model card of {_e(data.champion)}</h2>'
-            f'<details open><summary>card.md</summary><pre id="card-text">{_e(data.card)}</pre></details></section>')
+            f'<details open><summary>card.md</summary><div class="scroll" id="card-text">{card_html(data.card)}</div>'
+            "</details></section>")
 
 
 def _versions_section(data: ReportData) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from oncology.clihelp import StoreOpt
 from oncology.settings import StoreSettings
 from oncology_model.errors import OncologyError
 
@@ -19,9 +20,7 @@ DEFAULT_OUT = Path("reports/dashboard.html")
 
 
 def report(
-    store: Annotated[
-        str | None, typer.Option("--store", help="Store URI (path, file://, s3://bucket/prefix). [env: ONCOLOGY_STORE]")
-    ] = None,
+    store: StoreOpt = None,
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = DEFAULT_OUT,
 ) -> None:
     """Build the dashboard (KPIs, coverage, the champion's curves, promotions, drift) as one HTML file."""

@@ -8,6 +8,7 @@ bundle, so the card cannot disagree with them: ``card.json`` carries the same ob
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 from oncology_model.bundle import CARD_JSON, CARD_MD, dump_json
@@ -66,6 +67,13 @@ def fmt(value: float) -> str:
 
 def pm(summary: Mapping[str, Any], name: str) -> str:
     return f"{fmt(summary['mean'][name])} ± {fmt(summary['std'][name])}"
+
+
+def shown_uri(uri: str) -> str:
+    """A data file as the card names it: a local file by its name alone (the card travels, in the wheel and on the
+    dashboard, and the trainer's folders are nobody's business there), a remote one by its URI."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    return uri if scheme and scheme != "file" else PurePosixPath(uri.removeprefix("file://")).name
 
 
 def ci(interval: list[float]) -> str:
@@ -155,7 +163,7 @@ def markdown(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> str:
         + (f" ({prov['doi']}); {prov['creator']}" if prov else ""),
         f"- Site and years: {prov.get('site', 'unknown')}; {prov.get('collected', 'unknown')}",
         f"- Licence: {prov.get('licence', 'unknown')}",
-        f"- File: {data['uri']} (sha256 {data['sha256']})",
+        f"- File: {shown_uri(data['uri'])} (sha256 {data['sha256']})",
         f"- Size: {data['rows_read']} rows; {data['rows_with_missing_values_excluded']} with a missing value left out; "
         f"{used} used",
         f"- Class balance: {counts['benign']} benign ({counts['benign'] / used:.1%}), {counts['malignant']} malignant "

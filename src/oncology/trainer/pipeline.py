@@ -59,13 +59,13 @@ def run_training(settings: TrainSettings, interactive: bool = False, console: Co
             result = train(dataset, settings, provisional,
                            lambda d, t, what: bar.update(task, completed=d, total=t, description=what))
     else:
-        last = [-1]
+        last = [0]
 
-        def log_progress(done: int, total: int, what: str) -> None:
+        def log_progress(done: int, total: int, what: str) -> None:  # a line per tenth done, each its own fit
             decile = done * 10 // total
-            if decile != last[0]:
+            if decile > last[0]:
                 last[0] = decile
-                log.info("%3d%% %s", done * 100 // total, what)
+                log.info("%3d%% (%d of %d fits) %s", done * 100 // total, done, total, what)
 
         result = train(dataset, settings, provisional, log_progress)
 

@@ -129,14 +129,14 @@ def group_folds(data: Data, rows: Index, n_splits: int, seed: int) -> list[tuple
 class Fitter:
     """Fits candidates on row sets, reporting each fit to the trace; caches fits within one outer fold."""
 
-    def __init__(self, data: Data, trace: Trace | None, tick: Callable[[str], None]) -> None:
+    def __init__(self, data: Data, trace: Trace | None, tick: Callable[[str, str], None]) -> None:
         self.data, self.trace, self.tick = data, trace, tick
 
     def fit(self, cand: Candidate, rows: Index, fold: str) -> BaseEstimator:
         if self.trace is not None:
             self.trace.add("fit", fold, cand.name, rows)
         est = cand.make().fit(self.data.X[rows], self.data.y[rows])
-        self.tick(cand.name)
+        self.tick(cand.name, fold)
         return est
 
     def proba(self, est: BaseEstimator, rows: Index) -> Floats:

@@ -121,9 +121,11 @@ def _train(
     total = n_outer * (settings.inner_folds * len(pool) + refits) + settings.inner_folds * len(pool) + 1
     done = [0]
 
-    def tick(what: str) -> None:
+    def tick(what: str, fold: str) -> None:
         done[0] += 1
-        report(min(done[0], total - 1), total, f"fitting {what}")
+        outer = fold.removeprefix("outer-")
+        where = f"outer fold {int(outer) + 1} of {n_outer}" if outer.isdigit() else "the whole training part"
+        report(min(done[0], total - 1), total, f"fitted {what} on {where}")
 
     fitter = selection.Fitter(data, trace, tick)
     cv = selection.nested_cv(fitter, pool, train_idx, plan, targets)

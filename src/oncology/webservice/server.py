@@ -4,11 +4,12 @@ On SIGTERM or SIGINT readiness turns false at once; after ``drain_seconds`` the 
 closes, in-flight requests finish (up to ``graceful_timeout``), then the process exits 0.  A second
 signal stops at once.
 
-With ``workers > 1`` a small supervisor binds the port once, starts the workers (each a process
+The port is bound before anything else starts (`listen`), so a port that is taken is one clear error
+before the service claims to be serving.  With ``workers > 1`` a small supervisor holds that socket, starts the workers (each a process
 with its own app, serving the shared socket), forwards SIGTERM/SIGINT to all of them, so that every
 worker drains exactly as a single process does, replaces a worker that dies while serving, and exits
 0 when every worker stopped cleanly.  It removes the metrics folder it created for the workers.
-Only uvicorn's public API is used (``Config``, ``Config.bind_socket``, ``Server.run(sockets)``,
+Only uvicorn's public API is used (``Config``, ``Server.run(sockets)``,
 ``Server.should_exit``/``force_exit``, ``Server.capture_signals``), except one subclass: the ``http``
 option is `overload.protocol`, uvicorn's httptools protocol with a deadline for reading a request,
 which hooks four of its methods (``connection_made``, ``on_message_begin``, ``on_message_complete``,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import multiprocessing
 import os
@@ -40,6 +42,7 @@ from oncology.settings import ServeSettings
 from oncology.webservice import overload
 from oncology.webservice.app import create_app
 from oncology.webservice.transport import Front
+from oncology_model.errors import OncologyError
 
 log = logging.getLogger("oncology.webservice")
 
@@ -110,14 +113,42 @@ def _options(settings: ServeSettings, shedder: overload.Shedder | None = None) -
     }
 
 
-def serve(settings: ServeSettings) -> None:
+class CannotListen(OncologyError):
+    """The address and port cannot be bound: taken by another process, not an address of this machine..."""
+
+
+def listen(settings: ServeSettings) -> socket.socket:
+    """The service's listening socket, bound before anything starts (as uvicorn binds it: SO_REUSEADDR, IPv6 for
+    an address with a colon, inheritable by the workers); `CannotListen` with the reason, in one line."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        hint = (
+            ": another process is listening there; stop it, or choose another port with --port or ONCOLOGY_PORT"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: ServeSettings, sock: socket.socket | None = None) -> None:
+    """Serve until stopped, on ``sock`` (from `listen`; bound here when not given)."""
+    sock = sock or listen(settings)
     logconfig.configure(json_lines=True)
     if settings.workers > 1:
-        _supervise(settings)
+        _supervise(settings, sock)
         return
     app = create_app(settings)
     shedder = overload.Shedder(app, settings, app.metrics)
-    _DrainingServer(uvicorn.Config(shedder, **_options(settings, shedder)), app, settings.drain_seconds).run()
+    _DrainingServer(uvicorn.Config(shedder, **_options(settings, shedder)), app, settings.drain_seconds).run(
+        sockets=[sock]
+    )
 
 
 # ---- several workers ------------------------------------------------------------------------------
@@ -144,7 +175,7 @@ def _worker(sock: socket.socket) -> None:
     server.run(sockets=[sock])
 
 
-def _supervise(settings: ServeSettings) -> None:
+def _supervise(settings: ServeSettings, sock: socket.socket) -> None:
     # each worker builds its app from the environment; /metrics merges all workers' files
     for name, value in settings.model_dump(exclude_none=True, exclude={"api_tokens"}).items():
         os.environ[f"ONCOLOGY_{name.upper()}"] = str(value)
@@ -153,7 +184,6 @@ def _supervise(settings: ServeSettings) -> None:
     own_metrics_dir = None
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="oncology-metrics-")
-    sock = uvicorn.Config(app_from_env, **_options(settings)).bind_socket()
     stopping: list[int] = []
     previous = {sig: signal.signal(sig, lambda sig, frame: stopping.append(sig)) for sig in _SIGNALS}
     context = multiprocessing.get_context("spawn")
