@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from oncology.model_families import FAMILIES, FAMILY
+
 
 class StoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ONCOLOGY_", extra="ignore")
@@ -63,7 +65,7 @@ class TrainSettings(GateSettings):
         "down as far as this allows, and at least to the lowest inner-CV malignant probability.",
     )
     families: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("logistic_regression", "linear_discriminant_analysis", "gradient_boosted_trees", "svm_rbf"),
+        tuple(f.name for f in FAMILIES),
         description="Model families compared (comma-separated); only linear ones can be selected, the others are reported.",
     )
     promote: bool = Field(False, description="Promote the new version to champion when it passes the gate.")
@@ -78,8 +80,6 @@ class TrainSettings(GateSettings):
     @field_validator("families")
     @classmethod
     def _known_families(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from oncology.trainer.families import FAMILY
-
         if unknown := [f for f in value if f not in FAMILY]:
             raise ValueError(f"unknown model families {unknown}; known: {', '.join(FAMILY)}")
         if not any(FAMILY[f].selectable for f in value):

@@ -21,8 +21,9 @@ import numpy.typing as npt
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import StratifiedGroupKFold
 
+from oncology.model_families import FAMILIES
 from oncology.trainer import metrics
-from oncology.trainer.families import FAMILIES, Candidate
+from oncology.trainer.families import Candidate
 
 Index = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]

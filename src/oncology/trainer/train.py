@@ -21,13 +21,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from oncology.model_families import FAMILIES
 from oncology.monitoring.drift import reference_from
 from oncology.monitoring.report import evaluation_file
 from oncology.project import git_commit
 from oncology.settings import TrainSettings
 from oncology.trainer import card, families, metrics, selection
 from oncology.trainer.data import Dataset, describe
-from oncology.trainer.families import FAMILIES, Candidate
+from oncology.trainer.families import Candidate
 from oncology_model.bundle import EVALUATION, MODEL, REFERENCE, Bundle, LinearScorer, dump_json
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
 from oncology_model.errors import OncologyError
