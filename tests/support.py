@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from oncology.settings import TrainSettings
 from oncology.trainer.data import Dataset
@@ -47,6 +50,21 @@ FAST = {
 }
 #: FAST with every family (gradient-boosted trees and the RBF SVM too), for the trainer's own tests.
 ALL_FAMILIES = ("logistic_regression", "linear_discriminant_analysis", "gradient_boosted_trees", "svm_rbf")
+
+
+T = TypeVar("T")
+
+
+def poll(condition: Callable[[], T | None], timeout: float, failure: str | Callable[[], object], interval: float = 0.5) -> T:
+    """Call ``condition`` every ``interval`` seconds until it returns something truthy, and return that;
+    after ``timeout`` seconds fail the test (AssertionError) with ``failure``, or with what it returns
+    (the state worth showing).  The one deadline poll of the tests: no fixed sleep stands in for one."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(failure if isinstance(failure, str) else failure())
+        time.sleep(interval)
+    return found
 
 
 def fast_settings(store: Path | str, **overrides: object) -> TrainSettings:
