@@ -54,7 +54,7 @@ import run as bench  # benchmarks/run.py: this script's folder is on sys.path
 
 from oncology_model import FEATURES, Classifier
 
-FAST = {"ONCOLOGY_CV_FOLDS": "3", "ONCOLOGY_CV_REPEATS": "1", "ONCOLOGY_INNER_FOLDS": "3",
+FAST = {"ONCOLOGY_CV_FOLDS": "3", "ONCOLOGY_CV_REPEATS": "1", "ONCOLOGY_INNER_FOLDS": "3", "ONCOLOGY_TARGET_CONFIDENCE": "0.5",
         "ONCOLOGY_FAMILIES": "logistic_regression,linear_discriminant_analysis"}
 SLOW = 1_000
 CAPACITY_CONNECTIONS = 32  # enough to keep the worker busy while answers travel (8 left it idle part of the time)

@@ -43,7 +43,7 @@ from oncology_model import FEATURES, Classifier
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore
 
-FAST = {"ONCOLOGY_CV_FOLDS": "3", "ONCOLOGY_CV_REPEATS": "1", "ONCOLOGY_INNER_FOLDS": "3",
+FAST = {"ONCOLOGY_CV_FOLDS": "3", "ONCOLOGY_CV_REPEATS": "1", "ONCOLOGY_INNER_FOLDS": "3", "ONCOLOGY_TARGET_CONFIDENCE": "0.5",
         "ONCOLOGY_FAMILIES": "logistic_regression,linear_discriminant_analysis"}
 TUMORS = [bench.EXAMPLE, {**dict.fromkeys(bench.EXAMPLE, 10), "mitoses": 1}, dict.fromkeys(bench.EXAMPLE, 4)]
 WINDOW = 10.0  # seconds of load per loadgen run; /proc is sampled between and during them

@@ -1,6 +1,7 @@
 """What the scripts that install and run local servers share (stdlib only): installing a Debian
-package, free ports, whether a port or a process is still there, a log's tail, and stopping
-processes by their PIDs.
+package, free ports, whether a port or a process is still there, a log's tail, the state files a
+server leaves in its folder, stopping processes by their PIDs (and everything started when a
+start fails), and the command-line shell of start/stop/status.
 
 Imported as ``localproc`` with ``infra/`` on sys.path: by ``infra/seaweedfs.py`` and
 ``infra/prometheus.py`` (run as scripts, their folder is on the path), and by the tests and
@@ -11,13 +12,17 @@ benchmarks that start servers of their own (``tests/conftest.py`` and ``benchmar
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 _LIB_SH = Path(__file__).resolve().parent / "lib.sh"
@@ -150,3 +155,80 @@ def terminate(pids: Iterable[int], gone: Callable[[int], bool] | None = None, gr
         if not (left := wait(seconds)):
             return []
     return left
+
+
+@dataclass(frozen=True)
+class StateFiles:
+    """What a server started by a script leaves in its folder: ``<name>.pid`` (one PID a line) and
+    ``<name>.json`` (its PIDs and whatever else the script records, e.g. its ports)."""
+
+    folder: Path
+    name: str
+
+    @property
+    def pid_file(self) -> Path:
+        return self.folder / f"{self.name}.pid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / f"{self.name}.json"
+
+    def record(self, pids: list[int], **state: Any) -> None:
+        self.pid_file.write_text("".join(f"{p}\n" for p in pids))
+        self.state_file.write_text(json.dumps({"pids": pids, **state}) + "\n")
+
+    def pids(self) -> list[int]:
+        """The PIDs recorded (none when the file is missing or unreadable)."""
+        try:
+            return [int(x) for x in self.pid_file.read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def state(self) -> dict[str, Any] | None:
+        """What `record` wrote, or None when it is missing or unreadable."""
+        try:
+            found = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    def running(self, ours: Callable[[int], bool], count: int) -> list[int] | None:
+        """The recorded PIDs when exactly ``count`` are recorded and each still runs and is ``ours``."""
+        pids = self.pids()
+        if len(pids) != count or not all(pid_alive(p) and ours(p) for p in pids):
+            return None
+        return pids
+
+    def forget(self) -> None:
+        for path in (self.pid_file, self.state_file):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+@contextlib.contextmanager
+def stopped_on_failure(stop: Callable[[], None], error: type[Exception], log: Path,
+                       describe: Callable[[Exception], str] = str) -> Iterator[None]:
+    """Around a start: if it fails, stop what it started; a failure of kind ``error`` is raised again
+    as one, described by ``describe`` and followed by the tail of ``log``."""
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            stop()
+        if isinstance(exc, error):
+            raise error(f"{describe(exc)}; log tail ({log}):\n{log_tail(log)}") from exc
+        raise
+
+
+def command_line(name: str, error: type[Exception], commands: dict[str, Callable[[], str | None]],
+                 command: str) -> int:
+    """Run a server script's ``command`` and print its line as ``<name>: <line>``: exit 0; a command
+    that returns None found nothing running (``status``): exit 3; a failure of kind ``error`` is one
+    line on stderr: exit 1."""
+    try:
+        line = commands[command]()
+    except error as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{name}: {'not running' if line is None else line}")
+    return 3 if line is None else 0

@@ -24,13 +24,12 @@ Command line::
     python infra/prometheus.py check                  # promtool check rules + promtool test rules
 
 Everything the server keeps lives in the data folder: ``prometheus.yml`` (its configuration),
-``data/`` (the TSDB), ``prometheus.pid``, ``prometheus.json`` (its port) and ``prometheus.log``.
+``data/`` (the TSDB), ``prometheus.pid``, ``prometheus.json`` (its PID and port) and ``prometheus.log``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import json
 import os
@@ -46,7 +45,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from localproc import HOST, apt_install, free_port, log_tail, pid_alive, port_open, runs, spawn, terminate, wait_closed
+from localproc import (
+    HOST,
+    StateFiles,
+    apt_install,
+    command_line,
+    free_port,
+    log_tail,
+    pid_alive,
+    port_open,
+    runs,
+    spawn,
+    stopped_on_failure,
+    terminate,
+    wait_closed,
+)
 
 __all__ = [
     "Prometheus", "PrometheusError", "ensure_installed", "free_port", "promtool", "start", "status", "stop",
@@ -57,8 +70,6 @@ REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "deploy" / "monitoring" / "alerts.yml"
 RULE_TESTS = REPO / "deploy" / "monitoring" / "alerts.test.yml"
 JOB = "oncology"  # the scrape job the rules expect (`up{job="oncology"}`)
-PID_FILE = "prometheus.pid"
-STATE_FILE = "prometheus.json"
 LOG_FILE = "prometheus.log"
 CONFIG_FILE = "prometheus.yml"
 _PR_SET_PDEATHSIG = 1
@@ -104,6 +115,11 @@ def promtool(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProc
 def _is_ours(pid: int, data_dir: Path) -> bool:
     """True if pid is a prometheus whose TSDB lies in data_dir (guards against a reused pid)."""
     return runs(pid, "prometheus", f"--storage.tsdb.path={data_dir.resolve() / 'data'}")
+
+
+def _state(data_dir: Path) -> StateFiles:
+    """``prometheus.pid`` and ``prometheus.json`` (its PID and port) in data_dir."""
+    return StateFiles(data_dir, "prometheus")
 
 
 def _log_tail(data_dir: Path, lines: int = 20) -> str:
@@ -177,9 +193,7 @@ class Prometheus:
         if terminate([self.pid], lambda pid: not self.alive(), grace):
             raise PrometheusError(f"prometheus pid {self.pid} survived SIGKILL")
         wait_closed(self.port)
-        for name in (PID_FILE, STATE_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                (self.data_dir / name).unlink()
+        _state(self.data_dir).forget()
 
     def __enter__(self) -> Self:
         return self
@@ -220,16 +234,9 @@ def start(data_dir: Path, *, targets: Sequence[str], rule_files: Sequence[Path] 
     ]
     proc = spawn(cmd, data_dir, data_dir / LOG_FILE, _die_with_parent if die_with_parent else None)
     prom = Prometheus(data_dir, port, proc.pid, proc)
-    (data_dir / PID_FILE).write_text(f"{proc.pid}\n")
-    (data_dir / STATE_FILE).write_text(json.dumps({"pid": proc.pid, "port": port}) + "\n")
-    try:
+    _state(data_dir).record([proc.pid], port=port)
+    with stopped_on_failure(lambda: prom.stop(grace=2), PrometheusError, data_dir / LOG_FILE):
         _wait_ready(prom, time.monotonic() + timeout)
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            prom.stop(grace=2)
-        if isinstance(exc, PrometheusError):
-            raise PrometheusError(f"{exc}; log tail ({data_dir / LOG_FILE}):\n{_log_tail(data_dir)}") from exc
-        raise
     return prom
 
 
@@ -253,23 +260,20 @@ def _wait_ready(prom: Prometheus, deadline: float) -> None:
 def status(data_dir: Path) -> Prometheus | None:
     """The server this module started in data_dir, if it still runs."""
     data_dir = Path(data_dir).resolve()
+    files = _state(data_dir)
+    pids = files.running(lambda pid: _is_ours(pid, data_dir), 1)
     try:
-        state = json.loads((data_dir / STATE_FILE).read_text())
-        pid, port = int(state["pid"]), int(state["port"])
-    except (OSError, ValueError, KeyError, TypeError):
+        port = int((files.state() or {})["port"])
+    except (KeyError, ValueError, TypeError):
         return None
-    if not (pid_alive(pid) and _is_ours(pid, data_dir)):
-        return None
-    return Prometheus(data_dir, port, pid)
+    return None if pids is None else Prometheus(data_dir, port, pids[0])
 
 
 def stop(data_dir: Path, grace: float = 5.0) -> bool:
     """Stop what this module started in data_dir.  False if nothing was running."""
     running = status(data_dir)
     if running is None:
-        for name in (PID_FILE, STATE_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                (Path(data_dir) / name).unlink()
+        _state(Path(data_dir)).forget()
         return False
     running.stop(grace=grace)
     return True
@@ -287,35 +291,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", action="append", default=[], help="host:port of an `oncology serve` (repeatable)")
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args(argv)
-    try:
-        if args.command == "install":
-            t0 = time.monotonic()
-            binary, tool = ensure_installed()
-            print(f"prometheus: {binary} and {tool} ({time.monotonic() - t0:.1f}s)")
-        elif args.command == "check":
-            for check in (("check", "rules", RULES), ("test", "rules", RULE_TESTS)):
-                done = promtool(*check)
-                sys.stdout.write(done.stdout)
-                sys.stderr.write(done.stderr)
-                if done.returncode != 0:
-                    return done.returncode
-        elif args.command == "start":
-            t0 = time.monotonic()
-            prom = start(args.dir, targets=args.target or [f"{HOST}:8080"], port=args.port, timeout=args.timeout)
-            print(f"prometheus: {prom.url} (pid {prom.pid}, ready in {time.monotonic() - t0:.1f}s)")
-        elif args.command == "stop":
-            print("prometheus: stopped" if stop(args.dir) else "prometheus: not running")
-        else:
-            running = status(args.dir)
-            if running is None:
-                print("prometheus: not running")
-                return 3
-            print(f"prometheus: running at {running.url} (pid {running.pid})")
-    except PrometheusError as exc:
-        print(f"prometheus: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
+    def install() -> str:
+        t0 = time.monotonic()
+        binary, tool = ensure_installed()
+        return f"{binary} and {tool} ({time.monotonic() - t0:.1f}s)"
+
+    def check() -> str:
+        for step in (("check", "rules", RULES), ("test", "rules", RULE_TESTS)):
+            done = promtool(*step)
+            sys.stdout.write(done.stdout)
+            sys.stderr.write(done.stderr)
+            if done.returncode != 0:
+                raise PrometheusError(f"promtool {' '.join(map(str, step))} failed (exit {done.returncode})")
+        return "rules checked and tested"
+
+    def start_() -> str:
+        t0 = time.monotonic()
+        prom = start(args.dir, targets=args.target or [f"{HOST}:8080"], port=args.port, timeout=args.timeout)
+        return f"{prom.url} (pid {prom.pid}, ready in {time.monotonic() - t0:.1f}s)"
+
+    def status_() -> str | None:
+        running = status(args.dir)
+        return None if running is None else f"running at {running.url} (pid {running.pid})"
+
+    return command_line("prometheus", PrometheusError, {
+        "install": install, "check": check, "start": start_,
+        "stop": lambda: "stopped" if stop(args.dir) else "not running", "status": status_,
+    }, args.command)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -42,7 +42,9 @@ from typing import Any, Self
 
 from localproc import (
     HOST,
+    StateFiles,
     bindable,
+    command_line,
     free_port,
     free_ports,
     log_tail,
@@ -50,6 +52,7 @@ from localproc import (
     port_open,
     runs,
     spawn,
+    stopped_on_failure,
     terminate,
     wait_closed,
 )
@@ -58,8 +61,6 @@ __all__ = ["SeaweedFS", "SeaweedFSError", "find_weed", "free_port", "s3_client",
 
 DEFAULT_ACCESS_KEY = "oncology-dev"
 DEFAULT_SECRET_KEY = "oncology-dev-secret"
-PID_FILE = "weed.pid"
-STATE_FILE = "weed.json"
 PORTS_FILE = "ports.json"
 LOG_FILE = "weed.log"
 CONFIG_FILE = "s3.json"
@@ -91,8 +92,9 @@ def _is_our_weed(pid: int, data_dir: Path) -> bool:
     return runs(pid, "weed", f"-dir={data_dir.resolve() / 'data'}")
 
 
-def _log_tail(data_dir: Path, lines: int = 20) -> str:
-    return log_tail(data_dir / LOG_FILE, lines)
+def _state(data_dir: Path) -> StateFiles:
+    """``weed.pid`` and ``weed.json`` (the PIDs and ports of the running server) in data_dir."""
+    return StateFiles(data_dir, "weed")
 
 
 def s3_client(endpoint_url: str, access_key: str, secret_key: str, **config: Any) -> Any:
@@ -180,9 +182,7 @@ class SeaweedFS:
             if port and sock.is_socket():
                 with contextlib.suppress(OSError):
                     sock.unlink()
-        for name in (PID_FILE, STATE_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                (self.data_dir / name).unlink()
+        _state(self.data_dir).forget()
 
     def __enter__(self) -> Self:
         return self
@@ -234,7 +234,7 @@ def _volume_joined(master_port: int) -> bool:
 def _check_alive(sw: SeaweedFS) -> None:
     if not sw.alive():
         raise SeaweedFSError(
-            f"weed exited during start-up; log tail ({sw.data_dir / LOG_FILE}):\n{_log_tail(sw.data_dir)}"
+            f"weed exited during start-up; log tail ({sw.data_dir / LOG_FILE}):\n{log_tail(sw.data_dir / LOG_FILE)}"
         )
 
 
@@ -358,16 +358,16 @@ def start(
     ]  # fmt: skip
 
     sw = SeaweedFS(data_dir, s3_port, access_key, secret_key, [], ports)
+    state = _state(data_dir)
 
-    def record() -> None:
-        (data_dir / PID_FILE).write_text("".join(f"{p}\n" for p in sw.pids))
-        (data_dir / STATE_FILE).write_text(json.dumps({"pids": sw.pids, "ports": ports}) + "\n")
+    def describe(e: Exception) -> str:
+        return f"SeaweedFS did not become ready on {sw.endpoint_url} within {timeout:.0f}s ({e})"
 
-    try:
+    with stopped_on_failure(lambda: sw.stop(grace=1), SeaweedFSError, data_dir / LOG_FILE, describe):
         proc = _spawn(server_cmd, data_dir)
         sw.pids.append(proc.pid)
         sw._procs.append(proc)
-        record()
+        state.record(sw.pids, ports=ports)
         while not _master_leads(ports["master"]):
             _check_alive(sw)
             if time.monotonic() > deadline:
@@ -376,36 +376,25 @@ def start(
         proc = _spawn(volume_cmd, data_dir)
         sw.pids.append(proc.pid)
         sw._procs.append(proc)
-        record()
+        state.record(sw.pids, ports=ports)
         _wait_ready(sw, deadline)
-    except BaseException as e:
-        with contextlib.suppress(Exception):
-            sw.stop(grace=1)
-        if isinstance(e, SeaweedFSError):
-            raise SeaweedFSError(
-                f"SeaweedFS did not become ready on {sw.endpoint_url} within {timeout:.0f}s ({e}); "
-                f"log tail ({data_dir / LOG_FILE}):\n{_log_tail(data_dir)}"
-            ) from e
-        raise
     return sw
 
 
-def _read_pids(data_dir: Path) -> list[int]:
+def _ports(state: StateFiles) -> dict[str, int] | None:
     try:
-        return [int(x) for x in (data_dir / PID_FILE).read_text().split()]
-    except (OSError, ValueError):
-        return []
+        return {k: int(v) for k, v in (state.state() or {})["ports"].items()}
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def status(data_dir: Path) -> SeaweedFS | None:
     """The server running in data_dir (started by this module, both processes alive), or None."""
     data_dir = Path(data_dir).resolve()
-    pids = _read_pids(data_dir)
-    if len(pids) != 2 or not all(pid_alive(p) and _is_our_weed(p, data_dir) for p in pids):
-        return None
-    try:
-        ports = {k: int(v) for k, v in json.loads((data_dir / STATE_FILE).read_text())["ports"].items()}
-    except (OSError, ValueError, KeyError):
+    state = _state(data_dir)
+    pids = state.running(lambda pid: _is_our_weed(pid, data_dir), 2)
+    ports = _ports(state)
+    if pids is None or ports is None:
         return None
     access_key = secret_key = ""
     with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
@@ -417,14 +406,11 @@ def status(data_dir: Path) -> SeaweedFS | None:
 def stop(data_dir: Path, grace: float = 3.0) -> bool:
     """Stop what this module started in data_dir. Returns False if nothing was running."""
     data_dir = Path(data_dir).resolve()
-    pids = [p for p in _read_pids(data_dir) if pid_alive(p) and _is_our_weed(p, data_dir)]
-    ports: dict[str, int] = {}
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        ports = {k: int(v) for k, v in json.loads((data_dir / STATE_FILE).read_text())["ports"].items()}
+    state = _state(data_dir)
+    pids = [p for p in state.pids() if pid_alive(p) and _is_our_weed(p, data_dir)]
+    ports = _ports(state) or {}
     if not pids:
-        for name in (PID_FILE, STATE_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                (data_dir / name).unlink()
+        state.forget()
         return False
     SeaweedFS(data_dir, ports.get("s3", 0), "", "", pids, ports).stop(grace=grace)
     return True
@@ -442,30 +428,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args(argv)
 
-    try:
-        if args.command == "start":
-            t0 = time.monotonic()
-            sw = start(
-                args.dir,
-                s3_port=args.s3_port,
-                access_key=os.environ.get("AWS_ACCESS_KEY_ID", DEFAULT_ACCESS_KEY),
-                secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", DEFAULT_SECRET_KEY),
-                timeout=args.timeout,
-            )
-            print(f"seaweedfs: S3 at {sw.endpoint_url} (pids {sw.pids}, ready in {time.monotonic() - t0:.1f}s)")
-        elif args.command == "stop":
-            print("seaweedfs: stopped" if stop(args.dir) else "seaweedfs: not running")
-        else:
-            running = status(args.dir)
-            if running is None:
-                print("seaweedfs: not running")
-                return 3
-            print(f"seaweedfs: running, S3 at {running.endpoint_url} (pids {running.pids})")
-    except SeaweedFSError as e:
-        print(f"seaweedfs: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    def start_() -> str:
+        t0 = time.monotonic()
+        sw = start(
+            args.dir,
+            s3_port=args.s3_port,
+            access_key=os.environ.get("AWS_ACCESS_KEY_ID", DEFAULT_ACCESS_KEY),
+            secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", DEFAULT_SECRET_KEY),
+            timeout=args.timeout,
+        )
+        return f"S3 at {sw.endpoint_url} (pids {sw.pids}, ready in {time.monotonic() - t0:.1f}s)"
 
+    def status_() -> str | None:
+        running = status(args.dir)
+        return None if running is None else f"running, S3 at {running.endpoint_url} (pids {running.pids})"
+
+    return command_line("seaweedfs", SeaweedFSError, {
+        "start": start_, "stop": lambda: "stopped" if stop(args.dir) else "not running", "status": status_,
+    }, args.command)
 
 if __name__ == "__main__":
     sys.exit(main())

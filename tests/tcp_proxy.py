@@ -1,9 +1,12 @@
-"""A small TCP proxy on 127.0.0.1 for the S3 tests: what a bad network does, for real.
+"""The tests' one TCP proxy on 127.0.0.1: what a bad network does, for real.
 
-It forwards HTTP/1.1 connections to a server and, at requests that its rules pick, flips one byte of
-the request body on its way to the server, flips one byte of the response body on its way back, or
-cuts the network: every open connection is closed and new ones are refused from then on.  Every
-failure of its threads is recorded in ``errors``; tests assert it stays empty.
+It forwards connections to a server (an S3 server, in these tests).  Without rules it passes the
+bytes through untouched: a server that appears, and disappears, at a port of the test's choosing
+(stop it and connections are refused; start another on the same port and the server is back).
+With rules it reads the HTTP/1.1 requests and, at those its rules pick, flips one byte of the
+request body on its way to the server, flips one byte of the response body on its way back, or cuts
+the network: every open connection is closed and new ones are refused from then on.  Every failure
+of its threads is recorded in ``errors``; tests assert it stays empty.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self
+from urllib.parse import urlparse
 
 
 @dataclass(frozen=True)
@@ -34,17 +38,25 @@ class _Closed(Exception):
 
 
 class HttpProxy:
-    """Forwards 127.0.0.1:<port> to 127.0.0.1:<upstream>; see the module docstring."""
+    """Forwards 127.0.0.1:``port`` (a free one by default) to ``upstream``: a port on 127.0.0.1 or a
+    URL's host and port; see the module docstring."""
 
     def __init__(
         self,
-        upstream: int,
+        upstream: int | str,
         *,
+        port: int = 0,
         corrupt_request: Rule = never,
         corrupt_response: Rule = never,
         cut: Rule = never,
     ) -> None:
-        self.upstream = upstream
+        if isinstance(upstream, str):
+            url = urlparse(upstream)
+            self.upstream = (url.hostname or "127.0.0.1", url.port or 80)
+        else:
+            self.upstream = ("127.0.0.1", upstream)
+        #: no rule: bytes pass through unread
+        self.raw = corrupt_request is never and corrupt_response is never and cut is never
         self.corrupt_request, self.corrupt_response, self.cut_at = corrupt_request, corrupt_response, cut
         self.requests: list[Request] = []  # every request seen, in order
         self.corrupted: list[Request] = []  # the requests whose body (or response body) was altered
@@ -53,7 +65,7 @@ class HttpProxy:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self._listener.settimeout(0.05)
         self.port: int = self._listener.getsockname()[1]
         self._stopping = threading.Event()
@@ -128,11 +140,24 @@ class HttpProxy:
                 return  # the listener was closed: stop or cut
             client.settimeout(None)
             self._track(client)
-            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            upstream = socket.create_connection(self.upstream)
             self._track(upstream)
+            if self.raw:
+                self._spawn(self._pipe, client, upstream)
+                self._spawn(self._pipe, upstream, client)
+                continue
             pending: list[Request] = []  # requests whose response is to be corrupted
             self._spawn(self._requests, client, upstream, pending)
             self._spawn(self._responses, upstream, client, pending)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        reader = _Reader(source)
+        try:
+            while True:
+                _send(sink, reader.some())
+        finally:  # one side closed: the other learns it
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
 
     def _requests(self, client: socket.socket, upstream: socket.socket, pending: list[Request]) -> None:
         reader = _Reader(client)

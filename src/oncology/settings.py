@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from oncology.model_families import FAMILIES, FAMILY
+
 
 class StoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ONCOLOGY_", extra="ignore")
@@ -35,30 +37,35 @@ class TrainSettings(GateSettings):
     cv_folds: int = Field(
         5, ge=2, description="Outer folds of the nested cross-validation (group-aware, stratified) that gives the CV figures."
     )
-    cv_repeats: int = Field(2, ge=1, description="Repeats of the outer cross-validation, each with its own shuffle.")
+    cv_repeats: int = Field(
+        5, ge=1,
+        description="Repeats of the outer cross-validation, each with its own shuffle; the model card shows the spread "
+        "of the figures between them.",
+    )
     inner_folds: int = Field(
         4, ge=2, description="Inner folds (group-aware, stratified) on which every choice is made: family, hyper-parameters, "
         "threshold and referral band.",
     )
     test_splits: int = Field(5, ge=2, description="The held-out test set is one of this many group folds (5: 20%).")
     target_recall: float = Field(
-        0.98, gt=0, le=1, description="The decision threshold is the highest with this inner-CV malignant recall."
+        0.98, gt=0, lt=1,
+        description="Malignant recall the decision threshold aims at on new cases: the threshold is the k-th lowest of "
+        "the n inner-CV malignant probabilities, with the largest k for which the miss rate (Beta(k, n + 1 - k)) is at "
+        "most 1 - target_recall with probability target_confidence.",
     )
-    referral_recall: float = Field(
-        0.995, gt=0, le=1,
-        description="The referral band refers the fewest cases that leaves, on the inner-CV out-of-fold probabilities, at "
-        "least this malignant recall among the cases not referred.",
+    target_confidence: float = Field(
+        0.8, gt=0, lt=1,
+        description="The probability with which the threshold's miss rate on new malignant cases is at most "
+        "1 - target_recall (higher: a lower threshold, more false alarms).  With too few malignant cases for it, the "
+        "lowest one sets the threshold and the model card states the confidence reached.",
     )
-    referral_specificity: float = Field(
-        0.95, ge=0, le=1, description="The least specificity among the cases the referral band does not refer (inner CV)."
-    )
-    referral_max_rate: float = Field(
-        0.10, ge=0, le=1,
-        description="The largest share of cases the referral band may refer (inner CV); when the targets above need more, "
-        "the band within this share with the best recall among the rest.",
+    referral_budget: float = Field(
+        0.08, ge=0, lt=1,
+        description="The share of cases the referral band may refer (inner CV): the band below the threshold reaches "
+        "down as far as this allows, and at least to the lowest inner-CV malignant probability.",
     )
     families: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("logistic_regression", "linear_discriminant_analysis", "gradient_boosted_trees", "svm_rbf"),
+        tuple(f.name for f in FAMILIES),
         description="Model families compared (comma-separated); only linear ones can be selected, the others are reported.",
     )
     promote: bool = Field(False, description="Promote the new version to champion when it passes the gate.")
@@ -73,8 +80,6 @@ class TrainSettings(GateSettings):
     @field_validator("families")
     @classmethod
     def _known_families(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from oncology.trainer.families import FAMILY
-
         if unknown := [f for f in value if f not in FAMILY]:
             raise ValueError(f"unknown model families {unknown}; known: {', '.join(FAMILY)}")
         if not any(FAMILY[f].selectable for f in value):

@@ -26,6 +26,8 @@ from typing import IO, Any
 
 from localproc import free_port  # infra/localproc.py, on sys.path through tests/conftest.py
 
+from support import poll
+
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 PUBLISH = REPO / "deploy" / "publish.py"
@@ -249,11 +251,13 @@ def wait_ready(url: str, since: float, deadline_s: float = 60) -> float:
     import httpx
 
     with httpx.Client(timeout=1.0) as client:
-        while time.monotonic() - since < deadline_s:
+
+        def answers() -> bool:
             try:
-                if client.get(url).status_code == 200:
-                    return time.monotonic() - since
+                return client.get(url).status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.01)
-    raise StackError(f"{url} did not answer 200 within {deadline_s:.0f}s")
+                return False
+
+        poll(answers, deadline_s - (time.monotonic() - since), f"{url} did not answer 200 within {deadline_s:.0f}s",
+             interval=0.01)
+    return time.monotonic() - since

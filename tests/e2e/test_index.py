@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from e2e.stack import BASE_IMAGE, REPO, Stack, free_port
+from support import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -106,14 +107,15 @@ def pip_download(simple_url: str, requirement: str, dest: Path) -> subprocess.Co
 def wait_answers(url: str, timeout: float = 60) -> float:
     """Seconds until ``url`` answers at all (401: it asks for the password), polled every 50 ms."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
+
+    def answers() -> bool:
         try:
-            if httpx.get(url, timeout=2).status_code == 401:
-                return time.monotonic() - t0
+            return httpx.get(url, timeout=2).status_code == 401
         except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} did not answer within {timeout:.0f}s")
+            return False
+
+    poll(answers, timeout, f"{url} did not answer within {timeout:.0f}s", interval=0.05)
+    return time.monotonic() - t0
 
 
 def test_a_new_container_serves_what_the_killed_one_was_given(stack: Stack, index_image: str, wheel: Path, s3: Any,
@@ -208,13 +210,17 @@ def index_pods(cluster: Any) -> list[dict[str, Any]]:
 
 def wait_new_ready_pod(cluster: Any, old: str, timeout: float = 120) -> tuple[str, float]:
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
+
+    def new_ready() -> str | None:
         for pod in index_pods(cluster):
             ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
             if pod["metadata"]["name"] != old and ready:
-                return pod["metadata"]["name"], time.monotonic() - t0
-        time.sleep(0.5)
-    raise AssertionError(f"no new ready index pod within {timeout:.0f}s: {[p['metadata']['name'] for p in index_pods(cluster)]}")
+                return str(pod["metadata"]["name"])
+        return None
+
+    name = poll(new_ready, timeout, lambda: f"no new ready index pod within {timeout:.0f}s: "
+                f"{[p['metadata']['name'] for p in index_pods(cluster)]}")
+    return name, time.monotonic() - t0
 
 
 @pytest.mark.uncached_build

@@ -50,7 +50,7 @@ from oncology_model import Classifier
 from oncology_model.datamodel import FEATURES
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import open_store
-from support import fast_settings
+from support import fast_settings, poll
 
 pytestmark = pytest.mark.e2e
 
@@ -150,36 +150,54 @@ def image_of(pod_or_template: dict[str, Any]) -> str:
     return str(container["image"])
 
 
+def why_it_exited(cluster: Cluster, pod: str) -> str:
+    """What the pod says of its containers' exits now: their termination messages and logs (this and the
+    previous container's)."""
+    seen = ""
+    got = cluster.kubectl("get", "pod", pod, "-o", "json", check=False)
+    statuses = json.loads(got.stdout).get("status", {}).get("containerStatuses", []) if got.returncode == 0 else []
+    for status in statuses:
+        for state in (status.get("lastState", {}), status.get("state", {})):
+            seen += state.get("terminated", {}).get("message", "")
+    for flag in ("--previous", None):
+        log = cluster.kubectl("logs", pod, *([flag] if flag else []), check=False)
+        seen += log.stdout + log.stderr
+    return seen
+
+
 def wait_job(cluster: Cluster, timeout: float = 300) -> str:
     """Until the training Job succeeds (its logs), or fail at its first failed pod or after ``timeout``."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    def succeeded() -> bool:
         status = cluster.get("job", JOB)["status"]
         if status.get("succeeded"):
-            return cluster.kubectl("logs", f"job/{JOB}").stdout
+            return True
         if status.get("failed"):
             logs = cluster.kubectl("logs", f"job/{JOB}", check=False)
             pytest.fail(f"the training Job failed:\n{logs.stdout[-3000:]}{logs.stderr[-2000:]}")
-        time.sleep(1)
-    pytest.fail(f"the training Job did not finish within {timeout:.0f}s")
+        return False
+
+    poll(succeeded, timeout, f"the training Job did not finish within {timeout:.0f}s", interval=1)
+    return cluster.kubectl("logs", f"job/{JOB}").stdout
 
 
 def assert_clean_deployment(cluster: Cluster, image: str, digest: str | None = None, *, gone: bool = False,
                             timeout: float = 90) -> None:
     """2/2 ready on ``image`` (pulled from the registry by ``digest``), every other ReplicaSet at 0; with ``gone``,
     also no other pod left, not even one still terminating (old pods drain for ONCOLOGY_DRAIN_SECONDS)."""
-    end = time.monotonic() + timeout
-    while True:
+    pods: list[Any] = []
+
+    def settled() -> bool:
+        nonlocal pods
         pods = cluster.get("pods", "-l", f"app={APP}")["items"]
         if not gone:
             pods = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-        settled = len(pods) == 2 and all(not p["metadata"].get("deletionTimestamp") and ready(p) for p in pods)
-        if settled or time.monotonic() > end:
-            break
-        time.sleep(0.5)
-    summary = [(p["metadata"]["name"], image_of(p), ready(p), p["metadata"].get("deletionTimestamp")) for p in pods]
-    assert settled, f"not 2 ready pods and nothing else after {timeout:.0f}s: {summary}"
-    assert {image_of(p) for p in pods} == {image}, summary
+        return len(pods) == 2 and all(not p["metadata"].get("deletionTimestamp") and ready(p) for p in pods)
+
+    def summary() -> list[tuple[Any, ...]]:
+        return [(p["metadata"]["name"], image_of(p), ready(p), p["metadata"].get("deletionTimestamp")) for p in pods]
+
+    poll(settled, timeout, lambda: f"not 2 ready pods and nothing else after {timeout:.0f}s: {summary()}")
+    assert {image_of(p) for p in pods} == {image}, summary()
     if digest is not None:
         for pod in pods:
             (status,) = pod["status"]["containerStatuses"]
@@ -195,14 +213,15 @@ def assert_clean_deployment(cluster: Cluster, image: str, digest: str | None = N
 
 def assert_no_container_runs(stack: Stack, cluster: Cluster, pod: str, timeout: float = 30) -> None:
     """No container of that pod runs on either node any more (dockershim labels each with its pod's name)."""
-    end = time.monotonic() + timeout
-    while True:
+    ids: list[str] = []
+
+    def none_left() -> bool:
+        nonlocal ids
         ids = stack.docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.name={pod}").stdout.split()
         ids += cluster.node2_docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.name={pod}").stdout.split()
-        if not ids:
-            return
-        assert time.monotonic() < end, f"containers {ids} of pod {pod} still run after {timeout:.0f}s"
-        time.sleep(0.5)
+        return not ids
+
+    poll(none_left, timeout, lambda: f"containers {ids} of pod {pod} still run after {timeout:.0f}s")
 
 
 def endpoint_ips(cluster: Cluster) -> tuple[set[str], set[str]]:
@@ -271,12 +290,16 @@ class Service:
 
     def wait_serving(self, version: str, timeout: float = 30) -> None:
         """Until 30 answers in a row (each on a new connection) come from ``version``."""
-        end, streak, seen = time.monotonic() + timeout, 0, Counter[str]()
-        while streak < 30:
-            assert time.monotonic() < end, f"not {version} alone within {timeout:.0f}s: {seen}"
+        streak, seen = 0, Counter[str]()
+
+        def thirty_in_a_row() -> bool:
+            nonlocal streak
             got = self.predict(streak % len(self.rows))["model_version"]
             seen[got] += 1
             streak = streak + 1 if got == version else 0
+            return streak >= 30
+
+        poll(thirty_in_a_row, timeout, lambda: f"not {version} alone within {timeout:.0f}s: {seen}", interval=0)
 
 
 @dataclass
@@ -449,11 +472,16 @@ def _disruptions(cluster: Cluster, service: Service, expected: dict[str, list[tu
         assert proc.returncode == 0, proc.stderr
         refused = evict(cluster, second)  # at once: one pod is already going, minAvailable 1
         assert refused_by_budget(refused), (refused.returncode, refused.stderr)
-        refusals, deadline = 1, time.monotonic() + 120
-        while refused_by_budget(proc := evict(cluster, second)):
-            assert time.monotonic() < deadline, "the second eviction was refused for 120 s"
-            refusals += 1
-            time.sleep(0.5)
+        refusals = 1
+
+        def allowed() -> subprocess.CompletedProcess[str] | None:
+            nonlocal refusals
+            if refused_by_budget(answer := evict(cluster, second)):
+                refusals += 1
+                return None
+            return answer
+
+        proc = poll(allowed, 120, "the second eviction was refused for 120 s")
         assert proc.returncode == 0, proc.stderr
         figures["k8s: both pods evicted one by one: second eviction allowed after (s), refusals"] = (
             f"{time.monotonic() - t0:.1f}, {refusals}")
@@ -513,13 +541,9 @@ def _loss(cluster: Cluster, service: Service, expected: dict[str, list[tuple[str
         assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the loss"
         t_kill = time.monotonic()
         node_sh(cluster, "kill")
-        deadline, back = time.monotonic() + 180, None
-        while back is None:
-            if back_on(cluster, NODE1):
-                back = time.monotonic() - t_kill
-            else:
-                assert time.monotonic() < deadline, f"not 2/2 on {NODE1} within 180 s: {nodes_of(live_pods(cluster))}"
-                time.sleep(0.5)
+        poll(lambda: back_on(cluster, NODE1), 180,
+             lambda: f"not 2/2 on {NODE1} within 180 s: {nodes_of(live_pods(cluster))}")
+        back = time.monotonic() - t_kill
         n = len(load.answers)
         assert load.wait_for(lambda answers: len(answers) >= n + 300, 60), "the Service stopped answering"
     assert load.exhausted is None, f"the load loop hit its bound ({load.exhausted})"
@@ -547,10 +571,7 @@ def _node_loss(cluster: Cluster, service: Service, expected: dict[str, list[tupl
         drain = cluster.kubectl("drain", NODE2, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=180s",
                                 timeout=200, check=False)
         assert drain.returncode == 0, drain.stderr
-        deadline = time.monotonic() + 120
-        while not back_on(cluster, NODE1):
-            assert time.monotonic() < deadline, nodes_of(live_pods(cluster))
-            time.sleep(0.5)
+        poll(lambda: back_on(cluster, NODE1), 120, lambda: nodes_of(live_pods(cluster)))
         figures["k8s: kubectl drain of the second node under load: 2/2 on the first after (s)"] = round(
             time.monotonic() - t0, 1)
         n = len(load.answers)
@@ -602,25 +623,30 @@ def _training_on_a_dying_node(cluster: Cluster, figures: dict[str, Any], store: 
     cluster.kubectl("cordon", NODE1)  # so that its first pod goes to the second node
     try:
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-        deadline = time.monotonic() + 120
-        while True:
+        pods: list[Any] = []
+
+        def running_pods() -> list[Any]:
+            nonlocal pods
             pods = cluster.get("pods", "-l", f"job-name={JOB}")["items"]
-            running = [p for p in pods if p["status"].get("phase") == "Running"]
-            if running:
-                break
-            assert time.monotonic() < deadline, [(p["metadata"]["name"], p["status"].get("phase")) for p in pods]
-            time.sleep(0.2)
+            return [p for p in pods if p["status"].get("phase") == "Running"]
+
+        running = poll(running_pods, 120, lambda: [(p["metadata"]["name"], p["status"].get("phase")) for p in pods],
+                       interval=0.2)
     finally:
         cluster.kubectl("uncordon", NODE1)
     (first,) = running
     assert first["spec"]["nodeName"] == NODE2
     t0 = time.monotonic()
     node_sh(cluster, "kill")  # while it trains
-    deadline = time.monotonic() + 300
-    while not (status := cluster.get("job", JOB)["status"]).get("succeeded"):
+    status: dict[str, Any] = {}
+
+    def completed() -> bool:
+        nonlocal status
+        status = cluster.get("job", JOB)["status"]
         assert not status.get("failed"), status
-        assert time.monotonic() < deadline, f"the Job did not complete within 300 s: {status}"
-        time.sleep(1)
+        return bool(status.get("succeeded"))
+
+    poll(completed, 300, lambda: f"the Job did not complete within 300 s: {status}", interval=1)
     figures["k8s: training Job whose node died: complete after (s)"] = round(time.monotonic() - t0, 1)
     pods = cluster.get("pods", "-l", f"job-name={JOB}")["items"]
     done = [p for p in pods if p["status"].get("phase") == "Succeeded"]
@@ -889,19 +915,16 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
             assert exited or container["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff", container
             # why it exits: the termination message (FallbackToLogsOnError) or its logs; the kubelet may
             # have removed the dead container of a crash-looping pod, so ask again until one of them says
-            seen, deadline = "", time.monotonic() + 60
-            while "alias 'champion' is not set" not in seen and time.monotonic() < deadline:
-                got = cluster.kubectl("get", "pod", pod["metadata"]["name"], "-o", "json", check=False)
-                statuses = json.loads(got.stdout).get("status", {}).get("containerStatuses", []) if got.returncode == 0 else []
-                for status in statuses:
-                    for state in (status.get("lastState", {}), status.get("state", {})):
-                        seen += state.get("terminated", {}).get("message", "")
-                for flag in ("--previous", None):
-                    log = cluster.kubectl("logs", pod["metadata"]["name"], *([flag] if flag else []), check=False)
-                    seen += log.stdout + log.stderr
-                if "alias 'champion' is not set" not in seen:
-                    time.sleep(1)
-            assert "alias 'champion' is not set" in seen, seen[-2000:]
+            seen: list[str] = []
+
+            def says_why(name: str = pod["metadata"]["name"], seen: list[str] = seen) -> bool:
+                seen.append(why_it_exited(cluster, name))
+                return "alias 'champion' is not set" in "".join(seen)
+
+            def shown(seen: list[str] = seen) -> str:
+                return "".join(seen)[-2000:]
+
+            poll(says_why, 60, shown, interval=1)
         else:
             assert container["restartCount"] == 0 and container["started"] is True and "running" in container["state"]
             ip = pod["status"]["podIP"]  # the pod itself, from the host

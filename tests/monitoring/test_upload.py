@@ -179,3 +179,38 @@ def test_write_once_on_s3(s3: S3, trained_store: Path, tmp_path: Path) -> None:
     check_write_once(store, tmp_path)
     proc = run("monitoring", "upload", "--store", uri, "--coverage-dir", str(tmp_path / "a"), env=s3.env())
     assert proc.returncode == 0 and "unchanged" in proc.stdout, proc.stderr  # the CLI against S3: a no-op now
+
+
+#: The objects an upload writes after its first (a coverage report), in the order it writes them.
+LATER_OBJECTS = {
+    "the second coverage report": coverage_key("test", "1.0.1"),
+    "the test KPIs": kpis_key("1.0.1"),
+    "the metrics table": tables.metrics_key("1.0.1"),
+    "the promotion table (written last)": tables.promotion_key(1, "1.0.1"),
+}
+
+
+def check_a_later_conflict_writes_nothing(store: Store, key: str, tmp_path: Path) -> None:
+    """A version's object other than the first one written already holds other bytes: the upload is
+    refused naming it, and not one object (nor a manifest) is left behind."""
+    store.create(key, b"other bytes\n")
+    before = {k: store.read(k) for k in store.list(f"{tables.MONITORING_PREFIX}/")}
+    reports = {s: (write_coverage(tmp_path / "c") / f"{s}-coverage.json").read_bytes() for s in ("unittest", "test")}
+    with pytest.raises(RegistryError, match=f"{key} already exists with other content"):
+        upload(store, "1.0.1", reports)
+    assert {k: store.read(k) for k in store.list(f"{tables.MONITORING_PREFIX}/")} == before
+    assert before[key] == b"other bytes\n" and not any(k.startswith(f"{tables.MONITORING_PREFIX}/quicksight/") for k in before)
+
+
+@pytest.mark.parametrize("key", LATER_OBJECTS.values(), ids=LATER_OBJECTS.keys())
+def test_a_conflict_on_a_later_object_writes_nothing_on_a_local_store(trained_store: Path, tmp_path: Path, key: str) -> None:
+    check_a_later_conflict_writes_nothing(open_store(copy_store(trained_store, tmp_path)), key, tmp_path)
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("key", LATER_OBJECTS.values(), ids=LATER_OBJECTS.keys())
+def test_a_conflict_on_a_later_object_writes_nothing_on_s3(s3: S3, trained_store: Path, tmp_path: Path, key: str) -> None:
+    store = open_store(f"s3://{s3.bucket}/monitoring-{uuid.uuid4().hex[:8]}")
+    ModelRegistry(store).publish(ModelRegistry(open_store(trained_store)).load("1.0.1").files)
+    ModelRegistry(store).promote("1.0.1")
+    check_a_later_conflict_writes_nothing(store, key, tmp_path)

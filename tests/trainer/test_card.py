@@ -71,7 +71,7 @@ def test_card_markdown_covers_every_section_the_issue_asks_for(traced: Traced) -
     md = traced.result.files["card.md"].decode()
     headings = re.findall(r"^#+ (.+)$", md, flags=re.M)
     for section in ("Intended use", "Data", "Evaluation", "Threshold trade-off", "Referral band", "Families compared",
-                    "Limitations", "Reporting problems"):
+                    "What these figures can and cannot show", "Limitations", "Reporting problems"):
         assert section in headings
     for fact in ("not a diagnosis", "CC BY 4.0", "1989", "683 used", "repeated sample ids", "single historical site",
                  "no demographic data", "not selectable"):
@@ -92,3 +92,18 @@ def test_the_card_names_a_local_data_file_by_its_name_alone(traced: Traced) -> N
     assert f"- File: breast-cancer-wisconsin.data (sha256 {traced.dataset.sha256})" in md
     assert card.shown_uri("file:///srv/data/x.data") == "x.data"
     assert card.shown_uri("s3://bucket/raw/x.data") == "s3://bucket/raw/x.data"  # a shared location is worth naming
+
+
+def test_the_card_says_what_a_recall_difference_is_in_cases(traced: Traced) -> None:
+    kpis = traced.result.kpis
+    n_mal = kpis["cv"]["n_malignant"]
+    assert 150 < n_mal < 200  # the training part's malignant cases, each scored once per repeat
+    show = card.what_the_figures_show(kpis)
+    assert f"by {card.fmt(1 / n_mal)}" in show[0] and f"about {0.012 * n_mal:.1f} cases" in show[0]
+    md = traced.result.files["card.md"].decode()
+    assert all(item in md for item in show)
+    bundle_card = Bundle.from_files(traced.result.files).card
+    assert bundle_card is not None and bundle_card["threshold_rank"] == traced.result.metadata["threshold_rank"]
+    spread = {row[0]: row[1:] for row in _table(md, "figure | repeat 1")}
+    recall = kpis["cv"]["by_repeat"]["recall"]
+    assert spread[card.KPI_LABELS["recall"]] == [*(card.fmt(v) for v in recall), card.fmt(max(recall) - min(recall))]

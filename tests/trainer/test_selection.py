@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedKFold
 
-from oncology.trainer import data, selection
+from oncology.trainer import data, metrics, selection
 from oncology.trainer.train import train
 from support import Traced, fast_settings
 
@@ -117,3 +117,18 @@ def test_one_se_takes_the_simplest_candidate_within_one_standard_error() -> None
     assert selection.one_se(scored).candidate is pool[2]  # the others are more than one SE worse
     scored[2] = selection.Scored(pool[2], rows, np.zeros(3), (0.022, 0.036, 0.029))
     assert selection.one_se(scored).candidate is pool[0]  # now all are within one SE: the simplest wins
+
+
+def test_the_summary_gives_each_repeats_means_in_order() -> None:
+    """Two repeats of two outer folds: each repeat's mean of its own folds, the first repeat first."""
+
+    def fold(recall: float, referred: float) -> selection.FoldResult:
+        kpis = {name: 0.5 for name in metrics.KPI_NAMES} | {"recall": recall}
+        referral = {name: 0.5 for name in metrics.REFERRAL_NAMES} | {"referred": referred}
+        return selection.FoldResult(kpis, referral, "c", 0.3, metrics.Band(0.1, 0.3))
+
+    found = selection.summary([fold(1.0, 0.1), fold(0.9, 0.0), fold(0.8, 0.2), fold(0.8, 0.0)], folds=2)
+    assert found["by_repeat"]["recall"] == pytest.approx([0.95, 0.8])
+    assert found["by_repeat"]["referred"] == pytest.approx([0.05, 0.1])
+    assert found["mean"]["recall"] == pytest.approx(0.875)
+    assert set(found["by_repeat"]) == {*metrics.KPI_NAMES, *metrics.REFERRAL_NAMES}

@@ -124,7 +124,14 @@ def test_metadata_records_provenance_and_the_referral_band(traced: Traced) -> No
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert meta["code"]["git_commit"].removesuffix("-dirty") == head.stdout.strip()  # this checkout's commit
     ref = meta["referral"]
-    assert 0 <= ref["low"] <= meta["threshold"] <= ref["high"] <= 1 and "inner" in ref["rule"]
+    assert 0 <= ref["low"] < meta["threshold"] == ref["high"] <= 1 and "inner" in ref["rule"]
+    rank, settings = meta["threshold_rank"], traced.settings
+    assert rank["k"] == metrics.threshold_rank(rank["n"], settings.target_recall, settings.target_confidence)
+    assert rank["confidence"] == metrics.miss_rate_confidence(rank["k"], rank["n"], settings.target_recall)
+    assert rank["confidence"] >= settings.target_confidence == rank["confidence_asked"]
+    # every malignant case of the training part is in the inner out-of-fold probabilities the rule ranks
+    assert rank["n"] == int(np.sum(traced.dataset.y[np.setdiff1d(np.arange(len(traced.dataset.y)), traced.result.test_index)] == 1))
+    assert f"{rank['confidence']:.1%}" in meta["threshold_rule"]
     assert (ref["low"], ref["high"]) == (traced.result.kpis["referral"]["low"], traced.result.kpis["referral"]["high"])
 
 
@@ -166,13 +173,6 @@ def test_held_out_rows_never_reach_a_choice(traced: Traced) -> None:
         else:
             assert scrambled.kpis[key] == traced.result.kpis[key], key
     assert scrambled.kpis["test"]["roc_auc"] != traced.result.kpis["test"]["roc_auc"]
-
-
-def test_recall_threshold_picks_the_highest_threshold_meeting_the_recall() -> None:
-    y = np.array([1, 1, 1, 1, 0, 0])
-    p = np.array([0.9, 0.8, 0.4, 0.2, 0.3, 0.1])
-    assert metrics.recall_threshold(y, p, 0.75) == 0.4
-    assert metrics.recall_threshold(y, p, 1.0) == 0.2
 
 
 def test_a_model_failing_the_gate_is_not_published(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pydantic
 import pytest
+from tcp_proxy import HttpProxy
 
 from oncology.settings import ServeSettings
 from oncology.webservice import predlog
@@ -24,7 +25,7 @@ from oncology.webservice.predlog import PredictionLog
 from oncology_model.datamodel import FEATURES, Decision
 from oncology_model.errors import StoreUnavailable
 from oncology_model.storage import LocalStore, Store, open_store
-from support import S3, TcpForwarder
+from support import S3
 
 from .conftest import EXAMPLE, MALIGNANT, free_port
 
@@ -374,7 +375,7 @@ def test_an_unreachable_s3_store_costs_predictions_nothing_drops_are_counted_and
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")  # S3 through a forwarder we can take away
     uri = f"s3://{s3.bucket}/predlog-{os.urandom(4).hex()}"
     metrics = Metrics()
-    forwarder = TcpForwarder(port, s3.endpoint_url).__enter__()
+    forwarder = HttpProxy(s3.endpoint_url, port=port).__enter__()
     log = PredictionLog(open_store(uri), "w", max_buffered=30, batch_rows=5, flush_seconds=0.2, metrics=metrics,
                         retries=1, retry_seconds=0.05)
     recorded = 0
@@ -400,7 +401,7 @@ def test_an_unreachable_s3_store_costs_predictions_nothing_drops_are_counted_and
         assert exposed(metrics, 'oncology_prediction_log_dropped_total{reason="write_failed"}') > 0
         assert exposed(metrics, 'oncology_prediction_log_dropped_total{reason="buffer_full"}') > 0
 
-        with TcpForwarder(port, s3.endpoint_url):  # S3 is back: the next batches land
+        with HttpProxy(s3.endpoint_url, port=port):  # S3 is back: the next batches land
             wait_for(lambda: log.buffered == 0, "what was buffered during the outage")
             for j in range(7):
                 one(log, f"back-{j}")

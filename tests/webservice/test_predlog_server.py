@@ -12,9 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tcp_proxy import HttpProxy
 
 from oncology_model.storage import open_store
-from support import S3, TcpForwarder
+from support import S3
 
 from .conftest import EXAMPLE, MALIGNANT, free_port
 
@@ -82,7 +83,7 @@ def test_predictions_never_fail_while_the_log_store_is_unreachable(  # type: ign
 ) -> None:
     port = free_port()
     uri = f"s3://{s3.bucket}/predlog-{os.urandom(4).hex()}"
-    forwarder = TcpForwarder(port, s3.endpoint_url).__enter__()
+    forwarder = HttpProxy(s3.endpoint_url, port=port).__enter__()
     server = serve(s3.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", ONCOLOGY_STORE=str(trained_store),
                           ONCOLOGY_PREDICTION_LOG="true", ONCOLOGY_PREDICTION_LOG_STORE=uri,
                           ONCOLOGY_PREDICTION_LOG_MAX_BUFFERED="50", ONCOLOGY_PREDICTION_LOG_BATCH_ROWS="10",
@@ -95,7 +96,7 @@ def test_predictions_never_fail_while_the_log_store_is_unreachable(  # type: ign
         statuses.append(httpx.post(f"{server.url}/predict", json=EXAMPLE).status_code)
     assert set(statuses) == {200}  # 0 predictions fail while the store is unreachable
     assert _metric(server.url, "oncology_prediction_log_write_failures_total") > 0
-    with TcpForwarder(port, s3.endpoint_url):  # back: the next predictions land
+    with HttpProxy(s3.endpoint_url, port=port):  # back: the next predictions land
         for i in range(5):
             assert httpx.post(f"{server.url}/predict", json=EXAMPLE, headers={"x-request-id": f"back-{i}"}).status_code == 200
         server.proc.send_signal(signal.SIGTERM)

@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
+from tcp_proxy import HttpProxy
 
 from oncology.trainer.pipeline import run_training
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore, open_store
-from support import S3, TcpForwarder, fast_settings
+from support import S3, fast_settings
 
 from .conftest import EXAMPLE, MALIGNANT, free_port
 
@@ -151,7 +152,7 @@ def test_a_store_that_is_down_at_start_gives_a_live_unready_server_that_becomes_
     assert httpx.get(f"{server.url}/readyz").status_code == 503  # ... but not ready
     assert httpx.post(f"{server.url}/predict", json=EXAMPLE).status_code == 503
     assert "cannot reach the S3 server" in server.logs()
-    with TcpForwarder(port, s3.endpoint_url):  # the store comes back
+    with HttpProxy(s3.endpoint_url, port=port):  # the store comes back
         deadline = time.monotonic() + 30
         while httpx.get(f"{server.url}/readyz").status_code != 200:
             assert server.proc.poll() is None and time.monotonic() < deadline, server.logs()[-2000:]
@@ -382,7 +383,7 @@ def test_a_store_outage_keeps_the_old_model_serving_and_the_new_one_loads_when_i
         registry.publish(local.load(version).files)
     registry.promote("1.0.1")
     port = free_port()
-    forwarder = TcpForwarder(port, s3.endpoint_url).__enter__()
+    forwarder = HttpProxy(s3.endpoint_url, port=port).__enter__()
     try:
         server = serve(s3.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", ONCOLOGY_STORE=uri,
                               ONCOLOGY_RELOAD_INTERVAL="0.5"))
@@ -401,7 +402,7 @@ def test_a_store_outage_keeps_the_old_model_serving_and_the_new_one_loads_when_i
         time.sleep(0.1)
     assert httpx.get(f"{server.url}/readyz").status_code == 200  # ... the service stays ready
     assert httpx.post(f"{server.url}/predict", json=EXAMPLE).json()["model_version"] == "1.0.1"  # on the old model
-    with TcpForwarder(port, s3.endpoint_url):  # S3 is back: the new model within a reload interval (and a retry)
+    with HttpProxy(s3.endpoint_url, port=port):  # S3 is back: the new model within a reload interval (and a retry)
         deadline = time.monotonic() + 30
         while httpx.post(f"{server.url}/predict", json=EXAMPLE).json()["model_version"] != "1.0.2":
             assert time.monotonic() < deadline, server.logs()[-2000:]

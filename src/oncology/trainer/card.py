@@ -91,6 +91,7 @@ def build(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> dict[str, Any
         "model": metadata["model"],
         "threshold": metadata["threshold"],
         "threshold_rule": metadata["threshold_rule"],
+        "threshold_rank": metadata["threshold_rank"],
         "referral": {**metadata["referral"], "cv": kpis["referral"]["cv"], "test": kpis["referral"]["test"]},
         "data": metadata["data"],
         "evaluation": {"cv": kpis["cv"], "test": kpis["test"], "cv_tuned_on_own_folds": kpis["cv_tuned_on_own_folds"]},
@@ -103,10 +104,44 @@ def build(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> dict[str, Any
             "candidates": training["candidates"],
         },
         "targets": kpis["targets"],
+        "what_the_figures_show": what_the_figures_show(kpis),
         "limitations": list(LIMITATIONS),
         "reporting_problems": REPORTING,
         "provenance": {"code": metadata["code"], "libraries": metadata["libraries"], "seed": training["seed"]},
     }
+
+
+#: The figures whose spread between the repeats of the outer CV the card shows.
+SPREAD = ("accuracy", "recall", "specificity", "roc_auc")
+SPREAD_REFERRAL = ("referred", "recall_not_referred")
+
+
+def what_the_figures_show(kpis: Mapping[str, Any]) -> list[str]:
+    """What the nested-CV and test figures can and cannot tell apart, in cases rather than decimals."""
+    cv, test = kpis["cv"], kpis["test"]
+    n_mal = cv["n_malignant"]
+    one = 1 / n_mal
+    recall_by_repeat = cv["by_repeat"]["recall"]
+    spread = max(recall_by_repeat) - min(recall_by_repeat)
+    lo, hi = test["ci"]["recall"]
+    test_mal = test["confusion_matrix"]["tp"] + test["confusion_matrix"]["fn"]
+    found = [
+        f"Each repeat of the outer CV scores every one of the {cv['n']} training cases once, {n_mal} of them malignant: "
+        f"one missed cancer moves a repeat's malignant recall by {fmt(one)}, so a recall difference of 0.012 is about "
+        f"{0.012 * n_mal:.1f} cases.",
+        f"Between the {cv['repeats']} repeats, which differ only in how the cases are shuffled into folds, the mean "
+        f"malignant recall ranges from {fmt(min(recall_by_repeat))} to {fmt(max(recall_by_repeat))} "
+        f"({spread * n_mal:.1f} cases): a target met or missed by less than that is not a difference these data can "
+        "show, and neither is a comparison of two procedures whose figures differ by less.",
+        f"The held-out test set has {test_mal} malignant cases: its malignant recall {fmt(test['recall'])} has the 95% "
+        f"interval {ci([lo, hi])}; a single version's test figures cannot tell models apart whose recall differs by "
+        "less than that width.",
+        "The figures can show that the procedure (family, hyper-parameters, threshold and band, all chosen on inner "
+        "folds) holds up on cases no choice has seen, and how much it varies with the split; they cannot show how "
+        "the model does at another site, with other cytologists, or on a population with another share of "
+        "malignant cases.",
+    ]
+    return found
 
 
 def why_chosen(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> str:
@@ -140,6 +175,7 @@ def markdown(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> str:
     """The card for people (``card.md``)."""
     data, training, cv, test, referral = metadata["data"], metadata["training"], kpis["cv"], kpis["test"], kpis["referral"]
     prov = data.get("provenance") or {}
+    labels = {**KPI_LABELS, **REFERRAL_LABELS}
     counts = data["class_counts"]
     used = data["rows_used"]
     lines = [
@@ -149,6 +185,9 @@ def markdown(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> str:
         f"- Model: {metadata['model']['name']} ({metadata['model']['family']})",
         f"- Decision threshold: {fmt(metadata['threshold'])} (malignant at or above); {metadata['threshold_rule']}",
         f"- Referral band: [{fmt(referral['low'])}, {fmt(referral['high'])}) of malignant probability: 'refer for review'",
+        f"- Confidence of the threshold: with probability {metadata['threshold_rank']['confidence']:.1%}, at most "
+        f"{1 - metadata['threshold_rank']['target_recall']:.1%} of new malignant cases fall below it "
+        f"(rank {metadata['threshold_rank']['k']} of {metadata['threshold_rank']['n']})",
         "",
         "## Intended use",
         "",
@@ -183,6 +222,16 @@ def markdown(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> str:
         "| KPI | nested CV mean ± std |",
         "| --- | --- |",
         *(f"| {label} | {pm(cv, key)} |" for key, label in KPI_LABELS.items()),
+        "",
+        f"Each repeat's mean over its {cv['folds']} outer folds (the repeats differ only in the shuffle):",
+        "",
+        "| figure | " + " | ".join(f"repeat {i + 1}" for i in range(cv["repeats"])) + " | range |",
+        "| --- | " + " | ".join("---" for _ in range(cv["repeats"])) + " | --- |",
+        *(
+            f"| {labels[key]} | " + " | ".join(fmt(v) for v in cv["by_repeat"][key])
+            + f" | {fmt(max(cv['by_repeat'][key]) - min(cv['by_repeat'][key]))} |"
+            for key in (*SPREAD, *SPREAD_REFERRAL)
+        ),
         "",
         "| target | value | met |",
         "| --- | --- | --- |",
@@ -266,6 +315,10 @@ def markdown(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> str:
             f"| {label} | {pm(kpis['cv_tuned_on_own_folds']['referral'], key)} | {pm(referral['cv'], key)} |"
             for key, label in REFERRAL_LABELS.items()
         ),
+        "",
+        "## What these figures can and cannot show",
+        "",
+        *(f"- {item}" for item in what_the_figures_show(kpis)),
         "",
         "## Limitations",
         "",

@@ -1,9 +1,10 @@
-"""The model families compared by nested cross-validation, and which of them may be selected.
+"""The candidates of each model family (`oncology.model_families` names them) compared by nested
+cross-validation.
 
-The service scores a code-free bundle (`model.json`, a `LinearScorer`): no pickle and no
-scikit-learn.  Only linear families can be exported that way, so only they are selectable; the
-others (gradient-boosted trees, an RBF-kernel SVM) go through the same nested cross-validation and
-are reported side by side, so that the choice of a linear model is earned rather than assumed.
+Only linear families can be exported to the code-free bundle the service scores, so only they are
+selectable; the others (gradient-boosted trees, an RBF-kernel SVM) go through the same nested
+cross-validation and are reported side by side, so that the choice of a linear model is earned
+rather than assumed.
 """
 
 from __future__ import annotations
@@ -22,33 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    label: str
-    #: whether the service can score it from a code-free bundle (and so whether it may be chosen)
-    selectable: bool
-    note: str
-
-
-FAMILIES = (
-    Family("logistic_regression", "logistic regression (L2)", True, "linear: exported as model.json"),
-    Family("linear_discriminant_analysis", "linear discriminant analysis", True, "linear: exported as model.json"),
-    Family(
-        "gradient_boosted_trees",
-        "gradient-boosted trees (HistGradientBoosting)",
-        False,
-        "reported, not selectable: a tree ensemble cannot be scored from the linear model.json without code",
-    ),
-    Family(
-        "svm_rbf",
-        "SVM, RBF kernel (Platt-calibrated)",
-        False,
-        "reported, not selectable: support vectors and a kernel cannot be scored from the linear model.json",
-    ),
-)
-FAMILY = {f.name: f for f in FAMILIES}
+from oncology.model_families import FAMILY
 
 
 @dataclass(frozen=True)

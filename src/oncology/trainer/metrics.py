@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy.stats import beta  # type: ignore[import-untyped]  # scipy ships no type stubs
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 #: Scalar KPIs, in report order.
@@ -50,16 +51,50 @@ def summarize(folds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     }
 
 
-def recall_threshold(y: npt.NDArray[np.int64], proba: npt.NDArray[np.float64], min_recall: float) -> float:
-    """The highest threshold whose malignant recall is at least ``min_recall``.
+@dataclass(frozen=True)
+class Threshold:
+    """A decision threshold at the ``k``-th lowest of ``n`` malignant probabilities, and ``confidence``:
+    the probability that its miss rate on new malignant cases is at most ``1 - target``."""
 
-    The highest such threshold has the best specificity among them: a missed cancer costs more
-    than a false alarm, so recall is the constraint and false alarms are what is minimised.
+    value: float
+    k: int
+    n: int
+    target: float
+    confidence: float
+
+
+def miss_rate_confidence(k: int, n: int, target: float) -> float:
+    """P(miss rate <= 1 - ``target``) for a threshold at the ``k``-th lowest of ``n`` malignant probabilities.
+
+    A new malignant case falls below the k-th lowest of n exchangeable ones with probability
+    ``U_(k)``, the k-th order statistic of n uniforms: the miss rate is Beta(k, n + 1 - k) (its mean,
+    k / (n + 1), is what the threshold aims at).
     """
-    malignant = np.sort(proba[y == 1])[::-1]
-    needed = int(np.ceil(min_recall * len(malignant)))  # positives that must score >= threshold
-    threshold = float(malignant[max(needed, 1) - 1])
-    return min(max(threshold, 1e-6), 1 - 1e-6)
+    return float(beta.cdf(1 - target, k, n + 1 - k))
+
+
+def threshold_rank(n: int, target: float, confidence: float) -> int:
+    """The largest ``k`` for which P(miss rate <= 1 - ``target``) >= ``confidence`` at the k-th lowest of
+    ``n`` malignant probabilities; 1 (the lowest) when no k reaches the confidence (too few cases)."""
+    # P(miss rate <= m) falls as k grows: count the ranks that reach the confidence
+    ks = np.arange(1, n + 1)
+    reached = beta.cdf(1 - target, ks, n + 1 - ks) >= confidence
+    return max(int(np.sum(reached)), 1)
+
+
+def recall_threshold(
+    y: npt.NDArray[np.int64], proba: npt.NDArray[np.float64], target: float, confidence: float
+) -> Threshold:
+    """The threshold at the k-th lowest malignant probability, k from `threshold_rank`.
+
+    The highest such threshold has the best specificity: a missed cancer costs more than a false
+    alarm, so recall on new cases, with the stated confidence, is the constraint.
+    """
+    malignant = np.sort(proba[y == 1])
+    n = len(malignant)
+    k = threshold_rank(n, target, confidence)
+    value = min(max(float(malignant[k - 1]), 1e-6), 1 - 1e-6)
+    return Threshold(value, k, n, target, miss_rate_confidence(k, n, target))
 
 
 #: Referral figures, in report order: the share of cases referred, and the KPIs of the others.
@@ -103,49 +138,33 @@ def referral_kpis(y: npt.NDArray[np.int64], proba: npt.NDArray[np.float64], band
 
 
 def referral_band(
-    y: npt.NDArray[np.int64],
-    proba: npt.NDArray[np.float64],
-    threshold: float,
-    min_recall: float,
-    min_specificity: float,
-    max_referred: float,
+    y: npt.NDArray[np.int64], proba: npt.NDArray[np.float64], threshold: float, budget: float
 ) -> Band:
-    """The band [low, high) around ``threshold`` that refers the fewest cases while, among the cases
-    not referred, malignant recall is at least ``min_recall`` and specificity at least
-    ``min_specificity``, referring at most ``max_referred`` of the cases.
+    """The band [low, threshold) below the decision threshold: the cases it holds would be called
+    benign, and are referred instead; a malignant answer is never changed.
 
-    When no band meets the targets within ``max_referred``, the band within it with the best recall
-    (then specificity) among the rest, flagged ``met=False``.  ``low`` is placed halfway between the
-    lowest referred probability and the next lower one, so that a new case just below the lowest
-    referred one is referred too.
+    ``low`` is the lowest edge whose share of the cases referred is at most ``budget``, and never
+    above the lowest malignant probability: every malignant case of these cases is at least referred,
+    and the budget is the margin below it for the malignant cases not seen.  ``met``: the band keeps
+    within the budget (False when reaching the lowest malignant probability took more).  The edge
+    sits halfway between the lowest referred probability and the next lower one.
     """
-    truth = y == 1
     n = len(y)
-    lows = np.unique(np.append(proba[proba <= threshold], threshold))
-    highs = np.unique(np.append(proba[proba > threshold], threshold))
-    mal, ben = np.sort(proba[truth]), np.sort(proba[~truth])
-    mal_below = np.searchsorted(mal, lows, side="left")[:, None]
-    ben_below = np.searchsorted(ben, lows, side="left")[:, None]
-    mal_above = (len(mal) - np.searchsorted(mal, highs, side="left"))[None, :]
-    ben_above = (len(ben) - np.searchsorted(ben, highs, side="left"))[None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(mal_above + mal_below > 0, mal_above / (mal_above + mal_below), 1.0)
-        spec = np.where(ben_above + ben_below > 0, ben_below / (ben_below + ben_above), 1.0)
-    referred = (n - mal_below - ben_below - mal_above - ben_above) / n
-    allowed = referred <= max_referred + 1e-12
-    meets = allowed & (recall >= min_recall) & (spec >= min_specificity)
-    met = bool(meets.any())
-    if met:
-        order = np.lexsort((-spec[meets], -recall[meets], referred[meets]))
-        i, j = (a[order[0]] for a in np.nonzero(meets))
-    else:
-        order = np.lexsort((referred[allowed], -spec[allowed], -recall[allowed]))
-        i, j = (a[order[0]] for a in np.nonzero(allowed))
-    low, high = float(lows[i]), float(highs[j])
-    below = proba[proba < low]
-    if low < threshold and len(below):
-        low = (low + float(below.max())) / 2
-    return Band(low, high, met)
+    below = np.sort(proba[proba < threshold])[::-1]  # the candidates for referral, highest first
+    allowed = int(np.floor(budget * n + 1e-9))
+    # a tie cannot be split: the edge may not fall between two equal probabilities
+    while 0 < allowed < len(below) and below[allowed] == below[allowed - 1]:
+        allowed -= 1
+    allowed = min(allowed, len(below))
+    low = threshold if allowed == 0 else float(below[allowed - 1])
+    malignant = proba[(y == 1) & (proba < threshold)]
+    if len(malignant) and malignant.min() < low:
+        low = float(malignant.min())
+    rest = proba[proba < low]
+    if low < threshold and len(rest):
+        low = (low + float(rest.max())) / 2
+    referred = float(np.mean((proba >= low) & (proba < threshold))) if n else 0.0
+    return Band(low, threshold, referred <= budget + 1e-12)
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:

@@ -21,8 +21,9 @@ import numpy.typing as npt
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import StratifiedGroupKFold
 
+from oncology.model_families import FAMILIES
 from oncology.trainer import metrics
-from oncology.trainer.families import FAMILIES, Candidate
+from oncology.trainer.families import Candidate
 
 Index = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -35,10 +36,9 @@ SELECTED = "selected"
 class Targets:
     """What the threshold and the referral band are chosen for (on inner out-of-fold probabilities)."""
 
-    recall: float  # malignant recall at the decision threshold
-    referral_recall: float  # malignant recall among cases not referred
-    referral_specificity: float  # specificity among cases not referred
-    referral_max_rate: float  # most cases referred
+    recall: float  # malignant recall on new cases at the decision threshold
+    confidence: float  # the probability with which the threshold's miss rate is at most 1 - recall
+    referral_budget: float  # the share of cases the referral band may refer
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,7 @@ class Choice:
     threshold: float
     band: metrics.Band
     scores: tuple[Scored, ...]
+    rank: metrics.Threshold  # how the threshold was found: its rank among the malignant probabilities
 
 
 def one_se(results: Sequence[Scored]) -> Scored:
@@ -162,6 +163,12 @@ def inner_scores(
     return scored
 
 
+def threshold_and_band(y: npt.NDArray[np.int64], proba: Floats, targets: Targets) -> tuple[metrics.Threshold, metrics.Band]:
+    """The decision threshold and the referral band below it, from out-of-fold probabilities."""
+    rank = metrics.recall_threshold(y, proba, targets.recall, targets.confidence)
+    return rank, metrics.referral_band(y, proba, rank.value, targets.referral_budget)
+
+
 def decide(
     scores: dict[str, Scored], names: Sequence[str], data: Data, targets: Targets, trace: Trace | None, fold: str
 ) -> Choice:
@@ -169,16 +176,13 @@ def decide(
     considered = [scores[n] for n in names]
     best = one_se(considered)
     y = data.y[best.rows]
-    threshold = metrics.recall_threshold(y, best.proba, targets.recall)
-    band = metrics.referral_band(
-        y, best.proba, threshold, targets.referral_recall, targets.referral_specificity, targets.referral_max_rate
-    )
+    rank, band = threshold_and_band(y, best.proba, targets)
     if trace is not None:
         for s in considered:
             trace.add("select", fold, s.candidate.name, s.rows)
         trace.add("threshold", fold, best.candidate.name, best.rows)
         trace.add("referral", fold, best.candidate.name, best.rows)
-    return Choice(best.candidate, threshold, band, tuple(considered))
+    return Choice(best.candidate, rank.value, band, tuple(considered), rank)
 
 
 def procedures(pool: Sequence[Candidate]) -> dict[str, list[str]]:
@@ -283,10 +287,8 @@ def tuned_on_own_folds(
             scored.append(Scored(cand, np.concatenate([t for _, t in cv.outer]), np.concatenate(probas), briers))
     best = one_se(scored)
     y = data.y[best.rows]
-    threshold = metrics.recall_threshold(y, best.proba, targets.recall)
-    band = metrics.referral_band(
-        y, best.proba, threshold, targets.referral_recall, targets.referral_specificity, targets.referral_max_rate
-    )
+    rank, band = threshold_and_band(y, best.proba, targets)
+    threshold = rank.value
     results = [
         FoldResult(
             metrics.kpis(data.y[t], p, threshold),
@@ -300,15 +302,22 @@ def tuned_on_own_folds(
     return best.candidate.name, threshold, band, results
 
 
-def summary(results: Sequence[FoldResult]) -> dict[str, Any]:
-    """Mean and std over outer folds of the KPIs and the referral figures, and how often each
-    candidate was chosen."""
+def summary(results: Sequence[FoldResult], folds: int) -> dict[str, Any]:
+    """Mean and std over outer folds of the KPIs and the referral figures, how often each candidate
+    was chosen, and each repeat's means (``results`` hold ``folds`` outer folds per repeat, in order):
+    the spread between repeats is how much the figures move with nothing but the shuffle."""
     chosen: dict[str, int] = {}
     for r in results:
         chosen[r.chosen] = chosen.get(r.chosen, 0) + 1
+    repeats = [results[i : i + folds] for i in range(0, len(results), folds)]
     return {
         **metrics.summarize([r.kpis for r in results]),
         "referral": metrics.summarize([r.referral for r in results]),
         "chosen": dict(sorted(chosen.items())),
         "threshold": metrics.summarize([{"threshold": r.threshold, "low": r.band.low, "high": r.band.high} for r in results]),
+        "by_repeat": {
+            name: [float(np.mean([r.kpis[name] for r in rep])) for rep in repeats] for name in metrics.KPI_NAMES
+        } | {
+            name: [float(np.mean([r.referral[name] for r in rep])) for rep in repeats] for name in metrics.REFERRAL_NAMES
+        },
     }

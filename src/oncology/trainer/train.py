@@ -21,13 +21,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from oncology.model_families import FAMILIES
 from oncology.monitoring.drift import reference_from
 from oncology.monitoring.report import evaluation_file
 from oncology.project import git_commit
 from oncology.settings import TrainSettings
 from oncology.trainer import card, families, metrics, selection
 from oncology.trainer.data import Dataset, describe
-from oncology.trainer.families import FAMILIES, Candidate
+from oncology.trainer.families import Candidate
 from oncology_model.bundle import EVALUATION, MODEL, REFERENCE, Bundle, LinearScorer, dump_json
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
 from oncology_model.errors import OncologyError
@@ -112,9 +113,7 @@ def _train(
         trace.outer["final"] = (train_idx, test_idx)
     data = selection.Data(dataset.X, dataset.y, dataset.ids)
     plan = selection.Plan(settings.cv_folds, settings.cv_repeats, settings.inner_folds, settings.seed)
-    targets = selection.Targets(
-        settings.target_recall, settings.referral_recall, settings.referral_specificity, settings.referral_max_rate
-    )
+    targets = selection.Targets(settings.target_recall, settings.target_confidence, settings.referral_budget)
     pool = families.candidates(settings.seed, settings.families)
     n_outer = settings.cv_folds * settings.cv_repeats
     refits = sum(c.selectable for c in pool) + len({c.family for c in pool if not c.selectable})
@@ -180,15 +179,16 @@ def _kpis(
     threshold, band = final.threshold, final.band
     test = metrics.kpis(y_test, test_proba, threshold)
     test_referral = metrics.referral_kpis(y_test, test_proba, band)
-    selected = selection.summary(cv.folds[selection.SELECTED])
+    selected = selection.summary(cv.folds[selection.SELECTED], settings.cv_folds)
     own_name, own_threshold, own_band, own_results = selection.tuned_on_own_folds(data, pool, cv, targets)
-    own = selection.summary(own_results)
+    own = selection.summary(own_results, settings.cv_folds)
     cv_settings = {
         "method": "nested",
         "folds": settings.cv_folds,
         "repeats": settings.cv_repeats,
         "inner_folds": settings.inner_folds,
         "n": int(sum(len(t) for _, t in cv.outer) // settings.cv_repeats),
+        "n_malignant": int(sum(int(np.sum(dataset.y[t] == 1)) for _, t in cv.outer) // settings.cv_repeats),
     }
     kpis: dict[str, Any] = {
         "version": version,
@@ -205,11 +205,11 @@ def _kpis(
             },
         },
         "cv": {**cv_settings, "mean": selected["mean"], "std": selected["std"], "chosen": selected["chosen"],
-               "threshold": selected["threshold"]},
+               "threshold": selected["threshold"], "by_repeat": selected["by_repeat"]},
         "referral": {
             "low": band.low,
             "high": band.high,
-            "targets_met_on_training": band.met,
+            "within_budget_on_training": band.met,
             "cv": selected["referral"],
             "test": {
                 **{k: test_referral[k] for k in metrics.REFERRAL_NAMES},
@@ -224,7 +224,7 @@ def _kpis(
                 "label": fam.label,
                 "selectable": fam.selectable,
                 "note": fam.note,
-                "cv": {k: s for k, s in selection.summary(cv.folds[fam.name]).items()},
+                "cv": {k: s for k, s in selection.summary(cv.folds[fam.name], settings.cv_folds).items()},
                 "final_choice": finals[fam.name].candidate.name,
                 "test": {k: family_test[fam.name][k] for k in metrics.KPI_NAMES},
             }
@@ -302,16 +302,15 @@ def _metadata(
         "feature_schema": {name: {"type": "integer", "minimum": SCORE_MIN, "maximum": SCORE_MAX} for name in FEATURES},
         "target": {"positive_class": "malignant", "labels": {"2": "benign", "4": "malignant"}},
         "threshold": final.threshold,
-        "threshold_rule": f"highest threshold whose malignant recall is >= {settings.target_recall} on the training "
-        f"part's inner {settings.inner_folds}-fold out-of-fold probabilities",
+        "threshold_rule": threshold_rule(final.rank, settings.target_confidence, settings.inner_folds),
+        "threshold_rank": {"k": final.rank.k, "n": final.rank.n, "target_recall": final.rank.target,
+                           "confidence": final.rank.confidence, "confidence_asked": settings.target_confidence},
         "referral": {
             "low": final.band.low,
             "high": final.band.high,
-            "rule": f"the band around the threshold that refers the fewest training cases while, on the training part's "
-            f"inner {settings.inner_folds}-fold out-of-fold probabilities, malignant recall among the cases not referred "
-            f"is >= {settings.referral_recall} and specificity >= {settings.referral_specificity}, referring at most "
-            f"{settings.referral_max_rate:.0%}" + ("" if final.band.met else " (not attainable: the band with the best "
-                                                   "recall within that share)"),
+            "rule": f"the band below the threshold that refers at most {settings.referral_budget:.0%} of the training "
+            f"part's cases on its inner {settings.inner_folds}-fold out-of-fold probabilities, reaching at least down to "
+            "the lowest malignant one" + ("" if final.band.met else " (which took more than that share)"),
         },
         "training": {
             "seed": settings.seed,
@@ -334,6 +333,24 @@ def _metadata(
             **{name: importlib_metadata.version(name) for name in ("numpy", "scipy", "scikit-learn", "pydantic")},
         },
     }
+
+
+def threshold_rule(rank: metrics.Threshold, confidence: float, inner_folds: int) -> str:
+    """The threshold rule as the card states it, with its figures."""
+    reached = (
+        f"with probability {rank.confidence:.1%}" if rank.confidence >= confidence
+        else f"with probability {rank.confidence:.1%} only, short of the {confidence:.0%} asked: too few malignant cases"
+    )
+    return (
+        f"the {_ordinal(rank.k)} lowest of the {rank.n} malignant probabilities of the training part's inner "
+        f"{inner_folds}-fold out-of-fold predictions: the largest rank k at which at most {1 - rank.target:.1%} of new "
+        f"malignant cases fall below it with probability >= {confidence:.0%} (the miss rate is Beta(k, n + 1 - k)); "
+        f"here {reached}, expected miss rate k / (n + 1) = {rank.k / (rank.n + 1):.2%}"
+    )
+
+
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
 def _all_scores(finals: dict[str, selection.Choice]) -> list[selection.Scored]:
