@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -413,3 +415,93 @@ def test_sigterm_drains_grpc_with_http_then_exits_0(serve, trained_store: Path, 
     assert set(seen) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, set(seen)  # refused once closed, never cut
     assert seen[:answered].count(grpc.StatusCode.OK) == answered
     assert "Traceback" not in server.logs(), server.logs()[-3000:]
+
+
+# ---- fuzzing the message fields ------------------------------------------------------------------------------
+
+SAFE = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.RESOURCE_EXHAUSTED}
+_INT64 = st.integers(-(2**63), 2**63 - 1)
+_CONTENTS = {
+    "bool_contents": st.booleans(), "int_contents": st.integers(-(2**31), 2**31 - 1), "int64_contents": _INT64,
+    "uint_contents": st.integers(0, 2**32 - 1), "uint64_contents": st.integers(0, 2**64 - 1),
+    "fp32_contents": st.floats(width=32), "fp64_contents": st.floats(), "bytes_contents": st.binary(max_size=8),
+}
+
+
+_MOSTLY = st.integers(0, 4).map(bool)  # True 4 times in 5
+_TYPED = {"INT64": "int64_contents", "INT32": "int_contents", "FP32": "fp32_contents", "FP64": "fp64_contents"}
+
+
+@st.composite
+def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
+    """Requests from nearly valid (the right name, datatype and shape, odd values) to anything at all."""
+    near = draw(st.booleans())
+    request = pb.ModelInferRequest(
+        model_name=draw(st.sampled_from(["oncology"]) if near else st.one_of(st.just("oncology"), st.text(max_size=8))),
+        model_version="" if near else draw(st.sampled_from(["", "1.0.1", "9"])),
+        id=draw(st.text(max_size=8)),
+    )
+    for _ in range(draw(st.integers(1, 1) if near else st.integers(0, 3))):
+        valid_type = near and draw(_MOSTLY)  # near: each field is right 4 times in 5, so one is often wrong alone
+        tensor = request.inputs.add(
+            name="tumor" if near and draw(_MOSTLY) else draw(st.sampled_from(["tumor", "", "x"])),
+            datatype=draw(st.sampled_from(["INT64", "INT32", "FP32", "FP64"] if valid_type else
+                                          ["INT64", "INT32", "FP32", "FP64", "BYTES", "BOOL", "UINT8", "FP16", "", "int64"])),
+        )
+        rows = draw(st.integers(0, 4))
+        tensor.shape.extend([rows, 9] if near and draw(_MOSTLY) else draw(st.lists(_INT64, max_size=4)))
+        if near or draw(st.booleans()):  # typed contents in one or more fields
+            fields = draw(st.lists(st.sampled_from(sorted(_CONTENTS)), min_size=1, max_size=2, unique=True))
+            if near and draw(_MOSTLY):
+                fields = [_TYPED.get(tensor.datatype, "bytes_contents")]
+            for field in fields:
+                size = rows * 9 if near and draw(_MOSTLY) else draw(st.integers(0, 40))
+                values = _CONTENTS[field]
+                if near and field.startswith(("int", "fp")):  # mostly scores, some just out of range
+                    kind = float if field.startswith("fp") else int
+                    scores = st.integers(1, 10).map(kind)
+                    values = scores if draw(st.booleans()) else st.one_of(scores, st.integers(-1, 12).map(kind), values)
+                getattr(tensor.contents, field).extend(draw(st.lists(values, min_size=size, max_size=size)))
+        if draw(st.booleans()):
+            key = draw(st.text(max_size=4))
+            tensor.parameters[key].int64_param = draw(_INT64)
+    if draw(st.booleans()) and not (near and request.inputs[0].HasField("contents")):  # raw, of any length
+        for _ in range(draw(st.integers(1, 2))):
+            request.raw_input_contents.append(draw(st.binary(min_size=0, max_size=400)))
+    names = ["label", "probability", "decision"] + ([] if near and draw(_MOSTLY) else ["", "x"])
+    for name in draw(st.lists(st.sampled_from(names), max_size=3)):
+        request.outputs.add(name=name)
+    return request
+
+
+@given(request=infer_requests())
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+def test_fuzzed_requests_get_a_client_error_or_an_answer_never_an_internal_error(
+    live_grpc: Grpc, request: pb.ModelInferRequest
+) -> None:
+    try:
+        response = live_grpc.stub.ModelInfer(request, timeout=10)
+    except grpc.RpcError as exc:
+        assert exc.code() in SAFE, (exc.code(), exc.details())
+        assert exc.details(), exc.code()  # a message a client can act on
+        event(exc.code().name)
+        return
+    event("OK")
+    rows = request.inputs[0].shape[0]
+    assert [list(o.shape) for o in response.outputs] == [[rows]] * len(response.outputs)
+
+
+@given(frame=st.binary(max_size=300))
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+def test_fuzzed_frames_never_give_an_internal_error(live_grpc: Grpc, frame: bytes) -> None:
+    send_bytes = live_grpc.channel.unary_unary(INFER, request_serializer=None, response_deserializer=None)
+    got, details = code_of(lambda: send_bytes(frame, timeout=10))
+    assert got in SAFE, (got, details)
+
+
+def test_after_the_fuzzing_the_server_still_answers_and_logged_no_unhandled_error(live_grpc: Grpc) -> None:
+    assert live_grpc.client.infer("oncology", [tensor([ROW])]).as_numpy("label").tolist() == [b"benign"]
+    assert httpx.post(f"{live_grpc.server.url}/predict", json=EXAMPLE).status_code == 200
+    assert live_grpc.server.proc.poll() is None
+    assert "unhandled error" not in live_grpc.server.logs() and "Traceback" not in live_grpc.server.logs()
