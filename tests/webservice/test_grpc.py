@@ -376,6 +376,7 @@ def test_sigterm_drains_grpc_with_http_then_exits_0(serve, trained_store: Path, 
     env, port = grpc_env(trained_store, ONCOLOGY_DRAIN_SECONDS="2")
     server = serve(env, "--workers", str(workers))
     seen: list[grpc.StatusCode] = []
+    details: list[str] = []
     failures: list[BaseException] = []
     stop = threading.Event()
 
@@ -385,7 +386,10 @@ def test_sigterm_drains_grpc_with_http_then_exits_0(serve, trained_store: Path, 
                 stub = pb_grpc.GRPCInferenceServiceStub(channel)
                 deadline = time.monotonic() + 60  # a hang guard
                 while not stop.is_set() and time.monotonic() < deadline:
-                    seen.append(code_of(lambda: stub.ModelInfer(typed_request([ROW] * 100), timeout=10))[0])
+                    got = code_of(lambda: stub.ModelInfer(typed_request([ROW] * 100), timeout=10))
+                    seen.append(got[0])
+                    if got[0] != grpc.StatusCode.OK:
+                        details.append(got[1])
         except BaseException as exc:
             failures.append(exc)
 
@@ -412,8 +416,15 @@ def test_sigterm_drains_grpc_with_http_then_exits_0(serve, trained_store: Path, 
         g.close()
     assert failures == []
     assert len(seen) > answered
-    assert set(seen) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, set(seen)  # refused once closed, never cut
     assert seen[:answered].count(grpc.StatusCode.OK) == answered
+    # Refused once closed (UNAVAILABLE); a call that reached the server at the very moment it stopped may be
+    # CANCELLED by gRPC's core, unprocessed: received, not yet handed to the service (as a connection in the
+    # listen backlog of a closing HTTP listener is reset).  Never one that the service began: every call
+    # the server logged was answered OK to its client.
+    assert set(seen) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, set(details)
+    logged = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{") and f'"{INFER}"' in line]
+    assert [a["grpc_status"] for a in logged] == ["OK"] * len(logged)
+    assert len(logged) == seen.count(grpc.StatusCode.OK) + 1  # + the call of the main thread
     assert "Traceback" not in server.logs(), server.logs()[-3000:]
 
 
