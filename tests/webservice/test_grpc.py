@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -157,6 +160,19 @@ def test_metadata_and_readiness_rpcs_say_what_the_rest_routes_say(live_grpc: Grp
     assert answer.status == HEALTH_SERVING
     answer = live_grpc.health.Check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"))
     assert answer.status == HEALTH_SERVING
+
+
+def test_the_committed_code_is_what_make_proto_generates(tmp_path: Path) -> None:
+    proto = Path(__file__).resolve().parents[2] / "src" / "oncology" / "webservice" / "proto"
+    copy = tmp_path / "oncology" / "webservice" / "proto"
+    copy.mkdir(parents=True)
+    for name in ("grpc_predict_v2.proto", "generate.sh"):
+        shutil.copy2(proto / name, copy / name)
+    subprocess.run([str(copy / "generate.sh")], env={**os.environ, "PYTHON": sys.executable}, check=True)
+    generated = sorted(p.name for p in copy.glob("*_pb2*"))
+    assert generated == ["grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2.pyi", "grpc_predict_v2_pb2_grpc.py"]
+    for name in generated:
+        assert (copy / name).read_text() == (proto / name).read_text(), f"{name}: run make proto"
 
 
 # ---- errors: a status code and a message naming the field --------------------------------------------------
