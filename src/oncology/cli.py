@@ -284,8 +284,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind. [env: ONCOLOGY_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Port. [env: ONCOLOGY_PORT]")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes. [env: ONCOLOGY_WORKERS]")] = None,
+    grpc_port: Annotated[int | None, typer.Option(
+        help="Port of the Open Inference Protocol over gRPC; 0: off. [env: ONCOLOGY_GRPC_PORT]")] = None,
 ) -> None:
-    """Serve predictions over HTTP (REST and the Open Inference Protocol)."""
+    """Serve predictions over HTTP (REST and the Open Inference Protocol), and over gRPC when its port is set."""
     from pydantic import ValidationError
 
     from oncology.settings import ServeSettings
@@ -294,7 +296,8 @@ def serve(
     from oncology_model.errors import StoreUnavailable
 
     try:
-        settings = ServeSettings(**_overrides(store=store, model=model, host=host, port=port, workers=workers))
+        settings = ServeSettings(**_overrides(store=store, model=model, host=host, port=port, workers=workers,
+                                                 grpc_port=grpc_port))
         settings.tokens()
     except (ValidationError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -305,6 +308,8 @@ def serve(
     except OncologyError as exc:
         raise _fail(f"cannot serve {settings.model} from {settings.store or 'the installed wheel'}: {exc}") from None
     err.print(f"docs: http://{settings.host}:{settings.port}/docs", highlight=False, soft_wrap=True)
+    if settings.grpc_port:
+        err.print(f"gRPC (Open Inference Protocol): {settings.host}:{settings.grpc_port}", highlight=False, soft_wrap=True)
     run_server(settings)
 
 

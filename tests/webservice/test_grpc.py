@@ -345,7 +345,9 @@ def test_a_promotion_reaches_grpc_answers_without_a_restart(trained_store: Path,
     shutil.copytree(trained_store, store)
     run_training(fast_settings(store, seed=7))  # 1.0.2, not promoted
     env, port = grpc_env(store, ONCOLOGY_RELOAD_INTERVAL="0.1")
-    with running_server(tmp_path, env) as server:
+    del env["ONCOLOGY_GRPC_PORT"]  # the command line's option instead
+    with running_server(tmp_path, env, "--grpc-port", str(port)) as server:
+        assert f"gRPC (Open Inference Protocol): 127.0.0.1:{port}" in server.logs()
         g = Grpc(server, port)
         try:
             assert g.client.infer("oncology", [tensor([ROW])]).get_response().model_version == "1.0.1"
