@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -387,6 +388,16 @@ def test_before_a_model_loads_inference_is_unavailable_and_health_not_serving(se
         assert g.health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         g.close()
+
+
+def test_a_grpc_port_in_use_stops_the_start_with_an_error_naming_it(serve, trained_store: Path) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_GRPC_PORT": str(port)}, wait=False)
+        assert server.proc.wait(timeout=60) != 0
+    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in server.logs()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
