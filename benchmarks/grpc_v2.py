@@ -7,7 +7,9 @@ in this process, pinned to the other:
   1,000 rows in Triton's binary tensor data extension (INT64, little-endian), the answer's probabilities
   binary too;
 - gRPC: a ``grpc.aio`` client (one channel, ``concurrency`` calls in flight), raw contents as
-  ``tritonclient.grpc`` sends them; a single row, and the same 1,000 rows.
+  ``tritonclient.grpc`` sends them; a single row, and the same 1,000 rows;
+- with ``--mlserver VENV``: the same gRPC calls to MLServer (installed in its own venv, e.g. under /tmp)
+  serving the same model from the same store as a custom runtime (benchmarks/mlserver/runtime.py).
 
 Each of the four runs ``--duration`` seconds, in turn, for ``--rounds`` rounds.  Reported: answers a
 second, rows a second, the server's CPU µs per answer (its CPU seconds over the answers: what the
@@ -87,8 +89,8 @@ def run_grpc(port: int, rows: int, concurrency: int, seconds: float) -> dict[str
                 nonlocal done
                 while time.perf_counter() < end:
                     response = await stub.ModelInfer(request)
-                    if len(response.raw_output_contents) != len(response.outputs):
-                        raise bench.BenchError("gRPC: an answer without its raw outputs")
+                    if not response.outputs:
+                        raise bench.BenchError(f"gRPC: an answer without its outputs: {response}"[:500])
                     done += 1
 
             await asyncio.gather(*(caller() for _ in range(concurrency)))
@@ -97,6 +99,23 @@ def run_grpc(port: int, rows: int, concurrency: int, seconds: float) -> dict[str
     start = time.perf_counter()
     answers = asyncio.run(main())
     return {"answers": answers, "seconds": time.perf_counter() - start}
+
+
+def mlserver_server(venv: Path, store: Path, cpu: int | None, grpc_port: int) -> bench.Server:
+    """MLServer with the model of ``store`` as a custom runtime (benchmarks/mlserver/runtime.py); inference in
+    its main process (``parallel_workers: 0``), as ours runs in one worker; its gRPC on ``grpc_port``."""
+    folder = bench.RESULTS / "mlserver"
+    model = folder / "oncology"
+    model.mkdir(parents=True, exist_ok=True)
+    http_port, metrics_port = bench.free_port(), bench.free_port()
+    (folder / "settings.json").write_text(json.dumps({
+        "debug": False, "parallel_workers": 0, "host": "127.0.0.1", "http_port": http_port, "grpc_port": grpc_port,
+        "metrics_port": metrics_port, "metrics_dir": str(folder / "metrics")}))
+    (model / "model-settings.json").write_text(json.dumps({"name": "oncology", "implementation": "runtime.OncologyRuntime"}))
+    env = {**bench.clean_env(), "ONCOLOGY_BENCH_STORE": str(store),
+           "PYTHONPATH": os.pathsep.join([str(bench.BENCH / "mlserver"), str(bench.ROOT / "model" / "src")])}
+    return bench.Server("mlserver", [*bench.pin(cpu), str(venv / "bin" / "mlserver"), "start", str(folder)], http_port,
+                        bench.raw_request("GET", "/v2/models/oncology/ready"), env, bench.LOGS / "mlserver.log")
 
 
 def main() -> int:
@@ -109,6 +128,8 @@ def main() -> int:
     parser.add_argument("--set", type=bench.server_setting, action="append", default=[], metavar="ONCOLOGY_NAME=VALUE",
                         help="a setting of the server (repeatable)")
     parser.add_argument("--only", choices=["single", "batch"], help="run only these cases")
+    parser.add_argument("--mlserver", type=Path, metavar="VENV",
+                        help="also MLServer's gRPC (a venv with mlserver installed), serving the same model")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -129,6 +150,12 @@ def main() -> int:
         "rest_batch": lambda: run_rest(http_port, BATCH, args.batch_concurrency, args.duration),
         "grpc_batch": lambda: run_grpc(grpc_port, BATCH, args.batch_concurrency, args.duration),
     }
+    mlserver = None
+    if args.mlserver:
+        ml_port = bench.free_port()
+        mlserver = mlserver_server(args.mlserver, store, server_cpu, ml_port)
+        cases["mlserver_single"] = lambda: run_grpc(ml_port, 1, args.concurrency, args.duration)
+        cases["mlserver_batch"] = lambda: run_grpc(ml_port, BATCH, args.batch_concurrency, args.duration)
     if args.only:
         cases = {name: case for name, case in cases.items() if name.endswith(args.only)}
     rounds: list[dict[str, dict[str, float]]] = []
@@ -136,14 +163,20 @@ def main() -> int:
         started = time.perf_counter()
         server.start()
         bench.wait_ready(server, started)
+        if args.mlserver:
+            started = time.perf_counter()
+            mlserver.start()
+            bench.wait_ready(mlserver, started, timeout=120)
+            run_grpc(ml_port, 1, 1, 0.3)
         run_rest(http_port, 1, 1, 0.3)  # warm-up: connections, caches
         run_grpc(grpc_port, 1, 1, 0.3)
         for r in range(args.rounds):
             found: dict[str, dict[str, float]] = {}
             for name, case in cases.items():
-                cpu = server.cpu_seconds()
+                target = mlserver if name.startswith("mlserver") and mlserver is not None else server
+                cpu = target.cpu_seconds()
                 result = case()
-                result["server_cpu_us"] = (server.cpu_seconds() - cpu) / result["answers"] * 1e6
+                result["server_cpu_us"] = (target.cpu_seconds() - cpu) / result["answers"] * 1e6
                 result["per_s"] = result["answers"] / result["seconds"]
                 result["rows_per_s"] = result["per_s"] * (BATCH if name.endswith("batch") else 1)
                 found[name] = result
@@ -163,6 +196,11 @@ def main() -> int:
     for kind in ("single", "batch") if not args.only else (args.only,):
         ratios[f"{kind}_per_s"] = round(ratio(f"grpc_{kind}", f"rest_{kind}", "per_s"), 2)
         ratios[f"{kind}_server_cpu_per_answer"] = round(ratio(f"grpc_{kind}", f"rest_{kind}", "server_cpu_us"), 2)
+    if args.mlserver:
+        for kind in ("single", "batch") if not args.only else (args.only,):
+            ratios[f"{kind}_per_s_vs_mlserver"] = round(ratio(f"grpc_{kind}", f"mlserver_{kind}", "per_s"), 2)
+            ratios[f"{kind}_server_cpu_per_answer_vs_mlserver"] = round(
+                ratio(f"grpc_{kind}", f"mlserver_{kind}", "server_cpu_us"), 2)
     report: dict[str, Any] = {
         "cases": {name: {k: round(median(name, k), 1) for k in ("per_s", "rows_per_s", "server_cpu_us")} for name in cases},
         "grpc_vs_rest": ratios,
