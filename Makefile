@@ -11,7 +11,7 @@ VERSION ?= champion
 PYTEST_ARGS ?=
 
 .PHONY: index-image index-deploy
-.PHONY: help install run serve train test docs upload.monitoring release release.version bench soak infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback-deployment train-job lint wheel lock clean
+.PHONY: help install run serve train test docs upload.monitoring release release.version bench soak infra-up infra-down publish e2e docker-requirements k8s-up k8s-down deploy rollback-deployment train-job lint wheel lock proto clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} \
@@ -195,6 +195,9 @@ lock: ## Re-resolve requirements.lock from pyproject.toml (needs the package ind
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --no-emit-package oncology-model --no-emit-package oncology --python-version 3.11 -o requirements.lock
 	deploy/docker/requirements.sh
+
+proto: install ## Regenerate the gRPC code of the Open Inference Protocol (src/oncology/webservice/proto/) from its .proto
+	PYTHON=$(BIN)/python src/oncology/webservice/proto/generate.sh
 
 clean: ## Remove build output and caches (keeps .venv and the store)
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -319,8 +319,13 @@ def serve(
         typer.Option(help="Worker processes." + more("ONCOLOGY_WORKERS", default(ServeSettings, "workers")),
                      show_default=False),
     ] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the Open Inference Protocol over gRPC; 0: off."
+                     + more("ONCOLOGY_GRPC_PORT", default(ServeSettings, "grpc_port")), show_default=False),
+    ] = None,
 ) -> None:
-    """Serve predictions over HTTP (REST and the Open Inference Protocol)."""
+    """Serve predictions over HTTP (REST and the Open Inference Protocol), and over gRPC when its port is set."""
     from pydantic import ValidationError
 
     from oncology.webservice.model import ModelHolder
@@ -329,7 +334,8 @@ def serve(
     from oncology_model.errors import StoreUnavailable
 
     try:
-        settings = ServeSettings(**_overrides(store=store, model=model, host=host, port=port, workers=workers))
+        settings = ServeSettings(**_overrides(store=store, model=model, host=host, port=port, workers=workers,
+                                                 grpc_port=grpc_port))
         settings.tokens()
     except (ValidationError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -344,6 +350,8 @@ def serve(
     except OncologyError as exc:
         raise _fail(str(exc)) from None
     err.print(f"docs: http://{settings.host}:{settings.port}/docs", highlight=False, soft_wrap=True)
+    if settings.grpc_port:
+        err.print(f"gRPC (Open Inference Protocol): {settings.host}:{settings.grpc_port}", highlight=False, soft_wrap=True)
     run_server(settings, sock)
 
 

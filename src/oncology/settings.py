@@ -107,6 +107,11 @@ class ServeSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8080, ge=1, le=65535, description="Port to listen on.")
     workers: int = Field(1, ge=1, le=64, description="Worker processes.")
+    grpc_port: int = Field(
+        0, ge=0, le=65535,
+        description="Port of the Open Inference Protocol over gRPC (inference.GRPCInferenceService and "
+        "grpc.health.v1.Health), served by the same process on `host`; 0: off.",
+    )
     reload_interval: float = Field(
         5.0, ge=0, description="Seconds between checks of the model alias in the store (0: never reload)."
     )

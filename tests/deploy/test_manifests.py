@@ -95,11 +95,13 @@ def test_probes_ports_and_labels_match_the_application() -> None:
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] in app_paths
     config = next(d for k, d in found.items() if k.startswith("ConfigMap/oncology-webservice"))
-    (port,) = container["ports"]
+    port, grpc_port = container["ports"]
     assert port["containerPort"] == int(config["data"]["ONCOLOGY_PORT"]) == ServeSettings().port
+    assert grpc_port["containerPort"] == int(config["data"]["ONCOLOGY_GRPC_PORT"]) > 0  # gRPC on (off by default)
+    assert ServeSettings().grpc_port == 0
     service = found["Service/oncology-webservice"]
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == [port["name"], grpc_port["name"]] == ["http", "grpc"]
     # `make deploy` selects deployments by these labels and sets the image of this container
     dry = subprocess.run(["make", "-n", "deploy", "VERSION=1.0.2"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     selector = re.search(r"kubectl set image deployments -l ([^ ]+) ([a-z-]+)=[^ ]*/oncology-webservice:1.0.2", dry)

@@ -242,6 +242,29 @@ def in_process_answers(store: str, version: str, rows: list[list[int]]) -> list[
     return [(clf.label(p).value, p) for p in clf.score_rows(rows)]
 
 
+def grpc_answers(svc: dict[str, Any], rows: list[list[int]]) -> list[tuple[str, float, str]]:
+    """The Open Inference Protocol over gRPC through the Service's ``grpc`` port (tritonclient with its
+    defaults: raw contents): (label, probability, model version) per row, in one call."""
+    import numpy as np
+    import tritonclient.grpc as tg
+
+    (port,) = [p["port"] for p in svc["ports"] if p["name"] == "grpc"]
+    client = tg.InferenceServerClient(f"{svc['clusterIP']}:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while not client.is_server_ready():  # the HTTP readiness probe passed: this is at once, or nearly
+            assert time.monotonic() < deadline, "gRPC never ready through the Service"
+            time.sleep(0.2)
+        tumor = tg.InferInput("tumor", [len(rows), len(FEATURES)], "INT64")
+        tumor.set_data_from_numpy(np.asarray(rows, dtype=np.int64))
+        result = client.infer("oncology", [tumor])
+    finally:
+        client.close()
+    version = result.get_response().model_version
+    return [(label.decode(), p, version)
+            for label, p in zip(result.as_numpy("label"), result.as_numpy("probability").tolist())]
+
+
 def publish_webservice(stack: Stack, aws: dict[str, str], store: str, version: str) -> tuple[str, str]:
     """``deploy/publish.py`` for the web-service image of ``version`` of ``store``: (tag, digest). The local
     image is removed afterwards, so that the kubelet pulls it from the registry."""
@@ -830,6 +853,7 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
         assert answer["decision"] in {label, "refer"}
     status, body = request(service.host, service.port, "GET", "/readyz")
     assert status == 200 and json.loads(body)["model_version"] == first
+    assert grpc_answers(svc, complete) == [(label, p, first) for label, p in expected[first]]
 
     # ---- 3. a second version (another seed), rolled out under load ------------------------------------
     second = run_training(fast_settings(store, data=data_uri, seed=7, promote=True)).version

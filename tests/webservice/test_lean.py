@@ -1,5 +1,5 @@
 """The service image carries no numpy, scipy, scikit-learn or plotting library: the code it runs must not
-need them (the e2e tier found a V2 decoder importing numpy only once the image was built)."""
+need them (the e2e tier found a V2 decoder importing numpy only once the image was built), gRPC included."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ from starlette.testclient import TestClient
 import oncology.cli, oncology.webservice.server
 from oncology.settings import ServeSettings
 from oncology.webservice.app import create_app
-with TestClient(create_app(ServeSettings(store={store!r}))) as client:
+import socket
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    grpc_port = s.getsockname()[1]
+with TestClient(create_app(ServeSettings(store={store!r}, grpc_port=grpc_port))) as client:
     row = [5, 1, 1, 1, 2, 1, 3, 1, 1]
     assert client.post("/predict?explain=true", json=dict(zip(__import__("oncology_model").datamodel.FEATURES, row))).status_code == 200
     import json, struct
@@ -28,6 +32,13 @@ with TestClient(create_app(ServeSettings(store={store!r}))) as client:
                          headers={{"inference-header-content-length": str(len(header))}})
     assert answer.status_code == 200, answer.text
     assert client.get("/dashboard").status_code in (200, 404)
+    import grpc  # the Open Inference Protocol over gRPC, raw contents
+    from oncology.webservice.proto import grpc_predict_v2_pb2 as pb, grpc_predict_v2_pb2_grpc as pb_grpc
+    request = pb.ModelInferRequest(model_name="oncology", raw_input_contents=[struct.pack("<9q", *row)])
+    request.inputs.add(name="tumor", datatype="INT64", shape=[1, 9])
+    with grpc.insecure_channel(f"127.0.0.1:{{grpc_port}}") as channel:
+        assert [o.name for o in pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request).outputs] == [
+            "label", "probability", "decision"]
 print("served without", ", ".join({blocked!r}))
 """
 

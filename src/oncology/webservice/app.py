@@ -3,7 +3,8 @@ the model's loading and reloading for the app's lifetime.
 
 Each protocol is a module of thin handlers over one `Core` that knows no HTTP: `rest` (/predict,
 /model, health, docs), `sagemaker` (/ping, /invocations) and `v2` (the Open Inference Protocol);
-`transport` turns them into ASGI (`Endpoint`, `Front`).
+`transport` turns them into ASGI (`Endpoint`, `Front`).  `grpc` serves the Open Inference Protocol over
+gRPC on its own port (``grpc_port``), over the same `Core`, started and stopped with the app.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
     table = [route for protocol in (Rest, SageMaker, V2) for route in protocol(core, tokens).routes()]
     routes: list[Route | Mount] = [Route(path, Endpoint(path, handler), methods=[method]) for method, path, handler in table]
     routes.append(Mount("/docs/static", app=StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui"))
+    grpc_server = None
+    if settings.grpc_port:  # imported only when on: a service without gRPC does not load grpcio
+        from oncology.webservice.grpc import GrpcServer
+
+        grpc_server = GrpcServer(core, tokens, access_log)
     fast = {
         (method, path.replace("{model_name}", schemas.V2_MODEL)): Endpoint(path, handler)
         for method, path, handler in table
@@ -76,11 +82,15 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
         # out of the garbage collector's reach, so that a full collection walks only what requests left behind
         # (each one took ~30 ms of the request thread's CPU; the prediction log's buffer makes them ~4x as
         # frequent).  The Python documentation's advice for long-lived servers (gc.freeze).
+        if grpc_server is not None:
+            await grpc_server.start()
         gc.freeze()
         try:
             yield
         finally:
             holder.draining = True
+            if grpc_server is not None:  # the server began this stop with the HTTP drain; else it begins here
+                await grpc_server.stop()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -91,4 +101,5 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
                 access_log.flush()
 
     router = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found_or_not_allowed})
+    router.state.grpc = grpc_server  # for the server's drain (server.py)
     return Front(router, fast, holder, metrics, access_log)

@@ -97,6 +97,16 @@ class _DrainingServer(uvicorn.Server):
     def _close(self) -> None:
         self.should_exit = True
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # the gRPC port (when on) closes with the HTTP listener and its in-flight calls finish alongside
+        grpc_server = getattr(self._app.router.state, "grpc", None)
+        stopping = asyncio.ensure_future(grpc_server.stop()) if grpc_server is not None else None
+        try:
+            await super().shutdown(sockets)
+        finally:
+            if stopping is not None:
+                await stopping
+
 
 def _options(settings: ServeSettings, shedder: overload.Shedder | None = None) -> dict[str, Any]:
     return {
