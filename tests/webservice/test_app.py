@@ -315,3 +315,25 @@ def test_an_unhandled_error_is_a_500_whose_log_carries_no_request_value(
     out, err = capfd.readouterr()
     for text in (caplog.text, out, err, *(r.getMessage() for r in caplog.records)):  # ...the logs never
         assert str(SECRET) not in text and "(5, 1, 1" not in text and "(7, 1, 1" not in text
+
+
+@pytest.mark.parametrize("feature", FEATURES)
+def test_a_score_of_11_in_one_field_is_a_422_naming_it_on_every_route(client: TestClient, feature: str) -> None:
+    row = {**EXAMPLE, feature: 11}
+    values = [row[f] for f in FEATURES]
+    answers = {
+        "/predict": (client.post("/predict", json=row), ["body", feature]),
+        "/predict?explain=true": (client.post("/predict?explain=true", json=row), ["body", feature]),
+        "/predict/batch": (client.post("/predict/batch", json=[EXAMPLE, row]), ["body", 1, feature]),
+        "/invocations object": (client.post("/invocations", json=row), ["body", feature]),
+        "/invocations array": (client.post("/invocations", json=[row]), ["body", 0, feature]),
+        "/invocations csv": (client.post("/invocations", content=",".join(map(str, values)),
+                                         headers={"content-type": "text/csv"}), ["body", 0, feature]),
+        "v2 infer": (client.post("/v2/models/oncology/infer", json={"inputs": [
+            {"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": values}]}),
+            ["body", "inputs", 0, "data", FEATURES.index(feature)]),
+    }
+    for route, (response, loc) in answers.items():
+        body = assert_error(response, 422)
+        assert [d["loc"] for d in body["details"]] == [loc], route
+        assert body["details"][0]["value"] in (11, "11"), route

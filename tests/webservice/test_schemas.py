@@ -198,3 +198,42 @@ def test_csv_is_accepted_exactly_when_the_documented_pattern_matches(text: str) 
     else:
         accepted = True
     assert accepted == documented
+
+
+VALID_ROW = {f: 5 for f in FEATURES}
+
+
+@pytest.mark.parametrize("feature", FEATURES)
+@pytest.mark.parametrize("score", [0, 11])
+def test_one_score_out_of_range_in_an_otherwise_valid_row_is_a_422_naming_it(feature: str, score: int) -> None:
+    """Scores are 1-10: one field at 0 or 11 (the others valid) is refused by every decoder, naming that field."""
+    row = {**VALID_ROW, feature: score}
+    for decode, loc in [
+        (schemas.decode_tumor, ["body", feature]),
+        (lambda b: list(schemas.decode_tumors(b"[" + b + b"]", 10)), ["body", 0, feature]),
+    ]:
+        with pytest.raises(APIError) as info:
+            decode(json.dumps(row).encode())
+        assert info.value.status == 422
+        assert [(d["loc"], d["value"]) for d in info.value.details] == [(loc, score)]
+    with pytest.raises(APIError) as csv:
+        schemas.decode_csv(",".join(str(row[f]) for f in FEATURES).encode(), 10)
+    assert csv.value.status == 422 and [d["loc"] for d in csv.value.details] == [["body", 0, feature]]
+    v2 = {"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": [row[f] for f in FEATURES]}]}
+    with pytest.raises(APIError) as info:
+        schemas.decode_v2(json.dumps(v2).encode(), 10)
+    assert info.value.status == 422
+    (detail,) = info.value.details
+    assert detail["loc"] == ["body", "inputs", 0, "data", FEATURES.index(feature)] and feature in detail["reason"]
+
+
+@pytest.mark.parametrize("score", [1, 10])
+def test_the_edges_of_the_score_range_are_accepted_by_every_decoder(score: int) -> None:
+    for feature in FEATURES:
+        row = {**VALID_ROW, feature: score}
+        expected = tuple(row[f] for f in FEATURES)
+        assert schemas.decode_tumor(json.dumps(row).encode()) == expected
+        assert list(schemas.decode_tumors(json.dumps([row]).encode(), 10)) == [expected]
+        assert schemas.decode_csv(",".join(map(str, expected)).encode(), 10) == [expected]
+        v2 = {"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": list(expected)}]}
+        assert schemas.decode_v2(json.dumps(v2).encode(), 10)[1] == [expected]
