@@ -337,3 +337,22 @@ def test_a_score_of_11_in_one_field_is_a_422_naming_it_on_every_route(client: Te
         body = assert_error(response, 422)
         assert [d["loc"] for d in body["details"]] == [loc], route
         assert body["details"][0]["value"] in (11, "11"), route
+
+
+@pytest.mark.parametrize("body", [b"", b" \r\n\t"])
+def test_an_empty_json_body_is_a_400_that_says_the_body_is_empty(client: TestClient, body: bytes) -> None:
+    """Not a JSON parser's "EOF while parsing a value": every route that takes JSON says what is missing."""
+    json_type = {"content-type": "application/json"}
+    routes = {
+        "/predict": json_type, "/predict?explain=true": json_type, "/predict/batch": json_type,
+        "/invocations": json_type, "/v2/models/oncology/infer": json_type,
+        "/v2/models/oncology/versions/1.0.1/infer": {},  # V2 clients send JSON without a content type
+    }
+    for route, headers in routes.items():
+        error = assert_error(client.post(route, content=body, headers=headers), 400)["error"]
+        assert error.startswith("the body is empty: send a JSON" if not body else
+                                "the body holds only whitespace: send a JSON"), (route, error)
+        assert "EOF" not in error and "truncated" not in error, (route, error)
+    binary = client.post("/v2/models/oncology/infer", content=body + b"\x01" * 8,
+                         headers={"inference-header-content-length": str(len(body))})
+    assert assert_error(binary, 400)["error"].startswith("the inference header ")

@@ -65,12 +65,20 @@ def decode_tumor(body: bytes) -> tuple[int, ...]:
 
 def _slow_tumor(body: bytes) -> tuple[int, ...]:
     """The reference decoder (pydantic), reached for a body the fast one refused: lists every error."""
+    refuse_empty(body, "a JSON tumor object")
     check_utf8(body)
     refuse_duplicate_keys(body)
     try:
         return TumorJSON.model_validate_json(body).as_row()
     except ValidationError as exc:
         raise from_pydantic(exc.errors(include_url=False)) from None
+
+
+def refuse_empty(body: bytes, expected: str, what: str = "body") -> None:
+    """A 400 that says so for an empty body (or one of whitespace only), rather than a JSON parser's "EOF"."""
+    if (not body or body[:1].isspace()) and not body.strip():  # (no copy of a body that starts with JSON)
+        raise BadRequest(f"the {what} is empty: send {expected}" if not body else
+                         f"the {what} holds only whitespace: send {expected}")
 
 
 def check_utf8(body: bytes, what: str = "body") -> None:
@@ -179,6 +187,7 @@ def decode_tumors(body: bytes, limit: int) -> Iterator[tuple[int, ...]]:
     try:
         structs = _many.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):
+        refuse_empty(body, "a JSON array of tumor objects")
         check_utf8(body)
         refuse_duplicate_keys(body)
         try:
@@ -353,6 +362,7 @@ def decode_v2(body: bytes, limit: int, header_length: int | None = None) -> tupl
     except msgspec.ValidationError as exc:
         raise Unprocessable(f"not an inference request: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        refuse_empty(body, "a JSON inference request", "body" if header_length is None else "inference header")
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     except RecursionError:  # msgspec's depth limit, where the unchecked `parameters` and `data` nest
         raise BadRequest("the body is nested too deeply") from None
