@@ -356,3 +356,27 @@ def test_an_empty_json_body_is_a_400_that_says_the_body_is_empty(client: TestCli
     binary = client.post("/v2/models/oncology/infer", content=body + b"\x01" * 8,
                          headers={"inference-header-content-length": str(len(body))})
     assert assert_error(binary, 400)["error"].startswith("the inference header ")
+
+
+def test_metrics_count_a_405_under_its_route_and_the_docs_assets_under_a_docs_label(client: TestClient) -> None:
+    """Only a path no route has is `unmatched`: a wrong method is counted under the route that exists, Swagger UI's
+    assets (found or not) under `/docs/static` (one label for all of them: the metric's labels stay bounded)."""
+    assert_error(client.get("/predict"), 405)
+    assert_error(client.put("/v2/models/oncology/infer"), 405)
+    assert client.get("/docs").status_code == 200
+    for asset in ("/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css"):
+        assert client.get(asset).status_code == 200
+    assert_error(client.get("/docs/static/no-such-asset.js"), 404)
+    assert_error(client.get("/no-such-route"), 404)
+    counted = {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in client.get("/metrics").text.splitlines() if line.startswith("oncology_http_requests_total{")
+    }
+    assert counted == {
+        'oncology_http_requests_total{method="GET",route="/predict",status="405"}': 1,
+        'oncology_http_requests_total{method="PUT",route="/v2/models/{model_name}/infer",status="405"}': 1,
+        'oncology_http_requests_total{method="GET",route="/docs",status="200"}': 1,
+        'oncology_http_requests_total{method="GET",route="/docs/static",status="200"}': 2,
+        'oncology_http_requests_total{method="GET",route="/docs/static",status="404"}': 1,
+        'oncology_http_requests_total{method="GET",route="unmatched",status="404"}': 1,
+    }
