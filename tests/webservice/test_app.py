@@ -80,20 +80,27 @@ def test_content_type_parameters_are_accepted(client: TestClient) -> None:
     assert response.status_code == 200
 
 
-def test_body_and_row_limits_are_413_as_documented(trained_store: Path) -> None:
+def test_the_byte_limit_is_413_and_the_row_limit_422_as_documented(trained_store: Path) -> None:
+    """Bytes over the limit: 413.  Rows over the batch limit (the document's `maxItems`, a schema limit): 422."""
     settings = ServeSettings(store=str(trained_store), max_body_bytes=1024, max_batch=3, max_batch_body_bytes=4096)
     with TestClient(create_app(settings)) as client:
         padded = json.dumps(EXAMPLE) + " " * 2000
         assert_error(client.post("/predict", content=padded, headers={"content-type": "application/json"}), 413)
-        body = assert_error(client.post("/predict/batch", json=[EXAMPLE] * 4), 413)  # over maxItems: the 413 documented
-        assert "at most 3 rows" in body["error"]
+        assert_error(client.post("/predict/batch", json=[EXAMPLE] * 30), 413)  # over the bytes before the rows
+        body = assert_error(client.post("/predict/batch", json=[EXAMPLE] * 4), 422)  # over maxItems
+        assert "at most 3 rows" in body["error"] and body["details"] == [
+            {"loc": ["body"], "value": None, "reason": "more than 3 rows"}]
         csv = (",".join(map(str, EXAMPLE.values())) + "\n") * 4
-        assert_error(client.post("/invocations", content=csv, headers={"content-type": "text/csv"}), 413)
-        assert_error(client.post("/invocations", json=[EXAMPLE] * 4), 413)
+        assert_error(client.post("/invocations", content=csv, headers={"content-type": "text/csv"}), 422)
+        assert_error(client.post("/invocations", json=[EXAMPLE] * 4), 422)
         v2 = {"inputs": [{"name": "tumor", "shape": [4, 9], "datatype": "INT64", "data": list(EXAMPLE.values()) * 4}]}
-        assert_error(client.post("/v2/models/oncology/infer", json=v2), 413)
+        assert assert_error(client.post("/v2/models/oncology/infer", json=v2), 422)["details"][0]["loc"] == [
+            "body", "inputs", 0, "shape"]
         assert client.post("/predict/batch", json=[EXAMPLE] * 3).status_code == 200
-        assert_error(client.post("/predict/batch", json=[EXAMPLE] * 30), 413)
+        doc = client.get("/openapi.json").json()
+        assert doc["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]["maxItems"] == 3
+        shape = doc["components"]["schemas"]["V2Tensor"]["properties"]["shape"]
+        assert shape["prefixItems"] == [{"type": "integer", "minimum": 0, "maximum": 3}, {"const": 9}]
 
 
 def test_unknown_routes_and_methods_are_json_404_and_405(client: TestClient) -> None:

@@ -18,7 +18,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from oncology.webservice.errors import APIError, BadRequest, PayloadTooLarge, Unprocessable, from_pydantic
+from oncology.webservice.errors import APIError, BadRequest, Unprocessable, from_pydantic
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Decision, Prediction, Tumor, row_of
 
 _Score = Annotated[int, msgspec.Meta(ge=SCORE_MIN, le=SCORE_MAX)]
@@ -203,7 +203,8 @@ def decode_tumors(body: bytes, limit: int) -> Iterator[tuple[int, ...]]:
 
 
 def _too_many(limit: int, n: int, loc: list[str | int]) -> APIError:
-    return PayloadTooLarge(
+    """More rows than a batch may hold: a schema limit (the document's ``maxItems``), so a 422 (413 is for bytes)."""
+    return Unprocessable(
         f"a batch holds at most {limit} rows; this one has {n}",
         [{"loc": loc, "value": None, "reason": f"more than {limit} rows"}],
     )
@@ -262,17 +263,27 @@ def _doc(description: str, **schema: Any) -> msgspec.Meta:
     return msgspec.Meta(description=description, extra_json_schema=schema or None)
 
 
+#: A value of the input tensor as the document states it (JSON Schema's integer includes 2.0, and so does the service).
+V2_SCORE: Final = {"type": "integer", "minimum": SCORE_MIN, "maximum": SCORE_MAX}
+
+
 class V2Tensor(msgspec.Struct, forbid_unknown_fields=False):
     """An input tensor."""
 
     name: Annotated[str, _doc(f"The model's one input, `{V2_INPUT}` (any other name is a 400, as in Triton).",
                               const=V2_INPUT)]
-    shape: Annotated[list[int], _doc(f"[N, {len(FEATURES)}]", minItems=2, maxItems=2)]
+    # the row limit (``maximum`` of N) is the settings' ``max_batch``: `openapi` sets it
+    shape: Annotated[list[int], _doc(
+        f"[N, {len(FEATURES)}]: N rows (0 included) of the {len(FEATURES)} features.", minItems=2, maxItems=2,
+        prefixItems=[{"type": "integer", "minimum": 0}, {"const": len(FEATURES)}], items=False)]
     datatype: Annotated[str, _doc(f"One of {', '.join(V2_INPUT_DATATYPES)}.", enum=list(V2_INPUT_DATATYPES))]
     #: absent when the values follow the JSON as binary (Triton's extension; the document requires it in JSON)
     data: Annotated[list[Any], _doc(
-        f"N x {len(FEATURES)} values, row-major (flat or nested), in the order {', '.join(FEATURES)}; "
-        f"whole numbers {SCORE_MIN}-{SCORE_MAX}.")] | None = None
+        f"The N x {len(FEATURES)} values (exactly N x {len(FEATURES)}, as `shape` says), row-major: flat, or nested as "
+        f"N rows of {len(FEATURES)}; in the order {', '.join(FEATURES)}; whole numbers {SCORE_MIN}-{SCORE_MAX}.",
+        anyOf=[{"type": "array", "items": V2_SCORE},
+               {"type": "array", "items": {"type": "array", "items": V2_SCORE,
+                                           "minItems": len(FEATURES), "maxItems": len(FEATURES)}}])] | None = None
     parameters: dict[str, Any] | None = None
 
 
@@ -395,13 +406,13 @@ def decode_v2(body: bytes, limit: int, header_length: int | None = None) -> tupl
             f"input data has {len(flat)} values, shape {tensor.shape} needs {n * n_features}",
             [{"loc": [*loc, "data"], "value": None, "reason": "length does not match the shape"}],
         )
-    floats = tensor.datatype.startswith("FP")
+    floats = False
     details = []
     for i, value in enumerate(flat):
-        ok = (
-            (type(value) is int or (floats and type(value) is float and value.is_integer()))
-            and SCORE_MIN <= value <= SCORE_MAX
-        )
+        # a whole number, written 2 or 2.0 (JSON Schema's integer, as the document says), whatever the datatype
+        integral = type(value) is float and value.is_integer()
+        floats |= integral
+        ok = (type(value) is int or integral) and SCORE_MIN <= value <= SCORE_MAX
         if not ok:
             details.append({
                 "loc": [*loc, "data", i],
@@ -428,7 +439,7 @@ def _tensor_values(tensor: V2Tensor, binary: bytes, loc: list[str | int]) -> lis
         if tensor.data is None:
             raise Unprocessable("the input has neither data nor parameters.binary_data_size",
                                 [{"loc": [*loc, "data"], "value": None, "reason": "missing"}])
-        return _flatten(tensor.data)
+        return _flatten(tensor.data, [*loc, "data"])
     if tensor.data is not None:
         raise Unprocessable("the input has both data and parameters.binary_data_size",
                             [{"loc": [*loc, "data"], "value": None, "reason": "give one or the other"}])
@@ -461,21 +472,20 @@ def binary_tensor(datatype: str, values: Sequence[Any]) -> bytes:
     return struct.pack(f"<{len(values)}{_BINARY_DTYPES[datatype]}", *values)
 
 
-def _flatten(data: list[Any]) -> list[Any]:
-    """Nested lists, row-major (allowed by the protocol), as one flat list; iterative: any depth."""
-    if not (data and isinstance(data[0], list)):
-        return data
-    out: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            out.append(item)
-        else:
-            stack.pop()
-    return out
+def _flatten(data: list[Any], loc: list[str | int]) -> list[Any]:
+    """The values, row-major: ``data`` itself when flat; rows of nine (the protocol's nested form of [N, 9]) joined.
+    Any other nesting is a 422: the document allows these two forms only."""
+    if not any(type(item) is list for item in data):
+        return data  # (a value that is not a number is refused with its index by the caller)
+    n_features = len(FEATURES)
+    bad = [i for i, row in enumerate(data)
+           if type(row) is not list or len(row) != n_features or any(type(v) is list for v in row)]
+    if bad:
+        raise Unprocessable(
+            f"input data is neither flat nor rows of {n_features} values (first at index {bad[0]})",
+            [{"loc": [*loc, i], "value": None, "reason": f"expected a row of {n_features} values"} for i in bad[:100]],
+        )
+    return [value for row in data for value in row]
 
 
 # ---- response documents (for OpenAPI; the hot path encodes plain dicts) ----------------------------
