@@ -387,3 +387,36 @@ def test_metrics_count_a_405_under_its_route_and_the_docs_assets_under_a_docs_la
         'oncology_http_requests_total{method="GET",route="/docs/static",status="404"}': 1,
         'oncology_http_requests_total{method="GET",route="unmatched",status="404"}': 1,
     }
+
+
+def test_the_answers_and_the_document_share_one_definition_of_a_prediction(client: TestClient) -> None:
+    """`schemas.PredictionOut` encodes every REST and SageMaker answer and is the document's schema of it: the answers
+    decode strictly into it (types, enums, 0 <= probability <= 1, no field it lacks), explained or not."""
+    import msgspec
+
+    from oncology.webservice import schemas
+
+    doc = client.get("/openapi.json").json()["components"]["schemas"]
+    _, derived = msgspec.json.schema_components([schemas.PredictionOut], ref_template="#/components/schemas/{name}")
+    for name in ("PredictionOut", "Explanation", "Contributions"):
+        assert {k: v for k, v in doc[name].items() if k not in ("description", "examples")} == {
+            k: v for k, v in derived[name].items() if k != "description"}, name
+    strict = msgspec.json.Decoder(list[msgspec.defstruct("Strict", [], bases=(schemas.PredictionOut,),
+                                                           forbid_unknown_fields=True)])
+    csv = ",".join(map(str, MALIGNANT.values()))
+    answers = [
+        b"[" + client.post("/predict", json=EXAMPLE).content + b"]",
+        b"[" + client.post("/predict?explain=true", json=MALIGNANT).content + b"]",
+        client.post("/predict/batch", json=[EXAMPLE, MALIGNANT]).content,
+        client.post("/predict/batch?explain=true", json=[EXAMPLE, MALIGNANT]).content,
+        client.post("/invocations", json=[EXAMPLE]).content,
+        client.post("/invocations", content=csv, headers={"content-type": "text/csv"}).content,
+    ]
+    for answer in answers:
+        for result in strict.decode(answer):
+            assert result.model_version == "1.0.1" and result.prediction in ("benign", "malignant")
+            if result.explanation is not msgspec.UNSET:
+                explanation = result.explanation
+                total = explanation.baseline + sum(msgspec.structs.asdict(explanation.contributions).values())
+                assert abs(total - explanation.log_odds) < 1e-9
+    assert b'"explanation"' not in answers[0] and b'"explanation"' in answers[1]

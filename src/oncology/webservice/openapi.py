@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +88,14 @@ class Status(BaseModel):
 
 
 _REF = "#/components/schemas/{name}"
-#: Documented with pydantic: the models the REST routes validate with, and the answers' shapes.
-_MODELS: list[type[BaseModel]] = [Tumor, PredictionOut, ErrorOut, ModelOut, ModelCardOut, Status]
-#: Documented from the msgspec structs that decode V2 requests (and the V2 answers' shapes beside them).
-_V2_STRUCTS: list[type[msgspec.Struct]] = [
-    V2InferRequest, V2InferResponse, V2ServerMetadata, V2ModelMetadata, V2Live, V2Ready,
+#: Documented with pydantic: the models the REST routes validate with, and the other answers' shapes.
+_MODELS: list[type[BaseModel]] = [Tumor, ErrorOut, ModelOut, ModelCardOut, Status]
+#: Documented from msgspec structs: the ones that encode the predictions' answers, and the ones that decode V2
+#: requests (with the V2 answers' shapes beside them).
+_STRUCTS: list[type[msgspec.Struct]] = [
+    PredictionOut, V2InferRequest, V2InferResponse, V2ServerMetadata, V2ModelMetadata, V2Live, V2Ready,
 ]
+_PREDICTION_EXAMPLE = {"prediction": "benign", "probability": 0.0123, "decision": "benign", "model_version": "1.0.1"}
 _V2_EXAMPLE = {"id": "42", "inputs": [{"name": V2_INPUT, "shape": [1, len(FEATURES)], "datatype": "INT64",
                                       "data": [5, 1, 1, 1, 2, 1, 3, 1, 1]}]}
 
@@ -124,8 +127,11 @@ def _errors(*codes: int) -> dict[str, Any]:
 @functools.cache
 def _components(max_batch: int) -> dict[str, Any]:
     _, schemas = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF.replace("{name}", "{model}"))
-    _, v2 = msgspec.json.schema_components(_V2_STRUCTS, ref_template=_REF)
+    _, v2 = msgspec.json.schema_components(_STRUCTS, ref_template=_REF)
     v2 = copy.deepcopy(v2)  # it holds the structs' own JSON Schema extras: the maxima below are this document's
+    for component in v2.values():  # docstrings as pydantic shows them (msgspec keeps their indentation)
+        if "description" in component:
+            component["description"] = inspect.cleandoc(component["description"])
     # A JSON request carries its values in `data`; only the binary extension (its own framing, which the
     # infer route's description tells) leaves it out: the document requires it.
     tensor = v2["V2Tensor"]
@@ -139,6 +145,7 @@ def _components(max_batch: int) -> dict[str, Any]:
     flat, nested = data["anyOf"]
     flat["maxItems"], nested["maxItems"] = max_batch * len(FEATURES), max_batch
     v2["V2InferRequest"]["examples"] = [_V2_EXAMPLE]
+    v2["PredictionOut"]["examples"] = [_PREDICTION_EXAMPLE]
     return {**schemas["$defs"], **v2}
 
 

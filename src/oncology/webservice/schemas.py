@@ -15,8 +15,7 @@ from typing import Annotated, Any, Final
 from urllib.parse import parse_qsl
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from oncology.webservice.errors import APIError, BadRequest, Unprocessable, from_pydantic
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Decision, Prediction, Tumor, row_of
@@ -131,27 +130,55 @@ def refuse_duplicate_keys(body: bytes) -> None:
         raise Unprocessable(f"ambiguous input: {where} given more than once", details[:100])
 
 
-class Result(msgspec.Struct, array_like=False):
-    """One prediction as the REST routes return it (encoded faster than a dict)."""
+# ---- the REST answers: one definition of each wire shape, which both encodes the answers (msgspec, fast) and is
+# the document's schema (`openapi` derives PredictionOut, Explanation and Contributions from these structs)
 
-    prediction: str
-    probability: float
-    decision: str
-    model_version: str
-
-
-class ExplanationOut(msgspec.Struct):
-    """Contributions to the malignant log-odds: ``baseline + sum(contributions) == log_odds``."""
-
-    baseline: float
-    contributions: dict[str, float]
-    log_odds: float
+Contributions: Any = msgspec.defstruct(  # one number per feature, named from `FEATURES` (one source of truth)
+    "Contributions",
+    [(name, Annotated[float, msgspec.Meta(description=f"Contribution of {name}.")]) for name in FEATURES],
+    forbid_unknown_fields=True,
+    namespace={"__doc__": "Each feature's contribution to the malignant log-odds: coef * (value - training mean) / "
+                          "training scale. Positive pushes towards malignant."},
+)
 
 
-class ExplainedResult(Result):
-    """A prediction with its explanation (``?explain=true``)."""
+class Explanation(msgspec.Struct):
+    """Why the model gave its probability (``?explain=true``): ``baseline + sum(contributions) == log_odds``.
 
-    explanation: ExplanationOut
+    Exact for this linear model (up to floating-point rounding): no sampling, no approximation.
+    """
+
+    baseline: Annotated[float, msgspec.Meta(
+        description="The malignant log-odds of the training-mean tumor (every feature at its mean over the "
+        "training data): the model's intercept. The contributions say how far each feature moves the log-odds "
+        "from it.")]
+    contributions: Annotated[Contributions, msgspec.Meta(description="Each feature's share of the log-odds, in feature order.")]
+    log_odds: Annotated[float, msgspec.Meta(description="The malignant log-odds: logit(probability).")]
+
+
+_DECISION_DOC = (
+    "What to do: `refer` (refer for review) when the probability is inside the model's referral band "
+    "[low, high) (see `GET /model`), where the model is unsure; otherwise the prediction. A model "
+    "without a band never refers."
+)
+
+
+class PredictionOut(msgspec.Struct):
+    """The prediction for one tumor."""
+
+    prediction: Annotated[Prediction, msgspec.Meta(
+        description="`malignant` when the probability reaches the model's threshold.")]
+    probability: Annotated[float, msgspec.Meta(ge=0, le=1, description="Probability that the tumor is malignant.")]
+    decision: Annotated[Decision, msgspec.Meta(description=_DECISION_DOC)]
+    model_version: Annotated[str, msgspec.Meta(description="Version of the model that answered.")]
+    explanation: Annotated[Explanation, msgspec.Meta(
+        description="Only with `?explain=true` (/predict and /predict/batch).")] | msgspec.UnsetType = msgspec.UNSET
+
+
+#: The names the handlers use: a prediction without its explanation (left out of the JSON), and with it.
+Result = PredictionOut
+ExplainedResult = PredictionOut
+ExplanationOut = Explanation
 
 
 #: The query parameter that adds explanations to /predict and /predict/batch.
@@ -488,55 +515,7 @@ def _flatten(data: list[Any], loc: list[str | int]) -> list[Any]:
     return [value for row in data for value in row]
 
 
-# ---- response documents (for OpenAPI; the hot path encodes plain dicts) ----------------------------
-
-
-Contributions = create_model(  # one number per feature, named from `Tumor` (one source of truth)
-    "Contributions",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="Each feature's contribution to the malignant log-odds: coef * (value - training mean) / training scale. "
-    "Positive pushes towards malignant.",
-    **{name: (float, Field(description=f"Contribution of {name}.")) for name in FEATURES},  # type: ignore[call-overload]
-)
-
-
-class Explanation(BaseModel):
-    """Why the model gave its probability (``?explain=true``): ``baseline + sum(contributions) == log_odds``.
-
-    Exact for this linear model (up to floating-point rounding): no sampling, no approximation.
-    """
-
-    baseline: float = Field(
-        description="The malignant log-odds of the training-mean tumor (every feature at its mean over the "
-        "training data): the model's intercept. The contributions say how far each feature moves the log-odds "
-        "from it."
-    )
-    contributions: Contributions = Field(description="Each feature's share of the log-odds, in feature order.")
-    log_odds: float = Field(description="The malignant log-odds: logit(probability).")
-
-
-_DECISION_DOC = (
-    "What to do: `refer` (refer for review) when the probability is inside the model's referral band "
-    "[low, high) (see `GET /model`), where the model is unsure; otherwise the prediction. A model "
-    "without a band never refers."
-)
-
-
-class PredictionOut(BaseModel):
-    """The prediction for one tumor."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [
-            {"prediction": "benign", "probability": 0.0123, "decision": "benign", "model_version": "1.0.1"}
-        ]}
-    )
-    prediction: Prediction = Field(description="`malignant` when the probability reaches the model's threshold.")
-    probability: float = Field(ge=0, le=1, description="Probability that the tumor is malignant.")
-    decision: Decision = Field(description=_DECISION_DOC)
-    model_version: str = Field(description="Version of the model that answered.")
-    explanation: Explanation | SkipJsonSchema[None] = Field(
-        None, description="Only with `?explain=true` (/predict and /predict/batch)."
-    )
+# ---- the error shape (for OpenAPI; `transport.error_body` writes it) ---------------------------------
 
 
 class ErrorDetail(BaseModel):
