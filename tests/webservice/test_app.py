@@ -80,20 +80,27 @@ def test_content_type_parameters_are_accepted(client: TestClient) -> None:
     assert response.status_code == 200
 
 
-def test_body_and_row_limits_are_413_as_documented(trained_store: Path) -> None:
+def test_the_byte_limit_is_413_and_the_row_limit_422_as_documented(trained_store: Path) -> None:
+    """Bytes over the limit: 413.  Rows over the batch limit (the document's `maxItems`, a schema limit): 422."""
     settings = ServeSettings(store=str(trained_store), max_body_bytes=1024, max_batch=3, max_batch_body_bytes=4096)
     with TestClient(create_app(settings)) as client:
         padded = json.dumps(EXAMPLE) + " " * 2000
         assert_error(client.post("/predict", content=padded, headers={"content-type": "application/json"}), 413)
-        body = assert_error(client.post("/predict/batch", json=[EXAMPLE] * 4), 413)  # over maxItems: the 413 documented
-        assert "at most 3 rows" in body["error"]
+        assert_error(client.post("/predict/batch", json=[EXAMPLE] * 30), 413)  # over the bytes before the rows
+        body = assert_error(client.post("/predict/batch", json=[EXAMPLE] * 4), 422)  # over maxItems
+        assert "at most 3 rows" in body["error"] and body["details"] == [
+            {"loc": ["body"], "value": None, "reason": "more than 3 rows"}]
         csv = (",".join(map(str, EXAMPLE.values())) + "\n") * 4
-        assert_error(client.post("/invocations", content=csv, headers={"content-type": "text/csv"}), 413)
-        assert_error(client.post("/invocations", json=[EXAMPLE] * 4), 413)
+        assert_error(client.post("/invocations", content=csv, headers={"content-type": "text/csv"}), 422)
+        assert_error(client.post("/invocations", json=[EXAMPLE] * 4), 422)
         v2 = {"inputs": [{"name": "tumor", "shape": [4, 9], "datatype": "INT64", "data": list(EXAMPLE.values()) * 4}]}
-        assert_error(client.post("/v2/models/oncology/infer", json=v2), 413)
+        assert assert_error(client.post("/v2/models/oncology/infer", json=v2), 422)["details"][0]["loc"] == [
+            "body", "inputs", 0, "shape"]
         assert client.post("/predict/batch", json=[EXAMPLE] * 3).status_code == 200
-        assert_error(client.post("/predict/batch", json=[EXAMPLE] * 30), 413)
+        doc = client.get("/openapi.json").json()
+        assert doc["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]["maxItems"] == 3
+        shape = doc["components"]["schemas"]["V2Tensor"]["properties"]["shape"]
+        assert shape["prefixItems"] == [{"type": "integer", "minimum": 0, "maximum": 3}, {"const": 9}]
 
 
 def test_unknown_routes_and_methods_are_json_404_and_405(client: TestClient) -> None:
@@ -315,3 +322,101 @@ def test_an_unhandled_error_is_a_500_whose_log_carries_no_request_value(
     out, err = capfd.readouterr()
     for text in (caplog.text, out, err, *(r.getMessage() for r in caplog.records)):  # ...the logs never
         assert str(SECRET) not in text and "(5, 1, 1" not in text and "(7, 1, 1" not in text
+
+
+@pytest.mark.parametrize("feature", FEATURES)
+def test_a_score_of_11_in_one_field_is_a_422_naming_it_on_every_route(client: TestClient, feature: str) -> None:
+    row = {**EXAMPLE, feature: 11}
+    values = [row[f] for f in FEATURES]
+    answers = {
+        "/predict": (client.post("/predict", json=row), ["body", feature]),
+        "/predict?explain=true": (client.post("/predict?explain=true", json=row), ["body", feature]),
+        "/predict/batch": (client.post("/predict/batch", json=[EXAMPLE, row]), ["body", 1, feature]),
+        "/invocations object": (client.post("/invocations", json=row), ["body", feature]),
+        "/invocations array": (client.post("/invocations", json=[row]), ["body", 0, feature]),
+        "/invocations csv": (client.post("/invocations", content=",".join(map(str, values)),
+                                         headers={"content-type": "text/csv"}), ["body", 0, feature]),
+        "v2 infer": (client.post("/v2/models/oncology/infer", json={"inputs": [
+            {"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": values}]}),
+            ["body", "inputs", 0, "data", FEATURES.index(feature)]),
+    }
+    for route, (response, loc) in answers.items():
+        body = assert_error(response, 422)
+        assert [d["loc"] for d in body["details"]] == [loc], route
+        assert body["details"][0]["value"] in (11, "11"), route
+
+
+@pytest.mark.parametrize("body", [b"", b" \r\n\t"])
+def test_an_empty_json_body_is_a_400_that_says_the_body_is_empty(client: TestClient, body: bytes) -> None:
+    """Not a JSON parser's "EOF while parsing a value": every route that takes JSON says what is missing."""
+    json_type = {"content-type": "application/json"}
+    routes = {
+        "/predict": json_type, "/predict?explain=true": json_type, "/predict/batch": json_type,
+        "/invocations": json_type, "/v2/models/oncology/infer": json_type,
+        "/v2/models/oncology/versions/1.0.1/infer": {},  # V2 clients send JSON without a content type
+    }
+    for route, headers in routes.items():
+        error = assert_error(client.post(route, content=body, headers=headers), 400)["error"]
+        assert error.startswith("the body is empty: send a JSON" if not body else
+                                "the body holds only whitespace: send a JSON"), (route, error)
+        assert "EOF" not in error and "truncated" not in error, (route, error)
+    binary = client.post("/v2/models/oncology/infer", content=body + b"\x01" * 8,
+                         headers={"inference-header-content-length": str(len(body))})
+    assert assert_error(binary, 400)["error"].startswith("the inference header ")
+
+
+def test_metrics_count_a_405_under_its_route_and_the_docs_assets_under_a_docs_label(client: TestClient) -> None:
+    """Only a path no route has is `unmatched`: a wrong method is counted under the route that exists, Swagger UI's
+    assets (found or not) under `/docs/static` (one label for all of them: the metric's labels stay bounded)."""
+    assert_error(client.get("/predict"), 405)
+    assert_error(client.put("/v2/models/oncology/infer"), 405)
+    assert client.get("/docs").status_code == 200
+    for asset in ("/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css"):
+        assert client.get(asset).status_code == 200
+    assert_error(client.get("/docs/static/no-such-asset.js"), 404)
+    assert_error(client.get("/no-such-route"), 404)
+    counted = {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in client.get("/metrics").text.splitlines() if line.startswith("oncology_http_requests_total{")
+    }
+    assert counted == {
+        'oncology_http_requests_total{method="GET",route="/predict",status="405"}': 1,
+        'oncology_http_requests_total{method="PUT",route="/v2/models/{model_name}/infer",status="405"}': 1,
+        'oncology_http_requests_total{method="GET",route="/docs",status="200"}': 1,
+        'oncology_http_requests_total{method="GET",route="/docs/static",status="200"}': 2,
+        'oncology_http_requests_total{method="GET",route="/docs/static",status="404"}': 1,
+        'oncology_http_requests_total{method="GET",route="unmatched",status="404"}': 1,
+    }
+
+
+def test_the_answers_and_the_document_share_one_definition_of_a_prediction(client: TestClient) -> None:
+    """`schemas.PredictionOut` encodes every REST and SageMaker answer and is the document's schema of it: the answers
+    decode strictly into it (types, enums, 0 <= probability <= 1, no field it lacks), explained or not."""
+    import msgspec
+
+    from oncology.webservice import schemas
+
+    doc = client.get("/openapi.json").json()["components"]["schemas"]
+    _, derived = msgspec.json.schema_components([schemas.PredictionOut], ref_template="#/components/schemas/{name}")
+    for name in ("PredictionOut", "Explanation", "Contributions"):
+        assert {k: v for k, v in doc[name].items() if k not in ("description", "examples")} == {
+            k: v for k, v in derived[name].items() if k != "description"}, name
+    strict = msgspec.json.Decoder(list[msgspec.defstruct("Strict", [], bases=(schemas.PredictionOut,),
+                                                           forbid_unknown_fields=True)])
+    csv = ",".join(map(str, MALIGNANT.values()))
+    answers = [
+        b"[" + client.post("/predict", json=EXAMPLE).content + b"]",
+        b"[" + client.post("/predict?explain=true", json=MALIGNANT).content + b"]",
+        client.post("/predict/batch", json=[EXAMPLE, MALIGNANT]).content,
+        client.post("/predict/batch?explain=true", json=[EXAMPLE, MALIGNANT]).content,
+        client.post("/invocations", json=[EXAMPLE]).content,
+        client.post("/invocations", content=csv, headers={"content-type": "text/csv"}).content,
+    ]
+    for answer in answers:
+        for result in strict.decode(answer):
+            assert result.model_version == "1.0.1" and result.prediction in ("benign", "malignant")
+            if result.explanation is not msgspec.UNSET:
+                explanation = result.explanation
+                total = explanation.baseline + sum(msgspec.structs.asdict(explanation.contributions).values())
+                assert abs(total - explanation.log_odds) < 1e-9
+    assert b'"explanation"' not in answers[0] and b'"explanation"' in answers[1]

@@ -65,3 +65,28 @@ def test_environment_tokens_stay_beside_a_rotating_file(trained_store: Path, tmp
         _replace(token_file, "other\n")
         _until(lambda: _status(client, "other") == 200, "the rotated token was never accepted")
         assert _status(client, "env-token") == 200 and _status(client, "file-token") == 401
+
+
+TOKEN = "s3cret-token-0123456789abcdef"
+
+
+@pytest.mark.parametrize("source", ["env", "file"])
+def test_only_the_whole_token_is_accepted(trained_store: Path, tmp_path: Path, source: str) -> None:
+    """A token is compared whole: one sharing a prefix with a valid one, the valid one cut short or extended are 401."""
+    token_file = tmp_path / "tokens"
+    token_file.write_text(TOKEN + "\n")
+    settings = (ServeSettings(store=str(trained_store), api_tokens=TOKEN)  # type: ignore[arg-type]
+                if source == "env" else ServeSettings(store=str(trained_store), api_tokens_file=token_file))
+    near_misses = {
+        "a shared prefix, the last byte differs": TOKEN[:-1] + "0",
+        "a shared prefix, the first half": TOKEN[: len(TOKEN) // 2] + "x" * (len(TOKEN) - len(TOKEN) // 2),
+        "cut short by one byte": TOKEN[:-1],
+        "its first 8 bytes": TOKEN[:8],
+        "extended by one byte": TOKEN + "0",
+        "extended by itself": TOKEN * 2,
+        "empty": "",
+    }
+    with TestClient(create_app(settings)) as client:
+        assert _status(client, TOKEN) == 200
+        for what, token in near_misses.items():
+            assert _status(client, token) == 401, what

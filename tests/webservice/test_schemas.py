@@ -7,10 +7,13 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
+from oncology.settings import ServeSettings
 from oncology.webservice import schemas
 from oncology.webservice.errors import APIError
+from oncology.webservice.openapi import openapi_document
 from oncology_model.datamodel import FEATURES
 
 values = st.one_of(
@@ -198,3 +201,105 @@ def test_csv_is_accepted_exactly_when_the_documented_pattern_matches(text: str) 
     else:
         accepted = True
     assert accepted == documented
+
+
+VALID_ROW = {f: 5 for f in FEATURES}
+
+
+@pytest.mark.parametrize("feature", FEATURES)
+@pytest.mark.parametrize("score", [0, 11])
+def test_one_score_out_of_range_in_an_otherwise_valid_row_is_a_422_naming_it(feature: str, score: int) -> None:
+    """Scores are 1-10: one field at 0 or 11 (the others valid) is refused by every decoder, naming that field."""
+    row = {**VALID_ROW, feature: score}
+    for decode, loc in [
+        (schemas.decode_tumor, ["body", feature]),
+        (lambda b: list(schemas.decode_tumors(b"[" + b + b"]", 10)), ["body", 0, feature]),
+    ]:
+        with pytest.raises(APIError) as info:
+            decode(json.dumps(row).encode())
+        assert info.value.status == 422
+        assert [(d["loc"], d["value"]) for d in info.value.details] == [(loc, score)]
+    with pytest.raises(APIError) as csv:
+        schemas.decode_csv(",".join(str(row[f]) for f in FEATURES).encode(), 10)
+    assert csv.value.status == 422 and [d["loc"] for d in csv.value.details] == [["body", 0, feature]]
+    v2 = {"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": [row[f] for f in FEATURES]}]}
+    with pytest.raises(APIError) as info:
+        schemas.decode_v2(json.dumps(v2).encode(), 10)
+    assert info.value.status == 422
+    (detail,) = info.value.details
+    assert detail["loc"] == ["body", "inputs", 0, "data", FEATURES.index(feature)] and feature in detail["reason"]
+
+
+@pytest.mark.parametrize("score", [1, 10])
+def test_the_edges_of_the_score_range_are_accepted_by_every_decoder(score: int) -> None:
+    for feature in FEATURES:
+        row = {**VALID_ROW, feature: score}
+        expected = tuple(row[f] for f in FEATURES)
+        assert schemas.decode_tumor(json.dumps(row).encode()) == expected
+        assert list(schemas.decode_tumors(json.dumps([row]).encode(), 10)) == [expected]
+        assert schemas.decode_csv(",".join(map(str, expected)).encode(), 10) == [expected]
+        v2 = {"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": list(expected)}]}
+        assert schemas.decode_v2(json.dumps(v2).encode(), 10)[1] == [expected]
+
+
+# ---- V2: the service accepts exactly the requests its document describes ---------------------------------------
+
+V2_BATCH = 4
+_doc = openapi_document(ServeSettings(max_batch=V2_BATCH))
+_v2_request = Draft202012Validator({"$ref": "#/components/schemas/V2InferRequest", "components": _doc["components"]})
+v2_values = st.one_of(st.integers(1, 10), st.integers(1, 10).map(float), st.sampled_from([0, 11, 2.5, None, True, "3", -1]))
+v2_rows = st.lists(v2_values, min_size=8, max_size=10)
+v2_data = st.one_of(
+    st.lists(st.integers(1, 10), max_size=50).map(lambda d: d[: len(d) // 9 * 9]),  # flat, whole rows
+    st.lists(st.lists(st.integers(1, 10), min_size=9, max_size=9), max_size=V2_BATCH + 1),  # nested rows
+    st.lists(v2_values, max_size=40),  # flat, any values
+    st.lists(st.one_of(v2_rows, v2_values, st.lists(v2_rows, max_size=2)), max_size=5),  # nested, any shape
+)
+
+
+@st.composite
+def v2_requests(draw: st.DrawFn) -> dict[str, object]:
+    data = draw(v2_data)
+    rows = len(data) if data and isinstance(data[0], list) else len(data) // 9
+    shape = draw(st.one_of(st.just([rows, 9]), st.lists(st.integers(-1, V2_BATCH + 2), min_size=1, max_size=3),
+                           st.tuples(st.integers(-1, V2_BATCH + 2), st.sampled_from([0, 9])).map(list)))
+    datatype = draw(st.sampled_from(["INT64", "INT32", "FP32", "FP64", "BYTES"]))
+    return {"inputs": [{"name": "tumor", "shape": shape, "datatype": datatype, "data": data}]}
+
+
+def _flat(data: list[object]) -> list[object]:
+    return [v for row in data for v in row] if any(isinstance(r, list) for r in data) else data  # type: ignore[attr-defined]
+
+
+@settings(max_examples=500, deadline=None)
+@given(v2_requests())
+def test_v2_requests_are_accepted_exactly_when_the_document_allows_them(request: dict[str, object]) -> None:
+    """The document's V2InferRequest schema (shape [N, 9] with N at most the batch limit; data flat or rows of nine,
+    whole numbers 1-10), plus the one rule it states in words (N x 9 values), is what the service accepts."""
+    tensor = request["inputs"][0]  # type: ignore[index]
+    documented = _v2_request.is_valid(request) and len(_flat(tensor["data"])) == tensor["shape"][0] * 9
+    try:
+        schemas.decode_v2(json.dumps(request).encode(), V2_BATCH)
+    except APIError as exc:
+        assert exc.status in (400, 422), exc.message
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == documented, request
+
+
+def test_the_v2_document_refuses_what_the_service_refuses() -> None:
+    """The holes schemathesis found: shape [0, 0] with data [null, null] was schema-valid."""
+    for tensor in ({"shape": [0, 0], "data": [None, None]}, {"shape": [0, 0], "data": []},
+                   {"shape": [V2_BATCH + 1, 9], "data": [1] * 9 * (V2_BATCH + 1)}, {"shape": [1, 9, 1], "data": [1] * 9},
+                   {"shape": [2, 9], "data": [[1] * 9, [1] * 8]}, {"shape": [1, 9], "data": [[[1]] * 9]}):
+        request = {"inputs": [{"name": "tumor", "datatype": "INT64", **tensor}]}
+        assert not _v2_request.is_valid(request), tensor
+        with pytest.raises(APIError) as info:
+            schemas.decode_v2(json.dumps(request).encode(), V2_BATCH)
+        assert info.value.status == 422
+    for tensor in ({"shape": [0, 9], "data": []}, {"shape": [1, 9], "data": [2.0] * 9},
+                   {"shape": [2, 9], "data": [[1] * 9, [10] * 9]}):
+        request = {"inputs": [{"name": "tumor", "datatype": "INT64", **tensor}]}
+        assert _v2_request.is_valid(request), tensor
+        assert len(schemas.decode_v2(json.dumps(request).encode(), V2_BATCH)[1]) == tensor["shape"][0]  # type: ignore[index]

@@ -30,7 +30,7 @@ from oncology.webservice.model import ModelHolder, follow, load_with_backoff
 from oncology.webservice.openapi import SWAGGER_UI_DIR
 from oncology.webservice.rest import Rest
 from oncology.webservice.sagemaker import SageMaker
-from oncology.webservice.transport import Endpoint, Front, not_found_or_not_allowed
+from oncology.webservice.transport import Endpoint, Front, Labelled, not_found_or_not_allowed
 from oncology.webservice.v2 import V2
 from oncology_model.errors import StoreUnavailable
 
@@ -38,6 +38,8 @@ log = logging.getLogger("oncology.webservice")
 
 #: Hot routes: matched by exact path in `Front`, before the router.
 FAST_ROUTES = ("/predict", "/predict/batch", "/invocations", f"/v2/models/{schemas.V2_MODEL}/infer")
+#: Swagger UI's assets, served from the installed package; one route label for all of them.
+DOCS_ASSETS = "/docs/static"
 
 
 def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metrics: Metrics | None = None,
@@ -52,7 +54,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
     tokens = Tokens(settings)
     table = [route for protocol in (Rest, SageMaker, V2) for route in protocol(core, tokens).routes()]
     routes: list[Route | Mount] = [Route(path, Endpoint(path, handler), methods=[method]) for method, path, handler in table]
-    routes.append(Mount("/docs/static", app=StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui"))
+    routes.append(Mount(DOCS_ASSETS, app=Labelled(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI_DIR)), name="swagger-ui"))
     grpc_server = None
     if settings.grpc_port:  # imported only when on: a service without gRPC does not load grpcio
         from oncology.webservice.grpc import GrpcServer

@@ -5,14 +5,14 @@ the core and shape its answer."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from oncology.settings import ServeSettings
 from oncology.webservice import errors, predlog, schemas
 from oncology.webservice.metrics import Metrics
 from oncology.webservice.model import ModelHolder
 from oncology_model.classifier import Classifier
-from oncology_model.datamodel import Decision
+from oncology_model.datamodel import Decision, Prediction
 
 Scored = tuple[list[float], list[str], list[Decision]]
 
@@ -64,9 +64,12 @@ class Core:
         if explain:
             rows = list(rows)
             explanations = [
-                schemas.ExplanationOut(e.baseline, e.contributions, e.log_odds) for e in classifier.explain_rows(rows)
+                schemas.Explanation(e.baseline, schemas.Contributions(**e.contributions), e.log_odds)
+                for e in classifier.explain_rows(rows)
             ]
-        probabilities, labels, decisions = self.score(route, request_id, classifier, rows)
+        probabilities, strs, decisions = self.score(route, request_id, classifier, rows)
+        # `Prediction`'s values as plain strings: msgspec encodes them ~0.5 us a row faster than the enum's members
+        labels = cast(list[Prediction], strs)
         version = classifier.version
         if not explain:
             return [schemas.Result(label, p, d, version) for p, label, d in zip(probabilities, labels, decisions)]

@@ -3,8 +3,10 @@ REST routes, the msgspec structs of `schemas` for V2), and the interactive docs 
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +88,14 @@ class Status(BaseModel):
 
 
 _REF = "#/components/schemas/{name}"
-#: Documented with pydantic: the models the REST routes validate with, and the answers' shapes.
-_MODELS: list[type[BaseModel]] = [Tumor, PredictionOut, ErrorOut, ModelOut, ModelCardOut, Status]
-#: Documented from the msgspec structs that decode V2 requests (and the V2 answers' shapes beside them).
-_V2_STRUCTS: list[type[msgspec.Struct]] = [
-    V2InferRequest, V2InferResponse, V2ServerMetadata, V2ModelMetadata, V2Live, V2Ready,
+#: Documented with pydantic: the models the REST routes validate with, and the other answers' shapes.
+_MODELS: list[type[BaseModel]] = [Tumor, ErrorOut, ModelOut, ModelCardOut, Status]
+#: Documented from msgspec structs: the ones that encode the predictions' answers, and the ones that decode V2
+#: requests (with the V2 answers' shapes beside them).
+_STRUCTS: list[type[msgspec.Struct]] = [
+    PredictionOut, V2InferRequest, V2InferResponse, V2ServerMetadata, V2ModelMetadata, V2Live, V2Ready,
 ]
+_PREDICTION_EXAMPLE = {"prediction": "benign", "probability": 0.0123, "decision": "benign", "model_version": "1.0.1"}
 _V2_EXAMPLE = {"id": "42", "inputs": [{"name": V2_INPUT, "shape": [1, len(FEATURES)], "datatype": "INT64",
                                       "data": [5, 1, 1, 1, 2, 1, 3, 1, 1]}]}
 
@@ -111,24 +115,37 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "A bearer token is required (when tokens are configured).",
         404: "No such route or model.",
         405: "Method not allowed on this route.",
-        413: "The body or the batch is over the limit.",
+        413: "The body is over the route's byte limit (from Content-Length before it is read, or as it arrives).",
         415: "The body is not of an accepted type: application/json (and text/csv for /invocations).",
-        422: "The body does not match the schema, or repeats a key; `details` lists every bad field.",
+        422: "The body does not match the schema (more rows than a batch may hold included), or repeats a key; "
+        "`details` lists every bad field.",
         503: "No verified model is loaded yet, or the service is shutting down.",
     }
     return {str(c): {"description": reasons[c], "content": _json_content(_ref(ErrorOut))} for c in codes}
 
 
 @functools.cache
-def _components() -> dict[str, Any]:
+def _components(max_batch: int) -> dict[str, Any]:
     _, schemas = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF.replace("{name}", "{model}"))
-    _, v2 = msgspec.json.schema_components(_V2_STRUCTS, ref_template=_REF)
+    _, v2 = msgspec.json.schema_components(_STRUCTS, ref_template=_REF)
+    v2 = copy.deepcopy(v2)  # it holds the structs' own JSON Schema extras: the maxima below are this document's
+    for component in v2.values():  # docstrings as pydantic shows them (msgspec keeps their indentation)
+        if "description" in component:
+            component["description"] = inspect.cleandoc(component["description"])
     # A JSON request carries its values in `data`; only the binary extension (its own framing, which the
     # infer route's description tells) leaves it out: the document requires it.
     tensor = v2["V2Tensor"]
-    (tensor["properties"]["data"],) = (s for s in tensor["properties"]["data"]["anyOf"] if s["type"] == "array")
+    (data,) = (s for s in tensor["properties"]["data"]["anyOf"] if s["type"] == "array")
+    tensor["properties"]["data"] = data
     tensor["required"] = [*tensor["required"], "data"]
+    # the row limit: N of [N, 9], and the values it allows (flat: N x 9 numbers; nested: N rows)
+    shape = tensor["properties"]["shape"]
+    shape["prefixItems"][0]["maximum"] = max_batch
+    shape["items"] = False  # (msgspec writes its own `items`; after `prefixItems`, nothing more)
+    flat, nested = data["anyOf"]
+    flat["maxItems"], nested["maxItems"] = max_batch * len(FEATURES), max_batch
     v2["V2InferRequest"]["examples"] = [_V2_EXAMPLE]
+    v2["PredictionOut"]["examples"] = [_PREDICTION_EXAMPLE]
     return {**schemas["$defs"], **v2}
 
 
@@ -258,7 +275,7 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
             "/docs": {"get": {"summary": "Interactive documentation", "responses": {
                 "200": {"description": "Swagger UI", "content": {"text/html": {"schema": {"type": "string"}}}}, **_errors(405)}}},
         },
-        "components": {"schemas": _components()},
+        "components": {"schemas": _components(settings.max_batch)},
     }
     overload.document(doc)  # 503 + Retry-After on every route that can be shed
     if security:

@@ -46,6 +46,15 @@ log (writing a line each would add load).
 each request (headers and body, ``request_read_timeout``), counted from the connection or from
 the request's first byte; a client slower than that (slowloris) is disconnected.  Idle
 keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.
+
+An answer given before the request's body is all in (a 413 from Content-Length, a 401, a 415, a shed
+503) leaves the rest of the body on its way.  On a kept-alive connection the parser reads and
+discards it; a connection that closes after the answer (the client sent ``Connection: close``, as
+Python's urllib does, or the server drains) closes gracefully: the answer, then a half-close
+(shutdown(SHUT_WR)), then the rest of the body read and discarded until it ends or the request's
+read deadline passes.  Closed at once, the kernel would answer the unread bytes with a reset that
+reaches a client still sending before it reads the answer (urllib, requests at 30 MB) as
+"connection reset" or "broken pipe" instead of the 413.
 """
 
 from __future__ import annotations
@@ -264,6 +273,9 @@ RECEIVED: Final = "oncology.received"
 ADMITTED: Final = "oncology.admitted"
 #: The quantum of a turn is this many times the time the loop spends between turns (at most half the budget).
 READ_SHARE: Final = 2.0
+#: Seconds a lingering close reads the rest of an answered body when no read deadline is configured (nginx's
+#: ``lingering_time``); otherwise the request's read deadline ends it.
+LINGER_SECONDS: Final = 30.0
 #: Weight of the newest request in the moving average of the cost of admitted requests of its size (the first sets it).
 COST_WEIGHT: Final = 0.05
 
@@ -272,16 +284,63 @@ SHED_BODY = schemas.encode({"error": "overloaded: the request was not processed;
 SHED_HEADERS: Final = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(SHED_BODY))]
 
 
+class _GracefulClose:
+    """The connection's transport as the protocol and its request cycles see it: `close` while a request's body is
+    still arriving becomes the protocol's lingering close (every other call goes to the transport)."""
+
+    __slots__ = ("_transport", "_protocol")
+
+    def __init__(self, transport: asyncio.Transport, protocol: _ReadDeadline) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._protocol._lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        self._protocol._close()
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _ReadDeadline(HttpToolsProtocol):
     """httptools with a deadline for receiving each whole request (slow clients are disconnected), which sheds
-    at parse time what `Shedder.admit` refuses."""
+    at parse time what `Shedder.admit` refuses, and closes gracefully after an answer given before the body was in."""
 
     read_timeout = 10.0
     shedder: Shedder | None = None
+    _socket: asyncio.Transport  # the transport itself (``self.transport`` is its `_GracefulClose`)
     _read_timer: asyncio.TimerHandle | None = None
     _shedding = False  # the request being parsed is shed: its body is skipped, the 503 written at its end
     _body_bytes = 0  # of the request being parsed, so far
     _keep_alive = True
+    _in_body = False  # a request's headers are in, its body is not (yet)
+    _lingering = False  # answered and half-closed: the rest of the body is read and discarded, then the connection closed
+
+    def _close(self) -> None:
+        """A close: at once, unless a request's body is still arriving after its complete answer; then the answer,
+        a half-close, and the rest of the body read and discarded (see the module's docstring)."""
+        sock = self._socket
+        cycle = self.cycle
+        if (self._lingering or sock.is_closing() or not self._in_body
+                or cycle is None or not cycle.response_complete or not sock.can_write_eof()):
+            sock.close()
+            return
+        self._lingering = True
+        sock.write_eof()  # after the answer still buffered: the client reads it, then end of stream
+        sock.resume_reading()  # (the parser discards the body: the request's answer is complete)
+        if self._read_timer is None:  # no read deadline configured: the lingering still ends
+            self._read_timer = self.loop.call_later(LINGER_SECONDS, self._too_slow)
 
     def _arm(self) -> None:
         if self._read_timer is None and self.read_timeout > 0:
@@ -294,12 +353,13 @@ class _ReadDeadline(HttpToolsProtocol):
 
     def _too_slow(self) -> None:
         self._read_timer = None
-        if not self.transport.is_closing():
+        if not self._socket.is_closing():
             log.debug("closing a connection that did not send its request in %.1fs", self.read_timeout)
-            self.transport.close()
+            self._socket.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._socket = transport
+        super().connection_made(_GracefulClose(transport, self))  # type: ignore[arg-type]
         self._arm()  # a connection that sends nothing at all is bounded too
 
     def on_message_begin(self) -> None:
@@ -309,6 +369,7 @@ class _ReadDeadline(HttpToolsProtocol):
         self._arm()
 
     def on_headers_complete(self) -> None:
+        self._in_body = True
         shedder = self.shedder
         if (shedder is not None and shedder.max_lag > 0 and self.parser.get_method() == b"POST"
                 and (self.cycle is None or self.cycle.response_complete)  # no answer of this connection pending
@@ -330,6 +391,10 @@ class _ReadDeadline(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._in_body = False
+        if self._lingering:  # the rest of an answered request's body is in: nothing is left unread
+            self._socket.close()
+            return
         if not self._shedding:
             if (self.shedder is not None and ADMITTED in self.scope  # admitted at parse time (a fresh scope per request)
                     and not self.cycle.response_complete):  # (answered early: never queued)
@@ -348,7 +413,12 @@ class _ReadDeadline(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._in_body = False
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        self._in_body = False  # a request that cannot be parsed: nothing of it will be read, so no lingering
+        super().send_400_response(msg)
 
 
 def protocol(settings: ServeSettings, shedder: Shedder | None = None) -> type[HttpToolsProtocol]:

@@ -35,6 +35,7 @@ class SageMaker(Handlers):
             raise errors.UnsupportedMediaType(f"the body must be application/json or text/csv, not {shown}")
         else:
             body = await req.body(limit)
+            schemas.refuse_empty(body, "a JSON tumor object or an array of them")
             single = body.lstrip()[:1] != b"["
             rows = [schemas.decode_tumor(body)] if single else schemas.decode_tumors(body, self.settings.max_batch)
         results = self.results(req, self.core.classifier(), rows)

@@ -15,10 +15,9 @@ from typing import Annotated, Any, Final
 from urllib.parse import parse_qsl
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from oncology.webservice.errors import APIError, BadRequest, PayloadTooLarge, Unprocessable, from_pydantic
+from oncology.webservice.errors import APIError, BadRequest, Unprocessable, from_pydantic
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Decision, Prediction, Tumor, row_of
 
 _Score = Annotated[int, msgspec.Meta(ge=SCORE_MIN, le=SCORE_MAX)]
@@ -65,12 +64,20 @@ def decode_tumor(body: bytes) -> tuple[int, ...]:
 
 def _slow_tumor(body: bytes) -> tuple[int, ...]:
     """The reference decoder (pydantic), reached for a body the fast one refused: lists every error."""
+    refuse_empty(body, "a JSON tumor object")
     check_utf8(body)
     refuse_duplicate_keys(body)
     try:
         return TumorJSON.model_validate_json(body).as_row()
     except ValidationError as exc:
         raise from_pydantic(exc.errors(include_url=False)) from None
+
+
+def refuse_empty(body: bytes, expected: str, what: str = "body") -> None:
+    """A 400 that says so for an empty body (or one of whitespace only), rather than a JSON parser's "EOF"."""
+    if (not body or body[:1].isspace()) and not body.strip():  # (no copy of a body that starts with JSON)
+        raise BadRequest(f"the {what} is empty: send {expected}" if not body else
+                         f"the {what} holds only whitespace: send {expected}")
 
 
 def check_utf8(body: bytes, what: str = "body") -> None:
@@ -123,27 +130,55 @@ def refuse_duplicate_keys(body: bytes) -> None:
         raise Unprocessable(f"ambiguous input: {where} given more than once", details[:100])
 
 
-class Result(msgspec.Struct, array_like=False):
-    """One prediction as the REST routes return it (encoded faster than a dict)."""
+# ---- the REST answers: one definition of each wire shape, which both encodes the answers (msgspec, fast) and is
+# the document's schema (`openapi` derives PredictionOut, Explanation and Contributions from these structs)
 
-    prediction: str
-    probability: float
-    decision: str
-    model_version: str
-
-
-class ExplanationOut(msgspec.Struct):
-    """Contributions to the malignant log-odds: ``baseline + sum(contributions) == log_odds``."""
-
-    baseline: float
-    contributions: dict[str, float]
-    log_odds: float
+Contributions: Any = msgspec.defstruct(  # one number per feature, named from `FEATURES` (one source of truth)
+    "Contributions",
+    [(name, Annotated[float, msgspec.Meta(description=f"Contribution of {name}.")]) for name in FEATURES],
+    forbid_unknown_fields=True,
+    namespace={"__doc__": "Each feature's contribution to the malignant log-odds: coef * (value - training mean) / "
+                          "training scale. Positive pushes towards malignant."},
+)
 
 
-class ExplainedResult(Result):
-    """A prediction with its explanation (``?explain=true``)."""
+class Explanation(msgspec.Struct):
+    """Why the model gave its probability (``?explain=true``): ``baseline + sum(contributions) == log_odds``.
 
-    explanation: ExplanationOut
+    Exact for this linear model (up to floating-point rounding): no sampling, no approximation.
+    """
+
+    baseline: Annotated[float, msgspec.Meta(
+        description="The malignant log-odds of the training-mean tumor (every feature at its mean over the "
+        "training data): the model's intercept. The contributions say how far each feature moves the log-odds "
+        "from it.")]
+    contributions: Annotated[Contributions, msgspec.Meta(description="Each feature's share of the log-odds, in feature order.")]
+    log_odds: Annotated[float, msgspec.Meta(description="The malignant log-odds: logit(probability).")]
+
+
+_DECISION_DOC = (
+    "What to do: `refer` (refer for review) when the probability is inside the model's referral band "
+    "[low, high) (see `GET /model`), where the model is unsure; otherwise the prediction. A model "
+    "without a band never refers."
+)
+
+
+class PredictionOut(msgspec.Struct):
+    """The prediction for one tumor."""
+
+    prediction: Annotated[Prediction, msgspec.Meta(
+        description="`malignant` when the probability reaches the model's threshold.")]
+    probability: Annotated[float, msgspec.Meta(ge=0, le=1, description="Probability that the tumor is malignant.")]
+    decision: Annotated[Decision, msgspec.Meta(description=_DECISION_DOC)]
+    model_version: Annotated[str, msgspec.Meta(description="Version of the model that answered.")]
+    explanation: Annotated[Explanation, msgspec.Meta(
+        description="Only with `?explain=true` (/predict and /predict/batch).")] | msgspec.UnsetType = msgspec.UNSET
+
+
+#: The names the handlers use: a prediction without its explanation (left out of the JSON), and with it.
+Result = PredictionOut
+ExplainedResult = PredictionOut
+ExplanationOut = Explanation
 
 
 #: The query parameter that adds explanations to /predict and /predict/batch.
@@ -179,6 +214,7 @@ def decode_tumors(body: bytes, limit: int) -> Iterator[tuple[int, ...]]:
     try:
         structs = _many.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):
+        refuse_empty(body, "a JSON array of tumor objects")
         check_utf8(body)
         refuse_duplicate_keys(body)
         try:
@@ -194,7 +230,8 @@ def decode_tumors(body: bytes, limit: int) -> Iterator[tuple[int, ...]]:
 
 
 def _too_many(limit: int, n: int, loc: list[str | int]) -> APIError:
-    return PayloadTooLarge(
+    """More rows than a batch may hold: a schema limit (the document's ``maxItems``), so a 422 (413 is for bytes)."""
+    return Unprocessable(
         f"a batch holds at most {limit} rows; this one has {n}",
         [{"loc": loc, "value": None, "reason": f"more than {limit} rows"}],
     )
@@ -253,17 +290,27 @@ def _doc(description: str, **schema: Any) -> msgspec.Meta:
     return msgspec.Meta(description=description, extra_json_schema=schema or None)
 
 
+#: A value of the input tensor as the document states it (JSON Schema's integer includes 2.0, and so does the service).
+V2_SCORE: Final = {"type": "integer", "minimum": SCORE_MIN, "maximum": SCORE_MAX}
+
+
 class V2Tensor(msgspec.Struct, forbid_unknown_fields=False):
     """An input tensor."""
 
     name: Annotated[str, _doc(f"The model's one input, `{V2_INPUT}` (any other name is a 400, as in Triton).",
                               const=V2_INPUT)]
-    shape: Annotated[list[int], _doc(f"[N, {len(FEATURES)}]", minItems=2, maxItems=2)]
+    # the row limit (``maximum`` of N) is the settings' ``max_batch``: `openapi` sets it
+    shape: Annotated[list[int], _doc(
+        f"[N, {len(FEATURES)}]: N rows (0 included) of the {len(FEATURES)} features.", minItems=2, maxItems=2,
+        prefixItems=[{"type": "integer", "minimum": 0}, {"const": len(FEATURES)}], items=False)]
     datatype: Annotated[str, _doc(f"One of {', '.join(V2_INPUT_DATATYPES)}.", enum=list(V2_INPUT_DATATYPES))]
     #: absent when the values follow the JSON as binary (Triton's extension; the document requires it in JSON)
     data: Annotated[list[Any], _doc(
-        f"N x {len(FEATURES)} values, row-major (flat or nested), in the order {', '.join(FEATURES)}; "
-        f"whole numbers {SCORE_MIN}-{SCORE_MAX}.")] | None = None
+        f"The N x {len(FEATURES)} values (exactly N x {len(FEATURES)}, as `shape` says), row-major: flat, or nested as "
+        f"N rows of {len(FEATURES)}; in the order {', '.join(FEATURES)}; whole numbers {SCORE_MIN}-{SCORE_MAX}.",
+        anyOf=[{"type": "array", "items": V2_SCORE},
+               {"type": "array", "items": {"type": "array", "items": V2_SCORE,
+                                           "minItems": len(FEATURES), "maxItems": len(FEATURES)}}])] | None = None
     parameters: dict[str, Any] | None = None
 
 
@@ -353,6 +400,7 @@ def decode_v2(body: bytes, limit: int, header_length: int | None = None) -> tupl
     except msgspec.ValidationError as exc:
         raise Unprocessable(f"not an inference request: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        refuse_empty(body, "a JSON inference request", "body" if header_length is None else "inference header")
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     except RecursionError:  # msgspec's depth limit, where the unchecked `parameters` and `data` nest
         raise BadRequest("the body is nested too deeply") from None
@@ -385,13 +433,13 @@ def decode_v2(body: bytes, limit: int, header_length: int | None = None) -> tupl
             f"input data has {len(flat)} values, shape {tensor.shape} needs {n * n_features}",
             [{"loc": [*loc, "data"], "value": None, "reason": "length does not match the shape"}],
         )
-    floats = tensor.datatype.startswith("FP")
+    floats = False
     details = []
     for i, value in enumerate(flat):
-        ok = (
-            (type(value) is int or (floats and type(value) is float and value.is_integer()))
-            and SCORE_MIN <= value <= SCORE_MAX
-        )
+        # a whole number, written 2 or 2.0 (JSON Schema's integer, as the document says), whatever the datatype
+        integral = type(value) is float and value.is_integer()
+        floats |= integral
+        ok = (type(value) is int or integral) and SCORE_MIN <= value <= SCORE_MAX
         if not ok:
             details.append({
                 "loc": [*loc, "data", i],
@@ -418,7 +466,7 @@ def _tensor_values(tensor: V2Tensor, binary: bytes, loc: list[str | int]) -> lis
         if tensor.data is None:
             raise Unprocessable("the input has neither data nor parameters.binary_data_size",
                                 [{"loc": [*loc, "data"], "value": None, "reason": "missing"}])
-        return _flatten(tensor.data)
+        return _flatten(tensor.data, [*loc, "data"])
     if tensor.data is not None:
         raise Unprocessable("the input has both data and parameters.binary_data_size",
                             [{"loc": [*loc, "data"], "value": None, "reason": "give one or the other"}])
@@ -451,72 +499,23 @@ def binary_tensor(datatype: str, values: Sequence[Any]) -> bytes:
     return struct.pack(f"<{len(values)}{_BINARY_DTYPES[datatype]}", *values)
 
 
-def _flatten(data: list[Any]) -> list[Any]:
-    """Nested lists, row-major (allowed by the protocol), as one flat list; iterative: any depth."""
-    if not (data and isinstance(data[0], list)):
-        return data
-    out: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            out.append(item)
-        else:
-            stack.pop()
-    return out
+def _flatten(data: list[Any], loc: list[str | int]) -> list[Any]:
+    """The values, row-major: ``data`` itself when flat; rows of nine (the protocol's nested form of [N, 9]) joined.
+    Any other nesting is a 422: the document allows these two forms only."""
+    if not any(type(item) is list for item in data):
+        return data  # (a value that is not a number is refused with its index by the caller)
+    n_features = len(FEATURES)
+    bad = [i for i, row in enumerate(data)
+           if type(row) is not list or len(row) != n_features or any(type(v) is list for v in row)]
+    if bad:
+        raise Unprocessable(
+            f"input data is neither flat nor rows of {n_features} values (first at index {bad[0]})",
+            [{"loc": [*loc, i], "value": None, "reason": f"expected a row of {n_features} values"} for i in bad[:100]],
+        )
+    return [value for row in data for value in row]
 
 
-# ---- response documents (for OpenAPI; the hot path encodes plain dicts) ----------------------------
-
-
-Contributions = create_model(  # one number per feature, named from `Tumor` (one source of truth)
-    "Contributions",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="Each feature's contribution to the malignant log-odds: coef * (value - training mean) / training scale. "
-    "Positive pushes towards malignant.",
-    **{name: (float, Field(description=f"Contribution of {name}.")) for name in FEATURES},  # type: ignore[call-overload]
-)
-
-
-class Explanation(BaseModel):
-    """Why the model gave its probability (``?explain=true``): ``baseline + sum(contributions) == log_odds``.
-
-    Exact for this linear model (up to floating-point rounding): no sampling, no approximation.
-    """
-
-    baseline: float = Field(
-        description="The malignant log-odds of the training-mean tumor (every feature at its mean over the "
-        "training data): the model's intercept. The contributions say how far each feature moves the log-odds "
-        "from it."
-    )
-    contributions: Contributions = Field(description="Each feature's share of the log-odds, in feature order.")
-    log_odds: float = Field(description="The malignant log-odds: logit(probability).")
-
-
-_DECISION_DOC = (
-    "What to do: `refer` (refer for review) when the probability is inside the model's referral band "
-    "[low, high) (see `GET /model`), where the model is unsure; otherwise the prediction. A model "
-    "without a band never refers."
-)
-
-
-class PredictionOut(BaseModel):
-    """The prediction for one tumor."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [
-            {"prediction": "benign", "probability": 0.0123, "decision": "benign", "model_version": "1.0.1"}
-        ]}
-    )
-    prediction: Prediction = Field(description="`malignant` when the probability reaches the model's threshold.")
-    probability: float = Field(ge=0, le=1, description="Probability that the tumor is malignant.")
-    decision: Decision = Field(description=_DECISION_DOC)
-    model_version: str = Field(description="Version of the model that answered.")
-    explanation: Explanation | SkipJsonSchema[None] = Field(
-        None, description="Only with `?explain=true` (/predict and /predict/batch)."
-    )
+# ---- the error shape (for OpenAPI; `transport.error_body` writes it) ---------------------------------
 
 
 class ErrorDetail(BaseModel):

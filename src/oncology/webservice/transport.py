@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oncology.webservice import errors, schemas
 from oncology.webservice.accesslog import AccessLog
@@ -228,10 +228,25 @@ def _where(exc: BaseException) -> str:
     return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}" for f in reversed(frames[-8:]))
 
 
+class Labelled:
+    """An ASGI app (the docs' static files) counted in the metrics and the access log under one route label."""
+
+    def __init__(self, route: str, app: ASGIApp) -> None:
+        self.route = route
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["state"]["route"] = self.route
+        await self.app(scope, receive, send)
+
+
 def not_found_or_not_allowed(request: Request, exc: Exception) -> Response:
     """Starlette's 404 and 405, in the one error shape."""
     assert isinstance(exc, HTTPException)
     path = request.url.path
+    endpoint = request.scope.get("endpoint")  # a 405: the route exists, the method does not; count it under the route
+    if exc.status_code == 405 and isinstance(endpoint, Endpoint):
+        request.scope["state"]["route"] = endpoint.path
     message = {404: f"no route {path}", 405: f"{request.method} is not allowed on {path}"}.get(exc.status_code, str(exc.detail))
     body = error_body(exc.status_code, message, request.scope["state"].get("request_id", ""))
     return Response(body, status_code=exc.status_code, media_type="application/json", headers=exc.headers)
