@@ -437,7 +437,7 @@ def test_the_log_is_off_by_default_and_needs_a_store_when_on(tmp_path: Path, cle
     assert ServeSettings().prediction_log is False
     assert predlog.from_settings(ServeSettings()) is None
     with pytest.raises(pydantic.ValidationError, match="ONCOLOGY_PREDICTION_LOG_STORE"):
-        ServeSettings(prediction_log=True)  # serving the wheel's model: no store to write to
+        ServeSettings(store=None, prediction_log=True)  # serving the wheel's model: no store to write to
     on = predlog.from_settings(ServeSettings(store=str(tmp_path / "models"), prediction_log=True,
                                              prediction_log_store=str(tmp_path / "logs"), prediction_log_batch_rows=7))
     assert on is not None
