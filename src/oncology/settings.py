@@ -157,6 +157,16 @@ class ServeSettings(BaseSettings):
         "counted.  Keep drain_seconds + graceful_timeout + this under the orchestrator's grace period.",
     )
 
+    outcomes: bool = Field(
+        False,
+        description="Accept outcomes (biopsy results) on POST /outcomes and record them in the store, once per request "
+        "id, under monitoring/outcomes/.  Off by default: the service then needs no write access to the store.",
+    )
+    outcomes_store: str | None = Field(
+        None, description="Store of the outcomes (folder, file://... or s3://bucket/prefix); default: "
+        "prediction_log_store, else `store`."
+    )
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
@@ -171,6 +181,17 @@ class ServeSettings(BaseSettings):
                 "prediction_log needs a store to write to: set ONCOLOGY_PREDICTION_LOG_STORE (or ONCOLOGY_STORE)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _outcomes_need_a_store(self) -> ServeSettings:
+        if self.outcomes and not self.outcome_store_uri:
+            raise ValueError("outcomes needs a store to write to: set ONCOLOGY_OUTCOMES_STORE (or ONCOLOGY_STORE)")
+        return self
+
+    @property
+    def outcome_store_uri(self) -> str | None:
+        """Where outcomes are recorded: `outcomes_store`, else the prediction log's store, else `store`."""
+        return self.outcomes_store or self.prediction_log_store or self.store
 
     def tokens(self) -> list[str]:
         """Every configured token (environment and file)."""

@@ -2,7 +2,7 @@
 the model's loading and reloading for the app's lifetime.
 
 Each protocol is a module of thin handlers over one `Core` that knows no HTTP: `rest` (/predict,
-/model, health, docs), `sagemaker` (/ping, /invocations) and `v2` (the Open Inference Protocol);
+/model, health, docs), `sagemaker` (/ping, /invocations), `v2` (the Open Inference Protocol) and `outcomes` (POST /outcomes);
 `transport` turns them into ASGI (`Endpoint`, `Front`).
 """
 
@@ -27,6 +27,7 @@ from oncology.webservice.core import Core
 from oncology.webservice.metrics import Metrics
 from oncology.webservice.model import ModelHolder, follow, load_with_backoff
 from oncology.webservice.openapi import SWAGGER_UI_DIR
+from oncology.webservice.outcomes import Outcomes
 from oncology.webservice.rest import Rest
 from oncology.webservice.sagemaker import SageMaker
 from oncology.webservice.transport import Endpoint, Front, not_found_or_not_allowed
@@ -49,7 +50,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
     prediction_log = predlog.from_settings(settings, metrics)  # None unless ONCOLOGY_PREDICTION_LOG
     core = Core(settings, holder, metrics, prediction_log)
     tokens = Tokens(settings)
-    table = [route for protocol in (Rest, SageMaker, V2) for route in protocol(core, tokens).routes()]
+    table = [route for protocol in (Rest, SageMaker, V2, Outcomes) for route in protocol(core, tokens).routes()]
     routes: list[Route | Mount] = [Route(path, Endpoint(path, handler), methods=[method]) for method, path, handler in table]
     routes.append(Mount("/docs/static", app=StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui"))
     fast = {

@@ -55,6 +55,10 @@ class Metrics:
             "oncology_prediction_log_buffered", "Predictions buffered in memory, not yet written (sampled each second)",
             registry=r, multiprocess_mode="livesum",
         )
+        self.outcomes = Counter(
+            "oncology_outcomes",
+            "Outcomes received on POST /outcomes, by result (created, unchanged, conflict)", ["result"], registry=r,
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any, int | None]] = {}
         self.benign = self.predictions.labels("benign")
         self.malignant = self.predictions.labels("malignant")
