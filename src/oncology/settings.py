@@ -8,7 +8,7 @@ S3 endpoint and credentials are not here: they are the standard AWS variables
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -80,6 +80,41 @@ class TrainSettings(GateSettings):
         if not any(FAMILY[f].selectable for f in value):
             raise ValueError("at least one linear (selectable) family is needed: the service scores linear models only")
         return value
+
+
+class OutcomeSettings(StoreSettings):
+    """The outcome check (`oncology outcomes check`): realized performance per model version and chunk, and alarms."""
+
+    outcomes_period: Literal["day", "week", "month", "quarter", "year"] = Field(
+        "month", description="Calendar chunks: the period of the prediction's time that groups labelled cases."
+    )
+    outcomes_chunk_size: int = Field(
+        0, ge=0, description="If set, chunks of this many labelled cases per version (in prediction order) instead of "
+        "calendar periods."
+    )
+    outcomes_min_malignant: int = Field(
+        20, ge=1, description="Malignant recall is not reported for a chunk with fewer malignant outcomes than this."
+    )
+    outcomes_verification_ratio: float = Field(
+        0.5, gt=0, le=1,
+        description="Verification bias is flagged when predicted-benign cases are verified at less than this "
+        "fraction of the rate of predicted-malignant ones: recall read off the labelled cases is then too high.",
+    )
+    outcomes_recall_in_control: float = Field(0.98, gt=0, lt=1, description="CUSUM: the malignant recall expected.")
+    outcomes_recall_alarm: float = Field(0.90, gt=0, lt=1, description="CUSUM: the malignant recall to detect.")
+    outcomes_specificity_in_control: float = Field(0.95, gt=0, lt=1, description="CUSUM: the specificity expected.")
+    outcomes_specificity_alarm: float = Field(0.85, gt=0, lt=1, description="CUSUM: the specificity to detect.")
+    outcomes_cusum_h: float = Field(
+        9.0, gt=0, description="CUSUM decision threshold: 9 detects recall 0.98 -> 0.90 after ~100 malignant cases "
+        "with under 1% false alarms per 1,000 cases (tests/monitoring/test_sequential.py)."
+    )
+
+    @model_validator(mode="after")
+    def _alarm_below_in_control(self) -> OutcomeSettings:
+        for name in ("recall", "specificity"):
+            if getattr(self, f"outcomes_{name}_alarm") >= getattr(self, f"outcomes_{name}_in_control"):
+                raise ValueError(f"outcomes_{name}_alarm must be below outcomes_{name}_in_control")
+        return self
 
 
 class ServeSettings(BaseSettings):
