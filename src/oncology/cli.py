@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from oncology.monitoring.commands import monitoring_app
+from oncology.monitoring.outcomes_cli import outcomes_app
 from oncology.settings import GateSettings, StoreSettings, TrainSettings
 from oncology_model.errors import OncologyError
 
@@ -18,6 +19,7 @@ app = typer.Typer(help="oncology: train, register and serve a breast-cancer clas
 models_app = typer.Typer(help="The model registry: versions, the champion alias, promotion and rollback.")
 app.add_typer(models_app, name="models")
 app.add_typer(monitoring_app, name="monitoring")
+app.add_typer(outcomes_app, name="outcomes")
 
 out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)

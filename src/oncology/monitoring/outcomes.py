@@ -231,6 +231,7 @@ class Joined:
 
     period: str
     # labelled cases, sorted by version then prediction time
+    request_id: npt.NDArray[Any]
     version: npt.NDArray[Any]
     chunk_period: npt.NDArray[Any]
     ts: FloatArray  # epoch seconds
@@ -283,7 +284,7 @@ def join(store: Store, period: str = "month") -> Joined:
         FROM preds p JOIN ids i USING (request_id) LEFT JOIN outs o USING (request_id)
         WHERE i.n = 1""")
     labelled = con.execute("""
-        SELECT version, period, ts, probability, predicted_malignant, decision = 'refer' AS referred,
+        SELECT request_id, version, period, ts, probability, predicted_malignant, decision = 'refer' AS referred,
                outcome = 'malignant' AS malignant, delay_days, received
         FROM joined WHERE outcome IS NOT NULL ORDER BY version, ts, request_id""").fetchnumpy()
     coverage = con.execute("""
@@ -301,7 +302,7 @@ def join(store: Store, period: str = "month") -> Joined:
         return np.asarray(labelled[name], dtype=dtype)
 
     return Joined(
-        period=period, version=arr("version", object), chunk_period=arr("period", object), ts=arr("ts", np.float64),
+        period=period, request_id=arr("request_id", object), version=arr("version", object), chunk_period=arr("period", object), ts=arr("ts", np.float64),
         probability=arr("probability", np.float64), predicted_malignant=arr("predicted_malignant", bool),
         referred=arr("referred", bool), malignant=arr("malignant", bool), delay_days=arr("delay_days", np.float64),
         received=arr("received", np.float64),
