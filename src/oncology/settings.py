@@ -197,6 +197,10 @@ class ServeSettings(BaseSettings):
         description="Accept outcomes (biopsy results) on POST /outcomes and record them in the store, once per request "
         "id, under monitoring/outcomes/.  Off by default: the service then needs no write access to the store.",
     )
+    outcome_check_interval: float = Field(
+        60.0, gt=0, description="With outcomes on: seconds between reads of the newest outcome check's verdicts from the "
+        "store, exported as oncology_outcome_alarm for the alerting rules."
+    )
     outcomes_store: str | None = Field(
         None, description="Store of the outcomes (folder, file://... or s3://bucket/prefix); default: "
         "prediction_log_store, else `store`."

@@ -256,8 +256,10 @@ def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
     assert alarm.returncode == 1, alarm.stdout + alarm.stderr
     assert "1.0.3: recall" in " ".join(alarm.stderr.split())
     store = LocalStore(tmp_path / "fallen")
-    (key,) = store.list("monitoring/outcome-checks/")
+    (key,) = store.list("monitoring/outcome-checks/date=")  # written once; latest.json names it
     report = json.loads(store.read(key))
+    latest = json.loads(store.read("monitoring/outcome-checks/latest.json"))
+    assert latest["report"] == key and {"version": "1.0.3", "metric": "recall", "alarm": True}.items() <= latest["alarms"][0].items()
     assert report["status"] == "alarm" and report["versions"]["1.0.3"]["alarms"]["recall"]["alarm"]
     assert report["versions"]["1.0.3"]["chunks"][0]["chunk"] == "cases 1-200"
     (table,) = store.list("monitoring/tables/realized/")
@@ -266,3 +268,26 @@ def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
     assert {r["version"] for r in rows} == {"1.0.3"} and len(rows) == 7 * 6  # 1,400 cases in chunks of 200
     recall_rows = [float(r["value"]) for r in rows if r["metric"] == "recall"]
     assert recall_rows[0] > 0.95 and recall_rows[-1] < 0.9 and all(math.isfinite(v) for v in recall_rows)
+
+
+def test_the_service_exports_the_newest_checks_alarms(tmp_path: Path, trained_store: Path) -> None:
+    """The check writes its verdicts; the service (outcomes on, same store) reads them into oncology_outcome_alarm."""
+    import time
+
+    from starlette.testclient import TestClient
+
+    from oncology.monitoring.outcomes import check
+    from oncology.settings import ServeSettings
+    from oncology.webservice.app import create_app
+
+    store = fallen(tmp_path, 0.85)
+    assert check(LocalStore(store), OutcomeSettings()).status == "alarm"
+    settings = ServeSettings(store=str(trained_store), outcomes=True, outcomes_store=str(store))
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 20
+        while "oncology_outcome_alarm{" not in (text := client.get("/metrics").text):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert 'oncology_outcome_alarm{metric="recall",model_version="1.0.3"} 1.0' in text
+    assert 'oncology_outcome_alarm{metric="specificity",model_version="1.0.3"} 0.0' in text
+    assert "oncology_outcome_check_timestamp_seconds 0.0" not in text

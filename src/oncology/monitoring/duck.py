@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -36,7 +37,11 @@ def _quote(text: str) -> str:
 
 def connect(store: Store) -> tuple[duckdb.DuckDBPyConnection, str]:
     """A connection (UTC, no extension downloads) and the base under which the store's keys are read."""
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con = duckdb.connect(config={
+        "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+        # an in-memory database spills to ./.tmp by default: the working folder may be read-only (a container)
+        "temp_directory": os.path.join(tempfile.gettempdir(), "oncology-duckdb"),
+    })
     con.execute("SET TimeZone = 'UTC'")
     if isinstance(store, LocalStore):
         return con, str(store.root)

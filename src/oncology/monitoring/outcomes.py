@@ -46,6 +46,8 @@ from oncology_model.storage import Store
 
 PREDICTIONS_PREFIX: Final = "monitoring/predictions"
 CHECKS_PREFIX: Final = "monitoring/outcome-checks"
+#: The newest check's verdicts (replaced by each check): the service reads it for its metrics.
+LATEST_CHECK: Final = f"{CHECKS_PREFIX}/latest.json"
 REALIZED_TABLE_PREFIX: Final = "monitoring/tables/realized"
 COLUMNS: Final = ("request_id", "outcome", "observed_at", "source")
 Z: Final = 1.959963984540054
@@ -567,7 +569,18 @@ def check(store: Store, settings: OutcomeSettings, now: datetime | None = None, 
     store.create(key, content)
     table_key = f"{REALIZED_TABLE_PREFIX}/date={now:%Y-%m-%d}/realized-{stamp}.csv"
     store.create(table_key, realized_table(report))
+    store.write(LATEST_CHECK, json.dumps(latest_summary(report, key), sort_keys=True).encode())
     return Check(report, key, table_key)
+
+
+def latest_summary(report: dict[str, Any], key: str) -> dict[str, Any]:
+    """What the service exports as metrics (``oncology_outcome_alarm``): the newest check's verdicts, and where
+    its report is.  The one object a check replaces; the reports themselves are written once."""
+    return {
+        "checked_at": report["checked_at"], "report": key, "status": report["status"],
+        "alarms": [{"version": version, "metric": metric, "alarm": a["alarm"], "statistic": a["statistic"], "h": a["h"]}
+                   for version, r in sorted(report["versions"].items()) for metric, a in sorted(r["alarms"].items())],
+    }
 
 
 TABLE_COLUMNS: Final = ("checked_at", "version", "chunking", "chunk", "first_prediction", "last_prediction", "metric",

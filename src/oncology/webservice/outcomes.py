@@ -1,10 +1,17 @@
 """POST /outcomes: decode, validate, hand to the store (`oncology.outcomes.OutcomeBook`).  No analytics here:
-the join with the prediction log and the realized performance are the monitoring wing's."""
+the join with the prediction log and the realized performance are the monitoring wing's.
+
+`CheckFollower` reads the newest outcome check's verdicts from the store (a JSON object that
+``oncology outcomes check`` replaces on each run) and exports them as ``oncology_outcome_alarm``, so that
+the alerting rules in deploy/monitoring/ reach a person; the service never imports the monitoring wing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -14,11 +21,15 @@ from oncology.webservice import errors, schemas
 from oncology.webservice.auth import Tokens
 from oncology.webservice.core import Core
 from oncology.webservice.handlers import Handlers, Route
+from oncology.webservice.metrics import Metrics
 from oncology.webservice.transport import Reply, Req, json_reply
-from oncology_model.errors import StoreError
-from oncology_model.storage import open_store
+from oncology_model.errors import NotFoundError, StoreError
+from oncology_model.storage import Store, open_store
 
 log = logging.getLogger("oncology.webservice")
+
+#: Written by ``oncology outcomes check`` (oncology.monitoring.outcomes.LATEST_CHECK): the same key, not an import.
+LATEST_CHECK = "monitoring/outcome-checks/latest.json"
 
 _records = TypeAdapter(list[OutcomeIn])
 
@@ -105,3 +116,41 @@ def _safe(found: list[Any]) -> list[Any]:
             e["input"] = str(e["input"])
         e.pop("ctx", None)
     return found
+
+
+class CheckFollower:
+    """The newest outcome check's verdicts, from the store into the metrics."""
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.seen: str | None = None
+
+    def refresh(self) -> bool:
+        """Read the verdicts; True if a new check was exported.  A missing or unreadable object changes nothing."""
+        try:
+            summary = json.loads(self.store.read(LATEST_CHECK))
+            checked_at = datetime.fromisoformat(summary["checked_at"]).timestamp()
+            alarms = [(str(a["version"]), str(a["metric"]), bool(a["alarm"])) for a in summary["alarms"]]
+        except NotFoundError:
+            return False
+        except (StoreError, ValueError, KeyError, TypeError) as exc:
+            log.warning("the newest outcome check cannot be read (%s): its alarms are not exported", type(exc).__name__)
+            return False
+        if summary["checked_at"] == self.seen:
+            return False
+        for version, metric, alarm in alarms:
+            self.metrics.outcome_alarm.labels(version, metric).set(int(alarm))
+        self.metrics.outcome_check_time.set(checked_at)
+        self.seen = summary["checked_at"]
+        return True
+
+
+async def follow_checks(follower: CheckFollower, interval: float) -> None:
+    """Refresh ``follower`` now and every ``interval`` seconds, for ever (until cancelled)."""
+    while True:
+        try:
+            await asyncio.to_thread(follower.refresh)
+        except Exception:  # keep following: a bug is logged, the last verdicts stay exported
+            log.exception("reading the outcome check crashed")
+        await asyncio.sleep(interval)
