@@ -110,3 +110,23 @@ def test_conflicting_outcomes_through_two_replicas_one_wins_per_request_id(
     for r in written:  # the data files hold only the winners
         assert r["outcome"] == book.read_claim(r["request_id"]).outcome  # type: ignore[union-attr]
     assert "unhandled error" not in logs and "Traceback" not in logs
+
+
+def test_the_check_reads_an_s3_store_with_duckdb(s3: S3) -> None:
+    """The join runs where the files are: DuckDB's httpfs (from duckdb-ext-httpfs, no download) on SeaweedFS."""
+    from datetime import timedelta
+
+    from oncology.monitoring.outcomes import check, orphans
+    from oncology.settings import OutcomeSettings
+    from outcome_support import T0, Logged, post, write_log
+
+    uri = f"s3://{s3.bucket}/check-{uuid.uuid4().hex[:8]}"
+    store = open_store(uri)
+    logged = [Logged(f"s{i}", "1.0.1", T0 + timedelta(days=i), 0.9 if i % 2 else 0.1) for i in range(40)]
+    write_log(store, logged)
+    post(store, [(p.request_id, "malignant" if p.probability > 0.5 else "benign", p.ts + timedelta(days=30))
+                 for p in logged])
+    result = check(store, OutcomeSettings(store=uri))
+    assert result.status == "ok" and result.report["labelled"] == 40
+    assert store.exists(result.key) and store.exists(result.table_key)  # type: ignore[arg-type]
+    assert orphans(store, ["s1", "nobody"]) == ["nobody"]

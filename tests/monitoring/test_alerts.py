@@ -18,7 +18,6 @@ import httpx
 import prometheus  # infra/prometheus.py: tests/conftest.py puts infra/ on sys.path
 import pytest
 import yaml
-from outcome_support import simulated
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from webservice.conftest import EXAMPLE, Server, running_server, start_server, stop_server
@@ -28,6 +27,7 @@ from oncology.settings import OutcomeSettings, ServeSettings
 from oncology.webservice.app import create_app
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore
+from outcome_support import simulated
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 RULES = MONITORING / "alerts.yml"

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from outcome_support import T0, Logged, post, simulated, write_log, write_outcomes
 from sklearn.metrics import roc_auc_score
 
 from oncology.monitoring.outcomes import chunk_metrics, join, verification
 from oncology.outcomes import CONFLICTS_PREFIX, OutcomeBook
 from oncology.settings import OutcomeSettings
 from oncology_model.storage import LocalStore
+from outcome_support import T0, Logged, post, simulated, write_log, write_outcomes
 
 ONCOLOGY = str(Path(sys.executable).parent / "oncology")
 
