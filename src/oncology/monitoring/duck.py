@@ -43,6 +43,7 @@ def connect(store: Store) -> tuple[duckdb.DuckDBPyConnection, str]:
         "temp_directory": os.path.join(tempfile.gettempdir(), "oncology-duckdb"),
     })
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # it would print into the command's output
     if isinstance(store, LocalStore):
         return con, str(store.root)
     if isinstance(store, S3Store):

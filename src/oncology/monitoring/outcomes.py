@@ -36,19 +36,20 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import TypeAdapter, ValidationError
 
-from oncology.monitoring import duck
+from oncology.monitoring import duck, tables
 from oncology.monitoring.sequential import bernoulli_cusum
 from oncology.outcomes import PREFIX as OUTCOMES_PREFIX
 from oncology.outcomes import Conflict, Intake, OutcomeBook, OutcomeIn, validation_problems
 from oncology.settings import OutcomeSettings
-from oncology_model.errors import OncologyError
+from oncology_model.errors import ConflictError, OncologyError
 from oncology_model.storage import Store
 
 PREDICTIONS_PREFIX: Final = "monitoring/predictions"
 CHECKS_PREFIX: Final = "monitoring/outcome-checks"
 #: The newest check's verdicts (replaced by each check): the service reads it for its metrics.
 LATEST_CHECK: Final = f"{CHECKS_PREFIX}/latest.json"
-REALIZED_TABLE_PREFIX: Final = "monitoring/tables/realized"
+REALIZED: Final = "realized"
+REALIZED_TABLE_PREFIX: Final = tables.table_prefix(REALIZED).rstrip("/")
 COLUMNS: Final = ("request_id", "outcome", "observed_at", "source")
 Z: Final = 1.959963984540054
 _record = TypeAdapter(OutcomeIn)
@@ -569,6 +570,10 @@ def check(store: Store, settings: OutcomeSettings, now: datetime | None = None, 
     store.create(key, content)
     table_key = f"{REALIZED_TABLE_PREFIX}/date={now:%Y-%m-%d}/realized-{stamp}.csv"
     store.create(table_key, realized_table(report))
+    try:  # the table's QuickSight manifest: the same bytes every run, unless the store moved
+        store.create(tables.manifest_key(REALIZED), tables.quicksight_manifest(REALIZED, store.uri))
+    except ConflictError:
+        store.write(tables.manifest_key(REALIZED), tables.quicksight_manifest(REALIZED, store.uri))
     store.write(LATEST_CHECK, json.dumps(latest_summary(report, key), sort_keys=True).encode())
     return Check(report, key, table_key)
 
