@@ -293,3 +293,34 @@ def test_the_service_exports_the_newest_checks_alarms(tmp_path: Path, trained_st
     assert 'oncology_outcome_alarm{metric="recall",model_version="1.0.3"} 1.0' in text
     assert 'oncology_outcome_alarm{metric="specificity",model_version="1.0.3"} 0.0' in text
     assert "oncology_outcome_check_timestamp_seconds 0.0" not in text
+
+
+@pytest.mark.parametrize(("shrink", "alarm"), [(1.0, False), (0.6, True)])
+def test_realized_beside_the_cbpe_estimate_alarms_when_the_probabilities_are_no_longer_calibrated(
+        tmp_path: Path, trained_store: Path, shrink: float, alarm: bool) -> None:
+    """Outcomes drawn from the version's own calibration (its reference.json) agree with CBPE; outcomes drawn at
+    0.6 times those chances (a population where the model over-states the risk) do not."""
+    import shutil
+
+    from oncology.monitoring.outcomes import calibrations, check
+
+    shutil.copytree(trained_store, tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
+    curve = calibrations(store, ["1.0.1"])["1.0.1"]
+    assert isinstance(curve, np.ndarray)
+    bins = (curve.size - 1) // 2
+    rng = np.random.default_rng(17)
+    p = rng.random(3000)
+    c = curve[:bins][np.clip(np.searchsorted(curve[bins:], p, side="right") - 1, 0, bins - 1)]
+    malignant = rng.random(3000) < c * shrink
+    logged = [Logged(f"k{i}", "1.0.1", T0 + timedelta(hours=i), float(p[i])) for i in range(3000)]
+    write_log(store, logged)
+    write_outcomes(store, [(x.request_id, "malignant" if malignant[i] else "benign", x.ts + timedelta(days=5))
+                           for i, x in enumerate(logged)])
+    report = check(store, OutcomeSettings(store=str(tmp_path / "store")), write=False).report
+    version = report["versions"]["1.0.1"]
+    first = version["chunks"][0]["cbpe"]
+    assert first["accuracy"]["low"] < first["accuracy"]["estimated"] < first["accuracy"]["high"]
+    assert version["alarms"]["calibration"]["checked"]
+    assert version["alarms"]["calibration"]["alarm"] is alarm
+    assert any("1.0.1: calibration" in a for a in report["alarms"]) is alarm

@@ -17,6 +17,13 @@ report then says so and gives the Begg and Greenes estimate: each predicted clas
 its verified cases, weighted by how many predictions that class had (inverse-probability weighting by
 the verification rate of each predicted class; valid when verification depends on the prediction
 only), with a delta-method interval on the logit scale.
+
+Realized beside estimated: each chunk's labelled cases also get the label-free CBPE estimate of the drift
+check (the version's calibration, from its ``reference.json``), with the interval the estimate would have
+if the probabilities were calibrated.  Realized accuracy outside it (|z| > `CALIBRATION_Z`), or a count of
+malignant outcomes outside its own, is a calibration alarm: the label-free estimates of that version can
+no longer be trusted.  On the labelled cases, so that verification that depends on the prediction does
+not bias the comparison.
 """
 
 from __future__ import annotations
@@ -456,18 +463,73 @@ def _rate(k: int, n: int) -> float:
     return k / n if 0 < k < n else (k + 0.5) / (n + 1)
 
 
-def realized(joined: Joined, settings: OutcomeSettings) -> dict[str, Any]:
-    """Per version: chunks with their realized figures, coverage, verification bias and the CUSUM alarms."""
+#: |z| beyond which realized and CBPE-estimated figures of a chunk disagree (two-sided p ~ 0.001 per test).
+CALIBRATION_Z: Final = 3.29
+
+
+def calibrations(store: Store, versions: Sequence[str]) -> dict[str, FloatArray | str]:
+    """Each version's calibration curve (per probability bin, with the bins' edges appended), from its
+    ``reference.json`` in the store's registry; or why there is none."""
+    from oncology.monitoring import drift
+    from oncology_model.bundle import REFERENCE
+    from oncology_model.registry import ModelRegistry
+
+    registry = ModelRegistry(store)
+    out: dict[str, FloatArray | str] = {}
+    for version in versions:
+        try:
+            data = registry.load(version).files.get(REFERENCE)
+        except OncologyError as exc:
+            out[version] = f"model version {version} cannot be read from {store}: {exc}"
+            continue
+        if data is None:
+            out[version] = f"model version {version} has no {REFERENCE} (trained before drift references were kept)"
+            continue
+        reference = drift.Reference.parse(json.loads(data), f"{store}/models/{version}/{REFERENCE}")
+        edges = np.asarray(reference.probability.edges, dtype=np.float64)
+        out[version] = np.concatenate([drift.calibration(reference), edges])
+    return out
+
+
+def cbpe_beside(probability: FloatArray, predicted: BoolArray, malignant: BoolArray, curve: FloatArray) -> dict[str, Any]:
+    """The CBPE estimate of a chunk's accuracy, malignant count and recall beside the realized figures, with the
+    estimate's 95% interval under calibration and the z of the realized figure against it."""
+    bins = (curve.size - 1) // 2
+    calibrated, edges = curve[:bins], curve[bins:]
+    c = calibrated[np.clip(np.searchsorted(edges, probability, side="right") - 1, 0, bins - 1)]
+    n = int(probability.size)
+    right = np.where(predicted, c, 1.0 - c)  # the chance each answer is right, if calibrated
+    out: dict[str, Any] = {}
+    for name, estimated, realized_, variance in (
+        ("accuracy", float(right.sum()), float((predicted == malignant).sum()), float((right * (1 - right)).sum())),
+        ("malignant", float(c.sum()), float(malignant.sum()), float((c * (1 - c)).sum())),
+    ):
+        se = math.sqrt(variance)
+        z = (realized_ - estimated) / se if se > 0 else 0.0
+        scale = n if name == "accuracy" else 1
+        out[name] = {"estimated": estimated / scale, "low": (estimated - Z * se) / scale,
+                     "high": (estimated + Z * se) / scale, "realized": realized_ / scale, "z": z}
+    out["recall"] = {"estimated": float(c[predicted].sum() / c.sum()) if c.sum() > 0 else None,
+                     "realized": float((predicted & malignant).sum() / malignant.sum()) if malignant.any() else None}
+    out["disagree"] = any(abs(out[k]["z"]) > CALIBRATION_Z for k in ("accuracy", "malignant"))
+    return out
+
+
+def realized(joined: Joined, settings: OutcomeSettings, store: Store | None = None) -> dict[str, Any]:
+    """Per version: chunks with their realized figures (and, with the registry's ``store``, the CBPE estimate
+    beside them), coverage, verification bias and the alarms."""
     versions: dict[str, Any] = {}
     coverage_by_version: dict[str, list[dict[str, Any]]] = {}
     for row in joined.coverage:
         coverage_by_version.setdefault(row["version"], []).append(row)
+    curves = calibrations(store, sorted(coverage_by_version)) if store is not None else {}
     for version, rows in coverage_by_version.items():
-        versions[version] = _version_report(joined, version, rows, settings)
+        versions[version] = _version_report(joined, version, rows, settings, curves.get(version))
     return versions
 
 
-def _version_report(joined: Joined, version: str, coverage: list[dict[str, Any]], settings: OutcomeSettings) -> dict[str, Any]:
+def _version_report(joined: Joined, version: str, coverage: list[dict[str, Any]], settings: OutcomeSettings,
+                    curve: FloatArray | str | None = None) -> dict[str, Any]:
     mask = joined.version == version
     idx = np.flatnonzero(mask)
     probability, predicted = joined.probability[idx], joined.predicted_malignant[idx]
@@ -482,6 +544,8 @@ def _version_report(joined: Joined, version: str, coverage: list[dict[str, Any]]
     for key, part in _groups(keys):
         figures = chunk_metrics(probability[part], predicted[part], referred[part], malignant[part], delay[part],
                                 settings.outcomes_min_malignant)
+        if isinstance(curve, np.ndarray):
+            figures["cbpe"] = cbpe_beside(probability[part], predicted[part], malignant[part], curve)
         period_start, period_end = joined.ts[idx][part].min(), joined.ts[idx][part].max()
         chunks.append({"chunk": label(key), "first_prediction": _iso(period_start), "last_prediction": _iso(period_end),
                        **figures})
@@ -516,8 +580,19 @@ def _version_report(joined: Joined, version: str, coverage: list[dict[str, Any]]
         "chunking": f"every {settings.outcomes_chunk_size} labelled cases" if settings.outcomes_chunk_size
         else f"calendar {joined.period} of the prediction",
         "chunks": chunks,
-        "alarms": {"recall": recall_cusum.as_dict(), "specificity": spec_cusum.as_dict()},
+        "alarms": {"recall": recall_cusum.as_dict(), "specificity": spec_cusum.as_dict(),
+                   "calibration": _calibration_alarm(chunks, curve)},
     }
+
+
+def _calibration_alarm(chunks: list[dict[str, Any]], curve: FloatArray | str | None) -> dict[str, Any]:
+    if not isinstance(curve, np.ndarray):
+        return {"alarm": False, "alarm_at": None, "checked": False, "note": curve or "no registry to read from",
+                "statistic": None, "h": CALIBRATION_Z}
+    off = [c for c in chunks if c["cbpe"]["disagree"]]
+    worst = max((abs(c["cbpe"][k]["z"]) for c in chunks for k in ("accuracy", "malignant")), default=0.0)
+    return {"alarm": bool(off), "alarm_at": off[0]["chunk"] if off else None, "checked": True,
+            "chunks": [c["chunk"] for c in off], "statistic": round(worst, 3), "h": CALIBRATION_Z}
 
 
 def _iso(epoch: float) -> str:
@@ -546,8 +621,10 @@ def check(store: Store, settings: OutcomeSettings, now: datetime | None = None, 
     """Join, measure, test; write the report (and the flat table) once into the store."""
     now = now or datetime.now(UTC)
     joined = join(store, settings.outcomes_period)
-    versions = realized(joined, settings)
-    alarms = [f"{v}: {name} (CUSUM reached {a['h']} at labelled case {a['alarm_at']})"
+    versions = realized(joined, settings, store)
+    alarms = [f"{v}: {name} (CUSUM reached {a['h']} at labelled case {a['alarm_at']})" if name != "calibration" else
+              f"{v}: calibration (realized and CBPE-estimated figures disagree, |z| up to {a['statistic']}, in "
+              f"{', '.join(a['chunks'])}: the label-free estimates of this version cannot be trusted)"
               for v, r in versions.items() for name, a in r["alarms"].items() if a["alarm"]]
     status = "nothing" if joined.labelled == 0 else ("alarm" if alarms else "ok")
     report = {

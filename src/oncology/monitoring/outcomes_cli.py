@@ -97,12 +97,21 @@ def check(
         for chunk in r["chunks"]:
             figures = "  ".join(f"{name} {_fmt(chunk[name])}" for name in ("accuracy", "recall", "specificity", "roc_auc", "brier"))
             _say(f"  {chunk['chunk']}: n={chunk['labelled']} ({chunk['malignant']} malignant)  {figures}")
+            if "cbpe" in chunk:
+                acc = chunk["cbpe"]["accuracy"]
+                _say(f"    accuracy realized {acc['realized']:.3f}, CBPE {acc['estimated']:.3f} "
+                     f"[{acc['low']:.3f}, {acc['high']:.3f}]{'  DISAGREE' if chunk['cbpe']['disagree'] else ''}")
         bias = r["verification"]
         if bias.get("biased"):
             _say(f"  verification bias: {bias['note']}")
             if "corrected_recall" in bias:
                 _say(f"  corrected recall {_fmt(bias['corrected_recall'])}, naive {_fmt(bias['naive_recall'])}")
         for name, alarm in r["alarms"].items():
+            if name == "calibration":
+                state = (f"ALARM in {', '.join(alarm['chunks'])}" if alarm["alarm"] else
+                         "realized within the CBPE estimates" if alarm["checked"] else f"not checked: {alarm['note']}")
+                _say(f"  calibration (realized vs CBPE): {state}")
+                continue
             state = f"ALARM at labelled case {alarm['alarm_at']}" if alarm["alarm"] else "no alarm"
             _say(f"  {name} CUSUM: {state} (statistic {alarm['statistic']}, h {alarm['h']}, {alarm['n']} cases)")
     if report["orphans"]["count"]:
