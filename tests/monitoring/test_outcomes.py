@@ -259,7 +259,9 @@ def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
     (key,) = [k for k in store.list("monitoring/outcome-checks/") if "/date=" in k]  # written once; latest.json names it
     report = json.loads(store.read(key))
     latest = json.loads(store.read("monitoring/outcome-checks/latest.json"))
-    assert latest["report"] == key and {"version": "1.0.3", "metric": "recall", "alarm": True}.items() <= latest["alarms"][0].items()
+    verdicts = {(a["version"], a["metric"]): a["alarm"] for a in latest["alarms"]}
+    assert latest["report"] == key and verdicts == {("1.0.3", "recall"): True, ("1.0.3", "specificity"): False,
+                                                    ("1.0.3", "calibration"): False}  # no registry here: unchecked
     assert report["status"] == "alarm" and report["versions"]["1.0.3"]["alarms"]["recall"]["alarm"]
     assert report["versions"]["1.0.3"]["chunks"][0]["chunk"] == "cases 1-200"
     (table,) = store.list("monitoring/tables/realized/")
