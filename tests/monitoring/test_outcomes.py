@@ -326,3 +326,51 @@ def test_realized_beside_the_cbpe_estimate_alarms_when_the_probabilities_are_no_
     assert version["alarms"]["calibration"]["checked"]
     assert version["alarms"]["calibration"]["alarm"] is alarm
     assert any("1.0.1: calibration" in a for a in report["alarms"]) is alarm
+
+
+def test_labelled_cases_become_a_dataset_version_with_lineage_that_training_reads(tmp_path: Path) -> None:
+    """`oncology outcomes dataset`: the raw file untouched plus one row per labelled case; the trainer reads it, and
+    the model it publishes names the dataset version's file."""
+    from oncology.trainer import data
+    from oncology.trainer.pipeline import run_training
+    from support import fast_settings
+
+    store_dir = tmp_path / "store"
+    store = LocalStore(store_dir)
+    rng = np.random.default_rng(4)
+    uci = data.load()
+    rows, truth = uci.X.astype(int), uci.y
+    picks = rng.integers(0, len(rows), 60)
+    logged = []
+    for i, k in enumerate(picks):
+        p = Logged(f"d{i}", "1.0.1", T0 + timedelta(days=i), 0.5)
+        line = p.line()
+        line["inputs"] = dict(zip(data.FEATURES, map(int, rows[k])))
+        logged.append(line)
+    import gzip as gz
+    store.create("monitoring/predictions/date=2025-01-06/w-1.jsonl.gz",
+                 gz.compress("".join(json.dumps(x) + "\n" for x in logged).encode()))
+    post(store, [(f"d{i}", "malignant" if truth[picks[i]] else "benign", T0 + timedelta(days=100)) for i in range(50)]
+         + [("orphan", "benign", T0)])
+
+    done = run("outcomes", "dataset", "--store", str(store_dir))
+    assert done.returncode == 0, done.stderr
+    assert "dataset version 1 written: the raw data plus 50 labelled case(s)" in " ".join(done.stdout.split())
+    again = run("outcomes", "dataset", "--store", str(store_dir))
+    assert "dataset version 1 unchanged" in again.stdout  # the same rows: no second version
+    lineage = json.loads(store.read("datasets/1/lineage.json"))
+    raw = data.BUNDLED_DATA.read_bytes()
+    assert lineage["raw"]["sha256"] == data.BUNDLED_DATA_SHA256 and lineage["outcomes"]["cases"] == 50
+    assert lineage["outcomes"]["malignant"] == int(truth[picks[:50]].sum()) and lineage["outcomes"]["by_model_version"] == {"1.0.1": 50}
+    assert lineage["outcomes"]["batches"] and all(k.startswith("monitoring/outcomes/date=") for k in lineage["outcomes"]["batches"])
+    content = store.read("datasets/1/breast-cancer-wisconsin.data")
+    assert content.startswith(raw)  # the raw data as it is
+    dataset = data.parse(content, "dataset 1")
+    assert len(dataset) == len(data.parse(raw).y) + 50
+    assert data.BUNDLED_DATA.read_bytes() == raw  # data/raw never edited
+
+    uri = f"{store_dir}/datasets/1/breast-cancer-wisconsin.data"
+    gate_off = {f"gate_min_{k}": 0.0 for k in ("accuracy", "recall", "specificity", "roc_auc")}  # not what is tested here
+    outcome = run_training(fast_settings(tmp_path / "models", data=uri, **gate_off))
+    metadata = json.loads((tmp_path / "models" / "models" / outcome.version / "metadata.json").read_text())
+    assert metadata["data"]["uri"] == uri and metadata["data"]["sha256"] == lineage["data"]["sha256"]

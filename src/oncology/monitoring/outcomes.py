@@ -688,3 +688,89 @@ def realized_table(report: dict[str, Any]) -> bytes:
 
 def _cell(value: Any) -> str:
     return "" if value is None else f"{value:.6g}"
+
+
+# ---- retraining: the joined cases as a new dataset version ------------------------------------------
+
+DATASETS_PREFIX: Final = "datasets"
+LINEAGE: Final = "lineage.json"
+#: Sample ids of outcome rows start here, far above the UCI file's (which are below 14 million).
+OUTCOME_ID_BASE: Final = 900_000_000
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    version: str
+    uri: str  # the data file, for ``oncology train --data``
+    lineage: dict[str, Any]
+    created: bool  # False: the newest version already held exactly these rows
+
+
+def labelled_rows(store: Store) -> list[tuple[str, str, tuple[int, ...], bool]]:
+    """Every labelled, unambiguous case: (request id, version, the nine logged features, malignant)."""
+    from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
+
+    if not (duck.has_files(store, PREDICTIONS_PREFIX, ".jsonl.gz") and duck.has_files(store, OUTCOMES_PREFIX, ".jsonl")):
+        return []
+    con, base = duck.connect(store)
+    struct = ", ".join(f"{f} INTEGER" for f in FEATURES)
+    columns = _PREDICTION_COLUMNS[:-1] + f", 'inputs': 'STRUCT({struct})'}}"
+    preds = (f"SELECT request_id, model_version, inputs FROM read_json({_glob(base, PREDICTIONS_PREFIX, '*.jsonl.gz')}, "
+             f"format='newline_delimited', columns={columns}, ignore_errors=true, hive_partitioning=false) "
+             "WHERE request_id IS NOT NULL AND model_version IS NOT NULL AND inputs IS NOT NULL")
+    outs = (f"SELECT request_id, outcome FROM read_json({_glob(base, OUTCOMES_PREFIX, '*.jsonl')}, "
+            f"format='newline_delimited', columns={_OUTCOME_COLUMNS}, ignore_errors=true, hive_partitioning=false) "
+            "WHERE request_id IS NOT NULL AND outcome IN ('benign', 'malignant') "
+            "QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY received_at, outcome) = 1")
+    features = ", ".join(f"p.inputs.{f}" for f in FEATURES)
+    rows = con.execute(f"""
+        WITH p AS ({preds}), o AS ({outs}), ids AS (SELECT request_id, count(*) n FROM p GROUP BY request_id)
+        SELECT p.request_id, p.model_version, {features}, o.outcome = 'malignant'
+        FROM p JOIN ids USING (request_id) JOIN o USING (request_id) WHERE ids.n = 1 ORDER BY p.request_id""").fetchall()
+    con.close()
+    out = []
+    for request_id, version, *values, malignant in rows:
+        row = tuple(values)
+        if all(isinstance(v, int) and SCORE_MIN <= v <= SCORE_MAX for v in row):  # the service logs whole scores
+            out.append((request_id, version, row, bool(malignant)))
+    return out
+
+
+def build_dataset(store: Store, raw: bytes, raw_uri: str, now: datetime | None = None) -> DatasetVersion:
+    """A new dataset version: the raw file as it is (never edited), then one row per labelled case (its logged
+    features, its outcome as the class), with its lineage; written once as a group under ``datasets/<n>/``."""
+    from oncology.trainer.data import DATA_FILE, parse
+    from oncology_model.bundle import sha256
+
+    now = now or datetime.now(UTC)
+    parse(raw, raw_uri)  # the raw file must be one the trainer reads
+    cases = labelled_rows(store)
+    lines = [f"{OUTCOME_ID_BASE + i},{','.join(map(str, row))},{4 if malignant else 2}\n"
+             for i, (_, _, row, malignant) in enumerate(cases)]
+    data = raw + (b"" if raw.endswith(b"\n") or not raw else b"\n") + "".join(lines).encode()
+    existing = sorted({int(k.split("/")[1]) for k in store.list(DATASETS_PREFIX + "/")
+                       if k.count("/") >= 2 and k.split("/")[1].isdigit()})
+    if existing:
+        newest = f"{DATASETS_PREFIX}/{existing[-1]}"
+        if store.exists(f"{newest}/{LINEAGE}") and sha256(store.read(f"{newest}/{DATA_FILE}")) == sha256(data):
+            lineage = json.loads(store.read(f"{newest}/{LINEAGE}"))
+            return DatasetVersion(str(existing[-1]), f"{store.uri}/{newest}/{DATA_FILE}", lineage, False)
+    version = str((existing[-1] if existing else 0) + 1)
+    by_version: dict[str, int] = {}
+    for _, v, _, _ in cases:
+        by_version[v] = by_version.get(v, 0) + 1
+    lineage = {
+        "dataset_version": version,
+        "created_at": now.isoformat(timespec="seconds"),
+        "data": {"file": DATA_FILE, "sha256": sha256(data)},
+        "raw": {"uri": raw_uri, "sha256": sha256(raw), "rows": raw.count(b"\n")},
+        "outcomes": {
+            "cases": len(cases), "malignant": sum(m for *_, m in cases), "by_model_version": by_version,
+            "sample_ids": [OUTCOME_ID_BASE, OUTCOME_ID_BASE + len(cases) - 1] if cases else None,
+            "request_ids_sha256": sha256("\n".join(r for r, *_ in cases).encode()),
+            "batches": store.list(OUTCOMES_PREFIX + "/"),  # the outcome files joined (each written once)
+        },
+    }
+    prefix = f"{DATASETS_PREFIX}/{version}"
+    store.publish(prefix, {DATA_FILE: data, LINEAGE: json.dumps(lineage, indent=2).encode()}, commit=LINEAGE)
+    return DatasetVersion(version, f"{store.uri}/{prefix}/{DATA_FILE}", lineage, True)

@@ -126,6 +126,34 @@ def check(
     _say("no alarm")
 
 
+@outcomes_app.command()
+def dataset(
+    store: StoreOpt = None,
+    data: Annotated[str | None, typer.Option(help="The raw data the new cases are added to; default: the bundled UCI file. [env: ONCOLOGY_DATA]")] = None,
+) -> None:
+    """Write a new dataset version: the raw data as it is, plus every labelled case (its logged features, its outcome).
+
+    Under datasets/<n>/ in the store, with lineage.json (the raw file's hash, the outcome files joined, how many
+    cases came from outcomes); train on it with ``oncology train --data <the printed URI>``.
+    """
+    from oncology.monitoring.outcomes import build_dataset
+    from oncology.settings import TrainSettings
+    from oncology.trainer.data import BUNDLED_DATA
+    from oncology_model.storage import open_existing_store, read_uri
+
+    try:
+        overrides: dict[str, Any] = {k: v for k, v in {"store": store, "data": data}.items() if v is not None}
+        settings = TrainSettings(**overrides)
+        raw_uri = settings.data or str(BUNDLED_DATA)
+        built = build_dataset(open_existing_store(settings.store), read_uri(raw_uri), raw_uri)
+    except OncologyError as exc:
+        raise _fail(str(exc)) from None
+    cases = built.lineage["outcomes"]["cases"]
+    state = "written" if built.created else "unchanged (the newest version already holds these rows)"
+    _say(f"dataset version {built.version} {state}: the raw data plus {cases} labelled case(s) from outcomes")
+    _say(f"train on it: oncology train --data {built.uri}")
+
+
 def _fmt(figure: dict[str, Any]) -> str:
     if figure.get("value") is None:
         return "n/a"
