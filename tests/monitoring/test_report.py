@@ -65,10 +65,10 @@ def outcome_check(store: Store) -> None:
     from datetime import timedelta
 
     import numpy as np
-    from outcome_support import T0, Logged, write_log, write_outcomes
 
     from oncology.monitoring.outcomes import check
     from oncology.settings import OutcomeSettings
+    from outcome_support import T0, Logged, write_log, write_outcomes
 
     rng = np.random.default_rng(8)
     logged = [Logged(f"o{i}", "1.0.2", T0 + timedelta(hours=3 * i), float(rng.random())) for i in range(600)]
