@@ -13,6 +13,7 @@ from rich.table import Table
 from oncology import clihelp
 from oncology.clihelp import Command, StoreOpt, default, more
 from oncology.monitoring.commands import monitoring_app
+from oncology.monitoring.outcomes_cli import outcomes_app
 from oncology.settings import GateSettings, ServeSettings, StoreSettings, TrainSettings
 from oncology_model.errors import OncologyError
 
@@ -20,6 +21,7 @@ app = clihelp.app(help="oncology: train, register and serve a breast-cancer clas
 models_app = clihelp.app(help="The model registry: versions, the champion alias, promotion and rollback.")
 app.add_typer(models_app, name="models")
 app.add_typer(monitoring_app, name="monitoring")
+app.add_typer(outcomes_app, name="outcomes")
 
 out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)

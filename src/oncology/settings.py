@@ -8,7 +8,7 @@ S3 endpoint and credentials are not here: they are the standard AWS variables
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -91,6 +91,41 @@ def _default_serve_store() -> str | None:
     from oncology_model.classifier import carries_a_model
 
     return None if carries_a_model() else "store"
+
+
+class OutcomeSettings(StoreSettings):
+    """The outcome check (`oncology outcomes check`): realized performance per model version and chunk, and alarms."""
+
+    outcomes_period: Literal["day", "week", "month", "quarter", "year"] = Field(
+        "month", description="Calendar chunks: the period of the prediction's time that groups labelled cases."
+    )
+    outcomes_chunk_size: int = Field(
+        0, ge=0, description="If set, chunks of this many labelled cases per version (in prediction order) instead of "
+        "calendar periods."
+    )
+    outcomes_min_malignant: int = Field(
+        20, ge=1, description="Malignant recall is not reported for a chunk with fewer malignant outcomes than this."
+    )
+    outcomes_verification_ratio: float = Field(
+        0.5, gt=0, le=1,
+        description="Verification bias is flagged when predicted-benign cases are verified at less than this "
+        "fraction of the rate of predicted-malignant ones: recall read off the labelled cases is then too high.",
+    )
+    outcomes_recall_in_control: float = Field(0.98, gt=0, lt=1, description="CUSUM: the malignant recall expected.")
+    outcomes_recall_alarm: float = Field(0.90, gt=0, lt=1, description="CUSUM: the malignant recall to detect.")
+    outcomes_specificity_in_control: float = Field(0.95, gt=0, lt=1, description="CUSUM: the specificity expected.")
+    outcomes_specificity_alarm: float = Field(0.85, gt=0, lt=1, description="CUSUM: the specificity to detect.")
+    outcomes_cusum_h: float = Field(
+        9.0, gt=0, description="CUSUM decision threshold: 9 detects recall 0.98 -> 0.90 after ~100 malignant cases "
+        "with under 1% false alarms per 1,000 cases (tests/monitoring/test_sequential.py)."
+    )
+
+    @model_validator(mode="after")
+    def _alarm_below_in_control(self) -> OutcomeSettings:
+        for name in ("recall", "specificity"):
+            if getattr(self, f"outcomes_{name}_alarm") >= getattr(self, f"outcomes_{name}_in_control"):
+                raise ValueError(f"outcomes_{name}_alarm must be below outcomes_{name}_in_control")
+        return self
 
 
 class ServeSettings(BaseSettings):
@@ -177,6 +212,20 @@ class ServeSettings(BaseSettings):
         "counted.  Keep drain_seconds + graceful_timeout + this under the orchestrator's grace period.",
     )
 
+    outcomes: bool = Field(
+        False,
+        description="Accept outcomes (biopsy results) on POST /outcomes and record them in the store, once per request "
+        "id, under monitoring/outcomes/.  Off by default: the service then needs no write access to the store.",
+    )
+    outcome_check_interval: float = Field(
+        60.0, gt=0, description="With outcomes on: seconds between reads of the newest outcome check's verdicts from the "
+        "store, exported as oncology_outcome_alarm for the alerting rules."
+    )
+    outcomes_store: str | None = Field(
+        None, description="Store of the outcomes (folder, file://... or s3://bucket/prefix); default: "
+        "prediction_log_store, else `store`."
+    )
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: object) -> object:
@@ -191,6 +240,17 @@ class ServeSettings(BaseSettings):
                 "prediction_log needs a store to write to: set ONCOLOGY_PREDICTION_LOG_STORE (or ONCOLOGY_STORE)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _outcomes_need_a_store(self) -> ServeSettings:
+        if self.outcomes and not self.outcome_store_uri:
+            raise ValueError("outcomes needs a store to write to: set ONCOLOGY_OUTCOMES_STORE (or ONCOLOGY_STORE)")
+        return self
+
+    @property
+    def outcome_store_uri(self) -> str | None:
+        """Where outcomes are recorded: `outcomes_store`, else the prediction log's store, else `store`."""
+        return self.outcomes_store or self.prediction_log_store or self.store
 
     def tokens(self) -> list[str]:
         """Every configured token (environment and file)."""

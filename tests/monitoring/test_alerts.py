@@ -22,10 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from webservice.conftest import EXAMPLE, Server, running_server, start_server, stop_server
 
-from oncology.settings import ServeSettings
+from oncology.monitoring.outcomes import check
+from oncology.settings import OutcomeSettings, ServeSettings
 from oncology.webservice.app import create_app
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore
+from outcome_support import simulated
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 RULES = MONITORING / "alerts.yml"
@@ -131,12 +133,23 @@ def store(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 @pytest.fixture(scope="module")
 def exported(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    """Every series name a real `oncology serve` exports once it has answered predictions, errors and probes."""
-    with running_server(tmp_path_factory.mktemp("exported"), {"ONCOLOGY_STORE": str(trained_store)}) as server:
+    """Every series name a real `oncology serve` exports once it has answered predictions, errors and probes, taken
+    outcomes (one of them a conflict) and read a real outcome check's verdicts."""
+    tmp = tmp_path_factory.mktemp("exported")
+    outcome_store, _ = simulated(tmp / "outcomes", 300, seed=1)
+    check(outcome_store, OutcomeSettings(store=str(tmp / "outcomes")))  # writes monitoring/outcome-checks/latest.json
+    env = {"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_OUTCOMES": "true", "ONCOLOGY_OUTCOMES_STORE": str(tmp / "outcomes")}
+    with running_server(tmp, env) as server:
         assert httpx.post(f"{server.url}/predict", json=EXAMPLE).status_code == 200
         assert httpx.post(f"{server.url}/predict", json={}).status_code == 422
         assert httpx.get(f"{server.url}/readyz").status_code == 200
-        text = httpx.get(f"{server.url}/metrics").text
+        record = {"request_id": "x", "outcome": 4, "observed_at": "2025-01-01T00:00:00Z", "source": "lab"}
+        assert httpx.post(f"{server.url}/outcomes", json=[record]).status_code == 200
+        assert httpx.post(f"{server.url}/outcomes", json=[{**record, "outcome": 2}]).status_code == 409
+        deadline = time.monotonic() + 20
+        while "oncology_outcome_alarm{" not in (text := httpx.get(f"{server.url}/metrics").text):
+            assert time.monotonic() < deadline, "the outcome check's verdicts were never exported"
+            time.sleep(0.1)
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
 
 

@@ -26,7 +26,7 @@ ARTIFACTS = REPO / "build" / "test-artifacts"
 VERSIONS = ("1.0.1", "1.0.2", "1.0.3", "1.0.4")
 #: Every chart the full store's page draws, by its container's name.
 CHARTS = ("kpi-accuracy", "kpi-recall", "kpi-specificity", "kpi-roc_auc", "kpi-brier", "coverage", "confusion", "roc",
-          "calibration", "timeline", "drift")
+          "calibration", "timeline", "drift", "outcomes")
 
 
 def _spread_history(store: Store) -> None:
@@ -57,7 +57,26 @@ def full_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     _spread_history(store)
     drift(store, "20261120T080000Z", drift=False, flagged=[], model_version="1.0.1")
     drift(store, "20261201T120000Z")  # the newest: drift in bare_nuclei
+    outcome_check(store)
     return store
+
+
+def outcome_check(store: Store) -> None:
+    """Logged predictions of 1.0.2 and their outcomes over three months, and a real `oncology outcomes check`."""
+    from datetime import timedelta
+
+    import numpy as np
+
+    from oncology.monitoring.outcomes import check
+    from oncology.settings import OutcomeSettings
+    from outcome_support import T0, Logged, write_log, write_outcomes
+
+    rng = np.random.default_rng(8)
+    logged = [Logged(f"o{i}", "1.0.2", T0 + timedelta(hours=3 * i), float(rng.random())) for i in range(600)]
+    write_log(store, logged)
+    write_outcomes(store, [(p.request_id, "malignant" if rng.random() < p.probability else "benign",
+                            p.ts + timedelta(days=10)) for p in logged])
+    check(store, OutcomeSettings(store=store.uri))
 
 
 def _load(browser: Any, page_file: Path) -> dict[str, Any]:
@@ -132,6 +151,9 @@ def test_the_page_renders_every_chart_offline_in_chromium(full_store: Store, bro
     assert "breast-cancer-wisconsin.data" in card and "other.data" in card
     assert page.locator("#card-text a[href^='javascript']").count() == 0 and page.locator("#card-text img").count() == 0
     assert "4 versions ·" in page.locator("header .meta").text_content()
+    assert page.locator("#outcomes-table tr").count() == 1 + 3  # three months of 1.0.2
+    assert "1.0.2" in page.locator("#chart-outcomes svg").text_content()
+    assert "600 labelled cases" in page.locator("#outcomes").text_content()
     page.close()
 
 
@@ -151,6 +173,7 @@ def test_versions_without_evaluation_or_coverage_are_shown_without_those_charts(
     assert "without its held-out predictions" in page.locator("#curves-note").text_content()
     assert page.locator("#confusion-table tr").count() == 3  # from kpis.json instead
     assert page.locator("#drift-none").text_content() == "No drift run yet."
+    assert "No outcome check yet" in page.locator("#outcomes-none").text_content()
     assert "No coverage report" in page.locator("#coverage").text_content()
     assert set(VERSIONS[:2]) <= set(page.locator("#chart-kpi-accuracy svg text").all_text_contents())
     page.close()

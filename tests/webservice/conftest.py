@@ -116,8 +116,10 @@ def serve(tmp_path: Path) -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def live(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One real server for read-only tests of a module."""
-    with running_server(tmp_path_factory.mktemp("live"), {"ONCOLOGY_STORE": str(trained_store)}) as server:
+    """One real server for read-only tests of a module (outcomes it takes go to a store of their own)."""
+    tmp = tmp_path_factory.mktemp("live")
+    env = {"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_OUTCOMES": "true", "ONCOLOGY_OUTCOMES_STORE": str(tmp / "outcomes")}
+    with running_server(tmp, env) as server:
         yield server
 
 

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 REPORT_PREFIX: Final = "monitoring/report/"
 DRIFT_PREFIX: Final = "monitoring/drift/"
+#: The newest outcome check's verdicts, naming its report (written by oncology.monitoring.outcomes).
+OUTCOME_CHECK_LATEST: Final = "monitoring/outcome-checks/latest.json"
 COVERAGE_PREFIX: Final = "monitoring/coverage/"
 #: Coverage suites in the store, and how the page names them.
 COVERAGE_SUITES: Final[Mapping[str, str]] = {"unittest": "unit tests", "test": "whole suite"}
@@ -192,6 +194,9 @@ class ReportData:
     drift_key: str | None
     #: the champion's model card (card.md), None when it has none (trained before cards existed)
     card: str | None = None
+    #: the newest outcome check's report (`oncology outcomes check`) and its key, None when none ran
+    outcomes: dict[str, Any] | None = None
+    outcomes_key: str | None = None
 
     @property
     def champion(self) -> str | None:
@@ -217,6 +222,8 @@ def collect(store: Store, workers: int = 8) -> ReportData:
     curves, note = _champion_curves(store, aliases.get(CHAMPION), {i.version: i for i in infos})
     drift_keys = [k for k in store.list(DRIFT_PREFIX) if _DRIFT_KEY.match(k)]
     drift_key = max(drift_keys) if drift_keys else None  # the timestamp in the name sorts as text
+    latest = _read_json(store, OUTCOME_CHECK_LATEST)
+    outcomes_key = str(latest["report"]) if isinstance(latest, dict) and isinstance(latest.get("report"), str) else None
     return ReportData(
         store=str(store),
         versions=infos,
@@ -228,6 +235,8 @@ def collect(store: Store, workers: int = 8) -> ReportData:
         drift=_read_json(store, drift_key) if drift_key else None,
         drift_key=drift_key,
         card=_read_text(store, f"{MODELS_PREFIX}/{aliases[CHAMPION]}/{CARD_MD}") if CHAMPION in aliases else None,
+        outcomes=_read_json(store, outcomes_key) if outcomes_key else None,
+        outcomes_key=outcomes_key,
     )
 
 
@@ -679,6 +688,7 @@ def render(data: ReportData, generated_at: datetime) -> str:
 
     parts.append(_history_section(data, specs))
     parts.append(_drift_section(data, specs))
+    parts.append(_outcomes_section(data, specs))
     parts.append(_card_section(data))
     parts.append(_versions_section(data))
 
@@ -774,6 +784,74 @@ def card_html(markdown: str) -> str:
 
     parser = MarkdownIt("commonmark", {"html": False}).enable("table").disable("image")
     return str(parser.render(_LOCAL_PATH.sub(r"\1", markdown)))
+
+
+def _outcomes_chart(outcomes: Mapping[str, Any]) -> dict[str, Any]:
+    """Realized malignant recall and accuracy per version and chunk with their 95% intervals, and the CBPE
+    estimate of accuracy beside them."""
+    import altair as alt
+
+    rows = []
+    for version, r in sorted(outcomes.get("versions", {}).items()):
+        for chunk in r.get("chunks", []):
+            for metric in ("recall", "accuracy"):
+                f = chunk.get(metric, {})
+                if _number(f.get("value")) is not None:
+                    rows.append({"version": version, "chunk": chunk["chunk"], "figure": f"{metric}, realized",
+                                 "value": _number(f["value"]), "low": _number(f.get("low")), "high": _number(f.get("high"))})
+            cbpe = chunk.get("cbpe", {}).get("accuracy")
+            if isinstance(cbpe, dict):
+                rows.append({"version": version, "chunk": chunk["chunk"], "figure": "accuracy, CBPE estimate",
+                             "value": _number(cbpe.get("estimated")), "low": _number(cbpe.get("low")),
+                             "high": _number(cbpe.get("high"))})
+    base = alt.Chart(_data(rows)).encode(
+        x=alt.X("chunk:N", title="chunk (prediction time)"),
+        color=alt.Color("figure:N", legend=alt.Legend(title=None, orient="bottom")),
+        xOffset="figure:N",
+    )
+    bars = base.mark_rule().encode(y=alt.Y("low:Q", title="realized (95% interval)", scale=alt.Scale(zero=False)), y2="high:Q")
+    points = base.mark_point(filled=True).encode(
+        y="value:Q", tooltip=["version:N", "chunk:N", "figure:N", alt.Tooltip("value:Q", format=".3f"),
+                              alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f")])
+    chart = alt.layer(bars, points).properties(width=320, height=200).facet(
+        column=alt.Column("version:N", title="model version"))
+    return _spec(chart.properties(title="realized performance from outcomes"))
+
+
+def _outcomes_section(data: ReportData, specs: dict[str, dict[str, Any]]) -> str:
+    outcomes = data.outcomes
+    if outcomes is None:
+        return ('<section id="outcomes"><h2>Outcomes</h2><p class="note" id="outcomes-none">No outcome check yet '
+                "(oncology outcomes check).</p></section>")
+    versions = outcomes.get("versions", {}) if isinstance(outcomes.get("versions"), dict) else {}
+    alarms = [str(a) for a in outcomes.get("alarms", [])]
+    rows = []
+    for version, r in sorted(versions.items()):
+        by_class = r.get("coverage", {}).get("by_prediction", {})
+        cover = ", ".join(f"{_e(k)} {_f(v.get('coverage'), 3)}" for k, v in sorted(by_class.items()))
+        for chunk in r.get("chunks", []):
+            delay = chunk.get("label_delay_days", {})
+            cells = "".join(
+                f"<td>{_f(chunk.get(m, {}).get('value'), 3)} [{_f(chunk.get(m, {}).get('low'), 3)}, "
+                f"{_f(chunk.get(m, {}).get('high'), 3)}]</td>" for m in ("accuracy", "recall", "specificity", "roc_auc"))
+            cbpe = chunk.get("cbpe", {}).get("accuracy", {}) if isinstance(chunk.get("cbpe"), dict) else {}
+            rows.append(f'<tr class="{"flagged" if chunk.get("cbpe", {}).get("disagree") else ""}"><td>{_e(version)}</td>'
+                        f'<td>{_e(chunk.get("chunk"))}</td><td>{_e(chunk.get("labelled"))}</td>{cells}'
+                        f'<td>{_f(cbpe.get("estimated"), 3)}</td><td>{_f(delay.get("median"), 1)}</td><td>{cover}</td></tr>')
+    if rows:
+        specs["outcomes"] = _outcomes_chart(outcomes)
+    verdict = "alarm" if alarms else ("no alarm" if outcomes.get("status") == "ok" else "nothing to check")
+    return (
+        '<section id="outcomes"><h2>Outcomes: realized performance</h2>'
+        f'<p><span class="badge {"bad" if alarms else "good"}" id="outcomes-verdict">{_e(verdict)}</span> '
+        f'check of {_e(outcomes.get("checked_at", "?"))} ({_e(data.outcomes_key)}): {_e(outcomes.get("labelled", 0))} '
+        f'labelled cases; {_e(outcomes.get("orphans", {}).get("count", 0))} orphan outcome(s). '
+        f'{_e("; ".join(alarms))}</p>'
+        f'<div class="charts">{_chart_div("outcomes") if rows else ""}'
+        '<table id="outcomes-table"><tr><th>version</th><th>chunk</th><th>labelled</th><th>accuracy</th><th>recall</th>'
+        '<th>specificity</th><th>ROC AUC</th><th>accuracy, CBPE</th><th>median delay (days)</th>'
+        f'<th>coverage by prediction</th></tr>{"".join(rows)}</table></div></section>'
+    )
 
 
 def _card_section(data: ReportData) -> str:

@@ -2,9 +2,9 @@
 the model's loading and reloading for the app's lifetime.
 
 Each protocol is a module of thin handlers over one `Core` that knows no HTTP: `rest` (/predict,
-/model, health, docs), `sagemaker` (/ping, /invocations) and `v2` (the Open Inference Protocol);
-`transport` turns them into ASGI (`Endpoint`, `Front`).  `grpc` serves the Open Inference Protocol over
-gRPC on its own port (``grpc_port``), over the same `Core`, started and stopped with the app.
+/model, health, docs), `sagemaker` (/ping, /invocations), `v2` (the Open Inference Protocol) and `outcomes`
+(POST /outcomes); `transport` turns them into ASGI (`Endpoint`, `Front`).  `grpc` serves the Open Inference
+Protocol over gRPC on its own port (``grpc_port``), over the same `Core`, started and stopped with the app.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ from oncology.webservice.core import Core
 from oncology.webservice.metrics import Metrics
 from oncology.webservice.model import ModelHolder, follow, load_with_backoff
 from oncology.webservice.openapi import SWAGGER_UI_DIR
+from oncology.webservice.outcomes import CheckFollower, Outcomes, follow_checks
 from oncology.webservice.rest import Rest
 from oncology.webservice.sagemaker import SageMaker
 from oncology.webservice.transport import Endpoint, Front, Labelled, not_found_or_not_allowed
 from oncology.webservice.v2 import V2
 from oncology_model.errors import StoreUnavailable
+from oncology_model.storage import open_store
 
 log = logging.getLogger("oncology.webservice")
 
@@ -52,7 +54,10 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
     prediction_log = predlog.from_settings(settings, metrics)  # None unless ONCOLOGY_PREDICTION_LOG
     core = Core(settings, holder, metrics, prediction_log)
     tokens = Tokens(settings)
-    table = [route for protocol in (Rest, SageMaker, V2) for route in protocol(core, tokens).routes()]
+    checks = None
+    if settings.outcomes and settings.outcome_store_uri:
+        checks = CheckFollower(open_store(settings.outcome_store_uri), metrics)
+    table = [route for protocol in (Rest, SageMaker, V2, Outcomes) for route in protocol(core, tokens).routes()]
     routes: list[Route | Mount] = [Route(path, Endpoint(path, handler), methods=[method]) for method, path, handler in table]
     routes.append(Mount(DOCS_ASSETS, app=Labelled(DOCS_ASSETS, StaticFiles(directory=SWAGGER_UI_DIR)), name="swagger-ui"))
     grpc_server = None
@@ -78,6 +83,8 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
                 log.warning("the model store cannot be reached (%s); serving not ready, retrying", exc)
                 holder.count_failure()
                 tasks.append(asyncio.create_task(load_with_backoff(holder)))
+        if checks is not None:
+            tasks.append(asyncio.create_task(follow_checks(checks, settings.outcome_check_interval)))
         if holder.follows_alias and settings.reload_interval > 0:
             tasks.append(asyncio.create_task(follow(holder, settings.reload_interval)))
         # What start-up made (modules, the app, the model: ~50k objects) lives as long as the process: move it

@@ -43,6 +43,10 @@ class ClientDisconnected(Exception):
     """The client went away before its request was read: nothing to answer (logged as status 499)."""
 
 
+class Conflict(APIError):
+    status = 409
+
+
 class PayloadTooLarge(APIError):
     status = 413
 

@@ -55,6 +55,20 @@ class Metrics:
             "oncology_prediction_log_buffered", "Predictions buffered in memory, not yet written (sampled each second)",
             registry=r, multiprocess_mode="livesum",
         )
+        self.outcomes = Counter(
+            "oncology_outcomes",
+            "Outcomes received on POST /outcomes, by result (created, unchanged, conflict)", ["result"], registry=r,
+        )
+        self.outcome_alarm = Gauge(
+            "oncology_outcome_alarm",
+            "The newest outcome check's sequential (CUSUM) alarm per model version and metric (recall, specificity): "
+            "1 alarm, 0 none; read from the store (monitoring/outcome-checks/latest.json)",
+            ["model_version", "metric"], registry=r, multiprocess_mode="max",
+        )
+        self.outcome_check_time = Gauge(
+            "oncology_outcome_check_timestamp_seconds", "When the newest outcome check ran (Unix time; 0: none seen)",
+            registry=r, multiprocess_mode="max",
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any, int | None]] = {}
         self.benign = self.predictions.labels("benign")
         self.malignant = self.predictions.labels("malignant")

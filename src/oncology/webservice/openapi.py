@@ -14,8 +14,10 @@ import msgspec
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
+from oncology.outcomes import OutcomeIn
 from oncology.settings import ServeSettings
 from oncology.webservice import overload
+from oncology.webservice.outcomes import OutcomesOut
 from oncology.webservice.schemas import (
     CSV_PATTERN,
     EXPLAIN,
@@ -89,7 +91,7 @@ class Status(BaseModel):
 
 _REF = "#/components/schemas/{name}"
 #: Documented with pydantic: the models the REST routes validate with, and the other answers' shapes.
-_MODELS: list[type[BaseModel]] = [Tumor, ErrorOut, ModelOut, ModelCardOut, Status]
+_MODELS: list[type[BaseModel]] = [Tumor, ErrorOut, ModelOut, ModelCardOut, Status, OutcomeIn, OutcomesOut]
 #: Documented from msgspec structs: the ones that encode the predictions' answers, and the ones that decode V2
 #: requests (with the V2 answers' shapes beside them).
 _STRUCTS: list[type[msgspec.Struct]] = [
@@ -115,11 +117,14 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "A bearer token is required (when tokens are configured).",
         404: "No such route or model.",
         405: "Method not allowed on this route.",
+        409: "A request id already has a different outcome: this one is refused and kept as a conflict record "
+        "(never overwritten); `details` lists each, with both outcomes.  The batch's other records were accepted.",
         413: "The body is over the route's byte limit (from Content-Length before it is read, or as it arrives).",
         415: "The body is not of an accepted type: application/json (and text/csv for /invocations).",
         422: "The body does not match the schema (more rows than a batch may hold included), or repeats a key; "
         "`details` lists every bad field.",
-        503: "No verified model is loaded yet, or the service is shutting down.",
+        503: "No verified model is loaded yet, or the service is shutting down; for /outcomes: the store cannot be "
+        "written now (send the same records again: a retry is safe).",
     }
     return {str(c): {"description": reasons[c], "content": _json_content(_ref(ErrorOut))} for c in codes}
 
@@ -227,6 +232,17 @@ def openapi_document(settings: ServeSettings) -> dict[str, Any]:
                 "A bad row makes the whole request a 422 naming the row's index and field." + decision_note,
                 parameters=[explain_param],
             ),
+            "/outcomes": post(
+                "Record outcomes (biopsy results) of earlier predictions, once per request id",
+                {"type": "array", "items": _ref(OutcomeIn), "maxItems": settings.max_batch}, _ref(OutcomesOut),
+                400, 401, 404, 405, 409, 413, 415, 422, 503,
+                description=f"At most {settings.max_batch} records and {settings.max_batch_body_bytes} bytes. Each "
+                "names the request id of a prediction (the `X-Request-Id` of its answer), the outcome, when it was "
+                "observed and its source. The same outcome again is a no-op (`unchanged`); a different outcome for a "
+                "request id that has one is refused with 409 and kept as a conflict record, across replicas and "
+                "restarts. A request id with no logged prediction is accepted (it may join later; the outcome "
+                "check reports such orphans). A bad record makes the whole request a 422 naming its index and "
+                "field, and nothing is recorded. 404 when outcome intake is off (`ONCOLOGY_OUTCOMES`)."),
             "/model": get("The served model: version, metadata, KPIs and referral band", _ref(ModelOut), 503),
             "/model/card": {"get": {
                 "summary": "The served model's card",
