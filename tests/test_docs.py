@@ -16,7 +16,7 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from oncology.monitoring.drift_cli import DriftSettings
-from oncology.settings import ServeSettings, TrainSettings
+from oncology.settings import OutcomeSettings, ServeSettings, TrainSettings
 from support import make_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def test_a_broken_link_is_found(tmp_path: Path, markdown: str, expected: list[st
     assert broken_links(readme, root=tmp_path) == expected
 
 
-@pytest.mark.parametrize("settings", [TrainSettings, ServeSettings, DriftSettings])
+@pytest.mark.parametrize("settings", [TrainSettings, ServeSettings, DriftSettings, OutcomeSettings])
 def test_every_setting_is_documented(settings: type[BaseSettings]) -> None:
     page = (REPO / "docs" / "reference" / "settings.md").read_text(encoding="utf-8")
     missing = [f"ONCOLOGY_{name.upper()}" for name in settings.model_fields if f"`ONCOLOGY_{name.upper()}`" not in page]

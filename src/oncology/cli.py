@@ -367,3 +367,39 @@ app.command("report", cls=Command)(_report)
 
 def main() -> None:
     app()
+
+
+# ---- outcomes: the retraining dataset (here, not in monitoring/: it checks the raw file with the trainer's parser)
+
+
+@outcomes_app.command(cls=Command)
+def dataset(
+    store: StoreOpt = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="The raw data the new cases are added to." + more("ONCOLOGY_DATA", "the bundled UCI file"),
+                     show_default=False),
+    ] = None,
+) -> None:
+    """Write a new dataset version: the raw data as it is, plus every labelled case (its logged features, its outcome).
+
+    Under datasets/<n>/ in the store, with lineage.json (the raw file's hash, the outcome files joined, how many
+    cases came from outcomes); train on it with ``oncology train --data=URI`` (the URI printed).
+    """
+    from oncology.monitoring.outcomes import build_dataset
+    from oncology.trainer.data import BUNDLED_DATA, DATA_FILE, parse
+    from oncology_model.storage import open_existing_store, read_uri
+
+    try:
+        settings = TrainSettings(**_overrides(store=store, data=data))
+        raw_uri = settings.data or str(BUNDLED_DATA)
+        raw = read_uri(raw_uri)
+        parse(raw, raw_uri)  # the raw file must be one the trainer reads
+        built = build_dataset(open_existing_store(settings.store), raw, raw_uri, DATA_FILE)
+    except OncologyError as exc:
+        raise _fail(str(exc)) from None
+    cases = built.lineage["outcomes"]["cases"]
+    state = "written" if built.created else "unchanged (the newest version already holds these rows)"
+    out.print(f"dataset version {built.version} {state}: the raw data plus {cases} labelled case(s) from outcomes",
+              highlight=False, soft_wrap=True, markup=False)
+    out.print(f"train on it: oncology train --data {built.uri}", highlight=False, soft_wrap=True, markup=False)

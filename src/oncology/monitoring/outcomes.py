@@ -736,14 +736,14 @@ def labelled_rows(store: Store) -> list[tuple[str, str, tuple[int, ...], bool]]:
     return out
 
 
-def build_dataset(store: Store, raw: bytes, raw_uri: str, now: datetime | None = None) -> DatasetVersion:
+def build_dataset(store: Store, raw: bytes, raw_uri: str, data_file: str, now: datetime | None = None) -> DatasetVersion:
     """A new dataset version: the raw file as it is (never edited), then one row per labelled case (its logged
-    features, its outcome as the class), with its lineage; written once as a group under ``datasets/<n>/``."""
-    from oncology.trainer.data import DATA_FILE, parse
+    features, its outcome as the class), with its lineage; written once as a group under ``datasets/<n>/``, the
+    data as ``data_file``.  The caller checks that ``raw`` is a file the trainer reads (`oncology outcomes
+    dataset` parses it with the trainer's parser: monitoring never imports the trainer)."""
     from oncology_model.bundle import sha256
 
     now = now or datetime.now(UTC)
-    parse(raw, raw_uri)  # the raw file must be one the trainer reads
     cases = labelled_rows(store)
     lines = [f"{OUTCOME_ID_BASE + i},{','.join(map(str, row))},{4 if malignant else 2}\n"
              for i, (_, _, row, malignant) in enumerate(cases)]
@@ -752,9 +752,9 @@ def build_dataset(store: Store, raw: bytes, raw_uri: str, now: datetime | None =
                        if k.count("/") >= 2 and k.split("/")[1].isdigit()})
     if existing:
         newest = f"{DATASETS_PREFIX}/{existing[-1]}"
-        if store.exists(f"{newest}/{LINEAGE}") and sha256(store.read(f"{newest}/{DATA_FILE}")) == sha256(data):
+        if store.exists(f"{newest}/{LINEAGE}") and sha256(store.read(f"{newest}/{data_file}")) == sha256(data):
             lineage = json.loads(store.read(f"{newest}/{LINEAGE}"))
-            return DatasetVersion(str(existing[-1]), f"{store.uri}/{newest}/{DATA_FILE}", lineage, False)
+            return DatasetVersion(str(existing[-1]), f"{store.uri}/{newest}/{data_file}", lineage, False)
     version = str((existing[-1] if existing else 0) + 1)
     by_version: dict[str, int] = {}
     for _, v, _, _ in cases:
@@ -762,7 +762,7 @@ def build_dataset(store: Store, raw: bytes, raw_uri: str, now: datetime | None =
     lineage = {
         "dataset_version": version,
         "created_at": now.isoformat(timespec="seconds"),
-        "data": {"file": DATA_FILE, "sha256": sha256(data)},
+        "data": {"file": data_file, "sha256": sha256(data)},
         "raw": {"uri": raw_uri, "sha256": sha256(raw), "rows": raw.count(b"\n")},
         "outcomes": {
             "cases": len(cases), "malignant": sum(m for *_, m in cases), "by_model_version": by_version,
@@ -772,5 +772,5 @@ def build_dataset(store: Store, raw: bytes, raw_uri: str, now: datetime | None =
         },
     }
     prefix = f"{DATASETS_PREFIX}/{version}"
-    store.publish(prefix, {DATA_FILE: data, LINEAGE: json.dumps(lineage, indent=2).encode()}, commit=LINEAGE)
-    return DatasetVersion(version, f"{store.uri}/{prefix}/{DATA_FILE}", lineage, True)
+    store.publish(prefix, {data_file: data, LINEAGE: json.dumps(lineage, indent=2).encode()}, commit=LINEAGE)
+    return DatasetVersion(version, f"{store.uri}/{prefix}/{data_file}", lineage, True)

@@ -8,15 +8,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from oncology import clihelp
+from oncology.clihelp import Command, StoreOpt, default, more
+from oncology.settings import OutcomeSettings
 from oncology_model.errors import OncologyError
 
-outcomes_app = typer.Typer(help="Outcomes (biopsy results): import them, and check realized performance per version.",
+outcomes_app = clihelp.app(help="Outcomes (biopsy results): import them, and check realized performance per version.",
                            no_args_is_help=True)
 
 _out = Console(width=160)
 _err = Console(stderr=True, width=160)
 
-StoreOpt = Annotated[str | None, typer.Option("--store", help="Store URI (path, file://, s3://bucket/prefix). [env: ONCOLOGY_STORE]")]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -28,13 +30,15 @@ def _say(text: str) -> None:
     _out.print(text, highlight=False, soft_wrap=True, markup=False)
 
 
-@outcomes_app.command("import")
+@outcomes_app.command("import", cls=Command)
 def import_file(
-    file: Annotated[str, typer.Argument(help="CSV (header request_id,outcome,observed_at,source) or JSON Lines; a path or s3://...")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="CSV (header request_id,outcome,observed_at,source) or JSON Lines; a path or s3://...")],
     store: StoreOpt = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Record the good rows and report the bad ones "
-                                               "(default: a file with a bad row writes nothing).")] = False,
-    fmt: Annotated[str | None, typer.Option("--format", help="csv or jsonl; default: from the file name.")] = None,
+                                               "(off: a file with a bad row writes nothing)." + more(default="off"),
+                                               show_default=False)] = False,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv or jsonl." + more(default="from the file name"),
+                                            show_default=False)] = None,
 ) -> None:
     """Record the outcomes of FILE, once per request id.  Exit 0 done, 1 conflicts refused, 2 bad input."""
     from oncology.monitoring.outcomes import import_outcomes, parse_file
@@ -64,11 +68,15 @@ def import_file(
                     "(listed above); they were refused and kept as conflict records", 1)
 
 
-@outcomes_app.command()
+@outcomes_app.command(cls=Command)
 def check(
     store: StoreOpt = None,
-    period: Annotated[str | None, typer.Option(help="Calendar chunks: day, week, month, quarter, year. [env: ONCOLOGY_OUTCOMES_PERIOD]")] = None,
-    chunk_size: Annotated[int | None, typer.Option(help="Chunks of N labelled cases instead. [env: ONCOLOGY_OUTCOMES_CHUNK_SIZE]")] = None,
+    period: Annotated[str | None, typer.Option(
+        help="Calendar chunks: day, week, month, quarter, year."
+        + more("ONCOLOGY_OUTCOMES_PERIOD", default(OutcomeSettings, "outcomes_period")), show_default=False)] = None,
+    chunk_size: Annotated[int | None, typer.Option(
+        help="Chunks of N labelled cases instead (0: calendar chunks)."
+        + more("ONCOLOGY_OUTCOMES_CHUNK_SIZE", default(OutcomeSettings, "outcomes_chunk_size")), show_default=False)] = None,
 ) -> None:
     """Join outcomes with the prediction log; realized performance per version and chunk; CUSUM alarms.
 
@@ -124,34 +132,6 @@ def check(
     if result.status == "alarm":
         raise _fail("; ".join(report["alarms"]), 1)
     _say("no alarm")
-
-
-@outcomes_app.command()
-def dataset(
-    store: StoreOpt = None,
-    data: Annotated[str | None, typer.Option(help="The raw data the new cases are added to; default: the bundled UCI file. [env: ONCOLOGY_DATA]")] = None,
-) -> None:
-    """Write a new dataset version: the raw data as it is, plus every labelled case (its logged features, its outcome).
-
-    Under datasets/<n>/ in the store, with lineage.json (the raw file's hash, the outcome files joined, how many
-    cases came from outcomes); train on it with ``oncology train --data <the printed URI>``.
-    """
-    from oncology.monitoring.outcomes import build_dataset
-    from oncology.settings import TrainSettings
-    from oncology.trainer.data import BUNDLED_DATA
-    from oncology_model.storage import open_existing_store, read_uri
-
-    try:
-        overrides: dict[str, Any] = {k: v for k, v in {"store": store, "data": data}.items() if v is not None}
-        settings = TrainSettings(**overrides)
-        raw_uri = settings.data or str(BUNDLED_DATA)
-        built = build_dataset(open_existing_store(settings.store), read_uri(raw_uri), raw_uri)
-    except OncologyError as exc:
-        raise _fail(str(exc)) from None
-    cases = built.lineage["outcomes"]["cases"]
-    state = "written" if built.created else "unchanged (the newest version already holds these rows)"
-    _say(f"dataset version {built.version} {state}: the raw data plus {cases} labelled case(s) from outcomes")
-    _say(f"train on it: oncology train --data {built.uri}")
 
 
 def _fmt(figure: dict[str, Any]) -> str:
