@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import copy_versions
 from oncology.cli import app
 from oncology.release import plan
 from oncology.settings import GateSettings
@@ -20,7 +19,7 @@ from oncology_model.errors import RegistryError
 from oncology_model.registry import ModelRegistry
 from oncology_model.release import CANDIDATE, ReleasePlan, bucket, current_plan
 from oncology_model.storage import LocalStore, S3Store, open_store
-from support import S3
+from support import S3, copy_versions
 
 runner = CliRunner()
 

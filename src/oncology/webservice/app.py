@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,8 +29,9 @@ from oncology.webservice.metrics import Metrics
 from oncology.webservice.model import ModelHolder, follow, load_with_backoff
 from oncology.webservice.openapi import SWAGGER_UI_DIR
 from oncology.webservice.rest import Rest
+from oncology.webservice.routing import Release
 from oncology.webservice.sagemaker import SageMaker
-from oncology.webservice.transport import Endpoint, Front, not_found_or_not_allowed
+from oncology.webservice.transport import Endpoint, Front, Handler, Reply, Req, not_found_or_not_allowed
 from oncology.webservice.v2 import V2
 from oncology_model.errors import StoreUnavailable
 
@@ -43,13 +45,14 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
                access_log: AccessLog | None = None) -> Front:
     """The ASGI application.  It loads the model at start-up and follows its alias in the background."""
     metrics = metrics or Metrics()
-    holder = holder or ModelHolder(settings, on_reload=metrics.model_loaded)
+    holder = holder or ModelHolder(settings, on_reload=metrics.model_loaded, on_release=_release_metrics(metrics))
     if access_log is None and settings.access_log:
         access_log = AccessLog()
     prediction_log = predlog.from_settings(settings, metrics)  # None unless ONCOLOGY_PREDICTION_LOG
     core = Core(settings, holder, metrics, prediction_log)
     tokens = Tokens(settings)
-    table = [route for protocol in (Rest, SageMaker, V2) for route in protocol(core, tokens).routes()]
+    table = [(method, path, _naming_the_model(handler) if method == "POST" else handler)
+             for protocol in (Rest, SageMaker, V2) for method, path, handler in protocol(core, tokens).routes()]
     routes: list[Route | Mount] = [Route(path, Endpoint(path, handler), methods=[method]) for method, path, handler in table]
     routes.append(Mount("/docs/static", app=StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui"))
     fast = {
@@ -85,6 +88,8 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # the shadow scorings of answered requests, then the log of them all
+            await asyncio.to_thread(core.shadow.drain, settings.prediction_log_shutdown_seconds)
             if prediction_log is not None:  # after the drain: every answered prediction is in the buffer
                 await asyncio.to_thread(prediction_log.close, settings.prediction_log_shutdown_seconds)
             if access_log is not None:
@@ -92,3 +97,30 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
 
     router = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found_or_not_allowed})
     return Front(router, fast, holder, metrics, access_log)
+
+
+def _naming_the_model(handler: Handler) -> Handler:
+    """``handler``, its answers naming the version that gave them and its arm in a release (``x-model-version``,
+    ``x-model-arm``), whatever the protocol."""
+
+    async def named(req: Req) -> Reply:
+        reply = await handler(req)
+        arm = req.state.get("model_arm")
+        if arm is not None:
+            reply.headers += [(b"x-model-version", req.state["model_version"].encode()), (b"x-model-arm", arm.encode())]
+        return reply
+
+    return named
+
+
+def _release_metrics(metrics: Metrics) -> Callable[[Release | None, str | None], None]:
+    def followed(release: Release | None, last_rollback: str | None) -> None:
+        rolled_back = datetime.fromisoformat(last_rollback).timestamp() if last_rollback else 0.0
+        if release is None:
+            metrics.release_followed(None, None, 0.0, 0.0, rolled_back)
+        else:
+            plan = release.plan
+            metrics.release_followed(plan.version, plan.mode, plan.share,
+                                     datetime.fromisoformat(plan.step_started_at).timestamp(), rolled_back)
+
+    return followed

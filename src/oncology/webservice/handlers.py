@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from oncology.webservice import errors, schemas
+from oncology.webservice import errors, routing, schemas
 from oncology.webservice.auth import Tokens
 from oncology.webservice.core import Core, Scored
 from oncology.webservice.transport import Handler, Req
@@ -36,13 +36,20 @@ class Handlers:
         if scheme.lower() != b"bearer" or not self._tokens.accepts(token.strip()):
             raise errors.Unauthorized("a valid `Authorization: Bearer <token>` header is required")
 
-    def score(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]]) -> Scored:
-        scored = self.core.score(req.route, req.request_id, classifier, rows)
-        req.state["model_version"] = classifier.version  # for the access log
-        return scored
+    def route(self, req: Req, champion: Classifier, pinned: bool = False) -> routing.Route:
+        """Who answers: routed by the ``x-routing-key`` header (else the request id) while a release is under
+        way; ``pinned``: the client named the version, which answers."""
+        chosen = (routing.Route(champion, routing.PINNED, None) if pinned else
+                  self.core.route(champion, req.headers.get(b"x-routing-key", b"").decode("latin-1") or req.request_id))
+        req.state["model_version"] = chosen.classifier.version  # for the access log and the answer's headers
+        req.state["model_arm"] = chosen.arm
+        return chosen
+
+    def score(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]], pinned: bool = False) -> Scored:
+        chosen = self.route(req, classifier, pinned)
+        return self.core.score(req.route, req.request_id, chosen.classifier, rows, chosen.arm, chosen.shadow)
 
     def results(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]],
                 explain: bool = False) -> list[schemas.Result] | list[schemas.ExplainedResult]:
-        results = self.core.results(req.route, req.request_id, classifier, rows, explain)
-        req.state["model_version"] = classifier.version
-        return results
+        chosen = self.route(req, classifier)
+        return self.core.results(req.route, req.request_id, chosen.classifier, rows, explain, chosen.arm, chosen.shadow)
