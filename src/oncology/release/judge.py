@@ -11,7 +11,9 @@ Tests (each one-sided where only one direction harms):
   called malignant (the costly direction) must stay at or under ``max_costly_share``.
 
 The false-rollback budget ``alpha`` belongs to the whole release: each of its steps gets an equal
-part, split again over the tests of the step (Bonferroni), so that identical versions are rolled
+part, split again over the tests of the step by fixed weights (weighted Bonferroni: half to the
+prediction mix, the most telling of a model's change, a fifth each to the referral share and the
+errors, a tenth to the latency, which also needs its margin), so that identical versions are rolled
 back in at most ``alpha`` of releases however many steps they take.  Verdicts:
 
 - hold: an arm has fewer than ``min_requests`` requests in the window (no verdict on thin data);
@@ -35,8 +37,8 @@ from oncology.settings import ReleaseSettings
 PROMOTE: Final = "promote"
 HOLD: Final = "hold"
 ROLLBACK: Final = "rollback"
-#: The tests a step spends its part of alpha on.
-TESTS: Final = ("errors", "latency", "prediction_mix", "referral_share")
+#: The tests a step spends its part of alpha on, and the share of it each gets (they sum to 1).
+WEIGHTS: Final = {"prediction_mix": 0.5, "referral_share": 0.2, "errors": 0.2, "latency": 0.1}
 #: At most this many request ids of costly disagreements go into the evidence.
 MAX_IDS: Final = 50
 
@@ -99,9 +101,9 @@ def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 6) if b else None
 
 
-def test_alpha(settings: ReleaseSettings, steps: int) -> float:
-    """The level of one test of one step: the release's alpha over its steps and the step's tests."""
-    return settings.release_alpha / (max(steps, 1) * len(TESTS))
+def test_alpha(settings: ReleaseSettings, steps: int, test: str) -> float:
+    """The level of one test of one step: its weight of the release's alpha over its steps."""
+    return settings.release_alpha * WEIGHTS[test] / max(steps, 1)
 
 
 def errors_test(champion: Arm, candidate: Arm) -> float:
@@ -137,7 +139,6 @@ def share_test(a_yes: int, a_n: int, b_yes: int, b_n: int) -> float:
 def judge(champion: Arm, candidate: Arm, settings: ReleaseSettings, steps: int = 1,
           paired: Paired | None = None, past_deadline: bool = False) -> Verdict:
     """One verdict on one window; see the module's documentation."""
-    alpha = test_alpha(settings, steps)
     arms = {"champion": champion.summary(), "candidate": candidate.summary()}
     least = min(champion.requests, candidate.requests)
     if least < settings.release_min_requests:
@@ -148,14 +149,14 @@ def judge(champion: Arm, candidate: Arm, settings: ReleaseSettings, steps: int =
     tests: dict[str, dict[str, Any]] = {}
     reasons: list[str] = []
 
-    p = errors_test(champion, candidate)
+    p, alpha = errors_test(champion, candidate), test_alpha(settings, steps, "errors")
     tests["errors"] = {"test": "two-proportion z (candidate worse)", "p": p, "alpha": alpha,
                        "candidate": candidate.errors, "champion": champion.errors}
     if p < alpha:
         reasons.append(f"more errors: {candidate.errors}/{candidate.requests} against {champion.errors}/{champion.requests}"
                        f" (p={p:.2g} < {alpha:.2g})")
 
-    p, diff = latency_test(champion, candidate)
+    (p, diff), alpha = latency_test(champion, candidate), test_alpha(settings, steps, "latency")
     margin = settings.release_latency_margin_ms
     tests["latency"] = {"test": "Mann-Whitney U (candidate slower)", "p": p, "alpha": alpha,
                         "median_difference_ms": round(diff, 3), "margin_ms": margin}
@@ -163,6 +164,7 @@ def judge(champion: Arm, candidate: Arm, settings: ReleaseSettings, steps: int =
         reasons.append(f"slower: median {diff:+.1f} ms (margin {margin:g} ms, p={p:.2g} < {alpha:.2g})")
 
     p = share_test(candidate.malignant, candidate.rows, champion.malignant, champion.rows)
+    alpha = test_alpha(settings, steps, "prediction_mix")
     tests["prediction_mix"] = {"test": "chi-square 2x2 (malignant share)", "p": p, "alpha": alpha,
                                "candidate": arms["candidate"]["malignant_share"],
                                "champion": arms["champion"]["malignant_share"]}
@@ -171,6 +173,7 @@ def judge(champion: Arm, candidate: Arm, settings: ReleaseSettings, steps: int =
                        f"{arms['champion']['malignant_share']} (p={p:.2g} < {alpha:.2g})")
 
     p = share_test(candidate.referred, candidate.rows, champion.referred, champion.rows)
+    alpha = test_alpha(settings, steps, "referral_share")
     tests["referral_share"] = {"test": "chi-square 2x2 (referred share)", "p": p, "alpha": alpha,
                                "candidate": arms["candidate"]["referred_share"],
                                "champion": arms["champion"]["referred_share"]}
