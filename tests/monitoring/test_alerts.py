@@ -215,7 +215,8 @@ def test_the_dashboard_shows_every_metric_and_only_metrics_that_exist(exported: 
     wanted = {
         "oncology_http_requests_total", "oncology_http_request_duration_seconds_bucket", "oncology_predictions_total",
         "oncology_model_info", "oncology_model_reloads_total", "oncology_ready", PREDICTION_LOG_DROPPED,
-        "oncology_http_shed_total",
+        "oncology_http_shed_total", "oncology_arm_requests_total", "oncology_arm_predictions_total",
+        "oncology_arm_scoring_seconds_bucket",
     }
     assert wanted <= shown, f"no panel shows {wanted - shown}"
 
