@@ -59,6 +59,12 @@ def test_one_release_at_a_time_and_abort_ends_it(two_versions: Path) -> None:
     assert code == 1 and "no release is under way" in out
     code, out = cli("models", "history", "--store", str(two_versions))
     assert code == 0 and "abort" in out and "candidate" in out
+    # the flat promotions table of the reporting tools takes the release's moves (the abort's "to" is none)
+    code, out = cli("monitoring", "promotions", "--store", str(two_versions))
+    assert code == 0, out
+    rows = (two_versions / "monitoring/tables/promotions/version=1.0.2").glob("promotion-*.csv")
+    assert sorted(p.read_text().splitlines()[1].split(",")[2:5] for p in rows) == [
+        ["abort", "1.0.2", ""], ["start", "", "1.0.2"]]
 
 
 def test_the_gate_applies_as_for_promote(two_versions: Path, monkeypatch: pytest.MonkeyPatch) -> None:
