@@ -89,7 +89,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             # the shadow scorings of answered requests, then the log of them all
-            await asyncio.to_thread(core.shadow.drain, settings.prediction_log_shutdown_seconds)
+            core.shadow.flush()
             if prediction_log is not None:  # after the drain: every answered prediction is in the buffer
                 await asyncio.to_thread(prediction_log.close, settings.prediction_log_shutdown_seconds)
             if access_log is not None:
