@@ -88,7 +88,7 @@ def test_a_shadow_that_calls_malignant_tumours_benign_is_rolled_back_naming_the_
     for path in store.glob("monitoring/predictions/date=*/*.jsonl.gz"):
         for raw in gzip.decompress(path.read_bytes()).splitlines():
             line = json.loads(raw)
-            lines[(line["request_id"], line["arm"])] = line["prediction"]
+            lines[(line["request_id"], line.get("arm", "champion"))] = line["prediction"]  # champion: left out
     costly = sorted(i for i in ids if lines[(i, "champion")] == "malignant" and lines[(i, "shadow")] == "benign")
     assert costly, "the 0.95 threshold should turn some malignant answers benign"
     settings = {"ONCOLOGY_RELEASE_MIN_REQUESTS": "100", "ONCOLOGY_RELEASE_MAX_COSTLY_SHARE": "0.001"}

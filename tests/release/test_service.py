@@ -22,12 +22,13 @@ from oncology_model.storage import LocalStore
 
 ROUTES = ("/predict", "/v2/models/oncology/infer", "/invocations")
 #: Every answer of the test, by version and arm (the metrics must count exactly these).
-SEEN: Counter[tuple[str, str]] = Counter()
+SEEN: Counter[tuple[str, str | None]] = Counter()
 
 
 def ask(client: httpx.Client, route: str, request_id: str, key: str | None = None,
-        tumor: dict[str, int] = EXAMPLE) -> tuple[str, str]:
-    """One prediction through ``route``; the version and arm the answer names (headers and body agree)."""
+        tumor: dict[str, int] = EXAMPLE) -> tuple[str, str | None]:
+    """One prediction through ``route``; the version and arm the answer names (headers and body agree; outside a
+    release the answer names no arm: every answer is the champion's)."""
     headers = {"x-request-id": request_id, **({"x-routing-key": key} if key else {})}
     if route.startswith("/v2"):
         body = {"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": list(tumor.values())}]}
@@ -35,9 +36,11 @@ def ask(client: httpx.Client, route: str, request_id: str, key: str | None = Non
     else:
         response = client.post(route, json=tumor, headers=headers)
     assert response.status_code == 200, response.text
-    version, arm = response.headers["x-model-version"], response.headers["x-model-arm"]
-    assert response.json()["model_version"] == version
-    SEEN[(version, arm)] += 1
+    version, arm = response.json()["model_version"], response.headers.get("x-model-arm")
+    assert response.headers.get("x-model-version", version) == version
+    assert ("x-model-version" in response.headers) == (arm is not None)
+    if arm is not None:
+        SEEN[(version, arm)] += 1
     return version, arm
 
 
@@ -83,7 +86,7 @@ def test_canary_splits_by_the_hash_of_the_routing_key(server: Server, two_versio
     SEEN.clear()
     n, share = 600, 0.3
     with httpx.Client(base_url=server.url, timeout=10) as client:
-        assert ask(client, "/predict", "before") == ("1.0.1", "champion")  # no release: the champion, named
+        assert ask(client, "/predict", "before") == ("1.0.1", None)  # no release: the champion, no arm to name
         started = start(two_versions, "canary", (share,))
         wait_for(client, "candidate")
         answers = {f"req-{i}": ask(client, ROUTES[i % 3], f"req-{i}") for i in range(n)}
@@ -100,8 +103,11 @@ def test_canary_splits_by_the_hash_of_the_routing_key(server: Server, two_versio
     # each route reached both arms
     assert {(ROUTES[int(r.split("-")[1]) % 3], arm) for r, (_, arm) in answers.items()} == {
         (route, arm) for route in ROUTES for arm in ("champion", "candidate")}
-    # the metrics count each arm's requests exactly as answered
-    assert {(v, a): _counted(metrics, a, v) for v, a in SEEN} == {k: float(c) for k, c in SEEN.items()}
+    # the metrics count each arm's requests exactly as answered; the dashboard's release panels read these
+    assert {(v, a): _counted(metrics, str(a), v) for v, a in SEEN} == {k: float(c) for k, c in SEEN.items()}
+    for name in ("oncology_arm_predictions_total{", "oncology_arm_scoring_seconds_bucket{"):
+        assert f'{name}arm="candidate"' in metrics or any(
+            line.startswith(name) and 'arm="candidate"' in line for line in metrics.splitlines()), name
 
 
 def _counted(metrics: str, arm: str, version: str) -> float:
@@ -122,7 +128,7 @@ def test_the_canary_and_its_arms_are_in_the_prediction_log(server: Server, two_v
     lines = {line["request_id"]: line for line in logged(two_versions)}
     for request_id, (version, arm) in answers.items():
         line = lines[request_id]
-        assert (line["model_version"], line["arm"]) == (version, arm)
+        assert (line["model_version"], line.get("arm", "champion")) == (version, arm)  # "champion" is left out
         assert isinstance(line["latency_ms"], float) and line["latency_ms"] > 0
 
 
@@ -137,7 +143,7 @@ def test_shadow_the_champion_answers_and_both_predictions_are_logged(server: Ser
     assert set(answers.values()) == {("1.0.1", "champion")}  # the candidate never answers in shadow
     by_request: dict[str, dict[str, dict[str, object]]] = {}
     for line in logged(two_versions):
-        by_request.setdefault(str(line["request_id"]), {})[str(line["arm"])] = line
+        by_request.setdefault(str(line["request_id"]), {})[str(line.get("arm", "champion"))] = line
     for request_id in answers:
         both = by_request[request_id]
         assert set(both) == {"champion", "shadow"}

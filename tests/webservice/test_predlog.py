@@ -88,13 +88,12 @@ def test_each_prediction_is_one_json_line_in_the_fixed_format(tmp_path: Path) ->
 
     (key, _), *_ = found = records(store)
     assert key == "monitoring/predictions/date=2026-12-01/host-1-0a1b2c3d-00000001.jsonl.gz"
-    assert [list(r) for _, r in found] == [
-        ["ts", "request_id", "model_version", "route", "inputs", "probability", "prediction", "decision", "arm",
-         "latency_ms"]] * 4
+    keys = ["ts", "request_id", "model_version", "route", "inputs", "probability", "prediction", "decision"]
+    assert [list(r) for _, r in found] == [keys] + [[*keys, "arm", "latency_ms"]] * 3  # a release's two keys
     first, second, third, failed = (r for _, r in found)
     assert first == {"ts": "2026-12-01T21:40:00.123+00:00", "request_id": "req-1", "model_version": "1.0.1",
                      "route": "/predict", "inputs": EXAMPLE, "probability": 0.0344, "prediction": "benign",
-                     "decision": "benign", "arm": "champion", "latency_ms": 0.0}  # decisions default to the labels
+                     "decision": "benign"}  # decisions default to the labels; the champion outside a release
     assert (second["arm"], second["latency_ms"], third["arm"]) == ("candidate", 1.25, "candidate")
     assert failed == {"ts": "2026-12-01T21:40:00.123+00:00", "request_id": "req-3", "model_version": "1.0.2",
                       "route": "/predict", "inputs": None, "probability": None, "prediction": "error",

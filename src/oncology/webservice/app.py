@@ -31,7 +31,7 @@ from oncology.webservice.openapi import SWAGGER_UI_DIR
 from oncology.webservice.rest import Rest
 from oncology.webservice.routing import Release
 from oncology.webservice.sagemaker import SageMaker
-from oncology.webservice.transport import Endpoint, Front, Handler, Reply, Req, not_found_or_not_allowed
+from oncology.webservice.transport import Endpoint, Front, not_found_or_not_allowed
 from oncology.webservice.v2 import V2
 from oncology_model.errors import StoreUnavailable
 
@@ -51,8 +51,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
     prediction_log = predlog.from_settings(settings, metrics)  # None unless ONCOLOGY_PREDICTION_LOG
     core = Core(settings, holder, metrics, prediction_log)
     tokens = Tokens(settings)
-    table = [(method, path, _naming_the_model(handler) if method == "POST" else handler)
-             for protocol in (Rest, SageMaker, V2) for method, path, handler in protocol(core, tokens).routes()]
+    table = [route for protocol in (Rest, SageMaker, V2) for route in protocol(core, tokens).routes()]
     routes: list[Route | Mount] = [Route(path, Endpoint(path, handler), methods=[method]) for method, path, handler in table]
     routes.append(Mount("/docs/static", app=StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui"))
     fast = {
@@ -97,20 +96,6 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
 
     router = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found_or_not_allowed})
     return Front(router, fast, holder, metrics, access_log)
-
-
-def _naming_the_model(handler: Handler) -> Handler:
-    """``handler``, its answers naming the version that gave them and its arm in a release (``x-model-version``,
-    ``x-model-arm``), whatever the protocol."""
-
-    async def named(req: Req) -> Reply:
-        reply = await handler(req)
-        arm = req.state.get("model_arm")
-        if arm is not None:
-            reply.headers += [(b"x-model-version", req.state["model_version"].encode()), (b"x-model-arm", arm.encode())]
-        return reply
-
-    return named
 
 
 def _release_metrics(metrics: Metrics) -> Callable[[Release | None, str | None], None]:

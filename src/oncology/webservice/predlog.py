@@ -14,12 +14,13 @@ gzip JSON Lines, one line per prediction, keys in this order::
 
     {"ts": "2026-12-01T21:40:00.123+00:00", "request_id": "...", "model_version": "1.0.1", "route": "/predict",
      "inputs": {"clump_thickness": 5, ... the nine features in FEATURES order},
-     "probability": 0.0344, "prediction": "benign", "decision": "benign", "arm": "champion", "latency_ms": 0.21}
+     "probability": 0.0344, "prediction": "benign", "decision": "benign", "latency_ms": 0.213}
 
-``arm`` is the request's part in a release (``champion``, ``candidate``, ``shadow``: the candidate's
-score of a request the champion answered, under the same request id; ``pinned``: a request that named
-its version); ``latency_ms`` the time the model took to score the request (the same for every row of a
-batch).  A request the model failed to score is one line with ``"prediction": "error"`` (and
+While a release is under way, two more keys end each line: ``arm``, the request's part in the release
+(``candidate``, ``shadow``: the candidate's score of a request the champion answered, under the same
+request id; ``pinned``: a request that named its version; ``champion`` is left out, as outside a
+release), and ``latency_ms``, the time the model took to score the request (the same for every row of a
+batch, to the microsecond).  A request the model failed to score is one line with ``"prediction": "error"`` (and
 ``"decision": "error"``, ``inputs`` and ``probability`` null): the release judge counts them.
 
 ``<writer>`` is unique per process and start (`default_writer_id`: host, pid and 8 random hex
@@ -79,7 +80,7 @@ _Inputs: Any = msgspec.defstruct("PredictionInputs", list(FEATURES), gc=False)
 _MILLIS: Final = tuple(f".{ms:03d}+00:00" for ms in range(1000))
 
 
-class _Line(msgspec.Struct, gc=False):
+class _Line(msgspec.Struct, gc=False, omit_defaults=True):
     ts: str
     request_id: str
     model_version: str
@@ -88,8 +89,8 @@ class _Line(msgspec.Struct, gc=False):
     probability: float | None
     prediction: str
     decision: str
-    arm: str
-    latency_ms: float
+    arm: str = "champion"  # omitted when "champion" (and 0.0): outside a release the lines are as before
+    latency_ms: float = 0.0
 
 
 

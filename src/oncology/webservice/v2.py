@@ -111,7 +111,7 @@ class V2(Handlers):
         if infer.id is not None:
             answer["id"] = infer.id
         if not binaries:
-            return json_reply(answer)
+            return Reply(schemas.encode(answer), headers=self.named(req))
         head = schemas.encode(answer)
         return Reply(b"".join([head, *binaries]), media_type=OCTETS,
-                     headers=[(b"inference-header-content-length", b"%d" % len(head))])
+                     headers=[(b"inference-header-content-length", b"%d" % len(head)), *self.named(req)])
