@@ -23,7 +23,8 @@ Standard library only: the service, the judge and the command line all read it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -48,8 +49,11 @@ class ReleasePlan:
     step: int
     started_at: str
     step_started_at: str
+    #: `bucket` for this release (not part of the plan's value: set up once per plan object)
+    bucket: Callable[[str], float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "bucket", bucketer(self.id))
         problems = []
         if self.mode not in MODES:
             problems.append(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
@@ -80,9 +84,9 @@ class ReleasePlan:
         return self.step == len(self.steps) - 1
 
     def to_dict(self) -> dict[str, Any]:
-        value = asdict(self)
-        value["steps"] = list(self.steps)
-        return value
+        return {"id": self.id, "version": self.version, "champion": self.champion, "mode": self.mode,
+                "steps": list(self.steps), "step": self.step, "started_at": self.started_at,
+                "step_started_at": self.step_started_at}
 
     @classmethod
     def from_dict(cls, value: Any, where: str = "the alias document") -> ReleasePlan:
@@ -105,7 +109,19 @@ def current_plan(state: dict[str, Any], where: str = "the alias document") -> Re
     return None if value is None else ReleasePlan.from_dict(value, where)
 
 
+def bucketer(release_id: str) -> Callable[[str], float]:
+    """`bucket` for one release, its keyed hash set up once (the service calls it on every request)."""
+    keyed = hashlib.blake2b(digest_size=8, key=release_id.encode()[:64])
+
+    def bucket_of(key: str) -> float:
+        h = keyed.copy()
+        h.update(key.encode("utf-8", "surrogateescape"))
+        return int.from_bytes(h.digest(), "big") / 2.0**64
+
+    return bucket_of
+
+
 def bucket(release_id: str, key: str) -> float:
-    """Where a routing key falls in [0, 1) for a release: the same key, the same place, in every replica."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8, key=release_id.encode()[:64]).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    """Where a routing key falls in [0, 1) for a release: the same key, the same place, in every replica
+    (BLAKE2b of the key, keyed by the release id, as a fraction of 2**64)."""
+    return bucketer(release_id)(key)

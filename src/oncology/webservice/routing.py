@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from oncology_model.classifier import Classifier
-from oncology_model.release import CANARY, ReleasePlan, bucket
+from oncology_model.release import CANARY, ReleasePlan
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def route(champion: Classifier, release: Release | None, key: str) -> Route:
     """The version that answers the request with routing key ``key``, and its arm."""
     if release is None:
         return Route(champion, CHAMPION, None)
-    inside = bucket(release.plan.id, key) < release.plan.share
+    inside = release.plan.bucket(key) < release.plan.share
     if release.plan.mode == CANARY:
         return Route(release.candidate, CANDIDATE, None) if inside else Route(champion, CHAMPION, None)
     return Route(champion, CHAMPION, release.candidate if inside else None)
