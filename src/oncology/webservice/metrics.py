@@ -64,9 +64,10 @@ class Metrics:
             "oncology_arm_requests", "Scored requests by model version, arm and outcome (ok, error)",
             ["version", "arm", "outcome"], registry=r,
         )
-        self.arm_scoring = Histogram(
-            "oncology_arm_scoring_seconds", "Time the model took to score a request, by model version and arm",
-            ["version", "arm"], buckets=LATENCY_BUCKETS, registry=r,
+        # a sum, not a histogram: the mean by arm is rate(sum) / rate(requests); the judge ranks the logged times
+        self.arm_scoring = Counter(
+            "oncology_arm_scoring_seconds", "Seconds the model took to score requests, by model version and arm",
+            ["version", "arm"], registry=r,
         )
         self.release_share = Gauge(
             "oncology_release_share", "Share of requests the candidate answers (canary) or scores (shadow); 0: no release",
@@ -127,7 +128,7 @@ class Metrics:
         if total - malignant:
             children[1].inc(total - malignant)
         children[2].inc()
-        children[3].observe(seconds)
+        children[3].inc(seconds)
 
     def count_arm_error(self, version: str, arm: str) -> None:
         self.arm_requests.labels(version, arm, "error").inc()
