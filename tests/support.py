@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from oncology.settings import TrainSettings
 from oncology.trainer.data import Dataset
@@ -130,3 +130,28 @@ def republish(source: Path, target: Path, referral: dict[str, float] | None = No
     registry.publish(files)
     registry.promote(bundle.version)
     return target
+
+
+def copy_versions(source: Path, target: Any, candidates: dict[str, float | None]) -> Any:
+    """``target`` with the champion of ``source`` published and promoted as 1.0.1, and one version per entry of
+    ``candidates`` (version: decision threshold, None for the champion's own): the same trained model, so that a
+    candidate differs only where its threshold makes it."""
+    import json
+
+    from oncology_model.bundle import KPIS, METADATA, MODEL, Bundle
+    from oncology_model.registry import ModelRegistry
+    from oncology_model.storage import LocalStore
+
+    bundle = ModelRegistry(LocalStore(source)).load("champion")
+    registry = ModelRegistry(target)
+    model, kpis = json.loads(bundle.files[MODEL]), json.loads(bundle.files[KPIS])
+    metadata = json.loads(bundle.files[METADATA])
+    registry.publish(Bundle.assemble("1.0.1", model, metadata, kpis))
+    registry.promote("1.0.1")
+    for version, threshold in candidates.items():
+        changed: dict[str, Any] = {**metadata, "version": version}
+        if threshold is not None:
+            changed = {k: v for k, v in changed.items() if k != "referral"}
+            changed["threshold"] = threshold
+        registry.publish(Bundle.assemble(version, model, changed, kpis))
+    return registry

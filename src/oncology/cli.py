@@ -14,6 +14,7 @@ from oncology import clihelp
 from oncology.clihelp import Command, StoreOpt, default, more
 from oncology.monitoring.commands import monitoring_app
 from oncology.monitoring.outcomes_cli import outcomes_app
+from oncology.release.cli import release_app
 from oncology.settings import GateSettings, ServeSettings, StoreSettings, TrainSettings
 from oncology_model.errors import OncologyError
 
@@ -22,6 +23,7 @@ models_app = clihelp.app(help="The model registry: versions, the champion alias,
 app.add_typer(models_app, name="models")
 app.add_typer(monitoring_app, name="monitoring")
 app.add_typer(outcomes_app, name="outcomes")
+app.add_typer(release_app, name="release")
 
 out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
@@ -252,11 +254,23 @@ def history(store: StoreOpt = None) -> None:
     except OncologyError as exc:
         raise _fail(_in_store(registry, exc)) from None
     table = Table(title=f"alias history in {registry.store}")
-    for col in ("at", "alias", "action", "from", "to"):
+    for col in ("at", "alias", "action", "from", "to", "evidence"):
         table.add_column(col)
     for m in moves:
-        table.add_row(m["at"], m["alias"], m["action"], m["from"] or "–", m["to"])
+        table.add_row(m["at"], m["alias"], m["action"], str(m["from"] or "–"), str(m["to"] or "–"), _evidence(m))
     out.print(table)
+
+
+def _evidence(move: dict[str, Any]) -> str:
+    """A release decision's evidence in one cell: the release, the window's requests per arm, and why."""
+    evidence = move.get("evidence")
+    if not evidence:
+        return f"release {move['release']}" + (f": {move['reason']}" if move.get("reason") else "") if move.get("release") else ""
+    arms = evidence.get("arms", {})
+    counts = ", ".join(f"{name} {arm['version']} n={arm['requests']} errors={arm['errors']}" for name, arm in arms.items())
+    why = "; ".join(evidence.get("reasons") or ["no harm found"])
+    window = evidence.get("window", {})
+    return f"release {move.get('release')}: {evidence.get('verdict')} on [{window.get('from')}, {window.get('to')}): {counts}. {why}"
 
 
 @models_app.command(cls=Command)

@@ -262,3 +262,29 @@ class ServeSettings(BaseSettings):
                 raise ValueError(f"{self.api_tokens_file}: cannot read the API tokens file ({exc.strerror})") from exc
             found += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
         return found
+
+
+class ReleaseSettings(GateSettings):
+    """Canary and shadow releases (`oncology release`): the judge's statistics and patience."""
+
+    prediction_log_store: str | None = Field(
+        None, description="Store holding the prediction log the judge reads; unset: the model store."
+    )
+    release_alpha: float = Field(
+        0.01, gt=0, lt=0.5,
+        description="False-rollback budget of a whole release: split evenly over its steps and, in each, over the tests.",
+    )
+    release_min_requests: int = Field(
+        600, ge=10, description="Requests each arm must have answered in a step's window before any verdict (else hold)."
+    )
+    release_step_deadline_minutes: float = Field(
+        120.0, gt=0, description="A step still inconclusive this long after it began is rolled back (never promoted)."
+    )
+    release_latency_margin_ms: float = Field(
+        10.0, ge=0,
+        description="Latency rolls back only if the candidate is significantly slower and its median is this much above.",
+    )
+    release_max_costly_share: float = Field(
+        0.01, ge=0, le=1,
+        description="Shadow: most share of paired requests where the candidate says benign and the champion malignant.",
+    )

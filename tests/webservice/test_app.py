@@ -304,7 +304,7 @@ def test_an_unhandled_error_is_a_500_whose_log_carries_no_request_value(
 ) -> None:
     from oncology.webservice.core import Core
 
-    def crash(self: object, route: str, request_id: str, classifier: object, rows: object, explain: bool = False) -> None:
+    def crash(self: object, route: str, request_id: str, classifier: object, rows: object, *more: object) -> None:
         rows = list(rows)  # type: ignore[call-overload]
         raise ValueError(f"cannot score {rows[0]} (marker {SECRET})")
 

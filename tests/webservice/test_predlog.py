@@ -82,22 +82,28 @@ def test_each_prediction_is_one_json_line_in_the_fixed_format(tmp_path: Path) ->
     now = utc("2026-12-01T21:40:00.123") + 0.0004
     log = PredictionLog(store, "host-1-0a1b2c3d", flush_seconds=3600, clock=lambda: now).start()
     log.record("/predict", "req-1", "1.0.1", [ROW], [0.0344], ["benign"])
-    log.record("/predict/batch", "req-2", "1.0.2", [ROW, ROW2], [0.4, 0.97], ["benign", "malignant"], ["refer", "malignant"])
+    log.record("/predict/batch", "req-2", "1.0.2", [ROW, ROW2], [0.4, 0.97], ["benign", "malignant"], ["refer", "malignant"],
+               "candidate", 1.25)
+    log.record_error("/predict", "req-3", "1.0.2", "candidate", 0.5)
     assert log.close(timeout=30)
 
     (key, _), *_ = found = records(store)
     assert key == "monitoring/predictions/date=2026-12-01/host-1-0a1b2c3d-00000001.jsonl.gz"
-    assert [list(r) for _, r in found] == [
-        ["ts", "request_id", "model_version", "route", "inputs", "probability", "prediction", "decision"]] * 3
-    first, second, third = (r for _, r in found)
+    keys = ["ts", "request_id", "model_version", "route", "inputs", "probability", "prediction", "decision"]
+    assert [list(r) for _, r in found] == [keys] + [[*keys, "arm", "latency_ms"]] * 3  # a release's two keys
+    first, second, third, failed = (r for _, r in found)
     assert first == {"ts": "2026-12-01T21:40:00.123+00:00", "request_id": "req-1", "model_version": "1.0.1",
                      "route": "/predict", "inputs": EXAMPLE, "probability": 0.0344, "prediction": "benign",
-                     "decision": "benign"}  # decisions default to the labels
+                     "decision": "benign"}  # decisions default to the labels; the champion outside a release
+    assert (second["arm"], second["latency_ms"], third["arm"]) == ("candidate", 1.25, "candidate")
+    assert failed == {"ts": "2026-12-01T21:40:00.123+00:00", "request_id": "req-3", "model_version": "1.0.2",
+                      "route": "/predict", "inputs": None, "probability": None, "prediction": "error",
+                      "decision": "error", "arm": "candidate", "latency_ms": 0.5}
     assert list(first["inputs"]) == list(FEATURES)  # type: ignore[call-overload]
     assert (second["inputs"], second["prediction"], second["decision"]) == (EXAMPLE, "benign", "refer")
     assert (third["inputs"], third["probability"], third["decision"], third["route"], third["model_version"]) == (
         MALIGNANT, 0.97, "malignant", "/predict/batch", "1.0.2")
-    assert log.written == 3 and log.errors == []
+    assert log.written == 4 and log.errors == []
 
 
 def test_a_single_prediction_keeps_its_own_decision_as_the_service_passes_it(tmp_path: Path) -> None:

@@ -3,13 +3,14 @@
 Layout (relative to the store's root)::
 
     models/<version>/model.json, metadata.json, kpis.json, MANIFEST.json
-    registry/aliases.json        {"aliases": {"champion": "1.0.3"}, "history": [...]}
+    registry/aliases.json        {"aliases": {"champion": "1.0.3"}, "history": [...], "release": {...}}
 
 A version exists once its ``MANIFEST.json`` does (written last).  ``latest`` is the highest
 published version; ``champion`` is an alias moved by `promote` and `rollback`, and every move is
 recorded (when, from, to, action, and an id).  The alias document is one object, replaced whole by
 compare-and-swap (`Store.swap`): of concurrent moves none is lost, each retries on the state the
-others left.  `publish_next` assigns the version number at publish time, so concurrent trainers
+others left; `transact` makes any such change (a release's plan, `oncology_model.release`, with
+the ``candidate`` alias).  `publish_next` assigns the version number at publish time, so concurrent trainers
 get distinct, complete versions.
 """
 
@@ -167,37 +168,48 @@ class ModelRegistry:
         state: dict[str, Any] = json.loads(data)
         return state, tag
 
-    def _move(self, alias: str, action: str, target: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
-        """Move ``alias`` to ``target(state)`` by compare-and-swap of the alias document.
+    def transact(self, change: Callable[[dict[str, Any]], list[dict[str, Any]]], what: str) -> list[dict[str, Any]]:
+        """Change the alias document by compare-and-swap; returns the moves ``change`` recorded.
 
-        Read the document and its tag, decide the move on that state, write it back only if the
-        document is unchanged since; if another writer got there first, decide again on the new
-        state (with a random back-off), at most `ATTEMPTS` times.
+        ``change(state)`` edits the document it is given (aliases, and any other key such as the
+        release plan) and returns the moves to record in its history, each a dict with at least
+        ``alias``, ``action``, ``from`` and ``to`` (and any evidence); it may raise to refuse the
+        change (nothing is written).  Read the document and its tag, apply ``change`` on that
+        state, write it back only if the document is unchanged since; if another writer got there
+        first, apply ``change`` again on the new state (with a random back-off), at most
+        `ATTEMPTS` times.  Of concurrent transactions none is lost, and each decides on the state
+        the others left: a change that checks a precondition (no release under way) is refused to
+        all writers but one.
         """
         for attempt in range(ATTEMPTS):
             state, tag = self._tagged_state()
-            to = target(state)
-            move = {
-                "alias": alias,
-                "action": action,
-                "from": state["aliases"].get(alias),
-                "to": to,
-                "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "id": uuid.uuid4().hex,
-            }
-            state["aliases"][alias] = to
-            state["history"].append(move)
+            moves = change(state)
+            at = datetime.now(UTC).isoformat(timespec="seconds")
+            for move in moves:
+                move.setdefault("at", at)
+                move["id"] = uuid.uuid4().hex
+            state["history"].extend(moves)
             document = dump_json(state)
             if self.store.swap(ALIASES_KEY, document, expected=tag):
-                return move
+                return moves
             # A write whose answer was lost and that the client retried looks like a conflict: look
-            # for this move's id before deciding again, so that a move is never recorded twice.
-            if any(m.get("id") == move["id"] for m in self._tagged_state()[0]["history"]):
-                return move
+            # for these moves' ids before deciding again, so that a move is never recorded twice.
+            ids = {m["id"] for m in moves}
+            if ids and ids <= {m.get("id") for m in self._tagged_state()[0]["history"]}:
+                return moves
             time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # noqa: S311 - jitter, not security
-        raise ConflictError(
-            f"{self.store}/{ALIASES_KEY} kept changing under {ATTEMPTS} attempts to {action} {alias}; try again"
-        )
+        raise ConflictError(f"{self.store}/{ALIASES_KEY} kept changing under {ATTEMPTS} attempts to {what}; try again")
+
+    def _move(self, alias: str, action: str, target: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+        """Move ``alias`` to ``target(state)`` by compare-and-swap of the alias document (`transact`)."""
+
+        def change(state: dict[str, Any]) -> list[dict[str, Any]]:
+            to = target(state)
+            move = {"alias": alias, "action": action, "from": state["aliases"].get(alias), "to": to}
+            state["aliases"][alias] = to
+            return [move]
+
+        return self.transact(change, f"{action} {alias}")[0]
 
     def promote(self, version: str, alias: str = CHAMPION) -> dict[str, Any]:
         """Point ``alias`` at a published version once its bundle verifies; returns the recorded move.

@@ -120,7 +120,7 @@ def promotion_rows(history: Sequence[Mapping[str, Any]]) -> Iterator[tuple[int, 
             "alias": str(move["alias"]),
             "action": str(move["action"]),
             "from_version": "" if move.get("from") is None else str(move["from"]),
-            "to_version": str(move["to"]),
+            "to_version": "" if move.get("to") is None else str(move["to"]),  # None: a release's candidate removed
             "promoted_at": timestamp(str(move["at"])),
         }
 

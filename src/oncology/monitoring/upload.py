@@ -123,7 +123,7 @@ def write_manifests(store: Store, base_uri: str) -> list[str]:
 
 def _promotion_objects(registry: ModelRegistry) -> dict[str, bytes]:
     return {
-        tables.promotion_key(seq, row["to_version"]): tables.to_csv(tables.PROMOTIONS, [row])
+        tables.promotion_key(seq, row["to_version"] or row["from_version"]): tables.to_csv(tables.PROMOTIONS, [row])
         for seq, row in tables.promotion_rows(registry.history())
     }
 

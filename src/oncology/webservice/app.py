@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,6 +31,7 @@ from oncology.webservice.model import ModelHolder, follow, load_with_backoff
 from oncology.webservice.openapi import SWAGGER_UI_DIR
 from oncology.webservice.outcomes import CheckFollower, Outcomes, follow_checks
 from oncology.webservice.rest import Rest
+from oncology.webservice.routing import Release
 from oncology.webservice.sagemaker import SageMaker
 from oncology.webservice.transport import Endpoint, Front, Labelled, not_found_or_not_allowed
 from oncology.webservice.v2 import V2
@@ -48,7 +50,7 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
                access_log: AccessLog | None = None) -> Front:
     """The ASGI application.  It loads the model at start-up and follows its alias in the background."""
     metrics = metrics or Metrics()
-    holder = holder or ModelHolder(settings, on_reload=metrics.model_loaded)
+    holder = holder or ModelHolder(settings, on_reload=metrics.model_loaded, on_release=_release_metrics(metrics))
     if access_log is None and settings.access_log:
         access_log = AccessLog()
     prediction_log = predlog.from_settings(settings, metrics)  # None unless ONCOLOGY_PREDICTION_LOG
@@ -104,6 +106,8 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # the shadow scorings of answered requests, then the log of them all
+            core.shadow.flush()
             if prediction_log is not None:  # after the drain: every answered prediction is in the buffer
                 await asyncio.to_thread(prediction_log.close, settings.prediction_log_shutdown_seconds)
             if access_log is not None:
@@ -112,3 +116,16 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
     router = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found_or_not_allowed})
     router.state.grpc = grpc_server  # for the server's drain (server.py)
     return Front(router, fast, holder, metrics, access_log)
+
+
+def _release_metrics(metrics: Metrics) -> Callable[[Release | None, str | None], None]:
+    def followed(release: Release | None, last_rollback: str | None) -> None:
+        rolled_back = datetime.fromisoformat(last_rollback).timestamp() if last_rollback else 0.0
+        if release is None:
+            metrics.release_followed(None, None, 0.0, 0.0, rolled_back)
+        else:
+            plan = release.plan
+            metrics.release_followed(plan.version, plan.mode, plan.share,
+                                     datetime.fromisoformat(plan.step_started_at).timestamp(), rolled_back)
+
+    return followed

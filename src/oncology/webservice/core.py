@@ -4,15 +4,19 @@ the core and shape its answer."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from oncology.settings import ServeSettings
-from oncology.webservice import errors, predlog, schemas
+from oncology.webservice import errors, predlog, routing, schemas
 from oncology.webservice.metrics import Metrics
 from oncology.webservice.model import ModelHolder
 from oncology_model.classifier import Classifier
 from oncology_model.datamodel import Decision, Prediction
+
+log = logging.getLogger(__name__)
 
 Scored = tuple[list[float], list[str], list[Decision]]
 
@@ -26,6 +30,17 @@ class Core:
         self.holder = holder
         self.metrics = metrics
         self.prediction_log = prediction_log
+        self.shadow = routing.ShadowScorer(self._score_shadow, metrics.shadow_dropped.inc)
+
+    def route(self, champion: Classifier, key: str) -> routing.Route:
+        """Who answers the request with routing key ``key``: the champion, or the candidate of a release."""
+        return routing.route(champion, self.holder.release, key)
+
+    def _score_shadow(self, route: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]]) -> None:
+        try:
+            self.score(route, request_id, candidate, rows, routing.SHADOW)
+        except Exception as exc:  # counted (metrics, prediction log) by score(); nobody waits for this answer
+            log.warning("shadow: candidate %s failed on request %s (%s)", candidate.version, request_id, type(exc).__name__)
 
     def classifier(self) -> Classifier:
         """The model serving now (one object per request: a reload never mixes two); 503 before one loads."""
@@ -40,26 +55,47 @@ class Core:
             raise errors.NotReady("shutting down" if self.holder.draining else "no verified model is loaded yet")
         return {"status": "ready", "model_version": self.classifier().version}
 
-    def score(self, route: str, request_id: str, classifier: Classifier, rows: Iterable[Sequence[int]]) -> Scored:
-        """Malignant probabilities, labels and decisions of ``rows``; counted, and logged when the prediction
-        log is on."""
+    def score(self, route: str, request_id: str, classifier: Classifier, rows: Iterable[Sequence[int]],
+              arm: str = routing.CHAMPION, shadow: Classifier | None = None) -> Scored:
+        """Malignant probabilities, labels and decisions of ``rows``; counted by version and arm, and logged
+        when the prediction log is on.  ``shadow``: a candidate that also scores the rows, off the answer path."""
         prediction_log = self.prediction_log
-        if prediction_log is not None and not isinstance(rows, list):
+        if (prediction_log is not None or shadow is not None) and not isinstance(rows, list):
             rows = list(rows)  # an iterator (decode_tumors) is consumed by scoring; the log needs the rows too
-        probabilities = classifier.score_rows(rows)
+        start = time.perf_counter()
+        try:
+            probabilities = classifier.score_rows(rows)
+        except errors.APIError:  # the client's rows (validated while scored): not the model's failure
+            raise
+        except Exception:
+            self.metrics.count_arm_error(classifier.version, arm)
+            if prediction_log is not None:
+                prediction_log.record_error(route, request_id, classifier.version, arm,
+                                            (time.perf_counter() - start) * 1000)
+            raise
         threshold = classifier.threshold
         labels = ["malignant" if p >= threshold else "benign" for p in probabilities]
         decisions = classifier.decide_many(probabilities)
+        elapsed = time.perf_counter() - start
         malignant = labels.count("malignant")
         referred = decisions.count(Decision.REFER) if classifier.referral is not None else 0
-        self.metrics.count_predictions(malignant, len(labels), referred)
+        if arm != routing.SHADOW:  # the service's own counts are of the answers given
+            self.metrics.count_predictions(malignant, len(labels), referred)
+        # by arm only in a release (or pinned): outside one, every answer is the champion's and the service's own
+        # counts (and the log's lines as before) say so; each costs ~1% of single-row throughput
+        in_release = arm != routing.CHAMPION or self.holder.release is not None
+        if in_release:
+            self.metrics.count_arm(classifier.version, arm, malignant, len(labels), elapsed)
         if prediction_log is not None:  # never blocks or raises: a slow store cannot slow a prediction
-            prediction_log.record(route, request_id, classifier.version,
-                                  rows, probabilities, labels, decisions)  # type: ignore[arg-type]
+            prediction_log.record(route, request_id, classifier.version, rows,  # type: ignore[arg-type]
+                                  probabilities, labels, decisions, arm, int(elapsed * 1e6) / 1000 if in_release else 0.0)
+        if shadow is not None:
+            self.shadow.submit(route, request_id, shadow, rows)  # type: ignore[arg-type]
         return probabilities, labels, decisions
 
     def results(self, route: str, request_id: str, classifier: Classifier, rows: Iterable[Sequence[int]],
-                explain: bool = False) -> list[schemas.Result] | list[schemas.ExplainedResult]:
+                explain: bool = False, arm: str = routing.CHAMPION,
+                shadow: Classifier | None = None) -> list[schemas.Result] | list[schemas.ExplainedResult]:
         """One result per row, in order (as /predict answers); ``explain`` adds each feature's contribution."""
         if explain:
             rows = list(rows)
@@ -67,7 +103,7 @@ class Core:
                 schemas.Explanation(e.baseline, schemas.Contributions(**e.contributions), e.log_odds)
                 for e in classifier.explain_rows(rows)
             ]
-        probabilities, strs, decisions = self.score(route, request_id, classifier, rows)
+        probabilities, strs, decisions = self.score(route, request_id, classifier, rows, arm, shadow)
         # `Prediction`'s values as plain strings: msgspec encodes them ~0.5 us a row faster than the enum's members
         labels = cast(list[Prediction], strs)
         version = classifier.version

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from oncology.webservice import errors, schemas
+from oncology.webservice import errors, routing, schemas
 from oncology.webservice.auth import Tokens
 from oncology.webservice.core import Core, Scored
 from oncology.webservice.transport import Handler, Req
@@ -23,6 +23,7 @@ class Handlers:
         self.core = core
         self.settings = core.settings
         self._tokens = tokens
+        self._named: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}  # the few header pairs, encoded once
 
     def routes(self) -> list[Route]:
         """This protocol's routes."""
@@ -36,13 +37,36 @@ class Handlers:
         if scheme.lower() != b"bearer" or not self._tokens.accepts(token.strip()):
             raise errors.Unauthorized("a valid `Authorization: Bearer <token>` header is required")
 
-    def score(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]]) -> Scored:
-        scored = self.core.score(req.route, req.request_id, classifier, rows)
-        req.state["model_version"] = classifier.version  # for the access log
-        return scored
+    def route(self, req: Req, champion: Classifier, pinned: bool = False) -> routing.Route:
+        """Who answers: routed by the ``x-routing-key`` header (else the request id) while a release is under
+        way; ``pinned``: the client named the version, which answers.  While a release is under way (and when
+        pinned) the answer names its version and arm in headers; outside, every answer is the champion's (the
+        headers cost ~3% of single-row throughput, benchmarks/release.py)."""
+        if not pinned and self.core.holder.release is None:  # no release: the champion, as before releases
+            req.state["model_version"] = champion.version  # for the access log
+            return routing.Route(champion, routing.CHAMPION, None)
+        chosen = (routing.Route(champion, routing.PINNED, None) if pinned else
+                  self.core.route(champion, req.headers.get(b"x-routing-key", b"").decode("latin-1") or req.request_id))
+        req.state["model_version"] = chosen.classifier.version  # for the access log and the answer's headers
+        req.state["model_arm"] = chosen.arm
+        key = (chosen.classifier.version, chosen.arm)
+        pair = self._named.get(key)
+        if pair is None:
+            pair = self._named[key] = [(b"x-model-version", key[0].encode()), (b"x-model-arm", key[1].encode())]
+        req.state["model_headers"] = pair
+        return chosen
+
+    @staticmethod
+    def named(req: Req) -> list[tuple[bytes, bytes]]:
+        """The answer's headers naming its version and arm (``x-model-version``, ``x-model-arm``) while a release is
+        under way (or the request pinned its version); none outside one (every answer is the champion's)."""
+        return [*req.state.get("model_headers", ())]
+
+    def score(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]], pinned: bool = False) -> Scored:
+        chosen = self.route(req, classifier, pinned)
+        return self.core.score(req.route, req.request_id, chosen.classifier, rows, chosen.arm, chosen.shadow)
 
     def results(self, req: Req, classifier: Classifier, rows: Iterable[Sequence[int]],
                 explain: bool = False) -> list[schemas.Result] | list[schemas.ExplainedResult]:
-        results = self.core.results(req.route, req.request_id, classifier, rows, explain)
-        req.state["model_version"] = classifier.version
-        return results
+        chosen = self.route(req, classifier)
+        return self.core.results(req.route, req.request_id, chosen.classifier, rows, explain, chosen.arm, chosen.shadow)

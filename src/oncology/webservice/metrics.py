@@ -69,6 +69,39 @@ class Metrics:
             "oncology_outcome_check_timestamp_seconds", "When the newest outcome check ran (Unix time; 0: none seen)",
             registry=r, multiprocess_mode="max",
         )
+        # releases (oncology.webservice.routing): what each version did in each arm, and the plan followed
+        self.arm_predictions = Counter(
+            "oncology_arm_predictions", "Predictions by model version, arm (champion, candidate, shadow, pinned) and class",
+            ["version", "arm", "prediction"], registry=r,
+        )
+        self.arm_requests = Counter(
+            "oncology_arm_requests", "Scored requests by model version, arm and outcome (ok, error)",
+            ["version", "arm", "outcome"], registry=r,
+        )
+        # a sum, not a histogram: the mean by arm is rate(sum) / rate(requests); the judge ranks the logged times
+        self.arm_scoring = Counter(
+            "oncology_arm_scoring_seconds", "Seconds the model took to score requests, by model version and arm",
+            ["version", "arm"], registry=r,
+        )
+        self.release_share = Gauge(
+            "oncology_release_share", "Share of requests the candidate answers (canary) or scores (shadow); 0: no release",
+            ["candidate", "mode"], registry=r, multiprocess_mode="livemax",
+        )
+        self.release_step_started = Gauge(
+            "oncology_release_step_started_timestamp_seconds",
+            "When the current step of the release under way began (Unix time); 0: no release",
+            registry=r, multiprocess_mode="livemax",
+        )
+        self.release_last_rollback = Gauge(
+            "oncology_release_last_rollback_timestamp_seconds",
+            "When the latest release was rolled back by its judge (Unix time); 0: never", registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.shadow_dropped = Counter(
+            "oncology_shadow_dropped", "Shadow scorings dropped because the shadow queue was full", registry=r
+        )
+        self._arms: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
+        self._release_labels: tuple[str, str] | None = None
         self._children: dict[tuple[str, str, int], tuple[Any, Any, int | None]] = {}
         self.benign = self.predictions.labels("benign")
         self.malignant = self.predictions.labels("malignant")
@@ -95,6 +128,36 @@ class Metrics:
             self.benign.inc(total - malignant)
         if referred:
             self.referrals.inc(referred)
+
+    def count_arm(self, version: str, arm: str, malignant: int, total: int, seconds: float) -> None:
+        """A request scored by ``version`` in ``arm``: its predictions and scoring time."""
+        children = self._arms.get((version, arm))
+        if children is None:
+            children = self._arms[(version, arm)] = (
+                self.arm_predictions.labels(version, arm, "malignant"), self.arm_predictions.labels(version, arm, "benign"),
+                self.arm_requests.labels(version, arm, "ok"), self.arm_scoring.labels(version, arm),
+            )
+        if malignant:
+            children[0].inc(malignant)
+        if total - malignant:
+            children[1].inc(total - malignant)
+        children[2].inc()
+        children[3].inc(seconds)
+
+    def count_arm_error(self, version: str, arm: str) -> None:
+        self.arm_requests.labels(version, arm, "error").inc()
+
+    def release_followed(self, candidate: str | None, mode: str | None, share: float, step_started: float,
+                         last_rollback: float) -> None:
+        """The release plan this process follows now (None: no release)."""
+        labels = (candidate, mode) if candidate is not None and mode is not None else None
+        if self._release_labels is not None and self._release_labels != labels:
+            self.release_share.labels(*self._release_labels).set(0)
+        if labels is not None:
+            self.release_share.labels(*labels).set(share)
+        self._release_labels = labels
+        self.release_step_started.set(step_started)
+        self.release_last_rollback.set(last_rollback)
 
     def model_loaded(self, result: str, version: str | None) -> None:
         self.reloads.labels(result).inc()

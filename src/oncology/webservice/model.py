@@ -9,9 +9,11 @@ import threading
 from collections.abc import Callable
 
 from oncology.settings import ServeSettings
+from oncology.webservice.routing import Release
 from oncology_model.classifier import Classifier
 from oncology_model.errors import OncologyError
-from oncology_model.registry import ModelRegistry, version_key
+from oncology_model.registry import CHAMPION, ModelRegistry, version_key
+from oncology_model.release import ReleasePlan, current_plan
 from oncology_model.storage import open_existing_store
 
 log = logging.getLogger(__name__)
@@ -24,9 +26,15 @@ class ModelHolder:
     (one attribute assignment) never mixes two models within a request, and no request waits.
     """
 
-    def __init__(self, settings: ServeSettings, on_reload: Callable[[str, str | None], None] | None = None) -> None:
+    def __init__(self, settings: ServeSettings, on_reload: Callable[[str, str | None], None] | None = None,
+                 on_release: Callable[[Release | None, str | None], None] | None = None) -> None:
         self.settings = settings
+        self._on_release = on_release or (lambda release, last_rollback: None)
         self.classifier: Classifier | None = None
+        #: The release under way (plan and candidate), when following the champion; replaced whole, like the model.
+        self.release: Release | None = None
+        #: When the latest release of the candidate alias was rolled back (ISO time), for the metrics.
+        self.last_rollback: str | None = None
         self.draining = False
         self._on_reload = on_reload or (lambda result, version: None)
         self._lock = threading.Lock()  # one reload at a time
@@ -42,6 +50,11 @@ class ModelHolder:
         return self._registry is not None and not self.settings.model[:1].isdigit()
 
     @property
+    def follows_releases(self) -> bool:
+        """Whether a release can route requests here: the champion of a store is served."""
+        return self._registry is not None and self.settings.model == CHAMPION
+
+    @property
     def ready(self) -> bool:
         return self.classifier is not None and not self.draining
 
@@ -52,6 +65,7 @@ class ModelHolder:
         self.classifier = classifier
         self._on_reload("initial", classifier.version)
         log.info("serving model %s from %s", classifier.version, self.source)
+        self.follow_release()
         return classifier
 
     def count_failure(self) -> None:
@@ -83,7 +97,55 @@ class ModelHolder:
             log.info("model %s -> %s (%s of %s)", current, wanted, direction, self.settings.model)
             return True
         finally:
-            self._lock.release()
+            try:
+                self.follow_release()
+            finally:
+                self._lock.release()
+
+    def follow_release(self) -> None:
+        """Follow the release plan in the registry: load the candidate it names (verified), or drop it.
+
+        A candidate that fails to load is not served (the champion answers everything), counted as a
+        failed load and logged; the next refresh tries again.
+        """
+        if not self.follows_releases or self._registry is None:
+            return
+        try:
+            state = self._registry.state()
+            plan = current_plan(state, f"{self.settings.store}")
+        except OncologyError as exc:
+            log.error("cannot read the release plan, routing unchanged: %s", exc)
+            return
+        rollbacks = [m["at"] for m in state["history"] if m.get("alias") == "candidate" and m.get("action") == "rollback"]
+        self.last_rollback = rollbacks[-1] if rollbacks else None
+        try:
+            self._follow(plan)
+        finally:
+            self._on_release(self.release, self.last_rollback)
+
+    def _follow(self, plan: ReleasePlan | None) -> None:
+        current = self.release
+        if plan is None:
+            if current is not None:
+                log.info("release %s of %s ended: the champion answers every request", current.plan.id, current.plan.version)
+                self.release = None
+            return
+        assert self._registry is not None  # follows_releases
+        if current is not None and current.candidate.version == plan.version:
+            if current.plan != plan:
+                log.info("release %s of %s: %s at %.0f%%", plan.id, plan.version, plan.mode, plan.share * 100)
+                self.release = Release(plan, current.candidate)
+            return
+        try:
+            candidate = Classifier(self._registry.load(plan.version))
+        except OncologyError as exc:
+            self._on_reload("failure", self.classifier.version if self.classifier else None)
+            log.error("release %s: candidate %s does not load, the champion answers everything: %s",
+                      plan.id, plan.version, exc)
+            self.release = None
+            return
+        self.release = Release(plan, candidate)
+        log.info("release %s of %s: %s at %.0f%%", plan.id, plan.version, plan.mode, plan.share * 100)
 
 
 #: Seconds between attempts to load the model while the store cannot be reached: doubling, capped.

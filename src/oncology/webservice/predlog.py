@@ -14,7 +14,14 @@ gzip JSON Lines, one line per prediction, keys in this order::
 
     {"ts": "2026-12-01T21:40:00.123+00:00", "request_id": "...", "model_version": "1.0.1", "route": "/predict",
      "inputs": {"clump_thickness": 5, ... the nine features in FEATURES order},
-     "probability": 0.0344, "prediction": "benign", "decision": "benign"}
+     "probability": 0.0344, "prediction": "benign", "decision": "benign", "latency_ms": 0.213}
+
+While a release is under way, two more keys end each line: ``arm``, the request's part in the release
+(``candidate``, ``shadow``: the candidate's score of a request the champion answered, under the same
+request id; ``pinned``: a request that named its version; ``champion`` is left out, as outside a
+release), and ``latency_ms``, the time the model took to score the request (the same for every row of a
+batch, to the microsecond).  A request the model failed to score is one line with ``"prediction": "error"`` (and
+``"decision": "error"``, ``inputs`` and ``probability`` null): the release judge counts them.
 
 ``<writer>`` is unique per process and start (`default_writer_id`: host, pid and 8 random hex
 digits), so the workers of ``--workers N`` and the replicas of a deployment never name the same
@@ -73,15 +80,17 @@ _Inputs: Any = msgspec.defstruct("PredictionInputs", list(FEATURES), gc=False)
 _MILLIS: Final = tuple(f".{ms:03d}+00:00" for ms in range(1000))
 
 
-class _Line(msgspec.Struct, gc=False):
+class _Line(msgspec.Struct, gc=False, omit_defaults=True):
     ts: str
     request_id: str
     model_version: str
     route: str
     inputs: Any
-    probability: float
+    probability: float | None
     prediction: str
     decision: str
+    arm: str = "champion"  # omitted when "champion" (and 0.0): outside a release the lines are as before
+    latency_ms: float = 0.0
 
 
 
@@ -159,6 +168,8 @@ class PredictionLog:
         probabilities: Sequence[float],
         labels: Sequence[str],
         decisions: Sequence[str] | None = None,
+        arm: str = "champion",
+        latency_ms: float = 0.0,
     ) -> None:
         """Buffer the predictions of one request (``decisions`` default to ``labels``).
 
@@ -171,34 +182,47 @@ class PredictionLog:
             if len(probabilities) == 1:  # the common case, without a loop; the unpacking checks every length
                 (row,), (probability,), (label,) = rows, probabilities, labels
                 (decision,) = (label,) if decisions is None else decisions
-                lines: Sequence[_Line] = (
-                    _Line(stamp, request_id, model_version, route, _Inputs(*row), probability, label, decision),)
+                lines: Sequence[_Line] = (_Line(stamp, request_id, model_version, route, _Inputs(*row), probability,
+                                                label, decision, arm, latency_ms),)
             else:
                 lines = [
-                    _Line(stamp, request_id, model_version, route, _Inputs(*row), probability, label, decision)
+                    _Line(stamp, request_id, model_version, route, _Inputs(*row), probability, label, decision, arm,
+                          latency_ms)
                     for row, probability, label, decision in zip(
                         rows, probabilities, labels, labels if decisions is None else decisions, strict=True)
                 ]
-            n = len(lines)
-            with self._lock:
-                if self._closed:
-                    reason = "shutdown"
-                elif self._buffered + n > self.max_buffered:
-                    reason = "buffer_full"
-                else:
-                    self._entries.extend(lines)
-                    self._queued += n
-                    self._buffered += n
-                    if self._queued >= self.batch_rows and not self._wake.is_set():
-                        self._wake.set()
-                    return
-                self.dropped[reason] += n
-            counter = self._drop_counters.get(reason)
-            if counter is not None:
-                counter.inc(n)
+            self._buffer(lines)
         except Exception as exc:  # never fail a prediction because of its log: count it and keep the error
             self.errors.append(exc)
             self._drop("invalid", _length(probabilities))
+
+    def record_error(self, route: str, request_id: str, model_version: str, arm: str, latency_ms: float) -> None:
+        """Buffer one request that the model failed to score (see the module's documentation)."""
+        try:
+            self._buffer((_Line(self._stamp(), request_id, model_version, route, None, None, "error", "error", arm,
+                                latency_ms),))
+        except Exception as exc:
+            self.errors.append(exc)
+            self._drop("invalid", 1)
+
+    def _buffer(self, lines: Sequence[_Line]) -> None:
+        n = len(lines)
+        with self._lock:
+            if self._closed:
+                reason = "shutdown"
+            elif self._buffered + n > self.max_buffered:
+                reason = "buffer_full"
+            else:
+                self._entries.extend(lines)
+                self._queued += n
+                self._buffered += n
+                if self._queued >= self.batch_rows and not self._wake.is_set():
+                    self._wake.set()
+                return
+            self.dropped[reason] += n
+        counter = self._drop_counters.get(reason)
+        if counter is not None:
+            counter.inc(n)
 
     def _stamp(self) -> str:
         """Now, as "YYYY-MM-DDTHH:MM:SS.mmm+00:00" (UTC, to the nearest millisecond): the second's part is formatted

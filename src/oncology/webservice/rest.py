@@ -40,7 +40,7 @@ class Rest(Handlers):
         explain = schemas.decode_explain(req.query) if req.query else False
         row = schemas.decode_tumor(await req.json_body(self.settings.max_body_bytes))
         (result,) = self.results(req, self.core.classifier(), [row], explain)
-        return Reply(schemas.encode(result))
+        return Reply(schemas.encode(result), headers=self.named(req))
 
     async def predict_batch(self, req: Req) -> Reply:
         """Predict a batch of tumors; results in the same order; ``?explain=true`` adds contributions."""
@@ -48,7 +48,8 @@ class Rest(Handlers):
         explain = schemas.decode_explain(req.query) if req.query else False
         body = await req.json_body(self.settings.max_batch_body_bytes)
         rows = schemas.decode_tumors(body, self.settings.max_batch)
-        return Reply(schemas.encode(self.results(req, self.core.classifier(), rows, explain)))
+        results = self.results(req, self.core.classifier(), rows, explain)
+        return Reply(schemas.encode(results), headers=self.named(req))
 
     async def model(self, req: Req) -> Reply:
         """The served model's version, metadata, KPIs and referral band."""

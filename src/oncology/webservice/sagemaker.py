@@ -39,4 +39,4 @@ class SageMaker(Handlers):
             single = body.lstrip()[:1] != b"["
             rows = [schemas.decode_tumor(body)] if single else schemas.decode_tumors(body, self.settings.max_batch)
         results = self.results(req, self.core.classifier(), rows)
-        return Reply(schemas.encode(results[0] if single else results))
+        return Reply(schemas.encode(results[0] if single else results), headers=self.named(req))

@@ -39,6 +39,9 @@ class V2(Handlers):
         name = req.path_params.get("model_name", schemas.V2_MODEL)
         classifier = self.core.classifier()
         version = req.path_params.get("model_version")
+        release = self.core.holder.release
+        if release is not None and version == release.candidate.version and name == schemas.V2_MODEL:
+            return release.candidate  # a release's candidate, asked for by its version
         if name != schemas.V2_MODEL or (version is not None and version != classifier.version):
             shown = name + (f" version {version}" if version else "")
             raise errors.NotFound(f"model {shown} is not served here (serving {schemas.V2_MODEL} {classifier.version})")
@@ -87,7 +90,8 @@ class V2(Handlers):
             body = await req.body(self.settings.max_batch_body_bytes)
             header_length = int(header)
         infer, rows = schemas.decode_v2(body, self.settings.max_batch, header_length)
-        probabilities, labels, decisions = self.score(req, classifier, rows)
+        pinned = "model_version" in req.path_params  # the client named the version: no routing
+        probabilities, labels, decisions = self.score(req, classifier, rows, pinned)
         values: dict[str, list[Any]] = {"label": labels, "probability": probabilities, "decision": decisions}
         wanted = [o.name for o in infer.outputs] if infer.outputs else list(values)
         outputs: list[dict[str, Any]] = []
@@ -102,11 +106,12 @@ class V2(Handlers):
             else:
                 output["data"] = values[name]
             outputs.append(output)
-        answer: dict[str, Any] = {"model_name": schemas.V2_MODEL, "model_version": classifier.version, "outputs": outputs}
+        answer: dict[str, Any] = {"model_name": schemas.V2_MODEL, "model_version": req.state["model_version"],
+                                  "outputs": outputs}
         if infer.id is not None:
             answer["id"] = infer.id
         if not binaries:
-            return json_reply(answer)
+            return Reply(schemas.encode(answer), headers=self.named(req))
         head = schemas.encode(answer)
         return Reply(b"".join([head, *binaries]), media_type=OCTETS,
-                     headers=[(b"inference-header-content-length", b"%d" % len(head))])
+                     headers=[(b"inference-header-content-length", b"%d" % len(head)), *self.named(req)])

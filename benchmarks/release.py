@@ -1,0 +1,166 @@
+"""The cost of a release on the service (issue 18): canary at 50% and shadow at 100% against the
+champion alone, the prediction log on in all three.
+
+Three ``oncology serve --workers 1`` processes, each on its own store holding the same trained model
+as champion 1.0.1 and candidate 1.0.2: one with no release, one with a canary release at 50%, one
+with a shadow release at 100%.  As in ``benchmarks/predlog.py`` (whose reasons apply), they run
+*side by side*: at the same time, on the same server CPU, each in its own cgroup with equal
+``cpu.shares``, each loaded by its own wrk from the client CPU; the ratio of their throughputs is
+the ratio of their costs per request.  Points: c=64 (throughput; target: each release keeps at
+least 0.90 of the champion's) and c=8 (p99; target: within 1.2x of the champion's).  Every answer
+must be a 2xx; after the run the canary server must have answered from both versions and the
+shadow server's candidate must have scored requests (or the figures are not of a release).
+
+    .venv/bin/python benchmarks/release.py [--rounds 5 --duration 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import predlog  # benchmarks/predlog.py: its cgroup helpers
+import run as bench  # benchmarks/run.py: this script's folder is on sys.path
+
+NAMES = ("champion", "canary", "shadow")
+
+
+def make_stores(base: Path) -> dict[str, Path]:
+    """Three stores, each with the trained champion 1.0.1 and the same model again as 1.0.2; a release in two."""
+    from oncology.release import plan
+    from oncology.settings import GateSettings
+    from oncology_model.bundle import KPIS, METADATA, MODEL, Bundle
+    from oncology_model.registry import ModelRegistry
+    from oncology_model.storage import LocalStore
+
+    trained = base / "trained"
+    bench.make_store(trained)
+    bundle = ModelRegistry(LocalStore(trained)).load("champion")
+    model, kpis = json.loads(bundle.files[MODEL]), json.loads(bundle.files[KPIS])
+    metadata = json.loads(bundle.files[METADATA])
+    stores = {}
+    for name in NAMES:
+        store = base / f"store-{name}"
+        shutil.rmtree(store, ignore_errors=True)
+        registry = ModelRegistry(LocalStore(store))
+        for version in ("1.0.1", "1.0.2"):
+            registry.publish(Bundle.assemble(version, model, {**metadata, "version": version}, kpis))
+        registry.promote("1.0.1")
+        if name != "champion":
+            plan.start(registry, "1.0.2", "canary" if name == "canary" else "shadow", (0.5,) if name == "canary" else (1.0,),
+                       GateSettings(store=str(store)))
+        stores[name] = store
+    return stores
+
+
+def side_by_side(wrk_bin: str, servers: dict[str, bench.Server], script: Path, connections: int, seconds: int,
+                 client_cpu: int | None) -> dict[str, dict[str, Any]]:
+    before = {name: server.cpu_seconds() for name, server in servers.items()}
+    with ThreadPoolExecutor(len(servers)) as pool:
+        futures = {name: pool.submit(bench.wrk, wrk_bin, f"http://{bench.HOST}:{server.port}/predict", script,
+                                     connections, seconds, client_cpu) for name, server in servers.items()}
+        results = {name: future.result() for name, future in futures.items()}
+    for name, result in results.items():
+        bench.check_clean(result, f"{name}, c={connections}, side by side", servers[name])
+        bench.add_server_cpu(result, servers[name].cpu_seconds() - before[name])
+    return results
+
+
+def measure(rounds: int, duration: int, warmup: int) -> dict[str, Any]:
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = bench.split_cpus()
+    wrk_bin = bench.ensure_wrk()
+    bench.RESULTS.mkdir(parents=True, exist_ok=True)
+    bench.LOGS.mkdir(parents=True, exist_ok=True)
+    base = bench.RESULTS / "release"
+    base.mkdir(parents=True, exist_ok=True)
+    stores = make_stores(base)
+    script = bench.wrk_script("single", json.dumps(bench.EXAMPLE).encode())
+    cgroups = {name: predlog.make_cgroup(f"oncology-release-{name}-{os.getpid()}") for name in NAMES}
+    if None in cgroups.values():
+        for folder in cgroups.values():
+            predlog.remove_cgroup(folder)
+        raise bench.BenchError(f"cannot make cgroups under {predlog.CGROUP_CPU} (not root?): side by side needs them")
+    servers: dict[str, bench.Server] = {}
+    for name in NAMES:
+        port = bench.free_port()
+        log_store = base / f"predlog-{name}"
+        shutil.rmtree(log_store, ignore_errors=True)
+        env = {"ONCOLOGY_OVERLOAD_MAX_LAG": "0", "ONCOLOGY_PREDICTION_LOG": "true",
+               "ONCOLOGY_PREDICTION_LOG_STORE": str(log_store)}
+        servers[name] = bench.Server(
+            f"release-{name}",
+            [*predlog.in_cgroup(cgroups[name]), *bench.pin(server_cpu), str(bench.PROJECT_BIN / "oncology"), "serve",
+             "--store", str(stores[name]), "--host", bench.HOST, "--port", str(port), "--workers", "1"],
+            port, bench.raw_request("GET", "/readyz"), {**bench.clean_env(), **env}, bench.LOGS / f"release-{name}.log",
+        )
+    points: dict[int, dict[str, list[dict[str, Any]]]] = {c: {n: [] for n in NAMES} for c in (64, 8)}
+    try:
+        if client_cpu is not None:
+            os.sched_setaffinity(0, {client_cpu})
+        for server in servers.values():
+            server.start()
+            bench.wait_ready(server, time.perf_counter())
+        if warmup:
+            side_by_side(wrk_bin, servers, script, 64, warmup, client_cpu)
+        for r in range(rounds):
+            for connections in (64, 8):
+                result = side_by_side(wrk_bin, servers, script, connections, duration, client_cpu)
+                for name in NAMES:
+                    points[connections][name].append(result[name])
+                bench.say(f"round {r + 1}/{rounds}, c={connections}: " + ", ".join(
+                    f"{n} {result[n]['rps']:,.0f} req/s p99 {result[n]['p99_ms']:.1f} ms" for n in NAMES))
+        arms = {name: {line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+                       for line in bench.http_call(servers[name].port, bench.raw_request("GET", "/metrics"))[1].decode()
+                       .splitlines() if line.startswith("oncology_arm_requests_total{")} for name in NAMES}
+    finally:
+        bench.stop_all()
+        for folder in cgroups.values():
+            predlog.remove_cgroup(folder)
+        if client_cpu is not None:
+            os.sched_setaffinity(0, set(cpus))
+    if not any('arm="candidate"' in k for k in arms["canary"]) or not any('arm="shadow"' in k for k in arms["shadow"]):
+        raise bench.BenchError(f"the releases did not route as planned: {arms}")
+    report: dict[str, Any] = {"arms": arms}
+    for name in ("canary", "shadow"):
+        rps = [b["rps"] / a["rps"] for a, b in zip(points[64]["champion"], points[64][name])]
+        p99 = [b["p99_ms"] / a["p99_ms"] for a, b in zip(points[8]["champion"], points[8][name])]
+        report[name] = {"rps_ratio_c64": bench.median(rps), "rps_ratios_c64": rps,
+                        "p99_ratio_c8": bench.median(p99), "p99_ratios_c8": p99,
+                        "meets": bench.median(rps) >= 0.90 and bench.median(p99) <= 1.2}
+    report["summary"] = {c: {n: bench.summarize_load(v) for n, v in by_name.items()} for c, by_name in points.items()}
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    report = measure(args.rounds, args.duration, args.warmup)
+    for name in ("canary", "shadow"):
+        r = report[name]
+        print(f"{name}: throughput at c=64 {r['rps_ratio_c64']:.3f} of the champion alone (target >= 0.90), "
+              f"p99 at c=8 {r['p99_ratio_c8']:.2f}x (target <= 1.2x): {'met' if r['meets'] else 'NOT met'}")
+    out = bench.RESULTS / f"release-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"written to {out.relative_to(bench.ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except bench.BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

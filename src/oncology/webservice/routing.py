@@ -1,0 +1,107 @@
+"""Which version answers a request while a release is under way: champion, candidate (canary) or
+champion with the candidate scoring alongside (shadow).  Knows no HTTP.
+
+The plan (`oncology_model.release.ReleasePlan`) comes from the registry with the champion alias, and
+every replica applies it alike: a request belongs to the candidate's share when its routing key (the
+client's ``x-routing-key``, else the request id) hashes into it (`oncology_model.release.bucket`), so
+every replica sends one key to the same version, and a key sent to the candidate at 5% stays there at
+25% and 50%.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+from oncology_model.classifier import Classifier
+from oncology_model.release import CANARY, ReleasePlan
+
+log = logging.getLogger(__name__)
+
+#: The arms, as answers, metrics and the prediction log name them.
+CHAMPION: Final = "champion"
+CANDIDATE: Final = "candidate"
+SHADOW: Final = "shadow"
+#: A request that named its version (V2 ``/versions/{v}/infer``): served by it, never routed or judged.
+PINNED: Final = "pinned"
+#: Shadow scorings waiting for their turn on the event loop; past this, new ones are dropped (and counted).
+SHADOW_QUEUE: Final = 1000
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release as one replica serves it: the plan and the candidate's loaded model."""
+
+    plan: ReleasePlan
+    candidate: Classifier
+
+
+class Route(NamedTuple):
+    classifier: Classifier
+    arm: str
+    shadow: Classifier | None  # the candidate, to score the same rows off the answer path
+
+
+def route(champion: Classifier, release: Release | None, key: str) -> Route:
+    """The version that answers the request with routing key ``key``, and its arm."""
+    if release is None:
+        return Route(champion, CHAMPION, None)
+    inside = release.plan.bucket(key) < release.plan.share
+    if release.plan.mode == CANARY:
+        return Route(release.candidate, CANDIDATE, None) if inside else Route(champion, CHAMPION, None)
+    return Route(champion, CHAMPION, release.candidate if inside else None)
+
+
+ShadowJob = tuple[str, str, Classifier, Sequence[Sequence[int]]]
+
+
+class ShadowScorer:
+    """Scores shadow requests after the champion's answer: on the event loop, once the request's handler is done.
+
+    ``submit`` (called while the request is handled, on the event loop) only queues the job and schedules
+    one pass over the queue for the loop's next turn (``call_soon``): after the request's task has given
+    the loop back, which on the hot routes is once its answer has been handed to the connection.  A pass
+    scores every job queued since.  No thread: a thread of its own
+    would fight the event loop for the interpreter lock at every job (it cost ~30% of the throughput
+    when measured; see benchmarks/release.py).  Past `SHADOW_QUEUE` waiting jobs a job is dropped and
+    ``on_drop`` called.  Outside an event loop (a direct call), the job is scored at once.
+    """
+
+    def __init__(self, score: Callable[[str, str, Classifier, Sequence[Sequence[int]]], None],
+                 on_drop: Callable[[], None]) -> None:
+        self._score = score
+        self._on_drop = on_drop
+        self._jobs: list[ShadowJob] = []
+        self._scheduled = False
+        self.errors: list[BaseException] = []
+
+    def submit(self, route_name: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]]) -> None:
+        job = (route_name, request_id, candidate, rows)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._run((job,))
+            return
+        if len(self._jobs) >= SHADOW_QUEUE:
+            self._on_drop()
+            return
+        self._jobs.append(job)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Score every queued job now (the loop's pass, and the last one at shutdown)."""
+        jobs, self._jobs, self._scheduled = self._jobs, [], False
+        self._run(jobs)
+
+    def _run(self, jobs: Sequence[ShadowJob]) -> None:
+        for job in jobs:
+            try:
+                self._score(*job)
+            except Exception as exc:  # the candidate's failure is counted by the scorer; a bug here is kept
+                self.errors.append(exc)
+                log.exception("shadow scoring failed")

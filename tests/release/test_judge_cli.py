@@ -1,0 +1,120 @@
+"""`oncology release judge` over the prediction log a real server wrote: hold, promote, roll back with the
+evidence in the alias history, and --replay (acting on nothing)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from webservice.conftest import dataset_rows, running_server
+
+from oncology.release import plan
+from oncology.settings import GateSettings
+from oncology_model import FEATURES
+from oncology_model.registry import ModelRegistry
+from oncology_model.release import current_plan
+from oncology_model.storage import LocalStore
+from support import copy_versions
+
+ONCOLOGY = str(Path(sys.executable).parent / "oncology")
+
+
+def oncology(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ONCOLOGY_")}
+    return subprocess.run([ONCOLOGY, *args], env={**base, **env}, capture_output=True, text=True, timeout=120)
+
+
+def judge(store: Path, *args: str, **env: str) -> dict[str, object]:
+    done = oncology("release", "judge", "--json", "--store", str(store), *args, **env)
+    assert done.returncode == 0, done.stderr
+    value: dict[str, object] = json.loads(done.stdout)
+    return value
+
+
+def traffic(store: Path, tmp_path: Path, prefix: str) -> list[str]:
+    """Every row of the dataset, one request each, through a real server with the prediction log on; the server
+    is stopped (its log written) on return."""
+    env = {"ONCOLOGY_STORE": str(store), "ONCOLOGY_PREDICTION_LOG": "true", "ONCOLOGY_ACCESS_LOG": "false",
+           "ONCOLOGY_PREDICTION_LOG_FLUSH_SECONDS": "3600"}
+    ids = []
+    with running_server(tmp_path, env) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        for i, row in enumerate(dataset_rows()):
+            ids.append(f"{prefix}-{i}")
+            response = client.post("/predict", json=dict(zip(FEATURES, row)), headers={"x-request-id": ids[-1]})
+            assert response.status_code == 200, response.text
+    return ids
+
+
+def test_a_canary_holds_on_no_data_then_is_promoted_to_champion_with_its_evidence(
+        trained_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    copy_versions(trained_store, LocalStore(store), {"1.0.2": None})
+    registry = ModelRegistry(LocalStore(store))
+    plan.start(registry, "1.0.2", "canary", (0.5,), GateSettings(store=str(store)))
+    settings = {"ONCOLOGY_RELEASE_MIN_REQUESTS": "100"}
+    held = judge(store, **settings)
+    assert held["verdict"] == "hold" and "acted" not in held  # no traffic yet: never promoted
+    assert current_plan(registry.state()) is not None
+    traffic(store, tmp_path, "aa")
+    decided = judge(store, **settings)
+    assert decided["verdict"] == "promote", decided["reasons"]
+    arms = decided["arms"]
+    assert isinstance(arms, dict)
+    assert arms["champion"]["requests"] + arms["candidate"]["requests"] == len(dataset_rows())
+    assert min(arms["champion"]["requests"], arms["candidate"]["requests"]) >= 100
+    state = registry.state()
+    assert state["aliases"] == {"champion": "1.0.2"} and current_plan(state) is None
+    last = state["history"][-1]
+    assert (last["alias"], last["action"], last["to"]) == ("champion", "promote", "1.0.2")
+    assert last["evidence"]["tests"]["prediction_mix"]["p"] > 0.01
+    shown = oncology("models", "history", "--store", str(store))
+    assert shown.returncode == 0 and "promote on [" in shown.stdout and "candidate 1.0.2 n=" in shown.stdout
+
+
+def test_a_shadow_that_calls_malignant_tumours_benign_is_rolled_back_naming_the_requests(
+        trained_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    copy_versions(trained_store, LocalStore(store), {"1.0.2": 0.95})  # the same model, its threshold at 0.95
+    registry = ModelRegistry(LocalStore(store))
+    plan.start(registry, "1.0.2", "shadow", (1.0,), GateSettings(store=str(store)))
+    ids = traffic(store, tmp_path, "sh")
+    # what the log says, request by request: the champion's malignant answers the candidate scored benign
+    lines = {}
+    for path in store.glob("monitoring/predictions/date=*/*.jsonl.gz"):
+        for raw in gzip.decompress(path.read_bytes()).splitlines():
+            line = json.loads(raw)
+            lines[(line["request_id"], line.get("arm", "champion"))] = line["prediction"]  # champion: left out
+    costly = sorted(i for i in ids if lines[(i, "champion")] == "malignant" and lines[(i, "shadow")] == "benign")
+    assert costly, "the 0.95 threshold should turn some malignant answers benign"
+    settings = {"ONCOLOGY_RELEASE_MIN_REQUESTS": "100", "ONCOLOGY_RELEASE_MAX_COSTLY_SHARE": "0.001"}
+
+    # replay: what the judge would decide on the logged window; it moves nothing
+    replayed = judge(store, "--replay", "2000-01-01T00:00:00+00:00", "2100-01-01T00:00:00+00:00", **settings)
+    assert replayed["verdict"] == "rollback" and "acted" not in replayed
+    assert current_plan(registry.state()) is not None
+    aa = judge(store, "--replay", "2000-01-01T00:00:00+00:00", "2100-01-01T00:00:00+00:00", "--aa", **settings)
+    assert aa["verdict"] == "promote", aa["reasons"]  # the champion against itself: no false alarm
+
+    decided = judge(store, **settings)
+    assert decided["verdict"] == "rollback"
+    paired = decided["paired"]
+    assert isinstance(paired, dict)
+    assert paired["rows"] == len(ids) and paired["costly"] == len(costly)
+    assert paired["costly_request_ids"] == costly[:50]
+    state = registry.state()
+    assert state["aliases"] == {"champion": "1.0.1"} and current_plan(state) is None
+    last = state["history"][-1]
+    assert (last["alias"], last["action"], last["from"]) == ("candidate", "rollback", "1.0.2")
+    assert last["evidence"]["paired"]["costly_request_ids"] == costly[:50]
+
+
+def test_replay_refuses_a_backwards_window(two_versions: Path) -> None:
+    done = oncology("release", "judge", "--store", str(two_versions), "--replay", "2026-12-05T10:00:00", "2026-12-05T09:00:00")
+    assert done.returncode == 2 and "must come after FROM" in done.stderr
+    done = oncology("release", "judge", "--store", str(two_versions), "--replay", "yesterday", "2026-12-05T09:00:00")
+    assert done.returncode == 2 and "'yesterday' is not an ISO 8601 time" in done.stderr

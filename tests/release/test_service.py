@@ -1,0 +1,152 @@
+"""A real server process following a release: canary split, sticky routing keys, shadow scoring; every answer,
+metric and prediction-log line names its version and arm (REST, V2 and SageMaker routes alike)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from webservice.conftest import EXAMPLE, MALIGNANT, Server, running_server, stop_server
+
+from oncology.release import plan
+from oncology.settings import GateSettings
+from oncology_model.registry import ModelRegistry
+from oncology_model.release import ReleasePlan, bucket
+from oncology_model.storage import LocalStore
+
+ROUTES = ("/predict", "/v2/models/oncology/infer", "/invocations")
+#: Every answer of the test, by version and arm (the metrics must count exactly these).
+SEEN: Counter[tuple[str, str | None]] = Counter()
+
+
+def ask(client: httpx.Client, route: str, request_id: str, key: str | None = None,
+        tumor: dict[str, int] = EXAMPLE) -> tuple[str, str | None]:
+    """One prediction through ``route``; the version and arm the answer names (headers and body agree; outside a
+    release the answer names no arm: every answer is the champion's)."""
+    headers = {"x-request-id": request_id, **({"x-routing-key": key} if key else {})}
+    if route.startswith("/v2"):
+        body = {"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": list(tumor.values())}]}
+        response = client.post(route, json=body, headers=headers)
+    else:
+        response = client.post(route, json=tumor, headers=headers)
+    assert response.status_code == 200, response.text
+    version, arm = response.json()["model_version"], response.headers.get("x-model-arm")
+    assert response.headers.get("x-model-version", version) == version
+    assert ("x-model-version" in response.headers) == (arm is not None)
+    if arm is not None:
+        SEEN[(version, arm)] += 1
+    return version, arm
+
+
+def wait_for(client: httpx.Client, arm: str, timeout: float = 20) -> None:
+    """Until the server follows the new plan: a request answered (or shadowed) as ``arm`` shows it."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        metrics = client.get("/metrics").text
+        if f'arm="{arm}"' in metrics and "oncology_release_share{" in metrics and _share(metrics) > 0:
+            return
+        ask(client, "/predict", f"warmup-{arm}-{n}")
+        time.sleep(0.05)
+    raise AssertionError(f"the server never served arm {arm}")
+
+
+def _share(metrics: str) -> float:
+    return max((float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("oncology_release_share{")),
+               default=0.0)
+
+
+def logged(store: Path) -> list[dict[str, object]]:
+    lines = []
+    for path in sorted(store.glob("monitoring/predictions/date=*/*.jsonl.gz")):
+        lines += [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
+    return lines
+
+
+@pytest.fixture
+def server(two_versions: Path, tmp_path: Path) -> Iterator[Server]:
+    env = {"ONCOLOGY_STORE": str(two_versions), "ONCOLOGY_RELOAD_INTERVAL": "0.2", "ONCOLOGY_PREDICTION_LOG": "true",
+           "ONCOLOGY_PREDICTION_LOG_FLUSH_SECONDS": "3600", "ONCOLOGY_ACCESS_LOG": "false"}
+    with running_server(tmp_path, env) as server:
+        yield server
+
+
+def start(store: Path, mode: str, steps: tuple[float, ...]) -> ReleasePlan:
+    return plan.start(ModelRegistry(LocalStore(store)), "1.0.2", mode, steps, GateSettings(store=str(store)))
+
+
+def test_canary_splits_by_the_hash_of_the_routing_key(server: Server, two_versions: Path) -> None:
+    SEEN.clear()
+    n, share = 600, 0.3
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert ask(client, "/predict", "before") == ("1.0.1", None)  # no release: the champion, no arm to name
+        started = start(two_versions, "canary", (share,))
+        wait_for(client, "candidate")
+        answers = {f"req-{i}": ask(client, ROUTES[i % 3], f"req-{i}") for i in range(n)}
+        # one patient's repeated requests (routing key) stay on one version, whatever their request ids
+        sticky = {ask(client, ROUTES[i % 3], f"sticky-{i}", key="patient-7") for i in range(30)}
+        metrics = client.get("/metrics").text
+    # every request where the hash of its key puts it: the candidate's share of them, within a binomial bound
+    for request_id, (version, arm) in answers.items():
+        inside = bucket(started.id, request_id) < share
+        assert (version, arm) == (("1.0.2", "candidate") if inside else ("1.0.1", "champion")), request_id
+    on_candidate = sum(arm == "candidate" for _, arm in answers.values())
+    assert abs(on_candidate - n * share) < 4 * (n * share * (1 - share)) ** 0.5
+    assert len(sticky) == 1
+    # each route reached both arms
+    assert {(ROUTES[int(r.split("-")[1]) % 3], arm) for r, (_, arm) in answers.items()} == {
+        (route, arm) for route in ROUTES for arm in ("champion", "candidate")}
+    # the metrics count each arm's requests exactly as answered; the dashboard's release panels read these
+    assert {(v, a): _counted(metrics, str(a), v) for v, a in SEEN} == {k: float(c) for k, c in SEEN.items()}
+    for name in ("oncology_arm_predictions_total{", "oncology_arm_scoring_seconds_total{"):
+        assert f'{name}arm="candidate"' in metrics or any(
+            line.startswith(name) and 'arm="candidate"' in line for line in metrics.splitlines()), name
+
+
+def _counted(metrics: str, arm: str, version: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("oncology_arm_requests_total{") and f'arm="{arm}"' in line and f'version="{version}"' in line \
+                and 'outcome="ok"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_canary_and_its_arms_are_in_the_prediction_log(server: Server, two_versions: Path) -> None:
+    SEEN.clear()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        start(two_versions, "canary", (0.5,))
+        wait_for(client, "candidate")
+        answers = {f"log-{i}": ask(client, ROUTES[i % 3], f"log-{i}") for i in range(60)}
+    stop_server(server)  # the log is written on shutdown
+    lines = {line["request_id"]: line for line in logged(two_versions)}
+    for request_id, (version, arm) in answers.items():
+        line = lines[request_id]
+        assert (line["model_version"], line.get("arm", "champion")) == (version, arm)  # "champion" is left out
+        assert isinstance(line["latency_ms"], float) and line["latency_ms"] > 0
+
+
+def test_shadow_the_champion_answers_and_both_predictions_are_logged(server: Server, two_versions: Path) -> None:
+    SEEN.clear()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        start(two_versions, "shadow", (1.0,))
+        wait_for(client, "shadow")
+        tumors = [EXAMPLE, MALIGNANT]
+        answers = {f"sh-{i}": ask(client, ROUTES[i % 3], f"sh-{i}", tumor=tumors[i % 2]) for i in range(90)}
+    stop_server(server)  # the candidate scores off the answer path; the server finishes those scorings on shutdown
+    assert set(answers.values()) == {("1.0.1", "champion")}  # the candidate never answers in shadow
+    by_request: dict[str, dict[str, dict[str, object]]] = {}
+    for line in logged(two_versions):
+        by_request.setdefault(str(line["request_id"]), {})[str(line.get("arm", "champion"))] = line
+    for request_id in answers:
+        both = by_request[request_id]
+        assert set(both) == {"champion", "shadow"}
+        assert (both["champion"]["model_version"], both["shadow"]["model_version"]) == ("1.0.1", "1.0.2")
+        assert both["champion"]["inputs"] == both["shadow"]["inputs"]
+        assert both["champion"]["prediction"] == both["shadow"]["prediction"]  # the same model under two versions
