@@ -5,7 +5,6 @@ of one day), locally and on S3; a corrupt object named, and skipped or refused."
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,6 @@ from oncology.monitoring.engine.run import CorruptObjects, drift_counts
 from oncology.monitoring.engine.settings import EngineSettings
 from oncology_model.storage import LocalStore, Store, open_store
 from support import S3
-
-
-@pytest.fixture(scope="module")
-def dask_scheduler() -> Iterator[str]:
-    """A Dask LocalCluster of two single-threaded worker processes on 127.0.0.1, closed at the end."""
-    from distributed import LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True)
-    try:
-        yield str(cluster.scheduler_address)
-    finally:
-        cluster.close()
 
 
 @pytest.fixture

@@ -96,3 +96,16 @@ def plan(store: Store, partitions: list[date]) -> Plan:
         jsonl += [k for k in store.list(jsonl_partition(day)) if k.endswith(".jsonl.gz") and k not in replaced]
         manifests += found
     return Plan(tuple(jsonl), tuple(m.parquet for m in manifests if m.rows), tuple(manifests))
+
+
+def partition_days(store: Store, prefix: str) -> list[date]:
+    """The days of the ``date=`` partitions under ``prefix`` (`JSONL_PREFIX` or `PARQUET_PREFIX`)."""
+    found = set()
+    for key in store.list(prefix + "/"):
+        part = key[len(prefix) + 1:].split("/", 1)[0]
+        if part.startswith("date="):
+            try:
+                found.add(date.fromisoformat(part[5:]))
+            except ValueError:
+                continue
+    return sorted(found)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from oncology.monitoring.engine import queries
 from oncology.monitoring.engine.connection import Location, connect, location
-from oncology.monitoring.engine.layout import JSONL_PREFIX, PARQUET_PREFIX, Plan, days, plan
+from oncology.monitoring.engine.layout import JSONL_PREFIX, PARQUET_PREFIX, Plan, days, partition_days, plan
 from oncology.monitoring.engine.run import CorruptObjects, check, partial_counts
 from oncology.monitoring.engine.settings import EngineSettings
 from oncology_model.datamodel import FEATURES
@@ -41,7 +41,8 @@ def predictions(
     compacted, JSON Lines for the objects no manifest replaced)."""
     settings = settings or EngineSettings()
     where = location(store)
-    partitions = days(since, until) if since is not None and until is not None else _all_days(store)
+    partitions = days(since, until) if since is not None and until is not None else sorted(
+        set(partition_days(store, JSONL_PREFIX)) | set(partition_days(store, PARQUET_PREFIX)))
     todo = plan(store, partitions)
     start = since or datetime.fromisoformat("0001-01-01T00:00:00+00:00")
     end = until or datetime.fromisoformat("9999-12-31T00:00:00+00:00")
@@ -67,16 +68,3 @@ def predictions(
         )
         con.execute(f"CREATE VIEW predictions AS SELECT {columns} WHERE false")
     return Predictions(con, where, kept, corrupt)
-
-
-def _all_days(store: Store) -> list[date]:
-    found = set()
-    for prefix in (JSONL_PREFIX, PARQUET_PREFIX):
-        for key in store.list(prefix + "/"):
-            part = key[len(prefix) + 1:].split("/", 1)[0]
-            if part.startswith("date="):
-                try:
-                    found.add(date.fromisoformat(part[5:]))
-                except ValueError:
-                    continue
-    return sorted(found)
