@@ -13,8 +13,9 @@ process's peak RSS):
   Parquet; its figures must equal DuckDB's (correctness, not speed, on 2 cores).
 
 ``--command`` also trains a small real model and compares ``oncology drift`` (a process, as the CronJob runs
-it) over 100,000 predictions with the code path it replaces (``prediction_log.read`` and ``compare``: Python
-loops over the lines), in the same run, on the same log: a ratio.
+it; report and dashboard written) over 100,000 predictions with the same command as it was before the
+engine (``drift_cli.py`` of ``--old-rev``, taken from git: Python loops over the lines), interleaved, in the
+same run, on the same log: a ratio of wall times and of CPU times.
 
     .venv/bin/python benchmarks/dataplane.py --rows 1000000,3000000 --dask --command
     .venv/bin/python benchmarks/dataplane.py --quick          # 200,000 rows and the command: a smoke run
@@ -104,19 +105,6 @@ def _step(name: str, store_dir: str, extra: list[str]) -> dict[str, Any]:
         done = compact(store, datetime(2027, 1, 1, tzinfo=UTC))
         out = {"parts": sum(d.manifest is not None for d in done),
                "rows": sum(d.manifest.rows for d in done if d.manifest is not None)}
-    elif name == "old-drift":  # the code path `oncology drift` ran before the engine: Python loops over lines
-        from oncology.monitoring import drift, prediction_log
-        from oncology_model.bundle import REFERENCE
-        from oncology_model.registry import ModelRegistry
-
-        now = datetime.now(UTC)
-        registry = ModelRegistry(store)
-        version = registry.resolve("champion")
-        bundle = registry.load(version)
-        reference = drift.Reference.parse(json.loads(bundle.files[REFERENCE]), "bench")
-        logged = prediction_log.read(store, now - timedelta(days=7), now, version)
-        report = drift.compare(logged.X, logged.proba, logged.malignant, reference, drift.Thresholds(), bundle.threshold)
-        out = {"n": report["n"]}
     else:
         raise SystemExit(f"unknown step {name}")
     out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -168,7 +156,10 @@ def scale(rows: int, per_object: int, dask: bool, work: Path) -> list[dict[str, 
     return results
 
 
-def command(work: Path, records: int = 100_000) -> dict[str, Any]:
+OLD_REV = "f1b550e"  # the last commit before the query engine
+
+
+def command(work: Path, old_rev: str, records: int = 100_000) -> dict[str, Any]:
     """``oncology drift`` (DuckDB) against the path it replaced, on the same 100,000 logged predictions."""
     sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "monitoring")]
     from drift_support import records as make_records
@@ -184,20 +175,28 @@ def command(work: Path, records: int = 100_000) -> dict[str, Any]:
     now = datetime.now(UTC)
     times = [now - timedelta(seconds=float(s)) for s in np.linspace(60, 7 * 86400 - 3600, records)]
     write_log(store, make_records(X, trained.scores(X), trained.threshold, "1.0.2", times), writer="bench", per_file=1000)
+    old_cli = work / "old_drift_cli.py"
+    old_cli.write_bytes(subprocess.run(["git", "-C", str(REPO), "show", f"{old_rev}:src/oncology/monitoring/drift_cli.py"],
+                                       capture_output=True, check=True).stdout)
+    commands = {"new": [sys.executable, "-m", "oncology.monitoring.drift_cli"], "old": [sys.executable, str(old_cli)]}
     walls: dict[str, list[float]] = {"new": [], "old": []}
+    cpus: dict[str, list[float]] = {"new": [], "old": []}
     for _ in range(3):  # interleaved: both see the same load
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "oncology.monitoring.drift_cli", "--store", str(store.root)],
-                              capture_output=True, text=True)
-        walls["new"].append(time.perf_counter() - t0)
-        if proc.returncode not in (0, 1):
-            raise SystemExit(proc.stderr[-3000:])
-        walls["old"].append(measure("old-drift", store.root)["wall_s"])
-    new, old = (float(np.median(walls[k])) for k in ("new", "old"))
-    print(f"\noncology drift over {records:,} predictions (a process, report written): median {new:.2f} s; the "
-          f"Python-loop path it replaced (read + compare, a process): median {old:.2f} s; ratio {old / new:.1f}x",
-          flush=True)
-    return {"records": records, "new_s": new, "old_s": old, "ratio": old / new}
+        for name, argv in commands.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            proc = subprocess.run([*argv, "--store", str(store.root)], capture_output=True, text=True)
+            walls[name].append(time.perf_counter() - t0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            if proc.returncode not in (0, 1) or f"{records} predictions" not in proc.stdout:
+                raise SystemExit(f"{name}: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    new, old, new_cpu, old_cpu = (float(np.median(d[k])) for d in (walls, cpus) for k in ("new", "old"))
+    print(f"\noncology drift over {records:,} predictions (a process; report and dashboard written), median of 3: "
+          f"{new:.2f} s wall, {new_cpu:.2f} s CPU; the same command at {old_rev} (Python loops): {old:.2f} s wall, "
+          f"{old_cpu:.2f} s CPU; ratio {old / new:.2f}x wall, {old_cpu / new_cpu:.2f}x CPU", flush=True)
+    return {"records": records, "new_s": new, "old_s": old, "new_cpu_s": new_cpu, "old_cpu_s": old_cpu,
+            "ratio": old / new, "cpu_ratio": old_cpu / new_cpu}
 
 
 def main() -> int:
@@ -210,17 +209,19 @@ def main() -> int:
     parser.add_argument("--dask", action="store_true", help="Also run the counts on a Dask LocalCluster.")
     parser.add_argument("--command", action="store_true", help="Also time oncology drift against the old path.")
     parser.add_argument("--quick", action="store_true", help="200,000 rows, Dask and the command: a smoke run.")
+    parser.add_argument("--skip-scale", action="store_true", help="Only the command comparison (with --command).")
+    parser.add_argument("--old-rev", default=OLD_REV, help="The commit whose drift_cli.py is 'before' (--command).")
     parser.add_argument("--work", type=Path, default=None, help="Folder for the stores (default: a temporary one).")
     args = parser.parse_args()
     sizes = [200_000] if args.quick else [int(s) for s in args.rows.split(",")]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory(prefix="dataplane-bench-", dir=args.work) as tmp:
         work = Path(tmp)
-        results = [r for n in sizes for r in scale(n, args.per_object, args.dask or args.quick, work)]
+        results = [] if args.skip_scale else [r for n in sizes for r in scale(n, args.per_object, args.dask or args.quick, work)]
         summary: dict[str, Any] = {"results": [{k: v for k, v in r.items() if k not in {"scores", "bins", "malignant_bins"}}
                                                for r in results]}
         if args.command or args.quick:
-            summary["command"] = command(work)
+            summary["command"] = command(work, args.old_rev)
     out = REPO / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     path = out / f"dataplane-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"

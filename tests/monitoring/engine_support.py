@@ -66,7 +66,9 @@ def awkward_log(store: Store, seed: int = 5) -> dict[str, str]:
     store.create(cut, whole[: len(whole) * 2 // 3])  # a writer that died mid-object
     tiny = f"{prediction_log.partition(day(1))}tiny-000000.jsonl.gz"
     store.create(tiny, gzip.compress(b"{}\n")[:15])
-    return {cut: "cut short", tiny: "cut short"}
+    garbage = f"{prediction_log.partition(day(2))}garbage-000000.jsonl.gz"
+    store.create(garbage, b"not gzip at all: DuckDB refuses it outright")
+    return {cut: "cut short", tiny: "cut short", garbage: "not gzip"}
 
 
 def python_figures(store: Store) -> Expected:

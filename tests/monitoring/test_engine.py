@@ -38,8 +38,9 @@ def test_an_object_cut_short_is_refused_by_name_when_so_set(local: tuple[Store, 
     with pytest.raises(CorruptObjects) as caught:
         drift_counts(store, SINCE, UNTIL, VERSION, EDGES, EngineSettings(on_corrupt="refuse"))
     message = str(caught.value)
-    assert all(key in message for key in corrupt) and "2 prediction-log object(s)" in message
+    assert all(key in message for key in corrupt) and "3 prediction-log object(s)" in message
     assert "Compressed file ended before the end-of-stream marker was reached" in message
+    assert "Not a gzipped file" in message
 
 
 def test_the_predictions_view_holds_each_valid_record_once(local: tuple[Store, dict[str, str]]) -> None:

@@ -25,12 +25,14 @@ import json
 import logging
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from oncology.monitoring.engine import queries
-from oncology.monitoring.engine.connection import connect, location
+from oncology.monitoring.engine.connection import Location, connect, location
 from oncology.monitoring.engine.layout import (
     JSONL_PREFIX,
     MANIFEST_SUFFIX,
@@ -41,10 +43,13 @@ from oncology.monitoring.engine.layout import (
     partition_days,
     plan,
 )
-from oncology.monitoring.engine.run import CorruptObjects, check, partial_counts
+from oncology.monitoring.engine.run import CorruptObjects, Partial, check, partial_counts
 from oncology.monitoring.engine.settings import EngineSettings
 from oncology_model.errors import OncologyError, StoreError
 from oncology_model.storage import LocalStore, S3Store, Store
+
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger(__name__)
 _PART = re.compile(r"part-(\d{5})\.(parquet|manifest\.json)$")
@@ -87,29 +92,27 @@ def compact_day(store: Store, day: date, now: datetime, grace: timedelta = timed
     if not todo.jsonl:
         return result
     where = location(store)
-    scan = partial_counts(where, todo.jsonl, (), datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC),
-                          (0.0, 1.0), settings.duckdb_threads, settings.duckdb_memory_limit)
-    corrupt = check(store, Plan(todo.jsonl, (), ()), scan)
-    if corrupt and settings.on_corrupt == "refuse":
-        named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
-        raise CorruptObjects(f"{day}: {len(corrupt)} object(s) cannot be read whole ({named}); nothing was compacted")
-    for key, why in sorted(corrupt.items()):
-        log.warning("%s/%s: cannot be read whole (%s); left as JSON Lines", store, key, why)
-    result.skipped = corrupt
-    objects = [k for k in todo.jsonl if k not in corrupt]
-    if not objects:
-        return result
-    malformed = sum(row[4] for row in scan.rows if row[0] in set(objects))
     key = f"{parquet_partition(day)}part-{seq:05d}.parquet"
     with tempfile.TemporaryDirectory(prefix="oncology-compact-") as tmp:
         out = Path(tmp) / "part.parquet"
         con = connect(where, settings.duckdb_threads, settings.duckdb_memory_limit)
         try:
-            columns = ", ".join(queries.PARQUET_COLUMNS)
-            body = queries.jsonl_records([where.url(k) for k in objects])
+            scan = _load(con, where, todo.jsonl, settings)  # the day's lines, parsed once (DuckDB spills past its limit)
+            corrupt = check(store, Plan(todo.jsonl, (), ()), scan)
+            if corrupt and settings.on_corrupt == "refuse":
+                named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
+                raise CorruptObjects(f"{day}: {len(corrupt)} object(s) cannot be read whole ({named}); nothing was compacted")
+            for bad, why in sorted(corrupt.items()):
+                log.warning("%s/%s: cannot be read whole (%s); left as JSON Lines", store, bad, why)
+            result.skipped = corrupt
+            objects = [k for k in todo.jsonl if k not in corrupt]
+            if not objects:
+                return result
+            malformed = sum(row[4] for row in scan.rows if row[0] in set(objects))
+            left_out = ", ".join(queries.literal(where.url(k)) for k in corrupt) or "''"
             (rows,) = con.execute(
-                f"COPY (SELECT {columns} FROM ({body}) WHERE valid ORDER BY ts) TO {queries.literal(str(out))} "
-                "(FORMAT parquet, COMPRESSION zstd)"
+                f"COPY (SELECT {', '.join(queries.PARQUET_COLUMNS)} FROM day WHERE valid AND file NOT IN ({left_out}) "
+                f"ORDER BY ts) TO {queries.literal(str(out))} (FORMAT parquet, COMPRESSION zstd)"
             ).fetchone() or (0,)
         finally:
             con.close()
@@ -121,6 +124,30 @@ def compact_day(store: Store, day: date, now: datetime, grace: timedelta = timed
         raise CompactionError(f"{store}/{manifest.key}: another compaction of {day} committed this part first")
     result.manifest = manifest
     return result
+
+
+def _load(con: duckdb.DuckDBPyConnection, where: Location, objects: Sequence[str], settings: EngineSettings) -> Partial:
+    """The records of ``objects`` into the temporary table ``day``, and per object its lines, bytes and malformed
+    lines (as `run.partial_counts` rows, for `run.check`).  Objects DuckDB refuses are found by
+    `run.partial_counts` (halving) and left out of the table."""
+    import duckdb
+
+    urls = [where.url(k) for k in objects]
+    refused: dict[str, str] = {}
+    try:
+        con.execute(f"CREATE TEMP TABLE day AS SELECT * FROM ({queries.jsonl_records(urls)})")
+    except duckdb.Error:
+        probe = partial_counts(where, objects, (), datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC),
+                               (0.0, 1.0), settings.duckdb_threads, settings.duckdb_memory_limit)
+        refused = probe.refused
+        urls = [where.url(k) for k in objects if k not in refused]
+        if not urls:
+            return Partial([], refused)
+        con.execute(f"CREATE TEMP TABLE day AS SELECT * FROM ({queries.jsonl_records(urls)})")
+    key_of = {where.url(k): k for k in objects}
+    stats = con.execute("SELECT file, NULL, count(*), sum(line_bytes), count(*) FILTER (NOT valid AND NOT blank) "
+                        "FROM day GROUP BY file").fetchall()
+    return Partial([(key_of.get(row[0], row[0]), *row[1:]) for row in stats], refused)
 
 
 def _manifest_bytes(manifest: Manifest) -> bytes:

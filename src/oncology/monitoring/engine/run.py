@@ -72,13 +72,12 @@ def partial_counts(
 
             if not isinstance(exc, duckdb.Error):
                 raise
-            if len(j) + len(p) == 1:
-                result.refused[(*j, *p)[0]] = str(exc).splitlines()[0]
+            both = [(k, False) for k in j] + [(k, True) for k in p]
+            if len(both) == 1:
+                result.refused[both[0][0]] = str(exc).splitlines()[0]
                 return
-            half_j, half_p = len(j) // 2, len(p) // 2
-            for part_j, part_p in ((j[:half_j], p[:half_p]), (j[half_j:], p[half_p:])):
-                if part_j or part_p:
-                    run(part_j, part_p)
+            for half in (both[: len(both) // 2], both[len(both) // 2:]):
+                run([k for k, parquet in half if not parquet], [k for k, parquet in half if parquet])
             return
         result.rows += [(key_of.get(row[0], row[0]), *row[1:]) for row in rows]
 
