@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from oncology.cli import app
 from oncology.monitoring.compaction import CompactionError, compact, compact_day
 from oncology.monitoring.engine.layout import parquet_partition, plan
+from oncology.monitoring.engine.relations import predictions
 from oncology.monitoring.engine.run import CorruptObjects, drift_counts
 from oncology.monitoring.engine.settings import EngineSettings
 from oncology.monitoring.prediction_log import partition
@@ -44,6 +45,10 @@ def test_compacted_days_give_the_same_figures_on_both_engines(store: LocalStore,
     assert_same(drift_counts(store, SINCE, UNTIL, VERSION, EDGES), expected)
     assert_same(drift_counts(store, SINCE, UNTIL, VERSION, EDGES, EngineSettings(engine="dask", scheduler=dask_scheduler)),
                 expected)
+    view = predictions(store, SINCE, UNTIL)  # Parquet and the JSON Lines left, as one relation
+    by_version = dict(view.con.sql("select model_version, count(*) from predictions group by 1").fetchall())
+    assert by_version == {VERSION: expected.observed.n, **expected.other_versions}
+    assert sorted(view.skipped) == sorted(corrupt)
     assert all(d.manifest is None for d in compact(store, LATER))  # nothing left to compact: no new part
 
 
