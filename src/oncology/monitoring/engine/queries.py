@@ -57,8 +57,8 @@ def jsonl_records(urls: Sequence[str], counted_only: bool = False) -> str:
     parsed = (
         "SELECT filename AS file, date, coalesce(strlen(line), 0) + 1 AS line_bytes, "
         "coalesce(trim(line), '') = '' AS blank, "
-        f"CASE WHEN json_valid(line) AND json_type(line) = 'OBJECT' "
-        f"THEN from_json(line, {literal(_COUNTED if counted_only else _STRUCTURE)}) END AS j "
+        # one parse a line: TRY gives NULL for a line that is not JSON; a scalar or an array gives a struct of NULLs
+        f"TRY(from_json(line, {literal(_COUNTED if counted_only else _STRUCTURE)})) AS j "
         f"FROM {lines}"
     )
     typed = (
