@@ -33,3 +33,15 @@ def browser(chromium_path: Path) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> Iterator[str]:
+    """A Dask LocalCluster of two single-threaded worker processes on 127.0.0.1, closed at the end."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True)
+    try:
+        yield str(cluster.scheduler_address)
+    finally:
+        cluster.close()

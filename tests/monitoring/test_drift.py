@@ -382,6 +382,35 @@ def test_malformed_lines_are_skipped_and_counted(local: LocalStore, trained: Tra
     assert "2 malformed log line(s) skipped" in result.output and "1 unreadable log file(s) skipped" in result.output
 
 
+def test_an_object_cut_short_is_refused_by_name_with_on_corrupt_refuse(local: LocalStore, trained: Trained) -> None:
+    import gzip
+
+    log(local, trained, sample(trained, 300))
+    day = (NOW - timedelta(hours=1)).strftime("%Y-%m-%d")
+    key = f"monitoring/predictions/date={day}/cut-000000.jsonl.gz"
+    local.create(key, gzip.compress(b"".join(b'{"n": %d}\n' % k for k in range(2000)))[:600])
+    result = run(str(local.root), "--on-corrupt", "refuse")
+    assert result.exit_code == 2 and key in result.output and "cannot be read whole" in result.output, result.output
+    assert reports(local) == []
+    skipped = run(str(local.root))  # the default: skipped, and named
+    assert skipped.exit_code == 0 and "1 unreadable log file(s) skipped: " + key in skipped.output, skipped.output
+    assert run(str(local.root), "--engine", "spark").exit_code == 2
+
+
+def test_the_dask_engine_writes_the_same_report(local: LocalStore, trained: Trained, dask_scheduler: str) -> None:
+    rng = np.random.default_rng(SEED)
+    log(local, trained, shifted(sample(trained, ROWS), (FEATURES.index("mitoses"),), rng))
+    log(local, trained, sample(trained, 40, seed=2), version="1.0.1", writer="old")
+    embedded = run(str(local.root))
+    distributed = run(str(local.root), "--engine", "dask", "--scheduler", dask_scheduler)
+    assert embedded.exit_code == distributed.exit_code == 1, distributed.output
+    first, second = (json.loads(local.read(k)) for k in reports(local))
+    for report in (first, second):
+        del report["created_at"], report["window"]  # "now" moved between the two runs
+    assert first == second and first["n"] == ROWS
+    assert "records of other model versions left out: 1.0.1: 40" in distributed.output
+
+
 def test_runs_as_a_process_with_the_exit_code_of_its_verdict(local: LocalStore, trained: Trained) -> None:
     rng = np.random.default_rng(SEED)
     sample = trained.X_train[rng.integers(0, len(trained.X_train), ROWS)]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BLOCKED = ("numpy", "scipy", "sklearn", "pandas", "altair", "vl_convert")
+BLOCKED = ("numpy", "scipy", "sklearn", "pandas", "altair", "vl_convert", "duckdb", "pyarrow", "dask", "distributed")
 
 PROGRAM = """
 import sys
@@ -48,3 +48,14 @@ def test_the_service_runs_without_numpy_scipy_sklearn_or_plotting(trained_store:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "served without numpy" in proc.stdout
+
+
+def test_the_service_image_installs_no_query_engine() -> None:
+    """The monitoring data plane (DuckDB, pyarrow, Dask) lives in the trainer image, never in the service's."""
+    root = Path(__file__).resolve().parents[2] / "deploy" / "docker"
+    pinned = {line.split("==")[0].strip().lower() for line in (root / "webservice" / "requirements.txt").read_text().splitlines()
+              if "==" in line and not line.startswith("#")}
+    engines = {"duckdb", "duckdb-ext-httpfs", "pyarrow", "dask", "distributed", "pandas"}
+    assert pinned and not pinned & engines, pinned & engines
+    trainer = (root / "trainer" / "requirements.txt").read_text()
+    assert all(f"{name}==" in trainer for name in ("duckdb", "duckdb-ext-httpfs", "dask", "distributed"))

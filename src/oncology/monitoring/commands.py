@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -76,3 +76,54 @@ def promotions(store: StoreOpt = None, manifest_base: BaseOpt = None) -> None:
     for key in outcome.created:
         _out.print(f"wrote {key}", highlight=False, soft_wrap=True)
     _out.print(f"{len(outcome.created)} new alias move(s), {len(outcome.unchanged)} already written", highlight=False)
+
+
+@monitoring_app.command()
+def compact(
+    store: StoreOpt = None,
+    day: Annotated[
+        list[str] | None, typer.Option("--date", help="A day to compact, YYYY-MM-DD (repeatable); default: every closed day.")
+    ] = None,
+    grace_minutes: Annotated[
+        int, typer.Option(min=0, help="A day is closed this many minutes after its end (UTC): the writers' last flushes are in.")
+    ] = 60,
+    retain_jsonl_days: Annotated[
+        int | None,
+        typer.Option(min=0, help="Delete the JSON Lines that a manifest replaced, in days older than this; default: keep them."),
+    ] = None,
+    on_corrupt: Annotated[
+        str | None, typer.Option(help="A log object cut short: skip (left as JSON Lines) or refuse. [default: skip]")
+    ] = None,
+) -> None:
+    """Compact closed days of the prediction log into Parquet (written once, with a manifest of what it replaced)."""
+    from datetime import UTC, date, datetime, timedelta
+
+    from pydantic import ValidationError
+
+    from oncology.monitoring.compaction import compact as run_compact
+    from oncology.monitoring.engine.settings import EngineSettings
+    from oncology_model.storage import open_existing_store
+
+    try:
+        days = [date.fromisoformat(d) for d in day] if day else None
+    except ValueError as exc:
+        raise _fail(f"--date: {exc}; use YYYY-MM-DD") from None
+    try:
+        chosen: dict[str, Any] = {"on_corrupt": on_corrupt} if on_corrupt else {}
+        settings = EngineSettings(**chosen)
+    except ValidationError as exc:
+        raise _fail(f"invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+    try:
+        target = open_existing_store(_store_uri(store))
+        done = run_compact(target, datetime.now(UTC), days, timedelta(minutes=grace_minutes), retain_jsonl_days, settings)
+    except OncologyError as exc:
+        raise _fail(str(exc)) from None
+    for result in done:
+        for key, why in sorted(result.skipped.items()):
+            _err.print(f"warning: {target}/{key}: cannot be read whole ({why}); left as JSON Lines", highlight=False, soft_wrap=True)
+        if result.manifest is None:
+            _out.print(f"{result.day}: nothing to compact", highlight=False)
+        else:
+            m = result.manifest
+            _out.print(f"{result.day}: {m.rows} predictions from {len(m.replaced)} object(s) -> {target}/{m.parquet} "
+                       f"({m.malformed} malformed line(s) left out)", highlight=False, soft_wrap=True)

@@ -323,16 +323,67 @@ def estimate_performance(
     proba: npt.ArrayLike, called_malignant: npt.ArrayLike, reference: Reference
 ) -> dict[str, Any]:
     """CBPE: expected accuracy and malignant recall of the answers given, from calibrated probabilities."""
+    edges = np.asarray(reference.probability.edges)
     p = np.asarray(proba, dtype=np.float64)
     called = np.asarray(called_malignant, dtype=bool)
-    c = calibration(reference)[_bin(p, np.asarray(reference.probability.edges))]
-    expected_malignant = float(c.sum())
+    bins = _bin(p, edges)
+    return _estimate(np.bincount(bins, minlength=len(edges) - 1), np.bincount(bins[called], minlength=len(edges) - 1),
+                     reference)
+
+
+def _estimate(by_bin: npt.ArrayLike, malignant_by_bin: npt.ArrayLike, reference: Reference) -> dict[str, Any]:
+    """CBPE from the answers per probability bin of the reference (all, and those that were malignant): every
+    answer in a bin has that bin's calibrated probability ``c``, so the sums over answers are sums over bins."""
+    c = calibration(reference)
+    total = np.asarray(by_bin, dtype=np.float64)
+    called = np.asarray(malignant_by_bin, dtype=np.float64)
+    n = float(total.sum())
+    expected_malignant = float((total * c).sum())
+    right = float((called * c).sum() + ((total - called) * (1.0 - c)).sum())
     return {
-        "accuracy": float(np.mean(np.where(called, c, 1.0 - c))) if len(p) else None,
-        "recall": float(c[called].sum() / expected_malignant) if expected_malignant > 0 else None,
+        "accuracy": right / n if n else None,
+        "recall": float((called * c).sum() / expected_malignant) if expected_malignant > 0 else None,
         "method": "CBPE",
         "assumption": CBPE_ASSUMPTION,
     }
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What drift needs of logged traffic, as counts (additive: the counts of two sets of rows are the sums of
+    theirs, so a query engine computes them per object or partition and adds them up).
+
+    ``scores``: per feature (`FEATURES` order) the rows with each score 1-10, shape (9, 10); ``malignant``:
+    answers that were malignant; ``by_bin`` / ``malignant_by_bin``: answers (all / malignant) per bin of the
+    reference's probability histogram (its ``edges``; a probability on an edge belongs to the bin above it,
+    below 0 to the first and at or above 1 to the last).
+    """
+
+    scores: npt.NDArray[np.int64]
+    malignant: int
+    by_bin: npt.NDArray[np.int64]
+    malignant_by_bin: npt.NDArray[np.int64]
+
+    @property
+    def n(self) -> int:
+        return int(self.by_bin.sum())
+
+    @classmethod
+    def of(cls, X: npt.ArrayLike, proba: npt.ArrayLike, called_malignant: npt.ArrayLike, edges: Sequence[float]) -> Observed:
+        """The counts of rows ``X`` (n, 9), their probabilities and answers."""
+        rows = np.asarray(X)
+        called = np.asarray(called_malignant, dtype=bool)
+        n = len(rows)
+        if rows.ndim != 2 or rows.shape[1] != len(FEATURES) or called.shape != (n,) or np.shape(proba) != (n,):
+            raise DriftError(f"compare needs X of shape (n, {len(FEATURES)}) and proba, called_malignant of shape (n,)")
+        bins = _bin(np.asarray(proba, dtype=np.float64), np.asarray(edges, dtype=np.float64))
+        k = len(edges) - 1
+        return cls(
+            scores=np.stack([_score_counts(rows[:, j]) for j in range(len(FEATURES))]).reshape(len(FEATURES), len(SCORES)),
+            malignant=int(called.sum()),
+            by_bin=np.bincount(bins, minlength=k).astype(np.int64),
+            malignant_by_bin=np.bincount(bins[called], minlength=k).astype(np.int64),
+        )
 
 
 def compare(
@@ -351,18 +402,24 @@ def compare(
     (the prediction mix is tested against the training part's predicted mix when the reference recorded it
     at this threshold, else against the training class balance).
     """
+    return compare_observed(Observed.of(X, proba, called_malignant, reference.probability.edges), reference,
+                            thresholds, threshold)
+
+
+def compare_observed(
+    observed_counts: Observed, reference: Reference, thresholds: Thresholds | None = None, threshold: float | None = None
+) -> dict[str, Any]:
+    """`compare` from counts (`Observed`, what the query engine computes): the same report, figure for figure."""
     rule = thresholds or Thresholds()
-    rows = np.asarray(X)
-    called = np.asarray(called_malignant, dtype=bool)
-    n = len(rows)
-    if rows.ndim != 2 or rows.shape[1] != len(FEATURES) or called.shape != (n,) or np.shape(proba) != (n,):
-        raise DriftError(f"compare needs X of shape (n, {len(FEATURES)}) and proba, called_malignant of shape (n,)")
-    observed = np.stack([_score_counts(rows[:, j]) for j in range(len(FEATURES))])
+    n = observed_counts.n
+    observed = observed_counts.scores
+    if observed.shape != (len(FEATURES), len(SCORES)) or len(observed_counts.by_bin) != len(reference.probability.counts):
+        raise DriftError(f"observed counts need shape ({len(FEATURES)}, {len(SCORES)}) and one count per probability bin")
     expected = np.array([reference.features[name] for name in FEATURES])
     same_threshold = reference.predictions is not None and threshold is not None and reference.threshold == threshold
     mix_reference = reference.predictions if same_threshold and reference.predictions else reference.classes
     ref_mix = [mix_reference[c] for c in CLASSES]
-    observed_mix = [int(n - called.sum()), int(called.sum())]
+    observed_mix = [int(n - observed_counts.malignant), int(observed_counts.malignant)]
     psis = psi(observed, expected)
     *tests, (_, mix_p) = chi_squares([*observed, observed_mix], [*expected, ref_mix])
     features = {
@@ -380,7 +437,7 @@ def compare(
         "n": n,
         "features": features,
         "prediction_mix": prediction_mix,
-        "estimated": estimate_performance(proba, called, reference),
+        "estimated": _estimate(observed_counts.by_bin, observed_counts.malignant_by_bin, reference),
         "thresholds": {
             **rule.as_dict(),
             "prediction_mix_reference": "predicted mix of the training part at the model's threshold"

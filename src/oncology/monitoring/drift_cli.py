@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from oncology.clihelp import StoreOpt, default, more
+from oncology.monitoring.engine.settings import EngineSettings
 from oncology.settings import ServeSettings, StoreSettings
 from oncology_model.bundle import REFERENCE, dump_json
 from oncology_model.errors import OncologyError, RegistryError
@@ -37,7 +38,7 @@ from oncology_model.storage import Store, open_existing_store
 
 if TYPE_CHECKING:  # numpy and scipy load when the command runs: oncology.cli (and the service image) stays without them
     from oncology.monitoring import drift as stats
-    from oncology.monitoring import prediction_log
+    from oncology.monitoring.engine.run import LoggedCounts
 
 REPORT_PREFIX: Final = "monitoring/drift"
 DEFAULT_WINDOW: Final = timedelta(days=7)
@@ -102,11 +103,14 @@ def parse_time(text: str, now: datetime, end: bool = False) -> datetime:
 
 
 def check(
-    store: Store, model: str, since: datetime, until: datetime, thresholds: stats.Thresholds, now: datetime
-) -> tuple[dict[str, Any], prediction_log.Logged]:
-    """The drift report of ``model``'s logged traffic in ``[since, until)`` (not yet written)."""
+    store: Store, model: str, since: datetime, until: datetime, thresholds: stats.Thresholds, now: datetime,
+    engine: EngineSettings | None = None,
+) -> tuple[dict[str, Any], LoggedCounts]:
+    """The drift report of ``model``'s logged traffic in ``[since, until)`` (not yet written), counted by
+    the query engine that ``engine`` names (default: DuckDB, embedded)."""
     from oncology.monitoring import drift as stats
-    from oncology.monitoring import prediction_log
+    from oncology.monitoring.engine.layout import JSONL_PREFIX
+    from oncology.monitoring.engine.run import drift_counts
 
     if since >= until:
         raise WindowError(f"the window is empty: --since {since.isoformat()} is not before --until {until.isoformat()}")
@@ -121,15 +125,15 @@ def check(
             f"kept, so there is no training distribution to compare with; train a new version to check drift"
         )
     reference = stats.Reference.parse(json.loads(data), f"{where}/{REFERENCE}")
-    logged = prediction_log.read(store, since, until, version)
+    logged = drift_counts(store, since, until, version, reference.probability.edges, engine)
     if logged.n == 0:
         others = ", ".join(f"{v}: {k}" for v, k in sorted(logged.other_versions.items())) or "none"
         raise NoPredictions(
-            f"no predictions of model version {version} are logged in {store}/{prediction_log.PREFIX}/ between "
+            f"no predictions of model version {version} are logged in {store}/{JSONL_PREFIX}/ between "
             f"{since.isoformat()} and {until.isoformat()} (records of other versions: {others}): nothing to compare; "
             f"{LOG_HINT}"
         )
-    body = stats.compare(logged.X, logged.proba, logged.malignant, reference, thresholds, bundle.threshold)
+    body = stats.compare_observed(logged.observed, reference, thresholds, bundle.threshold)
     report = {
         "created_at": now.isoformat(timespec="seconds"),
         "model_version": version,
@@ -181,6 +185,16 @@ def drift(
         typer.Option(help="Family-wise significance level (Bonferroni-split over the ten tests)."
                      + more("ONCOLOGY_DRIFT_ALPHA", default(DriftSettings, "drift_alpha")), show_default=False),
     ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="Query engine: duckdb (embedded) or dask. [env: ONCOLOGY_ENGINE; default: duckdb]")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler, tcp://host:8786 (engine dask). [env: ONCOLOGY_SCHEDULER]")
+    ] = None,
+    on_corrupt: Annotated[
+        str | None,
+        typer.Option(help="A log object cut short: skip (named in a warning) or refuse. [env: ONCOLOGY_ON_CORRUPT; default: skip]"),
+    ] = None,
 ) -> None:
     """Compare logged inputs and predictions with the training data; write a drift report; exit 1 on drift."""
     out = Console(width=None if sys.stdout.isatty() else 140)
@@ -194,13 +208,15 @@ def drift(
     overrides: dict[str, Any] = {"store": store, "model": model, "drift_psi": psi, "drift_alpha": alpha}
     try:
         settings = DriftSettings(**{k: v for k, v in overrides.items() if v is not None})
+        chosen: dict[str, Any] = {"engine": engine, "scheduler": scheduler, "on_corrupt": on_corrupt}
+        engine_settings = EngineSettings(**{k: v for k, v in chosen.items() if v is not None})
         end = parse_time(until, now, end=True)
         start = parse_time(since, now) if since is not None else end - DEFAULT_WINDOW
         from oncology.monitoring.drift import Thresholds
 
         thresholds = Thresholds(psi=settings.drift_psi, alpha=settings.drift_alpha)
         target = open_existing_store(settings.store)
-        report, logged = check(target, settings.model, start, end, thresholds, now)
+        report, logged = check(target, settings.model, start, end, thresholds, now, engine_settings)
         key = write_report(target, report)
     except ValidationError as exc:
         raise fail(f"invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
@@ -223,7 +239,7 @@ def drift(
     out.print("no drift flagged", highlight=False)
 
 
-def _skipped(logged: prediction_log.Logged) -> list[str]:
+def _skipped(logged: LoggedCounts) -> list[str]:
     problems = []
     if logged.malformed:
         problems.append(f"{logged.malformed} malformed log line(s) skipped")

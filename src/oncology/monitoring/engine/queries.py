@@ -1,0 +1,131 @@
+"""The queries, once, as DuckDB SQL over named objects: both engines run these texts (Dask one per task).
+
+- `records`: every line of the given JSON Lines objects and every row of the given Parquet parts, typed and
+  checked: ``file, date, line_bytes, blank, valid, ts, request_id, model_version, route, <nine features>,
+  probability, prediction, decision, malignant``.  ``valid`` is the prediction log's record rule (as
+  `oncology.monitoring.prediction_log` applies it line by line): a JSON object with a ``ts`` carrying a UTC
+  offset, a string ``model_version``, the nine features as whole scores 1-10, a JSON number ``probability``
+  in [0, 1] and ``prediction`` benign or malignant.  Compacted Parquet rows were checked when written.
+- `predictions`: the valid records (the relation other queries start from).
+- `partials`: drift's additive counts per object and model version (the unit Dask fans out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+
+from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
+
+CLASSES: Final = ("benign", "malignant")
+#: A byte that is never part of a JSON Lines line (JSON escapes control characters): each line is one column.
+_NO_DELIMITER: Final = "\\x01"
+_INPUTS: Final = '"inputs": {' + ", ".join(f'"{name}": "DOUBLE"' for name in FEATURES) + "}"
+_STRUCTURE: Final = (
+    '{"ts": "VARCHAR", "request_id": "VARCHAR", "model_version": "JSON", "route": "VARCHAR", '
+    + _INPUTS + ', "probability": "JSON", "prediction": "VARCHAR", "decision": "VARCHAR"}'
+)
+#: What the counts need: the strings they never read are not extracted (about a tenth of a line's parse).
+_COUNTED: Final = '{"ts": "VARCHAR", "model_version": "JSON", ' + _INPUTS + ', "probability": "JSON", "prediction": "VARCHAR"}'
+#: The columns of a compacted Parquet part, in order (with ``date`` from its ``date=`` folder).
+PARQUET_COLUMNS: Final = ("ts", "request_id", "model_version", "route", *FEATURES, "probability", "prediction", "decision")
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _list(urls: Sequence[str]) -> str:
+    return "[" + ", ".join(literal(u) for u in urls) + "]"
+
+
+def _score(name: str) -> str:
+    value = f"j.inputs.{name}"
+    return (f"CASE WHEN {value} BETWEEN {SCORE_MIN} AND {SCORE_MAX} AND {value} = floor({value}) "
+            f"THEN CAST({value} AS TINYINT) END AS {name}")
+
+
+def jsonl_records(urls: Sequence[str], counted_only: bool = False) -> str:
+    """The lines of gzip JSON Lines objects (``urls``, each under a ``date=`` folder) as typed records; with
+    ``counted_only``, ``request_id``, ``route`` and ``decision`` are left NULL (not parsed)."""
+    lines = (
+        f"read_csv({_list(urls)}, columns = {{'line': 'VARCHAR'}}, header = false, delim = E'{_NO_DELIMITER}', "
+        "quote = '', escape = '', auto_detect = false, filename = true, hive_partitioning = true, "
+        "hive_types = {'date': DATE}, compression = 'gzip')"
+    )
+    parsed = (
+        "SELECT filename AS file, date, coalesce(strlen(line), 0) + 1 AS line_bytes, "
+        "coalesce(trim(line), '') = '' AS blank, "
+        # one parse a line: TRY gives NULL for a line that is not JSON; a scalar or an array gives a struct of NULLs
+        f"TRY(from_json(line, {literal(_COUNTED if counted_only else _STRUCTURE)})) AS j "
+        f"FROM {lines}"
+    )
+    typed = (
+        "SELECT file, date, line_bytes, blank, "
+        "CASE WHEN j.ts LIKE '%+__:__' OR j.ts LIKE '%-__:__' OR j.ts LIKE '%Z' THEN TRY_CAST(j.ts AS TIMESTAMPTZ) END AS ts, "
+        + ("CAST(NULL AS VARCHAR) AS request_id, " if counted_only else "j.request_id AS request_id, ")
+        + "CASE WHEN json_type(j.model_version) = 'VARCHAR' THEN j.model_version ->> '$' END AS model_version, "
+        + ("CAST(NULL AS VARCHAR) AS route, " if counted_only else "j.route AS route, ")
+        + ", ".join(_score(name) for name in FEATURES) + ", "
+        "CASE WHEN json_type(j.probability) IN ('DOUBLE', 'UBIGINT', 'BIGINT') THEN CAST(j.probability AS DOUBLE) END AS probability, "
+        "j.prediction AS prediction, "
+        + ("CAST(NULL AS VARCHAR) AS decision " if counted_only else "j.decision AS decision ")
+        + f"FROM ({parsed})"
+    )
+    valid = " AND ".join(
+        ["ts IS NOT NULL", "model_version IS NOT NULL", f"prediction IN {CLASSES!r}", "probability BETWEEN 0 AND 1"]
+        + [f"{name} IS NOT NULL" for name in FEATURES]
+    )
+    return f"SELECT *, coalesce({valid}, false) AS valid, prediction = 'malignant' AS malignant FROM ({typed})"
+
+
+def parquet_records(urls: Sequence[str]) -> str:
+    """The rows of compacted Parquet parts, in the shape of `jsonl_records` (all valid, no line sizes)."""
+    return (
+        "SELECT filename AS file, date, CAST(NULL AS BIGINT) AS line_bytes, false AS blank, "
+        + ", ".join(PARQUET_COLUMNS)
+        + ", true AS valid, prediction = 'malignant' AS malignant "
+        f"FROM read_parquet({_list(urls)}, filename = true, hive_partitioning = true, hive_types = {{'date': DATE}})"
+    )
+
+
+def records(jsonl: Sequence[str], parquet: Sequence[str], counted_only: bool = False) -> str:
+    """`jsonl_records` and `parquet_records` together (either list may be empty, not both)."""
+    parts = ([jsonl_records(jsonl, counted_only)] if jsonl else []) + ([parquet_records(parquet)] if parquet else [])
+    if not parts:
+        raise ValueError("records() needs at least one object to read")
+    return " UNION ALL BY NAME ".join(f"({p})" for p in parts)
+
+
+def predictions(jsonl: Sequence[str], parquet: Sequence[str]) -> str:
+    """The valid records: ``date, ts, request_id, model_version, route, <nine features>, probability,
+    prediction, decision, malignant, file``."""
+    columns = ", ".join(("date", *PARQUET_COLUMNS, "malignant", "file"))
+    return f"SELECT {columns} FROM ({records(jsonl, parquet)}) WHERE valid"
+
+
+def probability_bin(edges: Sequence[float], column: str = "probability") -> str:
+    """The bin of ``column`` among ``edges`` as drift's histograms bin it (``numpy.searchsorted(edges, p,
+    'right') - 1``, clipped to the bins), exactly: one comparison with each inner edge."""
+    inner = [f"WHEN {column} < CAST({float(e)!r} AS DOUBLE) THEN {k}" for k, e in enumerate(edges[1:-1])]
+    return f"CASE {' '.join(inner)} ELSE {len(edges) - 2} END" if inner else "0"
+
+
+def partials(jsonl: Sequence[str], parquet: Sequence[str], since: datetime, until: datetime, edges: Sequence[float]) -> str:
+    """Per object and model version, additive counts: ``lines``, ``bytes`` (the bytes the lines decompress
+    to, for the integrity check), ``malformed``; and of the valid records with ``since <= ts < until``:
+    ``n``, ``malignant``, a histogram (MAP score -> count) per feature, and histograms of the probability
+    bin (``bins``, ``malignant_bins``).  ``version`` is NULL on the row of an object's lines outside the
+    window or not valid."""
+    window = f"valid AND ts >= TIMESTAMPTZ {literal(since.isoformat())} AND ts < TIMESTAMPTZ {literal(until.isoformat())}"
+    histograms = ", ".join(f"histogram({name}) FILTER (counted) AS {name}" for name in FEATURES)
+    return (
+        f"WITH r AS (SELECT *, {window} AS counted, {probability_bin(edges)} AS bin FROM ({records(jsonl, parquet, True)})) "
+        "SELECT file, CASE WHEN counted THEN model_version END AS version, count(*) AS lines, "
+        "sum(line_bytes) AS bytes, count(*) FILTER (NOT valid AND NOT blank) AS malformed, "
+        "count(*) FILTER (counted) AS n, count(*) FILTER (counted AND malignant) AS malignant, "
+        f"{histograms}, histogram(bin) FILTER (counted) AS bins, "
+        "histogram(bin) FILTER (counted AND malignant) AS malignant_bins "
+        "FROM r GROUP BY ALL"
+    )

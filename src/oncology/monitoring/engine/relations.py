@@ -1,0 +1,70 @@
+"""The prediction log as a DuckDB view, for any query over it (the outcome join, the tables, the dashboard)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from oncology.monitoring.engine import queries
+from oncology.monitoring.engine.connection import Location, connect, location
+from oncology.monitoring.engine.layout import JSONL_PREFIX, PARQUET_PREFIX, Plan, days, partition_days, plan
+from oncology.monitoring.engine.run import CorruptObjects, check, partial_counts
+from oncology.monitoring.engine.settings import EngineSettings
+from oncology_model.datamodel import FEATURES
+from oncology_model.storage import Store
+
+if TYPE_CHECKING:
+    import duckdb
+
+#: Bins of `partial_counts` when only its integrity figures are wanted.
+_ONE_BIN = (0.0, 1.0)
+
+
+@dataclass
+class Predictions:
+    """A DuckDB connection holding the view ``predictions`` (see `queries.predictions` for its columns), the
+    objects behind it, and those left out because they cannot be read whole (``on_corrupt = skip``)."""
+
+    con: duckdb.DuckDBPyConnection
+    where: Location
+    plan: Plan
+    skipped: dict[str, str]
+
+
+def predictions(
+    store: Store, since: datetime | None = None, until: datetime | None = None, settings: EngineSettings | None = None
+) -> Predictions:
+    """The valid logged predictions with ``since <= ts < until`` (both unset: the whole log), as the view
+    ``predictions``.  Each object is checked whole first (`run.check`): a corrupt one is skipped or refused
+    per ``settings.on_corrupt``, never read in part.  Each prediction appears once (Parquet where a day is
+    compacted, JSON Lines for the objects no manifest replaced)."""
+    settings = settings or EngineSettings()
+    where = location(store)
+    partitions = days(since, until) if since is not None and until is not None else sorted(
+        set(partition_days(store, JSONL_PREFIX)) | set(partition_days(store, PARQUET_PREFIX)))
+    todo = plan(store, partitions)
+    start = since or datetime.fromisoformat("0001-01-01T00:00:00+00:00")
+    end = until or datetime.fromisoformat("9999-12-31T00:00:00+00:00")
+    scan = partial_counts(where, todo.jsonl, todo.parquet, start, end, _ONE_BIN,
+                          settings.duckdb_threads, settings.duckdb_memory_limit)
+    corrupt = check(store, todo, scan)
+    if corrupt and settings.on_corrupt == "refuse":
+        named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
+        raise CorruptObjects(f"{len(corrupt)} prediction-log object(s) cannot be read whole ({named})")
+    kept = Plan(tuple(k for k in todo.jsonl if k not in corrupt), tuple(k for k in todo.parquet if k not in corrupt),
+                todo.manifests)
+    con = connect(where, settings.duckdb_threads, settings.duckdb_memory_limit)
+    if kept.jsonl or kept.parquet:
+        body = queries.predictions([where.url(k) for k in kept.jsonl], [where.url(k) for k in kept.parquet])
+        window = f"ts >= TIMESTAMPTZ {queries.literal(start.isoformat())} AND ts < TIMESTAMPTZ {queries.literal(end.isoformat())}"
+        con.execute(f"CREATE VIEW predictions AS SELECT * FROM ({body}) WHERE {window}")
+    else:  # an empty log: the same columns, no rows
+        columns = ", ".join(
+            f"CAST(NULL AS {kind}) AS {name}" for name, kind in
+            [("date", "DATE"), ("ts", "TIMESTAMPTZ"), ("request_id", "VARCHAR"), ("model_version", "VARCHAR"),
+             ("route", "VARCHAR"), *((f, "TINYINT") for f in FEATURES), ("probability", "DOUBLE"),
+             ("prediction", "VARCHAR"), ("decision", "VARCHAR"), ("malignant", "BOOLEAN"), ("file", "VARCHAR")]
+        )
+        con.execute(f"CREATE VIEW predictions AS SELECT {columns} WHERE false")
+    return Predictions(con, where, kept, corrupt)
