@@ -40,7 +40,7 @@ def dask_scheduler() -> Iterator[str]:
     """A Dask LocalCluster of two single-threaded worker processes on 127.0.0.1, closed at the end."""
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0", processes=True)
     try:
         yield str(cluster.scheduler_address)
     finally:

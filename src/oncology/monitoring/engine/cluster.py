@@ -51,7 +51,8 @@ def partial_counts(
     client: Any
     try:
         if scheduler is None:
-            cluster = dist.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+            # the dashboard on a free port: None means the fixed :8787, which another cluster may hold
+            cluster = dist.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                    processes=True)
             client = dist.Client(cluster)
         else:
