@@ -16,7 +16,8 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from oncology.monitoring.drift_cli import DriftSettings
-from oncology.settings import OutcomeSettings, ServeSettings, TrainSettings
+from oncology.monitoring.engine.settings import EngineSettings
+from oncology.settings import OutcomeSettings, ReleaseSettings, ServeSettings, TrainSettings
 from support import make_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,11 +107,61 @@ def test_a_broken_link_is_found(tmp_path: Path, markdown: str, expected: list[st
     assert broken_links(readme, root=tmp_path) == expected
 
 
-@pytest.mark.parametrize("settings", [TrainSettings, ServeSettings, DriftSettings, OutcomeSettings])
-def test_every_setting_is_documented(settings: type[BaseSettings]) -> None:
+SETTINGS = [TrainSettings, ServeSettings, DriftSettings, OutcomeSettings, ReleaseSettings, EngineSettings]
+
+
+def _documented_defaults(page: str) -> dict[str, list[str]]:
+    """Each variable of the settings page's tables, with the default column of each of its rows."""
+    rows: dict[str, list[str]] = {}
+    for variable, default in re.findall(r"^\| `(ONCOLOGY_[A-Z0-9_]+)` \| ([^|]*) \|", page, re.MULTILINE):
+        rows.setdefault(variable, []).append(default.strip())
+    return rows
+
+
+def _as_documented(value: object) -> str | None:
+    """A field's default as the page writes it in backquotes, or None for one the page writes in words (unset)."""
+    if value is None or value == []:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _same(text: str | None) -> str | None:
+    """A number as one spelling (0.90, 0.9 and 9e-1 alike); other text as it is."""
+    try:
+        return None if text is None else repr(float(text))
+    except ValueError:
+        return text
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_every_setting_is_documented_with_its_default(settings: type[BaseSettings]) -> None:
     page = (REPO / "docs" / "reference" / "settings.md").read_text(encoding="utf-8")
-    missing = [f"ONCOLOGY_{name.upper()}" for name in settings.model_fields if f"`ONCOLOGY_{name.upper()}`" not in page]
+    documented = _documented_defaults(page)
+    missing = [f"ONCOLOGY_{name.upper()}" for name in settings.model_fields if f"ONCOLOGY_{name.upper()}" not in documented]
     assert missing == [], f"docs/reference/settings.md does not document {missing}"
+    wrong = []
+    for name, field in settings.model_fields.items():
+        if field.default_factory is not None:
+            continue  # computed where it runs (serve's store): the page says in words what it depends on
+        expected = _same(_as_documented(field.default))
+        shown = [_same(cell.split("`")[1]) if cell.count("`") >= 2 else None for cell in documented[f"ONCOLOGY_{name.upper()}"]]
+        if expected not in shown:
+            wrong.append(f"ONCOLOGY_{name.upper()}: {shown} (the code: {expected or 'unset'})")
+    assert wrong == [], f"docs/reference/settings.md shows a default the code does not have: {wrong}"
+
+
+def test_a_wrong_or_missing_default_is_found() -> None:
+    page = "| `ONCOLOGY_SEED` | `41` | x |\n| `ONCOLOGY_DATA` | unset | y |\n| `ONCOLOGY_STORE` | `store` | z |\n"
+    assert _documented_defaults(page) == {"ONCOLOGY_SEED": ["`41`"], "ONCOLOGY_DATA": ["unset"], "ONCOLOGY_STORE": ["`store`"]}
+    values: list[object] = [None, False, 0.1, 5.0, 60, ("a", "b"), []]
+    assert [_as_documented(v) for v in values] == [None, "false", "0.1", "5", "60", "a,b", None]
+    assert [_same(t) for t in ("0.90", "5", "1048576", "month", None)] == ["0.9", "5.0", "1048576.0", "month", None]
 
 
 def _docs_build_command(site: Path) -> list[str]:

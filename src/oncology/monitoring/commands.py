@@ -10,6 +10,7 @@ from rich.console import Console
 
 from oncology import clihelp
 from oncology.clihelp import Command, StoreOpt
+from oncology.monitoring.engine.settings import EngineSettings
 from oncology.settings import StoreSettings
 from oncology_model.errors import OncologyError
 
@@ -78,21 +79,26 @@ def promotions(store: StoreOpt = None, manifest_base: BaseOpt = None) -> None:
     _out.print(f"{len(outcome.created)} new alias move(s), {len(outcome.unchanged)} already written", highlight=False)
 
 
-@monitoring_app.command()
+@monitoring_app.command(cls=Command)
 def compact(
     store: StoreOpt = None,
     day: Annotated[
-        list[str] | None, typer.Option("--date", help="A day to compact, YYYY-MM-DD (repeatable); default: every closed day.")
+        list[str] | None,
+        typer.Option("--date", metavar="YYYY-MM-DD", help="A day to compact (repeatable)." + clihelp.more(default="every closed day"),
+                     show_default=False),
     ] = None,
     grace_minutes: Annotated[
         int, typer.Option(min=0, help="A day is closed this many minutes after its end (UTC): the writers' last flushes are in.")
     ] = 60,
     retain_jsonl_days: Annotated[
         int | None,
-        typer.Option(min=0, help="Delete the JSON Lines that a manifest replaced, in days older than this; default: keep them."),
+        typer.Option(min=0, help="Delete the JSON Lines that a manifest replaced, in days older than this."
+                     + clihelp.more(default="keep them"), show_default=False),
     ] = None,
     on_corrupt: Annotated[
-        str | None, typer.Option(help="A log object cut short: skip (left as JSON Lines) or refuse. [default: skip]")
+        str | None,
+        typer.Option(help="A log object cut short: skip (left as JSON Lines) or refuse."
+                     + clihelp.more("ONCOLOGY_ON_CORRUPT", clihelp.default(EngineSettings, "on_corrupt")), show_default=False),
     ] = None,
 ) -> None:
     """Compact closed days of the prediction log into Parquet (written once, with a manifest of what it replaced)."""
@@ -101,7 +107,6 @@ def compact(
     from pydantic import ValidationError
 
     from oncology.monitoring.compaction import compact as run_compact
-    from oncology.monitoring.engine.settings import EngineSettings
     from oncology_model.storage import open_existing_store
 
     try:

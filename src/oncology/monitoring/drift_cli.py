@@ -186,14 +186,19 @@ def drift(
                      + more("ONCOLOGY_DRIFT_ALPHA", default(DriftSettings, "drift_alpha")), show_default=False),
     ] = None,
     engine: Annotated[
-        str | None, typer.Option(help="Query engine: duckdb (embedded) or dask. [env: ONCOLOGY_ENGINE; default: duckdb]")
+        str | None,
+        typer.Option(help="Query engine: duckdb (embedded) or dask." + more("ONCOLOGY_ENGINE", default(EngineSettings, "engine")),
+                     show_default=False),
     ] = None,
     scheduler: Annotated[
-        str | None, typer.Option(help="Dask scheduler, tcp://host:8786 (engine dask). [env: ONCOLOGY_SCHEDULER]")
+        str | None,
+        typer.Option(help="Dask scheduler, tcp://host:8786 (engine dask)." + more("ONCOLOGY_SCHEDULER", "a local cluster"),
+                     show_default=False),
     ] = None,
     on_corrupt: Annotated[
         str | None,
-        typer.Option(help="A log object cut short: skip (named in a warning) or refuse. [env: ONCOLOGY_ON_CORRUPT; default: skip]"),
+        typer.Option(help="A log object cut short: skip (named in a warning) or refuse."
+                     + more("ONCOLOGY_ON_CORRUPT", default(EngineSettings, "on_corrupt")), show_default=False),
     ] = None,
 ) -> None:
     """Compare logged inputs and predictions with the training data; write a drift report; exit 1 on drift."""

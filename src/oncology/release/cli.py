@@ -11,18 +11,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from oncology import clihelp
+from oncology.clihelp import Command, StoreOpt, more
+from oncology.release.plan import DEFAULT_STEPS
 from oncology.settings import ReleaseSettings
 from oncology_model.errors import OncologyError
 from oncology_model.registry import ModelRegistry
 
-release_app = typer.Typer(help="Canary and shadow releases: a candidate judged against the champion on live traffic.",
+release_app = clihelp.app(help="Canary and shadow releases: a candidate judged against the champion on live traffic.",
                           no_args_is_help=True)
 
 _out = Console(width=None if sys.stdout.isatty() else 140)
 _err = Console(stderr=True)
 
-StoreOpt = Annotated[str | None, typer.Option("--store", help="Store URI (path, file://, s3://bucket/prefix). [env: ONCOLOGY_STORE]")]
-
+_DEFAULT_STEPS = ",".join(f"{share * 100:g}" for share in DEFAULT_STEPS)
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
     _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -52,12 +54,15 @@ def _time(text: str, option: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-@release_app.command()
+@release_app.command(cls=Command)
 def start(
-    version: Annotated[str, typer.Argument(help="Version to release (N.N.N, or 'latest').")],
-    canary: Annotated[str | None, typer.Option(help="Canary steps, percent of requests: 5,25,50 (the default).")] = None,
-    shadow: Annotated[str | None, typer.Option(help="Shadow release instead: the share of requests the candidate "
-                                                    "also scores, e.g. 100%.")] = None,
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="Version to release (N.N.N, or 'latest').")],
+    canary: Annotated[str | None, typer.Option(
+        help="Canary steps, percent of requests answered by the candidate." + more(default=_DEFAULT_STEPS),
+        show_default=False)] = None,
+    shadow: Annotated[str | None, typer.Option(
+        help="Shadow release instead: the share of requests the candidate also scores, e.g. 100%."
+        + more(default="none: a canary"), show_default=False)] = None,
     store: StoreOpt = None,
 ) -> None:
     """Start releasing VERSION (it must pass the quality gate): canary steps, or shadow."""
@@ -81,10 +86,11 @@ def start(
                f"{started.mode} {shares}", highlight=False, soft_wrap=True)
 
 
-@release_app.command()
+@release_app.command(cls=Command)
 def status(
     store: StoreOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan and the release history as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan and the release history as JSON."
+                                          + more(default="a table"), show_default=False)] = False,
 ) -> None:
     """The release under way (if any) and the latest release decisions."""
     from oncology.release import plan
@@ -120,7 +126,7 @@ def _why(move: dict[str, Any]) -> str:
     return "; ".join(reasons) if reasons else ("no harm found" if evidence else "")
 
 
-@release_app.command()
+@release_app.command(cls=Command)
 def abort(store: StoreOpt = None,
           reason: Annotated[str, typer.Option(help="Why, recorded in the history.")] = "aborted by hand") -> None:
     """End the release under way; the champion stays and answers every request."""
@@ -201,16 +207,19 @@ def replay_pass(settings: ReleaseSettings, since: datetime, until: datetime, aa:
     return verdict.evidence(evidence.describe(window, since, until), plan_shown)
 
 
-@release_app.command("judge")
+@release_app.command("judge", cls=Command)
 def judge_command(
     store: StoreOpt = None,
     replay: Annotated[tuple[str, str] | None, typer.Option(
-        help="Replay the prediction log of [FROM, TO) (ISO times): what the judge would have decided; acts on nothing.",
-        metavar="FROM TO")] = None,
+        help="Replay the prediction log of \\[FROM, TO) (ISO times): what the judge would have decided; acts on nothing."
+        + more(default="judge the release under way"), metavar="FROM TO", show_default=False)] = None,
     aa: Annotated[bool, typer.Option("--aa", help="With --replay: judge the champion against itself (its requests "
-                                                  "split in two by request id), to check the false-alarm rate.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and print, but move nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole evidence as JSON.")] = False,
+                                                  "split in two by request id), to check the false-alarm rate."
+                                     + more(default="off"), show_default=False)] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and print, but move nothing." + more(default="off: act"),
+                                          show_default=False)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole evidence as JSON." + more(default="a table"),
+                                          show_default=False)] = False,
 ) -> None:
     """One pass of the judge: compare candidate and champion since the step began; promote, hold or roll back."""
     settings = _settings(store)
