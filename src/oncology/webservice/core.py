@@ -5,14 +5,17 @@ the core and shape its answer."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oncology.settings import ServeSettings
-from oncology.webservice import errors, predlog, schemas
+from oncology.webservice import errors, schemas
 from oncology.webservice.metrics import Metrics
 from oncology.webservice.model import ModelHolder
 from oncology_model.classifier import Classifier
 from oncology_model.datamodel import Decision
+
+if TYPE_CHECKING:  # the prediction log is imported only when it is on (see app.create_app)
+    from oncology.webservice import predlog
 
 Scored = tuple[list[float], list[str], list[Decision]]
 
