@@ -20,7 +20,9 @@ The servers, one at a time:
 Under Valgrind a request takes ~50x its native time, so work done by a timer (the access log's flush every
 50 ms, uvicorn's date header every second) falls on fewer requests than it does natively: those costs are
 overstated here, never understated.  With 8 connections the shedder never sheds (its ``overload_min_queue``
-is 8 others waiting); any answer other than 200 aborts the run.
+is 8 others waiting); with more, a queue builds and the shedder's turns run, but its budget must be scaled by
+Valgrind's slowdown (``--budget 5``: its cost estimates are CPU times, ~50x the native ones).  Any answer other
+than 200 aborts the run.
 
 Cold start (no Valgrind, wall clock): process spawn to the first correct ``/predict`` answer, median of
 ``--cold-starts`` spawns, floor and defaults taking turns; and, for a figure the machine's load cannot move, the
@@ -29,6 +31,7 @@ with instrumentation from the start).
 
     .venv/bin/python benchmarks/cost.py                       # ~2-4 minutes: 5 servers x 2,000 requests, cold starts
     .venv/bin/python benchmarks/cost.py --requests 500 --only defaults floor --cold-starts 0
+    .venv/bin/python benchmarks/cost.py --connections 64 --budget 5 --only defaults no-shedding --cold-starts 0
 
 Writes benchmarks/results/cost-<UTC timestamp>.json and prints a table.  Needs ``valgrind`` (Debian package).
 """
@@ -74,7 +77,7 @@ class CostError(Exception):
 def expected_probability(store: Path) -> float:
     from oncology_model import Tumor
 
-    return Classifier.from_uri(str(store)).predict_proba(Tumor(**bench.EXAMPLE))  # type: ignore[arg-type]
+    return Classifier.from_uri(str(store)).predict_proba(Tumor(**bench.EXAMPLE))
 
 
 class Proc:
@@ -160,7 +163,10 @@ def measure(name: str, args: argparse.Namespace, probability: float | None, out_
     instr_at_start = "yes" if args.cold_instructions and name in ("floor", "defaults") else "no"
     command = ["valgrind", "--tool=callgrind", f"--instr-atstart={instr_at_start}", "--dump-instr=no",
                f"--callgrind-out-file={out_dir}/cg.%p", *argv, "--host", bench.HOST, "--port", str(port)]
-    proc = Proc(command, {**bench.clean_env(), **extra}, out_dir / f"{name}.log")
+    env = {**bench.clean_env(), **extra}
+    if args.budget is not None and "ONCOLOGY_OVERLOAD_MAX_LAG" not in extra and name != "floor":
+        env["ONCOLOGY_OVERLOAD_MAX_LAG"] = str(args.budget)
+    proc = Proc(command, env, out_dir / f"{name}.log")
     try:
         result: dict[str, Any] = {}
         seen = set(out_dir.glob("cg.*"))
@@ -208,6 +214,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200, help="requests sent before counting")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--store", type=Path, help="serve this store's champion (default: train one)")
+    parser.add_argument("--budget", type=float, help="ONCOLOGY_OVERLOAD_MAX_LAG of the shedding servers (with more than 8 "
+                        "connections, e.g. 5: under Valgrind's ~50x slowdown the default 0.05 s would shed)")
     parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--cold-starts", type=int, default=5, help="wall-clock cold starts per server (0: none)")
     parser.add_argument("--cold-instructions", action=argparse.BooleanOptionalAction, default=True,

@@ -8,7 +8,7 @@ meanwhile wait unread in the kernel, so that a request's wait is whatever was pa
 before it (up to three batches), not the work queued ahead of it, and a budget on the queue does
 not bound it.  `Shedder` makes the queue explicit: admitted requests take turns (`_Turns`), in the
 order their bodies were in, a few at a time (up to a quantum of estimated work that grows with the
-time the loop spends reading between turns, at most half the budget), and the loop reads, parses,
+time the loop spends reading between turns, at least a fiftieth and at most half of the budget), and the loop reads, parses,
 admits or sheds between every two turns.  So the requests waiting are the requests known, a request's
 wait is the work queued ahead of it, and probes (never queued) are answered between two turns.  The
 budget is ``overload_max_lag`` seconds of that waiting; it is enforced twice:
@@ -224,7 +224,9 @@ class _Turns:
         self.gap = 0.0  # seconds from a batch's grant to its run (moving average): the loop's work between batches
 
     def quantum(self) -> float:
-        return min(self.budget / 2, READ_SHARE * self.gap)
+        # at least a fiftieth of the budget: with little to read, a batch of one request per loop iteration would spend
+        # more on the iterations than on the requests (16% of a single-row prediction at c=64)
+        return min(self.budget / 2, max(self.budget * MIN_QUANTUM_SHARE, READ_SHARE * self.gap))
 
     async def take(self, loop: asyncio.AbstractEventLoop, estimate: float) -> None:
         """Wait for a turn: at once if no batch runs or the one that ran in this iteration has room and none wait."""
@@ -283,6 +285,8 @@ RECEIVED: Final = "oncology.received"
 ADMITTED: Final = "oncology.admitted"
 #: The quantum of a turn is this many times the time the loop spends between turns (at most half the budget).
 READ_SHARE: Final = 2.0
+#: A turn's quantum is at least this share of the budget (1 ms of the default 50 ms).
+MIN_QUANTUM_SHARE: Final = 0.02
 #: In a short queue (no rule can shed), one request of a size in this many takes the turns to measure its cost.
 SAMPLE_EVERY: Final = 16
 _ABSENT: Final = object()
