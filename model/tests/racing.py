@@ -20,18 +20,24 @@ from oncology_model.registry import ModelRegistry
 
 HERE = Path(__file__).resolve().parent
 
-_WAIT = """
-import json, os, sys, time
-from oncology_model.registry import ModelRegistry
-from oncology_model.storage import open_store
-registry = ModelRegistry(open_store(sys.argv[1]))
+#: A racer's start line, for the end of its set-up (imports, clients built): it says it is ready, then waits for
+#: the "go" file named by its second argument (``sys.argv[2]``), so that all act at once.
+START_LINE = """
+import os, sys, time
 go = sys.argv[2]
-open(f"{go}.ready-{os.getpid()}", "w").close()  # imports done and S3 client built: at the line
+open(f"{go}.ready-{os.getpid()}", "w").close()  # set-up done: at the line
 deadline = time.monotonic() + 120
 while not os.path.exists(go):  # every racer waits at the line, then all act at once
     assert time.monotonic() < deadline, "never started"
     time.sleep(0.001)
 """
+
+_WAIT = """
+import json, sys
+from oncology_model.registry import ModelRegistry
+from oncology_model.storage import open_store
+registry = ModelRegistry(open_store(sys.argv[1]))  # the S3 client built before the start line
+""" + START_LINE
 
 MOVER = _WAIT + """
 action, version = sys.argv[3], sys.argv[4]
@@ -50,18 +56,26 @@ for n in range(rounds):
 
 
 def race(script: str, uri: str, argvs: list[list[str]], go: Path) -> list[list[Any]]:
-    """Start one process per argv, let them all go at once; the JSON lines each printed.
+    """Start one process per argv on the store at ``uri``, let them all go at once; the JSON lines each printed."""
+    return start_together(script, [[uri, str(go), *argv] for argv in argvs], go)
 
-    Every process must exit 0: a racer's failure (its traceback) fails the test.
+
+def start_together(script: str, argvs: list[list[str]], go: Path, env: dict[str, str] | None = None,
+                   timeout: float = 120) -> list[list[Any]]:
+    """Run ``script`` (ending its set-up with `START_LINE`, ``str(go)`` its second argument) once per argv, let all
+    go at once when all are at the line; the JSON lines each printed.
+
+    Every process must exit 0 within ``timeout`` seconds of the start: a racer's failure (its traceback) fails the
+    test.  ``env``: more variables for the racers.
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, uri, str(go), *argv],
+            [sys.executable, "-c", script, *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env={**os.environ, **(env or {}), "PYTHONPATH": path},
         )
         for argv in argvs
     ]
@@ -73,7 +87,7 @@ def race(script: str, uri: str, argvs: list[list[str]], go: Path) -> list[list[A
             assert time.monotonic() < deadline, "the racers never got ready"
             time.sleep(0.01)
         go.touch()
-        outs = [p.communicate(timeout=120) for p in procs]
+        outs = [p.communicate(timeout=timeout) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:

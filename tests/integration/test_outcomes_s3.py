@@ -5,9 +5,6 @@ one outcome wins, whatever replica took it; every different one is a 409 with a 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 import uuid
 from collections import defaultdict
 from contextlib import ExitStack
@@ -15,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from racing import START_LINE, start_together
 from webservice.conftest import running_server
 
 from oncology.outcomes import CONFLICTS_PREFIX, PREFIX, OutcomeBook
@@ -24,44 +22,23 @@ from support import S3
 pytestmark = pytest.mark.s3
 
 CLIENT = """
-import json, os, sys, time, httpx
-url, go, outcome, source, ids = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5].split(",")
-with httpx.Client(timeout=30) as client:
-    client.get(url + "/readyz")  # connected: at the line
-    open(f"{go}.ready-{os.getpid()}", "w").close()
-    deadline = time.monotonic() + 120
-    while not os.path.exists(go):
-        assert time.monotonic() < deadline, "never started"
-        time.sleep(0.001)
-    for request_id in ids:
-        record = {"request_id": request_id, "outcome": outcome, "observed_at": "2026-11-02T14:30:00+01:00", "source": source}
-        response = client.post(url + "/outcomes", json=[record])
-        print(json.dumps({"id": request_id, "status": response.status_code, "body": response.json()}), flush=True)
+import json, sys, httpx
+url, outcome, source, ids = sys.argv[1], sys.argv[3], sys.argv[4], sys.argv[5].split(",")
+client = httpx.Client(timeout=30)
+client.get(url + "/readyz")  # connected: at the line
+""" + START_LINE + """
+for request_id in ids:
+    record = {"request_id": request_id, "outcome": outcome, "observed_at": "2026-11-02T14:30:00+01:00", "source": source}
+    response = client.post(url + "/outcomes", json=[record])
+    print(json.dumps({"id": request_id, "status": response.status_code, "body": response.json()}), flush=True)
+client.close()
 """
 
 
 def race(clients: list[tuple[str, str, str, list[str]]], go: Path) -> list[list[dict[str, Any]]]:
     """One process per client (url, outcome, source, ids in its order), all let go at once."""
-    procs = [subprocess.Popen([sys.executable, "-c", CLIENT, url, str(go), outcome, source, ",".join(ids)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for url, outcome, source, ids in clients]
-    try:
-        deadline = time.monotonic() + 120
-        while len(list(go.parent.glob(f"{go.name}.ready-*"))) < len(procs):
-            early = [p for p in procs if p.poll() is not None]
-            assert not early, f"a client exited before the start: {early[0].communicate()}"
-            assert time.monotonic() < deadline, "the clients never got ready"
-            time.sleep(0.01)
-        go.touch()
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    failures = [f"client exited {p.returncode}:\n{err}" for p, (_, err) in zip(procs, outs) if p.returncode]
-    assert not failures, "\n".join(failures)
-    return [[json.loads(line) for line in out.splitlines()] for out, _ in outs]
+    return start_together(CLIENT, [[url, str(go), outcome, source, ",".join(ids)] for url, outcome, source, ids in clients],
+                          go, timeout=300)
 
 
 def test_conflicting_outcomes_through_two_replicas_one_wins_per_request_id(

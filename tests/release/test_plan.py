@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from racing import START_LINE, start_together
 from typer.testing import CliRunner
 
 from oncology.cli import app
@@ -124,7 +122,7 @@ def test_routing_buckets_are_uniform_and_stable() -> None:
 
 
 RACER = """
-import json, os, sys, time
+import json, sys
 from oncology.release import plan
 from oncology.settings import GateSettings
 from oncology_model.registry import ModelRegistry
@@ -132,12 +130,7 @@ from oncology_model.storage import open_store
 from oncology_model.errors import RegistryError
 registry = ModelRegistry(open_store(sys.argv[1]))
 registry.state()  # the S3 client is built and connected before the start line
-go = sys.argv[2]
-open(f"{go}.ready-{os.getpid()}", "w").close()
-deadline = time.monotonic() + 120
-while not os.path.exists(go):
-    assert time.monotonic() < deadline, "never started"
-    time.sleep(0.001)
+""" + START_LINE + """
 try:
     started = plan.start(registry, sys.argv[3], "canary", (0.05, 0.5), GateSettings(store=sys.argv[1]))
     print(json.dumps({"won": started.id, "version": started.version}))
@@ -153,26 +146,8 @@ def test_concurrent_starts_on_s3_exactly_one_wins(trained_store: Path, s3: S3, t
     versions = {f"1.0.{n}": None for n in range(2, 6)}
     copy_versions(trained_store, store, versions)
     go = tmp_path / "go"
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, uri, str(go), version], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env={**os.environ, **s3.env()})
-              for version in versions for _ in range(2)]
-    try:
-        deadline = time.monotonic() + 120
-        while len(list(tmp_path.glob("go.ready-*"))) < len(racers):
-            assert time.monotonic() < deadline, "racers never got ready"
-            assert all(r.poll() is None for r in racers), [r.communicate() for r in racers if r.poll() is not None]
-            time.sleep(0.01)
-        go.touch()
-        outcomes = []
-        for racer in racers:
-            out, err = racer.communicate(timeout=120)
-            assert racer.returncode == 0, err.decode()
-            outcomes.append(json.loads(out))
-    finally:
-        for racer in racers:
-            if racer.poll() is None:
-                racer.kill()
-                racer.wait()
+    outcomes = [o for [o] in start_together(RACER, [[uri, str(go), v] for v in versions for _ in range(2)], go,
+                                             env=s3.env())]
     winners = [o for o in outcomes if "won" in o]
     assert len(winners) == 1, outcomes
     assert all("is under way" in o["refused"] for o in outcomes if "refused" in o)
