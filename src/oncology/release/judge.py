@@ -163,23 +163,16 @@ def judge(champion: Arm, candidate: Arm, settings: ReleaseSettings, steps: int =
     if p < alpha and diff > margin:
         reasons.append(f"slower: median {diff:+.1f} ms (margin {margin:g} ms, p={p:.2g} < {alpha:.2g})")
 
-    p = share_test(candidate.malignant, candidate.rows, champion.malignant, champion.rows)
-    alpha = test_alpha(settings, steps, "prediction_mix")
-    tests["prediction_mix"] = {"test": "chi-square 2x2 (malignant share)", "p": p, "alpha": alpha,
-                               "candidate": arms["candidate"]["malignant_share"],
-                               "champion": arms["champion"]["malignant_share"]}
-    if p < alpha:
-        reasons.append(f"prediction mix differs: malignant share {arms['candidate']['malignant_share']} against "
-                       f"{arms['champion']['malignant_share']} (p={p:.2g} < {alpha:.2g})")
-
-    p = share_test(candidate.referred, candidate.rows, champion.referred, champion.rows)
-    alpha = test_alpha(settings, steps, "referral_share")
-    tests["referral_share"] = {"test": "chi-square 2x2 (referred share)", "p": p, "alpha": alpha,
-                               "candidate": arms["candidate"]["referred_share"],
-                               "champion": arms["champion"]["referred_share"]}
-    if p < alpha:
-        reasons.append(f"referral share differs: {arms['candidate']['referred_share']} against "
-                       f"{arms['champion']['referred_share']} (p={p:.2g} < {alpha:.2g})")
+    # the two shares of the answers, each by a chi-square test: (test name, count, its share's key, how a difference reads)
+    for name, count, key, differs in (("prediction_mix", "malignant", "malignant_share", "prediction mix differs: malignant share"),
+                                        ("referral_share", "referred", "referred_share", "referral share differs:")):
+        p = share_test(getattr(candidate, count), candidate.rows, getattr(champion, count), champion.rows)
+        alpha = test_alpha(settings, steps, name)
+        tests[name] = {"test": f"chi-square 2x2 ({count} share)", "p": p, "alpha": alpha,
+                       "candidate": arms["candidate"][key], "champion": arms["champion"][key]}
+        if p < alpha:
+            reasons.append(f"{differs} {arms['candidate'][key]} against {arms['champion'][key]} "
+                           f"(p={p:.2g} < {alpha:.2g})")
 
     shown_pairs = None
     if paired is not None:
