@@ -147,6 +147,11 @@ class ServeSettings(BaseSettings):
         description="Port of the Open Inference Protocol over gRPC (inference.GRPCInferenceService and "
         "grpc.health.v1.Health), served by the same process on `host`; 0: off.",
     )
+    grpc_reflection: bool = Field(
+        True,
+        description="Serve gRPC server reflection (grpc.reflection.v1alpha.ServerReflection) on the gRPC port, so clients "
+        "such as grpcurl list and call the services without the .proto; false: only the .proto tells them.",
+    )
     reload_interval: float = Field(
         5.0, ge=0, description="Seconds between checks of the model alias in the store (0: never reload)."
     )

@@ -3,6 +3,7 @@ and the protocol's own messages see it, against the real `oncology serve` proces
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import os
@@ -286,6 +287,57 @@ def test_a_frame_that_is_not_a_message_is_invalid_argument_and_the_server_goes_o
         assert got == grpc.StatusCode.INVALID_ARGUMENT, details
         assert "not a valid inference.ModelInferRequest message" in details
     assert live_grpc.client.is_server_live()
+
+
+# ---- server reflection: a client with no .proto (as grpcurl) -------------------------------------------------
+
+
+def _reflected_infer(target: str, rows: list[list[int]]) -> tuple[list[str], Any]:
+    """What grpcurl does: list the services, resolve ModelInfer's messages from the server's descriptors,
+    build the request from them (not from any generated code) and call it."""
+    from google.protobuf import descriptor_pool, json_format, message_factory
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(target) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = sorted(database.get_services())
+        pool = descriptor_pool.DescriptorPool(database)
+        method = pool.FindServiceByName("inference.GRPCInferenceService").methods_by_name["ModelInfer"]
+        request_class = message_factory.GetMessageClass(method.input_type)
+        response_class = message_factory.GetMessageClass(method.output_type)
+        request = json_format.ParseDict({
+            "model_name": "oncology",
+            "inputs": [{"name": "tumor", "datatype": "INT64", "shape": [len(rows), len(FEATURES)],
+                        "contents": {"int64_contents": [v for row in rows for v in row]}}],
+        }, request_class())
+        call = channel.unary_unary(INFER, request_serializer=request_class.SerializeToString,
+                                   response_deserializer=response_class.FromString)
+        return services, json_format.MessageToDict(call(request, timeout=10))
+
+
+def test_reflection_lets_a_client_without_the_proto_list_and_call_the_services(live_grpc: Grpc) -> None:
+    malignant = [MALIGNANT[f] for f in FEATURES]
+    services, answer = _reflected_infer(live_grpc.target, [ROW, malignant])
+    assert services == ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                        "inference.GRPCInferenceService"]
+    outputs = {o["name"]: o["contents"] for o in answer["outputs"]}
+    typed = live_grpc.client.infer("oncology", [tensor([ROW, malignant])])
+    assert [base64.b64decode(label) for label in outputs["label"]["bytesContents"]] == [b"benign", b"malignant"]
+    assert typed.as_numpy("label").tolist() == [b"benign", b"malignant"]
+    assert outputs["probability"]["fp64Contents"] == typed.as_numpy("probability").tolist()
+
+
+def test_reflection_off_is_unimplemented_and_inference_goes_on(trained_store: Path, tmp_path: Path) -> None:
+    env, port = grpc_env(trained_store, ONCOLOGY_GRPC_REFLECTION="false")
+    with running_server(tmp_path, env) as server:
+        g = Grpc(server, port)
+        try:
+            with pytest.raises(grpc.RpcError) as caught:
+                _reflected_infer(g.target, [ROW])
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+            assert g.client.infer("oncology", [tensor([ROW])]).as_numpy("label").tolist() == [b"benign"]
+        finally:
+            g.close()
 
 
 # ---- the same auth, metrics, prediction log, hot reload and drain as REST ---------------------------------

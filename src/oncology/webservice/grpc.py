@@ -388,6 +388,8 @@ class GrpcServer:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         server.add_registered_method_handlers(SERVICE, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(_Health(self.core), server)
+        if settings.grpc_reflection:
+            _enable_reflection(server)
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         try:
             self.port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
@@ -406,6 +408,18 @@ class GrpcServer:
             grace = self.settings.graceful_timeout if grace is None else grace
             self._stopping = asyncio.ensure_future(self._server.stop(grace))
         await asyncio.shield(self._stopping)
+
+
+def _enable_reflection(server: aio.Server) -> None:
+    """Server reflection over the three services this port serves.  The protocol's messages live in a pool
+    of their own (proto/generate.sh says why), so reflection gets a pool holding exactly these files."""
+    from google.protobuf import descriptor_pool
+    from grpc_reflection.v1alpha import reflection, reflection_pb2  # the aio servicer for an aio server
+
+    pool = descriptor_pool.DescriptorPool()
+    for file in (pb.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        pool.AddSerializedFile(file.serialized_pb)
+    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool)
 
 
 def _where(exc: BaseException) -> str:
