@@ -340,6 +340,51 @@ def test_reflection_off_is_unimplemented_and_inference_goes_on(trained_store: Pa
             g.close()
 
 
+# ---- KServe's client (InferenceGRPCClient), in a venv of its own ----------------------------------------------
+
+KSERVE = Path(__file__).parent / "kserve_client"
+
+
+@pytest.fixture(scope="session")
+def kserve_python() -> Path:
+    """The Python of a venv holding KServe's SDK (kserve_client/requirements.txt), made with uv once and
+    kept in .venv/kserve-client until the requirements change."""
+    import fcntl
+
+    venv = Path(sys.prefix) / "kserve-client"
+    want = (KSERVE / "requirements.txt").read_text()
+    with open(Path(sys.prefix) / "kserve-client.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = venv / "requirements.txt"
+        if not (stamp.is_file() and stamp.read_text() == want):
+            shutil.rmtree(venv, ignore_errors=True)
+            uv = str(Path(sys.executable).parent / "uv")
+            subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True, timeout=300)
+            subprocess.run([uv, "pip", "install", "-q", "--no-deps", "-r", str(KSERVE / "requirements.txt")],
+                           env={**os.environ, "VIRTUAL_ENV": str(venv)}, check=True, timeout=900)
+            stamp.write_text(want)
+    return venv / "bin" / "python"
+
+
+def test_kserves_client_gets_the_rest_v2_answers_raw_and_typed_and_the_codes(
+        live_grpc: Grpc, kserve_python: Path) -> None:
+    rows = [ROW, [MALIGNANT[f] for f in FEATURES]]
+    proc = subprocess.run([str(kserve_python), str(KSERVE / "call.py"), live_grpc.target, json.dumps(rows)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = json.loads(proc.stdout)
+    assert (said["live"], said["ready"], said["model_ready"]) == (True, True, True)
+    rest = v2_rest(live_grpc.server, rows)
+    assert set(rest["label"]) == {"benign", "malignant"}  # both classes, as the rows were chosen
+    version = rest.pop("model_version")
+    for contents in ("raw", "typed"):
+        assert said[contents] == {"model_version": version, "outputs": rest}, contents
+    code, message = said["bad_shape"]
+    assert code == "INVALID_ARGUMENT" and "shape" in message, message
+    code, message = said["unknown_model"]
+    assert code == "NOT_FOUND" and "no-such-model" in message, message
+
+
 # ---- the same auth, metrics, prediction log, hot reload and drain as REST ---------------------------------
 
 
