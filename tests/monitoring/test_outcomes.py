@@ -243,6 +243,18 @@ def fallen(tmp_path: Path, recall_after: float) -> Path:
     return tmp_path
 
 
+def test_a_check_where_every_outcome_is_ambiguous_says_so_and_how_to_avoid_it(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    # the same request ids logged twice (a client that reused its X-Request-Id), then one outcome for each
+    twice = [Logged(f"r-{i}", "1.0.1", T0 + timedelta(minutes=i + j), 0.8) for j in (0, 100) for i in range(3)]
+    write_log(LocalStore(store), twice)
+    write_outcomes(LocalStore(store), [(f"r-{i}", "malignant", T0 + timedelta(days=1)) for i in range(3)])
+    done = run("outcomes", "check", "--store", str(store))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "(0 orphan(s), 3 ambiguous)" in done.stderr
+    assert "3 ambiguous outcome(s) left out" in done.stdout and "own id" in done.stdout
+
+
 def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -251,6 +263,10 @@ def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
     steady = run("outcomes", "check", "--store", str(fallen(tmp_path / "steady", 0.98)))
     assert steady.returncode == 0, steady.stdout + steady.stderr
     assert "no alarm" in steady.stdout
+    # the dashboard the service serves (the newest in the store) is written again, with the realized figures
+    (dashboard,) = [line.removeprefix("dashboard: ") for line in steady.stdout.splitlines() if line.startswith("dashboard: ")]
+    page = LocalStore(tmp_path / "steady").read(dashboard).decode()
+    assert "realized performance" in page and "1.0.3" in page
 
     alarm = run("outcomes", "check", "--store", str(fallen(tmp_path / "fallen", 0.85)), "--chunk-size", "200")
     assert alarm.returncode == 1, alarm.stdout + alarm.stderr

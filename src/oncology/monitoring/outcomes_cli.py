@@ -124,11 +124,23 @@ def check(
             _say(f"  {name} CUSUM: {state} (statistic {alarm['statistic']}, h {alarm['h']}, {alarm['n']} cases)")
     if report["orphans"]["count"]:
         _say(f"{report['orphans']['count']} orphan outcome(s) (no logged prediction yet)")
+    if report["ambiguous_outcomes"]:
+        _say(f"{report['ambiguous_outcomes']} ambiguous outcome(s) left out: each names a request id logged more "
+             "than once (a /predict/batch request, or a reused X-Request-Id); give every prediction its own id")
     _say(f"report: {result.key}" if result.key else "report not written")
     if result.table_key:
         _say(f"table: {result.table_key}")
+    if result.key:  # the dashboard shows the newest outcome check: write it again
+        from oncology.monitoring.report import write_report as write_dashboard
+        from oncology_model.storage import open_store
+
+        try:
+            _say(f"dashboard: {write_dashboard(open_store(settings.store))}")
+        except OncologyError as exc:
+            typer.echo(f"warning: the dashboard was not written ({exc})", err=True)
     if result.status == "nothing":
-        raise _fail("nothing to check: no outcome joins a logged prediction", 2)
+        raise _fail("nothing to check: no outcome joins exactly one logged prediction "
+                    f"({report['orphans']['count']} orphan(s), {report['ambiguous_outcomes']} ambiguous)", 2)
     if result.status == "alarm":
         raise _fail("; ".join(report["alarms"]), 1)
     _say("no alarm")
