@@ -105,7 +105,7 @@ def test_canary_splits_by_the_hash_of_the_routing_key(server: Server, two_versio
         (route, arm) for route in ROUTES for arm in ("champion", "candidate")}
     # the metrics count each arm's requests exactly as answered; the dashboard's release panels read these
     assert {(v, a): _counted(metrics, str(a), v) for v, a in SEEN} == {k: float(c) for k, c in SEEN.items()}
-    for name in ("oncology_arm_predictions_total{", "oncology_arm_scoring_seconds_total{"):
+    for name in ("oncology_arm_predictions_total{", "oncology_arm_scoring_seconds_bucket{"):
         assert f'{name}arm="candidate"' in metrics or any(
             line.startswith(name) and 'arm="candidate"' in line for line in metrics.splitlines()), name
 

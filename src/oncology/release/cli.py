@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from oncology.release.plan import DEFAULT_STEPS
 from oncology.settings import ReleaseSettings
 from oncology_model.errors import OncologyError
 from oncology_model.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from oncology.release.metrics import Source
 
 release_app = clihelp.app(help="Canary and shadow releases: a candidate judged against the champion on live traffic.",
                           no_args_is_help=True)
@@ -143,7 +146,7 @@ def abort(store: StoreOpt = None,
 def judge_pass(settings: ReleaseSettings, now: datetime | None = None, act: bool = True) -> dict[str, Any]:
     """One pass of the judge over the release under way: the verdict with its evidence, acted on if ``act``."""
     from oncology.release import evidence, plan
-    from oncology.release.judge import HOLD, PROMOTE, judge
+    from oncology.release.judge import HOLD, PROMOTE, ROLLBACK, Verdict, judge
     from oncology_model.release import current_plan
     from oncology_model.storage import open_store
 
@@ -154,19 +157,46 @@ def judge_pass(settings: ReleaseSettings, now: datetime | None = None, act: bool
         return {"verdict": None, "reasons": ["no release under way"]}
     since = datetime.fromisoformat(running.step_started_at)
     log_store = open_store(settings.prediction_log_store) if settings.prediction_log_store else registry.store
+    source = metrics_source(settings)
     window = evidence.collect(log_store, running.champion, running.version, running.mode, since, now)
     past_deadline = now >= since + timedelta(minutes=settings.release_step_deadline_minutes)
-    verdict = judge(window.champion, window.candidate, settings, len(running.steps), window.paired, past_deadline)
+    reading = None
+    if source is not None:
+        reading = source.read(registry.store, running.id, running.step, {running.champion, running.version}, since, now)
+    if source is not None and reading is None:  # this pass read the window's start
+        arms = {"champion": window.champion.summary(), "candidate": window.candidate.summary()}
+        verdict = Verdict(ROLLBACK if past_deadline else HOLD, [
+            ("inconclusive past the step's deadline: " if past_deadline else "")
+            + f"the replicas' metrics ({source.describe()}) were first read now: the window of their counts starts "
+            "here, the next pass judges it"], {}, arms)
+    else:
+        if reading is not None:
+            evidence.apply_metrics(window, reading, running.champion, running.version, running.mode)
+        verdict = judge(window.champion, window.candidate, settings, len(running.steps), window.paired, past_deadline)
     shown = verdict.evidence(evidence.describe(window, since, now),
                              {"release": running.id, "mode": running.mode, "step": running.step + 1,
                               "steps": list(running.steps), "share": running.share})
+    shown["metrics"] = reading.describe() if reading is not None else (
+        {"source": source.describe(), "baseline_recorded": now.isoformat(timespec="seconds")} if source is not None
+        else {"source": "prediction log"})
     if act and verdict.action != HOLD:
         if verdict.action == PROMOTE:
             move = plan.promote(registry, running.id, running.step, shown)
+            if move["action"] == "step" and reading is not None and reading.raw is not None and source is not None:
+                source.remember(registry.store, running.id, running.step + 1, now, reading.raw)  # the next step's start
         else:
             move = plan.roll_back(registry, running.id, running.step, shown)
         shown["acted"] = {k: move[k] for k in ("alias", "action", "from", "to", "at")}
     return shown
+
+
+def metrics_source(settings: ReleaseSettings) -> Source | None:
+    """Where the judge reads each arm's requests, errors and scoring times (None: the prediction log)."""
+    from oncology.release import metrics
+
+    return metrics.source(settings.release_metrics, prometheus_url=settings.release_prometheus_url,
+                          replica_urls=settings.release_replica_urls, pods_selector=settings.release_pods_selector,
+                          pods_port=settings.release_pods_port, pods_namespace=settings.release_pods_namespace)
 
 
 def replay_pass(settings: ReleaseSettings, since: datetime, until: datetime, aa: bool) -> dict[str, Any]:
