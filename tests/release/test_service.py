@@ -150,3 +150,55 @@ def test_shadow_the_champion_answers_and_both_predictions_are_logged(server: Ser
         assert (both["champion"]["model_version"], both["shadow"]["model_version"]) == ("1.0.1", "1.0.2")
         assert both["champion"]["inputs"] == both["shadow"]["inputs"]
         assert both["champion"]["prediction"] == both["shadow"]["prediction"]  # the same model under two versions
+
+
+class _Broken:
+    """A candidate's scorer that fails (a fault injected into a real candidate: no trained model fails on cue)."""
+
+    def proba_many(self, rows: object) -> list[float]:
+        raise RuntimeError("the candidate's model failed")
+
+
+def test_the_access_log_and_every_answer_name_the_arm_a_failed_candidate_included(two_versions: Path) -> None:
+    import io
+
+    from starlette.testclient import TestClient
+
+    from oncology.settings import ServeSettings
+    from oncology.webservice.accesslog import AccessLog
+    from oncology.webservice.app import create_app
+    from oncology.webservice.metrics import Metrics
+    from oncology.webservice.model import ModelHolder
+
+    settings = ServeSettings(store=str(two_versions), reload_interval=0)
+    stream = io.BytesIO()
+    access_log = AccessLog(stream)
+    holder = ModelHolder(settings)
+    with TestClient(create_app(settings, holder, Metrics(), access_log), raise_server_exceptions=False) as client:
+        answers = {f"out-{i}": ask(client, ROUTES[i % 3], f"out-{i}") for i in range(6)}  # type: ignore[arg-type]
+        start(two_versions, "canary", (0.5,))
+        holder.follow_release()
+        assert holder.release is not None
+        answers |= {f"in-{i}": ask(client, ROUTES[i % 3], f"in-{i}") for i in range(60)}  # type: ignore[arg-type]
+        candidate = holder.release.candidate
+        candidate._scorer = _Broken()  # type: ignore[assignment]
+        failed = {}
+        for i in range(40):
+            route = ROUTES[i % 3]
+            body = ({"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": list(EXAMPLE.values())}]}
+                    if route.startswith("/v2") else EXAMPLE)
+            response = client.post(route, json=body, headers={"x-request-id": f"bad-{i}"})
+            if response.status_code == 500:  # the candidate's share: it names itself on the error too
+                assert (response.headers["x-model-version"], response.headers["x-model-arm"]) == ("1.0.2", "candidate")
+                failed[f"bad-{i}"] = ("1.0.2", "candidate")
+            else:
+                assert response.status_code == 200 and response.headers["x-model-arm"] == "champion", response.text
+                answers[f"bad-{i}"] = ("1.0.1", "champion")
+        assert failed, "no request of 40 went to the candidate at 50%"
+    access_log.flush()
+    lines = {line["request_id"]: line for line in map(json.loads, stream.getvalue().splitlines())}
+    for request_id, (version, arm) in {**answers, **failed}.items():
+        line = lines[request_id]
+        # outside a release the answers name no arm (every one is the champion's); the access log says champion
+        assert (line["model_version"], line["arm"]) == (version, arm or "champion"), line
+        assert line["status"] == (500 if request_id in failed else 200)
