@@ -68,7 +68,11 @@ def start(
         + more(default="none: a canary"), show_default=False)] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Start releasing VERSION (it must pass the quality gate): canary steps, or shadow."""
+    """Start releasing VERSION (it must pass the quality gate): canary steps, or shadow.
+
+    Exit status: 0 started (the line names the release id); 1 refused: the gate, a release already under way,
+    no champion, VERSION is the champion, or the store could not be read; 2 a wrong option.
+    """
     from oncology.release import plan
 
     if canary is not None and shadow is not None:
@@ -95,7 +99,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan and the release history as JSON."
                                           + more(default="a table"), show_default=False)] = False,
 ) -> None:
-    """The release under way (if any) and the latest release decisions."""
+    """The release under way (if any) and the latest release decisions.
+
+    Exit status: 0 shown (also when no release is under way); 2 the store could not be read, or a wrong option.
+    """
     from oncology.release import plan
 
     settings = _settings(store)
@@ -132,7 +139,10 @@ def _why(move: dict[str, Any]) -> str:
 @release_app.command(cls=Command)
 def abort(store: StoreOpt = None,
           reason: Annotated[str, typer.Option(help="Why, recorded in the history.")] = "aborted by hand") -> None:
-    """End the release under way; the champion stays and answers every request."""
+    """End the release under way; the champion stays and answers every request.
+
+    Exit status: 0 aborted; 1 no release was under way, or the store could not be read; 2 a wrong option.
+    """
     from oncology.release import plan
 
     settings = _settings(store)
@@ -248,11 +258,24 @@ def judge_command(
                                      + more(default="off"), show_default=False)] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and print, but move nothing." + more(default="off: act"),
                                           show_default=False)] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole evidence as JSON." + more(default="a table"),
-                                          show_default=False)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole evidence as JSON (with --loop: one line per "
+                                          "pass)." + more(default="a table"), show_default=False)] = False,
+    loop: Annotated[float | None, typer.Option(
+        "--loop", metavar="SECONDS", min=1.0,
+        help="Judge every SECONDS until stopped (SIGTERM, SIGINT): one line per pass; a pass that fails is reported "
+        "on stderr and the next one runs." + more(default="one pass"), show_default=False)] = None,
 ) -> None:
-    """One pass of the judge: compare candidate and champion since the step began; promote, hold or roll back."""
+    """One pass of the judge: compare candidate and champion since the step began; promote, hold or roll back.
+
+    Exit status: 0 the pass was done, whatever its verdict (or no release was under way; with --loop: stopped by
+    a signal); 1 the store, the prediction log or the replicas' metrics could not be read, or the release moved
+    meanwhile (another judge, an abort): nothing was moved; 2 a wrong option.
+    """
     settings = _settings(store)
+    if loop is not None:
+        if replay is not None or aa:
+            raise _fail("--loop judges the release under way: it does not go with --replay or --aa")
+        raise typer.Exit(_loop(settings, loop, dry_run, as_json))
     try:
         if replay is not None:
             since, until = _time(replay[0], "--replay FROM"), _time(replay[1], "--replay TO")
@@ -283,3 +306,42 @@ def judge_command(
         _out.print(f"- {reason}", highlight=False, soft_wrap=True)
     if acted := shown.get("acted"):
         _out.print(f"acted: {acted['alias']} {acted['action']} {acted['from']} -> {acted['to']}", highlight=False, soft_wrap=True)
+
+
+def pass_line(shown: dict[str, Any], at: datetime) -> str:
+    """One pass of ``--loop`` as one line: when, the release and step, the verdict, why, and what was moved."""
+    when = at.isoformat(timespec="seconds")
+    if shown.get("verdict") is None:
+        return f"{when} no release under way"
+    plan_shown = shown["plan"]
+    arms = shown["arms"]
+    line = (f"{when} release {plan_shown['release']} step {plan_shown['step']}/{len(plan_shown['steps'])}: "
+            f"{shown['verdict']} (champion {arms['champion']['requests']}, candidate {arms['candidate']['requests']} "
+            "requests)")
+    if shown["reasons"]:
+        line += ": " + "; ".join(shown["reasons"])
+    if acted := shown.get("acted"):
+        line += f"; acted: {acted['alias']} {acted['action']} {acted['from']} -> {acted['to']}"
+    return line
+
+
+def _loop(settings: ReleaseSettings, seconds: float, dry_run: bool, as_json: bool) -> int:
+    """``--loop``: a pass every ``seconds`` (from the start of one to the next) until SIGTERM or SIGINT; 0."""
+    import signal
+    import threading
+    import time
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.is_set():
+        began, at = time.monotonic(), datetime.now(UTC)
+        try:
+            shown = judge_pass(settings, now=at, act=not dry_run)
+        except OncologyError as exc:  # the next pass may succeed (a store or a replica back): reported, not fatal
+            _err.print(f"[bold red]error:[/] {at.isoformat(timespec='seconds')} {exc}", highlight=False, soft_wrap=True)
+        else:
+            print(json.dumps({"at": at.isoformat(timespec="seconds"), **shown}, default=str) if as_json
+                  else pass_line(shown, at), flush=True)
+        stop.wait(max(0.0, seconds - (time.monotonic() - began)))
+    return 0
