@@ -202,3 +202,59 @@ def test_the_access_log_and_every_answer_name_the_arm_a_failed_candidate_include
         # outside a release the answers name no arm (every one is the champion's); the access log says champion
         assert (line["model_version"], line["arm"]) == (version, arm or "champion"), line
         assert line["status"] == (500 if request_id in failed else 200)
+
+
+class _FailsOnTens:
+    """A candidate's real scorer that fails on rows whose first value is 10 (a fault injected on cue)."""
+
+    def __init__(self, scorer: object) -> None:
+        self.scorer = scorer
+
+    def proba_many(self, rows: list[list[int]]) -> list[float]:
+        if any(row[0] == 10 for row in rows):
+            raise ValueError("the candidate fails on this row")
+        return self.scorer.proba_many(rows)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_shadow_scores_the_queued_requests_together_and_blames_a_failure_on_its_request_only(
+        two_versions: Path, tmp_path: Path) -> None:
+    from oncology.settings import ServeSettings
+    from oncology.webservice import predlog
+    from oncology.webservice.core import Core
+    from oncology.webservice.metrics import Metrics
+    from oncology.webservice.model import ModelHolder
+
+    start(two_versions, "shadow", (1.0,))
+    settings = ServeSettings(store=str(two_versions), reload_interval=0, prediction_log=True,
+                             prediction_log_flush_seconds=3600)
+    metrics = Metrics()
+    holder = ModelHolder(settings)
+    holder.load()
+    assert holder.release is not None
+    candidate = holder.release.candidate
+    candidate._scorer = _FailsOnTens(candidate._scorer)  # type: ignore[assignment]
+    log = predlog.from_settings(settings, metrics)
+    assert log is not None
+    core = Core(settings, holder, metrics, log)
+    calls = []
+    real = candidate.score_rows
+    candidate.score_rows = lambda rows: calls.append(len(rows)) or real(rows)  # type: ignore[method-assign]
+    good, bad = list(EXAMPLE.values()), list(MALIGNANT.values())
+    jobs = [("/predict", f"q-{i}", candidate, [bad if i == 3 else good]) for i in range(8)]
+    jobs.append(("/predict/batch", "q-batch", candidate, [good, good, good]))
+    core._score_shadow(jobs)
+    assert calls == [11, *[1] * 8, 3]  # one call for every queued row; it failed (row 3): each request scored alone
+    log.close()
+    every = logged(two_versions)
+    lines = {(line["request_id"], line.get("arm")): line for line in every}
+    assert lines[("q-3", "shadow")]["prediction"] == "error"
+    assert all(lines[(f"q-{i}", "shadow")]["prediction"] == "benign" for i in range(8) if i != 3)
+    assert [(line["prediction"], line["arm"]) for line in every if line["request_id"] == "q-batch"] == [
+        ("benign", "shadow")] * 3
+    exposed = metrics.exposition().decode()
+    assert 'oncology_arm_requests_total{arm="shadow",outcome="error",version="1.0.2"} 1.0' in exposed
+    assert 'oncology_arm_requests_total{arm="shadow",outcome="ok",version="1.0.2"} 8.0' in exposed
+    # without a failure: one call for all, each request its own lines and its share of the time
+    calls.clear()
+    core._score_shadow([("/predict", f"ok-{i}", candidate, [good]) for i in range(5)])
+    assert calls == [5]
