@@ -13,6 +13,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,15 @@ def test_a_real_prometheus_scraping_the_replicas(canary: Canary, tmp_path: Path)
             return bool(result) and float(result[0]["value"][1]) == canary.sent
 
         poll(scraped, 30, "prometheus never scraped the last requests")
+        # a window that starts after some answers: each series' value at its end minus its value at its start
+        middle = datetime.now(UTC)
+        later = canary.traffic(150)
+        poll(scraped, 30, "prometheus never scraped the last requests")
+        reading = metrics.PrometheusSource(prom.url).read(
+            LocalStore(canary.store), "any", 0, {"1.0.1", "1.0.2"}, middle, datetime.now(UTC))
+        assert {k: reading.arm(*k).requests for k in (CHAMPION, CANDIDATE)} == {
+            CHAMPION: later[CHAMPION], CANDIDATE: later[CANDIDATE]}
+        assert reading.arm(*CANDIDATE).buckets[float("inf")] == later[CANDIDATE]  # the histogram's count too
         env = {"ONCOLOGY_RELEASE_METRICS": "prometheus", "ONCOLOGY_RELEASE_PROMETHEUS_URL": prom.url}
         shown = _judged_once_logged(canary, **env)
         # the step's whole window: every answer since the release began (series absent at its start count from 0)
