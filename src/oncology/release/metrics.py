@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import os
 import re
@@ -39,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from oncology_model.errors import OncologyError
+from oncology_model.errors import NotFoundError, OncologyError
 from oncology_model.storage import Store
 
 REQUESTS: Final = "oncology_arm_requests_total"
@@ -49,6 +50,7 @@ BASELINE_KEY: Final = "registry/release-metrics.json"
 #: In a pod: the service account's token, CA and namespace (Kubernetes mounts them there).
 SERVICE_ACCOUNT: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT: Final = 10.0
+log = logging.getLogger(__name__)
 
 #: One series: the metric's name and its labels, sorted.
 Series = tuple[str, tuple[tuple[str, str], ...]]
@@ -292,12 +294,14 @@ def _series(encoded: list[Any]) -> Series:
 
 
 def load_baseline(store: Store) -> dict[str, Any] | None:
-    """The reading the current step's window starts from, if any (and readable)."""
+    """The reading the current step's window starts from, if any (one that is not JSON is replaced).  A store
+    that cannot be read raises (`StoreError`): the pass fails rather than restart the window."""
     try:
         value = json.loads(store.read(BASELINE_KEY))
-    except (OSError, KeyError, ValueError):  # none yet (or unreadable: a new one is recorded)
+    except NotFoundError:
         return None
-    except OncologyError:
+    except ValueError:
+        log.warning("%s is not a reading: a new one is recorded", BASELINE_KEY)
         return None
     return value if isinstance(value, dict) and isinstance(value.get("replicas"), dict) else None
 
