@@ -293,3 +293,21 @@ class ReleaseSettings(GateSettings):
         0.01, ge=0, le=1,
         description="Shadow: most share of paired requests where the candidate says benign and the champion malignant.",
     )
+    release_metrics: Literal["log", "prometheus", "pods", "replicas"] = Field(
+        "log",
+        description="Where the judge reads each arm's requests, errors and scoring times: the prediction log, a "
+        "Prometheus, the service's pods through the Kubernetes API server, or replica URLs.",
+    )
+    release_prometheus_url: str = Field(
+        "http://prometheus:9090", description="With release_metrics=prometheus: the Prometheus scraping the replicas."
+    )
+    release_pods_selector: str = Field(
+        "app=oncology-webservice", description="With release_metrics=pods: the label selector of the service's pods."
+    )
+    release_pods_port: int = Field(8080, ge=1, le=65535, description="With release_metrics=pods: the pods' HTTP port.")
+    release_pods_namespace: str | None = Field(
+        None, description="With release_metrics=pods: their namespace; unset: the judge's own (or the kubeconfig's)."
+    )
+    release_replica_urls: str | None = Field(
+        None, description="With release_metrics=replicas: the replicas' base URLs, comma-separated (a local run)."
+    )

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from oncology.settings import ServeSettings, TrainSettings
+from oncology.settings import ReleaseSettings, ServeSettings, TrainSettings
 from oncology.webservice.app import create_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,7 +113,7 @@ def test_probes_ports_and_labels_match_the_application() -> None:
 
 
 def _settings_env() -> set[str]:
-    names = set(ServeSettings.model_fields) | set(TrainSettings.model_fields)
+    names = set(ServeSettings.model_fields) | set(TrainSettings.model_fields) | set(ReleaseSettings.model_fields)
     return {f"ONCOLOGY_{n.upper()}" for n in names}
 
 

@@ -118,3 +118,53 @@ def test_replay_refuses_a_backwards_window(two_versions: Path) -> None:
     assert done.returncode == 2 and "must come after FROM" in done.stderr
     done = oncology("release", "judge", "--store", str(two_versions), "--replay", "yesterday", "2026-12-05T09:00:00")
     assert done.returncode == 2 and "'yesterday' is not an ISO 8601 time" in done.stderr
+
+
+def test_the_judge_loops_until_stopped_and_a_failed_pass_does_not_stop_it(two_versions: Path, tmp_path: Path) -> None:
+    import signal
+
+    from support import poll
+
+    registry = ModelRegistry(LocalStore(two_versions))
+    plan.start(registry, "1.0.2", "canary", (0.5,), GateSettings(store=str(two_versions)))
+    out, err = tmp_path / "out", tmp_path / "err"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ONCOLOGY_")}
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        judge_loop = subprocess.Popen([ONCOLOGY, "release", "judge", "--loop", "1", "--json", "--store", str(two_versions)],
+                                      env=base, stdout=stdout, stderr=stderr)
+    try:
+        def lines() -> list[dict[str, object]]:
+            return [json.loads(line) for line in out.read_text().splitlines()]
+
+        held = poll(lambda: [x for x in lines() if x.get("verdict") == "hold"][1:], 60, lambda: err.read_text())
+        assert "fewer than the 600 needed" in str(held[0]["reasons"])  # no traffic: held, pass after pass
+        plan.abort(registry, "test")
+        poll(lambda: lines()[-1].get("reasons") == ["no release under way"], 60, lambda: out.read_text())
+        assert judge_loop.poll() is None
+        judge_loop.send_signal(signal.SIGTERM)
+        assert judge_loop.wait(timeout=30) == 0
+    finally:
+        if judge_loop.poll() is None:
+            judge_loop.kill()
+            judge_loop.wait()
+    # a pass that fails (replicas unreachable) is reported and the loop goes on
+    plan.start(registry, "1.0.2", "canary", (0.5,), GateSettings(store=str(two_versions)))
+    with err.open("wb") as stderr:
+        judge_loop = subprocess.Popen([ONCOLOGY, "release", "judge", "--loop", "1", "--store", str(two_versions)],
+                                      env={**base, "ONCOLOGY_RELEASE_METRICS": "replicas",
+                                           "ONCOLOGY_RELEASE_REPLICA_URLS": "http://127.0.0.1:9"},
+                                      stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        poll(lambda: err.read_text().count("no replica could be read") >= 2, 60, lambda: err.read_text())
+        judge_loop.send_signal(signal.SIGINT)
+        assert judge_loop.wait(timeout=30) == 0
+    finally:
+        if judge_loop.poll() is None:
+            judge_loop.kill()
+            judge_loop.wait()
+    assert "Traceback" not in err.read_text()
+    done = oncology("release", "judge", "--loop", "5", "--replay", "2026-12-05T09:00:00", "2026-12-05T10:00:00",
+                    "--store", str(two_versions))
+    assert done.returncode == 2 and "does not go with --replay" in done.stderr
+    done = oncology("release", "judge", "--loop", "0", "--store", str(two_versions))
+    assert done.returncode == 2

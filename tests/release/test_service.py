@@ -105,7 +105,7 @@ def test_canary_splits_by_the_hash_of_the_routing_key(server: Server, two_versio
         (route, arm) for route in ROUTES for arm in ("champion", "candidate")}
     # the metrics count each arm's requests exactly as answered; the dashboard's release panels read these
     assert {(v, a): _counted(metrics, str(a), v) for v, a in SEEN} == {k: float(c) for k, c in SEEN.items()}
-    for name in ("oncology_arm_predictions_total{", "oncology_arm_scoring_seconds_total{"):
+    for name in ("oncology_arm_predictions_total{", "oncology_arm_scoring_seconds_bucket{"):
         assert f'{name}arm="candidate"' in metrics or any(
             line.startswith(name) and 'arm="candidate"' in line for line in metrics.splitlines()), name
 
@@ -150,3 +150,111 @@ def test_shadow_the_champion_answers_and_both_predictions_are_logged(server: Ser
         assert (both["champion"]["model_version"], both["shadow"]["model_version"]) == ("1.0.1", "1.0.2")
         assert both["champion"]["inputs"] == both["shadow"]["inputs"]
         assert both["champion"]["prediction"] == both["shadow"]["prediction"]  # the same model under two versions
+
+
+class _Broken:
+    """A candidate's scorer that fails (a fault injected into a real candidate: no trained model fails on cue)."""
+
+    def proba_many(self, rows: object) -> list[float]:
+        raise RuntimeError("the candidate's model failed")
+
+
+def test_the_access_log_and_every_answer_name_the_arm_a_failed_candidate_included(two_versions: Path) -> None:
+    import io
+
+    from starlette.testclient import TestClient
+
+    from oncology.settings import ServeSettings
+    from oncology.webservice.accesslog import AccessLog
+    from oncology.webservice.app import create_app
+    from oncology.webservice.metrics import Metrics
+    from oncology.webservice.model import ModelHolder
+
+    settings = ServeSettings(store=str(two_versions), reload_interval=0)
+    stream = io.BytesIO()
+    access_log = AccessLog(stream)
+    holder = ModelHolder(settings)
+    with TestClient(create_app(settings, holder, Metrics(), access_log), raise_server_exceptions=False) as client:
+        answers = {f"out-{i}": ask(client, ROUTES[i % 3], f"out-{i}") for i in range(6)}  # type: ignore[arg-type]
+        start(two_versions, "canary", (0.5,))
+        holder.follow_release()
+        assert holder.release is not None
+        answers |= {f"in-{i}": ask(client, ROUTES[i % 3], f"in-{i}") for i in range(60)}  # type: ignore[arg-type]
+        candidate = holder.release.candidate
+        candidate._scorer = _Broken()  # type: ignore[assignment]
+        failed = {}
+        for i in range(40):
+            route = ROUTES[i % 3]
+            body = ({"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": list(EXAMPLE.values())}]}
+                    if route.startswith("/v2") else EXAMPLE)
+            response = client.post(route, json=body, headers={"x-request-id": f"bad-{i}"})
+            if response.status_code == 500:  # the candidate's share: it names itself on the error too
+                assert (response.headers["x-model-version"], response.headers["x-model-arm"]) == ("1.0.2", "candidate")
+                failed[f"bad-{i}"] = ("1.0.2", "candidate")
+            else:
+                assert response.status_code == 200 and response.headers["x-model-arm"] == "champion", response.text
+                answers[f"bad-{i}"] = ("1.0.1", "champion")
+        assert failed, "no request of 40 went to the candidate at 50%"
+    access_log.flush()
+    lines = {line["request_id"]: line for line in map(json.loads, stream.getvalue().splitlines())}
+    for request_id, (version, arm) in {**answers, **failed}.items():
+        line = lines[request_id]
+        # outside a release the answers name no arm (every one is the champion's); the access log says champion
+        assert (line["model_version"], line["arm"]) == (version, arm or "champion"), line
+        assert line["status"] == (500 if request_id in failed else 200)
+
+
+class _FailsOnTens:
+    """A candidate's real scorer that fails on rows whose first value is 10 (a fault injected on cue)."""
+
+    def __init__(self, scorer: object) -> None:
+        self.scorer = scorer
+
+    def proba_many(self, rows: list[list[int]]) -> list[float]:
+        if any(row[0] == 10 for row in rows):
+            raise ValueError("the candidate fails on this row")
+        return self.scorer.proba_many(rows)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_shadow_scores_the_queued_requests_together_and_blames_a_failure_on_its_request_only(
+        two_versions: Path, tmp_path: Path) -> None:
+    from oncology.settings import ServeSettings
+    from oncology.webservice import predlog
+    from oncology.webservice.core import Core
+    from oncology.webservice.metrics import Metrics
+    from oncology.webservice.model import ModelHolder
+
+    start(two_versions, "shadow", (1.0,))
+    settings = ServeSettings(store=str(two_versions), reload_interval=0, prediction_log=True,
+                             prediction_log_flush_seconds=3600)
+    metrics = Metrics()
+    holder = ModelHolder(settings)
+    holder.load()
+    assert holder.release is not None
+    candidate = holder.release.candidate
+    candidate._scorer = _FailsOnTens(candidate._scorer)  # type: ignore[assignment]
+    log = predlog.from_settings(settings, metrics)
+    assert log is not None
+    core = Core(settings, holder, metrics, log)
+    calls = []
+    real = candidate.score_rows
+    candidate.score_rows = lambda rows: calls.append(len(rows)) or real(rows)  # type: ignore[method-assign]
+    good, bad = list(EXAMPLE.values()), list(MALIGNANT.values())
+    jobs = [("/predict", f"q-{i}", candidate, [bad if i == 3 else good]) for i in range(8)]
+    jobs.append(("/predict/batch", "q-batch", candidate, [good, good, good]))
+    core._score_shadow(jobs)
+    assert calls == [11, *[1] * 8, 3]  # one call for every queued row; it failed (row 3): each request scored alone
+    log.close()
+    every = logged(two_versions)
+    lines = {(line["request_id"], line.get("arm")): line for line in every}
+    assert lines[("q-3", "shadow")]["prediction"] == "error"
+    assert all(lines[(f"q-{i}", "shadow")]["prediction"] == "benign" for i in range(8) if i != 3)
+    assert [(line["prediction"], line["arm"]) for line in every if line["request_id"] == "q-batch"] == [
+        ("benign", "shadow")] * 3
+    exposed = metrics.exposition().decode()
+    assert 'oncology_arm_requests_total{arm="shadow",outcome="error",version="1.0.2"} 1.0' in exposed
+    assert 'oncology_arm_requests_total{arm="shadow",outcome="ok",version="1.0.2"} 8.0' in exposed
+    # without a failure: one call for all, each request its own lines and its share of the time
+    calls.clear()
+    core._score_shadow([("/predict", f"ok-{i}", candidate, [good]) for i in range(5)])
+    assert calls == [5]

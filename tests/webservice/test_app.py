@@ -174,11 +174,12 @@ def test_access_log_has_request_fields_and_never_feature_values(trained_store: P
         client.post("/predict", json={**odd, "mitoses": 99}, headers={"x-request-id": "req-2"})
         client.get("/healthz")  # probes stay out of the log
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [(e["request_id"], e["route"], e["status"], e["model_version"]) for e in lines] == [
-        ("req-1", "/predict", 200, "1.0.1"), ("req-2", "/predict", 422, None)
+    assert [(e["request_id"], e["route"], e["status"], e["model_version"], e["arm"]) for e in lines] == [
+        ("req-1", "/predict", 200, "1.0.1", "champion"), ("req-2", "/predict", 422, None, None)
     ]
     for entry in lines:
-        assert set(entry) == {"ts", "level", "logger", "msg", "request_id", "method", "route", "status", "latency_ms", "model_version"}
+        assert set(entry) == {"ts", "level", "logger", "msg", "request_id", "method", "route", "status", "latency_ms",
+                              "model_version", "arm"}
         assert entry["latency_ms"] > 0 and entry["ts"].endswith("+00:00")
         assert not any(feature in json.dumps(entry) for feature in FEATURES)
 

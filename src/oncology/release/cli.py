@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from oncology.release.plan import DEFAULT_STEPS
 from oncology.settings import ReleaseSettings
 from oncology_model.errors import OncologyError
 from oncology_model.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from oncology.release.metrics import Source
 
 release_app = clihelp.app(help="Canary and shadow releases: a candidate judged against the champion on live traffic.",
                           no_args_is_help=True)
@@ -65,7 +68,11 @@ def start(
         + more(default="none: a canary"), show_default=False)] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Start releasing VERSION (it must pass the quality gate): canary steps, or shadow."""
+    """Start releasing VERSION (it must pass the quality gate): canary steps, or shadow.
+
+    Exit status: 0 started (the line names the release id); 1 refused: the gate, a release already under way,
+    no champion, VERSION is the champion, or the store could not be read; 2 a wrong option.
+    """
     from oncology.release import plan
 
     if canary is not None and shadow is not None:
@@ -92,7 +99,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan and the release history as JSON."
                                           + more(default="a table"), show_default=False)] = False,
 ) -> None:
-    """The release under way (if any) and the latest release decisions."""
+    """The release under way (if any) and the latest release decisions.
+
+    Exit status: 0 shown (also when no release is under way); 2 the store could not be read, or a wrong option.
+    """
     from oncology.release import plan
 
     settings = _settings(store)
@@ -129,7 +139,10 @@ def _why(move: dict[str, Any]) -> str:
 @release_app.command(cls=Command)
 def abort(store: StoreOpt = None,
           reason: Annotated[str, typer.Option(help="Why, recorded in the history.")] = "aborted by hand") -> None:
-    """End the release under way; the champion stays and answers every request."""
+    """End the release under way; the champion stays and answers every request.
+
+    Exit status: 0 aborted; 1 no release was under way, or the store could not be read; 2 a wrong option.
+    """
     from oncology.release import plan
 
     settings = _settings(store)
@@ -143,7 +156,7 @@ def abort(store: StoreOpt = None,
 def judge_pass(settings: ReleaseSettings, now: datetime | None = None, act: bool = True) -> dict[str, Any]:
     """One pass of the judge over the release under way: the verdict with its evidence, acted on if ``act``."""
     from oncology.release import evidence, plan
-    from oncology.release.judge import HOLD, PROMOTE, judge
+    from oncology.release.judge import HOLD, PROMOTE, ROLLBACK, Verdict, judge
     from oncology_model.release import current_plan
     from oncology_model.storage import open_store
 
@@ -154,19 +167,46 @@ def judge_pass(settings: ReleaseSettings, now: datetime | None = None, act: bool
         return {"verdict": None, "reasons": ["no release under way"]}
     since = datetime.fromisoformat(running.step_started_at)
     log_store = open_store(settings.prediction_log_store) if settings.prediction_log_store else registry.store
+    source = metrics_source(settings)
     window = evidence.collect(log_store, running.champion, running.version, running.mode, since, now)
     past_deadline = now >= since + timedelta(minutes=settings.release_step_deadline_minutes)
-    verdict = judge(window.champion, window.candidate, settings, len(running.steps), window.paired, past_deadline)
+    reading = None
+    if source is not None:
+        reading = source.read(registry.store, running.id, running.step, {running.champion, running.version}, since, now)
+    if source is not None and reading is None:  # this pass read the window's start
+        arms = {"champion": window.champion.summary(), "candidate": window.candidate.summary()}
+        verdict = Verdict(ROLLBACK if past_deadline else HOLD, [
+            ("inconclusive past the step's deadline: " if past_deadline else "")
+            + f"the replicas' metrics ({source.describe()}) were first read now: the window of their counts starts "
+            "here, the next pass judges it"], {}, arms)
+    else:
+        if reading is not None:
+            evidence.apply_metrics(window, reading, running.champion, running.version, running.mode)
+        verdict = judge(window.champion, window.candidate, settings, len(running.steps), window.paired, past_deadline)
     shown = verdict.evidence(evidence.describe(window, since, now),
                              {"release": running.id, "mode": running.mode, "step": running.step + 1,
                               "steps": list(running.steps), "share": running.share})
+    shown["metrics"] = reading.describe() if reading is not None else (
+        {"source": source.describe(), "baseline_recorded": now.isoformat(timespec="seconds")} if source is not None
+        else {"source": "prediction log"})
     if act and verdict.action != HOLD:
         if verdict.action == PROMOTE:
             move = plan.promote(registry, running.id, running.step, shown)
+            if move["action"] == "step" and reading is not None and reading.raw is not None and source is not None:
+                source.remember(registry.store, running.id, running.step + 1, now, reading.raw)  # the next step's start
         else:
             move = plan.roll_back(registry, running.id, running.step, shown)
         shown["acted"] = {k: move[k] for k in ("alias", "action", "from", "to", "at")}
     return shown
+
+
+def metrics_source(settings: ReleaseSettings) -> Source | None:
+    """Where the judge reads each arm's requests, errors and scoring times (None: the prediction log)."""
+    from oncology.release import metrics
+
+    return metrics.source(settings.release_metrics, prometheus_url=settings.release_prometheus_url,
+                          replica_urls=settings.release_replica_urls, pods_selector=settings.release_pods_selector,
+                          pods_port=settings.release_pods_port, pods_namespace=settings.release_pods_namespace)
 
 
 def replay_pass(settings: ReleaseSettings, since: datetime, until: datetime, aa: bool) -> dict[str, Any]:
@@ -218,11 +258,24 @@ def judge_command(
                                      + more(default="off"), show_default=False)] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and print, but move nothing." + more(default="off: act"),
                                           show_default=False)] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole evidence as JSON." + more(default="a table"),
-                                          show_default=False)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole evidence as JSON (with --loop: one line per "
+                                          "pass)." + more(default="a table"), show_default=False)] = False,
+    loop: Annotated[float | None, typer.Option(
+        "--loop", metavar="SECONDS", min=1.0,
+        help="Judge every SECONDS until stopped (SIGTERM, SIGINT): one line per pass; a pass that fails is reported "
+        "on stderr and the next one runs." + more(default="one pass"), show_default=False)] = None,
 ) -> None:
-    """One pass of the judge: compare candidate and champion since the step began; promote, hold or roll back."""
+    """One pass of the judge: compare candidate and champion since the step began; promote, hold or roll back.
+
+    Exit status: 0 the pass was done, whatever its verdict (or no release was under way; with --loop: stopped by
+    a signal); 1 the store, the prediction log or the replicas' metrics could not be read, or the release moved
+    meanwhile (another judge, an abort): nothing was moved; 2 a wrong option.
+    """
     settings = _settings(store)
+    if loop is not None:
+        if replay is not None or aa:
+            raise _fail("--loop judges the release under way: it does not go with --replay or --aa")
+        raise typer.Exit(_loop(settings, loop, dry_run, as_json))
     try:
         if replay is not None:
             since, until = _time(replay[0], "--replay FROM"), _time(replay[1], "--replay TO")
@@ -253,3 +306,42 @@ def judge_command(
         _out.print(f"- {reason}", highlight=False, soft_wrap=True)
     if acted := shown.get("acted"):
         _out.print(f"acted: {acted['alias']} {acted['action']} {acted['from']} -> {acted['to']}", highlight=False, soft_wrap=True)
+
+
+def pass_line(shown: dict[str, Any], at: datetime) -> str:
+    """One pass of ``--loop`` as one line: when, the release and step, the verdict, why, and what was moved."""
+    when = at.isoformat(timespec="seconds")
+    if shown.get("verdict") is None:
+        return f"{when} no release under way"
+    plan_shown = shown["plan"]
+    arms = shown["arms"]
+    line = (f"{when} release {plan_shown['release']} step {plan_shown['step']}/{len(plan_shown['steps'])}: "
+            f"{shown['verdict']} (champion {arms['champion']['requests']}, candidate {arms['candidate']['requests']} "
+            "requests)")
+    if shown["reasons"]:
+        line += ": " + "; ".join(shown["reasons"])
+    if acted := shown.get("acted"):
+        line += f"; acted: {acted['alias']} {acted['action']} {acted['from']} -> {acted['to']}"
+    return line
+
+
+def _loop(settings: ReleaseSettings, seconds: float, dry_run: bool, as_json: bool) -> int:
+    """``--loop``: a pass every ``seconds`` (from the start of one to the next) until SIGTERM or SIGINT; 0."""
+    import signal
+    import threading
+    import time
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.is_set():
+        began, at = time.monotonic(), datetime.now(UTC)
+        try:
+            shown = judge_pass(settings, now=at, act=not dry_run)
+        except OncologyError as exc:  # the next pass may succeed (a store or a replica back): reported, not fatal
+            _err.print(f"[bold red]error:[/] {at.isoformat(timespec='seconds')} {exc}", highlight=False, soft_wrap=True)
+        else:
+            print(json.dumps({"at": at.isoformat(timespec="seconds"), **shown}, default=str) if as_json
+                  else pass_line(shown, at), flush=True)
+        stop.wait(max(0.0, seconds - (time.monotonic() - began)))
+    return 0

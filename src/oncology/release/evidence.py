@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from oncology.release.judge import Arm, Paired
+from oncology.release.metrics import Reading
 from oncology_model.storage import Store
 
 PREFIX: Final = "monitoring/predictions"
@@ -153,6 +154,18 @@ def collect(store: Store, champion: str, candidate: str, mode: str, since: datet
     else:
         candidate_arm = arm_of(candidate, [r for r in by_arm["candidate"] if r.version == candidate])
     return Window(arm_of(champion, champion_requests), candidate_arm, paired, files, malformed, unreadable)
+
+
+def apply_metrics(window: Window, reading: Reading, champion: str, candidate: str, mode: str) -> None:
+    """Each arm's requests, errors and scoring times from the replicas' metrics instead of the log (which keeps
+    the prediction mix, the referral share and the shadow's pairs); the log's request count is kept beside."""
+    for arm, version, name in ((window.champion, champion, "champion"),
+                               (window.candidate, candidate, "shadow" if mode == "shadow" else "candidate")):
+        counted = reading.arm(version, name)
+        arm.logged_requests = arm.requests
+        arm.requests, arm.errors = round(counted.requests), round(counted.errors)
+        arm.latencies_ms = []
+        arm.latency_buckets = [(bound * 1000, count) for bound, count in counted.cumulative()]
 
 
 def describe(window: Window, since: datetime, until: datetime) -> dict[str, Any]:

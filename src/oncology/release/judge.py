@@ -54,13 +54,16 @@ class Arm:
     benign: int = 0
     referred: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    #: the scoring times as a histogram instead (from the replicas' metrics): (upper bound ms, cumulative count)
+    latency_buckets: list[tuple[float, float]] | None = None
+    #: when requests, errors and latencies come from the metrics: the requests the prediction log holds (its shares')
+    logged_requests: int | None = None
 
     @property
     def rows(self) -> int:
         return self.malignant + self.benign
 
     def summary(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies_ms, dtype=float)
         return {
             "version": self.version,
             "requests": self.requests,
@@ -68,9 +71,17 @@ class Arm:
             "rows": self.rows,
             "malignant_share": _ratio(self.malignant, self.rows),
             "referred_share": _ratio(self.referred, self.rows),
-            "latency_ms_p50": round(float(np.median(lat)), 3) if lat.size else None,
-            "latency_ms_p99": round(float(np.quantile(lat, 0.99)), 3) if lat.size else None,
+            "latency_ms_p50": _round(self.latency_quantile(0.5)),
+            "latency_ms_p99": _round(self.latency_quantile(0.99)),
+            **({"logged_requests": self.logged_requests} if self.logged_requests is not None else {}),
         }
+
+    def latency_quantile(self, q: float) -> float | None:
+        """The ``q`` quantile of the scoring times (ms): of the logged times, or interpolated in the histogram's
+        bucket as Prometheus's ``histogram_quantile`` does (the highest finite bound if it falls past it)."""
+        if self.latency_buckets is None:
+            return float(np.quantile(np.asarray(self.latencies_ms, float), q)) if self.latencies_ms else None
+        return bucket_quantile(self.latency_buckets, q)
 
 
 @dataclass
@@ -97,6 +108,46 @@ class Verdict:
                 "arms": self.arms, "tests": self.tests, **({"paired": self.paired} if self.paired else {})}
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def bucket_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
+    """The ``q`` quantile of a cumulative histogram [(upper bound, count)], linear inside its bucket."""
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside > 0 else 1.0)
+        lower, below = bound, count
+    return lower
+
+
+def binned_rank_test(candidate: Sequence[tuple[float, float]], champion: Sequence[tuple[float, float]]) -> float:
+    """One-sided p-value of "the candidate is slower" from two histograms with the same bounds: the Mann-Whitney U
+    of the binned times (the times of one bucket tied), normal approximation with the tie correction."""
+    a = np.diff([0.0, *(c for _, c in candidate)])
+    b = np.diff([0.0, *(c for _, c in champion)])
+    if a.shape != b.shape:
+        raise ValueError("the two histograms have different buckets")
+    n1, n2 = float(a.sum()), float(b.sum())
+    n = n1 + n2
+    if n1 <= 0 or n2 <= 0:
+        return 1.0
+    below = np.concatenate([[0.0], np.cumsum(b)[:-1]])
+    u = float(np.sum(a * (below + b / 2)))  # pairs (candidate, champion) where the candidate is slower; ties half
+    ties = a + b
+    variance = n1 * n2 / 12 * ((n + 1) - float(np.sum(ties**3 - ties)) / (n * (n - 1)))
+    if variance <= 0:
+        return 1.0
+    return float(stats.norm.sf((u - n1 * n2 / 2) / math.sqrt(variance)))
+
+
 def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 6) if b else None
 
@@ -120,7 +171,13 @@ def errors_test(champion: Arm, candidate: Arm) -> float:
 
 
 def latency_test(champion: Arm, candidate: Arm) -> tuple[float, float]:
-    """One-sided Mann-Whitney p-value of "the candidate is slower", and the difference of medians (ms)."""
+    """One-sided Mann-Whitney p-value of "the candidate is slower", and the difference of medians (ms): on the
+    logged times, or on the histograms when both arms have them (the replicas' metrics)."""
+    if candidate.latency_buckets is not None and champion.latency_buckets is not None:
+        mine, theirs = candidate.latency_quantile(0.5), champion.latency_quantile(0.5)
+        if mine is None or theirs is None:
+            return 1.0, 0.0
+        return binned_rank_test(candidate.latency_buckets, champion.latency_buckets), mine - theirs
     a, b = np.asarray(candidate.latencies_ms, float), np.asarray(champion.latencies_ms, float)
     if not a.size or not b.size:
         return 1.0, 0.0
@@ -140,9 +197,15 @@ def judge(champion: Arm, candidate: Arm, settings: ReleaseSettings, steps: int =
           paired: Paired | None = None, past_deadline: bool = False) -> Verdict:
     """One verdict on one window; see the module's documentation."""
     arms = {"champion": champion.summary(), "candidate": candidate.summary()}
-    least = min(champion.requests, candidate.requests)
+    counts = [champion.requests, candidate.requests]
+    least = min(counts)
+    logged = [a.logged_requests for a in (champion, candidate) if a.logged_requests is not None]
+    if logged and min(logged) < least:  # the shares' tests read the prediction log, which may lag the metrics
+        least = min(logged)
     if least < settings.release_min_requests:
         shown = f"{least} requests in the thinner arm, fewer than the {settings.release_min_requests} needed"
+        if logged and least == min(logged) and least < min(counts):
+            shown += " (in the prediction log; the metrics count more: the log is flushed every few seconds)"
         if past_deadline:
             return Verdict(ROLLBACK, [f"inconclusive past the step's deadline: {shown}"], {}, arms)
         return Verdict(HOLD, [shown], {}, arms)

@@ -36,7 +36,41 @@ class Core:
         """Who answers the request with routing key ``key``: the champion, or the candidate of a release."""
         return routing.route(champion, self.holder.release, key)
 
-    def _score_shadow(self, route: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]]) -> None:
+    def _score_shadow(self, jobs: Sequence[routing.ShadowJob]) -> None:
+        """Score the shadow jobs queued since the last pass: each candidate's rows in one call of its model (the
+        per-call work is paid once), then counted and logged request by request, each with its rows' share of
+        the scoring time.  If that call fails, each job is scored alone, so a failure is counted against the
+        requests that cause it only."""
+        by_candidate: dict[int, list[routing.ShadowJob]] = {}
+        for job in jobs:
+            by_candidate.setdefault(id(job[2]), []).append(job)
+        for group in by_candidate.values():
+            candidate = group[0][2]
+            rows = [row for job in group for row in job[3]]
+            start = time.perf_counter()
+            try:
+                probabilities = candidate.score_rows(rows)
+            except Exception:
+                for route, request_id, _, job_rows in group:
+                    self._score_one_shadow(route, request_id, candidate, job_rows)
+                continue
+            threshold = candidate.threshold
+            labels = ["malignant" if p >= threshold else "benign" for p in probabilities]
+            decisions = candidate.decide_many(probabilities)
+            per_row = (time.perf_counter() - start) / max(len(rows), 1)
+            version, prediction_log = candidate.version, self.prediction_log
+            first = 0
+            for route, request_id, _, job_rows in group:
+                last = first + len(job_rows)
+                these = labels[first:last]
+                seconds = per_row * len(job_rows)
+                self.metrics.count_arm(version, routing.SHADOW, these.count("malignant"), len(these), seconds)
+                if prediction_log is not None:
+                    prediction_log.record(route, request_id, version, job_rows, probabilities[first:last], these,
+                                          decisions[first:last], routing.SHADOW, int(seconds * 1e6) / 1000)
+                first = last
+
+    def _score_one_shadow(self, route: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]]) -> None:
         try:
             self.score(route, request_id, candidate, rows, routing.SHADOW)
         except Exception as exc:  # counted (metrics, prediction log) by score(); nobody waits for this answer

@@ -44,6 +44,7 @@ class Handlers:
         headers cost ~3% of single-row throughput, benchmarks/release.py)."""
         if not pinned and self.core.holder.release is None:  # no release: the champion, as before releases
             req.state["model_version"] = champion.version  # for the access log
+            req.state["model_arm"] = routing.CHAMPION
             return routing.Route(champion, routing.CHAMPION, None)
         chosen = (routing.Route(champion, routing.PINNED, None) if pinned else
                   self.core.route(champion, req.headers.get(b"x-routing-key", b"").decode("latin-1") or req.request_id))

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import time
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: Routes whose answer is the service's readiness (200 ready, 503 not): `oncology_ready` follows them.
+#: The model's scoring time by arm: finer than a request's latency (a row scores in ~0.1 ms), up to 2.5 s.
+SCORING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Arm counts wait in plain numbers at most this long before they reach the metrics (and always at a scrape).
+ARM_FLUSH_SECONDS = 0.5
 READINESS_ROUTES = frozenset({"/readyz", "/v2/health/ready", "/ping"})
 
 
@@ -78,10 +84,10 @@ class Metrics:
             "oncology_arm_requests", "Scored requests by model version, arm and outcome (ok, error)",
             ["version", "arm", "outcome"], registry=r,
         )
-        # a sum, not a histogram: the mean by arm is rate(sum) / rate(requests); the judge ranks the logged times
-        self.arm_scoring = Counter(
-            "oncology_arm_scoring_seconds", "Seconds the model took to score requests, by model version and arm",
-            ["version", "arm"], registry=r,
+        # a histogram: the judge ranks its buckets (oncology.release.metrics) when it reads the replicas' metrics
+        self.arm_scoring = Histogram(
+            "oncology_arm_scoring_seconds", "Seconds the model took to score a request, by model version and arm",
+            ["version", "arm"], buckets=SCORING_BUCKETS, registry=r,
         )
         self.release_share = Gauge(
             "oncology_release_share", "Share of requests the candidate answers (canary) or scores (shadow); 0: no release",
@@ -101,6 +107,10 @@ class Metrics:
             "oncology_shadow_dropped", "Shadow scorings dropped because the shadow queue was full", registry=r
         )
         self._arms: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
+        #: (version, arm) -> [malignant, benign, requests, seconds, count per scoring bucket (+Inf last)], not yet in
+        #: the metrics: a prometheus_client increment costs ~1 us (a check and a lock), five per request
+        self._arm_pending: dict[tuple[str, str], list[float]] = {}
+        self._arm_flushed = time.monotonic()
         self._release_labels: tuple[str, str] | None = None
         self._children: dict[tuple[str, str, int], tuple[Any, Any, int | None]] = {}
         self.benign = self.predictions.labels("benign")
@@ -130,19 +140,42 @@ class Metrics:
             self.referrals.inc(referred)
 
     def count_arm(self, version: str, arm: str, malignant: int, total: int, seconds: float) -> None:
-        """A request scored by ``version`` in ``arm``: its predictions and scoring time."""
-        children = self._arms.get((version, arm))
-        if children is None:
-            children = self._arms[(version, arm)] = (
-                self.arm_predictions.labels(version, arm, "malignant"), self.arm_predictions.labels(version, arm, "benign"),
-                self.arm_requests.labels(version, arm, "ok"), self.arm_scoring.labels(version, arm),
-            )
-        if malignant:
-            children[0].inc(malignant)
-        if total - malignant:
-            children[1].inc(total - malignant)
-        children[2].inc()
-        children[3].inc(seconds)
+        """A request scored by ``version`` in ``arm``: its predictions and scoring time.  Added up here and written
+        to the metrics every `ARM_FLUSH_SECONDS` and at each scrape (`flush_arms`)."""
+        pending = self._arm_pending.get((version, arm))
+        if pending is None:
+            pending = self._arm_pending[(version, arm)] = [0.0] * (5 + len(SCORING_BUCKETS))
+        pending[0] += malignant
+        pending[1] += total - malignant
+        pending[2] += 1
+        pending[3] += seconds
+        pending[4 + bisect_left(SCORING_BUCKETS, seconds)] += 1  # le: a time equal to a bound is inside it
+        now = time.monotonic()
+        if now - self._arm_flushed >= ARM_FLUSH_SECONDS:
+            self.flush_arms(now)
+
+    def flush_arms(self, now: float | None = None) -> None:
+        """Write the arm counts added up since the last flush into the metrics."""
+        self._arm_flushed = time.monotonic() if now is None else now
+        pending, self._arm_pending = self._arm_pending, {}
+        for (version, arm), (malignant, benign, requests, seconds, *buckets) in pending.items():
+            children = self._arms.get((version, arm))
+            if children is None:
+                children = self._arms[(version, arm)] = (
+                    self.arm_predictions.labels(version, arm, "malignant"),
+                    self.arm_predictions.labels(version, arm, "benign"),
+                    self.arm_requests.labels(version, arm, "ok"), self.arm_scoring.labels(version, arm),
+                )
+            if malignant:
+                children[0].inc(malignant)
+            if benign:
+                children[1].inc(benign)
+            children[2].inc(requests)
+            histogram = children[3]  # its buckets and sum (prometheus_client's Histogram has no observe-many)
+            histogram._sum.inc(seconds)
+            for index, count in enumerate(buckets):
+                if count:
+                    histogram._buckets[index].inc(count)
 
     def count_arm_error(self, version: str, arm: str) -> None:
         self.arm_requests.labels(version, arm, "error").inc()
@@ -170,6 +203,7 @@ class Metrics:
             self._version = version
 
     def exposition(self) -> bytes:
+        self.flush_arms()
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # several workers: merge their files
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]

@@ -64,14 +64,14 @@ class ShadowScorer:
     ``submit`` (called while the request is handled, on the event loop) only queues the job and schedules
     one pass over the queue for the loop's next turn (``call_soon``): after the request's task has given
     the loop back, which on the hot routes is once its answer has been handed to the connection.  A pass
-    scores every job queued since.  No thread: a thread of its own
-    would fight the event loop for the interpreter lock at every job (it cost ~30% of the throughput
-    when measured; see benchmarks/release.py).  Past `SHADOW_QUEUE` waiting jobs a job is dropped and
-    ``on_drop`` called.  Outside an event loop (a direct call), the job is scored at once.
+    hands every job queued since to ``score`` at once, which scores their rows in one call of the model.
+    No thread: a thread of its own would fight the event loop for the interpreter lock at every job (it
+    cost ~30% of the throughput when measured; see benchmarks/release.py).  Past `SHADOW_QUEUE` waiting
+    jobs a job is dropped and ``on_drop`` called.  Outside an event loop (a direct call), the job is
+    scored at once.
     """
 
-    def __init__(self, score: Callable[[str, str, Classifier, Sequence[Sequence[int]]], None],
-                 on_drop: Callable[[], None]) -> None:
+    def __init__(self, score: Callable[[Sequence[ShadowJob]], None], on_drop: Callable[[], None]) -> None:
         self._score = score
         self._on_drop = on_drop
         self._jobs: list[ShadowJob] = []
@@ -83,7 +83,7 @@ class ShadowScorer:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._run((job,))
+            self._run([job])
             return
         if len(self._jobs) >= SHADOW_QUEUE:
             self._on_drop()
@@ -96,12 +96,12 @@ class ShadowScorer:
     def flush(self) -> None:
         """Score every queued job now (the loop's pass, and the last one at shutdown)."""
         jobs, self._jobs, self._scheduled = self._jobs, [], False
-        self._run(jobs)
+        if jobs:
+            self._run(jobs)
 
     def _run(self, jobs: Sequence[ShadowJob]) -> None:
-        for job in jobs:
-            try:
-                self._score(*job)
-            except Exception as exc:  # the candidate's failure is counted by the scorer; a bug here is kept
-                self.errors.append(exc)
-                log.exception("shadow scoring failed")
+        try:
+            self._score(jobs)
+        except Exception as exc:  # the candidate's failure is counted by the scorer; a bug here is kept
+            self.errors.append(exc)
+            log.exception("shadow scoring failed")

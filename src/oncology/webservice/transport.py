@@ -202,8 +202,10 @@ class Front:
             if started:  # the answer is half sent: the connection is closed without more
                 return
             body = error_body(500, "internal error; the request id is in the server log", request_id)
+            # a model that failed to score names itself, as its answers do (x-model-version, x-model-arm in a release)
             await send_with_id({"type": "http.response.start", "status": 500,
-                                "headers": [(b"content-type", JSON), (b"content-length", b"%d" % len(body))]})
+                                "headers": [(b"content-type", JSON), (b"content-length", b"%d" % len(body)),
+                                            *state.get("model_headers", ())]})
             await send_with_id({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.perf_counter() - start
@@ -219,6 +221,7 @@ class Front:
                     "status": status,
                     "latency_ms": round(elapsed * 1000, 3),
                     "model_version": state.get("model_version"),
+                    "arm": state.get("model_arm"),
                 })
 
 
