@@ -141,6 +141,33 @@ def test_outcomes_join_the_version_that_answered_whatever_the_delay(tmp_path: Pa
     assert {row["version"] for row in joined.coverage} == {"1.0.1", "1.0.2"}
 
 
+def test_the_join_reads_compacted_days_from_parquet_and_the_others_from_json_lines_with_the_same_figures(
+        tmp_path: Path) -> None:
+    """The join is a query on the data plane's relation: with some days compacted into Parquet and the others
+    not, every figure of the check is the one of the JSON Lines alone; first with the compacted days' JSON Lines
+    kept (each prediction read once, not twice), then with them expired (the compacted days read from Parquet)."""
+    from oncology.monitoring.compaction import compact, expire
+    from oncology.monitoring.engine.layout import plan
+    from oncology.monitoring.outcomes import check, labelled_rows
+
+    store, _ = simulated(tmp_path / "store", 3000, seed=8, days=20, verify_benign=0.4)
+    settings = OutcomeSettings(store=str(tmp_path / "store"), outcomes_period="week")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    before = check(store, settings, now, write=False).report
+    rows_before = labelled_rows(store)
+    days = sorted({T0.date() + timedelta(days=k) for k in range(21)})
+    assert all(done.manifest is not None for done in compact(store, now, days[::2]))  # every other day
+    todo = plan(store, days)
+    assert len(todo.parquet) == 11 and len(todo.jsonl) == 10  # mixed: Parquet parts and JSON Lines objects
+    for stage in ("JSON Lines kept", "JSON Lines of the compacted days expired"):
+        if stage.endswith("expired"):
+            assert len(expire(store, now.date())) == 11
+        after = check(store, settings, now, write=False).report
+        assert after == before, stage
+        assert after["labelled"] > 1000 and after["ambiguous_outcomes"] == 0
+        assert labelled_rows(store) == rows_before, stage
+
+
 # ---- realized figures ------------------------------------------------------------------------------
 
 
