@@ -4,8 +4,9 @@ check`` runs, with the default engine, DuckDB embedded).
 
 Writes a local store as production holds it: a year of the prediction log as the service writes it (gzip JSON
 Lines under ``monitoring/predictions/date=YYYY-MM-DD/``, three versions in turn, features drawn 1-10), every day
-but the last ``--open-days`` compacted into Parquet by `oncology.monitoring.compaction.compact` (the JSON Lines
-kept beside, as compaction leaves them: the query reads each prediction once); and N/10 outcomes as JSON Lines
+but the last ``--open-days`` compacted into Parquet: written as compaction leaves a day (a Parquet part and its
+manifest), or with ``--compaction real`` by `oncology.monitoring.compaction.compact` itself (the JSON Lines kept
+beside, as it leaves them: the query reads each prediction once; minutes a million); and N/10 outcomes as JSON Lines
 under ``monitoring/outcomes/date=YYYY-MM-DD/``, observed 1 to 200 days after their prediction.  Then it runs
 the join and the per-version, per-month figures in a fresh process, ``--runs`` times, and prints the wall time
 of each run (process start and imports included), the split between the join and the figures, and the
@@ -17,6 +18,7 @@ process's peak resident memory.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -51,11 +53,12 @@ print(f"{t2 - t0:.2f} {t1 - t0:.2f} {t2 - t1:.2f} {rss:.0f} {joined.labelled} {l
 _ISO = "strftime({0}, '%Y-%m-%dT%H:%M:%S.%g+00:00')"
 
 
-def write_store(root: Path, n: int, open_days: int, seed: float = 0.25) -> tuple[float, float]:
+def write_store(root: Path, n: int, open_days: int, direct: bool, seed: float = 0.25) -> tuple[float, float]:
     """The log, its compaction and the outcomes; the seconds the writing and the compaction took."""
     import duckdb
 
     from oncology.monitoring.compaction import compact
+    from oncology.monitoring.engine.layout import MANIFEST_SUFFIX, Manifest, parquet_partition
     from oncology_model.datamodel import FEATURES
     from oncology_model.storage import LocalStore
 
@@ -75,8 +78,24 @@ def write_store(root: Path, n: int, open_days: int, seed: float = 0.25) -> tuple
                round(CASE WHEN malignant THEN 1 - 0.8 * u * u ELSE 0.8 * u * u END, 6) AS probability,
                {{{features}}} AS inputs
         FROM base""")
+    now = START + timedelta(days=DAYS)
+    closed = {(START + timedelta(days=k)).date() for k in range(DAYS - open_days)}
     # one object per day (DuckDB writes no partitioned JSON): the day's lines as the service writes them
     for (day,) in con.execute("SELECT DISTINCT date FROM log ORDER BY 1").fetchall():
+        if direct and day in closed:  # as compaction writes a day: a Parquet part, then its manifest
+            folder = root / "monitoring" / "predictions-parquet" / f"date={day}"
+            folder.mkdir(parents=True)
+            (rows,) = con.execute(f"""
+                COPY (SELECT ts, 'r' || i AS request_id, version AS model_version, '/predict' AS route,
+                             {', '.join(f'CAST(inputs.{name} AS TINYINT) AS {name}' for name in FEATURES)}, probability,
+                             CASE WHEN probability >= 0.5 THEN 'malignant' ELSE 'benign' END AS prediction,
+                             CASE WHEN probability >= 0.5 THEN 'malignant' ELSE 'benign' END AS decision
+                      FROM log WHERE date = DATE '{day}' ORDER BY ts)
+                TO '{folder}/part-00000.parquet' (FORMAT parquet, COMPRESSION zstd)""").fetchone() or (0,)
+            manifest = Manifest(f"{parquet_partition(day)}part-00000{MANIFEST_SUFFIX}",
+                                f"{parquet_partition(day)}part-00000.parquet", int(rows), 0, (), now.isoformat())
+            (folder / f"part-00000{MANIFEST_SUFFIX}").write_text(json.dumps(manifest.as_json()))
+            continue
         folder = root / "monitoring" / "predictions" / f"date={day}"
         folder.mkdir(parents=True)
         con.execute(f"""
@@ -100,9 +119,8 @@ def write_store(root: Path, n: int, open_days: int, seed: float = 0.25) -> tuple
     con.close()
     written = time.perf_counter() - t0
     t1 = time.perf_counter()
-    now = START + timedelta(days=DAYS)
-    closed = [(START + timedelta(days=k)).date() for k in range(DAYS - open_days)]
-    compact(LocalStore(root), now, closed)
+    if not direct:
+        compact(LocalStore(root), now, sorted(closed))
     return written, time.perf_counter() - t1
 
 
@@ -111,13 +129,16 @@ def main() -> int:
     parser.add_argument("--predictions", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--open-days", type=int, default=7, help="the newest days, left as JSON Lines")
+    parser.add_argument("--compaction", choices=("direct", "real"), default="direct",
+                        help="direct: write the closed days as compaction leaves them (a Parquet part and its manifest, "
+                        "no JSON Lines); real: write JSON Lines and run the compaction (minutes a million)")
     parser.add_argument("--keep", type=Path, help="write the store into this folder and keep it; "
                         "if it holds one already (from an earlier run with the same --predictions), measure it again")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="outcomes-bench-") as tmp:
         root = args.keep or Path(tmp)
         if not (root / "monitoring").exists():
-            written, compacted = write_store(root, args.predictions, args.open_days)
+            written, compacted = write_store(root, args.predictions, args.open_days, args.compaction == "direct")
             print(f"wrote {args.predictions:,} predictions and {args.predictions // 10:,} outcomes in {written:.1f} s, "
                   f"compacted {DAYS - args.open_days} of {DAYS} days in {compacted:.1f} s", flush=True)
         size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())

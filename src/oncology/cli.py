@@ -69,6 +69,12 @@ def train(
     data: Annotated[
         str | None, typer.Option(help="Raw data URI." + more("ONCOLOGY_DATA", "the bundled UCI file"), show_default=False)
     ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="A dataset version of the store (made by `oncology outcomes dataset`): its number or "
+                     "'latest'; not with --data." + more("ONCOLOGY_DATASET", "off: the raw data of --data"),
+                     show_default=False, metavar="VERSION"),
+    ] = None,
     store: StoreOpt = None,
     seed: Annotated[
         int | None, typer.Option(help="Random seed." + more("ONCOLOGY_SEED", default(TrainSettings, "seed")), show_default=False)
@@ -83,7 +89,11 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train, evaluate and publish a new model version (if it passes the quality gate)."""
+    """Train, evaluate and publish a new model version (if it passes the quality gate).
+
+    On the raw data (--data, default the bundled UCI file) or on a dataset version of the store (--dataset: the raw
+    data plus the labelled cases outcomes gave); the model's metadata and card name what it was trained on.
+    """
     from pydantic import ValidationError
 
     from oncology import gate
@@ -91,7 +101,7 @@ def train(
 
     _setup_logging()
     try:
-        settings = TrainSettings(**_overrides(data=data, store=store, seed=seed, promote=promote))
+        settings = TrainSettings(**_overrides(data=data, dataset=dataset, store=store, seed=seed, promote=promote))
     except ValidationError as exc:
         raise _fail(_one_line(exc)) from None
     try:
@@ -103,8 +113,14 @@ def train(
         raise _fail(str(exc)) from None
     _print_kpis(outcome.kpis)
     out.print(f"quality gate passed: {gate.describe(settings)}", highlight=False, soft_wrap=True)
+    trained_on = ""
+    if settings.dataset is not None:
+        meta = outcome.dataset_version or {}
+        trained_on = (f" (trained on dataset version {meta.get('version')}: {meta.get('outcome_cases')} case(s) "
+                      "from outcomes)")
     if outcome.published:
-        out.print(f"published model version [bold]{outcome.version}[/] to {settings.store}", highlight=False)
+        out.print(f"published model version [bold]{outcome.version}[/] to {settings.store}{trained_on}",
+                  highlight=False)
     else:
         out.print(f"version [bold]{outcome.version}[/] in {settings.store} already holds this very model "
                   "(same data, same settings): nothing published", highlight=False)
@@ -398,7 +414,7 @@ def dataset(
     """Write a new dataset version: the raw data as it is, plus every labelled case (its logged features, its outcome).
 
     Under datasets/<n>/ in the store, with lineage.json (the raw file's hash, the outcome files joined, how many
-    cases came from outcomes); train on it with ``oncology train --data=URI`` (the URI printed).
+    cases came from outcomes); train on it with ``oncology train --dataset N`` (the number printed).
     """
     from oncology.monitoring.outcomes import build_dataset
     from oncology.trainer.data import BUNDLED_DATA, DATA_FILE, parse
@@ -416,4 +432,5 @@ def dataset(
     state = "written" if built.created else "unchanged (the newest version already holds these rows)"
     out.print(f"dataset version {built.version} {state}: the raw data plus {cases} labelled case(s) from outcomes",
               highlight=False, soft_wrap=True, markup=False)
-    out.print(f"train on it: oncology train --data {built.uri}", highlight=False, soft_wrap=True, markup=False)
+    out.print(f"train on it: oncology train --dataset {built.version} --store {settings.store}", highlight=False,
+              soft_wrap=True, markup=False)

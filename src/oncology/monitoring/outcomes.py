@@ -36,7 +36,7 @@ import io
 import json
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, Final, Literal
@@ -45,6 +45,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import TypeAdapter, ValidationError
 
+from oncology import datasets
+from oncology.datasets import DatasetVersion
 from oncology.monitoring import tables
 from oncology.monitoring.engine import queries, relations
 from oncology.monitoring.engine.settings import EngineSettings
@@ -673,18 +675,8 @@ def _cell(value: Any) -> str:
 
 # ---- retraining: the joined cases as a new dataset version ------------------------------------------
 
-DATASETS_PREFIX: Final = "datasets"
-LINEAGE: Final = "lineage.json"
 #: Sample ids of outcome rows start here, far above the UCI file's (which are below 14 million).
 OUTCOME_ID_BASE: Final = 900_000_000
-
-
-@dataclass(frozen=True)
-class DatasetVersion:
-    version: str
-    uri: str  # the data file, for ``oncology train --data``
-    lineage: dict[str, Any]
-    created: bool  # False: the newest version already held exactly these rows
 
 
 def labelled_rows(store: Store, engine: EngineSettings | None = None) -> list[tuple[str, str, tuple[int, ...], bool]]:
@@ -716,14 +708,14 @@ def build_dataset(store: Store, raw: bytes, raw_uri: str, data_file: str, now: d
     lines = [f"{OUTCOME_ID_BASE + i},{','.join(map(str, row))},{4 if malignant else 2}\n"
              for i, (_, _, row, malignant) in enumerate(cases)]
     data = raw + (b"" if raw.endswith(b"\n") or not raw else b"\n") + "".join(lines).encode()
-    existing = sorted({int(k.split("/")[1]) for k in store.list(DATASETS_PREFIX + "/")
-                       if k.count("/") >= 2 and k.split("/")[1].isdigit()})
+    existing = datasets.versions(store)
     if existing:
-        newest = f"{DATASETS_PREFIX}/{existing[-1]}"
-        if store.exists(f"{newest}/{LINEAGE}") and sha256(store.read(f"{newest}/{data_file}")) == sha256(data):
-            lineage = json.loads(store.read(f"{newest}/{LINEAGE}"))
-            return DatasetVersion(str(existing[-1]), f"{store.uri}/{newest}/{data_file}", lineage, False)
-    version = str((existing[-1] if existing else 0) + 1)
+        newest = datasets.resolve(store, str(existing[-1]))
+        if store.exists(newest.key) and sha256(store.read(newest.key)) == sha256(data):
+            return replace(newest, created=False)
+    # numbered past every folder there is, committed or not (a run that died before its lineage left its data file)
+    taken = {int(k.split("/")[1]) for k in store.list(datasets.PREFIX + "/") if k.count("/") >= 2 and k.split("/")[1].isdigit()}
+    version = str(max(taken | set(existing), default=0) + 1)
     by_version: dict[str, int] = {}
     for _, v, _, _ in cases:
         by_version[v] = by_version.get(v, 0) + 1
@@ -739,6 +731,7 @@ def build_dataset(store: Store, raw: bytes, raw_uri: str, data_file: str, now: d
             "batches": store.list(OUTCOMES_PREFIX + "/"),  # the outcome files joined (each written once)
         },
     }
-    prefix = f"{DATASETS_PREFIX}/{version}"
-    store.publish(prefix, {data_file: data, LINEAGE: json.dumps(lineage, indent=2).encode()}, commit=LINEAGE)
-    return DatasetVersion(version, f"{store.uri}/{prefix}/{data_file}", lineage, True)
+    prefix = f"{datasets.PREFIX}/{version}"
+    store.publish(prefix, {data_file: data, datasets.LINEAGE: json.dumps(lineage, indent=2).encode()},
+                  commit=datasets.LINEAGE)
+    return DatasetVersion(version, f"{store.uri}/{prefix}/{data_file}", f"{prefix}/{data_file}", lineage, True)
