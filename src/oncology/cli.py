@@ -15,7 +15,7 @@ from oncology.clihelp import Command, StoreOpt, default, more
 from oncology.monitoring.commands import monitoring_app
 from oncology.monitoring.outcomes_cli import outcomes_app
 from oncology.release.cli import release_app
-from oncology.settings import GateSettings, ServeSettings, StoreSettings, TrainSettings
+from oncology.settings import GateSettings, RetrainSettings, ServeSettings, StoreSettings, TrainSettings
 from oncology_model.errors import OncologyError
 
 app = clihelp.app(help="oncology: train, register and serve a breast-cancer classifier.", no_args_is_help=True)
@@ -434,3 +434,92 @@ def dataset(
               highlight=False, soft_wrap=True, markup=False)
     out.print(f"train on it: oncology train --dataset {built.version} --store {settings.store}", highlight=False,
               soft_wrap=True, markup=False)
+
+
+@outcomes_app.command(cls=Command)
+def retrain(
+    store: StoreOpt = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="The raw data the dataset version starts from." + more("ONCOLOGY_DATA", "the bundled UCI file"),
+                     show_default=False),
+    ] = None,
+    cooldown_hours: Annotated[
+        float | None,
+        typer.Option(help="No retraining starts within this many hours of the last one's start (0: none)."
+                     + more("ONCOLOGY_RETRAIN_COOLDOWN_HOURS", default(RetrainSettings, "retrain_cooldown_hours")),
+                     show_default=False),
+    ] = None,
+) -> None:
+    """Retrain when the newest outcome check or drift report alarms: a dataset version, then a CANDIDATE model.
+
+    Reads monitoring/outcome-checks/latest.json and the newest monitoring/drift/drift-*.json of the store. If one \
+alarms and no retraining started within the cooldown, it claims the next retraining (monitoring/retrains/<n>.json, \
+created once: of two triggers at the same moment exactly one trains), writes a dataset version (as `oncology \
+outcomes dataset`) and trains on it (as `oncology train --dataset N`), never promoting: the release path decides. \
+What came of it is written beside the claim (<n>.result.json).
+
+    Exit codes, each with its last line on stdout (errors on stderr):
+
+    0 published: "published model version X to STORE (candidate, not promoted; trained on dataset version N: C \
+case(s) from outcomes)"; or "model version X already holds this very model (...): nothing published".
+
+    1 trained, not published: "error: the candidate failed the quality gate ..." or "error: retraining N failed: ...".
+
+    2 an error before any claim: settings, store, an unreadable report.
+
+    3 no alarm: "no alarm: nothing to retrain (what was read)".
+
+    4 cooling down: "cooling down: retraining N started at T (...); next possible at T2"; also when another trigger \
+claimed this retraining first.
+    """
+    from datetime import timedelta
+
+    from pydantic import ValidationError
+
+    from oncology import retrain as trigger
+    from oncology_model.storage import open_existing_store
+
+    _setup_logging()
+    try:
+        settings = RetrainSettings(**_overrides(store=store, data=data, retrain_cooldown_hours=cooldown_hours))
+    except ValidationError as exc:
+        raise _fail(_one_line(exc)) from None
+    try:
+        target = open_existing_store(settings.store)
+        decision = trigger.decide(target, timedelta(hours=settings.retrain_cooldown_hours))
+    except OncologyError as exc:
+        raise _fail(str(exc), trigger.ERROR) from None
+
+    def say(text: str) -> None:
+        out.print(text, highlight=False, soft_wrap=True, markup=False)
+
+    for alarm in decision.alarms:
+        say(f"alarm: {alarm.describe()}")
+    if decision.status == "no_alarm":
+        say(f"no alarm: nothing to retrain ({'; '.join(decision.seen)})")
+        raise typer.Exit(trigger.NO_ALARM)
+    claim = decision.claim
+    assert claim is not None
+    if decision.status == "cooling_down":
+        until = decision.until.isoformat(timespec="seconds") if decision.until else "?"
+        say(f"cooling down: retraining {claim.number} started at {claim.record['started_at']} ({target}/{claim.key}, "
+            f"by {claim.record.get('by')}); next possible at {until}")
+        raise typer.Exit(trigger.COOLING_DOWN)
+    say(f"retraining {claim.number} claimed: {target}/{claim.key}")
+    result = trigger.retrain(target, claim, settings, interactive=err.is_terminal)
+    if result.dataset_version is not None:
+        say(f"dataset version {result.dataset_version}: the raw data plus {result.outcome_cases} labelled case(s) "
+            "from outcomes")
+    if result.status == "published":
+        say(f"published model version {result.model_version} to {target} (candidate, not promoted; trained on dataset "
+            f"version {result.dataset_version}: {result.outcome_cases} case(s) from outcomes)")
+        return
+    if result.status == "unchanged":
+        say(f"model version {result.model_version} already holds this very model (same dataset, same settings): "
+            "nothing published")
+        return
+    if result.status == "gate_failed":
+        raise _fail(f"the candidate failed the quality gate and was not published: {result.reason}",
+                    trigger.NOT_PUBLISHED)
+    raise _fail(f"retraining {claim.number} failed: {result.reason}", trigger.NOT_PUBLISHED)

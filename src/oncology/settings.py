@@ -139,6 +139,17 @@ class OutcomeSettings(StoreSettings):
         return self
 
 
+class RetrainSettings(StoreSettings):
+    """The retraining trigger (`oncology outcomes retrain`)."""
+
+    data: str | None = Field(None, description="Raw data file the dataset version starts from; default: the bundled UCI copy.")
+    retrain_cooldown_hours: float = Field(
+        168.0, ge=0,
+        description="Hours after a retraining started during which no other starts, whatever the alarms (0: none); "
+        "a failed retraining counts too, so that it is not run again on every schedule.",
+    )
+
+
 class ServeSettings(BaseSettings):
     """The web service.  Model source: ``model`` from ``store``, or the wheel's model when ``store`` is None."""
 

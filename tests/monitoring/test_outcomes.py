@@ -22,7 +22,7 @@ from oncology.monitoring.outcomes import chunk_metrics, join, verification
 from oncology.outcomes import CONFLICTS_PREFIX, OutcomeBook
 from oncology.settings import OutcomeSettings
 from oncology_model.storage import LocalStore
-from outcome_support import T0, Logged, post, simulated, write_log, write_outcomes
+from outcome_support import T0, Logged, fallen_log, post, simulated, write_log, write_outcomes
 from support import fast_env
 
 ONCOLOGY = str(Path(sys.executable).parent / "oncology")
@@ -257,18 +257,7 @@ def test_the_check_reports_verification_bias_end_to_end(tmp_path: Path) -> None:
 
 def fallen(tmp_path: Path, recall_after: float) -> Path:
     """A version whose recall is 0.98 for 300 malignant cases, then ``recall_after``; every case verified."""
-    store = LocalStore(tmp_path)
-    rng = np.random.default_rng(5)
-    logged, outcomes = [], []
-    for i in range(1400):
-        malignant = i % 2 == 0
-        recall = 0.98 if i < 600 else recall_after
-        hit = rng.random() < (recall if malignant else 0.04)
-        p = Logged(f"f{i}", "1.0.3", T0 + timedelta(hours=i), 0.8 if hit else 0.2)
-        logged.append(p)
-        outcomes.append((p.request_id, "malignant" if malignant else "benign", p.ts + timedelta(days=2)))
-    write_log(store, logged)
-    write_outcomes(store, outcomes)
+    fallen_log(LocalStore(tmp_path), recall_after)
     return tmp_path
 
 
