@@ -87,3 +87,19 @@ def simulated(store_dir: Path, n: int, seed: int, *, version: str = "1.0.1", pre
     real = {"recall": float((predicted & truth).sum() / truth.sum()),
             "specificity": float((~predicted & ~truth).sum() / (~truth).sum())}
     return store, real
+
+
+def fallen_log(store: Store, recall_after: float, version: str = "1.0.3", prefix: str = "f") -> None:
+    """A version whose recall is 0.98 for 300 malignant cases, then ``recall_after``; every case verified (1,400,
+    request ids ``<prefix><i>``)."""
+    rng = np.random.default_rng(5)
+    logged, outcomes = [], []
+    for i in range(1400):
+        malignant = i % 2 == 0
+        recall = 0.98 if i < 600 else recall_after
+        hit = rng.random() < (recall if malignant else 0.04)
+        p = Logged(f"{prefix}{i}", version, T0 + timedelta(hours=i), 0.8 if hit else 0.2)
+        logged.append(p)
+        outcomes.append((p.request_id, "malignant" if malignant else "benign", p.ts + timedelta(days=2)))
+    write_log(store, logged, writer=prefix)
+    write_outcomes(store, outcomes)

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings
 
 from oncology.monitoring.drift_cli import DriftSettings
 from oncology.monitoring.engine.settings import EngineSettings
-from oncology.settings import OutcomeSettings, ReleaseSettings, ServeSettings, TrainSettings
+from oncology.settings import OutcomeSettings, ReleaseSettings, RetrainSettings, ServeSettings, TrainSettings
 from support import make_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_a_broken_link_is_found(tmp_path: Path, markdown: str, expected: list[st
     assert broken_links(readme, root=tmp_path) == expected
 
 
-SETTINGS = [TrainSettings, ServeSettings, DriftSettings, OutcomeSettings, ReleaseSettings, EngineSettings]
+SETTINGS = [TrainSettings, ServeSettings, DriftSettings, OutcomeSettings, ReleaseSettings, EngineSettings, RetrainSettings]
 
 
 def _documented_defaults(page: str) -> dict[str, list[str]]:

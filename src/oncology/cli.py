@@ -15,7 +15,7 @@ from oncology.clihelp import Command, StoreOpt, default, more
 from oncology.monitoring.commands import monitoring_app
 from oncology.monitoring.outcomes_cli import outcomes_app
 from oncology.release.cli import release_app
-from oncology.settings import GateSettings, ServeSettings, StoreSettings, TrainSettings
+from oncology.settings import GateSettings, RetrainSettings, ServeSettings, StoreSettings, TrainSettings
 from oncology_model.errors import OncologyError
 
 app = clihelp.app(help="oncology: train, register and serve a breast-cancer classifier.", no_args_is_help=True)
@@ -69,6 +69,12 @@ def train(
     data: Annotated[
         str | None, typer.Option(help="Raw data URI." + more("ONCOLOGY_DATA", "the bundled UCI file"), show_default=False)
     ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="A dataset version of the store (made by `oncology outcomes dataset`): its number or "
+                     "'latest'; not with --data." + more("ONCOLOGY_DATASET", "off: the raw data of --data"),
+                     show_default=False, metavar="VERSION"),
+    ] = None,
     store: StoreOpt = None,
     seed: Annotated[
         int | None, typer.Option(help="Random seed." + more("ONCOLOGY_SEED", default(TrainSettings, "seed")), show_default=False)
@@ -83,7 +89,11 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train, evaluate and publish a new model version (if it passes the quality gate)."""
+    """Train, evaluate and publish a new model version (if it passes the quality gate).
+
+    On the raw data (--data, default the bundled UCI file) or on a dataset version of the store (--dataset: the raw
+    data plus the labelled cases outcomes gave); the model's metadata and card name what it was trained on.
+    """
     from pydantic import ValidationError
 
     from oncology import gate
@@ -91,7 +101,7 @@ def train(
 
     _setup_logging()
     try:
-        settings = TrainSettings(**_overrides(data=data, store=store, seed=seed, promote=promote))
+        settings = TrainSettings(**_overrides(data=data, dataset=dataset, store=store, seed=seed, promote=promote))
     except ValidationError as exc:
         raise _fail(_one_line(exc)) from None
     try:
@@ -103,8 +113,14 @@ def train(
         raise _fail(str(exc)) from None
     _print_kpis(outcome.kpis)
     out.print(f"quality gate passed: {gate.describe(settings)}", highlight=False, soft_wrap=True)
+    trained_on = ""
+    if settings.dataset is not None:
+        meta = outcome.dataset_version or {}
+        trained_on = (f" (trained on dataset version {meta.get('version')}: {meta.get('outcome_cases')} case(s) "
+                      "from outcomes)")
     if outcome.published:
-        out.print(f"published model version [bold]{outcome.version}[/] to {settings.store}", highlight=False)
+        out.print(f"published model version [bold]{outcome.version}[/] to {settings.store}{trained_on}",
+                  highlight=False)
     else:
         out.print(f"version [bold]{outcome.version}[/] in {settings.store} already holds this very model "
                   "(same data, same settings): nothing published", highlight=False)
@@ -398,7 +414,7 @@ def dataset(
     """Write a new dataset version: the raw data as it is, plus every labelled case (its logged features, its outcome).
 
     Under datasets/<n>/ in the store, with lineage.json (the raw file's hash, the outcome files joined, how many
-    cases came from outcomes); train on it with ``oncology train --data=URI`` (the URI printed).
+    cases came from outcomes); train on it with ``oncology train --dataset N`` (the number printed).
     """
     from oncology.monitoring.outcomes import build_dataset
     from oncology.trainer.data import BUNDLED_DATA, DATA_FILE, parse
@@ -416,4 +432,94 @@ def dataset(
     state = "written" if built.created else "unchanged (the newest version already holds these rows)"
     out.print(f"dataset version {built.version} {state}: the raw data plus {cases} labelled case(s) from outcomes",
               highlight=False, soft_wrap=True, markup=False)
-    out.print(f"train on it: oncology train --data {built.uri}", highlight=False, soft_wrap=True, markup=False)
+    out.print(f"train on it: oncology train --dataset {built.version} --store {settings.store}", highlight=False,
+              soft_wrap=True, markup=False)
+
+
+@outcomes_app.command(cls=Command)
+def retrain(
+    store: StoreOpt = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="The raw data the dataset version starts from." + more("ONCOLOGY_DATA", "the bundled UCI file"),
+                     show_default=False),
+    ] = None,
+    cooldown_hours: Annotated[
+        float | None,
+        typer.Option(help="No retraining starts within this many hours of the last one's start (0: none)."
+                     + more("ONCOLOGY_RETRAIN_COOLDOWN_HOURS", default(RetrainSettings, "retrain_cooldown_hours")),
+                     show_default=False),
+    ] = None,
+) -> None:
+    """Retrain when the newest outcome check or drift report alarms: a dataset version, then a CANDIDATE model.
+
+    Reads monitoring/outcome-checks/latest.json and the newest monitoring/drift/drift-*.json of the store. If one \
+alarms and no retraining started within the cooldown, it claims the next retraining (monitoring/retrains/<n>.json, \
+created once: of two triggers at the same moment exactly one trains), writes a dataset version (as `oncology \
+outcomes dataset`) and trains on it (as `oncology train --dataset N`), never promoting: the release path decides. \
+What came of it is written beside the claim (<n>.result.json).
+
+    Exit codes, each with its last line on stdout (errors on stderr):
+
+    0 published: "published model version X to STORE (candidate, not promoted; trained on dataset version N: C \
+case(s) from outcomes)"; or "model version X already holds this very model (...): nothing published".
+
+    1 trained, not published: "error: the candidate failed the quality gate ..." or "error: retraining N failed: ...".
+
+    2 an error before any claim: settings, store, an unreadable report.
+
+    3 no alarm: "no alarm: nothing to retrain (what was read)".
+
+    4 cooling down: "cooling down: retraining N started at T (...); next possible at T2"; also when another trigger \
+claimed this retraining first.
+    """
+    from datetime import timedelta
+
+    from pydantic import ValidationError
+
+    from oncology import retrain as trigger
+    from oncology_model.storage import open_existing_store
+
+    _setup_logging()
+    try:
+        settings = RetrainSettings(**_overrides(store=store, data=data, retrain_cooldown_hours=cooldown_hours))
+    except ValidationError as exc:
+        raise _fail(_one_line(exc)) from None
+    try:
+        target = open_existing_store(settings.store)
+        decision = trigger.decide(target, timedelta(hours=settings.retrain_cooldown_hours))
+    except OncologyError as exc:
+        raise _fail(str(exc), trigger.ERROR) from None
+
+    def say(text: str) -> None:
+        out.print(text, highlight=False, soft_wrap=True, markup=False)
+
+    for alarm in decision.alarms:
+        say(f"alarm: {alarm.describe()}")
+    if decision.status == "no_alarm":
+        say(f"no alarm: nothing to retrain ({'; '.join(decision.seen)})")
+        raise typer.Exit(trigger.NO_ALARM)
+    claim = decision.claim
+    assert claim is not None
+    if decision.status == "cooling_down":
+        until = decision.until.isoformat(timespec="seconds") if decision.until else "?"
+        say(f"cooling down: retraining {claim.number} started at {claim.record['started_at']} ({target}/{claim.key}, "
+            f"by {claim.record.get('by')}); next possible at {until}")
+        raise typer.Exit(trigger.COOLING_DOWN)
+    say(f"retraining {claim.number} claimed: {target}/{claim.key}")
+    result = trigger.retrain(target, claim, settings, interactive=err.is_terminal)
+    if result.dataset_version is not None:
+        say(f"dataset version {result.dataset_version}: the raw data plus {result.outcome_cases} labelled case(s) "
+            "from outcomes")
+    if result.status == "published":
+        say(f"published model version {result.model_version} to {target} (candidate, not promoted; trained on dataset "
+            f"version {result.dataset_version}: {result.outcome_cases} case(s) from outcomes)")
+        return
+    if result.status == "unchanged":
+        say(f"model version {result.model_version} already holds this very model (same dataset, same settings): "
+            "nothing published")
+        return
+    if result.status == "gate_failed":
+        raise _fail(f"the candidate failed the quality gate and was not published: {result.reason}",
+                    trigger.NOT_PUBLISHED)
+    raise _fail(f"retraining {claim.number} failed: {result.reason}", trigger.NOT_PUBLISHED)

@@ -33,6 +33,11 @@ class GateSettings(StoreSettings):
 
 class TrainSettings(GateSettings):
     data: str | None = Field(None, description="Raw data file (path, file:// or s3://); default: the bundled UCI copy.")
+    dataset: str | None = Field(
+        None, description="Train on a dataset version of the store instead (`oncology outcomes dataset` makes them): "
+        "its number, or `latest`; the model's metadata and card name it and how many cases came from outcomes. "
+        "Not with `data`.",
+    )
     seed: int = Field(42, description="Seed of every split and estimator: same data and seed, same model.")
     cv_folds: int = Field(
         5, ge=2, description="Outer folds of the nested cross-validation (group-aware, stratified) that gives the CV figures."
@@ -69,6 +74,12 @@ class TrainSettings(GateSettings):
         description="Model families compared (comma-separated); only linear ones can be selected, the others are reported.",
     )
     promote: bool = Field(False, description="Promote the new version to champion when it passes the gate.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrainSettings:
+        if self.data is not None and self.dataset is not None:
+            raise ValueError("give data (a raw file) or dataset (a dataset version of the store), not both")
+        return self
 
     @field_validator("families", mode="before")
     @classmethod
@@ -126,6 +137,17 @@ class OutcomeSettings(StoreSettings):
             if getattr(self, f"outcomes_{name}_alarm") >= getattr(self, f"outcomes_{name}_in_control"):
                 raise ValueError(f"outcomes_{name}_alarm must be below outcomes_{name}_in_control")
         return self
+
+
+class RetrainSettings(StoreSettings):
+    """The retraining trigger (`oncology outcomes retrain`)."""
+
+    data: str | None = Field(None, description="Raw data file the dataset version starts from; default: the bundled UCI copy.")
+    retrain_cooldown_hours: float = Field(
+        168.0, ge=0,
+        description="Hours after a retraining started during which no other starts, whatever the alarms (0: none); "
+        "a failed retraining counts too, so that it is not run again on every schedule.",
+    )
 
 
 class ServeSettings(BaseSettings):

@@ -36,3 +36,25 @@ def test_duckdb_is_in_the_trainer_image_and_not_in_the_services() -> None:
     service = (REPO / "deploy/docker/webservice/requirements.txt").read_text()
     assert "duckdb==" in trainer and "duckdb-ext-httpfs==" in trainer
     assert "duckdb" not in service and "numpy" not in service
+
+
+def test_production_retrains_through_the_trigger_which_never_promotes() -> None:
+    """The retrain CronJob runs `oncology outcomes retrain` (alarm + cooldown + claim), not a bare `train`; its own
+    verdicts (1 not published, 3 no alarm, 4 cooling down) end the Job at once, an error (2) is retried."""
+    from oncology import retrain as trigger
+
+    docs = {f"{d['kind']}/{d['metadata']['name']}": d for d in render("production")}
+    cron, check = docs["CronJob/oncology-retrain"], docs["CronJob/oncology-outcomes"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["schedule"] == "0 7 * * *"
+    job = cron["spec"]["jobTemplate"]["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+    (checker,) = check["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["outcomes", "retrain"] and container["image"] == checker["image"]
+    assert container["envFrom"] == checker["envFrom"] and container["env"] == checker["env"]
+    assert not any(e["name"] == "ONCOLOGY_PROMOTE" for e in container["env"])
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [
+        trigger.NOT_PUBLISHED, trigger.NO_ALARM, trigger.COOLING_DOWN]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    for version in VALIDATE_AGAINST:
+        kubernetes_validate.validate(cron, version, strict=True)

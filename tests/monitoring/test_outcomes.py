@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,8 @@ from oncology.monitoring.outcomes import chunk_metrics, join, verification
 from oncology.outcomes import CONFLICTS_PREFIX, OutcomeBook
 from oncology.settings import OutcomeSettings
 from oncology_model.storage import LocalStore
-from outcome_support import T0, Logged, post, simulated, write_log, write_outcomes
+from outcome_support import T0, Logged, fallen_log, post, simulated, write_log, write_outcomes
+from support import fast_env
 
 ONCOLOGY = str(Path(sys.executable).parent / "oncology")
 
@@ -141,6 +143,33 @@ def test_outcomes_join_the_version_that_answered_whatever_the_delay(tmp_path: Pa
     assert {row["version"] for row in joined.coverage} == {"1.0.1", "1.0.2"}
 
 
+def test_the_join_reads_compacted_days_from_parquet_and_the_others_from_json_lines_with_the_same_figures(
+        tmp_path: Path) -> None:
+    """The join is a query on the data plane's relation: with some days compacted into Parquet and the others
+    not, every figure of the check is the one of the JSON Lines alone; first with the compacted days' JSON Lines
+    kept (each prediction read once, not twice), then with them expired (the compacted days read from Parquet)."""
+    from oncology.monitoring.compaction import compact, expire
+    from oncology.monitoring.engine.layout import plan
+    from oncology.monitoring.outcomes import check, labelled_rows
+
+    store, _ = simulated(tmp_path / "store", 3000, seed=8, days=20, verify_benign=0.4)
+    settings = OutcomeSettings(store=str(tmp_path / "store"), outcomes_period="week")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    before = check(store, settings, now, write=False).report
+    rows_before = labelled_rows(store)
+    days = sorted({T0.date() + timedelta(days=k) for k in range(21)})
+    assert all(done.manifest is not None for done in compact(store, now, days[::2]))  # every other day
+    todo = plan(store, days)
+    assert len(todo.parquet) == 11 and len(todo.jsonl) == 10  # mixed: Parquet parts and JSON Lines objects
+    for stage in ("JSON Lines kept", "JSON Lines of the compacted days expired"):
+        if stage.endswith("expired"):
+            assert len(expire(store, now.date())) == 11
+        after = check(store, settings, now, write=False).report
+        assert after == before, stage
+        assert after["labelled"] > 1000 and after["ambiguous_outcomes"] == 0
+        assert labelled_rows(store) == rows_before, stage
+
+
 # ---- realized figures ------------------------------------------------------------------------------
 
 
@@ -228,18 +257,7 @@ def test_the_check_reports_verification_bias_end_to_end(tmp_path: Path) -> None:
 
 def fallen(tmp_path: Path, recall_after: float) -> Path:
     """A version whose recall is 0.98 for 300 malignant cases, then ``recall_after``; every case verified."""
-    store = LocalStore(tmp_path)
-    rng = np.random.default_rng(5)
-    logged, outcomes = [], []
-    for i in range(1400):
-        malignant = i % 2 == 0
-        recall = 0.98 if i < 600 else recall_after
-        hit = rng.random() < (recall if malignant else 0.04)
-        p = Logged(f"f{i}", "1.0.3", T0 + timedelta(hours=i), 0.8 if hit else 0.2)
-        logged.append(p)
-        outcomes.append((p.request_id, "malignant" if malignant else "benign", p.ts + timedelta(days=2)))
-    write_log(store, logged)
-    write_outcomes(store, outcomes)
+    fallen_log(LocalStore(tmp_path), recall_after)
     return tmp_path
 
 
@@ -348,8 +366,6 @@ def test_labelled_cases_become_a_dataset_version_with_lineage_that_training_read
     """`oncology outcomes dataset`: the raw file untouched plus one row per labelled case; the trainer reads it, and
     the model it publishes names the dataset version's file."""
     from oncology.trainer import data
-    from oncology.trainer.pipeline import run_training
-    from support import fast_settings
 
     store_dir = tmp_path / "store"
     store = LocalStore(store_dir)
@@ -385,8 +401,49 @@ def test_labelled_cases_become_a_dataset_version_with_lineage_that_training_read
     assert len(dataset) == len(data.parse(raw).y) + 50
     assert data.BUNDLED_DATA.read_bytes() == raw  # data/raw never edited
 
+    assert f"train on it: oncology train --dataset 1 --store {store_dir}" in " ".join(done.stdout.split())
+
+    gate_off = {f"ONCOLOGY_GATE_MIN_{k}": "0" for k in ("ACCURACY", "RECALL", "SPECIFICITY", "ROC_AUC")}  # not tested here
+    env = {"PATH": str(Path(sys.executable).parent), "COLUMNS": "200", **fast_env(), **gate_off}
+    trained = subprocess.run([ONCOLOGY, "train", "--dataset", "1", "--store", str(store_dir)], capture_output=True,
+                             text=True, timeout=600, env=env)
+    assert trained.returncode == 0, trained.stderr
+    said = " ".join(trained.stdout.split())
+    published = re.search(r"published model version (\S+) to \S+ \(trained on dataset version 1: 50 case\(s\) from "
+                          r"outcomes\)", said)
+    assert published, said
+    version = published.group(1)
+    metadata = json.loads(store.read(f"models/{version}/metadata.json"))
     uri = f"{store_dir}/datasets/1/breast-cancer-wisconsin.data"
-    gate_off = {f"gate_min_{k}": 0.0 for k in ("accuracy", "recall", "specificity", "roc_auc")}  # not what is tested here
-    outcome = run_training(fast_settings(tmp_path / "models", data=uri, **gate_off))
-    metadata = json.loads((tmp_path / "models" / "models" / outcome.version / "metadata.json").read_text())
     assert metadata["data"]["uri"] == uri and metadata["data"]["sha256"] == lineage["data"]["sha256"]
+    assert metadata["data"]["dataset_version"] == {
+        "version": "1", "lineage": "datasets/1/lineage.json", "raw": lineage["raw"], "outcome_cases": 50,
+        "outcome_malignant": lineage["outcomes"]["malignant"], "outcome_cases_by_model_version": {"1.0.1": 50}}
+    assert metadata["data"]["rows_read"] == len(data.parse(raw).y) + 16 + 50  # the raw file's rows (16 incomplete)
+    card = store.read(f"models/{version}/card.md").decode()
+    assert (f"- Dataset version: 1 (datasets/1/lineage.json): the raw file breast-cancer-wisconsin.data (sha256 "
+            f"{data.BUNDLED_DATA_SHA256}) as it is, plus 50 labelled case(s) from outcomes") in card
+
+
+def test_train_on_a_dataset_version_refuses_what_it_cannot_train_on(tmp_path: Path) -> None:
+    """A missing version, a word that is no version, --data beside --dataset, a data file changed after its
+    lineage was written: each a one-line error and exit 2, nothing trained."""
+    (tmp_path / "store").mkdir()
+    store = LocalStore(tmp_path / "store")
+    missing = run("train", "--dataset", "3", "--store", str(tmp_path / "store"))
+    assert missing.returncode == 2 and "has no dataset version 3 (versions: none); make one with `oncology outcomes " \
+        "dataset`" in " ".join(missing.stderr.split())
+    both = run("train", "--dataset", "1", "--data", "x.data", "--store", str(tmp_path / "store"))
+    assert both.returncode == 2 and "not both" in both.stderr
+    word = run("train", "--dataset", "newest", "--store", str(tmp_path / "store"))
+    assert word.returncode == 2 and "a number (1, 2, ...) or 'latest', not 'newest'" in word.stderr
+    from oncology.trainer.data import BUNDLED_DATA
+
+    raw = BUNDLED_DATA.read_bytes()
+    store.create("datasets/1/breast-cancer-wisconsin.data", raw + b"900000000,1,1,1,1,1,1,1,1,1,2\n")
+    store.create("datasets/1/lineage.json", json.dumps({
+        "data": {"file": "breast-cancer-wisconsin.data", "sha256": "0" * 64}, "raw": {}, "outcomes": {"cases": 1}}).encode())
+    changed = run("train", "--dataset", "latest", "--store", str(tmp_path / "store"))
+    assert changed.returncode == 2 and "differs from the " + "0" * 64 + " its lineage records" in (
+        " ".join(changed.stderr.split()))
+    assert not store.list("models/")

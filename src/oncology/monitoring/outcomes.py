@@ -1,11 +1,13 @@
 """Outcomes in the monitoring wing: bulk import, the join with the prediction log, realized performance
 per model version and chunk with honest intervals, verification bias, and the sequential alarms.
 
-The join is one DuckDB query over the store's Hive-partitioned files (``monitoring/predictions/date=*/``
-and ``monitoring/outcomes/date=*/``): an outcome joins its prediction by request id whatever the delay
-between them, and is attributed to the version that answered.  A request id that names several logged
-predictions (a batch request, or a client that reused an id) is ambiguous and left out, counted.
-Aggregates come back as arrays; the per-chunk figures and intervals are vectorised numpy.
+The join is a query on the monitoring data plane (`oncology.monitoring.engine`): the relation ``predictions``
+(compacted Parquet where a day has it, JSON Lines for the rest, each prediction once, every object checked
+whole first) joined with ``outcomes`` (``monitoring/outcomes/date=*/``): an outcome joins its prediction by
+request id whatever the delay between them, and is attributed to the version that answered.  A request id
+that names several logged predictions (a batch request, or a client that reused an id) is ambiguous and left
+out, counted.  The labelled cases come back as arrays (one per joined outcome); the per-chunk figures and
+intervals are vectorised numpy over them.
 
 Intervals (95%): Wilson for proportions (accuracy, recall, specificity, referral share), DeLong for
 ROC AUC (on the logit scale), a normal interval for the Brier score.
@@ -34,7 +36,7 @@ import io
 import json
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, Final, Literal
@@ -43,7 +45,11 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import TypeAdapter, ValidationError
 
-from oncology.monitoring import duck, tables
+from oncology import datasets
+from oncology.datasets import DatasetVersion
+from oncology.monitoring import tables
+from oncology.monitoring.engine import queries, relations
+from oncology.monitoring.engine.settings import EngineSettings
 from oncology.monitoring.sequential import bernoulli_cusum
 from oncology.outcomes import PREFIX as OUTCOMES_PREFIX
 from oncology.outcomes import Conflict, Intake, OutcomeBook, OutcomeIn, validation_problems
@@ -200,39 +206,21 @@ def import_outcomes(store: Store, parsed: Parsed, name: str, skip_invalid: bool 
     return done
 
 
-def orphans(store: Store, request_ids: Sequence[str]) -> list[str]:
+def orphans(store: Store, request_ids: Sequence[str], engine: EngineSettings | None = None) -> list[str]:
     """The request ids that name no logged prediction (yet)."""
     if not request_ids:
         return []
-    if not duck.has_files(store, PREDICTIONS_PREFIX, ".jsonl.gz"):
-        return list(request_ids)
-    con, base = duck.connect(store)
-    con.execute("CREATE TEMP TABLE wanted (request_id VARCHAR)")
-    con.executemany("INSERT INTO wanted VALUES (?)", [(r,) for r in request_ids])
-    rows = con.execute(
-        f"SELECT w.request_id FROM wanted w ANTI JOIN ({_predictions_sql(base, columns='request_id')}) p "
-        "USING (request_id) ORDER BY 1").fetchall()
+    view = relations.predictions(store, settings=engine)
+    try:
+        con = view.con
+        con.execute("CREATE TEMP TABLE wanted AS SELECT unnest(?::VARCHAR[]) AS request_id", [list(request_ids)])
+        rows = con.execute("SELECT w.request_id FROM wanted w ANTI JOIN predictions p USING (request_id) ORDER BY 1").fetchall()
+    finally:
+        view.con.close()
     return [r[0] for r in rows]
 
 
 # ---- the join --------------------------------------------------------------------------------------
-
-_PREDICTION_COLUMNS: Final = ("{'ts': 'TIMESTAMPTZ', 'request_id': 'VARCHAR', 'model_version': 'VARCHAR', "
-                              "'probability': 'DOUBLE', 'prediction': 'VARCHAR', 'decision': 'VARCHAR'}")
-_OUTCOME_COLUMNS: Final = ("{'request_id': 'VARCHAR', 'outcome': 'VARCHAR', 'observed_at': 'TIMESTAMPTZ', "
-                           "'received_at': 'TIMESTAMPTZ'}")
-
-
-def _glob(base: str, prefix: str, pattern: str) -> str:
-    return "'" + f"{base.rstrip('/')}/{prefix}/date=*/{pattern}".replace("'", "''") + "'"
-
-
-def _predictions_sql(base: str, columns: str = "*") -> str:
-    return (f"SELECT {columns} FROM read_json({_glob(base, PREDICTIONS_PREFIX, '*.jsonl.gz')}, "
-            f"format='newline_delimited', columns={_PREDICTION_COLUMNS}, ignore_errors=true, hive_partitioning=false) "
-            "WHERE request_id IS NOT NULL AND ts IS NOT NULL AND model_version IS NOT NULL "
-            "AND probability BETWEEN 0 AND 1 AND prediction IN ('benign', 'malignant') "
-            "AND decision IN ('benign', 'malignant', 'refer')")
 
 
 @dataclass
@@ -256,57 +244,51 @@ class Joined:
     orphans: int = 0
     orphan_examples: list[str] = field(default_factory=list)
     ambiguous_outcomes: int = 0
+    #: prediction-log objects left out because they cannot be read whole (named by the engine)
+    unreadable_files: list[str] = field(default_factory=list)
 
     @property
     def labelled(self) -> int:
         return int(self.probability.size)
 
 
-def join(store: Store, period: str = "month") -> Joined:
-    """The prediction log joined with the outcomes, by request id, whatever the delay."""
+def join(store: Store, period: str = "month", engine: EngineSettings | None = None) -> Joined:
+    """The prediction log joined with the outcomes, by request id, whatever the delay: queries on the monitoring
+    data plane's relations (`engine.relations`: compacted Parquet where a day has it, JSON Lines for the rest,
+    each prediction once).  The join, the coverage counts per version and period, the orphans and the ambiguous
+    request ids are DuckDB queries; the labelled cases come back as arrays (one row per joined outcome)."""
     if period not in {"day", "week", "month", "quarter", "year"}:
         raise ValueError(f"unknown period {period!r}")
-    con, base = duck.connect(store)
-    has_predictions = duck.has_files(store, PREDICTIONS_PREFIX, ".jsonl.gz")
-    has_outcomes = duck.has_files(store, OUTCOMES_PREFIX, ".jsonl")
-    preds = _predictions_sql(base) if has_predictions else (
-        "SELECT NULL::TIMESTAMPTZ ts, NULL::VARCHAR request_id, NULL::VARCHAR model_version, NULL::DOUBLE probability, "
-        "NULL::VARCHAR prediction, NULL::VARCHAR decision WHERE false")
-    outs = (
-        f"SELECT request_id, outcome, observed_at, received_at FROM read_json("
-        f"{_glob(base, OUTCOMES_PREFIX, '*.jsonl')}, format='newline_delimited', columns={_OUTCOME_COLUMNS}, "
-        "ignore_errors=true, hive_partitioning=false) WHERE request_id IS NOT NULL AND observed_at IS NOT NULL "
-        "AND outcome IN ('benign', 'malignant') "
-        "QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY received_at, outcome) = 1"
-    ) if has_outcomes else (
-        "SELECT NULL::VARCHAR request_id, NULL::VARCHAR outcome, NULL::TIMESTAMPTZ observed_at, "
-        "NULL::TIMESTAMPTZ received_at WHERE false")
-    con.execute(f"CREATE TEMP TABLE preds AS {preds}")
-    con.execute(f"CREATE TEMP TABLE outs AS {outs}")
-    con.execute("CREATE TEMP TABLE ids AS SELECT request_id, count(*) AS n FROM preds GROUP BY request_id")
-    con.execute(f"""
-        CREATE TEMP TABLE joined AS
-        SELECT p.model_version AS version, p.request_id, epoch(p.ts) AS ts, p.probability,
-               p.prediction = 'malignant' AS predicted_malignant, p.decision,
-               strftime(date_trunc('{period}', p.ts AT TIME ZONE 'UTC'), '%Y-%m-%d') AS period,
-               o.outcome AS outcome, (epoch(o.observed_at) - epoch(p.ts)) / 86400.0 AS delay_days,
-               epoch(o.received_at) AS received
-        FROM preds p JOIN ids i USING (request_id) LEFT JOIN outs o USING (request_id)
-        WHERE i.n = 1""")
-    labelled = con.execute("""
-        SELECT request_id, version, period, ts, probability, predicted_malignant, decision = 'refer' AS referred,
-               outcome = 'malignant' AS malignant, delay_days, received
-        FROM joined WHERE outcome IS NOT NULL ORDER BY version, ts, request_id""").fetchnumpy()
-    coverage = con.execute("""
-        SELECT version, period, CASE WHEN predicted_malignant THEN 'malignant' ELSE 'benign' END AS prediction,
-               decision, count(*) AS predictions, count(outcome) AS labelled
-        FROM joined GROUP BY ALL ORDER BY ALL""").fetchall()
-    (orphan_count,) = con.execute("SELECT count(*) FROM outs ANTI JOIN ids USING (request_id)").fetchone() or (0,)
-    examples = [r[0] for r in con.execute(
-        "SELECT request_id FROM outs ANTI JOIN ids USING (request_id) ORDER BY received_at DESC LIMIT 20").fetchall()]
-    (ambiguous,) = con.execute(
-        "SELECT count(*) FROM outs JOIN ids USING (request_id) WHERE ids.n > 1").fetchone() or (0,)
-    con.close()
+    view = relations.with_outcomes(store, relations.predictions(store, settings=engine))
+    con = view.con
+    bucket = f"strftime(date_trunc('{period}', ts AT TIME ZONE 'UTC'), '%Y-%m-%d')"
+    try:
+        con.execute(f"CREATE TEMP TABLE matched AS {queries.outcome_join()}")
+        labelled = con.execute(f"""
+            SELECT request_id, model_version AS version, {bucket} AS period, epoch(ts) AS ts, probability,
+                   prediction = 'malignant' AS predicted_malignant, decision = 'refer' AS referred,
+                   outcome = 'malignant' AS malignant, (epoch(observed_at) - epoch(ts)) / 86400.0 AS delay_days,
+                   epoch(received_at) AS received
+            FROM matched WHERE n = 1 ORDER BY version, ts, request_id""").fetchnumpy()
+        # every prediction, labelled or not, by version, period, predicted class and decision; the labelled ones
+        # of each cell from the (small) matched table
+        coverage = con.execute(f"""
+            WITH every AS (
+                SELECT model_version AS version, {bucket} AS period, prediction, decision, count(*) AS predictions
+                FROM predictions GROUP BY ALL),
+            known AS (
+                SELECT model_version AS version, {bucket} AS period, prediction, decision, count(*) AS labelled
+                FROM matched WHERE n = 1 GROUP BY ALL)
+            SELECT version, period, prediction, decision, predictions, coalesce(labelled, 0) AS labelled
+            FROM every LEFT JOIN known USING (version, period, prediction, decision) ORDER BY ALL""").fetchall()
+        (orphan_count,) = con.execute(
+            "SELECT count(*) FROM outcomes ANTI JOIN matched USING (request_id)").fetchone() or (0,)
+        examples = [r[0] for r in con.execute(
+            "SELECT request_id FROM outcomes ANTI JOIN matched USING (request_id) "
+            "ORDER BY received_at DESC, request_id LIMIT 20").fetchall()]
+        (ambiguous,) = con.execute("SELECT count(DISTINCT request_id) FROM matched WHERE n > 1").fetchone() or (0,)
+    finally:
+        con.close()
 
     def arr(name: str, dtype: Any) -> Any:
         return np.asarray(labelled[name], dtype=dtype)
@@ -318,6 +300,7 @@ def join(store: Store, period: str = "month") -> Joined:
         received=arr("received", np.float64),
         coverage=[dict(zip(("version", "period", "prediction", "decision", "predictions", "labelled"), r)) for r in coverage],
         orphans=int(orphan_count), orphan_examples=examples, ambiguous_outcomes=int(ambiguous),
+        unreadable_files=sorted(view.skipped),
     )
 
 
@@ -692,48 +675,25 @@ def _cell(value: Any) -> str:
 
 # ---- retraining: the joined cases as a new dataset version ------------------------------------------
 
-DATASETS_PREFIX: Final = "datasets"
-LINEAGE: Final = "lineage.json"
 #: Sample ids of outcome rows start here, far above the UCI file's (which are below 14 million).
 OUTCOME_ID_BASE: Final = 900_000_000
 
 
-@dataclass(frozen=True)
-class DatasetVersion:
-    version: str
-    uri: str  # the data file, for ``oncology train --data``
-    lineage: dict[str, Any]
-    created: bool  # False: the newest version already held exactly these rows
+def labelled_rows(store: Store, engine: EngineSettings | None = None) -> list[tuple[str, str, tuple[int, ...], bool]]:
+    """Every labelled, unambiguous case: (request id, version, the nine logged features, malignant); the outcome
+    join on the data plane (`engine.queries.outcome_join`), whose features are whole scores 1-10 (the log's
+    record rule)."""
+    from oncology_model.datamodel import FEATURES
 
-
-def labelled_rows(store: Store) -> list[tuple[str, str, tuple[int, ...], bool]]:
-    """Every labelled, unambiguous case: (request id, version, the nine logged features, malignant)."""
-    from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
-
-    if not (duck.has_files(store, PREDICTIONS_PREFIX, ".jsonl.gz") and duck.has_files(store, OUTCOMES_PREFIX, ".jsonl")):
-        return []
-    con, base = duck.connect(store)
-    struct = ", ".join(f"{f} INTEGER" for f in FEATURES)
-    columns = _PREDICTION_COLUMNS[:-1] + f", 'inputs': 'STRUCT({struct})'}}"
-    preds = (f"SELECT request_id, model_version, inputs FROM read_json({_glob(base, PREDICTIONS_PREFIX, '*.jsonl.gz')}, "
-             f"format='newline_delimited', columns={columns}, ignore_errors=true, hive_partitioning=false) "
-             "WHERE request_id IS NOT NULL AND model_version IS NOT NULL AND inputs IS NOT NULL")
-    outs = (f"SELECT request_id, outcome FROM read_json({_glob(base, OUTCOMES_PREFIX, '*.jsonl')}, "
-            f"format='newline_delimited', columns={_OUTCOME_COLUMNS}, ignore_errors=true, hive_partitioning=false) "
-            "WHERE request_id IS NOT NULL AND outcome IN ('benign', 'malignant') "
-            "QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY received_at, outcome) = 1")
-    features = ", ".join(f"p.inputs.{f}" for f in FEATURES)
-    rows = con.execute(f"""
-        WITH p AS ({preds}), o AS ({outs}), ids AS (SELECT request_id, count(*) n FROM p GROUP BY request_id)
-        SELECT p.request_id, p.model_version, {features}, o.outcome = 'malignant'
-        FROM p JOIN ids USING (request_id) JOIN o USING (request_id) WHERE ids.n = 1 ORDER BY p.request_id""").fetchall()
-    con.close()
-    out = []
-    for request_id, version, *values, malignant in rows:
-        row = tuple(values)
-        if all(isinstance(v, int) and SCORE_MIN <= v <= SCORE_MAX for v in row):  # the service logs whole scores
-            out.append((request_id, version, row, bool(malignant)))
-    return out
+    view = relations.with_outcomes(store, relations.predictions(store, settings=engine))
+    try:
+        rows = view.con.execute(
+            f"SELECT request_id, model_version, {', '.join(FEATURES)}, outcome = 'malignant' "
+            f"FROM ({queries.outcome_join()}) WHERE n = 1 ORDER BY request_id").fetchall()
+    finally:
+        view.con.close()
+    return [(request_id, version, tuple(int(v) for v in values), bool(malignant))
+            for request_id, version, *values, malignant in rows]
 
 
 def build_dataset(store: Store, raw: bytes, raw_uri: str, data_file: str, now: datetime | None = None) -> DatasetVersion:
@@ -748,14 +708,14 @@ def build_dataset(store: Store, raw: bytes, raw_uri: str, data_file: str, now: d
     lines = [f"{OUTCOME_ID_BASE + i},{','.join(map(str, row))},{4 if malignant else 2}\n"
              for i, (_, _, row, malignant) in enumerate(cases)]
     data = raw + (b"" if raw.endswith(b"\n") or not raw else b"\n") + "".join(lines).encode()
-    existing = sorted({int(k.split("/")[1]) for k in store.list(DATASETS_PREFIX + "/")
-                       if k.count("/") >= 2 and k.split("/")[1].isdigit()})
+    existing = datasets.versions(store)
     if existing:
-        newest = f"{DATASETS_PREFIX}/{existing[-1]}"
-        if store.exists(f"{newest}/{LINEAGE}") and sha256(store.read(f"{newest}/{data_file}")) == sha256(data):
-            lineage = json.loads(store.read(f"{newest}/{LINEAGE}"))
-            return DatasetVersion(str(existing[-1]), f"{store.uri}/{newest}/{data_file}", lineage, False)
-    version = str((existing[-1] if existing else 0) + 1)
+        newest = datasets.resolve(store, str(existing[-1]))
+        if store.exists(newest.key) and sha256(store.read(newest.key)) == sha256(data):
+            return replace(newest, created=False)
+    # numbered past every folder there is, committed or not (a run that died before its lineage left its data file)
+    taken = {int(k.split("/")[1]) for k in store.list(datasets.PREFIX + "/") if k.count("/") >= 2 and k.split("/")[1].isdigit()}
+    version = str(max(taken | set(existing), default=0) + 1)
     by_version: dict[str, int] = {}
     for _, v, _, _ in cases:
         by_version[v] = by_version.get(v, 0) + 1
@@ -771,6 +731,7 @@ def build_dataset(store: Store, raw: bytes, raw_uri: str, data_file: str, now: d
             "batches": store.list(OUTCOMES_PREFIX + "/"),  # the outcome files joined (each written once)
         },
     }
-    prefix = f"{DATASETS_PREFIX}/{version}"
-    store.publish(prefix, {data_file: data, LINEAGE: json.dumps(lineage, indent=2).encode()}, commit=LINEAGE)
-    return DatasetVersion(version, f"{store.uri}/{prefix}/{data_file}", lineage, True)
+    prefix = f"{datasets.PREFIX}/{version}"
+    store.publish(prefix, {data_file: data, datasets.LINEAGE: json.dumps(lineage, indent=2).encode()},
+                  commit=datasets.LINEAGE)
+    return DatasetVersion(version, f"{store.uri}/{prefix}/{data_file}", f"{prefix}/{data_file}", lineage, True)

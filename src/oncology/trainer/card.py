@@ -171,6 +171,19 @@ def why_chosen(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _dataset_lines(version: Mapping[str, Any] | None) -> list[str]:
+    """The card's lines on a dataset version (``oncology train --dataset``): what the file is made of."""
+    if version is None:
+        return []
+    by_version = ", ".join(f"{n} from version {v}" for v, n in sorted(version["outcome_cases_by_model_version"].items()))
+    return [
+        f"- Dataset version: {version['version']} ({version['lineage']}): the raw file {shown_uri(version['raw']['uri'])} "
+        f"(sha256 {version['raw']['sha256']}) as it is, plus {version['outcome_cases']} labelled case(s) from outcomes "
+        f"({version['outcome_malignant']} malignant" + (f"; predicted by {by_version}" if by_version else "") + "): "
+        "each a logged prediction's features with its biopsy outcome as the class",
+    ]
+
+
 def markdown(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> str:
     """The card for people (``card.md``)."""
     data, training, cv, test, referral = metadata["data"], metadata["training"], kpis["cv"], kpis["test"], kpis["referral"]
@@ -203,6 +216,7 @@ def markdown(metadata: Mapping[str, Any], kpis: Mapping[str, Any]) -> str:
         f"- Site and years: {prov.get('site', 'unknown')}; {prov.get('collected', 'unknown')}",
         f"- Licence: {prov.get('licence', 'unknown')}",
         f"- File: {shown_uri(data['uri'])} (sha256 {data['sha256']})",
+        *_dataset_lines(data.get("dataset_version")),
         f"- Size: {data['rows_read']} rows; {data['rows_with_missing_values_excluded']} with a missing value left out; "
         f"{used} used",
         f"- Class balance: {counts['benign']} benign ({counts['benign'] / used:.1%}), {counts['malignant']} malignant "

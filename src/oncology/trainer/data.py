@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +55,8 @@ class Dataset:
     y: npt.NDArray[np.int64]  # 1 = malignant
     rows_read: int
     rows_missing: int
+    #: when the file is a dataset version of the store: its number, lineage key and what came from outcomes
+    dataset_version: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -167,4 +169,5 @@ def describe(dataset: Dataset) -> dict[str, object]:
         "sample_ids": int(len(ids)),
         "rows_sharing_a_sample_id": int(np.sum(counts[counts > 1])),
         "provenance": dict(UCI_PROVENANCE) if dataset.sha256 == BUNDLED_DATA_SHA256 else None,
+        **({"dataset_version": dataset.dataset_version} if dataset.dataset_version is not None else {}),
     }

@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from oncology import gate
+from oncology import datasets, gate
 from oncology.settings import TrainSettings
 from oncology.trainer import data
 from oncology.trainer.train import TrainingResult, train
 from oncology_model.bundle import KPIS, METADATA, MODEL
 from oncology_model.errors import OncologyError
 from oncology_model.registry import CHAMPION, ModelRegistry
-from oncology_model.storage import Store, open_store
+from oncology_model.storage import Store, open_existing_store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,33 @@ class Outcome:
     promoted: bool
     #: False when an existing version already holds this very model: nothing new was published
     published: bool = True
+    #: the dataset version trained on (``--dataset``), as the metadata records it
+    dataset_version: dict[str, Any] | None = None
+
+
+def load_data(settings: TrainSettings) -> data.Dataset:
+    """The raw file of ``settings.data``, or the dataset version ``settings.dataset`` of the store: its data file,
+    checked against the sha256 its lineage records, and described by it (number, outcome cases)."""
+    if settings.dataset is None:
+        return data.load(settings.data)
+    found = datasets.resolve(open_existing_store(settings.store), settings.dataset)
+    dataset = data.load(found.uri)
+    if dataset.sha256 != found.lineage["data"]["sha256"]:
+        raise OncologyError(f"{found.uri}: sha256 {dataset.sha256} differs from the {found.lineage['data']['sha256']} "
+                            f"its lineage records: the dataset version was changed after it was written")
+    outcomes = found.lineage["outcomes"]
+    return replace(dataset, dataset_version={
+        "version": found.version,
+        "lineage": f"{datasets.PREFIX}/{found.version}/{datasets.LINEAGE}",
+        "raw": found.lineage["raw"],
+        "outcome_cases": outcomes["cases"],
+        "outcome_malignant": outcomes["malignant"],
+        "outcome_cases_by_model_version": outcomes["by_model_version"],
+    })
 
 
 def run_training(settings: TrainSettings, interactive: bool = False, console: Console | None = None) -> Outcome:
-    dataset = data.load(settings.data)
+    dataset = load_data(settings)
     log.info(
         "data %s: %d rows, %d complete (%d with a missing value excluded), sha256 %s",
         dataset.source, dataset.rows_read, len(dataset), dataset.rows_missing, dataset.sha256[:12],
@@ -87,7 +110,7 @@ def run_training(settings: TrainSettings, interactive: bool = False, console: Co
     if published or promoted:
         _write_dashboard(store)
     kpis = result.kpis if published else registry.load(version).kpis
-    return Outcome(version, dict(kpis), promoted, published)
+    return Outcome(version, dict(kpis), promoted, published, dataset.dataset_version)
 
 
 def identical_version(registry: ModelRegistry, result: TrainingResult) -> str | None:

@@ -18,10 +18,13 @@ The API (each name in the module after the colon):
 - `queries`: the SQL, once: ``records(jsonl_urls, parquet_urls)`` (every line or row, typed, with
   ``valid``), ``predictions(jsonl_urls, parquet_urls)`` (the valid records: ``date, ts, request_id,
   model_version, route, <nine features>, probability, prediction, decision, malignant, file``) and
-  ``partials(...)`` (drift's additive counts per object and model version).
+  ``partials(...)`` (drift's additive counts per object and model version), ``sizes(...)`` (the integrity
+  figures alone), ``outcomes(urls)`` and ``outcome_join()`` (each outcome with the predictions of its request id).
 - `relations`: ``predictions(store, since=None, until=None) -> Predictions``: a DuckDB connection with
   a view ``predictions`` over the whole log (or the partitions of a window, filtered by ``ts``), every
-  object checked whole first; ``Predictions.con.sql("select ... from predictions")``.
+  object checked whole first (`queries.sizes`); ``Predictions.con.sql("select ... from predictions")``;
+  ``with_outcomes(store, view)`` adds the table ``outcomes`` (one record per request id) for
+  `queries.outcome_join`, the join the outcome check and the retraining dataset run.
 - `run`: ``drift_counts(store, since, until, version, edges, settings) -> LoggedCounts`` (on the engine
   ``settings`` names) and ``partial_counts`` (the unit of work one engine task runs).
 - `cluster`: the Dask engine, the same partial query fanned out over a Dask cluster, one task per object.

@@ -109,6 +109,7 @@ def connect(where: Location, threads: int | None = None, memory_limit: str | Non
         config["memory_limit"] = memory_limit
     con = duckdb.connect(config=config)
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # it would print into a command's output (a query past 2 s)
     if where.is_s3:
         con.execute(f"LOAD '{httpfs_extension()}'")
         options = ["TYPE s3", "URL_STYLE 'path'", f"USE_SSL {str(where.use_ssl).lower()}",

@@ -8,6 +8,10 @@
   in [0, 1] and ``prediction`` benign or malignant.  Compacted Parquet rows were checked when written.
 - `predictions`: the valid records (the relation other queries start from).
 - `partials`: drift's additive counts per object and model version (the unit Dask fans out).
+- `sizes`: per object, only what the integrity check needs (for a relation that is queried next).
+- `outcomes`: the recorded outcomes (``oncology.outcomes``' JSON Lines), one per request id: the first received.
+- `outcome_join`: every outcome with the logged predictions of its request id (the relation the outcome check,
+  the orphan count and the retraining dataset start from).
 """
 
 from __future__ import annotations
@@ -46,14 +50,32 @@ def _score(name: str) -> str:
             f"THEN CAST({value} AS TINYINT) END AS {name}")
 
 
-def jsonl_records(urls: Sequence[str], counted_only: bool = False) -> str:
-    """The lines of gzip JSON Lines objects (``urls``, each under a ``date=`` folder) as typed records; with
-    ``counted_only``, ``request_id``, ``route`` and ``decision`` are left NULL (not parsed)."""
-    lines = (
+def _lines(urls: Sequence[str]) -> str:
+    """Each line of gzip JSON Lines objects as one column ``line``, with ``filename`` and the ``date`` folder."""
+    return (
         f"read_csv({_list(urls)}, columns = {{'line': 'VARCHAR'}}, header = false, delim = E'{_NO_DELIMITER}', "
         "quote = '', escape = '', auto_detect = false, filename = true, hive_partitioning = true, "
         "hive_types = {'date': DATE}, compression = 'gzip')"
     )
+
+
+def sizes(jsonl: Sequence[str], parquet: Sequence[str]) -> str:
+    """Per object, what the integrity check needs and no more (no JSON parsed, no Parquet column read): ``file,
+    version`` (NULL), ``lines`` and ``bytes`` (the bytes a JSON Lines object's lines decompress to, as `partials`
+    counts them; NULL for Parquet).  A relation that is queried next checks its objects with this first."""
+    parts = ([f"SELECT filename AS file, CAST(NULL AS VARCHAR) AS version, count(*) AS lines, "
+              f"sum(coalesce(strlen(line), 0) + 1) AS bytes FROM {_lines(jsonl)} GROUP BY ALL"] if jsonl else []) + (
+        [f"SELECT filename AS file, CAST(NULL AS VARCHAR) AS version, count(*) AS lines, CAST(NULL AS HUGEINT) AS bytes "
+         f"FROM read_parquet({_list(parquet)}, filename = true) GROUP BY ALL"] if parquet else [])
+    if not parts:
+        raise ValueError("sizes() needs at least one object to read")
+    return " UNION ALL ".join(f"({p})" for p in parts)
+
+
+def jsonl_records(urls: Sequence[str], counted_only: bool = False) -> str:
+    """The lines of gzip JSON Lines objects (``urls``, each under a ``date=`` folder) as typed records; with
+    ``counted_only``, ``request_id``, ``route`` and ``decision`` are left NULL (not parsed)."""
+    lines = _lines(urls)
     parsed = (
         "SELECT filename AS file, date, coalesce(strlen(line), 0) + 1 AS line_bytes, "
         "coalesce(trim(line), '') = '' AS blank, "
@@ -128,4 +150,37 @@ def partials(jsonl: Sequence[str], parquet: Sequence[str], since: datetime, unti
         f"{histograms}, histogram(bin) FILTER (counted) AS bins, "
         "histogram(bin) FILTER (counted AND malignant) AS malignant_bins "
         "FROM r GROUP BY ALL"
+    )
+
+
+#: The columns of an outcome record (`oncology.outcomes.Stored`).
+_OUTCOME_COLUMNS: Final = ("{'request_id': 'VARCHAR', 'outcome': 'VARCHAR', 'observed_at': 'TIMESTAMPTZ', "
+                           "'source': 'VARCHAR', 'received_at': 'TIMESTAMPTZ'}")
+
+
+def outcomes(urls: Sequence[str]) -> str:
+    """The outcome records of the JSON Lines objects ``urls``: ``request_id, outcome, observed_at, received_at``,
+    one per request id (the first received: the one its claim holds; a retried batch writes its records again).
+    Lines that are not outcome records are left out."""
+    if not urls:
+        return ("SELECT CAST(NULL AS VARCHAR) AS request_id, CAST(NULL AS VARCHAR) AS outcome, "
+                "CAST(NULL AS TIMESTAMPTZ) AS observed_at, CAST(NULL AS TIMESTAMPTZ) AS received_at WHERE false")
+    return (
+        f"SELECT request_id, outcome, observed_at, received_at FROM read_json({_list(urls)}, "
+        f"format = 'newline_delimited', columns = {_OUTCOME_COLUMNS}, ignore_errors = true, hive_partitioning = false) "
+        f"WHERE request_id IS NOT NULL AND observed_at IS NOT NULL AND outcome IN {CLASSES!r} "
+        "QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY received_at, outcome) = 1"
+    )
+
+
+def outcome_join(predictions: str = "predictions", outcomes: str = "outcomes") -> str:
+    """Each outcome with every logged prediction of its request id, whatever the delay between them (a hash join
+    whose build side is the outcomes, so the log is read once, in a stream): ``request_id, model_version, ts,
+    probability, prediction, decision, <nine features>, outcome, observed_at, received_at, n`` where ``n`` is
+    how many logged predictions the request id names (more than one: ambiguous, a batch request or a reused id)."""
+    return (
+        "SELECT p.request_id, p.model_version, p.ts, p.probability, p.prediction, p.decision, "
+        + ", ".join(f"p.{name}" for name in FEATURES)
+        + ", o.outcome, o.observed_at, o.received_at, count(*) OVER (PARTITION BY p.request_id) AS n "
+        f"FROM {predictions} p JOIN {outcomes} o ON p.request_id = o.request_id"
     )

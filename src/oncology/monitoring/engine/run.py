@@ -54,19 +54,19 @@ class Partial:
 
 def partial_counts(
     where: Location, jsonl: Sequence[str], parquet: Sequence[str], since: datetime, until: datetime,
-    edges: Sequence[float], threads: int | None = None, memory_limit: str | None = None,
+    edges: Sequence[float], threads: int | None = None, memory_limit: str | None = None, sizes_only: bool = False,
 ) -> Partial:
-    """`queries.partials` over the objects ``jsonl`` and ``parquet`` (keys) of the store at ``where``.  If
-    DuckDB refuses the group, the group is halved until each refused object is found alone; the others'
-    counts are kept."""
+    """`queries.partials` over the objects ``jsonl`` and ``parquet`` (keys) of the store at ``where``
+    (``sizes_only``: `queries.sizes`, the integrity figures alone).  If DuckDB refuses the group, the group is
+    halved until each refused object is found alone; the others' counts are kept."""
     con = connect(where, threads, memory_limit)
     key_of = {where.url(k): k for k in (*jsonl, *parquet)}
     result = Partial()
 
     def run(j: Sequence[str], p: Sequence[str]) -> None:
         try:
-            rows = con.execute(queries.partials([where.url(k) for k in j], [where.url(k) for k in p],
-                                                since, until, edges)).fetchall()
+            urls = [where.url(k) for k in j], [where.url(k) for k in p]
+            rows = con.execute(queries.sizes(*urls) if sizes_only else queries.partials(*urls, since, until, edges)).fetchall()
         except Exception as exc:  # duckdb.Error and its IO errors: which object, found by halving
             import duckdb
 
