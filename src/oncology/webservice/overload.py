@@ -8,7 +8,7 @@ meanwhile wait unread in the kernel, so that a request's wait is whatever was pa
 before it (up to three batches), not the work queued ahead of it, and a budget on the queue does
 not bound it.  `Shedder` makes the queue explicit: admitted requests take turns (`_Turns`), in the
 order their bodies were in, a few at a time (up to a quantum of estimated work that grows with the
-time the loop spends reading between turns, at least a fiftieth and at most half of the budget), and the loop reads, parses,
+time the loop spends reading between turns, at least a millisecond and at most half the budget), and the loop reads, parses,
 admits or sheds between every two turns.  So the requests waiting are the requests known, a request's
 wait is the work queued ahead of it, and probes (never queued) are answered between two turns.  The
 budget is ``overload_max_lag`` seconds of that waiting; it is enforced twice:
@@ -34,10 +34,12 @@ And neither rule sheds while fewer than ``overload_min_queue`` other requests wa
 turn that comes late then is the machine's (the CPU taken by other processes, a pod's cold start),
 not a queue's, and shedding a few would not shorten it.
 
-While the queue is short (at most ``overload_min_queue`` admitted requests, this one included) and none
-waits for a turn, neither rule can shed, so an admitted request skips the turns and runs as it comes: the
-shedder then costs one comparison a request, except one request of a size in `SAMPLE_EVERY` (and the first
-of each), which takes the turns to keep its size's cost estimate fresh for when a queue builds.
+While the whole queue fits in one turn (this request alone, or all the admitted work within a quantum)
+and none waits for a turn, turns would change nothing and no rule can shed (a quantum is at most half the
+budget), so an admitted request skips the turns and runs as it comes: the shedder then costs a comparison or
+two a request, except one request of a size in `SAMPLE_EVERY` (and the first of each), which takes the turns
+to keep its size's cost estimate fresh for when a queue builds.  The test is on the queued work, not on the
+number of requests: a probe waits at most a quantum behind requests that came together, whatever the budget.
 
 So the latency of an admitted request is about the budget plus its own cost, however many requests
 come.  (Clients that retry a 503 at once, ignoring Retry-After, are a flood of requests to read and
@@ -101,7 +103,7 @@ class Shedder:
         self.queued = 0  # requests admitted by the protocol (ADMITTED) and not finished yet
         self.work = 0.0  # the sum of their estimated costs (CPU seconds)
         self.costs = [0.0] * 64  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
-        self.unsampled = [0] * 64  # by size: requests of a short queue, which took no turn (every SAMPLE_EVERY-th does)
+        self.unsampled = [0] * 64  # by size: requests that skipped the turns (every SAMPLE_EVERY-th does)
         self.turns = _Turns(self.max_lag)  # admitted requests run in turns, from their start to their first answer
         self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
             name + b": " + value + b"\r\n" for name, value in [*SHED_HEADERS, (b"retry-after", self.retry_after)]))
@@ -146,10 +148,11 @@ class Shedder:
         if admitted is _ABSENT:  # not admitted by the protocol: a probe, a GET, shedding off
             await self.app(scope, receive, send)
             return
-        if admitted is not None and self.queued <= self.min_queue and not self.turns.waiting:
-            # a short queue (fewer than min_queue others): no rule can shed this request and none waits for a turn, so
-            # it runs as it comes, at no cost but this test, except every SAMPLE_EVERY-th of a size (and the first),
-            # which takes the turns to keep its size's cost estimate fresh for when a queue builds
+        if admitted is not None and not self.turns.waiting and (self.queued == 1 and self.min_queue or self.work <= self.turns.quantum()):
+            # the whole queue fits in one turn (this request alone, or all the admitted work within a quantum, which is
+            # at most half the budget: no rule can shed), so turns would change nothing: it runs as it comes, at no
+            # cost but this test, except every SAMPLE_EVERY-th of a size (and the first), which takes the turns to
+            # keep its size's cost estimate fresh for when a queue builds
             size = admitted[0]
             self.unsampled[size] += 1
             if self.unsampled[size] % SAMPLE_EVERY and self.costs[size]:
@@ -233,9 +236,10 @@ class _Turns:
         self.gap = 0.0  # seconds from a batch's grant to its run (moving average): the loop's work between batches
 
     def quantum(self) -> float:
-        # at least a fiftieth of the budget: with little to read, a batch of one request per loop iteration would spend
-        # more on the iterations than on the requests (16% of a single-row prediction at c=64)
-        return min(self.budget / 2, max(self.budget * MIN_QUANTUM_SHARE, READ_SHARE * self.gap))
+        # at least MIN_QUANTUM: with little to read, a batch of one request per loop iteration would spend more on the
+        # iterations than on the requests (16% of a single-row prediction at c=64).  A floor in seconds, not a share
+        # of the budget: the quantum is how long a probe or a newly read request may wait, whatever the budget
+        return min(self.budget / 2, max(MIN_QUANTUM, READ_SHARE * self.gap))
 
     async def take(self, loop: asyncio.AbstractEventLoop, estimate: float) -> None:
         """Wait for a turn: at once if no batch runs or the one that ran in this iteration has room and none wait."""
@@ -297,9 +301,9 @@ READ_SHARE: Final = 2.0
 #: Seconds a lingering close reads the rest of an answered body when no read deadline is configured (nginx's
 #: ``lingering_time``); otherwise the request's read deadline ends it.
 LINGER_SECONDS: Final = 30.0
-#: A turn's quantum is at least this share of the budget (1 ms of the default 50 ms).
-MIN_QUANTUM_SHARE: Final = 0.02
-#: In a short queue (no rule can shed), one request of a size in this many takes the turns to measure its cost.
+#: A turn's quantum is at least this many seconds of estimated work (at most half the budget).
+MIN_QUANTUM: Final = 0.001
+#: Of the requests that skip the turns (the queue fits in one), one request of a size in this many takes the turns to measure its cost.
 SAMPLE_EVERY: Final = 16
 _ABSENT: Final = object()
 #: Weight of the newest request in the moving average of the cost of admitted requests of its size (the first sets it).
