@@ -7,6 +7,7 @@ spent ~200 µs, and at 4x a worker's capacity it, not the server, was the limit)
 
 - ``closed(port, request, connections, seconds)``: each connection sends its next request when the
   previous answer is in (the capacity measurement, and a fixed concurrency).
+- ``fixed(port, request, connections, total)``: the closed loop for exactly ``total`` requests.
 - ``open_loop(port, request, rate, seconds)``: requests are *scheduled* at a fixed rate, whatever the
   server does; each takes an idle connection or opens one (up to ``max_connections``, then waits for
   one).  Latency counts from the scheduled time, so time spent queueing in the client counts too
@@ -227,6 +228,24 @@ def closed(port: int, request: bytes | Callable[[int], bytes], connections: int,
                 break
             ready = engine.step(0.05)
             if now < end:  # one closed after its answer (Connection: close) or failed: a new one takes its place
+                ready += [engine.open() for _ in range(connections - len(engine.conns))]
+    return engine.run
+
+
+def fixed(port: int, request: bytes | Callable[[int], bytes], connections: int, total: int,
+          timeout: float = 120.0) -> Run:
+    """Exactly ``total`` requests, each of ``connections`` sending its next one as soon as it has the previous answer
+    (a closed loop bounded by a count, not a duration: the instruction-count benchmark, benchmarks/cost.py)."""
+    with _engine(port, request, timeout) as engine:
+        run = engine.run
+        ready = [engine.open() for _ in range(min(connections, total))]
+        while run.sent < total or engine.busy:
+            for conn in ready:
+                if run.sent < total:
+                    engine.send(conn, run.sent, time.perf_counter())
+                    run.sent += 1
+            ready = engine.step(0.05)
+            if run.sent < total:
                 ready += [engine.open() for _ in range(connections - len(engine.conns))]
     return engine.run
 

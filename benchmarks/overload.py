@@ -16,7 +16,11 @@ benchmarks/loadgen.py, which keeps every answer with its latency.
    the right probabilities, no other status is accepted;
 4. closed loop: ``--connections`` (default 256, 32x the capacity point's) each sending its next request
    as soon as it has its answer (the client cannot fall behind the server here), against each server;
-5. slow connections: 1,000 connections trickling headers or bodies (one byte per 0.2 s each) while
+5. many connections: ``wrk -t2 -c{--many} --timeout 2s`` on single-row ``/predict`` for ``--seconds`` against each
+   server: requests answered, 503s, requests with no answer within 2 s (wrk's timeouts), p99, and the kernel's
+   listen-queue overflows and drops (``TcpExt`` ListenOverflows/ListenDrops) meanwhile, which tell whether the
+   unanswered ones waited in the accept queue (a SYN dropped is retried after 1 s, then 3 s) or in the worker;
+6. slow connections: 1,000 connections trickling headers or bodies (one byte per 0.2 s each) while
    the client sends the unloaded rate: its p50/p99 against the unloaded ones, and the seconds until
    the server had closed every slow connection (``request_read_timeout``, 10 s by default).
 
@@ -40,6 +44,7 @@ import os
 import select
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -174,12 +179,42 @@ def slow_connections(port: int, stop: threading.Event, state: dict[str, Any]) ->
             s.close()
 
 
+def listen_drops() -> dict[str, int]:
+    """The kernel's counts of connections the listen queues overflowed or dropped (all sockets of the machine)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    counts: dict[str, int] = {}
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            counts = dict(zip(names.split()[1:], map(int, values.split()[1:])))
+    return {k: counts.get(k, 0) for k in ("ListenOverflows", "ListenDrops")}
+
+
+def many_connections(wrk_bin: str, port: int, connections: int, seconds: float, cpu: int | None) -> dict[str, Any]:
+    """``wrk -t2 -c{connections} --timeout 2s`` on single-row /predict: answered, 503s, unanswered within 2 s, p99."""
+    script = bench.wrk_script("overload-many", json.dumps(bench.EXAMPLE).encode())
+    before = listen_drops()
+    argv = [*bench.pin(cpu), wrk_bin, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "2s",
+            "--latency", "-s", str(script), f"http://{bench.HOST}:{port}/predict"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise bench.BenchError(f"wrk failed ({proc.returncode}): {' '.join(argv)}\n{proc.stdout}{proc.stderr}")
+    raw = json.loads(line.removeprefix("WRK_JSON "))
+    after = listen_drops()
+    return {"connections": connections, "requests": int(raw["requests"]), "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+            "non_2xx": int(raw["status"]), "unanswered_2s": int(raw["timeout"]),
+            "socket_errors": {k: int(raw[k]) for k in ("connect", "read", "write")},
+            "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "max_ms": raw["max_us"] / 1000,
+            **{k: after[k] - before[k] for k in after}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of each load point (default 5)")
     parser.add_argument("--rows", type=int, default=250, help="tumors per batch request (default 250)")
     parser.add_argument("--times", type=float, default=4.0, help="the open loop's rate, in capacities (default 4)")
     parser.add_argument("--connections", type=int, default=256, help="connections of the closed-loop point (default 256)")
+    parser.add_argument("--many", type=int, default=1024, help="connections of the many-connections point (default 1024)")
     parser.add_argument("--set", type=bench.server_setting, action="append", default=[], metavar="ONCOLOGY_NAME=VALUE",
                         help="a setting for the shedding server (repeatable), e.g. ONCOLOGY_OVERLOAD_MAX_LAG=0.1")
     args = parser.parse_args()
@@ -252,6 +287,14 @@ def main() -> int:
             point["steal_s"] = stolen
             bench.say(f"{args.connections} connections, {name}: {json.dumps(point)}")
 
+        report["many_connections"] = {}
+        wrk_bin = bench.ensure_wrk()
+        for name, server in servers.items():
+            settle(servers)
+            report["many_connections"][name] = point = many_connections(wrk_bin, server.port, args.many, args.seconds,
+                                                                        client_cpu)
+            bench.say(f"{args.many} connections on /predict, {name}: {json.dumps(point)}")
+
         server = servers["shedding"]
         stop, state = threading.Event(), {}  # type: ignore[var-annotated]
         trickler = threading.Thread(target=slow_connections, args=(server.port, stop, state))
@@ -295,6 +338,11 @@ def main() -> int:
         for name, p in report["closed_loop"].items():
             print(f"| {name} | {p['shed_ratio']:.0%} | {p['admitted_per_s']:.0f} | {p['admitted_over_capacity']:.2f} | {p['admitted_p50_ms']:.1f} | "
                   f"{p['admitted_p99_ms']:.1f} | {p['admitted_p99_over_unloaded_p99']:.1f}x | {p['steal_s']:.1f} |")
+        print(f"\n| {args.many} connections, wrk -t2 --timeout 2s, /predict | answered req/s | 503 | no answer in 2 s | p50 ms | p99 ms | listen overflows / drops |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, p in report["many_connections"].items():
+            print(f"| {name} | {p['rps']:.0f} | {p['non_2xx']} | {p['unanswered_2s']} of {p['requests']} | {p['p50_ms']:.1f} | "
+                  f"{p['p99_ms']:.1f} | {p['ListenOverflows']} / {p['ListenDrops']} |")
         print(f"\n{SLOW} slow connections: normal client p50 {slow['admitted_p50_ms']:.2f} ms, p99 {slow['admitted_p99_ms']:.2f} ms "
               f"({slow['admitted_p99_over_unloaded_p99']:.1f}x unloaded), all closed by the server after "
               f"{slow.get('all_closed_after_s', float('nan')):.1f} s")

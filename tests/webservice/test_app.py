@@ -165,6 +165,64 @@ def test_metrics_count_requests_predictions_and_the_model(client: TestClient) ->
     assert 'oncology_model_reloads_total{result="initial"} 1.0' in text
 
 
+def test_latency_histogram_counts_every_request_in_its_bucket(trained_store: Path) -> None:
+    """The per-request counts are added to Prometheus once per turn of the loop: a scrape still reads every answer
+    before it, each latency in the bucket prometheus_client would put it in."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from oncology.webservice.metrics import LATENCY_BUCKETS, Metrics
+
+    metrics = Metrics()
+    with TestClient(create_app(ServeSettings(store=str(trained_store)), metrics=metrics)) as client:
+        for _ in range(7):
+            client.post("/predict", json=MALIGNANT)
+        text = client.get("/metrics").text
+    assert 'oncology_http_requests_total{method="POST",route="/predict",status="200"} 7.0' in text
+    assert 'oncology_http_request_duration_seconds_count{route="/predict",status="200"} 7.0' in text
+    assert 'oncology_predictions_total{prediction="malignant"} 7.0' in text
+    # the same latencies observed one by one by prometheus_client give the same buckets and sum
+    reference = CollectorRegistry()
+    histogram = Histogram("oncology_http_request_duration_seconds", "", ["route", "status"], buckets=LATENCY_BUCKETS,
+                          registry=reference).labels("/predict", "200")
+    some = [0.0001, 0.0005, 0.00050001, 0.001, 0.3, 2.5, 7.0]
+    for seconds in some:
+        metrics.observe("/predict", "POST", 200, seconds)  # no loop here: added at once
+        histogram.observe(seconds)
+
+    def samples(text: str) -> list[str]:
+        return sorted(line for line in text.splitlines() if line.startswith("oncology_http_request_duration_seconds_"))
+
+    ours = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in samples(metrics.exposition().decode())}
+    theirs = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in samples(generate_latest(reference).decode())
+              if "_created" not in line}
+    served = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in samples(text)}
+    for name, value in theirs.items():
+        if name.endswith("_sum"):
+            assert ours[name] == pytest.approx(served[name] + value), name
+        else:
+            assert ours[name] == served[name] + value, name
+
+
+def test_access_log_lines_are_the_json_of_their_entries() -> None:
+    import msgspec
+
+    stream = io.BytesIO()
+    log = AccessLog(stream)
+    entries = [("req-1", "POST", "/predict", 200, 0.0012345, "1.0.1", "champion"),
+               ("a:b.c", "GET", "unmatched", 404, 0.0, None, None),
+               ("x", "PATCH", '/odd "route" é', 405, 1.5, 'v"\\ é\n', "candidate")]
+    for entry in entries:
+        log.request(*entry)
+    log.flush()
+    for line, (request_id, method, route, status, seconds, version, arm) in zip(stream.getvalue().splitlines(), entries,
+                                                                               strict=True):
+        ts = json.loads(line)["ts"]
+        assert line == msgspec.json.encode({
+            "ts": ts, "level": "info", "logger": "oncology.access", "msg": "request", "request_id": request_id,
+            "method": method, "route": route, "status": status, "latency_ms": round(seconds * 1000, 3),
+            "model_version": version, "arm": arm})
+
+
 def test_access_log_has_request_fields_and_never_feature_values(trained_store: Path) -> None:
     stream = io.BytesIO()
     log = AccessLog(stream)

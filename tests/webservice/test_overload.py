@@ -435,3 +435,118 @@ def test_a_thousand_slow_connections_are_closed_and_do_not_starve_a_normal_clien
     assert any(closed == 0 for _, _, closed in answers), "no answer while all the slow connections were open"
     assert trickler.closed == SLOW, f"the server left {SLOW - trickler.closed} slow connections open"
     assert server.proc.poll() is None
+
+
+def test_a_short_queue_skips_the_turns_and_still_keeps_the_cost_estimates_fresh() -> None:
+    """Requests that come one at a time (nothing queued: no rule can shed) run without taking turns, but one of each
+    size in SAMPLE_EVERY still measures its cost, so that the estimate the shedder starts from when a queue builds
+    follows a route that became slower (here: the first request cheap, the next ones ~3 ms of CPU each)."""
+    import asyncio
+
+    from oncology.settings import ServeSettings
+    from oncology.webservice import overload
+    from oncology.webservice.metrics import Metrics
+
+    slow = False
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        await receive()
+        if slow:
+            spin = time.thread_time() + 0.003
+            while time.thread_time() < spin:
+                pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    shedder = overload.Shedder(app, ServeSettings(), Metrics())
+    turns_taken = 0
+    take = shedder.turns.take
+
+    async def counted_take(loop, estimate):  # type: ignore[no-untyped-def]
+        nonlocal turns_taken
+        turns_taken += 1
+        await take(loop, estimate)
+
+    shedder.turns.take = counted_take  # type: ignore[method-assign]
+
+    async def one() -> None:
+        scope = {"type": "http", overload.ADMITTED: shedder.enqueue(100)}
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"x" * 100, "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            pass
+
+        await shedder(scope, receive, send)
+
+    async def run() -> None:
+        nonlocal slow
+        await one()  # the first of its size measures its cost
+        first = shedder.costs[(100).bit_length()]
+        assert 0 < first < 0.001
+        slow = True
+        for _ in range(160):
+            await one()
+        assert shedder.queued == 0 and shedder.work == 0.0
+
+    asyncio.run(run())
+    assert turns_taken == 1 + 160 // overload.SAMPLE_EVERY  # the first, then one in SAMPLE_EVERY
+    assert shedder.costs[(100).bit_length()] > 0.001  # the estimate rose toward 3 ms
+
+
+def test_requests_parsed_together_run_a_quantum_per_loop_iteration_whatever_the_budget() -> None:
+    """64 requests of ~0.5 ms parsed in one iteration of the loop (as after a stall) under a budget of 60 s: they run a
+    quantum of work (a millisecond) per iteration, so the loop reads (and answers a probe) between every few, not after
+    all 64.  A quantum scaled with the budget (1.2 s here) or a queue that skips the turns runs them all in one
+    iteration.  (In-process and deterministic: the end-to-end test above depends on how the kernel splits the reads.)"""
+    import asyncio
+
+    from oncology.settings import ServeSettings
+    from oncology.webservice import overload
+    from oncology.webservice.metrics import Metrics
+
+    iteration = 0
+    ran_in: list[int] = []  # the loop iteration each request ran in
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        await receive()
+        spin = time.thread_time() + 0.0005
+        while time.thread_time() < spin:
+            pass
+        ran_in.append(iteration)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    shedder = overload.Shedder(app, ServeSettings(overload_max_lag=60), Metrics())
+
+    async def one(admitted: tuple[int, float]) -> None:
+        scope = {"type": "http", overload.ADMITTED: admitted}
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            pass
+
+        await shedder(scope, receive, send)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:  # counts the loop's iterations (a callback scheduled again for the next one)
+            nonlocal iteration
+            iteration += 1
+            loop.call_soon(tick)
+
+        loop.call_soon(tick)
+        await one(shedder.enqueue(58_000))  # the first of its size measures its cost (~0.5 ms)
+        ran_in.clear()
+        admitted = [shedder.enqueue(58_000) for _ in range(64)]  # parsed in one iteration (their bodies all in)
+        await asyncio.gather(*[one(a) for a in admitted])  # their tasks start together in the next
+        assert shedder.queued == 0 and shedder.work == 0.0
+
+    asyncio.run(run())
+    per_iteration = [ran_in.count(i) for i in sorted(set(ran_in))]
+    assert len(ran_in) == 64
+    assert max(per_iteration) <= 4, f"requests run per loop iteration: {per_iteration}"

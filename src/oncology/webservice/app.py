@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from oncology.settings import ServeSettings
-from oncology.webservice import predlog, schemas
+from oncology.webservice import schemas
 from oncology.webservice.accesslog import AccessLog
 from oncology.webservice.auth import Tokens
 from oncology.webservice.core import Core
@@ -53,7 +53,11 @@ def create_app(settings: ServeSettings, holder: ModelHolder | None = None, metri
     holder = holder or ModelHolder(settings, on_reload=metrics.model_loaded, on_release=_release_metrics(metrics))
     if access_log is None and settings.access_log:
         access_log = AccessLog()
-    prediction_log = predlog.from_settings(settings, metrics)  # None unless ONCOLOGY_PREDICTION_LOG
+    prediction_log = None
+    if settings.prediction_log:  # imported only then (msgspec structs, ISA-L): a shorter cold start without it
+        from oncology.webservice import predlog
+
+        prediction_log = predlog.from_settings(settings, metrics)
     core = Core(settings, holder, metrics, prediction_log)
     tokens = Tokens(settings)
     checks = None

@@ -7,16 +7,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from oncology.settings import ServeSettings
-from oncology.webservice import errors, predlog, routing, schemas
+from oncology.webservice import errors, routing, schemas
 from oncology.webservice.metrics import Metrics
 from oncology.webservice.model import ModelHolder
 from oncology_model.classifier import Classifier
 from oncology_model.datamodel import Decision, Prediction
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # the prediction log is imported only when it is on (see app.create_app)
+    from oncology.webservice import predlog
 
 Scored = tuple[list[float], list[str], list[Decision]]
 

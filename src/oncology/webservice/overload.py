@@ -8,7 +8,7 @@ meanwhile wait unread in the kernel, so that a request's wait is whatever was pa
 before it (up to three batches), not the work queued ahead of it, and a budget on the queue does
 not bound it.  `Shedder` makes the queue explicit: admitted requests take turns (`_Turns`), in the
 order their bodies were in, a few at a time (up to a quantum of estimated work that grows with the
-time the loop spends reading between turns, at most half the budget), and the loop reads, parses,
+time the loop spends reading between turns, at least a millisecond and at most half the budget), and the loop reads, parses,
 admits or sheds between every two turns.  So the requests waiting are the requests known, a request's
 wait is the work queued ahead of it, and probes (never queued) are answered between two turns.  The
 budget is ``overload_max_lag`` seconds of that waiting; it is enforced twice:
@@ -33,6 +33,13 @@ times, which a stall does not inflate, and the requests that arrived during it w
 And neither rule sheds while fewer than ``overload_min_queue`` other requests wait in the worker: a
 turn that comes late then is the machine's (the CPU taken by other processes, a pod's cold start),
 not a queue's, and shedding a few would not shorten it.
+
+While the whole queue fits in one turn (this request alone, or all the admitted work within a quantum)
+and none waits for a turn, turns would change nothing and no rule can shed (a quantum is at most half the
+budget), so an admitted request skips the turns and runs as it comes: the shedder then costs a comparison or
+two a request, except one request of a size in `SAMPLE_EVERY` (and the first of each), which takes the turns
+to keep its size's cost estimate fresh for when a queue builds.  The test is on the queued work, not on the
+number of requests: a probe waits at most a quantum behind requests that came together, whatever the budget.
 
 So the latency of an admitted request is about the budget plus its own cost, however many requests
 come.  (Clients that retry a 503 at once, ignoring Retry-After, are a flood of requests to read and
@@ -96,6 +103,7 @@ class Shedder:
         self.queued = 0  # requests admitted by the protocol (ADMITTED) and not finished yet
         self.work = 0.0  # the sum of their estimated costs (CPU seconds)
         self.costs = [0.0] * 64  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
+        self.unsampled = [0] * 64  # by size: requests that skipped the turns (every SAMPLE_EVERY-th does)
         self.turns = _Turns(self.max_lag)  # admitted requests run in turns, from their start to their first answer
         self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
             name + b": " + value + b"\r\n" for name, value in [*SHED_HEADERS, (b"retry-after", self.retry_after)]))
@@ -136,6 +144,23 @@ class Shedder:
         self.costs[size] = cost if known == 0.0 else known + (cost - known) * COST_WEIGHT
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        admitted = scope.get(ADMITTED, _ABSENT)
+        if admitted is _ABSENT:  # not admitted by the protocol: a probe, a GET, shedding off
+            await self.app(scope, receive, send)
+            return
+        if admitted is not None and not self.turns.waiting and (self.queued == 1 and self.min_queue or self.work <= self.turns.quantum()):
+            # the whole queue fits in one turn (this request alone, or all the admitted work within a quantum, which is
+            # at most half the budget: no rule can shed), so turns would change nothing: it runs as it comes, at no
+            # cost but this test, except every SAMPLE_EVERY-th of a size (and the first), which takes the turns to
+            # keep its size's cost estimate fresh for when a queue builds
+            size = admitted[0]
+            self.unsampled[size] += 1
+            if self.unsampled[size] % SAMPLE_EVERY and self.costs[size]:
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    self.dequeue(admitted)
+                return
         try:
             await self._serve(scope, receive, send)
         finally:
@@ -144,9 +169,6 @@ class Shedder:
                 self.dequeue(admitted)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if ADMITTED not in scope:  # not admitted by the protocol: a probe, a GET, shedding off
-            await self.app(scope, receive, send)
-            return
         loop = asyncio.get_running_loop()
         turn: bool | None = None  # True while this request has the turn, False once it took it (None: not yet)
         cpu = 0.0  # the loop thread's CPU time when its turn began
@@ -214,7 +236,10 @@ class _Turns:
         self.gap = 0.0  # seconds from a batch's grant to its run (moving average): the loop's work between batches
 
     def quantum(self) -> float:
-        return min(self.budget / 2, READ_SHARE * self.gap)
+        # at least MIN_QUANTUM: with little to read, a batch of one request per loop iteration would spend more on the
+        # iterations than on the requests (16% of a single-row prediction at c=64).  A floor in seconds, not a share
+        # of the budget: the quantum is how long a probe or a newly read request may wait, whatever the budget
+        return min(self.budget / 2, max(MIN_QUANTUM, READ_SHARE * self.gap))
 
     async def take(self, loop: asyncio.AbstractEventLoop, estimate: float) -> None:
         """Wait for a turn: at once if no batch runs or the one that ran in this iteration has room and none wait."""
@@ -276,6 +301,11 @@ READ_SHARE: Final = 2.0
 #: Seconds a lingering close reads the rest of an answered body when no read deadline is configured (nginx's
 #: ``lingering_time``); otherwise the request's read deadline ends it.
 LINGER_SECONDS: Final = 30.0
+#: A turn's quantum is at least this many seconds of estimated work (at most half the budget).
+MIN_QUANTUM: Final = 0.001
+#: Of the requests that skip the turns (the queue fits in one), one request of a size in this many takes the turns to measure its cost.
+SAMPLE_EVERY: Final = 16
+_ABSENT: Final = object()
 #: Weight of the newest request in the moving average of the cost of admitted requests of its size (the first sets it).
 COST_WEIGHT: Final = 0.05
 

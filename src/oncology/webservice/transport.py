@@ -21,6 +21,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from random import getrandbits as _random_bits
 from typing import Any
 
 from starlette.applications import Starlette
@@ -145,10 +146,12 @@ class Endpoint:
         except errors.APIError as exc:
             extra = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else []
             reply = Reply(error_body(exc.status, exc.message, state["request_id"], exc.details), exc.status, headers=extra)
+        state["status"] = reply.status  # (for `Front`: its metrics, its log, and that the answer has started)
         await send({
             "type": "http.response.start",
             "status": reply.status,
-            "headers": [(b"content-type", reply.media_type), (b"content-length", b"%d" % len(reply.body)), *reply.headers],
+            "headers": [(b"content-type", reply.media_type), (b"content-length", b"%d" % len(reply.body)),
+                        *reply.headers, state["request_id_header"]],
         })
         await send({"type": "http.response.body", "body": reply.body})
 
@@ -171,58 +174,58 @@ class Front:
             return
         start = time.perf_counter()
         headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")
-        if not _REQUEST_ID.fullmatch(request_id):
-            request_id = os.urandom(8).hex()
+        given = headers.get(b"x-request-id")
+        if given is not None and _REQUEST_ID.fullmatch(request_id := given.decode("latin-1")):
+            rid = given
+        else:
+            request_id = f"{_random_bits(64):016x}"
+            rid = request_id.encode()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["headers"] = headers
-        rid_header = (b"x-request-id", request_id.encode())
-        status = 500
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                started = True
-                message["headers"] = [*message.get("headers", []), rid_header]
-            await send(message)
-
+        state["request_id_header"] = (b"x-request-id", rid)
         endpoint = self.fast.get((scope["method"], scope["path"]))
         try:
-            if endpoint is not None:
-                await endpoint(scope, receive, send_with_id)
+            if endpoint is not None:  # it adds the request id to its answer, and notes the status
+                await endpoint(scope, receive, send)
             else:
-                await self.router(scope, receive, send_with_id)
+                await self.router(scope, receive, _SendWithId(send, state))
         except Exception as exc:
             # never the exception's message or a traceback (either can carry patient data): its type and where
             log.error("unhandled error %s (request %s) at %s", type(exc).__name__, request_id, _where(exc),
                       extra={"request_id": request_id, "path": state.get("route", "unmatched")})
-            if started:  # the answer is half sent: the connection is closed without more
+            if "status" in state:  # the answer is half sent: the connection is closed without more
                 return
             body = error_body(500, "internal error; the request id is in the server log", request_id)
+            state["status"] = 500
             # a model that failed to score names itself, as its answers do (x-model-version, x-model-arm in a release)
-            await send_with_id({"type": "http.response.start", "status": 500,
-                                "headers": [(b"content-type", JSON), (b"content-length", b"%d" % len(body)),
-                                            *state.get("model_headers", ())]})
-            await send_with_id({"type": "http.response.body", "body": body})
+            await send({"type": "http.response.start", "status": 500, "headers": [
+                (b"content-type", JSON), (b"content-length", b"%d" % len(body)), state["request_id_header"],
+                *state.get("model_headers", ())]})
+            await send({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.perf_counter() - start
-            if state.get("disconnected"):
-                status = CLIENT_CLOSED
+            status = CLIENT_CLOSED if state.get("disconnected") else state.get("status", 500)
             route = state.get("route", "unmatched")
             self.metrics.observe(route, scope["method"], status, elapsed)
             if self.access_log is not None and route not in QUIET_ROUTES:
-                self.access_log.write({
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "route": route,
-                    "status": status,
-                    "latency_ms": round(elapsed * 1000, 3),
-                    "model_version": state.get("model_version"),
-                    "arm": state.get("model_arm"),
-                })
+                self.access_log.request(request_id, scope["method"], route, status, elapsed, state.get("model_version"),
+                                        state.get("model_arm"))
+
+
+class _SendWithId:
+    """``send`` for the routes behind the router: the request id added to the answer's headers, its status noted."""
+
+    __slots__ = ("send", "state")
+
+    def __init__(self, send: Send, state: dict[str, Any]) -> None:
+        self.send, self.state = send, state
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and "status" not in self.state:  # (an `Endpoint` added both)
+            self.state["status"] = message["status"]
+            message["headers"] = [*message.get("headers", []), self.state["request_id_header"]]
+        await self.send(message)
 
 
 def _where(exc: BaseException) -> str:
