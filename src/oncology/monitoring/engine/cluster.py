@@ -29,13 +29,13 @@ RETRIES = 2
 
 
 def _task(where: Location, jsonl: Sequence[str], parquet: Sequence[str], since: datetime, until: datetime,
-          edges: Sequence[float]) -> Partial:
-    return _one_group(where, jsonl, parquet, since, until, edges, threads=1)
+          edges: Sequence[float], version: str) -> Partial:
+    return _one_group(where, jsonl, parquet, since, until, edges, version, threads=1)
 
 
 def partial_counts(
     scheduler: str | None, where: Location, todo: Plan, since: datetime, until: datetime, edges: Sequence[float],
-    workers: int = 2,
+    version: str, workers: int = 2,
 ) -> Partial:
     """`run.partial_counts` of every object of ``todo``, one Dask task each, on the cluster at ``scheduler``."""
     try:
@@ -61,7 +61,7 @@ def partial_counts(
         raise EngineError(f"cannot reach the Dask scheduler {scheduler or '(local cluster)'}: {exc}") from exc
     try:
         futures = client.map(_task, [where] * len(groups), [g[0] for g in groups], [g[1] for g in groups],
-                             since=since, until=until, edges=list(edges), retries=RETRIES, pure=False)
+                             since=since, until=until, edges=list(edges), version=version, retries=RETRIES, pure=False)
         for partial in client.gather(futures):
             result.rows += partial.rows
             result.refused.update(partial.refused)
