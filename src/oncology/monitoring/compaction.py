@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oncology.monitoring.engine import queries
+from oncology.monitoring.engine import queries, table
 from oncology.monitoring.engine.connection import connect, location
 from oncology.monitoring.engine.layout import (
     JSONL_PREFIX,
@@ -121,7 +121,7 @@ def compact_day(store: Store, day: date, now: datetime, grace: timedelta = timed
     with tempfile.TemporaryDirectory(prefix="oncology-compact-") as tmp:
         out = Path(tmp) / "part.parquet"
         (rows,) = con.execute(
-            f"COPY (SELECT {', '.join(queries.PARQUET_COLUMNS)} FROM "
+            f"COPY (SELECT {table.select_list()} FROM "
             f"({queries.jsonl_records([where.url(k) for k in objects])}) WHERE valid ORDER BY {PART_ORDER}) "
             f"TO {queries.literal(str(out))} (FORMAT parquet, COMPRESSION {PART_COMPRESSION}, "
             f"ROW_GROUP_SIZE {PART_ROW_GROUP})"

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
+from oncology.monitoring.engine.table import COLUMNS
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
 
 CLASSES: Final = ("benign", "malignant")
@@ -31,7 +32,7 @@ _STRUCTURE: Final = (
 #: What the counts need: the strings they never read are not extracted (about a tenth of a line's parse).
 _COUNTED: Final = '{"ts": "VARCHAR", "model_version": "JSON", ' + _INPUTS + ', "probability": "JSON", "prediction": "VARCHAR"}'
 #: The columns of a compacted Parquet part, in order (with ``date`` from its ``date=`` folder).
-PARQUET_COLUMNS: Final = ("ts", "request_id", "model_version", "route", *FEATURES, "probability", "prediction", "decision")
+PARQUET_COLUMNS: Final = tuple(c.name for c in COLUMNS)
 
 
 def literal(text: str) -> str:
