@@ -140,7 +140,8 @@ def drift_counts(
     if settings.engine == "dask":
         from oncology.monitoring.engine import cluster
 
-        partial = cluster.partial_counts(settings.scheduler, where, todo, since, until, edges, version)
+        partial = cluster.partial_counts(settings.scheduler, where, todo, since, until, edges, version,
+                                         timeout=settings.scheduler_timeout)
     else:
         partial = partial_counts(where, todo.jsonl, todo.parquet, since, until, edges, version,
                                  settings.duckdb_threads, settings.duckdb_memory_limit)
