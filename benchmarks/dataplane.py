@@ -19,6 +19,7 @@ same run, on the same log: a ratio of wall times and of CPU times.
 
     .venv/bin/python benchmarks/dataplane.py --rows 1000000,3000000 --dask --command
     .venv/bin/python benchmarks/dataplane.py --quick          # 200,000 rows and the command: a smoke run
+    .venv/bin/python benchmarks/dataplane.py --rows 1000000 --baseline REV   # each step also on commit REV's code
 """
 
 from __future__ import annotations
@@ -111,10 +112,13 @@ def _step(name: str, store_dir: str, extra: list[str]) -> dict[str, Any]:
     return out
 
 
-def measure(name: str, store: Path, *extra: str) -> dict[str, Any]:
+def measure(name: str, store: Path, *extra: str, code: Path | None = None) -> dict[str, Any]:
+    """One step in its own process; with ``code``, on the ``src`` tree there (``--baseline``) instead of this one."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(code or ""), os.environ.get("PYTHONPATH")])))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "_step", name, str(store), *extra], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, __file__, "_step", name, str(store), *extra], capture_output=True, text=True,
+                          env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -125,7 +129,20 @@ def measure(name: str, store: Path, *extra: str) -> dict[str, Any]:
     return result
 
 
-def scale(rows: int, per_object: int, dask: bool, work: Path) -> list[dict[str, Any]]:
+def baseline_code(rev: str, work: Path) -> Path:
+    """The ``src`` tree of commit ``rev`` (git archive), for the same steps on the code as it was."""
+    target = work / f"baseline-{rev}"
+    target.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "src"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target / "src"
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(a[k] == b[k] for k in ("n", "scores", "bins", "malignant_bins", "others", "malformed"))
+
+
+def scale(rows: int, per_object: int, dask: bool, work: Path, baseline: Path | None = None) -> list[dict[str, Any]]:
     store = work / f"store-{rows}"
     shutil.rmtree(store, ignore_errors=True)
     t0 = time.perf_counter()
@@ -135,22 +152,37 @@ def scale(rows: int, per_object: int, dask: bool, work: Path) -> list[dict[str, 
     print(f"\n{rows:,} predictions: {objects} objects, {size / 2**20:.0f} MiB of gzip JSON Lines, generated in {gen:.0f} s",
           flush=True)
     results = []
+    base_store = work / f"store-{rows}-baseline"
+    if baseline is not None:  # the baseline compacts its own copy
+        shutil.copytree(store, base_store)
     jsonl = measure("drift", store)
     results.append({"rows": rows, "step": "drift from JSON Lines (DuckDB)", **jsonl})
+    if baseline is not None:
+        old = measure("drift", store, code=baseline)
+        assert _same(old, jsonl), "the baseline's figures differ"
+        results.append({"rows": rows, "step": "drift from JSON Lines (DuckDB), baseline", **old})
     compacted = measure("compact", store)
     assert compacted["rows"] == rows, compacted
     parquet_size = sum(f.stat().st_size for f in (store / "monitoring/predictions-parquet").rglob("*.parquet"))
     results.append({"rows": rows, "step": f"compaction ({parquet_size / 2**20:.0f} MiB of Parquet)", **compacted})
+    if baseline is not None:
+        old = measure("compact", base_store, code=baseline)
+        assert old["rows"] == rows, old
+        results.append({"rows": rows, "step": "compaction, baseline", **old})
     parquet = measure("drift", store)
-    assert parquet["scores"] == jsonl["scores"] and parquet["bins"] == jsonl["bins"], "Parquet and JSON Lines disagree"
+    assert _same(parquet, jsonl), "Parquet and JSON Lines disagree"
     results.append({"rows": rows, "step": "drift from Parquet (DuckDB)", **parquet})
+    if baseline is not None:
+        old = measure("drift", base_store, code=baseline)
+        assert _same(old, parquet), "the baseline's figures differ"
+        results.append({"rows": rows, "step": "drift from Parquet (DuckDB), baseline", **old})
+        shutil.rmtree(base_store, ignore_errors=True)
     if dask:
         distributed = measure("drift-dask", store)
-        assert {k: distributed[k] for k in ("n", "scores", "bins", "malignant_bins", "others")} == \
-            {k: parquet[k] for k in ("n", "scores", "bins", "malignant_bins", "others")}, "Dask and DuckDB disagree"
+        assert _same(distributed, parquet), "Dask and DuckDB disagree"
         results.append({"rows": rows, "step": "drift from Parquet (Dask LocalCluster, 2 workers; same figures)",
                         **distributed})
-    for r in results[-(4 if dask else 3):]:
+    for r in results:
         print(f"  {r['step']}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, peak RSS {r['rss_mb']:.0f} MB", flush=True)
     shutil.rmtree(store, ignore_errors=True)
     return results
@@ -211,13 +243,17 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="200,000 rows, Dask and the command: a smoke run.")
     parser.add_argument("--skip-scale", action="store_true", help="Only the command comparison (with --command).")
     parser.add_argument("--old-rev", default=OLD_REV, help="The commit whose drift_cli.py is 'before' (--command).")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="Also run each step on the code of commit REV, on the same logs, interleaved (default: none).")
     parser.add_argument("--work", type=Path, default=None, help="Folder for the stores (default: a temporary one).")
     args = parser.parse_args()
     sizes = [200_000] if args.quick else [int(s) for s in args.rows.split(",")]
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory(prefix="dataplane-bench-", dir=args.work) as tmp:
         work = Path(tmp)
-        results = [] if args.skip_scale else [r for n in sizes for r in scale(n, args.per_object, args.dask or args.quick, work)]
+        baseline = baseline_code(args.baseline, work) if args.baseline else None
+        results = [] if args.skip_scale else [r for n in sizes
+                                              for r in scale(n, args.per_object, args.dask or args.quick, work, baseline)]
         summary: dict[str, Any] = {"results": [{k: v for k, v in r.items() if k not in {"scores", "bins", "malignant_bins"}}
                                                for r in results]}
         if args.command or args.quick:

@@ -411,6 +411,28 @@ def test_the_dask_engine_writes_the_same_report(local: LocalStore, trained: Trai
     assert "records of other model versions left out: 1.0.1: 40" in distributed.output
 
 
+def test_an_unreachable_scheduler_is_one_line_naming_it_exit_2_within_the_timeout(local: LocalStore, trained: Trained) -> None:
+    import os
+    import socket
+    import time
+
+    log(local, trained, sample(trained, 50))
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    env = {**os.environ, "ONCOLOGY_SCHEDULER_TIMEOUT": "2"}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "oncology.monitoring.drift_cli", "--store", str(local.root),
+                           "--engine", "dask", "--scheduler", address], capture_output=True, text=True, timeout=300, env=env)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Dask scheduler " + address), proc.stderr
+    assert "within 2 s (ONCOLOGY_SCHEDULER_TIMEOUT)" in lines[0], lines[0]
+    assert elapsed < 30, elapsed  # Dask's own default waits 30 s; the setting's 2 s (and start-up) is well under
+    assert reports(local) == []
+
+
 def test_runs_as_a_process_with_the_exit_code_of_its_verdict(local: LocalStore, trained: Trained) -> None:
     rng = np.random.default_rng(SEED)
     sample = trained.X_train[rng.integers(0, len(trained.X_train), ROWS)]

@@ -132,3 +132,46 @@ def compact(
             m = result.manifest
             _out.print(f"{result.day}: {m.rows} predictions from {len(m.replaced)} object(s) -> {target}/{m.parquet} "
                        f"({m.malformed} malformed line(s) left out)", highlight=False, soft_wrap=True)
+
+
+TableOpt = Annotated[str, typer.Option("--table", help="Name of the table in Athena (Glue).")]
+
+
+@monitoring_app.command("predictions-ddl", cls=Command)
+def predictions_ddl(
+    store: StoreOpt = None,
+    location_base: Annotated[
+        str | None,
+        typer.Option("--location-base", help="Where Athena reads the store, s3://bucket/prefix (a copy of a local store)."
+                     + clihelp.more(default="the store's own URI"), show_default=False),
+    ] = None,
+    table_name: TableOpt = "oncology_predictions",
+) -> None:
+    """Print the Athena (Glue) DDL of the compacted prediction log (monitoring/predictions-parquet/)."""
+    from oncology.monitoring.engine.layout import PARQUET_PREFIX
+    from oncology.monitoring.engine.table import athena_ddl
+    from oncology.monitoring.upload import default_manifest_base
+    from oncology_model.storage import open_store
+
+    try:
+        base = location_base or default_manifest_base(open_store(_store_uri(store)))
+    except OncologyError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(athena_ddl(f"{base.rstrip('/')}/{PARQUET_PREFIX}/", table_name), nl=False)
+
+
+@monitoring_app.command("predictions-dataset", cls=Command)
+def predictions_dataset(
+    data_source_arn: Annotated[str, typer.Argument(metavar="DATA_SOURCE_ARN",
+                                                   help="ARN of the QuickSight data source over Athena.")],
+    database: Annotated[str, typer.Option(help="Athena (Glue) database holding the table.")] = "oncology",
+    table_name: TableOpt = "oncology_predictions",
+) -> None:
+    """Print the QuickSight data set (CreateDataSet input) over the Athena table of the compacted prediction log."""
+    import json
+
+    from oncology.monitoring.engine.table import quicksight_dataset
+
+    if not data_source_arn.startswith("arn:"):
+        raise _fail(f"DATA_SOURCE_ARN: {data_source_arn!r} is not an ARN (arn:aws:quicksight:REGION:ACCOUNT:datasource/ID)")
+    typer.echo(json.dumps(quicksight_dataset(data_source_arn, database, table_name), indent=2))

@@ -25,14 +25,13 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oncology.monitoring.engine import queries
-from oncology.monitoring.engine.connection import Location, connect, location
+from oncology.monitoring.engine import queries, table
+from oncology.monitoring.engine.connection import connect, location
 from oncology.monitoring.engine.layout import (
     JSONL_PREFIX,
     MANIFEST_SUFFIX,
@@ -43,7 +42,7 @@ from oncology.monitoring.engine.layout import (
     partition_days,
     plan,
 )
-from oncology.monitoring.engine.run import CorruptObjects, Partial, check, partial_counts
+from oncology.monitoring.engine.run import CorruptObjects, check, line_counts
 from oncology.monitoring.engine.settings import EngineSettings
 from oncology_model.errors import OncologyError, StoreError
 from oncology_model.storage import LocalStore, S3Store, Store
@@ -53,6 +52,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _PART = re.compile(r"part-(\d{5})\.(parquet|manifest\.json)$")
+#: How a part is written, for the scans that read it: rows ordered by time; zstd; row groups of DuckDB's
+#: default size (its unit of parallel scan).
+PART_ORDER = "ts"
+PART_COMPRESSION = "zstd"
+PART_ROW_GROUP = 122_880
 
 
 class CompactionError(OncologyError):
@@ -74,9 +78,16 @@ def closed(day: date, now: datetime, grace: timedelta) -> bool:
 
 
 def compact_day(store: Store, day: date, now: datetime, grace: timedelta = timedelta(hours=1),
-                settings: EngineSettings | None = None) -> Compacted:
-    """Compact the JSON Lines objects of ``day`` that no manifest replaced yet into one new part."""
+                settings: EngineSettings | None = None, con: duckdb.DuckDBPyConnection | None = None) -> Compacted:
+    """Compact the JSON Lines objects of ``day`` that no manifest replaced yet into one new part (on the
+    DuckDB connection ``con`` for the store if given, else on its own)."""
     settings = settings or EngineSettings()
+    if con is None:
+        con = connect(location(store), settings.duckdb_threads, settings.duckdb_memory_limit)
+        try:
+            return compact_day(store, day, now, grace, settings, con)
+        finally:
+            con.close()
     if not closed(day, now, grace):
         raise CompactionError(f"{day}: the day is not closed yet (compaction waits {grace} past its end for late flushes)")
     taken = _parts(store, day)
@@ -93,29 +104,29 @@ def compact_day(store: Store, day: date, now: datetime, grace: timedelta = timed
         return result
     where = location(store)
     key = f"{parquet_partition(day)}part-{seq:05d}.parquet"
+    # first the integrity check, which reads the lines without parsing them; then one streaming COPY of the
+    # objects that passed, straight from the gzip lines to Parquet (no table of the day in between)
+    scan = line_counts(where, todo.jsonl, con=con)
+    corrupt = check(store, Plan(todo.jsonl, (), ()), scan)
+    if corrupt and settings.on_corrupt == "refuse":
+        named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
+        raise CorruptObjects(f"{day}: {len(corrupt)} object(s) cannot be read whole ({named}); nothing was compacted")
+    for bad, why in sorted(corrupt.items()):
+        log.warning("%s/%s: cannot be read whole (%s); left as JSON Lines", store, bad, why)
+    result.skipped = corrupt
+    objects = [k for k in todo.jsonl if k not in corrupt]
+    if not objects:
+        return result
+    nonblank = sum(row[4] for row in scan.rows if row[0] not in corrupt)
     with tempfile.TemporaryDirectory(prefix="oncology-compact-") as tmp:
         out = Path(tmp) / "part.parquet"
-        con = connect(where, settings.duckdb_threads, settings.duckdb_memory_limit)
-        try:
-            scan = _load(con, where, todo.jsonl, settings)  # the day's lines, parsed once (DuckDB spills past its limit)
-            corrupt = check(store, Plan(todo.jsonl, (), ()), scan)
-            if corrupt and settings.on_corrupt == "refuse":
-                named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
-                raise CorruptObjects(f"{day}: {len(corrupt)} object(s) cannot be read whole ({named}); nothing was compacted")
-            for bad, why in sorted(corrupt.items()):
-                log.warning("%s/%s: cannot be read whole (%s); left as JSON Lines", store, bad, why)
-            result.skipped = corrupt
-            objects = [k for k in todo.jsonl if k not in corrupt]
-            if not objects:
-                return result
-            malformed = sum(row[4] for row in scan.rows if row[0] in set(objects))
-            left_out = ", ".join(queries.literal(where.url(k)) for k in corrupt) or "''"
-            (rows,) = con.execute(
-                f"COPY (SELECT {', '.join(queries.PARQUET_COLUMNS)} FROM day WHERE valid AND file NOT IN ({left_out}) "
-                f"ORDER BY ts) TO {queries.literal(str(out))} (FORMAT parquet, COMPRESSION zstd)"
-            ).fetchone() or (0,)
-        finally:
-            con.close()
+        (rows,) = con.execute(
+            f"COPY (SELECT {table.select_list()} FROM "
+            f"({queries.jsonl_records([where.url(k) for k in objects])}) WHERE valid ORDER BY {PART_ORDER}) "
+            f"TO {queries.literal(str(out))} (FORMAT parquet, COMPRESSION {PART_COMPRESSION}, "
+            f"ROW_GROUP_SIZE {PART_ROW_GROUP})"
+        ).fetchone() or (0,)
+        malformed = nonblank - int(rows)  # a line that is neither blank nor a valid record
         if not store.create(key, out.read_bytes()):
             raise CompactionError(f"{store}/{key}: another compaction of {day} wrote this part first")
     manifest = Manifest(f"{parquet_partition(day)}part-{seq:05d}{MANIFEST_SUFFIX}", key, int(rows), int(malformed),
@@ -124,30 +135,6 @@ def compact_day(store: Store, day: date, now: datetime, grace: timedelta = timed
         raise CompactionError(f"{store}/{manifest.key}: another compaction of {day} committed this part first")
     result.manifest = manifest
     return result
-
-
-def _load(con: duckdb.DuckDBPyConnection, where: Location, objects: Sequence[str], settings: EngineSettings) -> Partial:
-    """The records of ``objects`` into the temporary table ``day``, and per object its lines, bytes and malformed
-    lines (as `run.partial_counts` rows, for `run.check`).  Objects DuckDB refuses are found by
-    `run.partial_counts` (halving) and left out of the table."""
-    import duckdb
-
-    urls = [where.url(k) for k in objects]
-    refused: dict[str, str] = {}
-    try:
-        con.execute(f"CREATE TEMP TABLE day AS SELECT * FROM ({queries.jsonl_records(urls)})")
-    except duckdb.Error:
-        probe = partial_counts(where, objects, (), datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC),
-                               (0.0, 1.0), settings.duckdb_threads, settings.duckdb_memory_limit)
-        refused = probe.refused
-        urls = [where.url(k) for k in objects if k not in refused]
-        if not urls:
-            return Partial([], refused)
-        con.execute(f"CREATE TEMP TABLE day AS SELECT * FROM ({queries.jsonl_records(urls)})")
-    key_of = {where.url(k): k for k in objects}
-    stats = con.execute("SELECT file, NULL, count(*), sum(line_bytes), count(*) FILTER (NOT valid AND NOT blank) "
-                        "FROM day GROUP BY file").fetchall()
-    return Partial([(key_of.get(row[0], row[0]), *row[1:]) for row in stats], refused)
 
 
 def _manifest_bytes(manifest: Manifest) -> bytes:
@@ -161,8 +148,14 @@ def _parts(store: Store, day: date) -> set[int]:
 def compact(store: Store, now: datetime, days: list[date] | None = None, grace: timedelta = timedelta(hours=1),
             retain_jsonl_days: int | None = None, settings: EngineSettings | None = None) -> list[Compacted]:
     """Compact ``days`` (default: every closed day of the log), then apply the retention of the JSON Lines."""
+    settings = settings or EngineSettings()
     chosen = days if days is not None else [d for d in partition_days(store, JSONL_PREFIX) if closed(d, now, grace)]
-    done = [compact_day(store, day, now, grace, settings) for day in chosen]
+    con = connect(location(store), settings.duckdb_threads, settings.duckdb_memory_limit) if chosen else None
+    try:
+        done = [compact_day(store, day, now, grace, settings, con) for day in chosen]
+    finally:
+        if con is not None:
+            con.close()
     if retain_jsonl_days is not None:
         expire(store, now.date() - timedelta(days=retain_jsonl_days))
     return done

@@ -195,6 +195,11 @@ def drift(
         typer.Option(help="Dask scheduler, tcp://host:8786 (engine dask)." + more("ONCOLOGY_SCHEDULER", "a local cluster"),
                      show_default=False),
     ] = None,
+    scheduler_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds to wait for the Dask scheduler to answer (engine dask)."
+                     + more("ONCOLOGY_SCHEDULER_TIMEOUT", default(EngineSettings, "scheduler_timeout")), show_default=False),
+    ] = None,
     on_corrupt: Annotated[
         str | None,
         typer.Option(help="A log object cut short: skip (named in a warning) or refuse."
@@ -213,7 +218,8 @@ def drift(
     overrides: dict[str, Any] = {"store": store, "model": model, "drift_psi": psi, "drift_alpha": alpha}
     try:
         settings = DriftSettings(**{k: v for k, v in overrides.items() if v is not None})
-        chosen: dict[str, Any] = {"engine": engine, "scheduler": scheduler, "on_corrupt": on_corrupt}
+        chosen: dict[str, Any] = {"engine": engine, "scheduler": scheduler, "scheduler_timeout": scheduler_timeout,
+                                  "on_corrupt": on_corrupt}
         engine_settings = EngineSettings(**{k: v for k, v in chosen.items() if v is not None})
         end = parse_time(until, now, end=True)
         start = parse_time(since, now) if since is not None else end - DEFAULT_WINDOW

@@ -29,15 +29,16 @@ RETRIES = 2
 
 
 def _task(where: Location, jsonl: Sequence[str], parquet: Sequence[str], since: datetime, until: datetime,
-          edges: Sequence[float]) -> Partial:
-    return _one_group(where, jsonl, parquet, since, until, edges, threads=1)
+          edges: Sequence[float], version: str) -> Partial:
+    return _one_group(where, jsonl, parquet, since, until, edges, version, threads=1)
 
 
 def partial_counts(
     scheduler: str | None, where: Location, todo: Plan, since: datetime, until: datetime, edges: Sequence[float],
-    workers: int = 2,
+    version: str, workers: int = 2, timeout: float = 10.0,
 ) -> Partial:
-    """`run.partial_counts` of every object of ``todo``, one Dask task each, on the cluster at ``scheduler``."""
+    """`run.partial_counts` of every object of ``todo``, one Dask task each, on the cluster at ``scheduler``
+    (which must answer within ``timeout`` seconds; else `EngineError`, naming it)."""
     try:
         import distributed
     except ImportError as exc:
@@ -56,12 +57,14 @@ def partial_counts(
                                    processes=True)
             client = dist.Client(cluster)
         else:
-            client = dist.Client(scheduler, timeout=30)
-    except OSError as exc:
-        raise EngineError(f"cannot reach the Dask scheduler {scheduler or '(local cluster)'}: {exc}") from exc
+            client = dist.Client(scheduler, timeout=timeout)
+    except (OSError, ValueError, TypeError) as exc:  # refused, timed out, or not an address Dask can read
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EngineError(f"cannot reach the Dask scheduler {scheduler or '(local cluster)'} within {timeout:g} s "
+                          f"(ONCOLOGY_SCHEDULER_TIMEOUT): {why}") from None
     try:
         futures = client.map(_task, [where] * len(groups), [g[0] for g in groups], [g[1] for g in groups],
-                             since=since, until=until, edges=list(edges), retries=RETRIES, pure=False)
+                             since=since, until=until, edges=list(edges), version=version, retries=RETRIES, pure=False)
         for partial in client.gather(futures):
             result.rows += partial.rows
             result.refused.update(partial.refused)

@@ -8,7 +8,8 @@
   in [0, 1] and ``prediction`` benign or malignant.  Compacted Parquet rows were checked when written.
 - `predictions`: the valid records (the relation other queries start from).
 - `partials`: drift's additive counts per object and model version (the unit Dask fans out).
-- `sizes`: per object, only what the integrity check needs (for a relation that is queried next).
+- `lines`: per JSON Lines object its lines, decompressed bytes and non-blank lines, without parsing the JSON
+  (the integrity check of `oncology.monitoring.engine.relations` and of compaction).
 - `outcomes`: the recorded outcomes (``oncology.outcomes``' JSON Lines), one per request id: the first received.
 - `outcome_join`: every outcome with the logged predictions of its request id (the relation the outcome check,
   the orphan count and the retraining dataset start from).
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
+from oncology.monitoring.engine.table import COLUMNS
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
 
 CLASSES: Final = ("benign", "malignant")
@@ -33,7 +35,7 @@ _STRUCTURE: Final = (
 #: What the counts need: the strings they never read are not extracted (about a tenth of a line's parse).
 _COUNTED: Final = '{"ts": "VARCHAR", "model_version": "JSON", ' + _INPUTS + ', "probability": "JSON", "prediction": "VARCHAR"}'
 #: The columns of a compacted Parquet part, in order (with ``date`` from its ``date=`` folder).
-PARQUET_COLUMNS: Final = ("ts", "request_id", "model_version", "route", *FEATURES, "probability", "prediction", "decision")
+PARQUET_COLUMNS: Final = tuple(c.name for c in COLUMNS)
 
 
 def literal(text: str) -> str:
@@ -51,7 +53,7 @@ def _score(name: str) -> str:
 
 
 def _lines(urls: Sequence[str]) -> str:
-    """Each line of gzip JSON Lines objects as one column ``line``, with ``filename`` and the ``date`` folder."""
+    """Each line of the gzip JSON Lines objects as one VARCHAR column ``line``, with ``filename`` and ``date``."""
     return (
         f"read_csv({_list(urls)}, columns = {{'line': 'VARCHAR'}}, header = false, delim = E'{_NO_DELIMITER}', "
         "quote = '', escape = '', auto_detect = false, filename = true, hive_partitioning = true, "
@@ -59,32 +61,33 @@ def _lines(urls: Sequence[str]) -> str:
     )
 
 
-def sizes(jsonl: Sequence[str], parquet: Sequence[str]) -> str:
-    """Per object, what the integrity check needs and no more (no JSON parsed, no Parquet column read): ``file,
-    version`` (NULL), ``lines`` and ``bytes`` (the bytes a JSON Lines object's lines decompress to, as `partials`
-    counts them; NULL for Parquet).  A relation that is queried next checks its objects with this first."""
-    parts = ([f"SELECT filename AS file, CAST(NULL AS VARCHAR) AS version, count(*) AS lines, "
-              f"sum(coalesce(strlen(line), 0) + 1) AS bytes FROM {_lines(jsonl)} GROUP BY ALL"] if jsonl else []) + (
-        [f"SELECT filename AS file, CAST(NULL AS VARCHAR) AS version, count(*) AS lines, CAST(NULL AS HUGEINT) AS bytes "
-         f"FROM read_parquet({_list(parquet)}, filename = true) GROUP BY ALL"] if parquet else [])
+def lines(jsonl: Sequence[str], parquet: Sequence[str] = ()) -> str:
+    """Per object, without parsing its JSON: ``file, lines, bytes`` (what a JSON Lines object's lines
+    decompress to, for the integrity check; NULL for Parquet) and ``nonblank`` (the lines that are not blank;
+    a Parquet part's rows)."""
+    nonblank = "CASE WHEN starts_with(line, '{') THEN 1 WHEN coalesce(trim(line), '') = '' THEN 0 ELSE 1 END"
+    parts = ([f"SELECT filename AS file, count(*) AS lines, sum(coalesce(strlen(line), 0) + 1) AS bytes, "
+              f"sum({nonblank}) AS nonblank FROM {_lines(jsonl)} GROUP BY ALL"] if jsonl else []) + (
+             [f"SELECT filename AS file, count(*) AS lines, CAST(NULL AS BIGINT) AS bytes, count(*) AS nonblank "
+              f"FROM read_parquet({_list(parquet)}, filename = true) GROUP BY ALL"] if parquet else [])
     if not parts:
-        raise ValueError("sizes() needs at least one object to read")
+        raise ValueError("lines() needs at least one object to read")
     return " UNION ALL ".join(f"({p})" for p in parts)
 
 
 def jsonl_records(urls: Sequence[str], counted_only: bool = False) -> str:
     """The lines of gzip JSON Lines objects (``urls``, each under a ``date=`` folder) as typed records; with
     ``counted_only``, ``request_id``, ``route`` and ``decision`` are left NULL (not parsed)."""
-    lines = _lines(urls)
     parsed = (
-        "SELECT filename AS file, date, coalesce(strlen(line), 0) + 1 AS line_bytes, "
-        "coalesce(trim(line), '') = '' AS blank, "
+        "SELECT filename AS file, date, line, "
         # one parse a line: TRY gives NULL for a line that is not JSON; a scalar or an array gives a struct of NULLs
         f"TRY(from_json(line, {literal(_COUNTED if counted_only else _STRUCTURE)})) AS j "
-        f"FROM {lines}"
+        f"FROM {_lines(urls)}"
     )
     typed = (
-        "SELECT file, date, line_bytes, blank, "
+        "SELECT file, date, coalesce(strlen(line), 0) + 1 AS line_bytes, "
+        # trim only the lines that are not JSON (trimming every line costs as much as parsing it)
+        "CASE WHEN j IS NULL THEN coalesce(trim(line), '') = '' ELSE false END AS blank, "
         "CASE WHEN j.ts LIKE '%+__:__' OR j.ts LIKE '%-__:__' OR j.ts LIKE '%Z' THEN TRY_CAST(j.ts AS TIMESTAMPTZ) END AS ts, "
         + ("CAST(NULL AS VARCHAR) AS request_id, " if counted_only else "j.request_id AS request_id, ")
         + "CASE WHEN json_type(j.model_version) = 'VARCHAR' THEN j.model_version ->> '$' END AS model_version, "
@@ -134,21 +137,27 @@ def probability_bin(edges: Sequence[float], column: str = "probability") -> str:
     return f"CASE {' '.join(inner)} ELSE {len(edges) - 2} END" if inner else "0"
 
 
-def partials(jsonl: Sequence[str], parquet: Sequence[str], since: datetime, until: datetime, edges: Sequence[float]) -> str:
+def partials(
+    jsonl: Sequence[str], parquet: Sequence[str], since: datetime, until: datetime, edges: Sequence[float], version: str,
+) -> str:
     """Per object and model version, additive counts: ``lines``, ``bytes`` (the bytes the lines decompress
-    to, for the integrity check), ``malformed``; and of the valid records with ``since <= ts < until``:
-    ``n``, ``malignant``, a histogram (MAP score -> count) per feature, and histograms of the probability
-    bin (``bins``, ``malignant_bins``).  ``version`` is NULL on the row of an object's lines outside the
-    window or not valid."""
+    to, for the integrity check), ``malformed``; of the valid records with ``since <= ts < until``: ``n`` and
+    ``malignant``; and of those of ``version`` only (the one drift compares; the others' are not computed):
+    a histogram (MAP score -> count) per feature, and histograms of the probability bin (``bins``,
+    ``malignant_bins``).  ``version`` is NULL on the row of an object's lines outside the window or not
+    valid."""
     window = f"valid AND ts >= TIMESTAMPTZ {literal(since.isoformat())} AND ts < TIMESTAMPTZ {literal(until.isoformat())}"
-    histograms = ", ".join(f"histogram({name}) FILTER (counted) AS {name}" for name in FEATURES)
+    histograms = ", ".join(f"histogram({name}) FILTER (mine) AS {name}" for name in FEATURES)
     return (
-        f"WITH r AS (SELECT *, {window} AS counted, {probability_bin(edges)} AS bin FROM ({records(jsonl, parquet, True)})) "
+        f"WITH c AS (SELECT *, {window} AS counted FROM ({records(jsonl, parquet, True)})), "
+        f"r AS (SELECT *, counted AND model_version = {literal(version)} AS mine, "
+        # the bin of the rows of the version only (a CASE evaluates its THEN on the rows it selects)
+        f"CASE WHEN counted AND model_version = {literal(version)} THEN {probability_bin(edges)} END AS bin FROM c) "
         "SELECT file, CASE WHEN counted THEN model_version END AS version, count(*) AS lines, "
         "sum(line_bytes) AS bytes, count(*) FILTER (NOT valid AND NOT blank) AS malformed, "
         "count(*) FILTER (counted) AS n, count(*) FILTER (counted AND malignant) AS malignant, "
-        f"{histograms}, histogram(bin) FILTER (counted) AS bins, "
-        "histogram(bin) FILTER (counted AND malignant) AS malignant_bins "
+        f"{histograms}, histogram(bin) FILTER (mine) AS bins, "
+        "histogram(bin) FILTER (mine AND malignant) AS malignant_bins "
         "FROM r GROUP BY ALL"
     )
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from oncology.monitoring.engine import queries
 from oncology.monitoring.engine.connection import Location, connect, location
 from oncology.monitoring.engine.layout import JSONL_PREFIX, PARQUET_PREFIX, Plan, days, partition_days, plan
-from oncology.monitoring.engine.run import CorruptObjects, check, partial_counts
+from oncology.monitoring.engine.run import CorruptObjects, check, line_counts
 from oncology.monitoring.engine.settings import EngineSettings
 from oncology.outcomes import PREFIX as OUTCOMES_PREFIX
 from oncology_model.datamodel import FEATURES
@@ -18,9 +18,6 @@ from oncology_model.storage import Store
 
 if TYPE_CHECKING:
     import duckdb
-
-#: Bins of `partial_counts` (unused with ``sizes_only``).
-_ONE_BIN = (0.0, 1.0)
 
 
 @dataclass
@@ -48,8 +45,7 @@ def predictions(
     todo = plan(store, partitions)
     start = since or datetime.fromisoformat("0001-01-01T00:00:00+00:00")
     end = until or datetime.fromisoformat("9999-12-31T00:00:00+00:00")
-    scan = partial_counts(where, todo.jsonl, todo.parquet, start, end, _ONE_BIN,
-                          settings.duckdb_threads, settings.duckdb_memory_limit, sizes_only=True)
+    scan = line_counts(where, todo.jsonl, todo.parquet, settings.duckdb_threads, settings.duckdb_memory_limit)
     corrupt = check(store, todo, scan)
     if corrupt and settings.on_corrupt == "refuse":
         named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))

@@ -18,11 +18,11 @@ import gzip
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from oncology.monitoring.engine.settings import EngineSettings
 from oncology_model.datamodel import FEATURES, SCORE_MIN
 from oncology_model.errors import OncologyError
 from oncology_model.storage import LocalStore, S3Store, Store
+
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger(__name__)
 _COLUMNS = ("file", "version", "lines", "bytes", "malformed", "n", "malignant", *FEATURES, "bins", "malignant_bins")
@@ -54,19 +57,37 @@ class Partial:
 
 def partial_counts(
     where: Location, jsonl: Sequence[str], parquet: Sequence[str], since: datetime, until: datetime,
-    edges: Sequence[float], threads: int | None = None, memory_limit: str | None = None, sizes_only: bool = False,
+    edges: Sequence[float], version: str, threads: int | None = None, memory_limit: str | None = None,
 ) -> Partial:
-    """`queries.partials` over the objects ``jsonl`` and ``parquet`` (keys) of the store at ``where``
-    (``sizes_only``: `queries.sizes`, the integrity figures alone).  If DuckDB refuses the group, the group is
-    halved until each refused object is found alone; the others' counts are kept."""
-    con = connect(where, threads, memory_limit)
+    """`queries.partials` over the objects ``jsonl`` and ``parquet`` (keys) of the store at ``where``.  If
+    DuckDB refuses the group, the group is halved until each refused object is found alone; the others'
+    counts are kept."""
+    return _halving(where, jsonl, parquet, lambda j, p: queries.partials(j, p, since, until, edges, version),
+                    threads, memory_limit)
+
+
+def line_counts(where: Location, jsonl: Sequence[str], parquet: Sequence[str] = (), threads: int | None = None,
+                memory_limit: str | None = None, con: duckdb.DuckDBPyConnection | None = None) -> Partial:
+    """`queries.lines` over the objects ``jsonl`` and ``parquet``, as `Partial` rows in `_COLUMNS` order
+    (``file, None, lines, bytes, nonblank``: enough for `check`), refused objects found as in `partial_counts`;
+    on ``con`` if given (opening a connection costs tens of milliseconds), else on its own."""
+    return _halving(where, jsonl, parquet, queries.lines, threads, memory_limit,
+                    shape=lambda row: (row[0], None, row[1], row[2], row[3]), con=con)
+
+
+def _halving(
+    where: Location, jsonl: Sequence[str], parquet: Sequence[str], query: Callable[[list[str], list[str]], str],
+    threads: int | None, memory_limit: str | None, shape: Callable[[tuple[Any, ...]], tuple[Any, ...]] = tuple,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> Partial:
+    own = con is None
+    con = con or connect(where, threads, memory_limit)
     key_of = {where.url(k): k for k in (*jsonl, *parquet)}
     result = Partial()
 
     def run(j: Sequence[str], p: Sequence[str]) -> None:
         try:
-            urls = [where.url(k) for k in j], [where.url(k) for k in p]
-            rows = con.execute(queries.sizes(*urls) if sizes_only else queries.partials(*urls, since, until, edges)).fetchall()
+            rows = con.execute(query([where.url(k) for k in j], [where.url(k) for k in p])).fetchall()
         except Exception as exc:  # duckdb.Error and its IO errors: which object, found by halving
             import duckdb
 
@@ -79,13 +100,14 @@ def partial_counts(
             for half in (both[: len(both) // 2], both[len(both) // 2:]):
                 run([k for k, parquet in half if not parquet], [k for k, parquet in half if parquet])
             return
-        result.rows += [(key_of.get(row[0], row[0]), *row[1:]) for row in rows]
+        result.rows += [(key_of.get(row[0], row[0]), *shape(row)[1:]) for row in rows]
 
     try:
         if jsonl or parquet:
             run(list(jsonl), list(parquet))
     finally:
-        con.close()
+        if own:
+            con.close()
     return result
 
 
@@ -118,9 +140,10 @@ def drift_counts(
     if settings.engine == "dask":
         from oncology.monitoring.engine import cluster
 
-        partial = cluster.partial_counts(settings.scheduler, where, todo, since, until, edges)
+        partial = cluster.partial_counts(settings.scheduler, where, todo, since, until, edges, version,
+                                         timeout=settings.scheduler_timeout)
     else:
-        partial = partial_counts(where, todo.jsonl, todo.parquet, since, until, edges,
+        partial = partial_counts(where, todo.jsonl, todo.parquet, since, until, edges, version,
                                  settings.duckdb_threads, settings.duckdb_memory_limit)
     corrupt = check(store, todo, partial)
     if corrupt and settings.on_corrupt == "refuse":

@@ -19,6 +19,9 @@ class EngineSettings(BaseSettings):
     scheduler: str | None = Field(
         None, description="Dask scheduler address (tcp://host:8786) for engine dask; unset: a local cluster."
     )
+    scheduler_timeout: float = Field(
+        10.0, gt=0, description="Seconds to wait for the Dask scheduler (engine dask) to answer before giving up."
+    )
     on_corrupt: Literal["skip", "refuse"] = Field(
         "skip",
         description="A log object that cannot be read whole (a gzip cut short): skip it, named in a warning, "
