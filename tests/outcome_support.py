@@ -26,6 +26,7 @@ class Logged:
     probability: float
     threshold: float = 0.5
     decision: str | None = None
+    arm: str | None = None  # as the service: none outside a release
 
     @property
     def prediction(self) -> str:
@@ -35,7 +36,7 @@ class Logged:
         return {"ts": self.ts.isoformat(timespec="milliseconds"), "request_id": self.request_id,
                 "model_version": self.version, "route": "/predict", "inputs": dict.fromkeys(FEATURES, 1),
                 "probability": self.probability, "prediction": self.prediction,
-                "decision": self.decision or self.prediction}
+                "decision": self.decision or self.prediction} | ({"arm": self.arm} if self.arm else {})
 
 
 def write_log(store: Store, predictions: Iterable[Logged], writer: str = "w") -> None:

@@ -170,6 +170,30 @@ def test_the_join_reads_compacted_days_from_parquet_and_the_others_from_json_lin
         assert labelled_rows(store) == rows_before, stage
 
 
+def test_a_shadowed_request_joins_the_version_that_answered_it_also_once_compacted(tmp_path: Path) -> None:
+    """In a shadow release the candidate's score is logged under the request id of the champion's answer
+    (arm "shadow"): it is no answer, so the outcome joins the champion's line, and is not ambiguous."""
+    from oncology.monitoring.compaction import compact
+    from oncology.monitoring.outcomes import join
+
+    store = LocalStore(tmp_path / "store")
+    answered = [Logged(f"s-{i}", "1.0.1", T0 + timedelta(days=i % 2, minutes=i), 0.9 if i % 3 else 0.1)
+                for i in range(12)]
+    shadows = [Logged(p.request_id, "1.0.2", p.ts, 0.5, arm="shadow") for p in answered]
+    canary = [Logged("c-1", "1.0.2", T0, 0.9, arm="candidate")]  # a canary's answer is an answer
+    write_log(store, [*answered, *shadows, *canary])
+    write_outcomes(store, [(p.request_id, "malignant", p.ts + timedelta(days=3)) for p in [*answered, *canary]])
+    for stage in ("JSON Lines", "the first day compacted"):
+        if stage != "JSON Lines":
+            assert all(done.manifest is not None
+                       for done in compact(store, datetime(2026, 1, 1, tzinfo=UTC), [T0.date()]))
+        joined = join(store, "month")
+        assert joined.ambiguous_outcomes == 0 and joined.orphans == 0, stage
+        assert sorted(zip(joined.request_id, joined.version, strict=True)) == sorted(
+            [(p.request_id, "1.0.1") for p in answered] + [("c-1", "1.0.2")]), stage
+        assert sum(row["predictions"] for row in joined.coverage) == 13, stage  # the shadows' lines are not counted
+
+
 # ---- realized figures ------------------------------------------------------------------------------
 
 

@@ -275,7 +275,7 @@ def join(store: Store, period: str = "month", engine: EngineSettings | None = No
         coverage = con.execute(f"""
             WITH every AS (
                 SELECT model_version AS version, {bucket} AS period, prediction, decision, count(*) AS predictions
-                FROM predictions GROUP BY ALL),
+                FROM predictions WHERE arm <> '{queries.SHADOW_ARM}' GROUP BY ALL),
             known AS (
                 SELECT model_version AS version, {bucket} AS period, prediction, decision, count(*) AS labelled
                 FROM matched WHERE n = 1 GROUP BY ALL)

@@ -30,8 +30,12 @@ _NO_DELIMITER: Final = "\\x01"
 _INPUTS: Final = '"inputs": {' + ", ".join(f'"{name}": "DOUBLE"' for name in FEATURES) + "}"
 _STRUCTURE: Final = (
     '{"ts": "VARCHAR", "request_id": "VARCHAR", "model_version": "JSON", "route": "VARCHAR", '
-    + _INPUTS + ', "probability": "JSON", "prediction": "VARCHAR", "decision": "VARCHAR"}'
+    + _INPUTS + ', "probability": "JSON", "prediction": "VARCHAR", "decision": "VARCHAR", "arm": "VARCHAR"}'
 )
+#: The arm of a line that names none (outside a release the service omits it): the champion's.
+CHAMPION_ARM: Final = "champion"
+#: The arm whose lines were scored off the answer path (a shadow release): not answers, so never joined to outcomes.
+SHADOW_ARM: Final = "shadow"
 #: What the counts need: the strings they never read are not extracted (about a tenth of a line's parse).
 _COUNTED: Final = '{"ts": "VARCHAR", "model_version": "JSON", ' + _INPUTS + ', "probability": "JSON", "prediction": "VARCHAR"}'
 #: The columns of a compacted Parquet part, in order (with ``date`` from its ``date=`` folder).
@@ -95,7 +99,8 @@ def jsonl_records(urls: Sequence[str], counted_only: bool = False) -> str:
         + ", ".join(_score(name) for name in FEATURES) + ", "
         "CASE WHEN json_type(j.probability) IN ('DOUBLE', 'UBIGINT', 'BIGINT') THEN CAST(j.probability AS DOUBLE) END AS probability, "
         "j.prediction AS prediction, "
-        + ("CAST(NULL AS VARCHAR) AS decision " if counted_only else "j.decision AS decision ")
+        + ("CAST(NULL AS VARCHAR) AS decision, CAST(NULL AS VARCHAR) AS arm " if counted_only else
+           f"j.decision AS decision, coalesce(j.arm, '{CHAMPION_ARM}') AS arm ")
         + f"FROM ({parsed})"
     )
     valid = " AND ".join(
@@ -109,9 +114,11 @@ def parquet_records(urls: Sequence[str]) -> str:
     """The rows of compacted Parquet parts, in the shape of `jsonl_records` (all valid, no line sizes)."""
     return (
         "SELECT filename AS file, date, CAST(NULL AS BIGINT) AS line_bytes, false AS blank, "
-        + ", ".join(PARQUET_COLUMNS)
+        + ", ".join(f"coalesce(arm, '{CHAMPION_ARM}') AS arm" if c == "arm" else c for c in PARQUET_COLUMNS)
         + ", true AS valid, prediction = 'malignant' AS malignant "
-        f"FROM read_parquet({_list(urls)}, filename = true, hive_partitioning = true, hive_types = {{'date': DATE}})"
+        # union_by_name: a part compacted before the arm was a column reads as the champion's
+        f"FROM read_parquet({_list(urls)}, filename = true, hive_partitioning = true, hive_types = {{'date': DATE}}, "
+        "union_by_name = true)"
     )
 
 
@@ -125,7 +132,7 @@ def records(jsonl: Sequence[str], parquet: Sequence[str], counted_only: bool = F
 
 def predictions(jsonl: Sequence[str], parquet: Sequence[str]) -> str:
     """The valid records: ``date, ts, request_id, model_version, route, <nine features>, probability,
-    prediction, decision, malignant, file``."""
+    prediction, decision, arm, malignant, file`` (``arm``: champion, candidate or shadow; champion where a line names none)."""
     columns = ", ".join(("date", *PARQUET_COLUMNS, "malignant", "file"))
     return f"SELECT {columns} FROM ({records(jsonl, parquet)}) WHERE valid"
 
@@ -186,10 +193,12 @@ def outcome_join(predictions: str = "predictions", outcomes: str = "outcomes") -
     """Each outcome with every logged prediction of its request id, whatever the delay between them (a hash join
     whose build side is the outcomes, so the log is read once, in a stream): ``request_id, model_version, ts,
     probability, prediction, decision, <nine features>, outcome, observed_at, received_at, n`` where ``n`` is
-    how many logged predictions the request id names (more than one: ambiguous, a batch request or a reused id)."""
+    how many logged predictions the request id names (more than one: ambiguous, a batch request or a reused id).
+    A shadow's line (scored off the answer path, under the request id of the champion's answer) is no answer:
+    left out, so a shadowed request joins the version that answered it."""
     return (
         "SELECT p.request_id, p.model_version, p.ts, p.probability, p.prediction, p.decision, "
         + ", ".join(f"p.{name}" for name in FEATURES)
         + ", o.outcome, o.observed_at, o.received_at, count(*) OVER (PARTITION BY p.request_id) AS n "
-        f"FROM {predictions} p JOIN {outcomes} o ON p.request_id = o.request_id"
+        f"FROM {predictions} p JOIN {outcomes} o ON p.request_id = o.request_id WHERE p.arm <> '{SHADOW_ARM}'"
     )

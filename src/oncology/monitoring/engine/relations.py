@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from oncology.monitoring.engine import queries
+from oncology.monitoring.engine import queries, table
 from oncology.monitoring.engine.connection import Location, connect, location
 from oncology.monitoring.engine.layout import JSONL_PREFIX, PARQUET_PREFIX, Plan, days, partition_days, plan
 from oncology.monitoring.engine.run import CorruptObjects, check, line_counts
 from oncology.monitoring.engine.settings import EngineSettings
 from oncology.outcomes import PREFIX as OUTCOMES_PREFIX
-from oncology_model.datamodel import FEATURES
 from oncology_model.storage import Store
 
 if TYPE_CHECKING:
@@ -58,12 +57,8 @@ def predictions(
         window = f"ts >= TIMESTAMPTZ {queries.literal(start.isoformat())} AND ts < TIMESTAMPTZ {queries.literal(end.isoformat())}"
         con.execute(f"CREATE VIEW predictions AS SELECT * FROM ({body}) WHERE {window}")
     else:  # an empty log: the same columns, no rows
-        columns = ", ".join(
-            f"CAST(NULL AS {kind}) AS {name}" for name, kind in
-            [("date", "DATE"), ("ts", "TIMESTAMPTZ"), ("request_id", "VARCHAR"), ("model_version", "VARCHAR"),
-             ("route", "VARCHAR"), *((f, "TINYINT") for f in FEATURES), ("probability", "DOUBLE"),
-             ("prediction", "VARCHAR"), ("decision", "VARCHAR"), ("malignant", "BOOLEAN"), ("file", "VARCHAR")]
-        )
+        columns = ", ".join([f"CAST(NULL AS {c.duckdb}) AS {c.name}" for c in (table.PARTITION, *table.COLUMNS)]
+                            + ["CAST(NULL AS BOOLEAN) AS malignant", "CAST(NULL AS VARCHAR) AS file"])
         con.execute(f"CREATE VIEW predictions AS SELECT {columns} WHERE false")
     return Predictions(con, where, kept, corrupt)
 

@@ -39,6 +39,7 @@ COLUMNS: Final[tuple[Column, ...]] = (
     Column("probability", "DOUBLE", "double", "DECIMAL"),
     Column("prediction", "VARCHAR", "string", "STRING"),
     Column("decision", "VARCHAR", "string", "STRING"),
+    Column("arm", "VARCHAR", "string", "STRING"),  # champion, candidate (canary) or shadow (scored off the answer path)
 )
 #: The partition column, from the ``date=YYYY-MM-DD`` folder (not in the files).
 PARTITION: Final = Column("date", "DATE", "string", "STRING")
