@@ -14,7 +14,7 @@ checked against the in-process model of the version that the answer names:
 (c) the bad candidate in shadow at 100%: the champion answers every request (no client sees the candidate), and
     the judge rolls it back with the disagreeing request ids in its evidence -- each one a request this load sent
     whose row the champion calls malignant and the candidate benign;
-(d) every decision in the alias history (what ``oncology models history`` shows) with its evidence.
+(d) every decision in ``oncology models history`` with its evidence.
 
 The judge runs with ``ONCOLOGY_RELEASE_MIN_REQUESTS=JUDGE_MIN_REQUESTS`` (a setting: fewer requests per arm than
 the default 600 keep the phase short; the bad candidate's malignant share differs by ~30 points, far beyond the
@@ -294,7 +294,7 @@ def run_releases(cluster: Cluster, service: Any, figures: dict[str, Any], store:
     figures["k8s release (c) shadow (s)"] = round(time.monotonic() - t0, 1)
     histories[release.id] = ["rollback"]
 
-    # ---- (d) every decision in the alias history (`oncology models history`), with its evidence - --------------------------------------
+    # ---- (d) every decision in `oncology models history`, with its evidence -------------------------------------- --------------------------------------
     moves = [m for m in registry.history() if m.get("release") in histories]
     for release_id, actions in histories.items():
         ours = [m for m in moves if m["release"] == release_id]
@@ -303,7 +303,27 @@ def run_releases(cluster: Cluster, service: Any, figures: dict[str, Any], store:
             evidence = move["evidence"]
             assert evidence["verdict"] == ("rollback" if move["action"] == "rollback" else "promote"), evidence
             assert enough(evidence) and evidence["window"]["log_files"] > 0 and evidence["tests"], evidence
+    shown = history_table(store)
+    for move in moves:
+        if "evidence" in move:
+            arms = move["evidence"]["arms"]
+            for needle in (f"release {move['release']}: {move['evidence']['verdict']} on [",
+                           *(f"{name} {arm['version']} n={arm['requests']} errors={arm['errors']}"
+                             for name, arm in arms.items())):
+                assert re.sub(r"\s", "", needle) in shown, (needle, shown[-3000:])
     figures["k8s release: the whole phase (s)"] = round(time.monotonic() - t_phase, 1)
+
+
+def history_table(store: str) -> str:
+    """``oncology models history`` on a terminal 5,000 columns wide (off a terminal its table is 140 wide and cuts
+    long cells short), with colour codes, rules and white space taken out: the evidence column is the last, so a
+    cell wrapped over several lines reads on."""
+    command = f"stty cols 5000 rows 50; {ONCOLOGY} models history --store {store}"
+    proc = subprocess.run(["script", "-qec", command, "/dev/null"], env={**os.environ, "TERM": "dumb"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", proc.stdout)
+    return re.sub(r"[\s\u2500-\u257f]", "", text)
 
 
 def arms_of(answers: list[Answer]) -> dict[str | None, int]:
