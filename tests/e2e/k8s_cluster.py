@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -264,6 +265,9 @@ class Answer:
     version: str | None
     error: str | None
     attempts: int = 1
+    #: the ``x-request-id`` the request was sent with, and the ``x-model-arm`` header of its answer (a release's)
+    request_id: str = ""
+    arm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -281,14 +285,21 @@ class Retry:
 def request(host: str, port: int, method: str, path: str, body: bytes | None = None,
             timeout: float = 10) -> tuple[int, bytes]:
     """One request on a new connection (``Connection: close``): kube-proxy picks a pod per connection."""
+    status, _, answer = exchange(host, port, method, path, body, timeout)
+    return status, answer
+
+
+def exchange(host: str, port: int, method: str, path: str, body: bytes | None = None, timeout: float = 10,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """`request` with headers sent and received: (status, response headers in lower case, body)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        headers = {"Connection": "close"}
+        sent = {"Connection": "close", **(headers or {})}
         if body is not None:
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=body, headers=headers)
+            sent["Content-Type"] = "application/json"
+        conn.request(method, path, body=body, headers=sent)
         resp = conn.getresponse()
-        return resp.status, resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
 
@@ -381,17 +392,22 @@ class Load:
             answer = self._one(row, self.retry.attempt_timeout)
             retryable = answer.status is None or answer.status in self.retry.statuses
             if answer.error is None or not retryable or time.monotonic() - first > self.retry.budget:
-                return Answer(first, answer.done, row, answer.status, answer.version, answer.error, attempts)
+                return Answer(first, answer.done, row, answer.status, answer.version, answer.error, attempts,
+                              answer.request_id, answer.arm)
             time.sleep(self.retry.pause)
 
     def _one(self, row: int, timeout: float | None = None) -> Answer:
         sent = time.monotonic()
         status: int | None = None
         version: str | None = None
+        rid = f"e2e-{uuid.uuid4().hex[:16]}"
+        arm: str | None = None
         try:
-            status, body = request(self.host, self.port, "POST", "/predict", self.bodies[row], timeout or self.timeout)
+            status, headers, body = exchange(self.host, self.port, "POST", "/predict", self.bodies[row],
+                                             timeout or self.timeout, {"x-request-id": rid})
+            arm = headers.get("x-model-arm")
             if status != 200:
-                return Answer(sent, time.monotonic(), row, status, None, f"HTTP {status}: {body[:200]!r}")
+                return Answer(sent, time.monotonic(), row, status, None, f"HTTP {status}: {body[:200]!r}", 1, rid, arm)
             answer = json.loads(body)
             version = answer.get("model_version")
             expected = self.expected.get(str(version))
@@ -399,8 +415,10 @@ class Load:
                 error = f"model_version {version} is not one this step may answer with ({sorted(self.expected)})"
             elif (answer["prediction"], answer["probability"]) != expected[row]:
                 error = f"row {row}: {answer} differs from the in-process answer {expected[row]}"
+            elif headers.get("x-request-id") != rid:
+                error = f"row {row}: the answer names request {headers.get('x-request-id')}, not {rid}"
             else:
                 error = None
-            return Answer(sent, time.monotonic(), row, status, version, error)
+            return Answer(sent, time.monotonic(), row, status, version, error, 1, rid, arm)
         except Exception as exc:  # every failure is an answer to report, never a thread that dies
-            return Answer(sent, time.monotonic(), row, status, version, f"{type(exc).__name__}: {exc}")
+            return Answer(sent, time.monotonic(), row, status, version, f"{type(exc).__name__}: {exc}", 1, rid, arm)

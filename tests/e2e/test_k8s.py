@@ -16,6 +16,13 @@ with the same settings, so it publishes nothing and names its twin 1.0.2 (the fi
 training with another seed gives 1.0.3 (the second). Their wheels are taken off the shared
 index at the end: the tier's other tests expect it to hold 1.0.1 alone.
 
+Phase 10 (issue 18: canary and shadow releases judged on live traffic) lives in ``e2e/k8s_release.py``, phase 11
+(issue 17: drift on the production overlay's Dask cluster, a worker killed mid-run) in ``e2e/k8s_dask.py``, phase 12
+(issue 16: outcomes through the Service, the outcome check's alarm, training on the new dataset version) in
+``e2e/k8s_outcomes.py``.
+While developing them, ``ONCOLOGY_E2E_K8S_QUICK=1`` skips the long phases 3 to 9 (rollouts, the release chain,
+never-ready releases, drift job, disruptions, node loss, training on a dying node); the default runs them all.
+
 Traffic goes from the host to the Service's ClusterIP (kube-proxy's iptables rules), each request on a new
 connection: kube-proxy balances connections, so a kept-alive connection would pin one pod.
 """
@@ -34,6 +41,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +51,9 @@ import yaml
 
 from e2e.conftest import Published
 from e2e.k8s_cluster import NODE_NAMES, Answer, Cluster, Load, Retry, kubectl_binary, request, running_cluster
+from e2e.k8s_dask import run_dask_drift
+from e2e.k8s_outcomes import run_outcomes
+from e2e.k8s_release import run_releases
 from e2e.stack import BASE_IMAGE, DATA, PUBLISH, REPO, Stack, dataset_rows
 from oncology.trainer.pipeline import run_training
 from oncology.webservice.predlog import PredictionLog
@@ -855,6 +866,32 @@ def _the_pipeline(cluster: Cluster, stack: Stack, published: Published, figures:
     assert status == 200 and json.loads(body)["model_version"] == first
     assert grpc_answers(svc, complete) == [(label, p, first) for label, p in expected[first]]
 
+    if os.environ.get("ONCOLOGY_E2E_K8S_QUICK") == "1":  # developing the later phases only (module docstring)
+        figures["k8s: phases 3-9 skipped (ONCOLOGY_E2E_K8S_QUICK=1)"] = True
+    else:
+        _phases_3_to_9(cluster, stack, published, figures, tmp_path, store, data_uri, overlay, aws, uploaded, service,
+                       expected, first, tag1, digest1)
+
+    # ---- 10. issue 18: canary and shadow releases judged on live traffic, under load ----------------------------
+    s3_port = int(aws["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    since = datetime.now(UTC)
+    run_releases(cluster, service, figures, store, data_uri, first, lambda v: in_process_answers(store, v, complete), s3_port)
+
+    # ---- 11. issue 17: drift on the production overlay's Dask cluster over those logs, a worker killed mid-run ------
+    run_dask_drift(cluster, figures, store, first, f"{registry}/oncology-trainer:{published.version}", s3_port, since,
+                   datetime.now(UTC))
+
+    # ---- 12. issue 16: outcomes through the Service, the check alarms, a training Job on the new dataset version --
+    run_outcomes(cluster, service, figures, store, data_uri, lambda v, rows: in_process_answers(store, v, rows),
+                 f"{registry}/oncology-trainer:{published.version}", overlay)
+
+
+def _phases_3_to_9(cluster: Cluster, stack: Stack, published: Published, figures: dict[str, Any], tmp_path: Path,
+                   store: str, data_uri: str, overlay: Path, aws: dict[str, str], uploaded: list[str],
+                   service: Service, expected: dict[str, list[tuple[str, float]]], first: str, tag1: str,
+                   digest1: str) -> None:
+    registry = stack.registry
+    complete = service.rows
     # ---- 3. a second version (another seed), rolled out under load ------------------------------------
     second = run_training(fast_settings(store, data=data_uri, seed=7, promote=True)).version
     assert second == "1.0.3"

@@ -1,0 +1,333 @@
+"""Issue 18 on the real cluster: canary and shadow releases judged on live traffic, under load.
+
+The Deployment is switched to follow the champion of the cluster's store in SeaweedFS with the prediction log on
+(`follow_the_store`: the env of the web-service container patched; the pods reach SeaweedFS through the second
+node's forwarder on ``NODE2_GW``, which every pod can route to). Then, with the real commands run from the host
+against that store (``oncology release start``, ``oncology release judge`` in a loop, as a CronJob or a loop on
+the cluster would, ``oncology models history``), each under the same paced load as the rollouts, every answer
+checked against the in-process model of the version that the answer names:
+
+(a) a bad candidate -- trained on the same data with the labels flipped (2 <-> 4): its own held-out figures pass
+    the quality gate, but it calls malignant tumours benign -- in a canary, rolled back by the judge within 60 s of
+    the judge having enough data, having answered at most its canary share, no request failed;
+(b) a good candidate (another seed) carried through every step of its canary to champion, no request failed;
+(c) the bad candidate in shadow at 100%: the champion answers every request (no client sees the candidate), and
+    the judge rolls it back with the disagreeing request ids in its evidence -- each one a request this load sent
+    whose row the champion calls malignant and the candidate benign;
+(d) every decision in ``oncology models history`` with its evidence.
+
+The judge runs with ``ONCOLOGY_RELEASE_MIN_REQUESTS=JUDGE_MIN_REQUESTS`` (a setting: fewer requests per arm than
+the default 600 keep the phase short; the bad candidate's malignant share differs by ~30 points, far beyond the
+test's power at that size). The replicas check the registry every second and flush the log every second.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from e2e.k8s_cluster import NODE2_GW, Answer, Cluster, Load
+from oncology.trainer.pipeline import run_training
+from oncology_model.datamodel import FEATURES
+from oncology_model.registry import ModelRegistry
+from oncology_model.storage import open_store
+from support import fast_settings, poll
+
+APP = "oncology-webservice"
+ONCOLOGY = str(Path(sys.executable).parent / "oncology")
+RATE = 200.0
+#: the canary's steps (percent), and the judge's minimum of requests per arm
+STEPS = (10, 30, 50)
+JUDGE_MIN_REQUESTS = 200
+#: the seed with which the flipped data trains a model that passes the gate (checked: its figures are on its data)
+FLIPPED_SEED = 1
+GOOD_SEED = 7
+#: the issue's bound: rolled back within this many seconds of the judge having enough data
+ROLLBACK_WITHIN = 60.0
+
+Expected = dict[str, list[tuple[str, float]]]
+
+
+@dataclass
+class Judged:
+    """One judge pass from the host: when it ended, and what it printed (``--json``)."""
+
+    at: float
+    shown: dict[str, Any]
+
+
+@dataclass
+class Release:
+    id: str
+    started: float
+    passes: list[Judged] = field(default_factory=list)
+
+    def acted(self) -> list[Judged]:
+        return [p for p in self.passes if "acted" in p.shown]
+
+
+def cli(store: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The real ``oncology`` command from the host, against the cluster's store (its S3 settings in the env)."""
+    return subprocess.run([ONCOLOGY, *args, "--store", store], env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def follow_the_store(cluster: Cluster, store: str, s3_port: int) -> None:
+    """The web-service Deployment follows the store's champion (and candidate) with the prediction log and the
+    outcome intake on."""
+    (secret,) = [s["metadata"]["name"] for s in cluster.get("secrets")["items"]
+                 if re.fullmatch(r"oncology-s3(-[a-z0-9]{10})?", s["metadata"]["name"])]
+
+    def from_secret(key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": secret, "key": key}}
+
+    env = [
+        {"name": "ONCOLOGY_STORE", "value": store},
+        {"name": "ONCOLOGY_MODEL", "value": "champion"},
+        {"name": "ONCOLOGY_RELOAD_INTERVAL", "value": "1"},
+        {"name": "ONCOLOGY_PREDICTION_LOG", "value": "true"},
+        {"name": "ONCOLOGY_PREDICTION_LOG_FLUSH_SECONDS", "value": "1"},
+        {"name": "ONCOLOGY_OUTCOMES", "value": "true"},  # POST /outcomes (issue 16's phase)
+        {"name": "AWS_ENDPOINT_URL", "value": f"http://{NODE2_GW}:{s3_port}"},
+        {"name": "AWS_DEFAULT_REGION", "value": "us-east-1"},
+        {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"},
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": from_secret("access-key-id")},
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": from_secret("secret-access-key")},
+    ]
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": APP, "env": env}]}}}}
+    cluster.kubectl("patch", "deployment", APP, "--type=strategic", "-p", json.dumps(patch))
+    cluster.kubectl("rollout", "status", f"deployment/{APP}", "--timeout=180s", timeout=200)
+    (container,) = cluster.get("deployment", APP)["spec"]["template"]["spec"]["containers"]
+    names = {e["name"]: e.get("value") for e in container["env"]}
+    assert names["ONCOLOGY_PREDICTION_LOG"] == "true" and names["ONCOLOGY_STORE"] == store, names
+    assert names["ONCOLOGY_OUTCOMES"] == "true", names
+
+
+def flipped_data(data_uri: str) -> str:
+    """The raw data with every label flipped (2 <-> 4), beside it in S3: a mislabelled export."""
+    bucket, key = data_uri.removeprefix("s3://").split("/", 1)
+    s3 = boto3.client("s3")
+    lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
+    flipped = []
+    for line in lines:
+        if line.strip():
+            *values, label = line.split(",")
+            flipped.append(",".join([*values, {"2": "4", "4": "2"}[label.strip()]]))
+    flipped_key = key + ".labels-flipped"
+    s3.put_object(Bucket=bucket, Key=flipped_key, Body=("\n".join(flipped) + "\n").encode())
+    return f"s3://{bucket}/{flipped_key}"
+
+
+def start(store: str, version: str, *mode: str) -> Release:
+    t0 = time.monotonic()
+    proc = cli(store, "release", "start", version, *mode)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    m = re.search(rf"release ([0-9a-f]{{12}}) of {re.escape(version)} against champion (\S+) in ", proc.stdout)
+    assert m, proc.stdout
+    return Release(m.group(1), t0)
+
+
+def judge_until(store: str, release: Release, done: Callable[[dict[str, Any]], bool], timeout: float) -> Judged:
+    """``oncology release judge --json`` once a second until ``done(what it printed)``; every pass kept."""
+
+    def one() -> Judged | None:
+        proc = cli(store, "release", "judge", "--json", env={"ONCOLOGY_RELEASE_MIN_REQUESTS": str(JUDGE_MIN_REQUESTS)})
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        judged = Judged(time.monotonic(), json.loads(proc.stdout))
+        if judged.shown.get("verdict") is not None:
+            assert judged.shown["plan"]["release"] == release.id, judged.shown["plan"]
+        release.passes.append(judged)
+        return judged if done(judged.shown) else None
+
+    def shown() -> str:
+        return json.dumps([p.shown.get("reasons") for p in release.passes[-3:]])[-3000:]
+
+    return poll(one, timeout, shown, interval=1)
+
+
+def enough(shown: dict[str, Any]) -> bool:
+    arms = shown.get("arms") or {}
+    return len(arms) == 2 and all(arm["requests"] >= JUDGE_MIN_REQUESTS for arm in arms.values())
+
+
+def action(shown: dict[str, Any]) -> str | None:
+    acted = shown.get("acted")
+    return str(acted["action"]) if acted else None
+
+
+def binomial_bound(n: int, share: float) -> float:
+    """The most answers of ``n`` that a share ``share`` gives, short of 4 standard deviations."""
+    return share * n + 4 * math.sqrt(n * share * (1 - share)) + 1
+
+
+def loaded(service: Any, expected: Expected) -> Load:
+    rows = [dict(zip(FEATURES, row)) for row in service.rows]
+    return Load(service.host, service.port, rows, expected, rate=RATE, max_seconds=400, max_requests=80_000)
+
+
+def settle(load: Load, version: str) -> None:
+    assert load.wait_for(lambda answers: len(answers) > 300 and all(a.version == version for a in answers[-150:]), 60), (
+        f"not {version} alone 60 s after the decision: {[a.version for a in load.answers[-20:]]}")
+
+
+def check_load(load: Load, what: str) -> None:
+    assert load.exhausted is None, f"{what}: the load loop hit its bound ({load.exhausted})"
+    failures = load.failures()
+    assert failures == [], f"{what}: {len(failures)} of {len(load.answers)} requests failed, e.g. {failures[:5]}"
+
+
+def run_releases(cluster: Cluster, service: Any, figures: dict[str, Any], store: str, data_uri: str, champion: str,
+              answers_of: Callable[[str], list[tuple[str, float]]], s3_port: int) -> None:
+    """The four scenarios of issue 18 above, in order; ``answers_of(version)``: the in-process answers per row."""
+    t_phase = time.monotonic()
+    registry = ModelRegistry(open_store(store))
+    if registry.state()["aliases"].get("champion") != champion:
+        registry.promote(champion)
+    follow_the_store(cluster, store, s3_port)
+    service.wait_serving(champion, timeout=60)
+    t0 = time.monotonic()
+    bad = run_training(fast_settings(store, data=flipped_data(data_uri), seed=FLIPPED_SEED, promote=False)).version
+    good = run_training(fast_settings(store, data=data_uri, seed=GOOD_SEED, promote=False)).version
+    figures["k8s release: train the flipped and the good candidates (s)"] = round(time.monotonic() - t0, 1)
+    assert len({champion, bad, good}) == 3, (champion, bad, good)
+    expected = {v: answers_of(v) for v in (champion, bad, good)}
+    # the flipped model calls benign most rows the champion calls malignant
+    costly_rows = {i for i, ((c, _), (b, _)) in enumerate(zip(expected[champion], expected[bad]))
+                   if c == "malignant" and b == "benign"}
+    assert len(costly_rows) > len(expected[champion]) // 4, len(costly_rows)
+    figures["k8s release: setup (store-following replicas, candidates) (s)"] = round(time.monotonic() - t_phase, 1)
+    histories: dict[str, list[str]] = {}
+
+    # ---- (a) a bad canary, rolled back -------------------------------------------------------------------------
+    t0 = time.monotonic()
+    with loaded(service, {champion: expected[champion], bad: expected[bad]}) as load:
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the release"
+        release = start(store, bad, "--canary", ",".join(map(str, STEPS)))
+        decided = judge_until(store, release, lambda shown: action(shown) is not None, 180)
+        settle(load, champion)
+    check_load(load, "bad canary")
+    assert action(decided.shown) == "rollback", decided.shown
+    assert [action(p.shown) for p in release.acted()] == ["rollback"]
+    assert decided.shown["plan"]["step"] == 1 and decided.shown["plan"]["share"] == pytest.approx(STEPS[0] / 100)
+    first_enough = next(p for p in release.passes if enough(p.shown))
+    assert decided.at - first_enough.at <= ROLLBACK_WITHIN, (decided.at - first_enough.at)
+    assert any(r.startswith("prediction mix differs: malignant share") for r in decided.shown["reasons"]), decided.shown
+    mix = decided.shown["arms"]
+    assert mix["candidate"]["malignant_share"] > mix["champion"]["malignant_share"] + 0.1, mix  # flipped: 2 -> 4 too
+    by_bad = [a for a in load.answers if a.version == bad]
+    assert by_bad and {a.arm for a in by_bad} == {"candidate"}, arms_of(by_bad)
+    in_release = [a for a in load.answers if release.started <= a.sent <= decided.at]
+    assert len(by_bad) <= binomial_bound(len(in_release), STEPS[0] / 100), (len(by_bad), len(in_release))
+    last_bad = max(a.sent for a in by_bad)
+    figures["k8s release (a) bad canary: start to rollback (s)"] = round(decided.at - release.started, 1)
+    figures["k8s release (a) bad canary: enough data to rollback (s)"] = round(decided.at - first_enough.at, 1)
+    figures["k8s release (a) bad canary: last candidate answer after the rollback (s)"] = round(last_bad - decided.at, 1)
+    figures["k8s release (a) bad canary: requests, by the candidate, failed"] = (
+        f"{len(load.answers)}, {len(by_bad)}, 0")
+    figures["k8s release (a) bad canary (s)"] = round(time.monotonic() - t0, 1)
+    histories[release.id] = ["rollback"]
+    assert registry.state()["aliases"].get("champion") == champion
+
+    # ---- (b) a good canary, carried through every step to champion ----------------------------------------------
+    t0 = time.monotonic()
+    with loaded(service, {champion: expected[champion], good: expected[good]}) as load:
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the release"
+        release = start(store, good, "--canary", ",".join(map(str, STEPS)))
+
+        def promoted(shown: dict[str, Any]) -> bool:
+            assert action(shown) != "rollback", shown
+            return action(shown) == "promote"
+
+        judge_until(store, release, promoted, 300)
+        settle(load, good)
+    check_load(load, "good canary")
+    assert [action(p.shown) for p in release.acted()] == ["step", "step", "promote"]
+    shares = [p.shown["plan"]["share"] for p in release.acted()]
+    assert shares == pytest.approx([s / 100 for s in STEPS]), shares
+    assert registry.state()["aliases"].get("champion") == good
+    assert "candidate" not in registry.state()["aliases"]
+    # the candidate's arm while the release ran (the champion's header too, once a replica reloaded the promotion)
+    arms = {a.arm for a in load.answers if a.version == good}
+    assert "candidate" in arms and arms <= {"candidate", "champion", None}, arms
+    figures["k8s release (b) good canary: start to champion, 3 steps (s)"] = round(
+        release.acted()[-1].at - release.started, 1)
+    figures["k8s release (b) good canary: requests, failed"] = f"{len(load.answers)}, 0"
+    figures["k8s release (b) good canary (s)"] = round(time.monotonic() - t0, 1)
+    histories[release.id] = ["step", "step", "promote"]
+
+    # ---- (c) the bad candidate in shadow: never answers, rolled back with the costly request ids --------------------
+    t0 = time.monotonic()
+    expected_good = answers_of(good)
+    costly_rows = {i for i, ((c, _), (b, _)) in enumerate(zip(expected_good, expected[bad]))
+                   if c == "malignant" and b == "benign"}
+    with loaded(service, {good: expected_good}) as load:  # an answer of the candidate's fails the load
+        assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the release"
+        release = start(store, bad, "--shadow", "100%")
+        decided = judge_until(store, release, lambda shown: action(shown) is not None, 180)
+        n = len(load.answers)
+        assert load.wait_for(lambda answers: len(answers) >= n + 100, 30)
+    check_load(load, "shadow")
+    assert action(decided.shown) == "rollback", decided.shown
+    paired = decided.shown["paired"]
+    assert paired["costly"] / paired["rows"] > 0.01 and paired["costly_request_ids"], paired
+    sent = {a.request_id: a for a in load.answers}
+    for request_id in paired["costly_request_ids"]:
+        answer = sent.get(request_id)
+        assert answer is not None, f"costly request {request_id} is not one this load sent"
+        assert answer.row in costly_rows and answer.version == good, (request_id, answer)
+    assert {a.arm for a in load.answers if a.sent < decided.at and a.sent > release.started + 5} <= {"champion", None}
+    figures["k8s release (c) shadow 100%: start to rollback (s)"] = round(decided.at - release.started, 1)
+    figures["k8s release (c) shadow: paired rows, costly, ids in evidence"] = (
+        f"{paired['rows']}, {paired['costly']}, {len(paired['costly_request_ids'])}")
+    figures["k8s release (c) shadow (s)"] = round(time.monotonic() - t0, 1)
+    histories[release.id] = ["rollback"]
+
+    # ---- (d) every decision in `oncology models history`, with its evidence -------------------------------------- --------------------------------------
+    moves = [m for m in registry.history() if m.get("release") in histories]
+    for release_id, actions in histories.items():
+        ours = [m for m in moves if m["release"] == release_id]
+        assert [m["action"] for m in ours] == ["start", *actions], ours
+        for move in ours[1:]:
+            evidence = move["evidence"]
+            assert evidence["verdict"] == ("rollback" if move["action"] == "rollback" else "promote"), evidence
+            assert enough(evidence) and evidence["window"]["log_files"] > 0 and evidence["tests"], evidence
+    shown = history_table(store)
+    for move in moves:
+        if "evidence" in move:
+            arms = move["evidence"]["arms"]
+            for needle in (f"release {move['release']}: {move['evidence']['verdict']} on [",
+                           *(f"{name} {arm['version']} n={arm['requests']} errors={arm['errors']}"
+                             for name, arm in arms.items())):
+                assert re.sub(r"\s", "", needle) in shown, (needle, shown[-3000:])
+    figures["k8s release: the whole phase (s)"] = round(time.monotonic() - t_phase, 1)
+
+
+def history_table(store: str) -> str:
+    """``oncology models history`` on a terminal 5,000 columns wide (off a terminal its table is 140 wide and cuts
+    long cells short), with colour codes, rules and white space taken out: the evidence column is the last, so a
+    cell wrapped over several lines reads on."""
+    command = f"stty cols 5000 rows 50; {ONCOLOGY} models history --store {store}"
+    proc = subprocess.run(["script", "-qec", command, "/dev/null"], env={**os.environ, "TERM": "dumb"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", proc.stdout)
+    return re.sub(r"[\s\u2500-\u257f]", "", text)
+
+
+def arms_of(answers: list[Answer]) -> dict[str | None, int]:
+    counts: dict[str | None, int] = {}
+    for a in answers:
+        counts[a.arm] = counts.get(a.arm, 0) + 1
+    return counts
