@@ -9,14 +9,11 @@ misses -- four feature patterns not in the UCI file (one feature at 10, the othe
 their outcomes posted (malignant), the champion's malignant recall on the labelled cases is about 0.8 instead of
 0.98: ``oncology outcomes check`` must exit 1 with the recall CUSUM alarming for the champion's version.
 
-``oncology outcomes dataset`` then writes a dataset version (the raw data plus every labelled case), and the
-overlay's training Job (``deploy/k8s/job.py``, the trainer image of this run) trains on it with
-``ONCOLOGY_DATA`` set to that version and ``ONCOLOGY_PROMOTE=false``: a new version, trained on that data, is
-published; the champion does not move and no release starts.
-
-Not here yet: the retraining *trigger* (issue 16 part 4: "when the outcome check or drift alarms, and no
-retraining ran within a cooldown, a training Job publishes a candidate") is being written on another branch; this
-phase runs the Job that the trigger is to start, by hand.
+The retraining trigger then runs as a Job (the overlay's training Job, ``deploy/k8s/job.py``, with the trainer
+image of this run and the production CronJob's command, ``oncology outcomes retrain``): it reads the alarm the
+check wrote, claims the retraining, writes a dataset version (the raw data plus every labelled case) and trains a
+candidate on it: a new version, trained on that data, is published; the champion does not move and no release
+starts. A second trigger within the cooldown trains nothing (exit 4).
 """
 
 from __future__ import annotations
@@ -127,20 +124,24 @@ def run_outcomes(cluster: Cluster, service: Any, figures: dict[str, Any], store:
     assert m, out[-3000:]
     figures["k8s outcomes: recall CUSUM alarmed at labelled case (of n)"] = f"{m.group(1)} (of {len(cases)})"
 
-    # a dataset version with the labelled cases; the overlay's training Job on it publishes a candidate
-    made = cli(store, "outcomes", "dataset", "--data", data_uri)
-    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
-    uri = re.search(r"train on it: oncology train --data (\S+)", made.stdout)
-    cases_in = re.search(r"dataset version (\S+) written: the raw data plus (\d+) labelled case", made.stdout)
-    assert uri and cases_in and int(cases_in.group(2)) >= len(cases), made.stdout
+    # the retraining trigger as a Job (the production CronJob's command, `oncology outcomes retrain`, in the overlay's
+    # training Job): it reads the alarm the check wrote, claims the retraining, writes a dataset version with the
+    # labelled cases and trains a candidate on it, promoting nothing
     before = set(registry.versions())
     t0 = time.monotonic()
-    logs = training_job(cluster, trainer_image, overlay, uri.group(1))
-    figures["k8s outcomes: training Job on the dataset version (s)"] = round(time.monotonic() - t0, 1)
+    logs = training_job(cluster, trainer_image, overlay, ["outcomes", "retrain"])
+    figures["k8s outcomes: retraining trigger as a Job: dataset version and candidate (s)"] = round(time.monotonic() - t0, 1)
     (new,) = set(registry.versions()) - before
-    assert re.search(rf"published model version {re.escape(new)} to", logs), logs[-3000:]
+    published = re.search(rf"published model version {re.escape(new)} to \S+ \(candidate, not promoted; trained on "
+                          r"dataset version (\S+): (\d+) case\(s\) from outcomes\)", logs)
+    assert published and int(published.group(2)) >= len(cases), logs[-3000:]
     trained = Classifier.from_uri(store, new)
-    assert trained.metadata["data"]["uri"] == uri.group(1), trained.metadata["data"]
+    meta = trained.metadata["data"]["dataset_version"]
+    assert (meta["version"], meta["outcome_cases"]) == (published.group(1), int(published.group(2))), meta
+    # a second trigger within the cooldown trains nothing (exit 4)
+    again = cli(store, "outcomes", "retrain", "--data", data_uri)
+    assert again.returncode == 4 and "cooling down" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+    assert set(registry.versions()) - before == {new}
     state = registry.state()
     assert state["aliases"].get("champion") == champion and "candidate" not in state["aliases"], state["aliases"]
     caught = sum(label == "malignant" for label, _ in answers_of(new, list(MISSED_PATTERNS)))
@@ -148,8 +149,9 @@ def run_outcomes(cluster: Cluster, service: Any, figures: dict[str, Any], store:
     figures["k8s outcomes: the whole phase (s)"] = round(time.monotonic() - t_phase, 1)
 
 
-def training_job(cluster: Cluster, trainer_image: str, overlay: Path, data: str) -> str:
-    """The overlay's training Job with ``ONCOLOGY_DATA=data`` and ``ONCOLOGY_PROMOTE=false``: its logs."""
+def training_job(cluster: Cluster, trainer_image: str, overlay: Path, args: list[str]) -> str:
+    """The overlay's training Job running ``oncology ARGS`` (its settings from the overlay's ConfigMap and Secret,
+    ``ONCOLOGY_PROMOTE=false``): its logs."""
     rendered = cluster.kubectl("kustomize", str(overlay)).stdout
     proc = subprocess.run([sys.executable, str(REPO / "deploy" / "k8s" / "job.py"), "--image", trainer_image],
                           input=rendered, capture_output=True, text=True, timeout=60)
@@ -157,8 +159,8 @@ def training_job(cluster: Cluster, trainer_image: str, overlay: Path, data: str)
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     (job,) = [d for d in docs if d["kind"] == "Job"]
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    container.setdefault("env", []).extend([{"name": "ONCOLOGY_DATA", "value": data},
-                                            {"name": "ONCOLOGY_PROMOTE", "value": "false"}])
+    container["args"] = args
+    container.setdefault("env", []).append({"name": "ONCOLOGY_PROMOTE", "value": "false"})
     cluster.kubectl("delete", "job", JOB, "--ignore-not-found", "--wait=true")
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
     status: dict[str, Any] = {}
