@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from bisect import bisect_left
 from typing import Any
 
@@ -20,8 +19,6 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 #: Routes whose answer is the service's readiness (200 ready, 503 not): `oncology_ready` follows them.
 #: The model's scoring time by arm: finer than a request's latency (a row scores in ~0.1 ms), up to 2.5 s.
 SCORING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-#: Arm counts wait in plain numbers at most this long before they reach the metrics (and always at a scrape).
-ARM_FLUSH_SECONDS = 0.5
 READINESS_ROUTES = frozenset({"/readyz", "/v2/health/ready", "/ping"})
 
 
@@ -117,7 +114,6 @@ class Metrics:
         #: (version, arm) -> [malignant, benign, requests, seconds, count per scoring bucket (+Inf last)], not yet in
         #: the metrics: a prometheus_client increment costs ~1 us (a check and a lock), five per request
         self._arm_pending: dict[tuple[str, str], list[float]] = {}
-        self._arm_flushed = time.monotonic()
         self._release_labels: tuple[str, str] | None = None
         self._children: dict[tuple[str, str, int], _Pending] = {}  # one per label set, made at its first request
         self._dirty: list[_Pending] = []  # those with counts not added to the Prometheus metrics yet
@@ -175,10 +171,12 @@ class Metrics:
         if referred:
             self.referrals.inc(referred)
         self._predicted[:] = (0, 0, 0)
+        if self._arm_pending:
+            self._flush_arms()
 
     def count_arm(self, version: str, arm: str, malignant: int, total: int, seconds: float) -> None:
         """A request scored by ``version`` in ``arm``: its predictions and scoring time.  Added up here and written
-        to the metrics every `ARM_FLUSH_SECONDS` and at each scrape (`flush_arms`)."""
+        to the metrics with the other counts, once per turn of the loop and at each scrape (`flush`)."""
         pending = self._arm_pending.get((version, arm))
         if pending is None:
             pending = self._arm_pending[(version, arm)] = [0.0] * (5 + len(SCORING_BUCKETS))
@@ -187,13 +185,10 @@ class Metrics:
         pending[2] += 1
         pending[3] += seconds
         pending[4 + bisect_left(SCORING_BUCKETS, seconds)] += 1  # le: a time equal to a bound is inside it
-        now = time.monotonic()
-        if now - self._arm_flushed >= ARM_FLUSH_SECONDS:
-            self.flush_arms(now)
+        if not self._scheduled:
+            self._schedule()
 
-    def flush_arms(self, now: float | None = None) -> None:
-        """Write the arm counts added up since the last flush into the metrics."""
-        self._arm_flushed = time.monotonic() if now is None else now
+    def _flush_arms(self) -> None:
         pending, self._arm_pending = self._arm_pending, {}
         for (version, arm), (malignant, benign, requests, seconds, *buckets) in pending.items():
             children = self._arms.get((version, arm))
@@ -241,7 +236,6 @@ class Metrics:
 
     def exposition(self) -> bytes:
         self.flush()
-        self.flush_arms()
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # several workers: merge their files
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
