@@ -402,15 +402,16 @@ def main() -> None:
 # ---- outcomes: the retraining dataset (here, not in monitoring/: it checks the raw file with the trainer's parser)
 
 
+#: The raw data a dataset version starts from (`dataset`, `retrain`): the labelled cases are added to it.
+RawDataOpt = Annotated[
+    str | None,
+    typer.Option(help="The raw data the dataset version starts from; the labelled cases are added to it."
+                 + more("ONCOLOGY_DATA", "the bundled UCI file"), show_default=False),
+]
+
+
 @outcomes_app.command(cls=Command)
-def dataset(
-    store: StoreOpt = None,
-    data: Annotated[
-        str | None,
-        typer.Option(help="The raw data the new cases are added to." + more("ONCOLOGY_DATA", "the bundled UCI file"),
-                     show_default=False),
-    ] = None,
-) -> None:
+def dataset(store: StoreOpt = None, data: RawDataOpt = None) -> None:
     """Write a new dataset version: the raw data as it is, plus every labelled case (its logged features, its outcome).
 
     Under datasets/<n>/ in the store, with lineage.json (the raw file's hash, the outcome files joined, how many
@@ -439,11 +440,7 @@ def dataset(
 @outcomes_app.command(cls=Command)
 def retrain(
     store: StoreOpt = None,
-    data: Annotated[
-        str | None,
-        typer.Option(help="The raw data the dataset version starts from." + more("ONCOLOGY_DATA", "the bundled UCI file"),
-                     show_default=False),
-    ] = None,
+    data: RawDataOpt = None,
     cooldown_hours: Annotated[
         float | None,
         typer.Option(help="No retraining starts within this many hours of the last one's start (0: none)."
