@@ -89,7 +89,8 @@ def write_store(root: Path, n: int, open_days: int, direct: bool, seed: float = 
                 COPY (SELECT ts, 'r' || i AS request_id, version AS model_version, '/predict' AS route,
                              {', '.join(f'CAST(inputs.{name} AS TINYINT) AS {name}' for name in FEATURES)}, probability,
                              CASE WHEN probability >= 0.5 THEN 'malignant' ELSE 'benign' END AS prediction,
-                             CASE WHEN probability >= 0.5 THEN 'malignant' ELSE 'benign' END AS decision
+                             CASE WHEN probability >= 0.5 THEN 'malignant' ELSE 'benign' END AS decision,
+                             CAST(NULL AS VARCHAR) AS arm
                       FROM log WHERE date = DATE '{day}' ORDER BY ts)
                 TO '{folder}/part-00000.parquet' (FORMAT parquet, COMPRESSION zstd)""").fetchone() or (0,)
             manifest = Manifest(f"{parquet_partition(day)}part-00000{MANIFEST_SUFFIX}",

@@ -194,6 +194,37 @@ def test_a_shadowed_request_joins_the_version_that_answered_it_also_once_compact
         assert sum(row["predictions"] for row in joined.coverage) == 13, stage  # the shadows' lines are not counted
 
 
+def test_parts_compacted_before_the_arm_column_read_as_the_champions(tmp_path: Path) -> None:
+    """A store compacted before the prediction log had an ``arm`` (every part without the column, or some):
+    its rows are the champion's answers, and the join reads the same as from JSON Lines."""
+    import duckdb
+
+    from oncology.monitoring.compaction import compact
+    from oncology.monitoring.engine.layout import PARQUET_PREFIX
+    from oncology.monitoring.outcomes import join
+
+    store = LocalStore(tmp_path / "store")
+    logged = [Logged(f"o-{i}", "1.0.1", T0 + timedelta(days=i % 3, minutes=i), 0.9 if i % 3 else 0.1) for i in range(30)]
+    write_log(store, logged)
+    write_outcomes(store, [(p.request_id, "malignant", p.ts + timedelta(days=5)) for p in logged])
+    expected = sorted(zip(*(lambda j: (j.request_id, j.version))(join(store, "month")), strict=True))
+    assert len(expected) == 30
+    days = sorted({p.ts.date() for p in logged})
+    assert all(done.manifest is not None for done in compact(store, datetime(2026, 1, 1, tzinfo=UTC), days))
+    parts = sorted((tmp_path / "store" / PARQUET_PREFIX).glob("date=*/part-*.parquet"))
+    assert len(parts) == 3
+    for stage, old in (("one part old", parts[:1]), ("every part old", parts[1:])):
+        for part in old:  # as an earlier compaction wrote it: the same rows, no arm column
+            part.rename(part.with_suffix(".tmp"))
+            duckdb.sql(f"COPY (SELECT * EXCLUDE (arm) FROM read_parquet('{part.with_suffix('.tmp')}')) "
+                       f"TO '{part}' (FORMAT parquet)")
+            part.with_suffix(".tmp").unlink()
+            assert "arm" not in duckdb.sql(f"SELECT * FROM read_parquet('{part}')").columns
+        joined = join(store, "month")
+        assert joined.ambiguous_outcomes == 0 and joined.orphans == 0, stage
+        assert sorted(zip(joined.request_id, joined.version, strict=True)) == expected, stage
+
+
 # ---- realized figures ------------------------------------------------------------------------------
 
 

@@ -116,9 +116,11 @@ def parquet_records(urls: Sequence[str]) -> str:
         "SELECT filename AS file, date, CAST(NULL AS BIGINT) AS line_bytes, false AS blank, "
         + ", ".join(f"coalesce(arm, '{CHAMPION_ARM}') AS arm" if c == "arm" else c for c in PARQUET_COLUMNS)
         + ", true AS valid, prediction = 'malignant' AS malignant "
-        # union_by_name: a part compacted before the arm was a column reads as the champion's
-        f"FROM read_parquet({_list(urls)}, filename = true, hive_partitioning = true, hive_types = {{'date': DATE}}, "
-        "union_by_name = true)"
+        # a part compacted before the arm was a column reads as the champion's: union_by_name gives it a NULL arm
+        # beside newer parts, and the empty relation naming the column gives it one when no part has it at all
+        f"FROM (SELECT * FROM read_parquet({_list(urls)}, filename = true, hive_partitioning = true, "
+        "hive_types = {'date': DATE}, union_by_name = true) "
+        "UNION ALL BY NAME SELECT CAST(NULL AS VARCHAR) AS arm WHERE false)"
     )
 
 
