@@ -261,14 +261,23 @@ def rollback(store: StoreOpt = None) -> None:
 
 
 @models_app.command(cls=Command)
-def history(store: StoreOpt = None) -> None:
-    """Every move of an alias: when, from, to."""
+def history(
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every move as JSON, a release decision's evidence whole "
+                                          "(the table shortens it)." + more(default="a table"), show_default=False)] = False,
+) -> None:
+    """Every move of an alias: when, from, to, and a release decision's evidence."""
     registry = None
     try:
         registry = _registry(store)
         moves = registry.history()
     except OncologyError as exc:
         raise _fail(_in_store(registry, exc)) from None
+    if as_json:
+        import json
+
+        print(json.dumps(moves, indent=1))
+        return
     table = Table(title=f"alias history in {registry.store}")
     for col in ("at", "alias", "action", "from", "to", "evidence"):
         table.add_column(col)

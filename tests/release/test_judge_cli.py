@@ -111,6 +111,9 @@ def test_a_shadow_that_calls_malignant_tumours_benign_is_rolled_back_naming_the_
     last = state["history"][-1]
     assert (last["alias"], last["action"], last["from"]) == ("candidate", "rollback", "1.0.2")
     assert last["evidence"]["paired"]["costly_request_ids"] == costly[:50]
+    shown = oncology("models", "history", "--store", str(store), "--json")  # the whole evidence, as a script reads it
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)[-1] == last
 
 
 def test_replay_refuses_a_backwards_window(two_versions: Path) -> None:
