@@ -69,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 import time
 from collections import deque
 from typing import Any, Final
@@ -298,6 +299,8 @@ RECEIVED: Final = "oncology.received"
 ADMITTED: Final = "oncology.admitted"
 #: The quantum of a turn is this many times the time the loop spends between turns (at most half the budget).
 READ_SHARE: Final = 2.0
+#: Connections accepted at most in one iteration of the event loop, besides libuv's one (`_Acceptor`).
+ACCEPT_BATCH: Final = 256
 #: Seconds a lingering close reads the rest of an answered body when no read deadline is configured (nginx's
 #: ``lingering_time``); otherwise the request's read deadline ends it.
 LINGER_SECONDS: Final = 30.0
@@ -343,12 +346,68 @@ class _GracefulClose:
         return getattr(self._transport, name)
 
 
+class _Acceptor:
+    """Accepts the connections waiting on the listening socket in batches, for a loaded worker.
+
+    libuv (uvloop's, since 1.45) accepts one connection per iteration of the event loop, and an iteration of a
+    loaded worker runs a turn of requests (or, shedding off, all the requests parsed in the previous one): a burst of
+    1,024 new connections waited up to 1,024 iterations, seconds, with their first request unread in sockets the
+    worker had not accepted yet, where neither the shedder nor the read deadline can see it.  So each time libuv
+    accepts one (`connection_made`), the loop's next iteration accepts the others waiting too, up to ``ACCEPT_BATCH``
+    (and again in the iterations after while more wait): their requests are read together, and the shedder admits or
+    sheds them at once.
+    """
+
+    __slots__ = ("listener", "scheduled", "opening")
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.scheduled = False  # an accept is due in the loop's next iteration
+        self.opening: set[asyncio.Task[None]] = set()  # (the tasks making transports of accepted sockets)
+
+    def soon(self, protocol: _ReadDeadline) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            protocol.loop.call_soon(self._accept, protocol)
+
+    def _accept(self, model: _ReadDeadline) -> None:
+        self.scheduled = False
+        loop = model.loop
+
+        def factory() -> _ReadDeadline:  # as uvicorn makes the protocol of a connection
+            return type(model)(config=model.config, server_state=model.server_state, app_state=model.app_state,
+                               _loop=loop)
+
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):  # none waits
+                return
+            except ConnectionAbortedError:  # one that reset before it was accepted
+                continue
+            except OSError as exc:  # the listener closed (shutting down), or no file descriptor left: libuv's accept
+                log.debug("accepting connections: %s", exc)
+                return
+            task = loop.create_task(self._open(loop, factory, conn))
+            self.opening.add(task)
+            task.add_done_callback(self.opening.discard)
+
+    @staticmethod
+    async def _open(loop: asyncio.AbstractEventLoop, factory: Any, conn: socket.socket) -> None:
+        try:
+            await loop.connect_accepted_socket(factory, conn)
+        except OSError as exc:  # the client went away meanwhile
+            log.debug("opening an accepted connection: %s", exc)
+            conn.close()
+
+
 class _ReadDeadline(HttpToolsProtocol):
     """httptools with a deadline for receiving each whole request (slow clients are disconnected), which sheds
     at parse time what `Shedder.admit` refuses, and closes gracefully after an answer given before the body was in."""
 
     read_timeout = 10.0
     shedder: Shedder | None = None
+    acceptor: _Acceptor | None = None
     _socket: asyncio.Transport  # the transport itself (``self.transport`` is its `_GracefulClose`)
     _read_timer: asyncio.TimerHandle | None = None
     _shedding = False  # the request being parsed is shed: its body is skipped, the 503 written at its end
@@ -391,6 +450,8 @@ class _ReadDeadline(HttpToolsProtocol):
         self._socket = transport
         super().connection_made(_GracefulClose(transport, self))  # type: ignore[arg-type]
         self._arm()  # a connection that sends nothing at all is bounded too
+        if self.acceptor is not None:  # others may wait behind it: accept them in the loop's next iteration
+            self.acceptor.soon(self)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -451,11 +512,14 @@ class _ReadDeadline(HttpToolsProtocol):
         super().send_400_response(msg)
 
 
-def protocol(settings: ServeSettings, shedder: Shedder | None = None) -> type[HttpToolsProtocol]:
+def protocol(settings: ServeSettings, shedder: Shedder | None = None,
+             listener: socket.socket | None = None) -> type[HttpToolsProtocol]:
     """The HTTP protocol class for uvicorn's ``http`` option, with ``request_read_timeout``, shedding at parse
-    time for ``shedder`` (the one wrapping the app it serves) when given."""
+    time for ``shedder`` (the one wrapping the app it serves) when given, and connections accepted in batches from
+    ``listener`` (the socket uvicorn serves) when given."""
     return type("HttpToolsReadDeadline", (_ReadDeadline,),
-                {"read_timeout": settings.request_read_timeout, "shedder": shedder})
+                {"read_timeout": settings.request_read_timeout, "shedder": shedder,
+                 "acceptor": None if listener is None else _Acceptor(listener)})
 
 
 def document(doc: dict[str, Any]) -> dict[str, Any]:
