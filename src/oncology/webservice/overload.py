@@ -72,6 +72,7 @@ import math
 import socket
 import time
 from collections import deque
+from collections.abc import Awaitable, Generator
 from typing import Any, Final
 
 from prometheus_client import Counter
@@ -87,6 +88,9 @@ log = logging.getLogger("oncology.webservice")
 #: Liveness, readiness and metrics: always answered.
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", "/ping", "/v2/health/live", "/v2/health/ready",
                     f"/v2/models/{schemas.V2_MODEL}/ready"})
+
+
+_EXEMPT_BYTES: Final = frozenset(path.encode("latin-1") for path in EXEMPT)
 
 
 class Shedder:
@@ -140,16 +144,12 @@ class Shedder:
         self.queued -= 1
         self.work = self.work - admitted[1] if self.queued else 0.0  # (no drift of rounding errors)
 
-    def _learn(self, size: int, cost: float) -> None:
-        known = self.costs[size]
-        self.costs[size] = cost if known == 0.0 else known + (cost - known) * COST_WEIGHT
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         admitted = scope.get(ADMITTED, _ABSENT)
         if admitted is _ABSENT:  # not admitted by the protocol: a probe, a GET, shedding off
             await self.app(scope, receive, send)
             return
-        if admitted is not None and not self.turns.waiting and (self.queued == 1 and self.min_queue or self.work <= self.turns.quantum()):
+        if admitted is not None and not self.turns.waiting and (self.queued == 1 and self.min_queue or self.work <= self.turns.quantum):
             # the whole queue fits in one turn (this request alone, or all the admitted work within a quantum, which is
             # at most half the budget: no rule can shed), so turns would change nothing: it runs as it comes, at no
             # cost but this test, except every SAMPLE_EVERY-th of a size (and the first), which takes the turns to
@@ -162,61 +162,74 @@ class Shedder:
                 finally:
                     self.dequeue(admitted)
                 return
-        try:
-            await self._serve(scope, receive, send)
-        finally:
-            admitted = scope.get(ADMITTED)
-            if admitted is not None:  # counted in by the protocol when its body was in (None: admitted, body not in)
-                self.dequeue(admitted)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # the turns: no coroutine but the turn's and a plain function for the answer, for this is every request's path
+        # while a queue is short but does not fit in one turn (64 connections)
         loop = asyncio.get_running_loop()
+        turns, costs = self.turns, self.costs
         turn: bool | None = None  # True while this request has the turn, False once it took it (None: not yet)
         cpu = 0.0  # the loop thread's CPU time when its turn began
 
-        async def take_turn() -> None:
-            nonlocal turn, cpu
-            await self.turns.take(loop, scope[ADMITTED][1])
-            turn, cpu = True, time.thread_time()
-
-        def release() -> None:
+        def answer(message: Message) -> Awaitable[None]:
             nonlocal turn
-            if turn:
-                turn = False
-                self.turns.release(loop)
-
-        async def answer(message: Message) -> None:
             if turn:  # its work is done once it answers: writing the answer (to a slow reader) holds no turn
                 # its cost: the CPU time of the loop's thread in its turn (time on the CPU, so that a request that was
                 # descheduled or waited for the GIL does not count as costly: the next ones will not be)
-                self._learn(scope[ADMITTED][0], time.thread_time() - cpu)
-                release()
-            await send(message)
-
-        async def whole_body() -> Message:
-            message = await receive()
-            if turn is None and message["type"] == "http.request" and not message.get("more_body", False):
-                await take_turn()  # its body is in: it queues now
-            return message
+                cost, size = time.thread_time() - cpu, scope[ADMITTED][0]
+                known = costs[size]
+                costs[size] = cost if known == 0.0 else known + (cost - known) * COST_WEIGHT  # (the first sets it)
+                turn = False
+                turns.release(loop)
+            return send(message)
 
         try:
-            if scope[ADMITTED] is None:  # its body is still arriving: its turn comes once the body is in
+            if admitted is None:  # its body is still arriving: its turn comes once the body is in
+
+                async def whole_body() -> Message:
+                    nonlocal turn, cpu
+                    message = await receive()
+                    if turn is None and message["type"] == "http.request" and not message.get("more_body", False):
+                        waiting = turns.take(loop, scope[ADMITTED][1])  # its body is in: it queues now
+                        if waiting is not TAKEN:
+                            await waiting
+                        turn, cpu = True, time.thread_time()
+                    return message
+
                 await self.app(scope, whole_body, answer)
                 return
-            await take_turn()
+            waiting = turns.take(loop, admitted[1])
+            if waiting is not TAKEN:
+                await waiting
+            turn, cpu = True, time.thread_time()
             # overloaded: this request waited past the budget and the work still queued (this request's and the
             # ones behind it) would make them wait longer than the budget too.  A single stall sheds nothing: the
             # wait it caused is over, and the queue it left is served in less than the budget
             if loop.time() - scope.get(RECEIVED, math.inf) <= self.max_lag or not self._over_budget(self.queued - 1):
                 await self.app(scope, receive, answer)
                 return
-            release()
+            turn = False
+            turns.release(loop)
             self.shed.inc()  # the body is never read: the server discards it, and the connection is kept
             await send({"type": "http.response.start", "status": 503,
                         "headers": SHED_HEADERS + [(b"retry-after", self.retry_after)]})
             await send({"type": "http.response.body", "body": SHED_BODY})
         finally:
-            release()
+            if turn:
+                turns.release(loop)
+            admitted = scope.get(ADMITTED)
+            if admitted is not None:  # counted in by the protocol when its body was in (None: admitted, body not in)
+                self.dequeue(admitted)
+
+
+class _Taken:
+    """An awaitable that is done: a turn taken at once."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+TAKEN: Final = _Taken()
 
 
 class _Turns:
@@ -235,24 +248,35 @@ class _Turns:
         self.freeing = False  # a batch ended in this iteration with none waiting: free from the next one
         self.granted_at = math.inf  # when the last batch was granted (loop time), until its first request runs
         self.gap = 0.0  # seconds from a batch's grant to its run (moving average): the loop's work between batches
+        self.quantum = 0.0  # a batch's estimated work, at most (kept up to date with the gap: read by every request)
+        self._set_gap(0.0)
 
-    def quantum(self) -> float:
-        # at least MIN_QUANTUM: with little to read, a batch of one request per loop iteration would spend more on the
-        # iterations than on the requests (16% of a single-row prediction at c=64).  A floor in seconds, not a share
-        # of the budget: the quantum is how long a probe or a newly read request may wait, whatever the budget
-        return min(self.budget / 2, max(MIN_QUANTUM, READ_SHARE * self.gap))
+    def _set_gap(self, gap: float) -> None:
+        # the quantum: at least MIN_QUANTUM: with little to read, a batch of one request per loop iteration would spend
+        # more on the iterations than on the requests (16% of a single-row prediction at c=64).  A floor in seconds, not
+        # a share of the budget: the quantum is how long a probe or a newly read request may wait, whatever the budget.
+        # (Comparisons, not min and max: this runs once per batch, and they parse keyword arguments.)
+        self.gap = gap
+        quantum = READ_SHARE * gap
+        if quantum < MIN_QUANTUM:
+            quantum = MIN_QUANTUM
+        self.quantum = quantum if quantum < self.budget / 2 else self.budget / 2
 
-    async def take(self, loop: asyncio.AbstractEventLoop, estimate: float) -> None:
-        """Wait for a turn: at once if no batch runs or the one that ran in this iteration has room and none wait."""
+    def take(self, loop: asyncio.AbstractEventLoop, estimate: float) -> Awaitable[None]:
+        """A turn, to await: `TAKEN` (taken at once) if no batch runs or the one that ran in this iteration has room
+        and none wait (the caller need not await it: no coroutine for the common case), else the wait for it."""
         if not self.waiting and (self.holders == 0 and not self.freeing
-                                 or self.freeing and self.spent + estimate <= self.quantum()):
+                                 or self.freeing and self.spent + estimate <= self.quantum):
             if not self.freeing:
                 self.spent = 0.0
             self.holders += 1
             self.spent += estimate
-            return
+            return TAKEN
         waiter = loop.create_future()
         self.waiting.append((waiter, estimate))
+        return self._wait(loop, waiter, estimate)
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None], estimate: float) -> None:
         try:
             await waiter
         except asyncio.CancelledError:
@@ -262,7 +286,7 @@ class _Turns:
                 self.waiting.remove((waiter, estimate))
             raise
         if self.granted_at < math.inf:  # the first of its batch to run
-            self.gap += (loop.time() - self.granted_at - self.gap) * COST_WEIGHT
+            self._set_gap(self.gap + (loop.time() - self.granted_at - self.gap) * COST_WEIGHT)
             self.granted_at = math.inf
 
     def release(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -282,7 +306,7 @@ class _Turns:
     def _grant(self, loop: asyncio.AbstractEventLoop) -> None:
         """The next batch: the requests waiting first, up to the quantum of estimated work (at least one); they run in
         the loop's next iteration, after it has read."""
-        quantum, self.spent = self.quantum(), 0.0
+        quantum, self.spent = self.quantum, 0.0
         while self.waiting and (self.holders == 0 or self.spent + self.waiting[0][1] <= quantum):
             waiter, estimate = self.waiting.popleft()
             if not waiter.done():
@@ -465,7 +489,7 @@ class _ReadDeadline(HttpToolsProtocol):
         if (shedder is not None and shedder.max_lag > 0 and self.parser.get_method() == b"POST"
                 and (self.cycle is None or self.cycle.response_complete)  # no answer of this connection pending
                 and not self.expect_100_continue and not self.parser.should_upgrade()
-                and self.url.partition(b"?")[0].decode("latin-1") not in EXEMPT):
+                and self.url.partition(b"?")[0] not in _EXEMPT_BYTES):
             if not shedder.admit():
                 # no ASGI task, no scope: the cheapest answer this server can give (a shed costs as much CPU as
                 # a small prediction when it goes through the app)
