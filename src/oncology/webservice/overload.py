@@ -52,7 +52,9 @@ log (writing a line each would add load).
 `protocol(settings)` is the HTTP protocol for uvicorn: httptools with a deadline for reading
 each request (headers and body, ``request_read_timeout``), counted from the connection or from
 the request's first byte; a client slower than that (slowloris) is disconnected.  Idle
-keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.
+keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.  Given the listening socket, it also accepts the
+connections waiting there in batches (`_Acceptor`): libuv accepts one per iteration of the event loop, and a
+burst of new connections to a loaded worker waited seconds, unaccepted and unread, for their turn to be accepted.
 
 An answer given before the request's body is all in (a 413 from Content-Length, a 401, a 415, a shed
 503) leaves the rest of the body on its way.  On a kept-alive connection the parser reads and

@@ -13,7 +13,7 @@ Only uvicorn's public API is used (``Config``, ``Server.run(sockets)``,
 ``Server.should_exit``/``force_exit``, ``Server.capture_signals``), except one subclass: the ``http``
 option is `overload.protocol`, uvicorn's httptools protocol with a deadline for reading a request,
 which hooks four of its methods (``connection_made``, ``on_message_begin``, ``on_message_complete``,
-``connection_lost``).  The app is served behind `overload.Shedder`.
+``connection_lost``).  It is given the listening socket, to accept a burst of connections in batches.  The app is served behind `overload.Shedder`.
 """
 
 from __future__ import annotations
