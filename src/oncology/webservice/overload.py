@@ -109,8 +109,8 @@ class Shedder:
         self.shed, self.shed_queue = shed.labels("wait"), shed.labels("queue")
         self.queued = 0  # requests admitted by the protocol (ADMITTED) and not finished yet
         self.work = 0.0  # the sum of their estimated costs (CPU seconds)
-        self.costs = [0.0] * 64  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
-        self.unsampled = [0] * 64  # by size: requests that skipped the turns (every SAMPLE_EVERY-th does)
+        self.costs = [0.0] * LARGEST  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
+        self.unsampled = [0] * LARGEST  # by size: requests that skipped the turns (every SAMPLE_EVERY-th does)
         self.turns = _Turns(self.max_lag)  # admitted requests run in turns, from their start to their first answer
         self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
             name + b": " + value + b"\r\n" for name, value in [*SHED_HEADERS, (b"retry-after", self.retry_after)]))
@@ -136,7 +136,9 @@ class Shedder:
     def enqueue(self, body_bytes: int) -> tuple[int, float]:
         """Count in an admitted request whose body (``body_bytes`` long) is in: its size class and estimated cost, to
         be given back to `dequeue` when it is answered."""
-        size = min(body_bytes.bit_length(), len(self.costs) - 1)
+        size = body_bytes.bit_length()
+        if size >= LARGEST:  # (a comparison, not min: it parses keyword arguments, on every request)
+            size = LARGEST - 1
         estimate = self.costs[size]
         self.queued += 1
         self.work += estimate
@@ -308,14 +310,15 @@ class _Turns:
     def _grant(self, loop: asyncio.AbstractEventLoop) -> None:
         """The next batch: the requests waiting first, up to the quantum of estimated work (at least one); they run in
         the loop's next iteration, after it has read."""
-        quantum, self.spent = self.quantum, 0.0
-        while self.waiting and (self.holders == 0 or self.spent + self.waiting[0][1] <= quantum):
-            waiter, estimate = self.waiting.popleft()
+        quantum, waiting, holders, spent = self.quantum, self.waiting, self.holders, 0.0
+        while waiting and (holders == 0 or spent + waiting[0][1] <= quantum):
+            waiter, estimate = waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                self.holders += 1
-                self.spent += estimate
-        if self.holders:
+                holders += 1
+                spent += estimate
+        self.holders, self.spent = holders, spent
+        if holders:
             self.granted_at = loop.time()
 
 
@@ -335,6 +338,8 @@ MIN_QUANTUM: Final = 0.001
 #: Of the requests that skip the turns (the queue fits in one), one request of a size in this many takes the turns to measure its cost.
 SAMPLE_EVERY: Final = 16
 _ABSENT: Final = object()
+#: Size classes of request bodies (a body's bytes.bit_length(), the largest class holding the rest).
+LARGEST: Final = 64
 #: Weight of the newest request in the moving average of the cost of admitted requests of its size (the first sets it).
 COST_WEIGHT: Final = 0.05
 
