@@ -33,6 +33,7 @@ Exit 1 if a server failed or an answer was wrong (a status other than 200/503, a
 Retry-After, a wrong probability, a failed probe); 0 otherwise.
 
     .venv/bin/python benchmarks/overload.py [--seconds 5] [--rows 250]
+    .venv/bin/python benchmarks/overload.py --only-many --seconds 8   # point 5 alone, against both servers
 """
 
 from __future__ import annotations
@@ -208,6 +209,15 @@ def many_connections(wrk_bin: str, port: int, connections: int, seconds: float, 
             **{k: after[k] - before[k] for k in after}}
 
 
+def many_table(connections: int, points: dict[str, dict[str, Any]]) -> str:
+    lines = [f"| {connections} connections, wrk -t2 --timeout 2s, /predict | answered req/s | 503 | no answer in 2 s | p50 ms | "
+             "p99 ms | listen overflows / drops |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, p in points.items():
+        lines.append(f"| {name} | {p['rps']:.0f} | {p['non_2xx']} | {p['unanswered_2s']} of {p['requests']} | {p['p50_ms']:.1f} | "
+                     f"{p['p99_ms']:.1f} | {p['ListenOverflows']} / {p['ListenDrops']} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of each load point (default 5)")
@@ -215,6 +225,8 @@ def main() -> int:
     parser.add_argument("--times", type=float, default=4.0, help="the open loop's rate, in capacities (default 4)")
     parser.add_argument("--connections", type=int, default=256, help="connections of the closed-loop point (default 256)")
     parser.add_argument("--many", type=int, default=1024, help="connections of the many-connections point (default 1024)")
+    parser.add_argument("--only-many", action="store_true",
+                        help="run the many-connections point alone (no capacity, overload, closed-loop or slow points; default: off)")
     parser.add_argument("--set", type=bench.server_setting, action="append", default=[], metavar="ONCOLOGY_NAME=VALUE",
                         help="a setting for the shedding server (repeatable), e.g. ONCOLOGY_OVERLOAD_MAX_LAG=0.1")
     args = parser.parse_args()
@@ -238,6 +250,18 @@ def main() -> int:
                    "no shedding": start("noshed", store, {"ONCOLOGY_OVERLOAD_MAX_LAG": "0"}, server_cpu)}
         if client_cpu is not None:
             os.sched_setaffinity(0, {client_cpu})
+        if args.only_many:
+            report["many_connections"] = {}
+            for name, server in servers.items():
+                settle(servers)
+                report["many_connections"][name] = point = many_connections(bench.ensure_wrk(), server.port, args.many,
+                                                                            args.seconds, client_cpu)
+                bench.say(f"{args.many} connections on /predict, {name}: {json.dumps(point)}")
+            out = bench.RESULTS / f"overload-many-{stamp}.json"
+            out.write_text(json.dumps(report, indent=2))
+            print(many_table(args.many, report["many_connections"]))
+            bench.say(f"report: {out}")
+            return 0
         # the worker's peak: the server that never sheds, kept busy (every answer must be a 200)
         cap, report["capacity_steal_s"] = stealing(
             loadgen.closed, servers["no shedding"].port, request, CAPACITY_CONNECTIONS, args.seconds)
@@ -338,11 +362,7 @@ def main() -> int:
         for name, p in report["closed_loop"].items():
             print(f"| {name} | {p['shed_ratio']:.0%} | {p['admitted_per_s']:.0f} | {p['admitted_over_capacity']:.2f} | {p['admitted_p50_ms']:.1f} | "
                   f"{p['admitted_p99_ms']:.1f} | {p['admitted_p99_over_unloaded_p99']:.1f}x | {p['steal_s']:.1f} |")
-        print(f"\n| {args.many} connections, wrk -t2 --timeout 2s, /predict | answered req/s | 503 | no answer in 2 s | p50 ms | p99 ms | listen overflows / drops |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        for name, p in report["many_connections"].items():
-            print(f"| {name} | {p['rps']:.0f} | {p['non_2xx']} | {p['unanswered_2s']} of {p['requests']} | {p['p50_ms']:.1f} | "
-                  f"{p['p99_ms']:.1f} | {p['ListenOverflows']} / {p['ListenDrops']} |")
+        print("\n" + many_table(args.many, report["many_connections"]))
         print(f"\n{SLOW} slow connections: normal client p50 {slow['admitted_p50_ms']:.2f} ms, p99 {slow['admitted_p99_ms']:.2f} ms "
               f"({slow['admitted_p99_over_unloaded_p99']:.1f}x unloaded), all closed by the server after "
               f"{slow.get('all_closed_after_s', float('nan')):.1f} s")

@@ -52,7 +52,9 @@ log (writing a line each would add load).
 `protocol(settings)` is the HTTP protocol for uvicorn: httptools with a deadline for reading
 each request (headers and body, ``request_read_timeout``), counted from the connection or from
 the request's first byte; a client slower than that (slowloris) is disconnected.  Idle
-keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.
+keep-alive connections are closed by uvicorn's ``timeout_keep_alive``.  Given the listening socket, it also accepts the
+connections waiting there in batches (`_Acceptor`): libuv accepts one per iteration of the event loop, and a
+burst of new connections to a loaded worker waited seconds, unaccepted and unread, for their turn to be accepted.
 
 An answer given before the request's body is all in (a 413 from Content-Length, a 401, a 415, a shed
 503) leaves the rest of the body on its way.  On a kept-alive connection the parser reads and
@@ -69,8 +71,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 import time
 from collections import deque
+from collections.abc import Awaitable, Generator
 from typing import Any, Final
 
 from prometheus_client import Counter
@@ -88,6 +92,9 @@ EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", "/ping", "/v2/health/live
                     f"/v2/models/{schemas.V2_MODEL}/ready"})
 
 
+_EXEMPT_BYTES: Final = frozenset(path.encode("latin-1") for path in EXEMPT)
+
+
 class Shedder:
     """ASGI wrapper: admitted requests served in turns in arrival order, 503 + Retry-After for those that would wait
     (or did) more than the budget; probes always served."""
@@ -102,8 +109,8 @@ class Shedder:
         self.shed, self.shed_queue = shed.labels("wait"), shed.labels("queue")
         self.queued = 0  # requests admitted by the protocol (ADMITTED) and not finished yet
         self.work = 0.0  # the sum of their estimated costs (CPU seconds)
-        self.costs = [0.0] * 64  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
-        self.unsampled = [0] * 64  # by size: requests that skipped the turns (every SAMPLE_EVERY-th does)
+        self.costs = [0.0] * LARGEST  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
+        self.unsampled = [0] * LARGEST  # by size: requests that skipped the turns (every SAMPLE_EVERY-th does)
         self.turns = _Turns(self.max_lag)  # admitted requests run in turns, from their start to their first answer
         self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
             name + b": " + value + b"\r\n" for name, value in [*SHED_HEADERS, (b"retry-after", self.retry_after)]))
@@ -129,7 +136,9 @@ class Shedder:
     def enqueue(self, body_bytes: int) -> tuple[int, float]:
         """Count in an admitted request whose body (``body_bytes`` long) is in: its size class and estimated cost, to
         be given back to `dequeue` when it is answered."""
-        size = min(body_bytes.bit_length(), len(self.costs) - 1)
+        size = body_bytes.bit_length()
+        if size >= LARGEST:  # (a comparison, not min: it parses keyword arguments, on every request)
+            size = LARGEST - 1
         estimate = self.costs[size]
         self.queued += 1
         self.work += estimate
@@ -139,16 +148,12 @@ class Shedder:
         self.queued -= 1
         self.work = self.work - admitted[1] if self.queued else 0.0  # (no drift of rounding errors)
 
-    def _learn(self, size: int, cost: float) -> None:
-        known = self.costs[size]
-        self.costs[size] = cost if known == 0.0 else known + (cost - known) * COST_WEIGHT
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         admitted = scope.get(ADMITTED, _ABSENT)
         if admitted is _ABSENT:  # not admitted by the protocol: a probe, a GET, shedding off
             await self.app(scope, receive, send)
             return
-        if admitted is not None and not self.turns.waiting and (self.queued == 1 and self.min_queue or self.work <= self.turns.quantum()):
+        if admitted is not None and not self.turns.waiting and (self.queued == 1 and self.min_queue or self.work <= self.turns.quantum):
             # the whole queue fits in one turn (this request alone, or all the admitted work within a quantum, which is
             # at most half the budget: no rule can shed), so turns would change nothing: it runs as it comes, at no
             # cost but this test, except every SAMPLE_EVERY-th of a size (and the first), which takes the turns to
@@ -161,61 +166,74 @@ class Shedder:
                 finally:
                     self.dequeue(admitted)
                 return
-        try:
-            await self._serve(scope, receive, send)
-        finally:
-            admitted = scope.get(ADMITTED)
-            if admitted is not None:  # counted in by the protocol when its body was in (None: admitted, body not in)
-                self.dequeue(admitted)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # the turns: no coroutine but the turn's and a plain function for the answer, for this is every request's path
+        # while a queue is short but does not fit in one turn (64 connections)
         loop = asyncio.get_running_loop()
+        turns, costs = self.turns, self.costs
         turn: bool | None = None  # True while this request has the turn, False once it took it (None: not yet)
         cpu = 0.0  # the loop thread's CPU time when its turn began
 
-        async def take_turn() -> None:
-            nonlocal turn, cpu
-            await self.turns.take(loop, scope[ADMITTED][1])
-            turn, cpu = True, time.thread_time()
-
-        def release() -> None:
+        def answer(message: Message) -> Awaitable[None]:
             nonlocal turn
-            if turn:
-                turn = False
-                self.turns.release(loop)
-
-        async def answer(message: Message) -> None:
             if turn:  # its work is done once it answers: writing the answer (to a slow reader) holds no turn
                 # its cost: the CPU time of the loop's thread in its turn (time on the CPU, so that a request that was
                 # descheduled or waited for the GIL does not count as costly: the next ones will not be)
-                self._learn(scope[ADMITTED][0], time.thread_time() - cpu)
-                release()
-            await send(message)
-
-        async def whole_body() -> Message:
-            message = await receive()
-            if turn is None and message["type"] == "http.request" and not message.get("more_body", False):
-                await take_turn()  # its body is in: it queues now
-            return message
+                cost, size = time.thread_time() - cpu, scope[ADMITTED][0]
+                known = costs[size]
+                costs[size] = cost if known == 0.0 else known + (cost - known) * COST_WEIGHT  # (the first sets it)
+                turn = False
+                turns.release(loop)
+            return send(message)
 
         try:
-            if scope[ADMITTED] is None:  # its body is still arriving: its turn comes once the body is in
+            if admitted is None:  # its body is still arriving: its turn comes once the body is in
+
+                async def whole_body() -> Message:
+                    nonlocal turn, cpu
+                    message = await receive()
+                    if turn is None and message["type"] == "http.request" and not message.get("more_body", False):
+                        waiting = turns.take(loop, scope[ADMITTED][1])  # its body is in: it queues now
+                        if waiting is not TAKEN:
+                            await waiting
+                        turn, cpu = True, time.thread_time()
+                    return message
+
                 await self.app(scope, whole_body, answer)
                 return
-            await take_turn()
+            waiting = turns.take(loop, admitted[1])
+            if waiting is not TAKEN:
+                await waiting
+            turn, cpu = True, time.thread_time()
             # overloaded: this request waited past the budget and the work still queued (this request's and the
             # ones behind it) would make them wait longer than the budget too.  A single stall sheds nothing: the
             # wait it caused is over, and the queue it left is served in less than the budget
             if loop.time() - scope.get(RECEIVED, math.inf) <= self.max_lag or not self._over_budget(self.queued - 1):
                 await self.app(scope, receive, answer)
                 return
-            release()
+            turn = False
+            turns.release(loop)
             self.shed.inc()  # the body is never read: the server discards it, and the connection is kept
             await send({"type": "http.response.start", "status": 503,
                         "headers": SHED_HEADERS + [(b"retry-after", self.retry_after)]})
             await send({"type": "http.response.body", "body": SHED_BODY})
         finally:
-            release()
+            if turn:
+                turns.release(loop)
+            admitted = scope.get(ADMITTED)
+            if admitted is not None:  # counted in by the protocol when its body was in (None: admitted, body not in)
+                self.dequeue(admitted)
+
+
+class _Taken:
+    """An awaitable that is done: a turn taken at once."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+TAKEN: Final = _Taken()
 
 
 class _Turns:
@@ -234,24 +252,35 @@ class _Turns:
         self.freeing = False  # a batch ended in this iteration with none waiting: free from the next one
         self.granted_at = math.inf  # when the last batch was granted (loop time), until its first request runs
         self.gap = 0.0  # seconds from a batch's grant to its run (moving average): the loop's work between batches
+        self.quantum = 0.0  # a batch's estimated work, at most (kept up to date with the gap: read by every request)
+        self._set_gap(0.0)
 
-    def quantum(self) -> float:
-        # at least MIN_QUANTUM: with little to read, a batch of one request per loop iteration would spend more on the
-        # iterations than on the requests (16% of a single-row prediction at c=64).  A floor in seconds, not a share
-        # of the budget: the quantum is how long a probe or a newly read request may wait, whatever the budget
-        return min(self.budget / 2, max(MIN_QUANTUM, READ_SHARE * self.gap))
+    def _set_gap(self, gap: float) -> None:
+        # the quantum: at least MIN_QUANTUM: with little to read, a batch of one request per loop iteration would spend
+        # more on the iterations than on the requests (16% of a single-row prediction at c=64).  A floor in seconds, not
+        # a share of the budget: the quantum is how long a probe or a newly read request may wait, whatever the budget.
+        # (Comparisons, not min and max: this runs once per batch, and they parse keyword arguments.)
+        self.gap = gap
+        quantum = READ_SHARE * gap
+        if quantum < MIN_QUANTUM:
+            quantum = MIN_QUANTUM
+        self.quantum = quantum if quantum < self.budget / 2 else self.budget / 2
 
-    async def take(self, loop: asyncio.AbstractEventLoop, estimate: float) -> None:
-        """Wait for a turn: at once if no batch runs or the one that ran in this iteration has room and none wait."""
+    def take(self, loop: asyncio.AbstractEventLoop, estimate: float) -> Awaitable[None]:
+        """A turn, to await: `TAKEN` (taken at once) if no batch runs or the one that ran in this iteration has room
+        and none wait (the caller need not await it: no coroutine for the common case), else the wait for it."""
         if not self.waiting and (self.holders == 0 and not self.freeing
-                                 or self.freeing and self.spent + estimate <= self.quantum()):
+                                 or self.freeing and self.spent + estimate <= self.quantum):
             if not self.freeing:
                 self.spent = 0.0
             self.holders += 1
             self.spent += estimate
-            return
+            return TAKEN
         waiter = loop.create_future()
         self.waiting.append((waiter, estimate))
+        return self._wait(loop, waiter, estimate)
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None], estimate: float) -> None:
         try:
             await waiter
         except asyncio.CancelledError:
@@ -261,7 +290,7 @@ class _Turns:
                 self.waiting.remove((waiter, estimate))
             raise
         if self.granted_at < math.inf:  # the first of its batch to run
-            self.gap += (loop.time() - self.granted_at - self.gap) * COST_WEIGHT
+            self._set_gap(self.gap + (loop.time() - self.granted_at - self.gap) * COST_WEIGHT)
             self.granted_at = math.inf
 
     def release(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -281,14 +310,15 @@ class _Turns:
     def _grant(self, loop: asyncio.AbstractEventLoop) -> None:
         """The next batch: the requests waiting first, up to the quantum of estimated work (at least one); they run in
         the loop's next iteration, after it has read."""
-        quantum, self.spent = self.quantum(), 0.0
-        while self.waiting and (self.holders == 0 or self.spent + self.waiting[0][1] <= quantum):
-            waiter, estimate = self.waiting.popleft()
+        quantum, waiting, holders, spent = self.quantum, self.waiting, self.holders, 0.0
+        while waiting and (holders == 0 or spent + waiting[0][1] <= quantum):
+            waiter, estimate = waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                self.holders += 1
-                self.spent += estimate
-        if self.holders:
+                holders += 1
+                spent += estimate
+        self.holders, self.spent = holders, spent
+        if holders:
             self.granted_at = loop.time()
 
 
@@ -298,6 +328,8 @@ RECEIVED: Final = "oncology.received"
 ADMITTED: Final = "oncology.admitted"
 #: The quantum of a turn is this many times the time the loop spends between turns (at most half the budget).
 READ_SHARE: Final = 2.0
+#: Connections accepted at most in one iteration of the event loop, besides libuv's one (`_Acceptor`).
+ACCEPT_BATCH: Final = 256
 #: Seconds a lingering close reads the rest of an answered body when no read deadline is configured (nginx's
 #: ``lingering_time``); otherwise the request's read deadline ends it.
 LINGER_SECONDS: Final = 30.0
@@ -306,6 +338,8 @@ MIN_QUANTUM: Final = 0.001
 #: Of the requests that skip the turns (the queue fits in one), one request of a size in this many takes the turns to measure its cost.
 SAMPLE_EVERY: Final = 16
 _ABSENT: Final = object()
+#: Size classes of request bodies (a body's bytes.bit_length(), the largest class holding the rest).
+LARGEST: Final = 64
 #: Weight of the newest request in the moving average of the cost of admitted requests of its size (the first sets it).
 COST_WEIGHT: Final = 0.05
 
@@ -343,12 +377,68 @@ class _GracefulClose:
         return getattr(self._transport, name)
 
 
+class _Acceptor:
+    """Accepts the connections waiting on the listening socket in batches, for a loaded worker.
+
+    libuv (uvloop's, since 1.45) accepts one connection per iteration of the event loop, and an iteration of a
+    loaded worker runs a turn of requests (or, shedding off, all the requests parsed in the previous one): a burst of
+    1,024 new connections waited up to 1,024 iterations, seconds, with their first request unread in sockets the
+    worker had not accepted yet, where neither the shedder nor the read deadline can see it.  So each time libuv
+    accepts one (`connection_made`), the loop's next iteration accepts the others waiting too, up to ``ACCEPT_BATCH``
+    (and again in the iterations after while more wait): their requests are read together, and the shedder admits or
+    sheds them at once.
+    """
+
+    __slots__ = ("listener", "scheduled", "opening")
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.scheduled = False  # an accept is due in the loop's next iteration
+        self.opening: set[asyncio.Task[None]] = set()  # (the tasks making transports of accepted sockets)
+
+    def soon(self, protocol: _ReadDeadline) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            protocol.loop.call_soon(self._accept, protocol)
+
+    def _accept(self, model: _ReadDeadline) -> None:
+        self.scheduled = False
+        loop = model.loop
+
+        def factory() -> _ReadDeadline:  # as uvicorn makes the protocol of a connection
+            return type(model)(config=model.config, server_state=model.server_state, app_state=model.app_state,
+                               _loop=loop)
+
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):  # none waits
+                return
+            except ConnectionAbortedError:  # one that reset before it was accepted
+                continue
+            except OSError as exc:  # the listener closed (shutting down), or no file descriptor left: libuv's accept
+                log.debug("accepting connections: %s", exc)
+                return
+            task = loop.create_task(self._open(loop, factory, conn))
+            self.opening.add(task)
+            task.add_done_callback(self.opening.discard)
+
+    @staticmethod
+    async def _open(loop: asyncio.AbstractEventLoop, factory: Any, conn: socket.socket) -> None:
+        try:
+            await loop.connect_accepted_socket(factory, conn)
+        except OSError as exc:  # the client went away meanwhile
+            log.debug("opening an accepted connection: %s", exc)
+            conn.close()
+
+
 class _ReadDeadline(HttpToolsProtocol):
     """httptools with a deadline for receiving each whole request (slow clients are disconnected), which sheds
     at parse time what `Shedder.admit` refuses, and closes gracefully after an answer given before the body was in."""
 
     read_timeout = 10.0
     shedder: Shedder | None = None
+    acceptor: _Acceptor | None = None
     _socket: asyncio.Transport  # the transport itself (``self.transport`` is its `_GracefulClose`)
     _read_timer: asyncio.TimerHandle | None = None
     _shedding = False  # the request being parsed is shed: its body is skipped, the 503 written at its end
@@ -391,6 +481,8 @@ class _ReadDeadline(HttpToolsProtocol):
         self._socket = transport
         super().connection_made(_GracefulClose(transport, self))  # type: ignore[arg-type]
         self._arm()  # a connection that sends nothing at all is bounded too
+        if self.acceptor is not None:  # others may wait behind it: accept them in the loop's next iteration
+            self.acceptor.soon(self)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -404,7 +496,7 @@ class _ReadDeadline(HttpToolsProtocol):
         if (shedder is not None and shedder.max_lag > 0 and self.parser.get_method() == b"POST"
                 and (self.cycle is None or self.cycle.response_complete)  # no answer of this connection pending
                 and not self.expect_100_continue and not self.parser.should_upgrade()
-                and self.url.partition(b"?")[0].decode("latin-1") not in EXEMPT):
+                and self.url.partition(b"?")[0] not in _EXEMPT_BYTES):
             if not shedder.admit():
                 # no ASGI task, no scope: the cheapest answer this server can give (a shed costs as much CPU as
                 # a small prediction when it goes through the app)
@@ -451,11 +543,14 @@ class _ReadDeadline(HttpToolsProtocol):
         super().send_400_response(msg)
 
 
-def protocol(settings: ServeSettings, shedder: Shedder | None = None) -> type[HttpToolsProtocol]:
+def protocol(settings: ServeSettings, shedder: Shedder | None = None,
+             listener: socket.socket | None = None) -> type[HttpToolsProtocol]:
     """The HTTP protocol class for uvicorn's ``http`` option, with ``request_read_timeout``, shedding at parse
-    time for ``shedder`` (the one wrapping the app it serves) when given."""
+    time for ``shedder`` (the one wrapping the app it serves) when given, and connections accepted in batches from
+    ``listener`` (the socket uvicorn serves) when given."""
     return type("HttpToolsReadDeadline", (_ReadDeadline,),
-                {"read_timeout": settings.request_read_timeout, "shedder": shedder})
+                {"read_timeout": settings.request_read_timeout, "shedder": shedder,
+                 "acceptor": None if listener is None else _Acceptor(listener)})
 
 
 def document(doc: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ Only uvicorn's public API is used (``Config``, ``Server.run(sockets)``,
 ``Server.should_exit``/``force_exit``, ``Server.capture_signals``), except one subclass: the ``http``
 option is `overload.protocol`, uvicorn's httptools protocol with a deadline for reading a request,
 which hooks four of its methods (``connection_made``, ``on_message_begin``, ``on_message_complete``,
-``connection_lost``).  The app is served behind `overload.Shedder`.
+``connection_lost``).  It is given the listening socket, to accept a burst of connections in batches.  The app is served behind `overload.Shedder`.
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ class _DrainingServer(uvicorn.Server):
                 await stopping
 
 
-def _options(settings: ServeSettings, shedder: overload.Shedder | None = None) -> dict[str, Any]:
+def _options(
+    settings: ServeSettings, shedder: overload.Shedder | None = None, sock: socket.socket | None = None
+) -> dict[str, Any]:
     return {
         "host": settings.host,
         "port": settings.port,
@@ -118,7 +120,8 @@ def _options(settings: ServeSettings, shedder: overload.Shedder | None = None) -
         "log_config": None,
         "server_header": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
-        "http": overload.protocol(settings, shedder),  # httptools: a deadline for reading a request, shedding
+        # httptools: a deadline for reading a request, shedding, connections from ``sock`` accepted in batches
+        "http": overload.protocol(settings, shedder, sock),
         "timeout_keep_alive": settings.keep_alive_timeout,
     }
 
@@ -156,7 +159,7 @@ def serve(settings: ServeSettings, sock: socket.socket | None = None) -> None:
         return
     app = create_app(settings)
     shedder = overload.Shedder(app, settings, app.metrics)
-    _DrainingServer(uvicorn.Config(shedder, **_options(settings, shedder)), app, settings.drain_seconds).run(
+    _DrainingServer(uvicorn.Config(shedder, **_options(settings, shedder, sock)), app, settings.drain_seconds).run(
         sockets=[sock]
     )
 
@@ -179,7 +182,7 @@ def _worker(sock: socket.socket) -> None:
     app = app_from_env()
     settings = ServeSettings()
     shedder = overload.Shedder(app, settings, app.metrics)
-    config = uvicorn.Config(shedder, **_options(settings, shedder))
+    config = uvicorn.Config(shedder, **_options(settings, shedder, sock))
     server = _DrainingServer(config, app, settings.drain_seconds, signals=(signal.SIGTERM,))
     server.early = early  # the same list: a signal until the server's own handler is in place is kept
     server.run(sockets=[sock])
