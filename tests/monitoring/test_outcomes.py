@@ -358,7 +358,8 @@ def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
     assert {r["metric"] for r in rows} == {"accuracy", "recall", "specificity", "roc_auc", "brier", "referral_share"}
     assert {r["version"] for r in rows} == {"1.0.3"} and len(rows) == 7 * 6  # 1,400 cases in chunks of 200
     manifest = json.loads(store.read("monitoring/quicksight/realized.manifest.json"))
-    assert manifest["fileLocations"][0]["URIPrefixes"] == [f"{store.uri}/monitoring/tables/realized/"]
+    # a URI, as the other tables' manifests name a local store (reporting.md): file://..., not a bare path
+    assert manifest["fileLocations"][0]["URIPrefixes"] == [f"{store.root.as_uri()}/monitoring/tables/realized/"]
     recall_rows = [float(r["value"]) for r in rows if r["metric"] == "recall"]
     assert recall_rows[0] > 0.95 and recall_rows[-1] < 0.9 and all(math.isfinite(v) for v in recall_rows)
 
