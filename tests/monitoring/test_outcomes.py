@@ -328,6 +328,31 @@ def test_a_check_where_every_outcome_is_ambiguous_says_so_and_how_to_avoid_it(tm
     assert "3 ambiguous outcome(s) left out" in done.stdout and "own id" in done.stdout
 
 
+def test_a_log_object_cut_short_is_skipped_and_named_by_the_check_or_refused(tmp_path: Path) -> None:
+    """docs/outcomes.md: an object cut short is skipped, and named, or refused, per ONCOLOGY_ON_CORRUPT."""
+    import gzip
+
+    store = LocalStore(tmp_path / "store")
+    whole = [Logged(f"w-{i}", "1.0.1", T0 + timedelta(minutes=i), 0.9 if i % 3 else 0.1) for i in range(60)]
+    write_log(store, whole)
+    lost = [Logged(f"c-{i}", "1.0.1", T0 + timedelta(minutes=i), 0.9) for i in range(300)]
+    body = gzip.compress("".join(json.dumps(p.line()) + "\n" for p in lost).encode())
+    cut = f"monitoring/predictions/date={T0:%Y-%m-%d}/cut-00000001.jsonl.gz"  # a writer that died mid-write
+    store.create(cut, body[: len(body) // 2])
+    write_outcomes(store, [(p.request_id, "malignant" if p.probability > 0.5 else "benign", T0 + timedelta(days=1))
+                           for p in whole])
+    env = {"PATH": str(Path(sys.executable).parent), "COLUMNS": "200"}
+    skipped = subprocess.run([ONCOLOGY, "outcomes", "check", "--store", str(tmp_path / "store")],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+    assert f"warning: 1 unreadable log file(s) skipped: {cut}" in " ".join(skipped.stderr.split())
+    (key,) = [k for k in store.list("monitoring/outcome-checks/") if "/date=" in k]
+    assert json.loads(store.read(key))["unreadable_files"] == [cut]
+    refused = subprocess.run([ONCOLOGY, "outcomes", "check", "--store", str(tmp_path / "store")],
+                             capture_output=True, text=True, timeout=120, env=env | {"ONCOLOGY_ON_CORRUPT": "refuse"})
+    assert refused.returncode == 2 and "cut-00000001.jsonl.gz" in refused.stderr, refused.stdout + refused.stderr
+
+
 def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

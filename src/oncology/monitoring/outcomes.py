@@ -620,6 +620,7 @@ def check(store: Store, settings: OutcomeSettings, now: datetime | None = None, 
         "orphans": {"count": joined.orphans, "examples": joined.orphan_examples,
                     "note": "outcomes whose request id names no logged prediction (yet): they join when it appears"},
         "ambiguous_outcomes": joined.ambiguous_outcomes,
+        "unreadable_files": joined.unreadable_files,  # log objects cut short, skipped (ONCOLOGY_ON_CORRUPT=skip)
         "settings": settings.model_dump(exclude={"store"}),
         "versions": versions,
     }

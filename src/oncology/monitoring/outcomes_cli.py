@@ -100,6 +100,10 @@ def check(
     except OncologyError as exc:
         raise _fail(str(exc)) from None
     report = result.report
+    if report["unreadable_files"]:  # their predictions are not in the join: name them, as drift does
+        shown = ", ".join(report["unreadable_files"][:10]) + (" ..." if len(report["unreadable_files"]) > 10 else "")
+        _err.print(f"warning: {len(report['unreadable_files'])} unreadable log file(s) skipped: {escape(shown)}",
+                   highlight=False, soft_wrap=True)
     for version, r in sorted(report["versions"].items()):
         _say(f"version {version}: {r['predictions']} predictions, {r['labelled']} labelled ({r['chunking']})")
         for chunk in r["chunks"]:
