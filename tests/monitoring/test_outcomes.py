@@ -59,10 +59,20 @@ def test_import_a_csv_file_records_once_and_reports_orphans(tmp_path: Path) -> N
     assert book.read_claim("a-2").outcome == "benign"  # type: ignore[union-attr]
 
 
+def test_import_into_a_store_folder_that_does_not_exist_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    """A mistyped --store: the outcomes would land in a new folder with no prediction to join (as `check` says)."""
+    (tmp_path / "o.csv").write_text(GOOD_CSV)
+    done = run("outcomes", "import", str(tmp_path / "o.csv"), "--store", str(tmp_path / "stroe"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{tmp_path / 'stroe'}: no such store folder (a mistyped --store" in " ".join(done.stderr.split())
+    assert not (tmp_path / "stroe").exists()
+
+
 def test_import_json_lines(tmp_path: Path) -> None:
     lines = [{"request_id": "j-1", "outcome": 4, "observed_at": "2025-03-01T10:00:00-05:00", "source": "export"},
              {"request_id": "j-2", "outcome": "benign", "observed_at": "2025-03-01T10:00:00+00:00", "source": "export"}]
     (tmp_path / "o.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    (tmp_path / "s").mkdir()
     done = run("outcomes", "import", str(tmp_path / "o.jsonl"), "--store", str(tmp_path / "s"))
     assert done.returncode == 0, done.stderr
     assert "2 outcome(s) recorded" in done.stdout
@@ -78,6 +88,7 @@ BAD_CSV = ("request_id,outcome,observed_at,source\n"
 
 def test_a_file_with_bad_rows_writes_nothing_and_names_each_row_and_field(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text(BAD_CSV)
+    (tmp_path / "s").mkdir()
     done = run("outcomes", "import", str(tmp_path / "bad.csv"), "--store", str(tmp_path / "s"))
     assert done.returncode == 2
     message = " ".join(done.stderr.split())
@@ -86,11 +97,12 @@ def test_a_file_with_bad_rows_writes_nothing_and_names_each_row_and_field(tmp_pa
     assert "row 3 (line 4), field outcome" in message
     assert "row 4 (line 5), field observed_at" in message and "in the future" in message
     assert "row 5 (line 6), field row" in message
-    assert not (tmp_path / "s").exists()
+    assert not any((tmp_path / "s").iterdir())
 
 
 def test_skip_invalid_records_the_good_rows_and_reports_the_skipped(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text(BAD_CSV)
+    (tmp_path / "s").mkdir()
     done = run("outcomes", "import", str(tmp_path / "bad.csv"), "--store", str(tmp_path / "s"), "--skip-invalid")
     assert done.returncode == 0, done.stderr
     assert "1 outcome(s) recorded" in done.stdout and "4 row(s) skipped" in done.stdout
