@@ -265,3 +265,16 @@ def test_every_help_shows_each_options_default_flags_without_a_type_and_argument
             row = next((line for line in shown.output.splitlines() if f" {param.opts[0]} " in line), None)
             assert row is not None and "default:" in row, (path, param.opts, row)
         assert "[env: ONCOLOGY_STORE; default: ./store" in text or "--store" not in text, path
+
+
+@pytest.mark.parametrize(("setting", "value", "named"), [
+    ("ONCOLOGY_MAX_BATCH", "many", "max_batch: Input should be a valid integer"),
+    ("ONCOLOGY_PORT", "99999", "port: Input should be less than or equal to 65535"),
+])
+def test_serve_names_a_bad_setting_in_one_line(tmp_path: Path, setting: str, value: str, named: str) -> None:
+    """As train and the other commands say it: `error: <setting>: <what is wrong>`, no pydantic dump and no link."""
+    done = run("serve", "--store", str(tmp_path), env={setting: value})
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {named}"), done.stderr
+    assert "pydantic" not in done.stderr and "validation error" not in done.stderr

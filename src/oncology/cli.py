@@ -378,8 +378,8 @@ def serve(
         settings = ServeSettings(**_overrides(store=store, model=model, host=host, port=port, workers=workers,
                                                  grpc_port=grpc_port))
         settings.tokens()
-    except (ValidationError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+    except (ValidationError, ValueError) as exc:  # a bad setting: one line naming it, as the other commands say it
+        raise _fail(_one_line(exc) if isinstance(exc, ValidationError) else str(exc)) from None
     try:  # fail fast on a model that can never load: a missing store, an unknown version, a tampered bundle
         ModelHolder(settings).load()
     except StoreUnavailable as exc:  # ... but a store that is down may come back: start live, not ready

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -135,3 +136,8 @@ def test_the_command_compacts_and_reports_each_day(store: LocalStore) -> None:
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     open_day = runner.invoke(app, ["monitoring", "compact", "--store", str(store.root), "--date", today])
     assert open_day.exit_code == 2 and "not closed yet" in open_day.output
+    today_start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    write_log(store, rows(np.random.default_rng(2), 10, today_start, start_hour=0.0), writer="b", per_file=10)
+    shutil.rmtree(store.root / "monitoring" / "predictions" / f"date={DAY:%Y-%m-%d}")
+    only_today = runner.invoke(app, ["monitoring", "compact", "--store", str(store.root)])  # no closed day: says so
+    assert only_today.exit_code == 0 and "nothing to compact: no closed day" in only_today.output, only_today.output

@@ -59,10 +59,20 @@ def test_import_a_csv_file_records_once_and_reports_orphans(tmp_path: Path) -> N
     assert book.read_claim("a-2").outcome == "benign"  # type: ignore[union-attr]
 
 
+def test_import_into_a_store_folder_that_does_not_exist_is_refused_and_creates_nothing(tmp_path: Path) -> None:
+    """A mistyped --store: the outcomes would land in a new folder with no prediction to join (as `check` says)."""
+    (tmp_path / "o.csv").write_text(GOOD_CSV)
+    done = run("outcomes", "import", str(tmp_path / "o.csv"), "--store", str(tmp_path / "stroe"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{tmp_path / 'stroe'}: no such store folder (a mistyped --store" in " ".join(done.stderr.split())
+    assert not (tmp_path / "stroe").exists()
+
+
 def test_import_json_lines(tmp_path: Path) -> None:
     lines = [{"request_id": "j-1", "outcome": 4, "observed_at": "2025-03-01T10:00:00-05:00", "source": "export"},
              {"request_id": "j-2", "outcome": "benign", "observed_at": "2025-03-01T10:00:00+00:00", "source": "export"}]
     (tmp_path / "o.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    (tmp_path / "s").mkdir()
     done = run("outcomes", "import", str(tmp_path / "o.jsonl"), "--store", str(tmp_path / "s"))
     assert done.returncode == 0, done.stderr
     assert "2 outcome(s) recorded" in done.stdout
@@ -78,6 +88,7 @@ BAD_CSV = ("request_id,outcome,observed_at,source\n"
 
 def test_a_file_with_bad_rows_writes_nothing_and_names_each_row_and_field(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text(BAD_CSV)
+    (tmp_path / "s").mkdir()
     done = run("outcomes", "import", str(tmp_path / "bad.csv"), "--store", str(tmp_path / "s"))
     assert done.returncode == 2
     message = " ".join(done.stderr.split())
@@ -86,11 +97,12 @@ def test_a_file_with_bad_rows_writes_nothing_and_names_each_row_and_field(tmp_pa
     assert "row 3 (line 4), field outcome" in message
     assert "row 4 (line 5), field observed_at" in message and "in the future" in message
     assert "row 5 (line 6), field row" in message
-    assert not (tmp_path / "s").exists()
+    assert not any((tmp_path / "s").iterdir())
 
 
 def test_skip_invalid_records_the_good_rows_and_reports_the_skipped(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text(BAD_CSV)
+    (tmp_path / "s").mkdir()
     done = run("outcomes", "import", str(tmp_path / "bad.csv"), "--store", str(tmp_path / "s"), "--skip-invalid")
     assert done.returncode == 0, done.stderr
     assert "1 outcome(s) recorded" in done.stdout and "4 row(s) skipped" in done.stdout
@@ -328,6 +340,31 @@ def test_a_check_where_every_outcome_is_ambiguous_says_so_and_how_to_avoid_it(tm
     assert "3 ambiguous outcome(s) left out" in done.stdout and "own id" in done.stdout
 
 
+def test_a_log_object_cut_short_is_skipped_and_named_by_the_check_or_refused(tmp_path: Path) -> None:
+    """docs/outcomes.md: an object cut short is skipped, and named, or refused, per ONCOLOGY_ON_CORRUPT."""
+    import gzip
+
+    store = LocalStore(tmp_path / "store")
+    whole = [Logged(f"w-{i}", "1.0.1", T0 + timedelta(minutes=i), 0.9 if i % 3 else 0.1) for i in range(60)]
+    write_log(store, whole)
+    lost = [Logged(f"c-{i}", "1.0.1", T0 + timedelta(minutes=i), 0.9) for i in range(300)]
+    body = gzip.compress("".join(json.dumps(p.line()) + "\n" for p in lost).encode())
+    cut = f"monitoring/predictions/date={T0:%Y-%m-%d}/cut-00000001.jsonl.gz"  # a writer that died mid-write
+    store.create(cut, body[: len(body) // 2])
+    write_outcomes(store, [(p.request_id, "malignant" if p.probability > 0.5 else "benign", T0 + timedelta(days=1))
+                           for p in whole])
+    env = {"PATH": str(Path(sys.executable).parent), "COLUMNS": "200"}
+    skipped = subprocess.run([ONCOLOGY, "outcomes", "check", "--store", str(tmp_path / "store")],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+    assert f"warning: 1 unreadable log file(s) skipped: {cut}" in " ".join(skipped.stderr.split())
+    (key,) = [k for k in store.list("monitoring/outcome-checks/") if "/date=" in k]
+    assert json.loads(store.read(key))["unreadable_files"] == [cut]
+    refused = subprocess.run([ONCOLOGY, "outcomes", "check", "--store", str(tmp_path / "store")],
+                             capture_output=True, text=True, timeout=120, env=env | {"ONCOLOGY_ON_CORRUPT": "refuse"})
+    assert refused.returncode == 2 and "cut-00000001.jsonl.gz" in refused.stderr, refused.stdout + refused.stderr
+
+
 def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -358,7 +395,8 @@ def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
     assert {r["metric"] for r in rows} == {"accuracy", "recall", "specificity", "roc_auc", "brier", "referral_share"}
     assert {r["version"] for r in rows} == {"1.0.3"} and len(rows) == 7 * 6  # 1,400 cases in chunks of 200
     manifest = json.loads(store.read("monitoring/quicksight/realized.manifest.json"))
-    assert manifest["fileLocations"][0]["URIPrefixes"] == [f"{store.uri}/monitoring/tables/realized/"]
+    # a URI, as the other tables' manifests name a local store (reporting.md): file://..., not a bare path
+    assert manifest["fileLocations"][0]["URIPrefixes"] == [f"{store.root.as_uri()}/monitoring/tables/realized/"]
     recall_rows = [float(r["value"]) for r in rows if r["metric"] == "recall"]
     assert recall_rows[0] > 0.95 and recall_rows[-1] < 0.9 and all(math.isfinite(v) for v in recall_rows)
 

@@ -181,3 +181,18 @@ def test_the_route_and_its_answers_are_documented(client: TestClient) -> None:
     assert schema["additionalProperties"] is False
     assert schema["properties"]["outcome"]["enum"] == ["benign", "malignant", 2, 4]
     assert schema["properties"]["observed_at"]["format"] == "date-time"
+
+
+def test_the_example_of_the_outcomes_page_is_recorded_as_it_shows(client: TestClient) -> None:
+    """docs/outcomes.md step 3, as a reader copies it: its record is accepted and the answer is the one shown
+    (an `observed_at` later than today would be a 422: outcomes from the future are refused)."""
+    import re
+
+    page = (Path(__file__).parents[2] / "docs" / "outcomes.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```sh\n(.*?)```", page, re.S) if "/outcomes\n" in b and "curl" in b]
+    body = re.search(r"-d '(.*?)'", block, re.S)
+    shown = re.search(r"^\s*# (\{.*\})$", block, re.M)
+    assert body and shown, block
+    answer = client.post("/outcomes", content=body.group(1), headers={"content-type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == json.loads(shown.group(1))

@@ -123,6 +123,9 @@ def compact(
         done = run_compact(target, datetime.now(UTC), days, timedelta(minutes=grace_minutes), retain_jsonl_days, settings)
     except OncologyError as exc:
         raise _fail(str(exc)) from None
+    if not done:  # say so, rather than print nothing
+        _out.print(f"nothing to compact: no closed day in the prediction log (a day closes {grace_minutes} minute(s) "
+                   "after its end, in UTC; --grace-minutes)", highlight=False, soft_wrap=True)
     for result in done:
         for key, why in sorted(result.skipped.items()):
             _err.print(f"warning: {target}/{key}: cannot be read whole ({why}); left as JSON Lines", highlight=False, soft_wrap=True)

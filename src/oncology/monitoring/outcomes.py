@@ -51,6 +51,7 @@ from oncology.monitoring import tables
 from oncology.monitoring.engine import queries, relations
 from oncology.monitoring.engine.settings import EngineSettings
 from oncology.monitoring.sequential import bernoulli_cusum
+from oncology.monitoring.upload import default_manifest_base
 from oncology.outcomes import PREFIX as OUTCOMES_PREFIX
 from oncology.outcomes import Conflict, Intake, OutcomeBook, OutcomeIn, validation_problems
 from oncology.settings import OutcomeSettings
@@ -619,6 +620,7 @@ def check(store: Store, settings: OutcomeSettings, now: datetime | None = None, 
         "orphans": {"count": joined.orphans, "examples": joined.orphan_examples,
                     "note": "outcomes whose request id names no logged prediction (yet): they join when it appears"},
         "ambiguous_outcomes": joined.ambiguous_outcomes,
+        "unreadable_files": joined.unreadable_files,  # log objects cut short, skipped (ONCOLOGY_ON_CORRUPT=skip)
         "settings": settings.model_dump(exclude={"store"}),
         "versions": versions,
     }
@@ -630,10 +632,11 @@ def check(store: Store, settings: OutcomeSettings, now: datetime | None = None, 
     store.create(key, content)
     table_key = f"{REALIZED_TABLE_PREFIX}/date={now:%Y-%m-%d}/realized-{stamp}.csv"
     store.create(table_key, realized_table(report))
+    manifest = tables.quicksight_manifest(REALIZED, default_manifest_base(store))  # file://... for a folder
     try:  # the table's QuickSight manifest: the same bytes every run, unless the store moved
-        store.create(tables.manifest_key(REALIZED), tables.quicksight_manifest(REALIZED, store.uri))
+        store.create(tables.manifest_key(REALIZED), manifest)
     except ConflictError:
-        store.write(tables.manifest_key(REALIZED), tables.quicksight_manifest(REALIZED, store.uri))
+        store.write(tables.manifest_key(REALIZED), manifest)
     store.write(LATEST_CHECK, json.dumps(latest_summary(report, key), sort_keys=True).encode())
     return Check(report, key, table_key)
 

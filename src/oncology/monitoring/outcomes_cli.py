@@ -43,14 +43,15 @@ def import_file(
     """Record the outcomes of FILE, once per request id.  Exit 0 done, 1 conflicts refused, 2 bad input."""
     from oncology.monitoring.outcomes import import_outcomes, parse_file
     from oncology.settings import StoreSettings
-    from oncology_model.storage import open_store, read_uri
+    from oncology_model.storage import open_existing_store, read_uri
 
     if fmt not in (None, "csv", "jsonl"):
         raise _fail(f"--format must be csv or jsonl, not {fmt!r}")
     fmt_: Literal["csv", "jsonl"] | None = fmt  # type: ignore[assignment]
     try:
         parsed = parse_file(read_uri(file), file, fmt_)
-        target = open_store(StoreSettings().store if store is None else store)
+        # a mistyped --store would make a new folder, where no prediction is logged: refused, as by `check`
+        target = open_existing_store(StoreSettings().store if store is None else store)
         done = import_outcomes(target, parsed, file, skip_invalid)
     except OncologyError as exc:
         raise _fail(str(exc)) from None
@@ -100,6 +101,10 @@ def check(
     except OncologyError as exc:
         raise _fail(str(exc)) from None
     report = result.report
+    if report["unreadable_files"]:  # their predictions are not in the join: name them, as drift does
+        shown = ", ".join(report["unreadable_files"][:10]) + (" ..." if len(report["unreadable_files"]) > 10 else "")
+        _err.print(f"warning: {len(report['unreadable_files'])} unreadable log file(s) skipped: {escape(shown)}",
+                   highlight=False, soft_wrap=True)
     for version, r in sorted(report["versions"].items()):
         _say(f"version {version}: {r['predictions']} predictions, {r['labelled']} labelled ({r['chunking']})")
         for chunk in r["chunks"]:
