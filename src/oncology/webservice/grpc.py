@@ -38,7 +38,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import Counter, Histogram
 
-from oncology.webservice import errors, schemas
+from oncology.webservice import errors, routing, schemas
 from oncology.webservice.accesslog import AccessLog
 from oncology.webservice.auth import Tokens
 from oncology.webservice.core import Core
@@ -251,10 +251,12 @@ class InferenceService:
             self._access_log.write({
                 "request_id": request_id, "transport": "grpc", "method": "POST", "route": f"/{SERVICE}/{method}",
                 "status": status, "grpc_status": code.name, "latency_ms": round(elapsed * 1000, 3),
-                "model_version": state.get("model_version"),
+                "model_version": state.get("model_version"), "arm": state.get("model_arm"),
             })
         if code is not grpc.StatusCode.OK:
-            await context.abort(code, message, ((("x-request-id", request_id),)))
+            await context.abort(code, message, ((("x-request-id", request_id), *state.get("trailers", ()))))
+        if "trailers" in state:
+            context.set_trailing_metadata(state["trailers"])
         assert response is not None
         return response
 
@@ -279,6 +281,9 @@ class InferenceService:
 
     def _model(self, name: str, version: str) -> Classifier:
         classifier = self.core.classifier()  # UNAVAILABLE before a model loads
+        release = self.core.holder.release
+        if release is not None and version and version == release.candidate.version and name == schemas.V2_MODEL:
+            return release.candidate  # a release's candidate, asked for by its version (as on the REST route)
         if name != schemas.V2_MODEL or (version and version != classifier.version):
             shown = repr(name) + (f" version {version!r}" if version else "")
             raise errors.NotFound(
@@ -342,9 +347,28 @@ class InferenceService:
         classifier = self._model(request.model_name, request.model_version)
         rows = decode_infer(request, self.core.settings.max_batch)
         check_outputs(request)  # before scoring: a refused request is neither counted nor logged
-        probabilities, labels, decisions = self.core.score(INFER_ROUTE, state["request_id"], classifier, rows)
-        state["model_version"] = classifier.version
-        return encode_infer(request, classifier.version, probabilities, labels, decisions)
+        chosen = self._route(request, state, classifier)
+        probabilities, labels, decisions = self.core.score(INFER_ROUTE, state["request_id"], chosen.classifier, rows,
+                                                           chosen.arm, chosen.shadow)
+        return encode_infer(request, chosen.classifier.version, probabilities, labels, decisions)
+
+    def _route(self, request: pb.ModelInferRequest, state: dict[str, Any], champion: Classifier) -> routing.Route:
+        """Who answers, as on the REST routes: routed by the ``x-routing-key`` metadata entry (else the request id)
+        while a release is under way; a request naming its version (``model_version``) is answered by it
+        (arm "pinned").  In a release (or pinned) the answer's trailing metadata names the version and arm
+        (``x-model-version``, ``x-model-arm``), as the REST answers' headers do."""
+        if request.model_version:
+            chosen = routing.Route(champion, routing.PINNED, None)
+        elif self.core.holder.release is None:
+            chosen = routing.Route(champion, routing.CHAMPION, None)
+        else:
+            key = state["metadata"].get("x-routing-key")
+            chosen = self.core.route(champion, key if isinstance(key, str) and key else state["request_id"])
+        state["model_version"] = chosen.classifier.version
+        state["model_arm"] = chosen.arm
+        if chosen.arm != routing.CHAMPION or self.core.holder.release is not None:
+            state["trailers"] = (("x-model-version", chosen.classifier.version), ("x-model-arm", chosen.arm))
+        return chosen
 
 
 class _Health(health.aio.HealthServicer):  # type: ignore[misc,name-defined,unused-ignore]
