@@ -58,7 +58,7 @@ import run as bench  # benchmarks/run.py: this script's folder is on sys.path
 
 from oncology_model import Classifier
 
-ONCOLOGY = [sys.executable, "-c", "from oncology.cli import main; main()", "serve"]
+ONCOLOGY = [sys.executable, "-c", "from oncology.entry import main; main()", "serve"]  # as the console script runs it
 CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
     "floor": ([sys.executable, str(bench.BENCH / "floor.py")], {}),
     "defaults": (ONCOLOGY, {}),

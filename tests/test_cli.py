@@ -278,3 +278,17 @@ def test_serve_names_a_bad_setting_in_one_line(tmp_path: Path, setting: str, val
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {named}"), done.stderr
     assert "pydantic" not in done.stderr and "validation error" not in done.stderr
+
+
+@pytest.mark.parametrize("args", [("serve", "--help"), ("serve", "--port", "abc"), ("serve", "--bogus"),
+                                  ("serve", "extra"), ("serve", "--store", "/nonexistent/store")])
+def test_serve_says_the_same_through_its_lean_entry_as_through_the_whole_command_tree(args: tuple[str, ...]) -> None:
+    """``oncology serve`` runs without the rest of the command tree (oncology.entry): same help, same errors."""
+    lean = run(*args)
+    whole = subprocess.run([sys.executable, "-c", "from oncology.cli import app; app(prog_name='oncology')", *args],
+                           capture_output=True, text=True, timeout=60,
+                           env={**{k: v for k, v in os.environ.items() if not k.startswith(("ONCOLOGY_", "AWS_"))},
+                                **fast_env(), "COLUMNS": "160"})
+    assert (lean.returncode == 0) == (args[-1] == "--help")
+    assert (lean.returncode, lean.stdout, lean.stderr) == (whole.returncode, whole.stdout, whole.stderr)
+    assert lean.stdout + lean.stderr  # it said something

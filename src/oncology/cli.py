@@ -15,10 +15,11 @@ from oncology.clihelp import Command, StoreOpt, default, more
 from oncology.monitoring.commands import monitoring_app
 from oncology.monitoring.outcomes_cli import outcomes_app
 from oncology.release.cli import release_app
-from oncology.settings import GateSettings, RetrainSettings, ServeSettings, StoreSettings, TrainSettings
+from oncology.serve_cli import HELP, serve
+from oncology.settings import GateSettings, RetrainSettings, StoreSettings, TrainSettings
 from oncology_model.errors import OncologyError
 
-app = clihelp.app(help="oncology: train, register and serve a breast-cancer classifier.", no_args_is_help=True)
+app = clihelp.app(help=HELP, no_args_is_help=True)
 models_app = clihelp.app(help="The model registry: versions, the champion alias, promotion and rollback.")
 app.add_typer(models_app, name="models")
 app.add_typer(monitoring_app, name="monitoring")
@@ -53,11 +54,6 @@ def _overrides(**values: Any) -> dict[str, Any]:
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
-
-
-def _one_line(exc: Any) -> str:
-    """A pydantic validation error as one line: each setting and what is wrong with it."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
 
 
 def _setup_logging() -> None:
@@ -103,7 +99,7 @@ def train(
     try:
         settings = TrainSettings(**_overrides(data=data, dataset=dataset, store=store, seed=seed, promote=promote))
     except ValidationError as exc:
-        raise _fail(_one_line(exc)) from None
+        raise _fail(clihelp.one_line(exc)) from None
     try:
         outcome = run_training(settings, interactive=err.is_terminal, console=err)
     except GateFailed as exc:
@@ -333,67 +329,7 @@ def wheel(
     print(path)  # the path alone, for scripts
 
 
-@app.command(cls=Command)
-def serve(
-    store: Annotated[
-        str | None,
-        typer.Option(
-            help="Store to serve from."
-            + more("ONCOLOGY_STORE", "./store, or the model inside the installed wheel where it carries one"),
-            show_default=False,
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="Version, champion or latest." + more("ONCOLOGY_MODEL", default(ServeSettings, "model")),
-                     show_default=False),
-    ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(help="Address to bind." + more("ONCOLOGY_HOST", default(ServeSettings, "host")), show_default=False),
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(help="Port." + more("ONCOLOGY_PORT", default(ServeSettings, "port")), show_default=False)
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(help="Worker processes." + more("ONCOLOGY_WORKERS", default(ServeSettings, "workers")),
-                     show_default=False),
-    ] = None,
-    grpc_port: Annotated[
-        int | None,
-        typer.Option(help="Port of the Open Inference Protocol over gRPC; 0: off."
-                     + more("ONCOLOGY_GRPC_PORT", default(ServeSettings, "grpc_port")), show_default=False),
-    ] = None,
-) -> None:
-    """Serve predictions over HTTP (REST and the Open Inference Protocol), and over gRPC when its port is set."""
-    from pydantic import ValidationError
-
-    from oncology.webservice.model import ModelHolder
-    from oncology.webservice.server import listen
-    from oncology.webservice.server import serve as run_server
-    from oncology_model.errors import StoreUnavailable
-
-    try:
-        settings = ServeSettings(**_overrides(store=store, model=model, host=host, port=port, workers=workers,
-                                                 grpc_port=grpc_port))
-        settings.tokens()
-    except (ValidationError, ValueError) as exc:  # a bad setting: one line naming it, as the other commands say it
-        raise _fail(_one_line(exc) if isinstance(exc, ValidationError) else str(exc)) from None
-    try:  # fail fast on a model that can never load: a missing store, an unknown version, a tampered bundle
-        ModelHolder(settings).load()
-    except StoreUnavailable as exc:  # ... but a store that is down may come back: start live, not ready
-        err.print(f"warning: {exc}; starting anyway, not ready until the model loads", highlight=False, soft_wrap=True)
-    except OncologyError as exc:
-        raise _fail(f"cannot serve {settings.model} from {settings.store or 'the installed wheel'}: {exc}") from None
-    try:  # before anything says it serves: a port that is taken is one line and exit 2, not a failed start-up
-        sock = listen(settings)
-    except OncologyError as exc:
-        raise _fail(str(exc)) from None
-    err.print(f"docs: http://{settings.host}:{settings.port}/docs", highlight=False, soft_wrap=True)
-    if settings.grpc_port:
-        err.print(f"gRPC (Open Inference Protocol): {settings.host}:{settings.grpc_port}", highlight=False, soft_wrap=True)
-    run_server(settings, sock)
+app.command(cls=Command)(serve)  # defined in serve_cli: `oncology serve` runs without the rest of this tree
 
 
 # ---- monitoring: registered from their own modules (numpy, scipy and the plotting library load only when run)
@@ -490,7 +426,7 @@ claimed this retraining first.
     try:
         settings = RetrainSettings(**_overrides(store=store, data=data, retrain_cooldown_hours=cooldown_hours))
     except ValidationError as exc:
-        raise _fail(_one_line(exc)) from None
+        raise _fail(clihelp.one_line(exc)) from None
     try:
         target = open_existing_store(settings.store)
         decision = trigger.decide(target, timedelta(hours=settings.retrain_cooldown_hours))

@@ -62,3 +62,8 @@ STORE_HELP = "Store URI (a folder, file://..., s3://bucket/prefix)." + more(
     "ONCOLOGY_STORE", f"./{default(StoreSettings, 'store')}"
 )
 StoreOpt = Annotated[str | None, typer.Option("--store", help=STORE_HELP, show_default=False)]
+
+
+def one_line(exc: Any) -> str:
+    """A pydantic validation error as one line: each setting and what is wrong with it."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())

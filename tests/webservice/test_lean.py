@@ -3,9 +3,22 @@ need them (the e2e tier found a V2 decoder importing numpy only once the image w
 
 from __future__ import annotations
 
+import os
+import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from localproc import free_port
+
+from oncology.webservice.proto import grpc_predict_v2_pb2 as pb
+from oncology.webservice.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+
+from .conftest import EXAMPLE, stop_server
 
 BLOCKED = ("numpy", "scipy", "sklearn", "pandas", "altair", "vl_convert", "duckdb", "pyarrow", "dask", "distributed")
 
@@ -59,3 +72,50 @@ def test_the_service_image_installs_no_query_engine() -> None:
     assert pinned and not pinned & engines, pinned & engines
     trainer = (root / "trainer" / "requirements.txt").read_text()
     assert all(f"{name}==" in trainer for name in ("duckdb", "duckdb-ext-httpfs", "dask", "distributed"))
+
+
+# ---- what a serving process holds: `oncology serve` loads no command it will never run ---------------------
+
+#: Modules of the ``oncology`` command tree that serving never runs (Rich is for their tables, and for a
+#: warning or an error): `oncology.entry` runs ``oncology serve`` without them.
+CLI_ONLY = ("oncology.cli", "oncology.trainer", "oncology.monitoring", "oncology.release", "oncology.gate",
+            "oncology.packaging", "rich")
+_IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +(\S+)$", re.MULTILINE)
+
+
+def _imported(log: str) -> set[str]:
+    """The modules that processes writing ``log`` imported (``PYTHONPROFILEIMPORTTIME``: one line for each)."""
+    return set(_IMPORTED.findall(log))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_serving_process_with_grpc_on_loads_no_command_line_only_module(serve, trained_store: Path,  # type: ignore[no-untyped-def]
+                                                                          workers: str) -> None:
+    """Each worker holds what it imports as long as it serves (docs/grpc.md, "Cost": the command tree is ~3 MB of
+    resident memory a worker).  With ``--workers 2`` the spawned workers import the console script again."""
+    grpc_port = free_port()
+    env = {"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_GRPC_PORT": str(grpc_port), "ONCOLOGY_WORKERS": workers,
+           "ONCOLOGY_DRAIN_SECONDS": "0", "PYTHONPROFILEIMPORTTIME": "1"}
+    server = serve(env)
+    for _ in range(2 * int(workers)):  # some requests reach each worker
+        assert httpx.post(f"{server.url}/predict", json=EXAMPLE).status_code == 200
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        request = pb.ModelInferRequest(model_name="oncology", raw_input_contents=[struct.pack("<9q", *EXAMPLE.values())])
+        request.inputs.add(name="tumor", datatype="INT64", shape=[1, 9])
+        assert [o.name for o in pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request).outputs] == [
+            "label", "probability", "decision"]
+    stop_server(server)  # a clean stop imports nothing of them either
+    assert server.proc.returncode == 0, server.logs()[-3000:]
+    imported = _imported(server.logs())
+    assert {"oncology.entry", "oncology.serve_cli", "oncology.webservice.grpc", "grpc"} <= imported, sorted(imported)
+    assert not {m for m in imported for prefix in CLI_ONLY if m == prefix or m.startswith(prefix + ".")}
+
+
+def test_every_other_command_line_runs_the_whole_command_tree(tmp_path: Path) -> None:
+    """The other side of the dispatch: ``oncology --help`` lists every command, loaded as before."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "oncology"), "--help"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1", "COLUMNS": "160"}, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"oncology.cli", "oncology.release.cli", "rich"} <= _imported(proc.stderr)
+    for command in ("train", "models", "serve", "monitoring", "outcomes", "release", "drift", "report"):
+        assert re.search(rf"│ {command} ", proc.stdout), (command, proc.stdout)
