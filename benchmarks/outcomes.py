@@ -34,7 +34,7 @@ START = datetime(2025, 1, 1, tzinfo=UTC)
 DAYS = 365
 
 MEASURE = """
-import resource, sys, time
+import sys, time
 from pathlib import Path
 t0 = time.perf_counter()
 from oncology.monitoring.outcomes import join, realized
@@ -46,7 +46,8 @@ versions = realized(joined, OutcomeSettings(store=sys.argv[1]))
 t2 = time.perf_counter()
 chunks = sum(len(v["chunks"]) for v in versions.values())
 predictions = sum(v["predictions"] for v in versions.values())
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, this process's own peak: ru_maxrss would report the parent's (it crosses exec), which wrote the store
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
 print(f"{t2 - t0:.2f} {t1 - t0:.2f} {t2 - t1:.2f} {rss:.0f} {joined.labelled} {len(versions)} {chunks} {predictions}")
 """
 
