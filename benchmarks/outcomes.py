@@ -5,8 +5,9 @@ check`` runs, with the default engine, DuckDB embedded).
 Writes a local store as production holds it: a year of the prediction log as the service writes it (gzip JSON
 Lines under ``monitoring/predictions/date=YYYY-MM-DD/``, three versions in turn, features drawn 1-10), every day
 but the last ``--open-days`` compacted into Parquet: written as compaction leaves a day (a Parquet part and its
-manifest), or with ``--compaction real`` by `oncology.monitoring.compaction.compact` itself (the JSON Lines kept
-beside, as it leaves them: the query reads each prediction once; minutes a million); and N/10 outcomes as JSON Lines
+manifest, through compaction's own `oncology.monitoring.compaction.write_part`), or with ``--compaction real`` by
+`oncology.monitoring.compaction.compact` itself (the JSON Lines kept beside, as it leaves them: the query reads
+each prediction once; minutes a million); and N/10 outcomes as JSON Lines
 under ``monitoring/outcomes/date=YYYY-MM-DD/``, observed 1 to 200 days after their prediction.  Then it runs
 the join and the per-version, per-month figures in a fresh process, ``--runs`` times, and prints the wall time
 of each run (process start and imports included), the split between the join and the figures, and the
@@ -18,7 +19,6 @@ process's peak resident memory.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -34,7 +34,7 @@ START = datetime(2025, 1, 1, tzinfo=UTC)
 DAYS = 365
 
 MEASURE = """
-import resource, sys, time
+import sys, time
 from pathlib import Path
 t0 = time.perf_counter()
 from oncology.monitoring.outcomes import join, realized
@@ -46,7 +46,8 @@ versions = realized(joined, OutcomeSettings(store=sys.argv[1]))
 t2 = time.perf_counter()
 chunks = sum(len(v["chunks"]) for v in versions.values())
 predictions = sum(v["predictions"] for v in versions.values())
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, this process's own peak: ru_maxrss would report the parent's (it crosses exec), which wrote the store
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
 print(f"{t2 - t0:.2f} {t1 - t0:.2f} {t2 - t1:.2f} {rss:.0f} {joined.labelled} {len(versions)} {chunks} {predictions}")
 """
 
@@ -57,11 +58,12 @@ def write_store(root: Path, n: int, open_days: int, direct: bool, seed: float = 
     """The log, its compaction and the outcomes; the seconds the writing and the compaction took."""
     import duckdb
 
-    from oncology.monitoring.compaction import compact
-    from oncology.monitoring.engine.layout import MANIFEST_SUFFIX, Manifest, parquet_partition
+    from oncology.monitoring.compaction import compact, write_part
+    from oncology.monitoring.engine.queries import CHAMPION_ARM
     from oncology_model.datamodel import FEATURES
     from oncology_model.storage import LocalStore
 
+    store = LocalStore(root)
     t0 = time.perf_counter()
     con = duckdb.connect(config={"threads": 2})
     con.execute("SET TimeZone = 'UTC'")
@@ -82,20 +84,12 @@ def write_store(root: Path, n: int, open_days: int, direct: bool, seed: float = 
     closed = {(START + timedelta(days=k)).date() for k in range(DAYS - open_days)}
     # one object per day (DuckDB writes no partitioned JSON): the day's lines as the service writes them
     for (day,) in con.execute("SELECT DISTINCT date FROM log ORDER BY 1").fetchall():
-        if direct and day in closed:  # as compaction writes a day: a Parquet part, then its manifest
-            folder = root / "monitoring" / "predictions-parquet" / f"date={day}"
-            folder.mkdir(parents=True)
-            (rows,) = con.execute(f"""
-                COPY (SELECT ts, 'r' || i AS request_id, version AS model_version, '/predict' AS route,
-                             {', '.join(f'CAST(inputs.{name} AS TINYINT) AS {name}' for name in FEATURES)}, probability,
-                             CASE WHEN probability >= 0.5 THEN 'malignant' ELSE 'benign' END AS prediction,
-                             CASE WHEN probability >= 0.5 THEN 'malignant' ELSE 'benign' END AS decision,
-                             CAST(NULL AS VARCHAR) AS arm
-                      FROM log WHERE date = DATE '{day}' ORDER BY ts)
-                TO '{folder}/part-00000.parquet' (FORMAT parquet, COMPRESSION zstd)""").fetchone() or (0,)
-            manifest = Manifest(f"{parquet_partition(day)}part-00000{MANIFEST_SUFFIX}",
-                                f"{parquet_partition(day)}part-00000.parquet", int(rows), 0, (), now.isoformat())
-            (folder / f"part-00000{MANIFEST_SUFFIX}").write_text(json.dumps(manifest.as_json()))
+        if direct and day in closed:  # as compaction writes a day (its own `write_part`): a Parquet part, its manifest
+            label = "CASE WHEN probability >= 0.5 THEN 'malignant' ELSE 'benign' END"
+            write_part(store, day, 0, con, (
+                f"SELECT ts, 'r' || i AS request_id, version AS model_version, '/predict' AS route, "
+                f"{', '.join(f'inputs.{name} AS {name}' for name in FEATURES)}, probability, {label} AS prediction, "
+                f"{label} AS decision, '{CHAMPION_ARM}' AS arm FROM log WHERE date = DATE '{day}'"), now)
             continue
         folder = root / "monitoring" / "predictions" / f"date={day}"
         folder.mkdir(parents=True)
@@ -121,7 +115,7 @@ def write_store(root: Path, n: int, open_days: int, direct: bool, seed: float = 
     written = time.perf_counter() - t0
     t1 = time.perf_counter()
     if not direct:
-        compact(LocalStore(root), now, sorted(closed))
+        compact(store, now, sorted(closed))
     return written, time.perf_counter() - t1
 
 

@@ -103,7 +103,6 @@ def compact_day(store: Store, day: date, now: datetime, grace: timedelta = timed
     if not todo.jsonl:
         return result
     where = location(store)
-    key = f"{parquet_partition(day)}part-{seq:05d}.parquet"
     # first the integrity check, which reads the lines without parsing them; then one streaming COPY of the
     # objects that passed, straight from the gzip lines to Parquet (no table of the day in between)
     scan = line_counts(where, todo.jsonl, con=con)
@@ -118,23 +117,37 @@ def compact_day(store: Store, day: date, now: datetime, grace: timedelta = timed
     if not objects:
         return result
     nonblank = sum(row[4] for row in scan.rows if row[0] not in corrupt)
+    source = f"SELECT * FROM ({queries.jsonl_records([where.url(k) for k in objects])}) WHERE valid"
+    result.manifest = write_part(store, day, seq, con, source, now, tuple(objects), nonblank)
+    return result
+
+
+def write_part(store: Store, day: date, seq: int, con: duckdb.DuckDBPyConnection, source: str, now: datetime,
+               replaced: tuple[str, ...] = (), nonblank: int | None = None) -> Manifest:
+    """Write the rows of the relation ``source`` (DuckDB SQL with the part's columns, `table.COLUMNS`, by name)
+    as part ``seq`` of ``day``, then its manifest, which commits it; each created once.
+
+    The one way a part is written: each column cast to its type, rows ordered by time, zstd, row groups of
+    `PART_ROW_GROUP`.  ``replaced``: the JSON Lines objects the part replaces; ``nonblank``: their lines that
+    are not blank (those that are not rows of the part are counted malformed; unset: none).  The benchmarks
+    write closed days of synthetic logs through this too, so their parts are what compaction writes.
+    """
+    key = f"{parquet_partition(day)}part-{seq:05d}.parquet"
     with tempfile.TemporaryDirectory(prefix="oncology-compact-") as tmp:
         out = Path(tmp) / "part.parquet"
         (rows,) = con.execute(
-            f"COPY (SELECT {table.select_list()} FROM "
-            f"({queries.jsonl_records([where.url(k) for k in objects])}) WHERE valid ORDER BY {PART_ORDER}) "
+            f"COPY (SELECT {table.select_list()} FROM ({source}) ORDER BY {PART_ORDER}) "
             f"TO {queries.literal(str(out))} (FORMAT parquet, COMPRESSION {PART_COMPRESSION}, "
             f"ROW_GROUP_SIZE {PART_ROW_GROUP})"
         ).fetchone() or (0,)
-        malformed = nonblank - int(rows)  # a line that is neither blank nor a valid record
+        malformed = 0 if nonblank is None else nonblank - int(rows)  # a line neither blank nor a valid record
         if not store.create(key, out.read_bytes()):
             raise CompactionError(f"{store}/{key}: another compaction of {day} wrote this part first")
     manifest = Manifest(f"{parquet_partition(day)}part-{seq:05d}{MANIFEST_SUFFIX}", key, int(rows), int(malformed),
-                        tuple(objects), now.isoformat(timespec="seconds"))
+                        replaced, now.isoformat(timespec="seconds"))
     if not store.create(manifest.key, _manifest_bytes(manifest)):
         raise CompactionError(f"{store}/{manifest.key}: another compaction of {day} committed this part first")
-    result.manifest = manifest
-    return result
+    return manifest
 
 
 def _manifest_bytes(manifest: Manifest) -> bytes:
