@@ -81,7 +81,7 @@ def serve(
     from pydantic import ValidationError
 
     from oncology.webservice.model import ModelHolder
-    from oncology.webservice.server import listen
+    from oncology.webservice.server import check_grpc_port, listen
     from oncology.webservice.server import serve as run_server
     from oncology_model.errors import StoreUnavailable
 
@@ -99,6 +99,7 @@ def serve(
     except OncologyError as exc:
         raise _fail(f"cannot serve {settings.model} from {settings.store or 'the installed wheel'}: {exc}") from None
     try:  # before anything says it serves: a port that is taken is one line and exit 2, not a failed start-up
+        check_grpc_port(settings)
         sock = listen(settings)
     except OncologyError as exc:
         raise _fail(str(exc)) from None

@@ -493,8 +493,10 @@ def test_a_grpc_port_in_use_stops_the_start_with_an_error_naming_it(serve, train
         taken.listen()
         port = taken.getsockname()[1]
         server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_GRPC_PORT": str(port)}, wait=False)
-        assert server.proc.wait(timeout=60) != 0
-    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in server.logs()
+        assert server.proc.wait(timeout=60) == 2  # as for a taken HTTP port: one line, before anything serves
+    assert server.logs().strip().splitlines() == [
+        f"error: cannot listen for gRPC on 127.0.0.1:{port}: Address already in use: another process is listening "
+        "there; stop it, or choose another port with --grpc-port or ONCOLOGY_GRPC_PORT"], server.logs()
 
 
 @pytest.mark.parametrize("workers", [1, 2])

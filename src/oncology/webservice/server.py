@@ -150,6 +150,23 @@ def listen(settings: ServeSettings) -> socket.socket:
     return sock
 
 
+def check_grpc_port(settings: ServeSettings) -> None:
+    """`CannotListen`, in one line, when the gRPC port is taken: checked before anything starts, as `listen` checks
+    the HTTP port (gRPC's own bind, later, fails with a line of its C core and the start-up's traceback)."""
+    if not settings.grpc_port:
+        return
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.grpc_port))
+        except OSError as exc:
+            hint = (": another process is listening there; stop it, or choose another port with --grpc-port or "
+                    "ONCOLOGY_GRPC_PORT" if exc.errno == errno.EADDRINUSE else "")
+            raise CannotListen(f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: "
+                               f"{exc.strerror or exc}{hint}") from None
+
+
 def serve(settings: ServeSettings, sock: socket.socket | None = None) -> None:
     """Serve until stopped, on ``sock`` (from `listen`; bound here when not given)."""
     sock = sock or listen(settings)
