@@ -76,6 +76,7 @@ def test_the_gate_applies_as_for_promote(two_versions: Path, monkeypatch: pytest
     (("--canary", "50,25"), "must grow"),
     (("--canary", "5,x"), "'x' is not a number"),
     (("--canary", "0,5"), "'0' is not a share"),
+    (("--canary", "1"), "--canary 1 is ambiguous: write 1% (one request in a hundred) or 100% (every request)"),
     (("--shadow", "150%"), "not a share of requests"),
     (("--canary", "5", "--shadow", "1"), "not both"),
 ])

@@ -38,6 +38,8 @@ def parse_steps(text: str) -> tuple[float, ...]:
             values.append(float(part))
         except ValueError:
             raise ValueError(f"--canary step {part!r} is not a number") from None
+    if values == [1.0] and "%" not in text:  # 1% or 100%: a canary that sends every request at once is no typo to guess
+        raise ValueError("--canary 1 is ambiguous: write 1% (one request in a hundred) or 100% (every request)")
     percent = any(v > 1 for v in values)
     shares = tuple(v / 100 if percent else v for v in values)
     for text_value, share in zip(parts, shares):
