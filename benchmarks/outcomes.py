@@ -121,9 +121,10 @@ def write_store(root: Path, n: int, open_days: int, direct: bool, seed: float = 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--predictions", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--open-days", type=int, default=7, help="the newest days, left as JSON Lines")
+    parser.add_argument("--predictions", type=int, default=1_000_000,
+                        help="logged predictions N (a tenth as many outcomes; default 1,000,000)")
+    parser.add_argument("--runs", type=int, default=2, help="measured runs of the join on the same store (default 2)")
+    parser.add_argument("--open-days", type=int, default=7, help="the newest days, left as JSON Lines (default 7)")
     parser.add_argument("--compaction", choices=("direct", "real"), default="direct",
                         help="direct: write the closed days as compaction leaves them (a Parquet part and its manifest, "
                         "no JSON Lines); real: write JSON Lines and run the compaction (minutes a million)")
