@@ -28,6 +28,7 @@ same run, on the same log: a ratio of wall times and of CPU times.
 
     .venv/bin/python benchmarks/dataplane.py --rows 1000000,3000000 --dask --command
     .venv/bin/python benchmarks/dataplane.py --quick          # 200,000 rows and the command: a smoke run
+    .venv/bin/python benchmarks/dataplane.py --rows 1000000 --s3  # the logs in S3 (a SeaweedFS of its own)
     .venv/bin/python benchmarks/dataplane.py --rows 1000000 --baseline REV   # each step also on commit REV's code
     nice -n 10 .venv/bin/python benchmarks/dataplane.py --rows 10000000,100000000 --parquet-only --work /var/tmp/dp
 """
@@ -146,9 +147,9 @@ def generate_parts(root: Path, rows: int, seed: int = 0) -> int:
 def _step(name: str, store_dir: str, extra: list[str]) -> dict[str, Any]:
     from oncology.monitoring.engine.run import drift_counts
     from oncology.monitoring.engine.settings import EngineSettings
-    from oncology_model.storage import LocalStore
+    from oncology_model.storage import open_store
 
-    store = LocalStore(Path(store_dir))
+    store = open_store(store_dir)  # a folder, or s3://bucket/prefix (--s3)
     since, until = START, START + timedelta(days=DAYS)
     out: dict[str, Any] = {}
     if name in {"drift", "drift-dask"}:
@@ -211,6 +212,47 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a[k] == b[k] for k in ("n", "scores", "bins", "malignant_bins", "others", "malformed"))
 
 
+class S3Bench:
+    """A SeaweedFS S3 server of the run's own (infra/seaweedfs.py, on 127.0.0.1; ``--s3``), its credentials in this
+    process's environment so that the measured steps, its children, reach it."""
+
+    BUCKET = "dataplane-bench"
+
+    def __init__(self, work: Path) -> None:
+        import secrets
+
+        sys.path[:0] = [str(REPO / "infra")]
+        import seaweedfs  # infra/seaweedfs.py: the project's own start/stop
+        from localproc import free_port
+
+        access, secret = "dataplane-bench", secrets.token_hex(16)
+        self.server = seaweedfs.start(work / "seaweedfs", s3_port=free_port(), access_key=access, secret_key=secret)
+        os.environ.update({"AWS_ENDPOINT_URL": self.server.endpoint_url, "AWS_ACCESS_KEY_ID": access,
+                           "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1",
+                           "AWS_EC2_METADATA_DISABLED": "true"})
+        self.client = self.server.client()
+        self.client.create_bucket(Bucket=self.BUCKET)
+        print(f"S3: SeaweedFS at {self.server.endpoint_url}, bucket {self.BUCKET}", flush=True)
+
+    def upload(self, local: Path, prefix: str) -> str:
+        """Every file under ``local`` as an object under ``prefix`` (as the service's writers would have put them)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        files = [f for f in local.rglob("*") if f.is_file()]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda f: self.client.put_object(Bucket=self.BUCKET, Key=f"{prefix}/{f.relative_to(local)}",
+                                                           Body=f.read_bytes()), files))
+        return f"s3://{self.BUCKET}/{prefix}"
+
+    def size(self, store: str, under: str, suffix: str) -> int:
+        prefix = store.removeprefix(f"s3://{self.BUCKET}/") + "/" + under
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.BUCKET, Prefix=prefix)
+        return sum(o["Size"] for page in pages for o in page.get("Contents", []) if o["Key"].endswith(suffix))
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 def _size(root: Path, pattern: str = "*") -> int:
     return sum(f.stat().st_size for f in root.rglob(pattern) if f.is_file())
 
@@ -221,15 +263,22 @@ def _print(results: list[dict[str, Any]]) -> None:
               f"load {r['load'][0]:.1f}-{r['load'][1]:.1f}", flush=True)
 
 
-def scale(rows: int, per_object: int, dask: bool, work: Path, baseline: Path | None = None) -> list[dict[str, Any]]:
-    store = work / f"store-{rows}"
-    shutil.rmtree(store, ignore_errors=True)
+def scale(rows: int, per_object: int, dask: bool, work: Path, baseline: Path | None = None,
+          s3: S3Bench | None = None) -> list[dict[str, Any]]:
+    local = work / f"store-{rows}"
+    shutil.rmtree(local, ignore_errors=True)
     t0 = time.perf_counter()
-    objects = generate(store, rows, per_object)
+    objects = generate(local, rows, per_object)
     gen = time.perf_counter() - t0
-    size = _size(store / "monitoring/predictions", "*.gz")
+    size = _size(local / "monitoring/predictions", "*.gz")
     print(f"\n{rows:,} predictions: {objects} objects, {size / 2**20:.0f} MiB of gzip JSON Lines, generated in {gen:.0f} s",
           flush=True)
+    store: Path | str = local
+    if s3 is not None:  # the same objects in S3, where every step reads and writes them
+        t0 = time.perf_counter()
+        store = s3.upload(local, f"store-{rows}")
+        print(f"  uploaded to {store} in {time.perf_counter() - t0:.0f} s", flush=True)
+        shutil.rmtree(local, ignore_errors=True)
     results = []
     base_store = work / f"store-{rows}-baseline"
     if baseline is not None:  # the baseline compacts its own copy
@@ -242,7 +291,8 @@ def scale(rows: int, per_object: int, dask: bool, work: Path, baseline: Path | N
         results.append({"rows": rows, "step": "drift from JSON Lines (DuckDB), baseline", **old})
     compacted = measure("compact", store)
     assert compacted["rows"] == rows, compacted
-    parquet_size = _size(store / "monitoring/predictions-parquet", "*.parquet")
+    parquet_size = (s3.size(str(store), "monitoring/predictions-parquet/", ".parquet") if s3 is not None
+                    else _size(local / "monitoring/predictions-parquet", "*.parquet"))
     results.append({"rows": rows, "step": f"compaction ({parquet_size / 2**20:.0f} MiB of Parquet)", **compacted})
     if baseline is not None:
         old = measure("compact", base_store, code=baseline)
@@ -262,7 +312,7 @@ def scale(rows: int, per_object: int, dask: bool, work: Path, baseline: Path | N
         results.append({"rows": rows, "step": "drift from Parquet (Dask LocalCluster, 2 workers; same figures)",
                         **distributed})
     _print(results)
-    shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(local, ignore_errors=True)
     if rows <= DIRECT_CHECK_MAX:  # what --parquet-only writes must count as the compacted JSON Lines do
         direct = work / f"store-{rows}-direct"
         generate_parts(direct, rows)
@@ -357,6 +407,10 @@ def main() -> int:
     parser.add_argument("--old-rev", default=OLD_REV, help=f"The commit whose drift_cli.py is 'before' (--command; default {OLD_REV}).")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="Also run each step on the code of commit REV, on the same logs, interleaved (default: none).")
+    parser.add_argument("--s3", action="store_true",
+                        help="Keep the logs in S3: a SeaweedFS server started for the run (infra/seaweedfs.py, "
+                        "127.0.0.1), the generated objects put into it, and every step reading and writing there "
+                        "(not with --parquet-only, --baseline or --command; default: local folders).")
     parser.add_argument("--work", type=Path, default=None,
                         help="Folder for the stores, created if missing (default: a temporary one).")
     args = parser.parse_args()
@@ -368,6 +422,8 @@ def main() -> int:
             parser.error(f"--rows {args.rows}: {text!r} is not a whole number of rows")
         if sizes[-1] < 1:
             parser.error(f"--rows {args.rows}: {text!r} is not a positive number of rows")
+    if args.s3 and (args.parquet_only or args.baseline or args.command or args.quick or args.skip_scale):
+        parser.error("--s3 measures the JSON Lines steps alone: not with --parquet-only, --baseline, --command or --quick")
     if args.parquet_only and (args.baseline or args.quick):
         parser.error("--parquet-only writes no JSON Lines: it measures no baseline and no --quick run")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
@@ -376,12 +432,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dataplane-bench-", dir=args.work) as tmp:
         work = Path(tmp)
         baseline = baseline_code(args.baseline, work) if args.baseline else None
-        if args.skip_scale:
-            results = []
-        elif args.parquet_only:
-            results = [r for n in sizes for r in scale_parquet(n, args.dask, work)]
-        else:
-            results = [r for n in sizes for r in scale(n, args.per_object, args.dask or args.quick, work, baseline)]
+        s3 = S3Bench(work) if args.s3 else None
+        try:
+            if args.skip_scale:
+                results = []
+            elif args.parquet_only:
+                results = [r for n in sizes for r in scale_parquet(n, args.dask, work)]
+            else:
+                results = [r for n in sizes for r in scale(n, args.per_object, args.dask or args.quick, work, baseline, s3)]
+        finally:
+            if s3 is not None:
+                s3.stop()
         summary: dict[str, Any] = {"results": [{k: v for k, v in r.items() if k not in {"scores", "bins", "malignant_bins"}}
                                                for r in results]}
         if args.command or args.quick:

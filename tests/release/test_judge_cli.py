@@ -59,6 +59,9 @@ def test_a_canary_holds_on_no_data_then_is_promoted_to_champion_with_its_evidenc
     settings = {"ONCOLOGY_RELEASE_MIN_REQUESTS": "100"}
     held = judge(store, **settings)
     assert held["verdict"] == "hold" and "acted" not in held  # no traffic yet: never promoted
+    shown = oncology("release", "judge", "--store", str(store), "--dry-run", **settings, COLUMNS="200")
+    assert shown.returncode == 0 and "verdict: hold" in shown.stdout, shown.stderr
+    assert "None" not in shown.stdout and "–" in shown.stdout  # no requests: no share, no latency, shown as such
     assert current_plan(registry.state()) is not None
     traffic(store, tmp_path, "aa")
     decided = judge(store, **settings)

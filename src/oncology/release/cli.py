@@ -299,8 +299,8 @@ def judge_command(
     for col in ("arm", "version", "requests", "errors", "malignant share", "referred share", "latency p50 ms"):
         table.add_column(col)
     for name, arm in arms.items():
-        table.add_row(name, arm["version"], str(arm["requests"]), str(arm["errors"]), str(arm["malignant_share"]),
-                      str(arm["referred_share"]), str(arm["latency_ms_p50"]))
+        table.add_row(name, arm["version"], str(arm["requests"]), str(arm["errors"]),
+                      *(_cell(arm[k]) for k in ("malignant_share", "referred_share", "latency_ms_p50")))
     _out.print(table)
     for reason in shown["reasons"]:
         _out.print(f"- {reason}", highlight=False, soft_wrap=True)
@@ -323,6 +323,11 @@ def pass_line(shown: dict[str, Any], at: datetime) -> str:
     if acted := shown.get("acted"):
         line += f"; acted: {acted['alias']} {acted['action']} {acted['from']} -> {acted['to']}"
     return line
+
+
+def _cell(value: object) -> str:
+    """A figure of an arm's row; "–" where the window has none (no requests yet: no share, no latency)."""
+    return "–" if value is None else str(value)
 
 
 def _loop(settings: ReleaseSettings, seconds: float, dry_run: bool, as_json: bool) -> int:
