@@ -1,6 +1,7 @@
 """The monitoring data plane at scale: drift's counts from JSON Lines and from Parquet, compaction, and Dask.
 
-For each size N (``--rows``), writes N synthetic logged predictions into a local store the way the web
+For each size N (``--rows``), writes N synthetic logged predictions into a store (a local folder; with
+``--s3``, a bucket of a SeaweedFS server started for the run) the way the web
 service writes them (its own line struct, msgspec's encoder and ISA-L gzip at level 0, objects of
 ``--per-object`` lines per writer, ``<writer>-<seq>.jsonl.gz`` under ``date=`` partitions), spread over 30
 days and 3 model versions; then measures, each step in its own process (wall time, CPU time, and the
