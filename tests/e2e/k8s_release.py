@@ -206,7 +206,7 @@ def judge_reads_the_pods(cluster: Cluster, folder: Path) -> None:
     # the token has the Role's rights and no more: the pods, yes; the Secrets, no
     listed = subprocess.run([cluster.kubectl_bin, "--kubeconfig", str(kubeconfig), "get", "pods", "-l", f"app={APP}",
                              "-o", "name"], capture_output=True, text=True, timeout=60)
-    assert listed.returncode == 0 and listed.stdout.count("pod/") == 2, listed.stdout + listed.stderr
+    assert listed.returncode == 0 and f"pod/{APP}-" in listed.stdout, listed.stdout + listed.stderr
     denied = subprocess.run([cluster.kubectl_bin, "--kubeconfig", str(kubeconfig), "get", "secrets"],
                             capture_output=True, text=True, timeout=60)
     assert denied.returncode != 0 and "forbidden" in denied.stderr, denied.stdout + denied.stderr
