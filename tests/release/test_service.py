@@ -218,8 +218,11 @@ class _FailsOnTens:
 
 def test_shadow_scores_the_queued_requests_together_and_blames_a_failure_on_its_request_only(
         two_versions: Path, tmp_path: Path) -> None:
+    import asyncio
+    import itertools
+
     from oncology.settings import ServeSettings
-    from oncology.webservice import predlog
+    from oncology.webservice import predlog, routing
     from oncology.webservice.core import Core
     from oncology.webservice.metrics import Metrics
     from oncology.webservice.model import ModelHolder
@@ -230,31 +233,49 @@ def test_shadow_scores_the_queued_requests_together_and_blames_a_failure_on_its_
     metrics = Metrics()
     holder = ModelHolder(settings)
     holder.load()
-    assert holder.release is not None
-    candidate = holder.release.candidate
+    assert holder.release is not None and holder.classifier is not None
+    champion, candidate = holder.classifier, holder.release.candidate
     candidate._scorer = _FailsOnTens(candidate._scorer)  # type: ignore[assignment]
-    log = predlog.from_settings(settings, metrics)
-    assert log is not None
+    # a clock one second further at every line made: the shadow's lines must take the time of the champion's
+    ticks = itertools.count(1_800_000_000)
+    log = predlog.PredictionLog(LocalStore(two_versions), "test", flush_seconds=3600, metrics=metrics,
+                                clock=lambda: float(next(ticks)))
     core = Core(settings, holder, metrics, log)
     calls = []
     real = candidate.score_rows
     candidate.score_rows = lambda rows: calls.append(len(rows)) or real(rows)  # type: ignore[method-assign]
     good, bad = list(EXAMPLE.values()), list(MALIGNANT.values())
-    jobs = [("/predict", f"q-{i}", candidate, [bad if i == 3 else good]) for i in range(8)]
-    jobs.append(("/predict/batch", "q-batch", candidate, [good, good, good]))
-    core._score_shadow(jobs)
-    assert calls == [11, *[1] * 8, 3]  # one call for every queued row; it failed (row 3): each request scored alone
+    requests = [("/predict", f"q-{i}", [bad if i == 3 else good]) for i in range(8)]
+    requests.append(("/predict/batch", "q-batch", [good, good, good]))
+
+    async def answer(requests: list[tuple[str, str, list[list[int]]]]) -> None:
+        for route, request_id, rows in requests:  # answered in one turn of the loop; the shadow's pass comes after
+            core.score(route, request_id, champion, rows, routing.CHAMPION, candidate)
+        assert calls == []
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(answer(requests))
+    # one call for every queued row; it failed (row 3): each request scored alone
+    assert calls == [11, *[1] * 8, 3]
     log.close()
     every = logged(two_versions)
-    lines = {(line["request_id"], line.get("arm")): line for line in every}
-    assert lines[("q-3", "shadow")]["prediction"] == "error"
-    assert all(lines[(f"q-{i}", "shadow")]["prediction"] == "benign" for i in range(8) if i != 3)
-    assert [(line["prediction"], line["arm"]) for line in every if line["request_id"] == "q-batch"] == [
-        ("benign", "shadow")] * 3
+    lines = {(line["request_id"], line.get("arm", "champion"), n): line
+             for (request_id, arm), group in itertools.groupby(every, lambda line: (line["request_id"], line.get("arm")))
+             for n, line in enumerate(group)}
+    assert lines[("q-3", "shadow", 0)]["prediction"] == "error"
+    assert all(lines[(f"q-{i}", "shadow", 0)]["prediction"] == "benign" for i in range(8) if i != 3)
+    assert [lines[("q-batch", "shadow", n)]["prediction"] for n in range(3)] == ["benign"] * 3
+    for (request_id, arm, n), line in lines.items():  # each pair's lines: the same request, row and time
+        if arm == "shadow" and line["prediction"] != "error":
+            answered = lines[(request_id, "champion", n)]
+            assert {k: line[k] for k in ("ts", "route", "inputs")} == {k: answered[k] for k in ("ts", "route", "inputs")}
+            assert (line["model_version"], answered["model_version"]) == ("1.0.2", "1.0.1")
+    assert len({line["ts"] for line in every}) > 9  # the clock did move between the requests
     exposed = metrics.exposition().decode()
     assert 'oncology_arm_requests_total{arm="shadow",outcome="error",version="1.0.2"} 1.0' in exposed
     assert 'oncology_arm_requests_total{arm="shadow",outcome="ok",version="1.0.2"} 8.0' in exposed
     # without a failure: one call for all, each request its own lines and its share of the time
     calls.clear()
-    core._score_shadow([("/predict", f"ok-{i}", candidate, [good]) for i in range(5)])
+    asyncio.run(answer([("/predict", f"ok-{i}", [good]) for i in range(5)]))
     assert calls == [5]

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from oncology_model.classifier import Classifier
 from oncology_model.release import CANARY, ReleasePlan
@@ -55,7 +55,9 @@ def route(champion: Classifier, release: Release | None, key: str) -> Route:
     return Route(champion, CHAMPION, release.candidate if inside else None)
 
 
-ShadowJob = tuple[str, str, Classifier, Sequence[Sequence[int]]]
+#: route, request id, the candidate, the rows, and the prediction log's lines of the champion's answer (None: not
+#: logged), from which the shadow's lines are made
+ShadowJob = tuple[str, str, Classifier, Sequence[Sequence[int]], Sequence[Any] | None]
 
 
 class ShadowScorer:
@@ -78,8 +80,9 @@ class ShadowScorer:
         self._scheduled = False
         self.errors: list[BaseException] = []
 
-    def submit(self, route_name: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]]) -> None:
-        job = (route_name, request_id, candidate, rows)
+    def submit(self, route_name: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]],
+               logged: Sequence[Any] | None = None) -> None:
+        job = (route_name, request_id, candidate, rows, logged)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
