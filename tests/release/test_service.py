@@ -19,6 +19,7 @@ from oncology.settings import GateSettings
 from oncology_model.registry import ModelRegistry
 from oncology_model.release import ReleasePlan, bucket
 from oncology_model.storage import LocalStore
+from support import poll
 
 ROUTES = ("/predict", "/v2/models/oncology/infer", "/invocations")
 #: Every answer of the test, by version and arm (the metrics must count exactly these).
@@ -279,3 +280,39 @@ def test_shadow_scores_the_queued_requests_together_and_blames_a_failure_on_its_
     calls.clear()
     asyncio.run(answer([("/predict", f"ok-{i}", [good]) for i in range(5)]))
     assert calls == [5]
+
+
+def test_with_several_workers_each_writes_its_arm_counts_by_the_end_of_the_turn_that_answered(
+        two_versions: Path, tmp_path: Path) -> None:
+    """One process writes its counts by arm at each scrape; with several, a scrape of one worker reads the others'
+    from their files, so each worker writes them once per turn of its loop: every answer is in the files, unscraped."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    start(two_versions, "canary", (1.0,))  # every request to the candidate
+    env = {"ONCOLOGY_STORE": str(two_versions), "ONCOLOGY_RELOAD_INTERVAL": "0.2", "ONCOLOGY_ACCESS_LOG": "false",
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+
+    def in_the_files() -> dict[str, float]:
+        """The candidate's requests counted in each worker's own file, read without a scrape."""
+        counts = {}
+        for path in metrics_dir.glob("counter_*.db"):
+            merged = MultiProcessCollector.merge([str(path)], accumulate=False)
+            counts[path.stem] = sum(s.value for m in merged if m.name == "oncology_arm_requests" for s in m.samples
+                                    if s.name.endswith("_total") and s.labels.get("arm") == "candidate")
+        return counts
+
+    sent = 0
+    with running_server(tmp_path, env, "--workers", "2") as server, httpx.Client(base_url=server.url) as client:
+        deadline = time.monotonic() + 60
+        while sent < 20 or sum(1 for n in in_the_files().values() if n > 0) < 2:  # until both workers answered
+            assert time.monotonic() < deadline, f"after {sent} requests: {in_the_files()}"
+            response = client.post("/predict", json=EXAMPLE, headers={"connection": "close"})  # either worker
+            assert response.status_code == 200 and response.headers["x-model-arm"] == "candidate", response.headers
+            sent += 1
+        # written at the end of the turn that answered, a moment after the answer left: in the files, never scraped
+        poll(lambda: sum(in_the_files().values()) == sent, 10, lambda: f"{sent} answered, in the files: {in_the_files()}",
+             interval=0.05)
+        assert f'oncology_arm_requests_total{{arm="candidate",outcome="ok",version="1.0.2"}} {float(sent)}' in (
+            client.get("/metrics").text)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from oncology_model.classifier import Classifier
@@ -37,6 +37,13 @@ class Release:
 
     plan: ReleasePlan
     candidate: Classifier
+    #: the plan's current share and mode, read once (every request reads them)
+    share: float = field(init=False)
+    canary: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "share", self.plan.share)
+        object.__setattr__(self, "canary", self.plan.mode == CANARY)
 
 
 class Route(NamedTuple):
@@ -49,8 +56,9 @@ def route(champion: Classifier, release: Release | None, key: str) -> Route:
     """The version that answers the request with routing key ``key``, and its arm."""
     if release is None:
         return Route(champion, CHAMPION, None)
-    inside = release.plan.bucket(key) < release.plan.share
-    if release.plan.mode == CANARY:
+    share = release.share
+    inside = share >= 1.0 or release.plan.bucket(key) < share  # a hash falls in [0, 1): at 100% no need to compute it
+    if release.canary:
         return Route(release.candidate, CANDIDATE, None) if inside else Route(champion, CHAMPION, None)
     return Route(champion, CHAMPION, release.candidate if inside else None)
 
