@@ -12,6 +12,16 @@ must be a 2xx; after the run the canary server must have answered from both vers
 shadow server's candidate must have scored requests (or the figures are not of a release).
 
     .venv/bin/python benchmarks/release.py [--rounds 5 --duration 3]
+
+``--in-process`` measures the model's side of a request instead, with no HTTP: ``Core.score`` of one row (as
+``/predict`` calls it: routed, counted, logged, the prediction log on and written at the end), on an event loop
+that turns after every ``--per-turn`` requests (a loaded server answers several requests a turn; the shadow's pass
+runs once a turn).  Per request: CPU time (median of ``--rounds`` runs, the three servers' runs taking turns), or
+with ``--instructions`` the instructions counted by Valgrind's callgrind (the difference of two runs of different
+lengths: start-up cancels out; a loaded machine cannot move it).
+
+    .venv/bin/python benchmarks/release.py --in-process [--per-turn 1] [--requests 20000]
+    .venv/bin/python benchmarks/release.py --in-process --instructions [--per-turn 8] [--requests 2000]
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -140,13 +151,113 @@ def measure(rounds: int, duration: int, warmup: int) -> dict[str, Any]:
     return report
 
 
+def in_process_cpu(name: str, store: Path, requests: int, per_turn: int, warmup: int) -> float:
+    """CPU seconds (this process, every thread: the prediction log's writer too) per one-row request of ``Core.score``
+    on the server ``name``'s store, the prediction log on; ``warmup`` requests first, not counted."""
+    import asyncio
+
+    from oncology.settings import ServeSettings
+    from oncology.webservice import schemas
+    from oncology.webservice.core import Core
+    from oncology.webservice.metrics import Metrics
+    from oncology.webservice.model import ModelHolder
+    from oncology.webservice.predlog import from_settings
+    from oncology_model.datamodel import FEATURES
+
+    row = [bench.EXAMPLE[feature] for feature in FEATURES]
+    with tempfile.TemporaryDirectory(prefix="oncology-release-log-") as log_store:
+        settings = ServeSettings(store=str(store), prediction_log=True, prediction_log_store=log_store)
+        metrics = Metrics()
+        holder = ModelHolder(settings)
+        holder.load()
+        if (holder.release is None) != (name == "champion"):
+            raise bench.BenchError(f"{name}: the store's release was not loaded")
+        prediction_log = from_settings(settings, metrics)
+        assert prediction_log is not None
+        prediction_log.start()
+        core = Core(settings, holder, metrics, prediction_log)
+
+        async def serve(first: int, n: int) -> None:
+            for start in range(first, first + n, per_turn):
+                for i in range(start, min(start + per_turn, first + n)):
+                    request_id = f"req-{i:09d}"
+                    chosen = core.route(core.classifier(), request_id)
+                    (result,) = core.results("/predict", request_id, chosen.classifier, [row], False, chosen.arm,
+                                             chosen.shadow)
+                    schemas.encode(result)
+                await asyncio.sleep(0)  # the turn ends: the shadow's pass and the metrics' flush run
+            await asyncio.sleep(0)
+
+        asyncio.run(serve(0, warmup))
+        before = time.process_time()
+        asyncio.run(serve(warmup, requests))
+        lines = (warmup + requests) * (2 if name == "shadow" else 1)  # the shadow's and the champion's
+        if not prediction_log.close(60) or prediction_log.written != lines:
+            raise bench.BenchError(f"{name}: the prediction log did not write every line: {prediction_log.dropped}")
+        return (time.process_time() - before) / requests
+
+
+def in_process(args: argparse.Namespace) -> dict[str, Any]:
+    """The model's side of a request, per server: CPU microseconds (or instructions) per request."""
+    base = bench.RESULTS / "release-in-process"
+    base.mkdir(parents=True, exist_ok=True)
+    stores = make_stores(base)
+    report: dict[str, Any] = {"per_turn": args.per_turn, "requests": args.requests}
+    if not args.instructions:
+        runs: dict[str, list[float]] = {name: [] for name in NAMES}
+        for _ in range(args.rounds):
+            for name in NAMES:
+                runs[name].append(in_process_cpu(name, stores[name], args.requests, args.per_turn, 2000) * 1e6)
+        report["cpu_us"] = {name: bench.median(v) for name, v in runs.items()}
+        report["cpu_us_runs"] = runs
+        return report
+    if shutil.which("valgrind") is None:
+        raise bench.BenchError("--instructions needs valgrind (Debian package)")
+    counted: dict[str, float] = {}
+    for name in NAMES:
+        totals = []
+        for n in (args.requests // 4, args.requests):
+            with tempfile.TemporaryDirectory(prefix="oncology-release-cg-") as folder:
+                out = Path(folder) / "callgrind.out"
+                bench.run(["valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}",
+                           sys.executable, __file__, "--in-process-child", name, str(stores[name]), str(n),
+                           str(args.per_turn)], f"callgrind, {name}, {n} requests", env=bench.clean_env())
+                totals.append(next(int(line.split()[1]) for line in out.read_text().splitlines()
+                                   if line.startswith("summary:")))
+        counted[name] = (totals[1] - totals[0]) / (args.requests - args.requests // 4)
+        bench.say(f"{name}: {counted[name]:,.0f} instructions a request")
+    report["instructions"] = counted
+    return report
+
+
 def main() -> int:
+    if len(sys.argv) == 6 and sys.argv[1] == "--in-process-child":  # one measured run, under callgrind
+        _, _, name, store, n, per_turn = sys.argv
+        in_process_cpu(name, Path(store), int(n), int(per_turn), 500)
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--in-process", action="store_true", help="the model's side of a request, no HTTP (above)")
+    parser.add_argument("--per-turn", type=int, default=1, help="--in-process: requests per turn of the event loop")
+    parser.add_argument("--requests", type=int, default=20000, help="--in-process: requests measured per run")
+    parser.add_argument("--instructions", action="store_true", help="--in-process: count instructions (callgrind)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.in_process:
+        report = in_process(args)
+        for what, unit in (("cpu_us", "us of CPU"), ("instructions", "instructions")):
+            if what in report:
+                figures = report[what]
+                print(f"per one-row request, {args.per_turn} a turn: " + ", ".join(
+                    f"{name} {figures[name]:,.1f} {unit}" for name in NAMES)
+                      + f"; shadow {figures['shadow'] / figures['champion']:.2f}x, canary "
+                        f"{figures['canary'] / figures['champion']:.2f}x the champion alone")
+        out = bench.RESULTS / f"release-in-process-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+        out.write_text(json.dumps(report, indent=2, default=str))
+        print(f"written to {out.relative_to(bench.ROOT)}")
+        return 0
     report = measure(args.rounds, args.duration, args.warmup)
     for name in ("canary", "shadow"):
         r = report[name]

@@ -16,6 +16,13 @@ checked against the in-process model of the version that the answer names:
     whose row the champion calls malignant and the candidate benign;
 (d) every decision in ``oncology models history`` with its evidence.
 
+The judge reads each arm's requests, errors and scoring times from the service's pods through the API server's pod
+proxy, as the production overlay's judge does (`judge_reads_the_pods`): its ``ONCOLOGY_RELEASE_*`` settings are the
+overlay's Deployment's, and its kubeconfig holds the token of the overlay's ServiceAccount, whose Role (list pods, get
+pods/proxy) is applied to the cluster -- so the Role's rights are checked by the real API server's RBAC. Every
+verdict's evidence must name the pods source and both replicas, with each arm's log count beside the metrics'; the
+prediction mix, referral share and shadow pairs come from the prediction log, as always.
+
 The judge runs with ``ONCOLOGY_RELEASE_MIN_REQUESTS=JUDGE_MIN_REQUESTS`` (a setting: fewer requests per arm than
 the default 600 keep the phase short; the bad candidate's malignant share differs by ~30 points, far beyond the
 test's power at that size). The replicas check the registry every second and flush the log every second.
@@ -23,12 +30,14 @@ test's power at that size). The replicas check the registry every second and flu
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,8 +46,10 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 
 from e2e.k8s_cluster import NODE2_GW, Answer, Cluster, Load
+from e2e.stack import REPO
 from oncology.trainer.pipeline import run_training
 from oncology_model.datamodel import FEATURES
 from oncology_model.registry import ModelRegistry
@@ -56,6 +67,10 @@ FLIPPED_SEED = 1
 GOOD_SEED = 7
 #: the issue's bound: rolled back within this many seconds of the judge having enough data
 ROLLBACK_WITHIN = 60.0
+PRODUCTION = REPO / "deploy" / "k8s" / "overlays" / "production"
+JUDGE = "oncology-release-judge"
+#: the judge's settings besides its minimum of requests: where it reads the replicas' metrics (`judge_reads_the_pods`)
+JUDGE_ENV: dict[str, str] = {}
 
 Expected = dict[str, list[tuple[str, float]]]
 
@@ -143,11 +158,13 @@ def judge_until(store: str, release: Release, done: Callable[[dict[str, Any]], b
     """``oncology release judge --json`` once a second until ``done(what it printed)``; every pass kept."""
 
     def one() -> Judged | None:
-        proc = cli(store, "release", "judge", "--json", env={"ONCOLOGY_RELEASE_MIN_REQUESTS": str(JUDGE_MIN_REQUESTS)})
+        proc = cli(store, "release", "judge", "--json",
+                   env={**JUDGE_ENV, "ONCOLOGY_RELEASE_MIN_REQUESTS": str(JUDGE_MIN_REQUESTS)})
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         judged = Judged(time.monotonic(), json.loads(proc.stdout))
         if judged.shown.get("verdict") is not None:
             assert judged.shown["plan"]["release"] == release.id, judged.shown["plan"]
+            from_the_pods(judged.shown)
         release.passes.append(judged)
         return judged if done(judged.shown) else None
 
@@ -155,6 +172,57 @@ def judge_until(store: str, release: Release, done: Callable[[dict[str, Any]], b
         return json.dumps([p.shown.get("reasons") for p in release.passes[-3:]])[-3000:]
 
     return poll(one, timeout, shown, interval=1)
+
+
+def judge_reads_the_pods(cluster: Cluster, folder: Path) -> None:
+    """The production overlay's judge settings (`JUDGE_ENV`): its ``ONCOLOGY_RELEASE_*`` env, and ``KUBECONFIG``, a
+    kubeconfig for the cluster (the admin's server and CA) whose user is the overlay's ServiceAccount, by its token,
+    with the overlay's Role and RoleBinding applied."""
+    rendered = cluster.kubectl("kustomize", str(PRODUCTION)).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d["metadata"]["name"] == JUDGE]
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["Deployment", "Role", "RoleBinding", "ServiceAccount"], kinds
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    settings = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("ONCOLOGY_RELEASE_")}
+    assert settings.get("ONCOLOGY_RELEASE_METRICS") == "pods", settings
+    rbac = [d for d in docs if d["kind"] != "Deployment"]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+
+    def token() -> str | None:  # the 1.20 token controller makes the ServiceAccount's token Secret
+        secrets = cluster.get("serviceaccount", JUDGE).get("secrets") or []
+        if not secrets:
+            return None
+        data = cluster.get("secret", secrets[0]["name"]).get("data") or {}
+        return base64.b64decode(data["token"]).decode() if "token" in data else None
+
+    admin = yaml.safe_load(Path(cluster.env["KUBECONFIG"]).read_text())
+    admin["users"] = [{"name": JUDGE, "user": {"token": poll(token, 60, "no token for the judge's ServiceAccount")}}]
+    for context in admin["contexts"]:
+        context["context"]["user"] = JUDGE
+    kubeconfig = folder / "release-judge.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(admin))
+    kubeconfig.chmod(0o600)
+    # the token has the Role's rights and no more: the pods, yes; the Secrets, no
+    listed = subprocess.run([cluster.kubectl_bin, "--kubeconfig", str(kubeconfig), "get", "pods", "-l", f"app={APP}",
+                             "-o", "name"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and f"pod/{APP}-" in listed.stdout, listed.stdout + listed.stderr
+    denied = subprocess.run([cluster.kubectl_bin, "--kubeconfig", str(kubeconfig), "get", "secrets"],
+                            capture_output=True, text=True, timeout=60)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr, denied.stdout + denied.stderr
+    JUDGE_ENV.clear()
+    JUDGE_ENV.update(settings, KUBECONFIG=str(kubeconfig))
+
+
+def from_the_pods(shown: dict[str, Any]) -> None:
+    """A pass's evidence came from the two pods' metrics (or, on the first pass of a step, recorded their reading)."""
+    metrics = shown["metrics"]
+    assert metrics["source"].startswith(f"pods app={APP} in default through https://"), metrics
+    if "baseline_recorded" in metrics:
+        return
+    assert metrics["replicas"] == 2 and "unreachable" not in metrics, metrics
+    for arm in shown["arms"].values():  # requests and errors from the metrics, the log's count beside them
+        assert "logged_requests" in arm and arm["errors"] == 0, arm
 
 
 def enough(shown: dict[str, Any]) -> bool:
@@ -197,6 +265,18 @@ def run_releases(cluster: Cluster, service: Any, figures: dict[str, Any], store:
         registry.promote(champion)
     follow_the_store(cluster, store, s3_port)
     service.wait_serving(champion, timeout=60)
+    folder = tempfile.TemporaryDirectory(prefix="oncology-judge-")
+    try:
+        judge_reads_the_pods(cluster, Path(folder.name))
+        _run_releases(service, figures, store, data_uri, champion, answers_of, registry, t_phase)
+    finally:
+        JUDGE_ENV.clear()
+        folder.cleanup()
+        cluster.kubectl("delete", "serviceaccount,role,rolebinding", JUDGE, "--ignore-not-found", check=False)
+
+
+def _run_releases(service: Any, figures: dict[str, Any], store: str, data_uri: str, champion: str,
+                  answers_of: Callable[[str], list[tuple[str, float]]], registry: ModelRegistry, t_phase: float) -> None:
     t0 = time.monotonic()
     bad = run_training(fast_settings(store, data=flipped_data(data_uri), seed=FLIPPED_SEED, promote=False)).version
     good = run_training(fast_settings(store, data=data_uri, seed=GOOD_SEED, promote=False)).version
@@ -231,6 +311,14 @@ def run_releases(cluster: Cluster, service: Any, figures: dict[str, Any], store:
     in_release = [a for a in load.answers if release.started <= a.sent <= decided.at]
     assert len(by_bad) <= binomial_bound(len(in_release), STEPS[0] / 100), (len(by_bad), len(in_release))
     last_bad = max(a.sent for a in by_bad)
+    # the verdict's counts are the pods': no more than the load's answers by each version, no fewer than the minimum
+    counted = decided.shown["arms"]
+    by_champion = [a for a in load.answers if a.version == champion and a.sent >= release.started]
+    assert JUDGE_MIN_REQUESTS <= counted["candidate"]["requests"] <= len(by_bad), (counted, len(by_bad))
+    assert JUDGE_MIN_REQUESTS <= counted["champion"]["requests"] <= len(by_champion), (counted, len(by_champion))
+    figures["k8s release (a) bad canary: judged from"] = decided.shown["metrics"]["source"].split(" through ")[0]
+    figures["k8s release (a) bad canary: candidate requests, in the pods' metrics / in the log"] = (
+        f"{counted['candidate']['requests']} / {counted['candidate']['logged_requests']}")
     figures["k8s release (a) bad canary: start to rollback (s)"] = round(decided.at - release.started, 1)
     figures["k8s release (a) bad canary: enough data to rollback (s)"] = round(decided.at - first_enough.at, 1)
     figures["k8s release (a) bad canary: last candidate answer after the rollback (s)"] = round(last_bad - decided.at, 1)

@@ -19,6 +19,7 @@ from oncology.settings import GateSettings
 from oncology_model.registry import ModelRegistry
 from oncology_model.release import ReleasePlan, bucket
 from oncology_model.storage import LocalStore
+from support import poll
 
 ROUTES = ("/predict", "/v2/models/oncology/infer", "/invocations")
 #: Every answer of the test, by version and arm (the metrics must count exactly these).
@@ -218,8 +219,11 @@ class _FailsOnTens:
 
 def test_shadow_scores_the_queued_requests_together_and_blames_a_failure_on_its_request_only(
         two_versions: Path, tmp_path: Path) -> None:
+    import asyncio
+    import itertools
+
     from oncology.settings import ServeSettings
-    from oncology.webservice import predlog
+    from oncology.webservice import predlog, routing
     from oncology.webservice.core import Core
     from oncology.webservice.metrics import Metrics
     from oncology.webservice.model import ModelHolder
@@ -230,31 +234,85 @@ def test_shadow_scores_the_queued_requests_together_and_blames_a_failure_on_its_
     metrics = Metrics()
     holder = ModelHolder(settings)
     holder.load()
-    assert holder.release is not None
-    candidate = holder.release.candidate
+    assert holder.release is not None and holder.classifier is not None
+    champion, candidate = holder.classifier, holder.release.candidate
     candidate._scorer = _FailsOnTens(candidate._scorer)  # type: ignore[assignment]
-    log = predlog.from_settings(settings, metrics)
-    assert log is not None
+    # a clock one second further at every line made: the shadow's lines must take the time of the champion's
+    ticks = itertools.count(1_800_000_000)
+    log = predlog.PredictionLog(LocalStore(two_versions), "test", flush_seconds=3600, metrics=metrics,
+                                clock=lambda: float(next(ticks)))
     core = Core(settings, holder, metrics, log)
     calls = []
     real = candidate.score_rows
     candidate.score_rows = lambda rows: calls.append(len(rows)) or real(rows)  # type: ignore[method-assign]
     good, bad = list(EXAMPLE.values()), list(MALIGNANT.values())
-    jobs = [("/predict", f"q-{i}", candidate, [bad if i == 3 else good]) for i in range(8)]
-    jobs.append(("/predict/batch", "q-batch", candidate, [good, good, good]))
-    core._score_shadow(jobs)
-    assert calls == [11, *[1] * 8, 3]  # one call for every queued row; it failed (row 3): each request scored alone
+    requests = [("/predict", f"q-{i}", [bad if i == 3 else good]) for i in range(8)]
+    requests.append(("/predict/batch", "q-batch", [good, good, good]))
+
+    async def answer(requests: list[tuple[str, str, list[list[int]]]]) -> None:
+        for route, request_id, rows in requests:  # answered in one turn of the loop; the shadow's pass comes after
+            core.score(route, request_id, champion, rows, routing.CHAMPION, candidate)
+        assert calls == []
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(answer(requests))
+    # one call for every queued row; it failed (row 3): each request scored alone
+    assert calls == [11, *[1] * 8, 3]
     log.close()
     every = logged(two_versions)
-    lines = {(line["request_id"], line.get("arm")): line for line in every}
-    assert lines[("q-3", "shadow")]["prediction"] == "error"
-    assert all(lines[(f"q-{i}", "shadow")]["prediction"] == "benign" for i in range(8) if i != 3)
-    assert [(line["prediction"], line["arm"]) for line in every if line["request_id"] == "q-batch"] == [
-        ("benign", "shadow")] * 3
+    lines = {(line["request_id"], line.get("arm", "champion"), n): line
+             for (request_id, arm), group in itertools.groupby(every, lambda line: (line["request_id"], line.get("arm")))
+             for n, line in enumerate(group)}
+    assert lines[("q-3", "shadow", 0)]["prediction"] == "error"
+    assert all(lines[(f"q-{i}", "shadow", 0)]["prediction"] == "benign" for i in range(8) if i != 3)
+    assert [lines[("q-batch", "shadow", n)]["prediction"] for n in range(3)] == ["benign"] * 3
+    for (request_id, arm, n), line in lines.items():  # each pair's lines: the same request, row and time
+        if arm == "shadow" and line["prediction"] != "error":
+            answered = lines[(request_id, "champion", n)]
+            assert {k: line[k] for k in ("ts", "route", "inputs")} == {k: answered[k] for k in ("ts", "route", "inputs")}
+            assert (line["model_version"], answered["model_version"]) == ("1.0.2", "1.0.1")
+    assert len({line["ts"] for line in every}) > 9  # the clock did move between the requests
     exposed = metrics.exposition().decode()
     assert 'oncology_arm_requests_total{arm="shadow",outcome="error",version="1.0.2"} 1.0' in exposed
     assert 'oncology_arm_requests_total{arm="shadow",outcome="ok",version="1.0.2"} 8.0' in exposed
     # without a failure: one call for all, each request its own lines and its share of the time
     calls.clear()
-    core._score_shadow([("/predict", f"ok-{i}", candidate, [good]) for i in range(5)])
+    asyncio.run(answer([("/predict", f"ok-{i}", [good]) for i in range(5)]))
     assert calls == [5]
+
+
+def test_with_several_workers_each_writes_its_arm_counts_by_the_end_of_the_turn_that_answered(
+        two_versions: Path, tmp_path: Path) -> None:
+    """One process writes its counts by arm at each scrape; with several, a scrape of one worker reads the others'
+    from their files, so each worker writes them once per turn of its loop: every answer is in the files, unscraped."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    start(two_versions, "canary", (1.0,))  # every request to the candidate
+    env = {"ONCOLOGY_STORE": str(two_versions), "ONCOLOGY_RELOAD_INTERVAL": "0.2", "ONCOLOGY_ACCESS_LOG": "false",
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+
+    def in_the_files() -> dict[str, float]:
+        """The candidate's requests counted in each worker's own file, read without a scrape."""
+        counts = {}
+        for path in metrics_dir.glob("counter_*.db"):
+            merged = MultiProcessCollector.merge([str(path)], accumulate=False)
+            counts[path.stem] = sum(s.value for m in merged if m.name == "oncology_arm_requests" for s in m.samples
+                                    if s.name.endswith("_total") and s.labels.get("arm") == "candidate")
+        return counts
+
+    sent = 0
+    with running_server(tmp_path, env, "--workers", "2") as server, httpx.Client(base_url=server.url) as client:
+        deadline = time.monotonic() + 60
+        while sent < 20 or sum(1 for n in in_the_files().values() if n > 0) < 2:  # until both workers answered
+            assert time.monotonic() < deadline, f"after {sent} requests: {in_the_files()}"
+            response = client.post("/predict", json=EXAMPLE, headers={"connection": "close"})  # either worker
+            assert response.status_code == 200 and response.headers["x-model-arm"] == "candidate", response.headers
+            sent += 1
+        # written at the end of the turn that answered, a moment after the answer left: in the files, never scraped
+        poll(lambda: sum(in_the_files().values()) == sent, 10, lambda: f"{sent} answered, in the files: {in_the_files()}",
+             interval=0.05)
+        assert f'oncology_arm_requests_total{{arm="candidate",outcome="ok",version="1.0.2"}} {float(sent)}' in (
+            client.get("/metrics").text)

@@ -44,40 +44,59 @@ class Core:
         per-call work is paid once), then counted and logged request by request, each with its rows' share of
         the scoring time.  If that call fails, each job is scored alone, so a failure is counted against the
         requests that cause it only."""
+        candidate = jobs[0][2]
+        if all(job[2] is candidate for job in jobs):  # one candidate (a reload between two jobs of a pass is rare)
+            self._score_shadow_of(candidate, jobs)
+            return
         by_candidate: dict[int, list[routing.ShadowJob]] = {}
         for job in jobs:
             by_candidate.setdefault(id(job[2]), []).append(job)
         for group in by_candidate.values():
-            candidate = group[0][2]
-            rows = [row for job in group for row in job[3]]
-            start = time.perf_counter()
-            try:
-                probabilities = candidate.score_rows(rows)
-            except Exception:
-                for route, request_id, _, job_rows in group:
-                    self._score_one_shadow(route, request_id, candidate, job_rows)
-                continue
-            threshold = candidate.threshold
-            labels = ["malignant" if p >= threshold else "benign" for p in probabilities]
-            decisions = candidate.decide_many(probabilities)
-            per_row = (time.perf_counter() - start) / max(len(rows), 1)
-            version, prediction_log = candidate.version, self.prediction_log
-            first = 0
-            for route, request_id, _, job_rows in group:
-                last = first + len(job_rows)
-                these = labels[first:last]
-                seconds = per_row * len(job_rows)
-                self.metrics.count_arm(version, routing.SHADOW, these.count("malignant"), len(these), seconds)
-                if prediction_log is not None:
-                    prediction_log.record(route, request_id, version, job_rows, probabilities[first:last], these,
-                                          decisions[first:last], routing.SHADOW, int(seconds * 1e6) / 1000)
-                first = last
+            self._score_shadow_of(group[0][2], group)
 
-    def _score_one_shadow(self, route: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]]) -> None:
+    def _score_shadow_of(self, candidate: Classifier, jobs: Sequence[routing.ShadowJob]) -> None:
+        rows = jobs[0][3] if len(jobs) == 1 else [row for job in jobs for row in job[3]]
+        version, prediction_log = candidate.version, self.prediction_log
+        start = time.perf_counter()
         try:
-            self.score(route, request_id, candidate, rows, routing.SHADOW)
-        except Exception as exc:  # counted (metrics, prediction log) by score(); nobody waits for this answer
-            log.warning("shadow: candidate %s failed on request %s (%s)", candidate.version, request_id, type(exc).__name__)
+            probabilities = candidate.score_rows(rows)
+        except Exception as exc:  # counted (metrics, prediction log); nobody waits for this answer
+            if len(jobs) > 1:  # each request alone: a failure counts against the requests that cause it only
+                for job in jobs:
+                    self._score_shadow_of(candidate, (job,))
+                return
+            ((route, request_id, *_),) = jobs
+            self.metrics.count_arm_error(version, routing.SHADOW)
+            if prediction_log is not None:
+                prediction_log.record_error(route, request_id, version, routing.SHADOW,
+                                            (time.perf_counter() - start) * 1000)
+            log.warning("shadow: candidate %s failed on request %s (%s)", version, request_id, type(exc).__name__)
+            return
+        threshold = candidate.threshold
+        labels = ["malignant" if p >= threshold else "benign" for p in probabilities]
+        decisions = candidate.decide_many(probabilities)
+        per_row = (time.perf_counter() - start) / max(len(rows), 1)
+        counts = []  # per request: its malignant rows, its rows, its share of the scoring time
+        first = 0
+        for job in jobs:
+            n = len(job[3])
+            counts.append((labels[first:first + n].count("malignant"), n, per_row * n))
+            first += n
+        self.metrics.count_arm_requests(version, routing.SHADOW, counts)
+        if prediction_log is None:
+            return
+        latencies = [int(seconds * 1e6) / 1000 for _, _, seconds in counts]
+        answered = [job[4] for job in jobs]
+        if None not in answered:  # the shadow's lines are made from the champion's
+            prediction_log.record_shadow(answered, version, probabilities, labels, decisions,  # type: ignore[arg-type]
+                                         latencies)
+            return
+        first = 0  # a champion's line could not be made (the log counted it): from these requests' rows
+        for (route, request_id, _, job_rows, _), latency in zip(jobs, latencies):
+            last = first + len(job_rows)
+            prediction_log.record(route, request_id, version, job_rows, probabilities[first:last], labels[first:last],
+                                  decisions[first:last], routing.SHADOW, latency)
+            first = last
 
     def classifier(self) -> Classifier:
         """The model serving now (one object per request: a reload never mixes two); 503 before one loads."""
@@ -123,11 +142,13 @@ class Core:
         in_release = arm != routing.CHAMPION or self.holder.release is not None
         if in_release:
             self.metrics.count_arm(classifier.version, arm, malignant, len(labels), elapsed)
+        logged = None
         if prediction_log is not None:  # never blocks or raises: a slow store cannot slow a prediction
-            prediction_log.record(route, request_id, classifier.version, rows,  # type: ignore[arg-type]
-                                  probabilities, labels, decisions, arm, int(elapsed * 1e6) / 1000 if in_release else 0.0)
+            logged = prediction_log.record(route, request_id, classifier.version, rows,  # type: ignore[arg-type]
+                                           probabilities, labels, decisions, arm,
+                                           int(elapsed * 1e6) / 1000 if in_release else 0.0)
         if shadow is not None:
-            self.shadow.submit(route, request_id, shadow, rows)  # type: ignore[arg-type]
+            self.shadow.submit(route, request_id, shadow, rows, logged)  # type: ignore[arg-type]
         return probabilities, labels, decisions
 
     def results(self, route: str, request_id: str, classifier: Classifier, rows: Iterable[Sequence[int]],

@@ -18,7 +18,7 @@ gzip JSON Lines, one line per prediction, keys in this order::
 
 While a release is under way, two more keys end each line: ``arm``, the request's part in the release
 (``candidate``, ``shadow``: the candidate's score of a request the champion answered, under the same
-request id; ``pinned``: a request that named its version; ``champion`` is left out, as outside a
+request id and timestamp; ``pinned``: a request that named its version; ``champion`` is left out, as outside a
 release), and ``latency_ms``, the time the model took to score the request (the same for every row of a
 batch, to the microsecond).  A request the model failed to score is one line with ``"prediction": "error"`` (and
 ``"decision": "error"``, ``inputs`` and ``probability`` null): the release judge counts them.
@@ -170,8 +170,9 @@ class PredictionLog:
         decisions: Sequence[str] | None = None,
         arm: str = "champion",
         latency_ms: float = 0.0,
-    ) -> None:
-        """Buffer the predictions of one request (``decisions`` default to ``labels``).
+    ) -> Sequence[_Line] | None:
+        """Buffer the predictions of one request (``decisions`` default to ``labels``); the lines made (kept or
+        dropped), from which `record_shadow` logs a shadow score of the same request, or None if none could be.
 
         Never blocks on the store and never raises: a prediction that does not fit in the buffer
         (or arrives after `close`) is dropped and counted.  What is kept is copied into the lines, so the
@@ -192,7 +193,41 @@ class PredictionLog:
                         rows, probabilities, labels, labels if decisions is None else decisions, strict=True)
                 ]
             self._buffer(lines)
+            return lines
         except Exception as exc:  # never fail a prediction because of its log: count it and keep the error
+            self.errors.append(exc)
+            self._drop("invalid", _length(probabilities))
+            return None
+
+    def record_shadow(
+        self,
+        answered: Sequence[Sequence[_Line]],
+        model_version: str,
+        probabilities: Sequence[float],
+        labels: Sequence[str],
+        decisions: Sequence[str],
+        latencies_ms: Sequence[float],
+    ) -> None:
+        """Buffer the candidate's scores of requests the champion answered, arm ``shadow``: ``answered`` holds, for
+        each request, the lines `record` made of the champion's answer; ``probabilities``, ``labels`` and
+        ``decisions`` every row of them in that order, ``latencies_ms`` each request's scoring time.
+
+        Each shadow line takes its champion line's timestamp, request id, route and inputs (the same objects: the
+        row is not copied again), so the two lines of a pair differ only in the version, the scores, the arm and the
+        latency, and fall in the same window and date.  Never blocks or raises, as `record`.
+        """
+        try:
+            lines = []
+            row = 0
+            for request_lines, latency_ms in zip(answered, latencies_ms, strict=True):
+                for line in request_lines:
+                    lines.append(_Line(line.ts, line.request_id, model_version, line.route, line.inputs,
+                                       probabilities[row], labels[row], decisions[row], "shadow", latency_ms))
+                    row += 1
+            if row != len(probabilities):
+                raise ValueError(f"{row} logged rows for {len(probabilities)} shadow scores")
+            self._buffer(lines)
+        except Exception as exc:
             self.errors.append(exc)
             self._drop("invalid", _length(probabilities))
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Final, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple
 
 from oncology_model.classifier import Classifier
 from oncology_model.release import CANARY, ReleasePlan
@@ -37,6 +37,13 @@ class Release:
 
     plan: ReleasePlan
     candidate: Classifier
+    #: the plan's current share and mode, read once (every request reads them)
+    share: float = field(init=False)
+    canary: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "share", self.plan.share)
+        object.__setattr__(self, "canary", self.plan.mode == CANARY)
 
 
 class Route(NamedTuple):
@@ -49,13 +56,16 @@ def route(champion: Classifier, release: Release | None, key: str) -> Route:
     """The version that answers the request with routing key ``key``, and its arm."""
     if release is None:
         return Route(champion, CHAMPION, None)
-    inside = release.plan.bucket(key) < release.plan.share
-    if release.plan.mode == CANARY:
+    share = release.share
+    inside = share >= 1.0 or release.plan.bucket(key) < share  # a hash falls in [0, 1): at 100% no need to compute it
+    if release.canary:
         return Route(release.candidate, CANDIDATE, None) if inside else Route(champion, CHAMPION, None)
     return Route(champion, CHAMPION, release.candidate if inside else None)
 
 
-ShadowJob = tuple[str, str, Classifier, Sequence[Sequence[int]]]
+#: route, request id, the candidate, the rows, and the prediction log's lines of the champion's answer (None: not
+#: logged), from which the shadow's lines are made
+ShadowJob = tuple[str, str, Classifier, Sequence[Sequence[int]], Sequence[Any] | None]
 
 
 class ShadowScorer:
@@ -78,8 +88,9 @@ class ShadowScorer:
         self._scheduled = False
         self.errors: list[BaseException] = []
 
-    def submit(self, route_name: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]]) -> None:
-        job = (route_name, request_id, candidate, rows)
+    def submit(self, route_name: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]],
+               logged: Sequence[Any] | None = None) -> None:
+        job = (route_name, request_id, candidate, rows, logged)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
