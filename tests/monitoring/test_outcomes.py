@@ -397,6 +397,14 @@ def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
     manifest = json.loads(store.read("monitoring/quicksight/realized.manifest.json"))
     # a URI, as the other tables' manifests name a local store (reporting.md): file://..., not a bare path
     assert manifest["fileLocations"][0]["URIPrefixes"] == [f"{store.root.as_uri()}/monitoring/tables/realized/"]
+    # a local store reported from its copy in S3 (reporting.md): --manifest-base names the copy in every manifest,
+    # the realized table's too, and the next check leaves it so
+    moved = run("monitoring", "promotions", "--store", str(tmp_path / "fallen"), "--manifest-base", "s3://bucket/copy")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert run("outcomes", "check", "--store", str(tmp_path / "fallen"), "--chunk-size", "200").returncode == 1
+    for table in ("metrics", "promotions", "realized"):
+        manifest = json.loads(store.read(f"monitoring/quicksight/{table}.manifest.json"))
+        assert manifest["fileLocations"][0]["URIPrefixes"] == [f"s3://bucket/copy/monitoring/tables/{table}/"], table
     recall_rows = [float(r["value"]) for r in rows if r["metric"] == "recall"]
     assert recall_rows[0] > 0.95 and recall_rows[-1] < 0.9 and all(math.isfinite(v) for v in recall_rows)
 

@@ -30,6 +30,7 @@ not bias the comparison.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -62,7 +63,7 @@ PREDICTIONS_PREFIX: Final = "monitoring/predictions"
 CHECKS_PREFIX: Final = "monitoring/outcome-checks"
 #: The newest check's verdicts (replaced by each check): the service reads it for its metrics.
 LATEST_CHECK: Final = f"{CHECKS_PREFIX}/latest.json"
-REALIZED: Final = "realized"
+REALIZED: Final = tables.REALIZED
 REALIZED_TABLE_PREFIX: Final = tables.table_prefix(REALIZED).rstrip("/")
 COLUMNS: Final = ("request_id", "outcome", "observed_at", "source")
 Z: Final = 1.959963984540054
@@ -633,10 +634,10 @@ def check(store: Store, settings: OutcomeSettings, now: datetime | None = None, 
     table_key = f"{REALIZED_TABLE_PREFIX}/date={now:%Y-%m-%d}/realized-{stamp}.csv"
     store.create(table_key, realized_table(report))
     manifest = tables.quicksight_manifest(REALIZED, default_manifest_base(store))  # file://... for a folder
-    try:  # the table's QuickSight manifest: the same bytes every run, unless the store moved
+    # the table's QuickSight manifest, once: where it names another base (`--manifest-base` of `oncology monitoring
+    # upload` or `promotions`), it is left so (ConflictError: it holds other bytes)
+    with contextlib.suppress(ConflictError):
         store.create(tables.manifest_key(REALIZED), manifest)
-    except ConflictError:
-        store.write(tables.manifest_key(REALIZED), manifest)
     store.write(LATEST_CHECK, json.dumps(latest_summary(report, key), sort_keys=True).encode())
     return Check(report, key, table_key)
 

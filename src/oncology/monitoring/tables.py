@@ -30,6 +30,8 @@ QUICKSIGHT_PREFIX: Final = f"{MONITORING_PREFIX}/quicksight"
 
 METRICS: Final = "metrics"
 PROMOTIONS: Final = "promotions"
+#: The realized performance per version and chunk, written by each outcome check (`oncology.monitoring.outcomes`).
+REALIZED: Final = "realized"
 
 #: The columns of each table, in file order (the partition column ``version`` is in the key as well).
 COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {

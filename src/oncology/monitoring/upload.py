@@ -111,9 +111,11 @@ def sync_promotions(store: Store, manifest_base: str | None = None) -> Outcome:
 
 
 def write_manifests(store: Store, base_uri: str) -> list[str]:
-    """Write each table's QuickSight manifest where it is missing or names another location."""
+    """Write each table's QuickSight manifest where it is missing or names another location: the metrics and
+    promotions tables, and the realized table once an outcome check has written one."""
     written = []
-    for table in tables.COLUMNS:
+    realized = [tables.REALIZED] if store.list(tables.table_prefix(tables.REALIZED)) else []
+    for table in (*tables.COLUMNS, *realized):
         key, data = tables.manifest_key(table), tables.quicksight_manifest(table, base_uri)
         if _current(store, key) != data:
             store.write(key, data)
