@@ -47,10 +47,6 @@ REFERRAL_ROWS = (
 )
 
 
-def _overrides(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
-
-
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -97,7 +93,7 @@ def train(
 
     _setup_logging()
     try:
-        settings = TrainSettings(**_overrides(data=data, dataset=dataset, store=store, seed=seed, promote=promote))
+        settings = TrainSettings(**clihelp.overrides(data=data, dataset=dataset, store=store, seed=seed, promote=promote))
     except ValidationError as exc:
         raise _fail(clihelp.one_line(exc)) from None
     try:
@@ -183,7 +179,7 @@ def _registry(store: str | None) -> Any:
     from oncology_model.registry import ModelRegistry
     from oncology_model.storage import open_existing_store
 
-    return ModelRegistry(open_existing_store(StoreSettings(**_overrides(store=store)).store))
+    return ModelRegistry(open_existing_store(StoreSettings(**clihelp.overrides(store=store)).store))
 
 
 def _in_store(registry: Any, exc: Exception) -> str:
@@ -233,7 +229,7 @@ def promote(
         registry = _registry(store)
         version = registry.resolve(version)
         bundle = registry.load(version)  # verified: manifest, sizes and sha256 of every file
-        if reasons := gate.failures(bundle.kpis, GateSettings(**_overrides(store=store))):
+        if reasons := gate.failures(bundle.kpis, GateSettings(**clihelp.overrides(store=store))):
             raise _fail(f"version {version} fails the quality gate: {'; '.join(reasons)}", 1)
         if registry.state()["aliases"].get(CHAMPION) == version:  # what a script asked for already holds: exit 0
             out.print(f"champion in {registry.store} is already {version}: nothing to change", highlight=False)
@@ -323,7 +319,7 @@ def wheel(
     from oncology.packaging import build_model_wheel
 
     try:
-        path = build_model_wheel(StoreSettings(**_overrides(store=store)).store, model, Path(out))
+        path = build_model_wheel(StoreSettings(**clihelp.overrides(store=store)).store, model, Path(out))
     except OncologyError as exc:
         raise _fail(str(exc)) from None
     print(path)  # the path alone, for scripts
@@ -367,7 +363,7 @@ def dataset(store: StoreOpt = None, data: RawDataOpt = None) -> None:
     from oncology_model.storage import open_existing_store, read_uri
 
     try:
-        settings = TrainSettings(**_overrides(store=store, data=data))
+        settings = TrainSettings(**clihelp.overrides(store=store, data=data))
         raw_uri = settings.data or str(BUNDLED_DATA)
         raw = read_uri(raw_uri)
         parse(raw, raw_uri)  # the raw file must be one the trainer reads
@@ -424,7 +420,7 @@ claimed this retraining first.
 
     _setup_logging()
     try:
-        settings = RetrainSettings(**_overrides(store=store, data=data, retrain_cooldown_hours=cooldown_hours))
+        settings = RetrainSettings(**clihelp.overrides(store=store, data=data, retrain_cooldown_hours=cooldown_hours))
     except ValidationError as exc:
         raise _fail(clihelp.one_line(exc)) from None
     try:

@@ -64,6 +64,11 @@ STORE_HELP = "Store URI (a folder, file://..., s3://bucket/prefix)." + more(
 StoreOpt = Annotated[str | None, typer.Option("--store", help=STORE_HELP, show_default=False)]
 
 
+def overrides(**values: Any) -> dict[str, Any]:
+    """The options given on the command line (not None), as settings overrides: the rest come from the environment."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def one_line(exc: Any) -> str:
     """A pydantic validation error as one line: each setting and what is wrong with it."""
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())

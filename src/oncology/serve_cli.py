@@ -10,7 +10,7 @@ when there is a warning or an error to print.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -39,10 +39,6 @@ def _console() -> Console:
 def _fail(message: str, code: int = 2) -> typer.Exit:
     _console().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
-
-
-def _overrides(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def serve(
@@ -86,7 +82,7 @@ def serve(
     from oncology_model.errors import StoreUnavailable
 
     try:
-        settings = ServeSettings(**_overrides(store=store, model=model, host=host, port=port, workers=workers,
+        settings = ServeSettings(**clihelp.overrides(store=store, model=model, host=host, port=port, workers=workers,
                                                  grpc_port=grpc_port))
         settings.tokens()
     except (ValidationError, ValueError) as exc:  # a bad setting: one line naming it, as the other commands say it
