@@ -130,22 +130,25 @@ class CannotListen(OncologyError):
     """The address and port cannot be bound: taken by another process, not an address of this machine..."""
 
 
-def listen(settings: ServeSettings) -> socket.socket:
-    """The service's listening socket, bound before anything starts (as uvicorn binds it: SO_REUSEADDR, IPv6 for
-    an address with a colon, inheritable by the workers); `CannotListen` with the reason, in one line."""
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+def _bind(host: str, port: int, what: str, option: str) -> socket.socket:
+    """A socket bound to ``host:port`` as uvicorn binds one (SO_REUSEADDR, IPv6 for an address with a colon);
+    `CannotListen` with the reason, in one line, naming ``what`` listens there and the ``option`` that moves it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((settings.host, settings.port))
+        sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        hint = (
-            ": another process is listening there; stop it, or choose another port with --port or ONCOLOGY_PORT"
-            if exc.errno == errno.EADDRINUSE
-            else ""
-        )
-        raise CannotListen(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}{hint}") from None
+        hint = (f": another process is listening there; stop it, or choose another port with {option}"
+                if exc.errno == errno.EADDRINUSE else "")
+        raise CannotListen(f"cannot listen{what} on {host}:{port}: {exc.strerror or exc}{hint}") from None
+    return sock
+
+
+def listen(settings: ServeSettings) -> socket.socket:
+    """The service's listening socket, bound before anything starts (inheritable by the workers)."""
+    sock = _bind(settings.host, settings.port, "", "--port or ONCOLOGY_PORT")
     sock.set_inheritable(True)
     return sock
 
@@ -153,18 +156,8 @@ def listen(settings: ServeSettings) -> socket.socket:
 def check_grpc_port(settings: ServeSettings) -> None:
     """`CannotListen`, in one line, when the gRPC port is taken: checked before anything starts, as `listen` checks
     the HTTP port (gRPC's own bind, later, fails with a line of its C core and the start-up's traceback)."""
-    if not settings.grpc_port:
-        return
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((settings.host, settings.grpc_port))
-        except OSError as exc:
-            hint = (": another process is listening there; stop it, or choose another port with --grpc-port or "
-                    "ONCOLOGY_GRPC_PORT" if exc.errno == errno.EADDRINUSE else "")
-            raise CannotListen(f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: "
-                               f"{exc.strerror or exc}{hint}") from None
+    if settings.grpc_port:
+        _bind(settings.host, settings.grpc_port, " for gRPC", "--grpc-port or ONCOLOGY_GRPC_PORT").close()
 
 
 def serve(settings: ServeSettings, sock: socket.socket | None = None) -> None:
