@@ -44,10 +44,6 @@ class Core:
         per-call work is paid once), then counted and logged request by request, each with its rows' share of
         the scoring time.  If that call fails, each job is scored alone, so a failure is counted against the
         requests that cause it only."""
-        candidate = jobs[0][2]
-        if all(job[2] is candidate for job in jobs):  # one candidate (a reload between two jobs of a pass is rare)
-            self._score_shadow_of(candidate, jobs)
-            return
         by_candidate: dict[int, list[routing.ShadowJob]] = {}
         for job in jobs:
             by_candidate.setdefault(id(job[2]), []).append(job)

@@ -359,9 +359,7 @@ class InferenceService:
         (``x-model-version``, ``x-model-arm``), as the REST answers' headers do."""
         if request.model_version:
             chosen = routing.Route(champion, routing.PINNED, None)
-        elif self.core.holder.release is None:
-            chosen = routing.Route(champion, routing.CHAMPION, None)
-        else:
+        else:  # outside a release, the champion (`routing.route`)
             key = state["metadata"].get("x-routing-key")
             chosen = self.core.route(champion, key if isinstance(key, str) and key else state["request_id"])
         state["model_version"] = chosen.classifier.version
