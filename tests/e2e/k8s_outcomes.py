@@ -100,11 +100,13 @@ def run_outcomes(cluster: Cluster, service: Any, figures: dict[str, Any], store:
         batch = records[start:start + 100]
         # a 503 says the store could not be written now and that a retry is safe (what a client does): the same
         # batch again until it is taken, within a deadline; records a failed attempt wrote come back unchanged
-        deadline = time.monotonic() + 120
-        while (answered := post_outcomes(service, batch))[0] == 503 and time.monotonic() < deadline:
-            retried += 1
-            time.sleep(1)
-        status, answer = answered
+        def taken(batch: list[dict[str, str]] = batch) -> tuple[int, dict[str, Any]] | None:
+            nonlocal retried
+            answered = post_outcomes(service, batch)
+            retried += answered[0] == 503
+            return None if answered[0] == 503 else answered
+
+        status, answer = poll(taken, 120, "POST /outcomes still answered 503 after 120 s", interval=1)
         assert status == 200 and answer["created"] + answer["unchanged"] == len(batch), (status, answer)
         assert [r["request_id"] for r in answer["results"]] == [r["request_id"] for r in batch], answer
     figures["k8s outcomes: POST /outcomes through the Service (n, s, 503s retried)"] = (

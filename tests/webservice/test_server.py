@@ -20,7 +20,7 @@ from tcp_proxy import HttpProxy
 from oncology.trainer.pipeline import run_training
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore, open_store
-from support import S3, fast_settings
+from support import S3, fast_settings, poll
 
 from .conftest import EXAMPLE, MALIGNANT, free_port
 
@@ -349,9 +349,8 @@ def test_several_workers_share_the_port_and_merge_their_metrics(  # type: ignore
             assert client.post(f"{server.url}/predict", json=MALIGNANT, headers={"connection": "close"}).status_code == 200
             sent += 1
     # a worker writes its counts at the end of the loop turn that answered: the last ones may follow the answer
-    while sum((per_worker := served_by_worker()).values()) < sent:
-        assert time.monotonic() < deadline, f"{sent} answered, {per_worker} counted"
-        time.sleep(0.05)
+    per_worker = poll(lambda: counts if sum((counts := served_by_worker()).values()) >= sent else None,
+                      max(deadline - time.monotonic(), 0), lambda: f"{sent} answered, {served_by_worker()} counted", 0.05)
     assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker
     assert sum(per_worker.values()) == sent
     text = httpx.get(f"{server.url}/metrics").text
