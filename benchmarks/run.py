@@ -5,11 +5,14 @@ One run, one machine, one worker process per server, load from ``wrk`` on 127.0.
 - floor:     a bare ASGI app (constant JSON) on uvicorn with the service's own `_options`;
 - ours:      ``oncology serve`` (uvicorn, uvloop, httptools), /predict, /predict?explain=true and /predict/batch;
 - reference: Flask on gunicorn (one sync worker) calling scikit-learn per request;
+- fastapi:   FastAPI on uvicorn (one worker, the service's uvicorn options where they apply), a pydantic
+             request model, scikit-learn per request;
 - in process: the same 10,000 rows scored by `Classifier` with no HTTP.
 
 Single-row load runs at concurrency 1, 8 and 64, interleaved (floor, ours, reference in turn,
 the order rotated each round) for several rounds; medians are reported and every ratio is the
-median of per-round ratios.  Any non-2xx answer or socket error aborts the run.  See
+median of per-round ratios.  Every single-row answer is checked (its probability, label and model
+version); a wrong answer, a non-2xx answer or a socket error aborts the run.  See
 benchmarks/README.md for what each number means.
 
     .venv/bin/python benchmarks/run.py [--rounds 3] [--duration 3] [--quick] [--strict]
@@ -43,6 +46,7 @@ RESULTS = BENCH / "results"
 PROJECT_BIN = Path(sys.executable).parent
 REF_VENV = RESULTS / "reference-venv"
 REF_MODEL = RESULTS / "reference-model"
+FASTAPI_VENV = RESULTS / "fastapi-venv"
 LOGS = RESULTS / "logs"
 HOST = "127.0.0.1"
 
@@ -69,6 +73,7 @@ EXAMPLE = {
 
 TARGETS = {
     "single_c64_vs_reference": (">=", 5.0),
+    "single_c64_vs_fastapi": (">=", 10.0),
     "single_c64_vs_floor": (">=", 0.40),
     "p99_c8_vs_floor": ("<=", 2.0),
     "batch_http_vs_inprocess": (">=", 0.5),
@@ -292,22 +297,39 @@ def make_store(store: Path) -> str:
         raise BenchError(f"training did not promote a champion ({exc}):\n{proc.stdout[-2000:]}") from None
 
 
-def ensure_reference_venv() -> dict[str, str]:
-    """A separate venv with flask, gunicorn and the project's scikit-learn/numpy/joblib (to load the pickle)."""
-    pins = [f"scikit-learn=={metadata.version('scikit-learn')}", f"numpy=={metadata.version('numpy')}",
-            f"joblib=={metadata.version('joblib')}", "flask", "gunicorn"]
-    marker = REF_VENV / ".bench-requirements"
-    python = REF_VENV / "bin" / "python"
+def _pinned() -> list[str]:
+    """scikit-learn, numpy and joblib at the project venv's versions: the reference pickle loads exactly."""
+    return [f"{name}=={metadata.version(name)}" for name in ("scikit-learn", "numpy", "joblib")]
+
+
+def ensure_venv(venv: Path, pins: list[str], shown: set[str]) -> dict[str, str]:
+    """A venv of its own at ``venv`` holding ``pins`` (made again when they change); the versions of ``shown``."""
+    marker = venv / ".bench-requirements"
+    python = venv / "bin" / "python"
     if not (python.exists() and marker.exists() and marker.read_text() == "\n".join(pins)):
-        say(f"creating the reference venv {REF_VENV.relative_to(ROOT)} (pip install {' '.join(pins)})")
-        shutil.rmtree(REF_VENV, ignore_errors=True)
+        say(f"creating the venv {venv.relative_to(ROOT)} (pip install {' '.join(pins)})")
+        shutil.rmtree(venv, ignore_errors=True)
         base = getattr(sys, "_base_executable", sys.executable)
-        run([base, "-m", "venv", str(REF_VENV)], "creating the reference venv")
-        run([str(python), "-m", "pip", "install", "--quiet", *pins], "pip install into the reference venv", env=clean_env())
+        run([base, "-m", "venv", str(venv)], f"creating the venv {venv}")
+        run([str(python), "-m", "pip", "install", "--quiet", *pins], f"pip install into {venv}", env=clean_env())
         marker.write_text("\n".join(pins))
     listed = run([str(python), "-m", "pip", "list", "--format=json"], "pip list", env=clean_env())
-    wanted = {"flask", "gunicorn", "scikit-learn", "joblib", "numpy", "scipy", "werkzeug"}
-    return {p["name"]: p["version"] for p in json.loads(listed.stdout) if p["name"].lower() in wanted}
+    return {p["name"]: p["version"] for p in json.loads(listed.stdout) if p["name"].lower() in shown}
+
+
+def ensure_reference_venv() -> dict[str, str]:
+    """A separate venv with flask, gunicorn and the project's scikit-learn/numpy/joblib (to load the pickle)."""
+    return ensure_venv(REF_VENV, [*_pinned(), "flask", "gunicorn"],
+                       {"flask", "gunicorn", "scikit-learn", "joblib", "numpy", "scipy", "werkzeug"})
+
+
+def ensure_fastapi_venv() -> dict[str, str]:
+    """FastAPI's venv: fastapi, and uvicorn, uvloop, httptools and pydantic at the project's versions (the same
+    server stack as ours), with the project's scikit-learn/numpy/joblib (to load the pickle)."""
+    same = [f"{name}=={metadata.version(name)}" for name in ("uvicorn", "uvloop", "httptools", "pydantic")]
+    return ensure_venv(FASTAPI_VENV, [*_pinned(), "fastapi", *same],
+                       {"fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "pydantic-core",
+                        "scikit-learn", "joblib", "numpy", "scipy"})
 
 
 def server_setting(text: str) -> tuple[str, str]:
@@ -361,35 +383,99 @@ def make_servers(store: Path, server_cpu: int | None, tag: str) -> dict[str, Ser
         port, raw_request("POST", "/predict", single), {**env, "REFERENCE_MODEL_DIR": str(REF_MODEL)},
         LOGS / f"reference-{tag}.log",
     )
+    from oncology.settings import ServeSettings
+
+    port = free_port()
+    keep_alive = ServeSettings.model_fields["keep_alive_timeout"].default
+    servers["fastapi"] = Server(
+        "fastapi",
+        # the service's uvicorn options (`_options`) where they apply to a plain uvicorn app
+        [*pin(server_cpu), str(FASTAPI_VENV / "bin" / "uvicorn"), "--app-dir", str(BENCH / "reference"),
+         "fastapi_app:app", "--host", HOST, "--port", str(port), "--workers", "1", "--loop", "uvloop",
+         "--http", "httptools", "--lifespan", "on", "--no-access-log", "--no-server-header",
+         "--timeout-keep-alive", f"{keep_alive:g}"],
+        port, raw_request("POST", "/predict", single), {**env, "REFERENCE_MODEL_DIR": str(REF_MODEL)},
+        LOGS / f"fastapi-{tag}.log",
+    )
     return servers
 
 
 # ---- load --------------------------------------------------------------------------------------
 
+#: wrk's Lua: POST the body in BODY_PATH; `done` prints the summary as one JSON line.  With CHECK, every answer's
+#: body is checked by `response` in wrk's thread (see `WRK_CHECK`), and `done` adds the counts of all threads.
 WRK_SCRIPT = """\
-local f = assert(io.open("{body}", "rb"))
+local f = assert(io.open("BODY_PATH", "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
+checked, wrong, bad = -1, 0, ""
+CHECK
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
 
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("WRK_JSON {{\\"requests\\": %.0f, \\"duration_us\\": %.0f, \\"bytes\\": %.0f, " ..
+  for _, t in ipairs(threads) do
+    local n = t:get("checked")
+    if n >= 0 then
+      checked = math.max(checked, 0) + n
+      wrong = wrong + t:get("wrong")
+      if bad == "" then bad = t:get("bad") end
+    end
+  end
+  io.write(string.format("WRK_JSON {\\"requests\\": %.0f, \\"duration_us\\": %.0f, \\"bytes\\": %.0f, " ..
     "\\"connect\\": %.0f, \\"read\\": %.0f, \\"write\\": %.0f, \\"status\\": %.0f, \\"timeout\\": %.0f, " ..
-    "\\"p50_us\\": %.1f, \\"p90_us\\": %.1f, \\"p99_us\\": %.1f, \\"max_us\\": %.1f, \\"mean_us\\": %.1f}}\\n",
+    "\\"p50_us\\": %.1f, \\"p90_us\\": %.1f, \\"p99_us\\": %.1f, \\"max_us\\": %.1f, \\"mean_us\\": %.1f, " ..
+    "\\"checked\\": %.0f, \\"wrong\\": %.0f}\\n",
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
+    checked, wrong))
+  if bad ~= "" then io.write("WRK_BAD " .. string.gsub(bad, "[\\r\\n]", " ") .. "\\n") end
+end
+"""
+
+#: Every single-row answer: a 200 whose body holds the expected probability (within 1e-9), label and model version.
+#: JSON members are found by pattern, whitespace allowed: each server formats its JSON its own way.
+WRK_CHECK = """\
+checked = 0
+response = function(status, headers, body)
+  checked = checked + 1
+  local p = tonumber(string.match(body, '"probability"%s*:%s*([-+%d.eE]+)'))
+  local label = string.match(body, '"prediction"%s*:%s*"([^"]*)"')
+  local version = string.match(body, '"model_version"%s*:%s*"([^"]*)"')
+  if status ~= 200 or p == nil or math.abs(p - (PROBABILITY)) > 1e-9 or label ~= LABEL or version ~= VERSION then
+    wrong = wrong + 1
+    if bad == "" then bad = status .. " " .. string.sub(body, 1, 300) end
+  end
 end
 """
 
 
-def wrk_script(name: str, body: bytes) -> Path:
+@dataclass(frozen=True)
+class Expected:
+    """What every single-row answer of a server must hold."""
+
+    probability: float
+    label: str
+    version: str
+
+
+def _lua_string(text: str) -> str:
+    return json.dumps(text)  # a JSON string of printable characters is a valid Lua string literal
+
+
+def wrk_script(name: str, body: bytes, expected: Expected | None = None) -> Path:
     body_path = RESULTS / "load" / f"{name}.json"
     body_path.parent.mkdir(parents=True, exist_ok=True)
     body_path.write_bytes(body)
-    script = body_path.with_suffix(".lua")
-    script.write_text(WRK_SCRIPT.format(body=body_path))
+    check = ""
+    if expected is not None:
+        check = (WRK_CHECK.replace("PROBABILITY", repr(expected.probability))
+                 .replace("LABEL", _lua_string(expected.label)).replace("VERSION", _lua_string(expected.version)))
+    script = body_path.parent / f"{name}.lua"
+    script.write_text(WRK_SCRIPT.replace("BODY_PATH", str(body_path)).replace("CHECK\n", check))
     return script
 
 
@@ -401,6 +487,7 @@ def wrk(wrk_bin: str, url: str, script: Path, connections: int, seconds: int, cp
     if proc.returncode != 0 or line is None:
         raise BenchError(f"wrk failed ({proc.returncode}): {' '.join(argv)}\n{proc.stdout}{proc.stderr}")
     raw = json.loads(line.removeprefix("WRK_JSON "))
+    bad = next((ln.removeprefix("WRK_BAD ") for ln in proc.stdout.splitlines() if ln.startswith("WRK_BAD ")), "")
     seconds_run = raw["duration_us"] / 1e6
     return {
         "requests": int(raw["requests"]),
@@ -413,6 +500,9 @@ def wrk(wrk_bin: str, url: str, script: Path, connections: int, seconds: int, cp
         "non_2xx": int(raw["status"]),
         "socket_errors": {k: int(raw[k]) for k in ("connect", "read", "write", "timeout")},
         "mb_read": raw["bytes"] / 1e6,
+        "checked": int(raw["checked"]),  # -1: answers not checked (the batch)
+        "wrong": int(raw["wrong"]),
+        **({"first_wrong": bad} if bad else {}),
     }
 
 
@@ -421,7 +511,7 @@ def measure_point(wrk_bin: str, server: Server, path: str, script: Path, connect
     """Warm up, then one measured wrk run, with the server's CPU time over it (a noise-resistant cost)."""
     url = f"http://{HOST}:{server.port}{path}"
     if warmup:
-        wrk(wrk_bin, url, script, connections, warmup, cpu)
+        check_clean(wrk(wrk_bin, url, script, connections, warmup, cpu), f"{what} (warm-up)", server)
     before = server.cpu_seconds()
     result = wrk(wrk_bin, url, script, connections, seconds, cpu)
     used = server.cpu_seconds() - before
@@ -439,6 +529,11 @@ def check_clean(result: dict[str, Any], what: str, server: Server) -> None:
         )
     if result["requests"] == 0:
         raise BenchError(f"{what}: no request completed")
+    if result["wrong"] or 0 <= result["checked"] < result["requests"]:
+        raise BenchError(
+            f"{what}: {result['wrong']} wrong answers, {result['checked']} checked of {result['requests']}; the first: "
+            f"{result.get('first_wrong', '')!r}\n--- {server.name} log tail ---\n{server.tail()}"
+        )
 
 
 # ---- in process --------------------------------------------------------------------------------
@@ -523,6 +618,7 @@ def summarize_load(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "server_cpu_us_per_req": median([r["server_cpu_us_per_req"] for r in rounds]),
         "non_2xx": sum(r["non_2xx"] for r in rounds),
         "socket_errors": sum(sum(r["socket_errors"].values()) for r in rounds),
+        "checked": sum(r["checked"] for r in rounds) if all(r["checked"] >= 0 for r in rounds) else None,
         "rounds": rounds,
     }
 
@@ -565,7 +661,7 @@ def meets(value: float, op: str, bound: float) -> bool:
 
 def evaluate(report: dict[str, Any]) -> dict[str, Any]:
     single, batch, inproc = report["single"], report["batch"], report["inprocess"]
-    ours, floor, ref = single["ours"], single["floor"], single["reference"]
+    ours, floor, ref, fastapi = single["ours"], single["floor"], single["reference"], single["fastapi"]
     best_batch_c = max(batch, key=lambda c: batch[c]["rows_s"])
     batch_rounds = [r["rps"] * BATCH_ROWS for r in batch[best_batch_c]["rounds"]]
     score_rows = [r["score_rows_rows_s"] for r in inproc["rounds"]]
@@ -574,6 +670,7 @@ def evaluate(report: dict[str, Any]) -> dict[str, Any]:
     mem = report["memory"]["ours"]["after_load"]
     values = {
         "single_c64_vs_reference": median(ratio_per_round(ours["64"]["rounds"], ref["64"]["rounds"], "rps")),
+        "single_c64_vs_fastapi": median(ratio_per_round(ours["64"]["rounds"], fastapi["64"]["rounds"], "rps")),
         "single_c64_vs_floor": median(ratio_per_round(ours["64"]["rounds"], floor["64"]["rounds"], "rps")),
         "p99_c8_vs_floor": median(ratio_per_round(ours["8"]["rounds"], floor["8"]["rounds"], "p99_ms")),
         "batch_http_vs_inprocess": median([h / s for h, s in zip(batch_rounds, json_rows)]),
@@ -582,6 +679,7 @@ def evaluate(report: dict[str, Any]) -> dict[str, Any]:
     }
     notes = {
         "single_c64_vs_reference": "ours /predict req/s at c=64 / reference's (median of per-round ratios)",
+        "single_c64_vs_fastapi": "ours /predict req/s at c=64 / FastAPI's (median of per-round ratios)",
         "single_c64_vs_floor": "ours /predict req/s at c=64 / floor's (median of per-round ratios)",
         "p99_c8_vs_floor": "ours /predict p99 at c=8 / floor's p99 at c=8 (median of per-round ratios)",
         "batch_http_vs_inprocess": f"/predict/batch rows/s (c={best_batch_c}, the best level) / in-process rows/s of the same JSON body decoded, scored and encoded (parsing included on both sides)",
@@ -595,6 +693,7 @@ def evaluate(report: dict[str, Any]) -> dict[str, Any]:
     batch_cpu_rows_s = [BATCH_ROWS / (r[cpu] / 1e6) for r in batch[best_batch_c]["rounds"]]
     cpu_values = {
         "single_c64_vs_reference": median(ratio_per_round(ref["64"]["rounds"], ours["64"]["rounds"], cpu)),
+        "single_c64_vs_fastapi": median(ratio_per_round(fastapi["64"]["rounds"], ours["64"]["rounds"], cpu)),
         "single_c64_vs_floor": median(ratio_per_round(floor["64"]["rounds"], ours["64"]["rounds"], cpu)),
         "p99_c8_vs_floor": median(ratio_per_round(ours["8"]["rounds"], floor["8"]["rounds"], cpu)),
         "batch_http_vs_inprocess": median([b / s for b, s in zip(batch_cpu_rows_s, json_rows)]),
@@ -609,6 +708,12 @@ def evaluate(report: dict[str, Any]) -> dict[str, Any]:
             targets[key]["cpu_pass"] = check(cpu_values[key])
     explain = report["explain"]
     targets["_info"] = {
+        # ours / each reference at every concurrency: req/s, and server CPU µs per request (theirs / ours)
+        "vs_references": {
+            name: {c: {"rps": median(ratio_per_round(ours[c]["rounds"], single[name][c]["rounds"], "rps")),
+                       "cpu": median(ratio_per_round(single[name][c]["rounds"], ours[c]["rounds"], cpu))}
+                   for c in ours}
+            for name in ("reference", "fastapi")},
         "batch_http_vs_inprocess_tumor_api": median([h / t for h, t in zip(batch_rounds, tumor_api)]),
         "batch_http_vs_inprocess_score_rows": median([h / s for h, s in zip(batch_rounds, score_rows)]),
         "batch_concurrency_used": best_batch_c,
@@ -649,8 +754,9 @@ def render(report: dict[str, Any]) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     labels = {"floor": "floor (bare ASGI, uvicorn `_options`)", "ours": "ours (`oncology serve`)",
-              "reference": "reference (Flask + gunicorn sync, sklearn)"}
-    for name in ("floor", "ours", "reference"):
+              "reference": "reference (Flask + gunicorn sync, sklearn)",
+              "fastapi": "FastAPI (uvicorn, pydantic, sklearn)"}
+    for name in ("floor", "ours", "reference", "fastapi"):
         for c, s in single[name].items():
             out.append(f"| {labels[name]} | /predict | {c} | {s['rps']:,.0f} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | "
                        f"{s['p99_ms']:.2f} | {s['non_2xx']} | {s['socket_errors']} | {s['server_cpu_util'] * 100:.0f} | "
@@ -671,7 +777,7 @@ def render(report: dict[str, Any]) -> str:
         "| server | cold start ms (median) | cold starts ms | VmRSS MB after load | VmHWM MB after load | VmRSS MB idle |",
         "| --- | ---: | --- | ---: | ---: | ---: |",
     ]
-    for name in ("floor", "ours", "reference"):
+    for name in ("floor", "ours", "reference", "fastapi"):
         cold = report["cold_start"][name]
         mem = report["memory"][name]
         samples = ", ".join(f"{s * 1000:.0f}" for s in cold["samples_s"])
@@ -699,6 +805,11 @@ def render(report: dict[str, Any]) -> str:
                 line += " - the two disagree: machine noise decided the wall-clock verdict"
         out.append(line)
     info = report["targets"]["_info"]
+    for name, what in (("reference", "the reference (Flask)"), ("fastapi", "FastAPI")):
+        per_c = info["vs_references"][name]
+        out.append(f"- info: ours vs {what}, /predict at c=" + " / ".join(per_c) + ": "
+                   + " / ".join(f"{r['rps']:.3g}x" for r in per_c.values()) + " in req/s, "
+                   + " / ".join(f"{r['cpu']:.3g}x" for r in per_c.values()) + " in server CPU µs/req")
     if report["starved"]:
         out.append(f"- WARNING: {len(report['starved'])} saturated point(s) ran with the server under "
                    f"{STARVED_BELOW:.0%} of its CPU (other processes took it): their req/s and p99 are pessimistic and "
@@ -744,13 +855,13 @@ def main() -> int:
     store = RESULTS / "store"
     version = make_store(store)
     ref_packages = ensure_reference_venv()
+    fastapi_packages = ensure_fastapi_venv()
     say("fitting the reference estimator (same family and hyper-parameters as the bundle)")
     fitted = json.loads(run([sys.executable, str(BENCH / "reference" / "fit.py"), "--store", str(store), "--out",
                              str(REF_MODEL)], "benchmarks/reference/fit.py", env=clean_env()).stdout)
 
     rows = batch_rows()
     batch_body = json.dumps([dict(zip(EXAMPLE, row)) for row in rows]).encode()
-    single_script = wrk_script("single", json.dumps(EXAMPLE).encode())
     batch_script = wrk_script("batch", batch_body)
 
     report: dict[str, Any] = {
@@ -762,7 +873,8 @@ def main() -> int:
                    "cold_starts": args.cold_starts, "poll_s": POLL_SECONDS},
         "model": {"version": version, "reference": fitted},
         "versions": {"oncology": metadata.version("oncology"), "uvicorn": metadata.version("uvicorn"),
-                     "starlette": metadata.version("starlette"), "reference_venv": ref_packages},
+                     "starlette": metadata.version("starlette"), "reference_venv": ref_packages,
+                     "fastapi_venv": fastapi_packages},
     }
     try:
         if client_cpu is not None:
@@ -784,7 +896,10 @@ def main() -> int:
         if len(workers) != 1:
             raise BenchError(f"gunicorn should have exactly one worker, found {workers}")
         memory["reference"]["worker"] = {"pid": workers[0], "idle": memory_kb(workers[0])}
-        sanity(servers, rows, batch_body)
+        expected = sanity(servers, rows, batch_body)
+        single_scripts = {name: wrk_script(f"single-{name}", json.dumps(EXAMPLE).encode(), check)
+                          for name, check in expected.items()}
+        report["expected_answers"] = {name: vars(check) for name, check in expected.items()}
 
         single: dict[str, dict[str, list[dict[str, Any]]]] = {n: {str(c): [] for c in SINGLE_CONCURRENCY} for n in servers}
         explain: dict[str, list[dict[str, Any]]] = {str(c): [] for c in SINGLE_CONCURRENCY}
@@ -799,11 +914,11 @@ def main() -> int:
                 for name in order:
                     if name == "ours+explain":
                         explain[str(c)].append(measure_point(
-                            wrk_bin, servers["ours"], EXPLAIN_PATH, single_script, c, args.duration, args.warmup,
+                            wrk_bin, servers["ours"], EXPLAIN_PATH, single_scripts[name], c, args.duration, args.warmup,
                             client_cpu, f"ours {EXPLAIN_PATH} c={c}"))
                         continue
                     single[name][str(c)].append(measure_point(
-                        wrk_bin, servers[name], "/predict", single_script, c, args.duration, args.warmup, client_cpu,
+                        wrk_bin, servers[name], "/predict", single_scripts[name], c, args.duration, args.warmup, client_cpu,
                         f"{name} /predict c={c}"))
             for c in BATCH_CONCURRENCY:
                 batch[str(c)].append(measure_point(
@@ -862,24 +977,39 @@ def main() -> int:
     return 3 if (missed and args.strict) else 0
 
 
-def sanity(servers: dict[str, Server], rows: list[tuple[int, ...]], batch_body: bytes) -> None:
-    """Before any load: each server answers, and ours and the reference give the same probability."""
+def sanity(servers: dict[str, Server], rows: list[tuple[int, ...]], batch_body: bytes) -> dict[str, Expected]:
+    """Before any load: each server answers, and ours and the references give the same probability and version.
+
+    Returns what every single-row answer of each server must hold under load (ours with explanations under
+    "ours+explain"): ours' probability and version, and each server's own label (scikit-learn's `predict` cuts at
+    0.5, the service at its tuned threshold); the floor's own constant.
+    """
     body = json.dumps(EXAMPLE).encode()
     answers = {}
-    for name in ("ours", "reference"):
+    for name in servers:
         status, data = http_call(servers[name].port, raw_request("POST", "/predict", body))
         if status != 200:
             raise BenchError(f"{name} /predict answered {status}: {data[:300]!r}")
         answers[name] = json.loads(data)
-    if abs(answers["ours"]["probability"] - answers["reference"]["probability"]) > 1e-9:
-        raise BenchError(f"ours and the reference disagree: {answers}")
+    ours = answers["ours"]
+    for name in ("reference", "fastapi"):
+        if sorted(answers[name]) != ["model_version", "prediction", "probability"]:
+            raise BenchError(f"{name} answered {answers[name]}: not the reference's answer shape")
+        if abs(ours["probability"] - answers[name]["probability"]) > 1e-9 or ours["model_version"] != answers[name]["model_version"]:
+            raise BenchError(f"ours and {name} disagree: {answers}")
     status, data = http_call(servers["ours"].port, raw_request("POST", EXPLAIN_PATH, body))
     explained = json.loads(data) if status == 200 else {}
-    if "explanation" not in explained or "explanation" in answers["ours"]:
-        raise BenchError(f"ours {EXPLAIN_PATH} answered {status}: {data[:300]!r}; plain /predict: {answers['ours']}")
+    if "explanation" not in explained or "explanation" in ours or explained.get("probability") != ours["probability"]:
+        raise BenchError(f"ours {EXPLAIN_PATH} answered {status}: {data[:300]!r}; plain /predict: {ours}")
     status, data = http_call(servers["ours"].port, raw_request("POST", "/predict/batch", batch_body))
     if status != 200 or len(json.loads(data)) != len(rows):
         raise BenchError(f"ours /predict/batch answered {status}: {data[:300]!r}")
+    expected = {name: Expected(ours["probability"], answer["prediction"], ours["model_version"])
+                for name, answer in answers.items()}
+    floor = answers["floor"]
+    expected["floor"] = Expected(floor["probability"], floor["prediction"], floor["model_version"])
+    expected["ours+explain"] = Expected(ours["probability"], explained["prediction"], ours["model_version"])
+    return expected
 
 
 if __name__ == "__main__":
