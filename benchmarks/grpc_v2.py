@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -128,8 +129,10 @@ def main() -> int:
     parser.add_argument("--set", type=bench.server_setting, action="append", default=[], metavar="ONCOLOGY_NAME=VALUE",
                         help="a setting of the server (repeatable)")
     parser.add_argument("--only", choices=["single", "batch"], help="run only these cases")
-    parser.add_argument("--floor", action="store_true",
-                        help="also the gRPC floor (benchmarks/grpc_floor.py: a constant answer), single row only")
+    parser.add_argument("--floor", nargs="*", metavar="SERVER",
+                        help="also the gRPC floor (benchmarks/grpc_floor.py: a constant answer), single row only, on each "
+                             "SERVER of grpc_floors.py (aio, aio-asyncio, sync-N, grpclib, grpclib-asyncio; "
+                             "default: off; --floor alone: aio, the service's)")
     parser.add_argument("--mlserver", type=Path, metavar="VENV",
                         help="also MLServer's gRPC (a venv with mlserver installed), serving the same model")
     args = parser.parse_args()
@@ -158,12 +161,18 @@ def main() -> int:
         mlserver = mlserver_server(args.mlserver, store, server_cpu, ml_port)
         cases["mlserver_single"] = lambda: run_grpc(ml_port, 1, args.concurrency, args.duration)
         cases["mlserver_batch"] = lambda: run_grpc(ml_port, BATCH, args.batch_concurrency, args.duration)
-    floor = None
-    if args.floor:
-        floor_port = bench.free_port()
-        floor = bench.Server("floor", [*bench.pin(server_cpu), sys.executable, str(bench.BENCH / "grpc_floor.py"),
-                                       str(floor_port)], floor_port, b"", bench.clean_env(), bench.LOGS / "grpc-floor.log")
-        cases["floor_single"] = lambda: run_grpc(floor_port, 1, args.concurrency, args.duration)
+    floors: dict[str, bench.Server] = {}
+    if args.floor is not None:
+        import grpc_floors  # benchmarks/grpc_floors.py: the floor servers
+
+        for name in args.floor:
+            if not grpc_floors.SERVER_NAME.fullmatch(name):
+                parser.error(f"--floor: unknown server {name!r}")
+        if any(name.startswith("grpclib") for name in args.floor):
+            grpc_floors.ensure_grpclib_venv()
+        for name in args.floor or ["aio"]:
+            floors[name] = floor = grpc_floors.floor_server(name, server_cpu)
+            cases[f"floor:{name}_single"] = functools.partial(run_grpc, floor.port, 1, args.concurrency, args.duration)
     if args.only:
         cases = {name: case for name, case in cases.items() if name.endswith(args.only)}
     rounds: list[dict[str, dict[str, float]]] = []
@@ -176,24 +185,17 @@ def main() -> int:
             mlserver.start()
             bench.wait_ready(mlserver, started, timeout=120)
             run_grpc(ml_port, 1, 1, 0.3)
-        if floor is not None:
+        for floor in floors.values():
             floor.start()
-            deadline = time.perf_counter() + 30
-            while True:  # no HTTP probe: ready once it answers
-                try:
-                    run_grpc(floor_port, 1, 1, 0.3)
-                    break
-                except Exception:
-                    if time.perf_counter() > deadline or floor.exited():
-                        raise bench.BenchError(f"the gRPC floor did not start:\n{floor.tail()}") from None
-                    time.sleep(0.2)
+            grpc_floors.wait_floor(floor)
+            run_grpc(floor.port, 1, 1, 0.3)
         run_rest(http_port, 1, 1, 0.3)  # warm-up: connections, caches
         run_grpc(grpc_port, 1, 1, 0.3)
         for r in range(args.rounds):
             found: dict[str, dict[str, float]] = {}
             for name, case in cases.items():
                 target = mlserver if name.startswith("mlserver") and mlserver is not None else server
-                target = floor if name.startswith("floor") and floor is not None else target
+                target = floors[name.removeprefix("floor:").removesuffix("_single")] if name.startswith("floor:") else target
                 cpu = target.cpu_seconds()
                 result = case()
                 result["server_cpu_us"] = (target.cpu_seconds() - cpu) / result["answers"] * 1e6
@@ -216,8 +218,14 @@ def main() -> int:
     for kind in ("single", "batch") if not args.only else (args.only,):
         ratios[f"{kind}_per_s"] = round(ratio(f"grpc_{kind}", f"rest_{kind}", "per_s"), 2)
         ratios[f"{kind}_server_cpu_per_answer"] = round(ratio(f"grpc_{kind}", f"rest_{kind}", "server_cpu_us"), 2)
-    if args.floor and args.only != "batch":
-        ratios["single_server_cpu_per_answer_vs_floor"] = round(ratio("grpc_single", "floor_single", "server_cpu_us"), 2)
+    if "aio" in floors and args.only != "batch":
+        ratios["single_server_cpu_per_answer_vs_floor"] = round(ratio("grpc_single", "floor:aio_single", "server_cpu_us"), 2)
+    if args.mlserver and args.only != "batch":
+        # MLServer's CPU per answer over each floor's: the most any service on that server could reach against
+        # MLServer with a handler that costs nothing
+        for name in floors:
+            ratios[f"mlserver_server_cpu_per_answer_over_floor:{name}"] = round(
+                ratio("mlserver_single", f"floor:{name}_single", "server_cpu_us"), 2)
     if args.mlserver:
         for kind in ("single", "batch") if not args.only else (args.only,):
             ratios[f"{kind}_per_s_vs_mlserver"] = round(ratio(f"grpc_{kind}", f"mlserver_{kind}", "per_s"), 2)
