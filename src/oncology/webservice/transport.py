@@ -38,6 +38,8 @@ from oncology.webservice.model import ModelHolder
 log = logging.getLogger("oncology.webservice")
 
 JSON = b"application/json"
+_JSON_TYPE = (b"content-type", JSON)
+_clock = time.perf_counter
 OCTETS = b"application/octet-stream"
 MARKDOWN = b"text/markdown; charset=utf-8"
 #: Logged (never sent) for a client that went away before its request was read, as nginx does.
@@ -150,8 +152,8 @@ class Endpoint:
         await send({
             "type": "http.response.start",
             "status": reply.status,
-            "headers": [(b"content-type", reply.media_type), (b"content-length", b"%d" % len(reply.body)),
-                        *reply.headers, state["request_id_header"]],
+            "headers": [_JSON_TYPE if reply.media_type is JSON else (b"content-type", reply.media_type),
+                        (b"content-length", str(len(reply.body)).encode()), *reply.headers, state["request_id_header"]],
         })
         await send({"type": "http.response.body", "body": reply.body})
 
@@ -172,13 +174,13 @@ class Front:
         if scope["type"] != "http":  # lifespan
             await self.router(scope, receive, send)
             return
-        start = time.perf_counter()
+        start = _clock()
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id")
         if given is not None and _REQUEST_ID.fullmatch(request_id := given.decode("latin-1")):
             rid = given
         else:
-            request_id = f"{_random_bits(64):016x}"
+            request_id = _random_bits(64).to_bytes(8, "big").hex()  # (as f"{bits:016x}", a third cheaper)
             rid = request_id.encode()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
@@ -204,13 +206,13 @@ class Front:
                 *state.get("model_headers", ())]})
             await send({"type": "http.response.body", "body": body})
         finally:
-            elapsed = time.perf_counter() - start
+            end = _clock()  # (one reading: the latency's, and the access log's time)
             status = CLIENT_CLOSED if state.get("disconnected") else state.get("status", 500)
             route = state.get("route", "unmatched")
-            self.metrics.observe(route, scope["method"], status, elapsed)
+            self.metrics.observe(route, scope["method"], status, end - start)
             if self.access_log is not None and route not in QUIET_ROUTES:
-                self.access_log.request(request_id, scope["method"], route, status, elapsed, state.get("model_version"),
-                                        state.get("model_arm"))
+                self.access_log.request(request_id, scope["method"], route, status, end - start,
+                                        state.get("model_version"), state.get("model_arm"), end)
 
 
 class _SendWithId:
