@@ -23,6 +23,8 @@ FLUSH_SECONDS = 0.05
 MAX_BUFFERED = 256
 #: At most this many (method, route, status) and model-version encodings are kept (methods are the client's).
 MAX_CACHED = 512
+#: A timestamp's milliseconds, by their number.
+_MILLIS = [b"%03d" % milli for milli in range(1000)]
 _HEAD = b'+00:00","level":"info","logger":"oncology.access","msg":"request","request_id":"'
 #: A request's entry: its end (``time.perf_counter()``), request id, method, route, status, seconds, model version, arm.
 _Entry = tuple[float, str, str, str, int, float, "str | None", "str | None"]
@@ -90,20 +92,20 @@ class AccessLog:
         made: list[bytes] = []
         append, encode, middles, tails = made.append, self._encode, self._middles, self._tails
         offset = time.time() - time.perf_counter()  # from the requests' clock to the wall clock
-        last, prefix = -1, b""
+        last, head = -1, b""
         for line in lines:
             if isinstance(line, bytes):
                 append(line)
                 continue
             end, request_id, method, route, status, seconds, model_version, arm = line
-            now = end + offset
-            second = int(now)
-            if second != last:  # the date, once a second of the batch
-                last = second
+            milli = int((end + offset) * 1000)
+            if milli != last:  # the line's head up to the request id, once a millisecond of the batch
+                last = milli
+                second = milli // 1000
                 if second != self._second:
                     self._second = second
                     self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-                prefix = f'{{"ts":"{self._prefix}.'.encode()
+                head = b"".join((b'{"ts":"', self._prefix.encode(), b".", _MILLIS[milli % 1000], _HEAD))
             middle = middles.get((method, route, status))
             if middle is None:
                 middle = encode({"method": method, "route": route, "status": status})[1:-1]
@@ -114,6 +116,9 @@ class AccessLog:
                 tail = b',"model_version":' + encode(model_version) + b',"arm":' + encode(arm) + b"}"
                 if len(tails) < MAX_CACHED:
                     tails[(model_version, arm)] = tail
-            append(b"".join((prefix, b"%03d" % int((now - second) * 1000), _HEAD, request_id.encode(), b'",', middle,
-                             b',"latency_ms":', encode(round(seconds * 1000, 3)), tail)))
+            # the latency in ms as JSON encodes round(ms, 3): its 3 decimals without trailing zeros (and one at least)
+            latency = (b"%.3f" % (seconds * 1000)).rstrip(b"0")
+            if latency[-1] == 46:  # b"."
+                latency += b"0"
+            append(b"".join((head, request_id.encode(), b'",', middle, b',"latency_ms":', latency, tail)))
         return made
