@@ -150,14 +150,15 @@ class Endpoint:
         except errors.APIError as exc:
             extra = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else []
             reply = Reply(error_body(exc.status, exc.message, state["request_id"], exc.details), exc.status, headers=extra)
-        state["status"] = reply.status  # (for `Front`: its metrics, its log, and that the answer has started)
+        state["status"] = status = reply.status  # (for `Front`: its metrics, its log, and that the answer has started)
+        body = reply.body
         await send({
             "type": "http.response.start",
-            "status": reply.status,
+            "status": status,
             "headers": [_JSON_TYPE if reply.media_type is JSON else (b"content-type", reply.media_type),
-                        (b"content-length", str(len(reply.body)).encode()), *reply.headers, state["request_id_header"]],
+                        (b"content-length", str(len(body)).encode()), *reply.headers, state["request_id_header"]],
         })
-        await send({"type": "http.response.body", "body": reply.body})
+        await send({"type": "http.response.body", "body": body})
 
 
 class Front:
@@ -209,12 +210,14 @@ class Front:
             await send({"type": "http.response.body", "body": body})
         finally:
             end = _clock()  # (one reading: the latency's, and the access log's time)
-            status = CLIENT_CLOSED if state.get("disconnected") else state.get("status", 500)
+            seconds = end - start
+            status = CLIENT_CLOSED if "disconnected" in state else state.get("status", 500)
             route = state.get("route", "unmatched")
-            self.metrics.observe(route, scope["method"], status, end - start)
+            method = scope["method"]
+            self.metrics.observe(route, method, status, seconds)
             if self.access_log is not None and route not in QUIET_ROUTES:
-                self.access_log.request(request_id, scope["method"], route, status, end - start,
-                                        state.get("model_version"), state.get("model_arm"), end)
+                self.access_log.request(request_id, method, route, status, seconds, state.get("model_version"),
+                                        state.get("model_arm"), end)
 
 
 class _SendWithId:
