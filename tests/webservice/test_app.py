@@ -223,6 +223,28 @@ def test_access_log_lines_are_the_json_of_their_entries() -> None:
             "model_version": version, "arm": arm})
 
 
+def test_access_log_latencies_are_written_as_json_writes_them_rounded_to_the_microsecond() -> None:
+    """The log writes a latency's three decimals of milliseconds itself (cheaper than round() and an encoder): the same
+    bytes as JSON of ``round(ms, 3)`` for every value, ties, whole numbers and zero included."""
+    import random
+
+    import msgspec
+
+    rng = random.Random(20)
+    latencies = [0.0, 0.0015, 0.0025, 1.5, 2.0, 0.0000005, 0.0000015, 1234.5678, 1e-9, 59.9999999]
+    latencies += [rng.random() * 10 ** rng.uniform(-7, 3) for _ in range(5000)]
+    latencies += [micro / 1e6 + 5e-10 for micro in range(0, 5000, 7)]  # half a nanosecond past each microsecond
+    stream = io.BytesIO()
+    log = AccessLog(stream)
+    for seconds in latencies:
+        log.request("r", "POST", "/predict", 200, seconds, "1.0.1", "champion")
+    log.flush()
+    written = [json.loads(line)["latency_ms"] for line in stream.getvalue().splitlines()]
+    raw = [line.split(b'"latency_ms":')[1].split(b",")[0] for line in stream.getvalue().splitlines()]
+    assert raw == [msgspec.json.encode(round(seconds * 1000, 3)) for seconds in latencies]
+    assert written == [round(seconds * 1000, 3) for seconds in latencies]
+
+
 def test_access_log_has_request_fields_and_never_feature_values(trained_store: Path) -> None:
     stream = io.BytesIO()
     log = AccessLog(stream)

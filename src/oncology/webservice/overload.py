@@ -123,7 +123,7 @@ class Shedder:
         A request is shed when at least ``min_queue`` admitted requests are queued ahead of it and they would keep
         the loop busy for more than ``max_lag`` (the sum of their estimated CPU costs).
         """
-        if not self._over_budget(self.queued):  # (this request is not among them yet)
+        if self.queued < self.min_queue or self.work <= self.max_lag:  # `_over_budget` (this request is not queued yet)
             return True
         self.shed_queue.inc()
         return False
@@ -135,7 +135,8 @@ class Shedder:
 
     def enqueue(self, body_bytes: int) -> tuple[int, float]:
         """Count in an admitted request whose body (``body_bytes`` long) is in: its size class and estimated cost, to
-        be given back to `dequeue` when it is answered."""
+        be counted out when it is answered (in `__call__`: ``work`` is zeroed with ``queued``, so rounding errors do not
+        drift)."""
         size = body_bytes.bit_length()
         if size >= LARGEST:  # (a comparison, not min: it parses keyword arguments, on every request)
             size = LARGEST - 1
@@ -144,32 +145,31 @@ class Shedder:
         self.work += estimate
         return size, estimate
 
-    def dequeue(self, admitted: tuple[int, float]) -> None:
-        self.queued -= 1
-        self.work = self.work - admitted[1] if self.queued else 0.0  # (no drift of rounding errors)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         admitted = scope.get(ADMITTED, _ABSENT)
         if admitted is _ABSENT:  # not admitted by the protocol: a probe, a GET, shedding off
             await self.app(scope, receive, send)
             return
-        if admitted is not None and not self.turns.waiting and (self.queued == 1 and self.min_queue or self.work <= self.turns.quantum):
+        turns = self.turns
+        if admitted is not None and not turns.waiting and (self.queued == 1 and self.min_queue or self.work <= turns.quantum):
             # the whole queue fits in one turn (this request alone, or all the admitted work within a quantum, which is
             # at most half the budget: no rule can shed), so turns would change nothing: it runs as it comes, at no
             # cost but this test, except every SAMPLE_EVERY-th of a size (and the first), which takes the turns to
             # keep its size's cost estimate fresh for when a queue builds
             size = admitted[0]
-            self.unsampled[size] += 1
-            if self.unsampled[size] % SAMPLE_EVERY and self.costs[size]:
+            unsampled = self.unsampled
+            unsampled[size] = seen = unsampled[size] + 1
+            if seen % SAMPLE_EVERY and self.costs[size]:
                 try:
                     await self.app(scope, receive, send)
-                finally:
-                    self.dequeue(admitted)
+                finally:  # counted out (inlined: this is the path of every request while the queue is short)
+                    self.queued -= 1
+                    self.work = self.work - admitted[1] if self.queued else 0.0
                 return
         # the turns: no coroutine but the turn's and a plain function for the answer, for this is every request's path
         # while a queue is short but does not fit in one turn (64 connections)
         loop = asyncio.get_running_loop()
-        turns, costs = self.turns, self.costs
+        costs = self.costs
         turn: bool | None = None  # True while this request has the turn, False once it took it (None: not yet)
         cpu = 0.0  # the loop thread's CPU time when its turn began
 
@@ -192,17 +192,24 @@ class Shedder:
                     nonlocal turn, cpu
                     message = await receive()
                     if turn is None and message["type"] == "http.request" and not message.get("more_body", False):
-                        waiting = turns.take(loop, scope[ADMITTED][1])  # its body is in: it queues now
+                        estimate = scope[ADMITTED][1]
+                        waiting = turns.take(loop, estimate)  # its body is in: it queues now
                         if waiting is not TAKEN:
-                            await waiting
+                            await turns.wait(loop, waiting, estimate)
                         turn, cpu = True, time.thread_time()
                     return message
 
                 await self.app(scope, whole_body, answer)
                 return
             waiting = turns.take(loop, admitted[1])
-            if waiting is not TAKEN:
-                await waiting
+            if waiting is not TAKEN:  # (`_Turns.wait`, inlined: at 64 connections most requests wait for a turn)
+                try:
+                    await waiting
+                except asyncio.CancelledError:
+                    turns.abandon(loop, waiting, admitted[1])
+                    raise
+                if turns.granted_at < math.inf:  # the first of its batch to run
+                    turns.started(loop)
             turn, cpu = True, time.thread_time()
             # overloaded: this request waited past the budget and the work still queued (this request's and the
             # ones behind it) would make them wait longer than the budget too.  A single stall sheds nothing: the
@@ -221,7 +228,8 @@ class Shedder:
                 turns.release(loop)
             admitted = scope.get(ADMITTED)
             if admitted is not None:  # counted in by the protocol when its body was in (None: admitted, body not in)
-                self.dequeue(admitted)
+                self.queued -= 1
+                self.work = self.work - admitted[1] if self.queued else 0.0
 
 
 class _Taken:
@@ -267,8 +275,9 @@ class _Turns:
         self.quantum = quantum if quantum < self.budget / 2 else self.budget / 2
 
     def take(self, loop: asyncio.AbstractEventLoop, estimate: float) -> Awaitable[None]:
-        """A turn, to await: `TAKEN` (taken at once) if no batch runs or the one that ran in this iteration has room
-        and none wait (the caller need not await it: no coroutine for the common case), else the wait for it."""
+        """A turn: `TAKEN` (taken at once) if no batch runs or the one that ran in this iteration has room and none
+        wait (the caller need not await it: no coroutine for the common case), else the future that is done when this
+        request's batch is granted, to give to `wait` (or, awaited, to `abandon` if cancelled, and `started` after)."""
         if not self.waiting and (self.holders == 0 and not self.freeing
                                  or self.freeing and self.spent + estimate <= self.quantum):
             if not self.freeing:
@@ -278,20 +287,31 @@ class _Turns:
             return TAKEN
         waiter = loop.create_future()
         self.waiting.append((waiter, estimate))
-        return self._wait(loop, waiter, estimate)
+        return waiter
 
-    async def _wait(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None], estimate: float) -> None:
+    async def wait(self, loop: asyncio.AbstractEventLoop, waiter: Awaitable[None], estimate: float) -> None:
+        """Wait for the turn `take` did not give at once (``waiter``, of a request of cost ``estimate``)."""
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():  # it was given the turn: give it back
-                self.release(loop)
-            else:
-                self.waiting.remove((waiter, estimate))
+            self.abandon(loop, waiter, estimate)
             raise
-        if self.granted_at < math.inf:  # the first of its batch to run
-            self._set_gap(self.gap + (loop.time() - self.granted_at - self.gap) * COST_WEIGHT)
-            self.granted_at = math.inf
+        if self.granted_at < math.inf:
+            self.started(loop)
+
+    def abandon(self, loop: asyncio.AbstractEventLoop, waiter: Awaitable[None], estimate: float) -> None:
+        """A request waiting for its turn is cancelled (its client went away): its place, or its turn, is given up."""
+        if not isinstance(waiter, asyncio.Future):
+            return
+        if waiter.done() and not waiter.cancelled():  # it was given the turn: give it back
+            self.release(loop)
+        else:
+            self.waiting.remove((waiter, estimate))
+
+    def started(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The first request of the batch granted last runs: the gap from the grant to it updates the quantum."""
+        self._set_gap(self.gap + (loop.time() - self.granted_at - self.gap) * COST_WEIGHT)
+        self.granted_at = math.inf
 
     def release(self, loop: asyncio.AbstractEventLoop) -> None:
         self.holders -= 1
@@ -493,7 +513,7 @@ class _ReadDeadline(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_body = True
         shedder = self.shedder
-        if (shedder is not None and shedder.max_lag > 0 and self.parser.get_method() == b"POST"
+        if (shedder is not None and self.parser.get_method() == b"POST"
                 and (self.cycle is None or self.cycle.response_complete)  # no answer of this connection pending
                 and not self.expect_100_continue and not self.parser.should_upgrade()
                 and self.url.partition(b"?")[0] not in _EXEMPT_BYTES):
@@ -549,7 +569,8 @@ def protocol(settings: ServeSettings, shedder: Shedder | None = None,
     time for ``shedder`` (the one wrapping the app it serves) when given, and connections accepted in batches from
     ``listener`` (the socket uvicorn serves) when given."""
     return type("HttpToolsReadDeadline", (_ReadDeadline,),
-                {"read_timeout": settings.request_read_timeout, "shedder": shedder,
+                {"read_timeout": settings.request_read_timeout,
+                 "shedder": shedder if shedder is not None and shedder.max_lag > 0 else None,  # (0: shedding off)
                  "acceptor": None if listener is None else _Acceptor(listener)})
 
 
