@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from itertools import repeat
+from operator import is_, itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
 from oncology.settings import ServeSettings
@@ -22,6 +24,8 @@ if TYPE_CHECKING:  # the prediction log is imported only when it is on (see app.
     from oncology.webservice import predlog
 
 Scored = tuple[list[float], list[str], list[Decision]]
+_CANDIDATE = itemgetter(2)  # of a shadow job
+_ROWS = itemgetter(3)
 
 
 class Core:
@@ -44,6 +48,10 @@ class Core:
         per-call work is paid once), then counted and logged request by request, each with its rows' share of
         the scoring time.  If that call fails, each job is scored alone, so a failure is counted against the
         requests that cause it only."""
+        first = jobs[0][2]
+        if all(map(is_, repeat(first), map(_CANDIDATE, jobs))):  # one candidate (a release has one): no grouping
+            self._score_shadow_of(first, jobs)
+            return
         by_candidate: dict[int, list[routing.ShadowJob]] = {}
         for job in jobs:
             by_candidate.setdefault(id(job[2]), []).append(job)
@@ -72,16 +80,13 @@ class Core:
         labels = ["malignant" if p >= threshold else "benign" for p in probabilities]
         decisions = candidate.decide_many(probabilities)
         per_row = (time.perf_counter() - start) / max(len(rows), 1)
-        counts = []  # per request: its malignant rows, its rows, its share of the scoring time
-        first = 0
-        for job in jobs:
-            n = len(job[3])
-            counts.append((labels[first:first + n].count("malignant"), n, per_row * n))
-            first += n
-        self.metrics.count_arm_requests(version, routing.SHADOW, counts)
+        sizes = list(map(len, map(_ROWS, jobs)))
+        single = sizes.count(1) == len(sizes)  # one row a request (the hot routes): each one's share is one row's
+        times = [per_row] * len(sizes) if single else [per_row * n for n in sizes]
+        self.metrics.count_arm_requests(version, routing.SHADOW, labels.count("malignant"), len(labels), times)
         if prediction_log is None:
             return
-        latencies = [int(seconds * 1e6) / 1000 for _, _, seconds in counts]
+        latencies = [int(per_row * 1e6) / 1000] * len(sizes) if single else [int(t * 1e6) / 1000 for t in times]
         answered = [job[4] for job in jobs]
         if None not in answered:  # the shadow's lines are made from the champion's
             prediction_log.record_shadow(answered, version, probabilities, labels, decisions,  # type: ignore[arg-type]

@@ -217,6 +217,12 @@ class PredictionLog:
         latency, and fall in the same window and date.  Never blocks or raises, as `record`.
         """
         try:
+            if list(map(len, answered)).count(1) == len(answered) == len(probabilities):  # a line a request
+                self._buffer([_Line(line.ts, line.request_id, model_version, line.route, line.inputs, probability,
+                                    label, decision, "shadow", latency_ms)
+                              for (line,), probability, label, decision, latency_ms
+                              in zip(answered, probabilities, labels, decisions, latencies_ms, strict=True)])
+                return
             lines = []
             row = 0
             for request_lines, latency_ms in zip(answered, latencies_ms, strict=True):

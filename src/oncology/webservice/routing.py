@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from oncology_model.classifier import Classifier
-from oncology_model.release import CANARY, ReleasePlan
+from oncology_model.release import CANARY, ReleasePlan, within
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,12 @@ PINNED: Final = "pinned"
 SHADOW_QUEUE: Final = 1000
 
 
+class Route(NamedTuple):
+    classifier: Classifier
+    arm: str
+    shadow: Classifier | None  # the candidate, to score the same rows off the answer path
+
+
 @dataclass(frozen=True)
 class Release:
     """A release as one replica serves it: the plan and the candidate's loaded model."""
@@ -40,27 +46,34 @@ class Release:
     #: the plan's current share and mode, read once (every request reads them)
     share: float = field(init=False)
     canary: bool = field(init=False)
+    #: whether a routing key falls in the share: ``plan.bucket(key) < share``, computed for less (`within`)
+    inside: Callable[[str], bool] = field(init=False, repr=False, compare=False)
+    #: (champion, its route outside the share, the route inside it), made once per champion, not per request
+    _routes: tuple[Classifier | None, Route | None, Route | None] = field(
+        init=False, repr=False, compare=False, default=(None, None, None))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "share", self.plan.share)
         object.__setattr__(self, "canary", self.plan.mode == CANARY)
+        object.__setattr__(self, "inside", within(self.plan.id, self.share))
 
-
-class Route(NamedTuple):
-    classifier: Classifier
-    arm: str
-    shadow: Classifier | None  # the candidate, to score the same rows off the answer path
+    def routes(self, champion: Classifier) -> tuple[Route, Route]:
+        """The routes of a request outside the share and inside it, with ``champion`` answering (kept until the
+        champion changes: a hot reload)."""
+        cached, outside, inside = self._routes
+        if cached is not champion or outside is None or inside is None:
+            outside = Route(champion, CHAMPION, None)
+            inside = Route(self.candidate, CANDIDATE, None) if self.canary else Route(champion, CHAMPION, self.candidate)
+            object.__setattr__(self, "_routes", (champion, outside, inside))
+        return outside, inside
 
 
 def route(champion: Classifier, release: Release | None, key: str) -> Route:
     """The version that answers the request with routing key ``key``, and its arm."""
     if release is None:
         return Route(champion, CHAMPION, None)
-    share = release.share
-    inside = share >= 1.0 or release.plan.bucket(key) < share  # a hash falls in [0, 1): at 100% no need to compute it
-    if release.canary:
-        return Route(release.candidate, CANDIDATE, None) if inside else Route(champion, CHAMPION, None)
-    return Route(champion, CHAMPION, release.candidate if inside else None)
+    outside, inside = release.routes(champion)
+    return inside if release.inside(key) else outside
 
 
 #: route, request id, the candidate, the rows, and the prediction log's lines of the champion's answer (None: not
