@@ -140,14 +140,16 @@ class Core:
             self.metrics.count_predictions(malignant, len(labels), referred)
         # by arm only in a release (or pinned): outside one, every answer is the champion's and the service's own
         # counts (and the log's lines as before) say so; each costs ~1% of single-row throughput
-        in_release = arm != routing.CHAMPION or self.holder.release is not None
-        if in_release:
-            self.metrics.count_arm(classifier.version, arm, malignant, len(labels), elapsed)
+        version = classifier.version
+        if arm != routing.CHAMPION or self.holder.release is not None:
+            self.metrics.count_arm(version, arm, malignant, len(labels), elapsed)
+            latency_ms = int(elapsed * 1e6) / 1000
+        else:
+            latency_ms = 0.0
         logged = None
         if prediction_log is not None:  # never blocks or raises: a slow store cannot slow a prediction
-            logged = prediction_log.record(route, request_id, classifier.version, rows,  # type: ignore[arg-type]
-                                           probabilities, labels, decisions, arm,
-                                           int(elapsed * 1e6) / 1000 if in_release else 0.0)
+            logged = prediction_log.record(route, request_id, version, rows,  # type: ignore[arg-type]
+                                           probabilities, labels, decisions, arm, latency_ms)
         if shadow is not None:
             self.shadow.submit(route, request_id, shadow, rows, logged)  # type: ignore[arg-type]
         return probabilities, labels, decisions

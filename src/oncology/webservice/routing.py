@@ -57,23 +57,21 @@ class Release:
         object.__setattr__(self, "canary", self.plan.mode == CANARY)
         object.__setattr__(self, "inside", within(self.plan.id, self.share))
 
-    def routes(self, champion: Classifier) -> tuple[Route, Route]:
-        """The routes of a request outside the share and inside it, with ``champion`` answering (kept until the
-        champion changes: a hot reload)."""
+    def route(self, champion: Classifier, key: str) -> Route:
+        """The route of the request with routing key ``key``, ``champion`` answering outside the share."""
         cached, outside, inside = self._routes
-        if cached is not champion or outside is None or inside is None:
+        if cached is not champion or outside is None or inside is None:  # a new champion (a hot reload)
             outside = Route(champion, CHAMPION, None)
             inside = Route(self.candidate, CANDIDATE, None) if self.canary else Route(champion, CHAMPION, self.candidate)
             object.__setattr__(self, "_routes", (champion, outside, inside))
-        return outside, inside
+        return inside if self.inside(key) else outside
 
 
 def route(champion: Classifier, release: Release | None, key: str) -> Route:
     """The version that answers the request with routing key ``key``, and its arm."""
     if release is None:
         return Route(champion, CHAMPION, None)
-    outside, inside = release.routes(champion)
-    return inside if release.inside(key) else outside
+    return release.route(champion, key)
 
 
 #: route, request id, the candidate, the rows, and the prediction log's lines of the champion's answer (None: not
@@ -103,19 +101,22 @@ class ShadowScorer:
 
     def submit(self, route_name: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]],
                logged: Sequence[Any] | None = None) -> None:
+        jobs = self._jobs
+        if self._scheduled:  # a pass is due this turn (the common case: every request of a turn but its first)
+            if len(jobs) >= SHADOW_QUEUE:
+                self._on_drop()
+                return
+            jobs.append((route_name, request_id, candidate, rows, logged))
+            return
         job = (route_name, request_id, candidate, rows, logged)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._run([job])
             return
-        if len(self._jobs) >= SHADOW_QUEUE:
-            self._on_drop()
-            return
-        self._jobs.append(job)
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self.flush)
+        jobs.append(job)  # the first of the turn (no pass due: the last one took every job)
+        self._scheduled = True
+        loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Score every queued job now (the loop's pass, and the last one at shutdown)."""
