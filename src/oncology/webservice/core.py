@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from operator import is_, itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the prediction log is imported only when it is on (see app.
 Scored = tuple[list[float], list[str], list[Decision]]
 _CANDIDATE = itemgetter(2)  # of a shadow job
 _ROWS = itemgetter(3)
+_LOGGED = itemgetter(4)
 
 
 class Core:
@@ -59,7 +60,7 @@ class Core:
             self._score_shadow_of(group[0][2], group)
 
     def _score_shadow_of(self, candidate: Classifier, jobs: Sequence[routing.ShadowJob]) -> None:
-        rows = jobs[0][3] if len(jobs) == 1 else [row for job in jobs for row in job[3]]
+        rows = jobs[0][3] if len(jobs) == 1 else list(chain.from_iterable(map(_ROWS, jobs)))
         version, prediction_log = candidate.version, self.prediction_log
         start = time.perf_counter()
         try:
@@ -87,9 +88,9 @@ class Core:
         if prediction_log is None:
             return
         latencies = [int(per_row * 1e6) / 1000] * len(sizes) if single else [int(t * 1e6) / 1000 for t in times]
-        answered = [job[4] for job in jobs]
+        answered = list(map(_LOGGED, jobs))
         if None not in answered:  # the shadow's lines are made from the champion's
-            prediction_log.record_shadow(answered, version, probabilities, labels, decisions,  # type: ignore[arg-type]
+            prediction_log.record_shadow(answered, version, probabilities, labels, decisions,
                                          latencies)
             return
         first = 0  # a champion's line could not be made (the log counted it): from these requests' rows
