@@ -333,6 +333,11 @@ def test_a_turn_of_one_row_requests_is_shadowed_pair_by_pair_and_past_the_queue_
     assert f'oncology_arm_requests_total{{arm="shadow",outcome="ok",version="1.0.2"}} {float(routing.SHADOW_QUEUE)}' \
         in exposed
     assert 'oncology_arm_predictions_total{arm="shadow",prediction="malignant",version="1.0.2"} 500.0' in exposed
+    # the answers, counted once by the service and once by arm (the shadow's scores are not answers)
+    assert 'oncology_predictions_total{prediction="malignant"} 501.0' in exposed
+    assert 'oncology_predictions_total{prediction="benign"} 502.0' in exposed
+    assert f'oncology_arm_requests_total{{arm="champion",outcome="ok",version="1.0.1"}} {float(routing.SHADOW_QUEUE + extra)}' \
+        in exposed
 
 def test_with_several_workers_each_writes_its_arm_counts_by_the_end_of_the_turn_that_answered(
         two_versions: Path, tmp_path: Path) -> None:

@@ -137,16 +137,18 @@ class Core:
         elapsed = time.perf_counter() - start
         malignant = labels.count("malignant")
         referred = decisions.count(Decision.REFER) if classifier.referral is not None else 0
-        if arm != routing.SHADOW:  # the service's own counts are of the answers given
-            self.metrics.count_predictions(malignant, len(labels), referred)
         # by arm only in a release (or pinned): outside one, every answer is the champion's and the service's own
         # counts (and the log's lines as before) say so; each costs ~1% of single-row throughput
         version = classifier.version
-        if arm != routing.CHAMPION or self.holder.release is not None:
-            self.metrics.count_arm(version, arm, malignant, len(labels), elapsed)
-            latency_ms = int(elapsed * 1e6) / 1000
-        else:
+        if arm == routing.CHAMPION and self.holder.release is None:
+            self.metrics.count_predictions(malignant, len(labels), referred)
             latency_ms = 0.0
+        else:
+            if arm == routing.SHADOW:  # the service's own counts are of the answers given
+                self.metrics.count_arm(version, arm, malignant, len(labels), elapsed)
+            else:  # both in one call
+                self.metrics.count_answer(version, arm, malignant, len(labels), referred, elapsed)
+            latency_ms = int(elapsed * 1e6) / 1000
         logged = None
         if prediction_log is not None:  # never blocks or raises: a slow store cannot slow a prediction
             logged = prediction_log.record(route, request_id, version, rows,  # type: ignore[arg-type]

@@ -201,6 +201,21 @@ class Metrics:
         if self._multiprocess and not self._scheduled:
             self._schedule()
 
+    def count_answer(self, version: str, arm: str, malignant: int, total: int, referred: int, seconds: float) -> None:
+        """An answer given in a release: `count_predictions` and `count_arm` in one call."""
+        predicted = self._predicted
+        predicted[0] += malignant
+        predicted[1] += total - malignant
+        predicted[2] += referred
+        counts = self._arm_pending.get((version, arm))
+        if counts is None:
+            counts = self._arm_pending[(version, arm)] = _ArmCounts()
+        counts.malignant += malignant
+        counts.rows += total
+        counts.times.append(seconds)
+        if not self._scheduled:
+            self._schedule()
+
     def count_arm_requests(self, version: str, arm: str, malignant: int, rows: int, times: Iterable[float]) -> None:
         """`count_arm` for several requests: their malignant rows, their rows, and each one's scoring time."""
         counts = self._arm_pending.get((version, arm))
