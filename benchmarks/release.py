@@ -22,6 +22,13 @@ lengths: start-up cancels out; a loaded machine cannot move it).
 
     .venv/bin/python benchmarks/release.py --in-process [--per-turn 1] [--requests 20000]
     .venv/bin/python benchmarks/release.py --in-process --instructions [--per-turn 8] [--requests 2000]
+
+``--asgi`` (with ``--in-process``) drives the whole application instead: one-row ``POST /predict`` requests through
+`overload.Shedder` and the app (``create_app``: routing, headers, metrics, access log and prediction log, as
+served), with no socket and no HTTP parsing; what the HTTP server does with the answer's two extra headers is left
+out.
+
+    .venv/bin/python benchmarks/release.py --in-process --asgi --instructions [--per-turn 8] [--requests 2000]
 """
 
 from __future__ import annotations
@@ -197,17 +204,84 @@ def in_process_cpu(name: str, store: Path, requests: int, per_turn: int, warmup:
         return (time.process_time() - before) / requests
 
 
+
+def in_process_asgi_cpu(name: str, store: Path, requests: int, per_turn: int, warmup: int) -> float:
+    """`in_process_cpu` through the whole application: one-row ``POST /predict`` requests handed to
+    `overload.Shedder` around ``create_app`` (load shedding off, access log to /dev/null, prediction log on), its
+    lifespan started and ended (the prediction log written at the end, checked)."""
+    import asyncio
+
+    from oncology.settings import ServeSettings
+    from oncology.webservice import overload
+    from oncology.webservice.accesslog import AccessLog
+    from oncology.webservice.app import create_app
+
+    body = json.dumps(bench.EXAMPLE).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "server": ("127.0.0.1", 8080), "client": ("127.0.0.1", 5555), "scheme": "http", "method": "POST",
+             "root_path": "", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+             "headers": [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())]}
+    with tempfile.TemporaryDirectory(prefix="oncology-release-log-") as log_store, open(os.devnull, "wb") as devnull:
+        settings = ServeSettings(store=str(store), prediction_log=True, prediction_log_store=log_store,
+                                 overload_max_lag=0, reload_interval=0)
+        app = create_app(settings, access_log=AccessLog(devnull))
+        shedder = overload.Shedder(app, settings, app.metrics)
+        statuses: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        async def serve(n: int) -> None:
+            for start in range(0, n, per_turn):
+                for _ in range(min(per_turn, n - start)):
+                    await shedder({**scope, "state": {}}, receive, send)  # type: ignore[arg-type]
+                await asyncio.sleep(0)  # the turn ends: the shadow's pass and the metrics' flush run
+            await asyncio.sleep(0)
+
+        async def run() -> float:
+            events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            await events.put({"type": "lifespan.startup"})
+            lifespan = asyncio.create_task(shedder({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                                                   events.get, answers.put))  # type: ignore[arg-type]
+            if (await answers.get())["type"] != "lifespan.startup.complete":
+                raise bench.BenchError(f"{name}: the application did not start")
+            if (app.holder.release is None) != (name == "champion"):
+                raise bench.BenchError(f"{name}: the store's release was not loaded")
+            await serve(warmup)
+            before = time.process_time()
+            await serve(requests)
+            seconds = time.process_time() - before
+            await events.put({"type": "lifespan.shutdown"})  # the shadow's last pass, the prediction log written
+            await answers.get()
+            await lifespan
+            return seconds
+
+        seconds = asyncio.run(run())
+        if statuses.count(200) != warmup + requests:
+            raise bench.BenchError(f"{name}: {len(statuses) - statuses.count(200)} answers were not 200")
+        written = app.metrics.prediction_log_written._value.get()
+        if written != (warmup + requests) * (2 if name == "shadow" else 1):
+            raise bench.BenchError(f"{name}: the prediction log wrote {written:.0f} lines")
+        return seconds / requests
+
 def in_process(args: argparse.Namespace) -> dict[str, Any]:
     """The model's side of a request, per server: CPU microseconds (or instructions) per request."""
     base = bench.RESULTS / "release-in-process"
     base.mkdir(parents=True, exist_ok=True)
     stores = make_stores(base)
-    report: dict[str, Any] = {"per_turn": args.per_turn, "requests": args.requests}
+    report: dict[str, Any] = {"per_turn": args.per_turn, "requests": args.requests, "asgi": args.asgi}
     if not args.instructions:
         runs: dict[str, list[float]] = {name: [] for name in NAMES}
         for _ in range(args.rounds):
             for name in NAMES:
-                runs[name].append(in_process_cpu(name, stores[name], args.requests, args.per_turn, 2000) * 1e6)
+                measure_one = in_process_asgi_cpu if args.asgi else in_process_cpu
+                runs[name].append(measure_one(name, stores[name], args.requests, args.per_turn, 2000) * 1e6)
         report["cpu_us"] = {name: bench.median(v) for name, v in runs.items()}
         report["cpu_us_runs"] = runs
         return report
@@ -221,7 +295,8 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
                 out = Path(folder) / "callgrind.out"
                 bench.run(["valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}",
                            sys.executable, __file__, "--in-process-child", name, str(stores[name]), str(n),
-                           str(args.per_turn)], f"callgrind, {name}, {n} requests", env=bench.clean_env())
+                           str(args.per_turn), "asgi" if args.asgi else "core"], f"callgrind, {name}, {n} requests",
+                          env=bench.clean_env())
                 totals.append(next(int(line.split()[1]) for line in out.read_text().splitlines()
                                    if line.startswith("summary:")))
         counted[name] = (totals[1] - totals[0]) / (args.requests - args.requests // 4)
@@ -231,9 +306,9 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    if len(sys.argv) == 6 and sys.argv[1] == "--in-process-child":  # one measured run, under callgrind
-        _, _, name, store, n, per_turn = sys.argv
-        in_process_cpu(name, Path(store), int(n), int(per_turn), 500)
+    if len(sys.argv) == 7 and sys.argv[1] == "--in-process-child":  # one measured run, under callgrind
+        _, _, name, store, n, per_turn, what = sys.argv
+        (in_process_asgi_cpu if what == "asgi" else in_process_cpu)(name, Path(store), int(n), int(per_turn), 500)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -243,6 +318,8 @@ def main() -> int:
     parser.add_argument("--per-turn", type=int, default=1, help="--in-process: requests per turn of the event loop")
     parser.add_argument("--requests", type=int, default=20000, help="--in-process: requests measured per run")
     parser.add_argument("--instructions", action="store_true", help="--in-process: count instructions (callgrind)")
+    parser.add_argument("--asgi", action="store_true",
+                        help="--in-process: through the whole application (ASGI), not Core.score alone")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.in_process:

@@ -15,7 +15,7 @@ from oncology.release import plan
 from oncology.settings import GateSettings
 from oncology_model.errors import RegistryError
 from oncology_model.registry import ModelRegistry
-from oncology_model.release import CANDIDATE, ReleasePlan, bucket, current_plan
+from oncology_model.release import CANDIDATE, ReleasePlan, bucket, current_plan, first_reaching, within
 from oncology_model.storage import LocalStore, S3Store, open_store
 from support import S3, copy_versions
 
@@ -121,6 +121,22 @@ def test_routing_buckets_are_uniform_and_stable() -> None:
         ReleasePlan("x", "1.0.2", "1.0.1", "canary", (0.5, 0.1), 0, "2026-01-01T00:00:00+00:00",
                     "2026-01-01T00:00:00+00:00")
 
+
+
+def test_the_service_s_share_test_routes_every_key_as_its_bucket_does() -> None:
+    """`within` (what the service asks per request) answers ``bucket(id, key) < share`` for every key: ASCII,
+    non-ASCII, a lone surrogate (a header decoded as Latin-1 cannot hold one; a gRPC key or a log's id might), empty;
+    and its bound is the exact first 64-bit value whose bucket reaches the share, so no key near it is misrouted."""
+    keys = [f"{i:016x}" for i in range(0, 2**64, 2**64 // 20_000)] + [f"patient-{i}" for i in range(5_000)]
+    keys += ["", "\u4e2d", "patient-\udc80", *(f"é-{i}" for i in range(200))]
+    for share in (0.01, 0.05, 0.25, 1 / 3, 0.5, 0.999, 1e-19, 2**-64):
+        inside = within("r1", share)
+        assert [inside(k) for k in keys] == [bucket("r1", k) < share for k in keys], share
+        limit = first_reaching(share)
+        assert limit / 2.0**64 >= share > (limit - 1) / 2.0**64, share
+    assert all(within("r1", 1.0)(k) for k in keys)  # the whole traffic, hashed or not
+    assert not any(within("r1", 0.0)(k) for k in keys)
+    assert first_reaching(1.0) == 2**64 - 2**10  # the values from here on divide to 1.0: no bucket below 1 holds them
 
 RACER = """
 import json, sys

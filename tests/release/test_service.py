@@ -282,6 +282,63 @@ def test_shadow_scores_the_queued_requests_together_and_blames_a_failure_on_its_
     assert calls == [5]
 
 
+
+def test_a_turn_of_one_row_requests_is_shadowed_pair_by_pair_and_past_the_queue_dropped(two_versions: Path) -> None:
+    """More one-row requests in one turn than the shadow queue holds: the first `SHADOW_QUEUE` are scored by the
+    candidate after the turn, each logged beside its champion line (same time, route, inputs; the identical
+    candidate's probability); the rest are dropped, counted, and not logged as shadow."""
+    import asyncio
+
+    from oncology.settings import ServeSettings
+    from oncology.webservice import predlog, routing
+    from oncology.webservice.core import Core
+    from oncology.webservice.metrics import Metrics
+    from oncology.webservice.model import ModelHolder
+
+    start(two_versions, "shadow", (1.0,))
+    settings = ServeSettings(store=str(two_versions), reload_interval=0)
+    metrics = Metrics()
+    holder = ModelHolder(settings)
+    holder.load()
+    assert holder.release is not None and holder.classifier is not None
+    champion, candidate = holder.classifier, holder.release.candidate
+    log = predlog.PredictionLog(LocalStore(two_versions), "test", flush_seconds=3600, metrics=metrics)
+    core = Core(settings, holder, metrics, log)
+    extra = 3
+    rows = [list(tumor.values()) for tumor in (EXAMPLE, MALIGNANT)]
+
+    async def answer() -> None:
+        for i in range(routing.SHADOW_QUEUE + extra):  # one turn: no pass runs before the last
+            core.score("/predict", f"r-{i}", champion, [rows[i % 2]], routing.CHAMPION, candidate)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(answer())
+    assert log.close() and log.errors == []
+    lines = {(line["request_id"], line.get("arm", "champion")): line for line in logged(two_versions)}
+    for i in range(routing.SHADOW_QUEUE + extra):
+        answered = lines[(f"r-{i}", "champion")]
+        if i >= routing.SHADOW_QUEUE:
+            assert (f"r-{i}", "shadow") not in lines
+            continue
+        shadow = lines[(f"r-{i}", "shadow")]
+        assert {k: shadow[k] for k in ("ts", "route", "inputs", "probability", "prediction", "decision")} == \
+            {k: answered[k] for k in ("ts", "route", "inputs", "probability", "prediction", "decision")}
+        assert (shadow["model_version"], answered["model_version"]) == ("1.0.2", "1.0.1")
+    assert {lines[(f"r-{i}", "champion")]["prediction"] for i in range(2)} == {"benign", "malignant"}
+    # one pass: every request's share of the scoring time is the same
+    assert len({lines[(f"r-{i}", "shadow")].get("latency_ms") for i in range(routing.SHADOW_QUEUE)}) == 1
+    exposed = metrics.exposition().decode()
+    assert f"oncology_shadow_dropped_total {float(extra)}" in exposed
+    assert f'oncology_arm_requests_total{{arm="shadow",outcome="ok",version="1.0.2"}} {float(routing.SHADOW_QUEUE)}' \
+        in exposed
+    assert 'oncology_arm_predictions_total{arm="shadow",prediction="malignant",version="1.0.2"} 500.0' in exposed
+    # the answers, counted once by the service and once by arm (the shadow's scores are not answers)
+    assert 'oncology_predictions_total{prediction="malignant"} 501.0' in exposed
+    assert 'oncology_predictions_total{prediction="benign"} 502.0' in exposed
+    assert f'oncology_arm_requests_total{{arm="champion",outcome="ok",version="1.0.1"}} {float(routing.SHADOW_QUEUE + extra)}' \
+        in exposed
+
 def test_with_several_workers_each_writes_its_arm_counts_by_the_end_of_the_turn_that_answered(
         two_versions: Path, tmp_path: Path) -> None:
     """One process writes its counts by arm at each scrape; with several, a scrape of one worker reads the others'

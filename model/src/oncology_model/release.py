@@ -121,6 +121,44 @@ def bucketer(release_id: str) -> Callable[[str], float]:
     return bucket_of
 
 
+def within(release_id: str, share: float) -> Callable[[str], bool]:
+    """``lambda key: bucket(release_id, key) < share``, the same answer for every key, for less: the digest's
+    eight bytes are compared with those of `first_reaching` ``share`` (found once), with no number made of them.
+    A share of 1 or more takes every key, with no hash."""
+    if share >= 1.0:  # every request (a hash of 2**64 - 1024 or more rounds to 1.0; a share of 1 takes them too)
+        return lambda key: True
+    limit = first_reaching(share)
+    if limit == 0:
+        return lambda key: False
+    bound = limit.to_bytes(8, "big")  # big-endian bytes of one length order as their numbers do
+    copy = hashlib.blake2b(digest_size=8, key=release_id.encode()[:64]).copy
+
+    def inside(key: str) -> bool:
+        h = copy()
+        try:
+            h.update(key.encode())
+        except UnicodeEncodeError:  # a lone surrogate: the same bytes as `bucket` hashes
+            h.update(key.encode("utf-8", "surrogateescape"))
+        return h.digest() < bound
+
+    return inside
+
+
+def first_reaching(share: float) -> int:
+    """The least 64-bit value ``x`` (or 2**64) whose `bucket` ``x / 2.0**64`` is at least ``share``: `bucket`'s
+    values below ``share`` are exactly those of ``x < first_reaching(share)`` (the division rounds, monotonically)."""
+    low, high = 0, 2**64  # the answer is in [low, high]: high / 2.0**64 == 1.0 reaches any share up to 1
+    if share > 1.0:
+        return high
+    while low < high:
+        middle = (low + high) // 2
+        if middle / 2.0**64 >= share:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 def bucket(release_id: str, key: str) -> float:
     """Where a routing key falls in [0, 1) for a release: the same key, the same place, in every replica
     (BLAKE2b of the key, keyed by the release id, as a fraction of 2**64)."""

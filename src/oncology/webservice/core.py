@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from itertools import chain, repeat
+from operator import is_, itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
 from oncology.settings import ServeSettings
@@ -22,6 +24,9 @@ if TYPE_CHECKING:  # the prediction log is imported only when it is on (see app.
     from oncology.webservice import predlog
 
 Scored = tuple[list[float], list[str], list[Decision]]
+_CANDIDATE = itemgetter(2)  # of a shadow job
+_ROWS = itemgetter(3)
+_LOGGED = itemgetter(4)
 
 
 class Core:
@@ -44,6 +49,10 @@ class Core:
         per-call work is paid once), then counted and logged request by request, each with its rows' share of
         the scoring time.  If that call fails, each job is scored alone, so a failure is counted against the
         requests that cause it only."""
+        first = jobs[0][2]
+        if all(map(is_, repeat(first), map(_CANDIDATE, jobs))):  # one candidate (a release has one): no grouping
+            self._score_shadow_of(first, jobs)
+            return
         by_candidate: dict[int, list[routing.ShadowJob]] = {}
         for job in jobs:
             by_candidate.setdefault(id(job[2]), []).append(job)
@@ -51,7 +60,7 @@ class Core:
             self._score_shadow_of(group[0][2], group)
 
     def _score_shadow_of(self, candidate: Classifier, jobs: Sequence[routing.ShadowJob]) -> None:
-        rows = jobs[0][3] if len(jobs) == 1 else [row for job in jobs for row in job[3]]
+        rows = jobs[0][3] if len(jobs) == 1 else list(chain.from_iterable(map(_ROWS, jobs)))
         version, prediction_log = candidate.version, self.prediction_log
         start = time.perf_counter()
         try:
@@ -72,19 +81,16 @@ class Core:
         labels = ["malignant" if p >= threshold else "benign" for p in probabilities]
         decisions = candidate.decide_many(probabilities)
         per_row = (time.perf_counter() - start) / max(len(rows), 1)
-        counts = []  # per request: its malignant rows, its rows, its share of the scoring time
-        first = 0
-        for job in jobs:
-            n = len(job[3])
-            counts.append((labels[first:first + n].count("malignant"), n, per_row * n))
-            first += n
-        self.metrics.count_arm_requests(version, routing.SHADOW, counts)
+        sizes = list(map(len, map(_ROWS, jobs)))
+        single = sizes.count(1) == len(sizes)  # one row a request (the hot routes): each one's share is one row's
+        times = [per_row] * len(sizes) if single else [per_row * n for n in sizes]
+        self.metrics.count_arm_requests(version, routing.SHADOW, labels.count("malignant"), len(labels), times)
         if prediction_log is None:
             return
-        latencies = [int(seconds * 1e6) / 1000 for _, _, seconds in counts]
-        answered = [job[4] for job in jobs]
+        latencies = [int(per_row * 1e6) / 1000] * len(sizes) if single else [int(t * 1e6) / 1000 for t in times]
+        answered = list(map(_LOGGED, jobs))
         if None not in answered:  # the shadow's lines are made from the champion's
-            prediction_log.record_shadow(answered, version, probabilities, labels, decisions,  # type: ignore[arg-type]
+            prediction_log.record_shadow(answered, version, probabilities, labels, decisions,
                                          latencies)
             return
         first = 0  # a champion's line could not be made (the log counted it): from these requests' rows
@@ -131,18 +137,22 @@ class Core:
         elapsed = time.perf_counter() - start
         malignant = labels.count("malignant")
         referred = decisions.count(Decision.REFER) if classifier.referral is not None else 0
-        if arm != routing.SHADOW:  # the service's own counts are of the answers given
-            self.metrics.count_predictions(malignant, len(labels), referred)
         # by arm only in a release (or pinned): outside one, every answer is the champion's and the service's own
         # counts (and the log's lines as before) say so; each costs ~1% of single-row throughput
-        in_release = arm != routing.CHAMPION or self.holder.release is not None
-        if in_release:
-            self.metrics.count_arm(classifier.version, arm, malignant, len(labels), elapsed)
+        version = classifier.version
+        if arm == routing.CHAMPION and self.holder.release is None:
+            self.metrics.count_predictions(malignant, len(labels), referred)
+            latency_ms = 0.0
+        else:
+            if arm == routing.SHADOW:  # the service's own counts are of the answers given
+                self.metrics.count_arm(version, arm, malignant, len(labels), elapsed)
+            else:  # both in one call
+                self.metrics.count_answer(version, arm, malignant, len(labels), referred, elapsed)
+            latency_ms = int(elapsed * 1e6) / 1000
         logged = None
         if prediction_log is not None:  # never blocks or raises: a slow store cannot slow a prediction
-            logged = prediction_log.record(route, request_id, classifier.version, rows,  # type: ignore[arg-type]
-                                           probabilities, labels, decisions, arm,
-                                           int(elapsed * 1e6) / 1000 if in_release else 0.0)
+            logged = prediction_log.record(route, request_id, version, rows,  # type: ignore[arg-type]
+                                           probabilities, labels, decisions, arm, latency_ms)
         if shadow is not None:
             self.shadow.submit(route, request_id, shadow, rows, logged)  # type: ignore[arg-type]
         return probabilities, labels, decisions

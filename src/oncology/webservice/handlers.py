@@ -42,19 +42,24 @@ class Handlers:
         way; ``pinned``: the client named the version, which answers.  While a release is under way (and when
         pinned) the answer names its version and arm in headers; outside, every answer is the champion's (the
         headers cost ~3% of single-row throughput, benchmarks/release.py)."""
-        if not pinned and self.core.holder.release is None:  # no release: the champion, as before releases
-            req.state["model_version"] = champion.version  # for the access log
-            req.state["model_arm"] = routing.CHAMPION
+        release = self.core.holder.release
+        state = req.state
+        if release is None and not pinned:  # no release: the champion, as before releases
+            state["model_version"] = champion.version  # for the access log
+            state["model_arm"] = routing.CHAMPION
             return routing.Route(champion, routing.CHAMPION, None)
-        chosen = (routing.Route(champion, routing.PINNED, None) if pinned else
-                  self.core.route(champion, req.headers.get(b"x-routing-key", b"").decode("latin-1") or req.request_id))
-        req.state["model_version"] = chosen.classifier.version  # for the access log and the answer's headers
-        req.state["model_arm"] = chosen.arm
-        key = (chosen.classifier.version, chosen.arm)
-        pair = self._named.get(key)
+        if pinned or release is None:
+            chosen = routing.Route(champion, routing.PINNED, None)
+        else:
+            key = req.headers.get(b"x-routing-key")
+            chosen = release.route(champion, key.decode("latin-1") if key else state["request_id"])
+        version, arm = chosen.classifier.version, chosen.arm
+        state["model_version"] = version  # for the access log and the answer's headers
+        state["model_arm"] = arm
+        pair = self._named.get((version, arm))
         if pair is None:
-            pair = self._named[key] = [(b"x-model-version", key[0].encode()), (b"x-model-arm", key[1].encode())]
-        req.state["model_headers"] = pair
+            pair = self._named[(version, arm)] = [(b"x-model-version", version.encode()), (b"x-model-arm", arm.encode())]
+        state["model_headers"] = pair
         return chosen
 
     @staticmethod

@@ -13,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 from bisect import bisect_left
+from collections import Counter as Tally
+from collections import deque
 from collections.abc import Iterable
+from functools import partial
+from itertools import accumulate
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -114,9 +118,9 @@ class Metrics:
             "oncology_shadow_dropped", "Shadow scorings dropped because the shadow queue was full", registry=r
         )
         self._arms: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {}
-        #: (version, arm) -> [malignant, benign, requests, seconds, count per scoring bucket (+Inf last)], not yet in
-        #: the metrics: a prometheus_client increment costs ~1 us (a check and a lock), five per request
-        self._arm_pending: dict[tuple[str, str], list[float]] = {}
+        #: (version, arm) -> what was counted and not yet added to the metrics: a prometheus_client increment costs
+        #: ~1 us (a check and a lock), five per request; a request here adds two numbers and appends its time
+        self._arm_pending: dict[tuple[str, str], _ArmCounts] = {}
         #: several workers share the metrics through files, which a scrape of one worker reads for the others: each
         #: worker writes its arm counts once per turn of the loop; one process writes them at each scrape only (two
         #: arms' four to six additions each turn cost ~5% of a release's single-row throughput)
@@ -180,41 +184,56 @@ class Metrics:
         if referred:
             self.referrals.inc(referred)
         self._predicted[:] = (0, 0, 0)
-        if self._arm_pending and self._multiprocess:
-            self._flush_arms()
+        if self._arm_pending:
+            if self._multiprocess:
+                self._flush_arms()
+            else:  # written at the scrape; meanwhile the times are binned past a bound, so they never pile up
+                for counts in self._arm_pending.values():
+                    if len(counts.times) >= _ARM_TIMES:
+                        counts.bin()
 
     def count_arm(self, version: str, arm: str, malignant: int, total: int, seconds: float) -> None:
         """A request scored by ``version`` in ``arm``: its predictions and scoring time.  Added up here and written
         to the metrics at each scrape (`exposition`), and with several workers also with the other counts, once per
         turn of the loop (`flush`): a scrape reads the other workers' counts from their files."""
-        pending = self._arm_pending.get((version, arm))
-        if pending is None:
-            pending = self._arm_pending[(version, arm)] = [0.0] * (5 + len(SCORING_BUCKETS))
-        pending[0] += malignant
-        pending[1] += total - malignant
-        pending[2] += 1
-        pending[3] += seconds
-        pending[4 + bisect_left(SCORING_BUCKETS, seconds)] += 1  # le: a time equal to a bound is inside it
+        counts = self._arm_pending.get((version, arm))
+        if counts is None:
+            counts = self._arm_pending[(version, arm)] = _ArmCounts()
+        counts.malignant += malignant
+        counts.rows += total
+        counts.times.append(seconds)  # binned later, many at a time (`_ArmCounts.bin`)
         if self._multiprocess and not self._scheduled:
             self._schedule()
 
-    def count_arm_requests(self, version: str, arm: str, requests: Iterable[tuple[int, int, float]]) -> None:
-        """`count_arm` for several requests (each: its malignant rows, its rows, its scoring time)."""
-        pending = self._arm_pending.get((version, arm))
-        if pending is None:
-            pending = self._arm_pending[(version, arm)] = [0.0] * (5 + len(SCORING_BUCKETS))
-        for malignant, total, seconds in requests:
-            pending[0] += malignant
-            pending[1] += total - malignant
-            pending[2] += 1
-            pending[3] += seconds
-            pending[4 + bisect_left(SCORING_BUCKETS, seconds)] += 1
+    def count_answer(self, version: str, arm: str, malignant: int, total: int, referred: int, seconds: float) -> None:
+        """An answer given in a release: `count_predictions` and `count_arm` in one call."""
+        predicted = self._predicted
+        predicted[0] += malignant
+        predicted[1] += total - malignant
+        predicted[2] += referred
+        counts = self._arm_pending.get((version, arm))
+        if counts is None:
+            counts = self._arm_pending[(version, arm)] = _ArmCounts()
+        counts.malignant += malignant
+        counts.rows += total
+        counts.times.append(seconds)
+        if not self._scheduled:
+            self._schedule()
+
+    def count_arm_requests(self, version: str, arm: str, malignant: int, rows: int, times: Iterable[float]) -> None:
+        """`count_arm` for several requests: their malignant rows, their rows, and each one's scoring time."""
+        counts = self._arm_pending.get((version, arm))
+        if counts is None:
+            counts = self._arm_pending[(version, arm)] = _ArmCounts()
+        counts.malignant += malignant
+        counts.rows += rows
+        counts.times.extend(times)
         if self._multiprocess and not self._scheduled:
             self._schedule()
 
     def _flush_arms(self) -> None:
         pending, self._arm_pending = self._arm_pending, {}
-        for (version, arm), (malignant, benign, requests, seconds, *buckets) in pending.items():
+        for (version, arm), counts in pending.items():
             values = self._arms.get((version, arm))
             if values is None:
                 histogram = self.arm_scoring.labels(version, arm)
@@ -227,13 +246,14 @@ class Metrics:
                     histogram._sum,  # prometheus_client's Histogram has no observe-many: its sum and buckets
                     histogram._buckets,
                 )
-            if malignant:
-                values[0].inc(malignant)
-            if benign:
-                values[1].inc(benign)
-            values[2].inc(requests)
-            values[3].inc(seconds)
-            for index, count in enumerate(buckets):
+            counts.bin()
+            if counts.malignant:
+                values[0].inc(counts.malignant)
+            if counts.rows - counts.malignant:
+                values[1].inc(counts.rows - counts.malignant)
+            values[2].inc(counts.requests)
+            values[3].inc(counts.seconds)
+            for index, count in enumerate(counts.buckets):
                 if count:
                     values[4][index].inc(count)
 
@@ -295,3 +315,36 @@ class _Pending:
                 self.buckets[i] = 0
         self.count = 0
         self.seconds = 0.0
+
+
+#: A label set's scoring times waiting to be binned (per-turn check, one process): past this many, binned.
+_ARM_TIMES = 1024
+_bin_of = partial(bisect_left, SCORING_BUCKETS)  # le: a time equal to a bound is inside it
+
+
+class _ArmCounts:
+    """One (version, arm)'s counts not yet in the metrics: rows, malignant rows, and each request's scoring time,
+    appended as it comes (an append is cheaper than a bisection and four additions) and binned many at a time."""
+
+    __slots__ = ("malignant", "rows", "times", "requests", "seconds", "buckets")
+
+    def __init__(self) -> None:
+        self.malignant = 0
+        self.rows = 0
+        self.times: list[float] = []
+        self.requests = 0
+        self.seconds = 0.0
+        self.buckets = [0] * (len(SCORING_BUCKETS) + 1)  # the last: +Inf
+
+    def bin(self) -> None:
+        """Move the times appended so far into the request count, the sum and the buckets."""
+        times = self.times
+        if not times:
+            return
+        self.requests += len(times)
+        # one addition after another, as observing each time would add them (`sum` may compensate rounding)
+        self.seconds = deque(accumulate(times, initial=self.seconds), maxlen=1)[0]
+        buckets = self.buckets
+        for index, count in Tally(map(_bin_of, times)).items():
+            buckets[index] += count
+        times.clear()

@@ -50,6 +50,7 @@ from typing import Any, Final
 
 import msgspec
 from isal import isal_zlib
+from msgspec.structs import replace as _replace  # a copy with some fields changed (cheaper than a new struct)
 
 from oncology.settings import ServeSettings
 from oncology.webservice.metrics import Metrics
@@ -217,6 +218,12 @@ class PredictionLog:
         latency, and fall in the same window and date.  Never blocks or raises, as `record`.
         """
         try:
+            if list(map(len, answered)).count(1) == len(answered) == len(probabilities):  # a line a request
+                self._buffer([_replace(line, model_version=model_version, probability=probability, prediction=label,
+                                       decision=decision, arm="shadow", latency_ms=latency_ms)
+                              for (line,), probability, label, decision, latency_ms
+                              in zip(answered, probabilities, labels, decisions, latencies_ms, strict=True)])
+                return
             lines = []
             row = 0
             for request_lines, latency_ms in zip(answered, latencies_ms, strict=True):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from oncology_model.classifier import Classifier
-from oncology_model.release import CANARY, ReleasePlan
+from oncology_model.release import CANARY, ReleasePlan, within
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,12 @@ PINNED: Final = "pinned"
 SHADOW_QUEUE: Final = 1000
 
 
+class Route(NamedTuple):
+    classifier: Classifier
+    arm: str
+    shadow: Classifier | None  # the candidate, to score the same rows off the answer path
+
+
 @dataclass(frozen=True)
 class Release:
     """A release as one replica serves it: the plan and the candidate's loaded model."""
@@ -40,27 +46,32 @@ class Release:
     #: the plan's current share and mode, read once (every request reads them)
     share: float = field(init=False)
     canary: bool = field(init=False)
+    #: whether a routing key falls in the share: ``plan.bucket(key) < share``, computed for less (`within`)
+    inside: Callable[[str], bool] = field(init=False, repr=False, compare=False)
+    #: (champion, its route outside the share, the route inside it), made once per champion, not per request
+    _routes: tuple[Classifier | None, Route | None, Route | None] = field(
+        init=False, repr=False, compare=False, default=(None, None, None))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "share", self.plan.share)
         object.__setattr__(self, "canary", self.plan.mode == CANARY)
+        object.__setattr__(self, "inside", within(self.plan.id, self.share))
 
-
-class Route(NamedTuple):
-    classifier: Classifier
-    arm: str
-    shadow: Classifier | None  # the candidate, to score the same rows off the answer path
+    def route(self, champion: Classifier, key: str) -> Route:
+        """The route of the request with routing key ``key``, ``champion`` answering outside the share."""
+        cached, outside, inside = self._routes
+        if cached is not champion or outside is None or inside is None:  # a new champion (a hot reload)
+            outside = Route(champion, CHAMPION, None)
+            inside = Route(self.candidate, CANDIDATE, None) if self.canary else Route(champion, CHAMPION, self.candidate)
+            object.__setattr__(self, "_routes", (champion, outside, inside))
+        return inside if self.inside(key) else outside
 
 
 def route(champion: Classifier, release: Release | None, key: str) -> Route:
     """The version that answers the request with routing key ``key``, and its arm."""
     if release is None:
         return Route(champion, CHAMPION, None)
-    share = release.share
-    inside = share >= 1.0 or release.plan.bucket(key) < share  # a hash falls in [0, 1): at 100% no need to compute it
-    if release.canary:
-        return Route(release.candidate, CANDIDATE, None) if inside else Route(champion, CHAMPION, None)
-    return Route(champion, CHAMPION, release.candidate if inside else None)
+    return release.route(champion, key)
 
 
 #: route, request id, the candidate, the rows, and the prediction log's lines of the champion's answer (None: not
@@ -90,19 +101,22 @@ class ShadowScorer:
 
     def submit(self, route_name: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]],
                logged: Sequence[Any] | None = None) -> None:
+        jobs = self._jobs
+        if self._scheduled:  # a pass is due this turn (the common case: every request of a turn but its first)
+            if len(jobs) >= SHADOW_QUEUE:
+                self._on_drop()
+                return
+            jobs.append((route_name, request_id, candidate, rows, logged))
+            return
         job = (route_name, request_id, candidate, rows, logged)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._run([job])
             return
-        if len(self._jobs) >= SHADOW_QUEUE:
-            self._on_drop()
-            return
-        self._jobs.append(job)
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self.flush)
+        jobs.append(job)  # the first of the turn (no pass due: the last one took every job)
+        self._scheduled = True
+        loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Score every queued job now (the loop's pass, and the last one at shutdown)."""
