@@ -128,7 +128,7 @@ e2e: install ## End-to-end tier: images, registry, index, S3 (and Kubernetes) fo
 docker-requirements: install ## Re-resolve deploy/docker/*/requirements.txt (pinned, hashed) within requirements.lock
 	deploy/docker/requirements.sh
 
-bench: install ## Benchmark the service (reference stack, HTTP floor, prediction log on/off, overload, canary/shadow release cost), the dashboard, drift and the monitoring data plane (several minutes)
+bench: install ## Benchmark the service (Flask and FastAPI references, HTTP floor, prediction log on/off, overload, canary/shadow release cost), the dashboard, drift and the monitoring data plane (several minutes)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/predlog.py --http
 	$(BIN)/python benchmarks/report.py
