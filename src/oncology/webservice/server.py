@@ -2,7 +2,8 @@
 
 On SIGTERM or SIGINT readiness turns false at once; after ``drain_seconds`` the listening socket
 closes, in-flight requests finish (up to ``graceful_timeout``), then the process exits 0.  A second
-signal stops at once.
+signal stops waiting for in-flight requests; the app's own shutdown still runs, so the prediction log and the
+access log write what they hold (the log within ``prediction_log_shutdown_seconds``).
 
 The port is bound before anything else starts (`listen`), so a port that is taken is one clear error
 before the service claims to be serving.  With ``workers > 1`` a small supervisor holds that socket, starts the workers (each a process
@@ -103,6 +104,9 @@ class _DrainingServer(uvicorn.Server):
         stopping = asyncio.ensure_future(grpc_server.stop()) if grpc_server is not None else None
         try:
             await super().shutdown(sockets)
+            if self.force_exit:  # a second signal: uvicorn skips the app's shutdown, which then ran only as
+                # asyncio cancelled the lifespan at exit, logged as an error with a traceback; it skips the wait only
+                await self.lifespan.shutdown()
         finally:
             if stopping is not None:
                 await stopping
