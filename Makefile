@@ -128,9 +128,10 @@ e2e: install ## End-to-end tier: images, registry, index, S3 (and Kubernetes) fo
 docker-requirements: install ## Re-resolve deploy/docker/*/requirements.txt (pinned, hashed) within requirements.lock
 	deploy/docker/requirements.sh
 
-bench: install ## Benchmark the service (Flask and FastAPI references, HTTP floor, prediction log on/off, overload, canary/shadow release cost), the dashboard, drift and the monitoring data plane (several minutes)
+bench: install ## Benchmark the service (Flask and FastAPI references, HTTP floor, prediction log and shedding on/off, overload, canary/shadow release cost), the dashboard, drift and the monitoring data plane (several minutes)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/predlog.py --http
+	$(BIN)/python benchmarks/shedding.py
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/drift.py
 	$(BIN)/python benchmarks/dataplane.py --quick
