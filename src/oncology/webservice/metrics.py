@@ -184,24 +184,14 @@ class Metrics:
         if referred:
             self.referrals.inc(referred)
         self._predicted[:] = (0, 0, 0)
-        if self._arm_pending:
-            if self._multiprocess:
-                self._flush_arms()
-            else:  # written at the scrape; meanwhile the times are binned past a bound, so they never pile up
-                for counts in self._arm_pending.values():
-                    if len(counts.times) >= _ARM_TIMES:
-                        counts.bin()
+        if self._arm_pending and self._multiprocess:
+            self._flush_arms()
 
     def count_arm(self, version: str, arm: str, malignant: int, total: int, seconds: float) -> None:
         """A request scored by ``version`` in ``arm``: its predictions and scoring time.  Added up here and written
         to the metrics at each scrape (`exposition`), and with several workers also with the other counts, once per
         turn of the loop (`flush`): a scrape reads the other workers' counts from their files."""
-        counts = self._arm_pending.get((version, arm))
-        if counts is None:
-            counts = self._arm_pending[(version, arm)] = _ArmCounts()
-        counts.malignant += malignant
-        counts.rows += total
-        counts.times.append(seconds)  # binned later, many at a time (`_ArmCounts.bin`)
+        self._arm_counts(version, arm).add(malignant, total, (seconds,))
         if self._multiprocess and not self._scheduled:
             self._schedule()
 
@@ -211,25 +201,21 @@ class Metrics:
         predicted[0] += malignant
         predicted[1] += total - malignant
         predicted[2] += referred
-        counts = self._arm_pending.get((version, arm))
-        if counts is None:
-            counts = self._arm_pending[(version, arm)] = _ArmCounts()
-        counts.malignant += malignant
-        counts.rows += total
-        counts.times.append(seconds)
+        self._arm_counts(version, arm).add(malignant, total, (seconds,))
         if not self._scheduled:
             self._schedule()
 
     def count_arm_requests(self, version: str, arm: str, malignant: int, rows: int, times: Iterable[float]) -> None:
         """`count_arm` for several requests: their malignant rows, their rows, and each one's scoring time."""
+        self._arm_counts(version, arm).add(malignant, rows, times)
+        if self._multiprocess and not self._scheduled:
+            self._schedule()
+
+    def _arm_counts(self, version: str, arm: str) -> _ArmCounts:
         counts = self._arm_pending.get((version, arm))
         if counts is None:
             counts = self._arm_pending[(version, arm)] = _ArmCounts()
-        counts.malignant += malignant
-        counts.rows += rows
-        counts.times.extend(times)
-        if self._multiprocess and not self._scheduled:
-            self._schedule()
+        return counts
 
     def _flush_arms(self) -> None:
         pending, self._arm_pending = self._arm_pending, {}
@@ -317,7 +303,8 @@ class _Pending:
         self.seconds = 0.0
 
 
-#: A label set's scoring times waiting to be binned (per-turn check, one process): past this many, binned.
+#: A label set's scoring times waiting to be binned: at this many, binned (one process writes them at scrapes only,
+#: and a service nobody scrapes would otherwise keep every request's time).
 _ARM_TIMES = 1024
 _bin_of = partial(bisect_left, SCORING_BUCKETS)  # le: a time equal to a bound is inside it
 
@@ -335,6 +322,14 @@ class _ArmCounts:
         self.requests = 0
         self.seconds = 0.0
         self.buckets = [0] * (len(SCORING_BUCKETS) + 1)  # the last: +Inf
+
+    def add(self, malignant: int, rows: int, times: Iterable[float]) -> None:
+        """Requests' malignant rows and rows, and each one's scoring time (binned later, many at a time)."""
+        self.malignant += malignant
+        self.rows += rows
+        self.times.extend(times)
+        if len(self.times) >= _ARM_TIMES:
+            self.bin()
 
     def bin(self) -> None:
         """Move the times appended so far into the request count, the sum and the buckets."""
