@@ -41,9 +41,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import run as bench  # benchmarks/run.py: this script's folder is on sys.path
 
@@ -51,6 +52,7 @@ from oncology.webservice.predlog import PredictionLog
 from oncology_model.storage import open_store
 
 ROW = tuple(bench.EXAMPLE.values())
+T = TypeVar("T")
 
 
 def _best_cpu_us(fn: Any, per: int, repeats: int) -> float:
@@ -192,7 +194,12 @@ def side_by_side_point(wrk_bin: str, servers: dict[str, bench.Server], script: P
     return results
 
 
-def http(rounds: int, duration: int, warmup: int, alternate: bool = False) -> dict[str, Any]:
+def pair(tag: str, settings: dict[str, dict[str, str]], rounds: int, duration: int, warmup: int,
+         alternate: bool = False, before_stop: Callable[[dict[str, bench.Server]], T] | None = None,
+         ) -> tuple[dict[str, list[dict[str, Any]]], bool, T | None]:
+    """Two ``oncology serve --workers 1`` (``settings``: name -> its settings), loaded by wrk at c=64 on /predict,
+    side by side in cgroups (see above) or, with ``alternate`` or where cgroups cannot be made, taking turns.
+    Returns each one's rounds, whether they took turns, and what ``before_stop`` found while they still ran."""
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpu = bench.split_cpus()
     wrk_bin = bench.ensure_wrk()
@@ -200,31 +207,27 @@ def http(rounds: int, duration: int, warmup: int, alternate: bool = False) -> di
     bench.LOGS.mkdir(parents=True, exist_ok=True)
     store = bench.RESULTS / "store"
     bench.make_store(store)
-    log_store = bench.RESULTS / "predlog-store"
-    shutil.rmtree(log_store, ignore_errors=True)
     script = bench.wrk_script("single", json.dumps(bench.EXAMPLE).encode())
+    first, second = settings
     servers: dict[str, bench.Server] = {}
     cgroups: dict[str, Path | None] = {}
     if not alternate:
-        cgroups = {name: make_cgroup(f"oncology-predlog-{name}-{os.getpid()}") for name in ("off", "on")}
+        cgroups = {name: make_cgroup(f"oncology-{tag}-{name}-{os.getpid()}") for name in settings}
         if None in cgroups.values():
             bench.say(f"cannot make cgroups under {CGROUP_CPU} (not root?): taking turns instead (--alternate)")
             for folder in cgroups.values():
                 remove_cgroup(folder)
             cgroups, alternate = {}, True
-    # shedding off in both: each server has half a CPU (side by side), whose scheduling gaps a worker can take
-    # for overload; what is measured is the cost of the log at saturation, every request answered
-    for name, extra in (("off", {"ONCOLOGY_OVERLOAD_MAX_LAG": "0"}),
-                        ("on", {"ONCOLOGY_OVERLOAD_MAX_LAG": "0", "ONCOLOGY_PREDICTION_LOG": "true",
-                                "ONCOLOGY_PREDICTION_LOG_STORE": str(log_store)})):
+    for name, extra in settings.items():
         port = bench.free_port()
         servers[name] = bench.Server(
-            f"predlog-{name}",
+            f"{tag}-{name}",
             [*in_cgroup(cgroups.get(name)), *bench.pin(server_cpu), str(bench.PROJECT_BIN / "oncology"), "serve", "--store", str(store),
              "--host", bench.HOST, "--port", str(port), "--workers", "1"],
-            port, bench.raw_request("GET", "/readyz"), {**bench.clean_env(), **extra}, bench.LOGS / f"predlog-{name}.log",
+            port, bench.raw_request("GET", "/readyz"), {**bench.clean_env(), **extra}, bench.LOGS / f"{tag}-{name}.log",
         )
-    points: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    points: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
+    found = None
     try:
         if client_cpu is not None:
             os.sched_setaffinity(0, {client_cpu})
@@ -235,43 +238,66 @@ def http(rounds: int, duration: int, warmup: int, alternate: bool = False) -> di
             side_by_side_point(wrk_bin, servers, script, warmup, client_cpu)
         for r in range(rounds):
             if alternate:
-                order = ["off", "on"] if r % 2 == 0 else ["on", "off"]
+                order = [first, second] if r % 2 == 0 else [second, first]
                 bench.say(f"round {r + 1}/{rounds}: {', '.join(order)}")
                 for name in order:
                     points[name].append(bench.measure_point(wrk_bin, servers[name], "/predict", script, 64, duration,
-                                                            warmup, client_cpu, f"prediction log {name}, c=64"))
+                                                            warmup, client_cpu, f"{tag} {name}, c=64"))
             else:
                 result = side_by_side_point(wrk_bin, servers, script, duration, client_cpu)
-                bench.say(f"round {r + 1}/{rounds}, side by side: off {result['off']['rps']:,.0f} req/s, "
-                          f"on {result['on']['rps']:,.0f} req/s, on/off {result['on']['rps'] / result['off']['rps']:.3f}")
-                for name in ("off", "on"):
+                bench.say(f"round {r + 1}/{rounds}, side by side: {first} {result[first]['rps']:,.0f} req/s, "
+                          f"{second} {result[second]['rps']:,.0f} req/s, {second}/{first} "
+                          f"{result[second]['rps'] / result[first]['rps']:.3f}")
+                for name in settings:
                     points[name].append(result[name])
-        on = servers["on"]
-        written = _metric(on.port, "oncology_prediction_log_written_total")
-        dropped = _metric(on.port, "oncology_prediction_log_dropped_total")
-        predicted = _metric(on.port, "oncology_predictions_total")
-        if written + dropped == 0:
-            raise bench.BenchError("the 'on' server wrote no prediction log: is the log wired into the app yet?")
-        on.stop()  # SIGTERM: the rest of the buffer is flushed
-        records = sum(gzip.decompress(p.read_bytes()).count(b"\n") for p in log_store.rglob("*.jsonl.gz"))
+        if before_stop is not None:
+            found = before_stop(servers)
     finally:
         bench.stop_all()
         for folder in cgroups.values():
             remove_cgroup(folder)
         if client_cpu is not None:
             os.sched_setaffinity(0, set(cpus))
-    summary = {name: bench.summarize_load(v) for name, v in points.items()}
-    ratios = [b["rps"] / a["rps"] for a, b in zip(points["off"], points["on"])]
+    return points, alternate, found
+
+
+def ratios(points: dict[str, list[dict[str, Any]]], off: str = "off", on: str = "on") -> dict[str, Any]:
+    """``on`` against ``off``: the per-round throughput ratios, their median and quartiles, the CPU a request's."""
+    rps = [b["rps"] / a["rps"] for a, b in zip(points[off], points[on])]
     return {
-        "mode": "alternate" if alternate else "side by side",
-        "rps_ratios": ratios,  # one per round
-        "rps_ratio_quartiles": statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios,
-        "single_c64": summary,
-        "rps_ratio_on_vs_off": bench.median(ratios),
+        "single_c64": {name: bench.summarize_load(v) for name, v in points.items()},
+        "rps_ratios": rps,  # one per round
+        "rps_ratio_quartiles": statistics.quantiles(rps, n=4) if len(rps) > 1 else rps,
+        "rps_ratio_on_vs_off": bench.median(rps),
         "cpu_us_ratio_on_vs_off": bench.median(
-            [b["server_cpu_us_per_req"] / a["server_cpu_us_per_req"] for a, b in zip(points["off"], points["on"])]),
-        "predictions": predicted, "records_in_store": records, "dropped": dropped,
+            [b["server_cpu_us_per_req"] / a["server_cpu_us_per_req"] for a, b in zip(points[off], points[on])]),
     }
+
+
+def http(rounds: int, duration: int, warmup: int, alternate: bool = False) -> dict[str, Any]:
+    log_store = bench.RESULTS / "predlog-store"
+    shutil.rmtree(log_store, ignore_errors=True)
+
+    def written(servers: dict[str, bench.Server]) -> dict[str, float]:
+        on = servers["on"]
+        found = {"written": _metric(on.port, "oncology_prediction_log_written_total"),
+                 "dropped": _metric(on.port, "oncology_prediction_log_dropped_total"),
+                 "predictions": _metric(on.port, "oncology_predictions_total")}
+        if found["written"] + found["dropped"] == 0:
+            raise bench.BenchError("the 'on' server wrote no prediction log: is the log wired into the app yet?")
+        on.stop()  # SIGTERM: the rest of the buffer is flushed
+        return found
+
+    # shedding off in both: each server has half a CPU (side by side), whose scheduling gaps a worker can take
+    # for overload; what is measured is the cost of the log at saturation, every request answered
+    points, alternate, found = pair("predlog", {"off": {"ONCOLOGY_OVERLOAD_MAX_LAG": "0"},
+                                                "on": {"ONCOLOGY_OVERLOAD_MAX_LAG": "0", "ONCOLOGY_PREDICTION_LOG": "true",
+                                                       "ONCOLOGY_PREDICTION_LOG_STORE": str(log_store)}},
+                                    rounds, duration, warmup, alternate, written)
+    assert found is not None
+    records = sum(gzip.decompress(p.read_bytes()).count(b"\n") for p in log_store.rglob("*.jsonl.gz"))
+    return {"mode": "alternate" if alternate else "side by side", **ratios(points),
+            "predictions": found["predictions"], "records_in_store": records, "dropped": found["dropped"]}
 
 
 def main() -> int:

@@ -17,73 +17,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import run as bench  # benchmarks/run.py: this script's folder is on sys.path
-from predlog import in_cgroup, make_cgroup, remove_cgroup, side_by_side_point
+from predlog import pair, ratios
 
 SERVERS = {"off": {"ONCOLOGY_OVERLOAD_MAX_LAG": "0"}, "on": {}}  # "on": the defaults
 
 
 def measure(rounds: int, duration: int, warmup: int) -> dict[str, Any]:
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, client_cpu = bench.split_cpus()
-    wrk_bin = bench.ensure_wrk()
-    bench.RESULTS.mkdir(parents=True, exist_ok=True)
-    bench.LOGS.mkdir(parents=True, exist_ok=True)
-    store = bench.RESULTS / "store"
-    bench.make_store(store)
-    script = bench.wrk_script("single", json.dumps(bench.EXAMPLE).encode())
-    cgroups: dict[str, Path | None] = {name: make_cgroup(f"oncology-shedding-{name}-{os.getpid()}") for name in SERVERS}
-    servers: dict[str, bench.Server] = {}
-    points: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
-    try:
-        if None in cgroups.values():
-            raise bench.BenchError("cannot make cpu cgroups (not root, or no cgroup v1 cpu controller): side by side "
-                                   "is the only fair comparison on this machine")
-        for name, extra in SERVERS.items():
-            port = bench.free_port()
-            servers[name] = bench.Server(
-                f"shedding-{name}",
-                [*in_cgroup(cgroups[name]), *bench.pin(server_cpu), str(bench.PROJECT_BIN / "oncology"), "serve",
-                 "--store", str(store), "--host", bench.HOST, "--port", str(port), "--workers", "1"],
-                port, bench.raw_request("GET", "/readyz"), {**bench.clean_env(), **extra},
-                bench.LOGS / f"shedding-{name}.log",
-            )
-        if client_cpu is not None:
-            os.sched_setaffinity(0, {client_cpu})
-        for server in servers.values():
-            server.start()
-            bench.wait_ready(server, time.perf_counter())
-        if warmup:
-            side_by_side_point(wrk_bin, servers, script, warmup, client_cpu)
-        for r in range(rounds):
-            result = side_by_side_point(wrk_bin, servers, script, duration, client_cpu)
-            bench.say(f"round {r + 1}/{rounds}, side by side: off {result['off']['rps']:,.0f} req/s, "
-                      f"on {result['on']['rps']:,.0f} req/s, on/off {result['on']['rps'] / result['off']['rps']:.3f}")
-            for name in SERVERS:
-                points[name].append(result[name])
-    finally:
-        bench.stop_all()
-        for folder in cgroups.values():
-            remove_cgroup(folder)
-        if client_cpu is not None:
-            os.sched_setaffinity(0, set(cpus))
-    ratios = [on["rps"] / off["rps"] for off, on in zip(points["off"], points["on"])]
-    cpu_ratios = [on["server_cpu_us_per_req"] / off["server_cpu_us_per_req"] for off, on in zip(points["off"], points["on"])]
-    return {
-        "single_c64": {name: bench.summarize_load(v) for name, v in points.items()},
-        "rps_ratios": ratios,
-        "rps_ratio_on_vs_off": bench.median(ratios),
-        "rps_ratio_quartiles": statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios,
-        "cpu_us_ratio_on_vs_off": bench.median(cpu_ratios),
-    }
+    points, alternate, _ = pair("shedding", SERVERS, rounds, duration, warmup)
+    if alternate:
+        raise bench.BenchError("cannot make cpu cgroups (not root, or no cgroup v1 cpu controller): side by side "
+                               "is the only fair comparison on this machine")
+    return ratios(points)
 
 
 def main() -> int:
