@@ -41,13 +41,17 @@ class AccessLog:
         self._middles: dict[tuple[str, str, int], bytes] = {}
         self._tails: dict[tuple[str | None, str | None], bytes] = {}
 
+    def _date(self, second: int) -> str:
+        """``second`` (since the epoch) as ISO 8601 up to its seconds, formatted once a second."""
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return self._prefix
+
     def _timestamp(self) -> str:
         now = time.time()
         second = int(now)
-        if second != self._second:  # format the date once a second
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1000):03d}+00:00"
+        return f"{self._date(second)}.{int((now - second) * 1000):03d}+00:00"
 
     def write(self, entry: dict[str, Any]) -> None:
         self._append(self._encode({"ts": self._timestamp(), "level": "info", "logger": "oncology.access", "msg": "request", **entry}))
@@ -101,11 +105,7 @@ class AccessLog:
             milli = int((end + offset) * 1000)
             if milli != last:  # the line's head up to the request id, once a millisecond of the batch
                 last = milli
-                second = milli // 1000
-                if second != self._second:
-                    self._second = second
-                    self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-                head = b"".join((b'{"ts":"', self._prefix.encode(), b".", _MILLIS[milli % 1000], _HEAD))
+                head = b"".join((b'{"ts":"', self._date(milli // 1000).encode(), b".", _MILLIS[milli % 1000], _HEAD))
             middle = middles.get((method, route, status))
             if middle is None:
                 middle = encode({"method": method, "route": route, "status": status})[1:-1]
