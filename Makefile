@@ -249,3 +249,7 @@ index-deploy: install ## Run the package index on the cluster (INDEX_OVERLAY, RE
 	  && echo "created the Secret oncology-index (user $(INDEX_USER))"; }
 	$(K8S) kustomize $(INDEX_OVERLAY) | $(BIN)/python deploy/index/render.py --image $(REGISTRY)/oncology-index:$(INDEX_IMAGE_TAG) | $(K8S) apply -f -
 	$(K8S) rollout status deployment/oncology-index --timeout=$(ROLLOUT_TIMEOUT)
+	@# a ready pod is not yet in the Service: until its address is, the ClusterIP refuses connections
+	@for i in $$(seq 120); do \
+	  [ -n "$$($(K8S) get endpoints oncology-index -o 'jsonpath={.subsets[*].addresses[*].ip}')" ] && exit 0; sleep 0.5; \
+	done; echo "index-deploy: the Service oncology-index has no ready address after 60 s" >&2; exit 1

@@ -246,7 +246,8 @@ def test_deleting_the_index_pod_loses_no_package(stack: Stack, index_image: str,
 
         svc = cluster.get("service", "oncology-index")["spec"]
         url = f"http://{svc['clusterIP']}:{svc['ports'][0]['port']}/"  # from the host, through kube-proxy
-        assert httpx.get(url + "simple/", timeout=10).status_code == 401
+        # the Service forwards once kube-proxy has the pod's address: polled, as a client retries
+        figures["k8s index: ready to the Service answering (s)"] = round(wait_answers(url + "simple/"), 2)
 
         # make publish INDEX=cluster (the web-service image only): the wheel to the in-cluster index, and the
         # image build installs oncology-model from it
@@ -278,6 +279,7 @@ def test_deleting_the_index_pod_loses_no_package(stack: Stack, index_image: str,
         cluster.kubectl("delete", "pod", old, "--wait=false")
         new, seconds = wait_new_ready_pod(cluster, old)
         figures["k8s index: pod deleted to a new pod ready (s)"] = round(seconds, 1)
+        wait_answers(url + "simple/")  # the new pod's address reaches kube-proxy after it is ready
         after = pip_download(simple, f"oncology-model=={version}", tmp_path / "after")
         assert after.returncode == 0, after.stdout + after.stderr
         (second,) = (tmp_path / "after").iterdir()
