@@ -11,6 +11,7 @@ benchmarks that start servers of their own (``tests/conftest.py`` and ``benchmar
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -48,29 +50,40 @@ def spawn(cmd: list[str], cwd: Path, log: Path,
                                 start_new_session=True, preexec_fn=preexec_fn)
 
 
+#: The ports this process handed out last: a port is free until its server binds it, so two calls in a row (a
+#: server's HTTP and gRPC ports, a server and the S3 address that stays down) could otherwise get the same port
+#: back, the kernel's pick being random (1 in ~14,000 for each pair), and the second server finds it taken.
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=1024)
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port(exclude: Iterable[int] = ()) -> int:
-    """A TCP port on 127.0.0.1 that is free right now (and not one of ``exclude``)."""
+    """A TCP port on 127.0.0.1 that is free right now (and not one of ``exclude``, nor one of the last 1,024 this
+    process handed out)."""
     return free_ports(1, exclude)[0]
 
 
 def free_ports(n: int, exclude: Iterable[int] = ()) -> list[int]:
-    """``n`` distinct TCP ports on 127.0.0.1 that are free right now (sockets held open together so they differ)."""
-    skip = set(exclude)
+    """``n`` distinct TCP ports on 127.0.0.1 that are free right now (sockets held open together so they differ),
+    none of ``exclude`` and none of the last 1,024 this process handed out."""
     socks: list[socket.socket] = []
     ports: list[int] = []
-    try:
-        for _ in range(n + 200):
-            if len(ports) == n:
-                return ports
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.bind((HOST, 0))
-            port: int = s.getsockname()[1]
-            if port not in skip and port not in ports:
-                ports.append(port)
-    finally:
-        for s in socks:
-            s.close()
+    with _HANDED_OUT_LOCK:
+        skip = set(exclude) | set(_HANDED_OUT)
+        try:
+            for _ in range(n + 200):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind((HOST, 0))
+                port: int = s.getsockname()[1]
+                if port not in skip and port not in ports:
+                    ports.append(port)
+                    if len(ports) == n:
+                        _HANDED_OUT.extend(ports)
+                        return ports
+        finally:
+            for s in socks:
+                s.close()
     raise OSError(f"could not find {n} free ports on {HOST}")
 
 

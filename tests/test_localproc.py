@@ -61,3 +61,31 @@ def test_the_command_line_exit_statuses(capsys: pytest.CaptureFixture[str]) -> N
     assert command_line("srv", Failed, commands, "broken") == 1
     out, err = capsys.readouterr()
     assert out == "srv: up\nsrv: not running\n" and err == "srv: error: no binary\n"
+
+
+def test_free_port_never_hands_out_a_port_it_handed_out_just_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel picks a free port at random, so two calls in a row may get the same one back while neither's server
+    has bound it yet (a server's HTTP and gRPC ports): the second server would find its port taken.  Here the
+    kernel is made to pick 40001 twice, then 40003: the second call must skip 40001."""
+    import localproc
+
+    picks = iter([40001, 40001, 40003, 40001, 40005])
+
+    class Kernel:  # a socket whose bind to port 0 gets the next pick
+        def __init__(self, *args: object) -> None:
+            self.port = 0
+
+        def bind(self, address: tuple[str, int]) -> None:
+            self.port = next(picks)
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(localproc.socket, "socket", Kernel)
+    monkeypatch.setattr(localproc, "_HANDED_OUT", localproc.collections.deque(maxlen=1024))
+    assert localproc.free_port() == 40001
+    assert localproc.free_port() == 40003
+    assert localproc.free_ports(1) == [40005]
