@@ -501,6 +501,16 @@ def _disruptions(cluster: Cluster, service: Service, expected: dict[str, list[tu
     with Load(service.host, service.port, rows, expected, rate=RATE) as load:
         assert load.wait_for(lambda answers: len(answers) >= 100, 30), "the Service did not answer before the change"
         first, second = sorted(p["metadata"]["name"] for p in live_pods(cluster))
+        # the budget allows one disruption once the disruption controller has counted both pods healthy: its status
+        # follows the pods (a) replaced a moment ago, and an eviction before it has is refused (429) like the second
+        budget: dict[str, Any] = {}
+
+        def one_allowed() -> bool:
+            nonlocal budget
+            budget = cluster.get("pdb", APP).get("status", {})
+            return budget.get("currentHealthy") == 2 and budget.get("disruptionsAllowed") == 1
+
+        poll(one_allowed, 60, lambda: f"the budget does not allow one disruption of 2 healthy pods: {budget}")
         t0 = time.monotonic()
         proc = evict(cluster, first)
         assert proc.returncode == 0, proc.stderr
