@@ -203,10 +203,11 @@ def run(store: str, *args: str) -> Any:
 
 
 def log(store: Any, trained: Trained, X: npt.NDArray[np.int64], version: str = "1.0.2", hours_ago: float = 1.0,
-        writer: str = "test") -> int:
-    """Log predictions of rows ``X`` by ``version`` spread over the hour before ``hours_ago`` hours ago."""
+        writer: str = "test", now: datetime = NOW) -> int:
+    """Log predictions of rows ``X`` by ``version`` spread over the hour before ``hours_ago`` hours before ``now``
+    (default: when the module was collected)."""
     p = trained.scores(X)
-    times = [NOW - timedelta(hours=hours_ago, seconds=float(s)) for s in np.linspace(0, 3599, len(X))]
+    times = [now - timedelta(hours=hours_ago, seconds=float(s)) for s in np.linspace(0, 3599, len(X))]
     write_log(store, records(X, p, trained.threshold, version, times), writer=writer)
     return len(X)
 
@@ -267,7 +268,9 @@ def test_shifted_traffic_exits_1_and_names_the_features(local: LocalStore, train
 
 def test_the_window_selects_partitions_and_timestamps(local: LocalStore, trained: Trained) -> None:
     log(local, trained, sample(trained, 300, seed=1), hours_ago=48)
-    log(local, trained, sample(trained, 200, seed=2), hours_ago=1.5, writer="recent")
+    # 1.5 to 2.5 hours before the run, for the window of 3 hours before it: NOW is when the module was collected,
+    # minutes before this test runs under `make test` (30 of them and the last rows fell out of the window)
+    log(local, trained, sample(trained, 200, seed=2), hours_ago=1.5, writer="recent", now=datetime.now(UTC))
     since, until = (NOW - timedelta(hours=50)).isoformat(), (NOW - timedelta(hours=40)).isoformat()
     result = run(str(local.root), "--since", since, "--until", until)
     assert result.exit_code == 0, result.output
