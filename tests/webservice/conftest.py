@@ -62,7 +62,9 @@ def start_server(tmp_path: Path, env: dict[str, str], *args: str, wait: bool = T
     return server
 
 
-def wait_ready(server: Server, timeout: float = 20) -> None:
+def wait_ready(server: Server, timeout: float = 60) -> None:
+    """Until ``/readyz`` answers 200.  A hang guard, not a bound: at load average 7-8 on 2 cores ``oncology serve
+    --workers 2`` got there in 2.8-3.4 s, and in 5.5 s under coverage (as ``make test`` runs it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
