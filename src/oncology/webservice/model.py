@@ -88,8 +88,9 @@ class ModelHolder:
                     return False
                 candidate = Classifier(self._registry.load(wanted))
             except OncologyError as exc:
-                self._on_reload("failure", current)
+                # the line first: whoever sees the failure counted in the metrics finds it in the log already
                 log.error("model reload failed, still serving %s: %s", current, exc)
+                self._on_reload("failure", current)
                 return False
             self.classifier = candidate
             self._on_reload("success", candidate.version)
@@ -139,9 +140,9 @@ class ModelHolder:
         try:
             candidate = Classifier(self._registry.load(plan.version))
         except OncologyError as exc:
-            self._on_reload("failure", self.classifier.version if self.classifier else None)
             log.error("release %s: candidate %s does not load, the champion answers everything: %s",
                       plan.id, plan.version, exc)
+            self._on_reload("failure", self.classifier.version if self.classifier else None)
             self.release = None
             return
         self.release = Release(plan, candidate)
@@ -163,8 +164,8 @@ async def load_with_backoff(holder: ModelHolder) -> None:
         try:
             await asyncio.to_thread(holder.load)
         except OncologyError as exc:
-            holder.count_failure()
             log.warning("model load failed, still not ready; next attempt in %.1fs: %s", delay, exc)
+            holder.count_failure()
 
 
 async def follow(holder: ModelHolder, interval: float) -> None:
