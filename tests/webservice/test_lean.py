@@ -119,3 +119,30 @@ def test_every_other_command_line_runs_the_whole_command_tree(tmp_path: Path) ->
     assert {"oncology.cli", "oncology.release.cli", "rich"} <= _imported(proc.stderr)
     for command in ("train", "models", "serve", "monitoring", "outcomes", "release", "drift", "report"):
         assert re.search(rf"│ {command} ", proc.stdout), (command, proc.stdout)
+
+
+#: grpcio-reflection's modules: ~0.8 MB of a worker that only a tool such as grpcurl uses (docs/grpc.md, "Cost").
+REFLECTION_MODULES = ("grpc_reflection.v1alpha.reflection", "grpc_reflection.v1alpha.reflection_pb2")
+
+
+def test_grpc_reflection_is_loaded_by_its_first_call_not_at_start_up(serve, trained_store: Path) -> None:  # type: ignore[no-untyped-def]
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    from oncology.webservice.grpc import REFLECTION_SERVICE
+
+    assert REFLECTION_SERVICE == reflection.SERVICE_NAME
+    grpc_port = free_port()
+    server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_GRPC_PORT": str(grpc_port),
+                    "ONCOLOGY_DRAIN_SECONDS": "0", "PYTHONPROFILEIMPORTTIME": "1"})
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        request = pb.ModelInferRequest(model_name="oncology", raw_input_contents=[struct.pack("<9q", *EXAMPLE.values())])
+        request.inputs.add(name="tumor", datatype="INT64", shape=[1, 9])
+        assert len(pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request).outputs) == 3
+        assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest()).status == (
+            health_pb2.HealthCheckResponse.SERVING)
+        assert not _imported(server.logs()) & set(REFLECTION_MODULES)  # served, probed: reflection not loaded
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()  # what grpcurl asks first
+        assert sorted(services) == ["grpc.health.v1.Health", REFLECTION_SERVICE, "inference.GRPCInferenceService"]
+    assert set(REFLECTION_MODULES) <= _imported(server.logs())

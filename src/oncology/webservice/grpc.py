@@ -411,7 +411,7 @@ class GrpcServer:
         server.add_registered_method_handlers(SERVICE, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(_Health(self.core), server)
         if settings.grpc_reflection:
-            _enable_reflection(server)
+            server.add_generic_rpc_handlers((_LazyReflection(),))
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         try:
             self.port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
@@ -432,16 +432,45 @@ class GrpcServer:
         await asyncio.shield(self._stopping)
 
 
-def _enable_reflection(server: aio.Server) -> None:
-    """Server reflection over the three services this port serves.  The protocol's messages live in a pool
-    of their own (proto/generate.sh says why), so reflection gets a pool holding exactly these files."""
+#: The reflection service's name (``grpc_reflection.v1alpha.reflection.SERVICE_NAME``, a test holds them equal).
+REFLECTION_SERVICE: Final = "grpc.reflection.v1alpha.ServerReflection"
+
+
+class _LazyReflection(grpc.GenericRpcHandler):
+    """Server reflection over the three services this port serves, loaded by its first call.
+
+    grpcio-reflection (its servicer, its messages and the descriptor pool it answers from) is ~0.8 MB of a
+    worker's resident memory that only a tool such as grpcurl ever uses (docs/grpc.md, "Cost"): it is imported
+    when such a call arrives, not at start-up.  The protocol's messages live in a pool of their own
+    (proto/generate.sh says why), so reflection gets a pool holding exactly these files."""
+
+    def __init__(self) -> None:
+        self._handler: grpc.GenericRpcHandler | None = None
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method: str = handler_call_details.method
+        if not method.startswith(f"/{REFLECTION_SERVICE}/"):
+            return None
+        if self._handler is None:
+            self._handler = _reflection_handler()
+        return self._handler.service(handler_call_details)
+
+
+def _reflection_handler() -> grpc.GenericRpcHandler:
     from google.protobuf import descriptor_pool
-    from grpc_reflection.v1alpha import reflection, reflection_pb2  # the aio servicer for an aio server
+    from grpc_reflection.v1alpha import reflection, reflection_pb2
 
     pool = descriptor_pool.DescriptorPool()
     for file in (pb.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
         pool.AddSerializedFile(file.serialized_pb)
-    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool)
+    servicer = reflection.aio.ReflectionServicer((SERVICE, health.SERVICE_NAME, REFLECTION_SERVICE), pool=pool)
+    # as the generated add_ServerReflectionServicer_to_server registers it
+    handlers = {"ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )}
+    return grpc.method_handlers_generic_handler(REFLECTION_SERVICE, handlers)
 
 
 def _where(exc: BaseException) -> str:
