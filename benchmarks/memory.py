@@ -8,7 +8,11 @@ anonymous (the Python heap, thread stacks) and file-backed (the interpreter, ext
 medians over the rounds. ``--modules`` also lists the top-level packages the worker imported
 (``PYTHONPROFILEIMPORTTIME``) and the largest mappings from ``/proc/PID/smaps``.
 
-    .venv/bin/python benchmarks/memory.py [--rounds 3] [--calls 1000] [--modules]
+``--parts`` says where a worker's memory goes instead: a fresh interpreter imports the worker's parts in
+turn (`PARTS`, in that order, each with what it pulls in that the parts before it did not), and each part's
+cost is how much ``VmRSS`` grew; medians over the rounds.
+
+    .venv/bin/python benchmarks/memory.py [--rounds 3] [--calls 1000] [--modules] [--parts]
 """
 
 from __future__ import annotations
@@ -31,6 +35,44 @@ from oncology.webservice.proto import grpc_predict_v2_pb2 as pb
 from oncology.webservice.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 
 FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
+
+#: A worker's parts, imported in this order by ``--parts`` (``STORE``: the store's path).  pydantic comes apart in
+#: four: its compiled core, its modules, the schema machinery it loads to build its first model, and
+#: pydantic-settings; then the settings classes built on them.
+PARTS: tuple[tuple[str, str, bool], ...] = (  # (what, the code that imports it, whether it is pydantic's or built on it)
+    ("the standard library every part needs (asyncio, ssl, hashlib, logging, importlib.metadata...)",
+     "import asyncio, concurrent.futures, dataclasses, datetime, email.message, hashlib, importlib.metadata, json, "
+     "logging, multiprocessing, pathlib, shutil, signal, socket, ssl, tempfile, typing, uuid, zipfile", False),
+    ("pydantic-core, pydantic's compiled core", "import pydantic_core", True),
+    ("pydantic's modules", "import pydantic; from pydantic import BaseModel, Field, TypeAdapter", True),
+    ("pydantic's schema machinery, loaded by the first model", "class First(BaseModel):\n    x: int = 0", True),
+    ("pydantic-settings", "import pydantic_settings", True),
+    ("the settings classes, and ServeSettings read", "from oncology.settings import ServeSettings; ServeSettings(store=STORE)",
+     True),
+    ("oncology_model, its `Tumor` (a pydantic model) included", "import oncology_model", False),
+    ("uvicorn, uvloop, httptools", "import uvicorn, uvloop, httptools", False),
+    ("Starlette", "import starlette.applications", False),
+    ("prometheus_client", "import prometheus_client", False),
+    ("msgspec", "import msgspec", False),
+    ("the service's own modules (its pydantic request models included)", "import oncology.serving, oncology.webservice.server",
+     False),
+    ("grpc", "import grpc", False),
+    ("grpc_health", "import grpc_health.v1.health", False),
+    ("the service's gRPC module and generated messages", "import oncology.webservice.grpc", False),
+    ("grpc_reflection (loaded by the first reflection call)", "import grpc_reflection.v1alpha.reflection", False),
+)
+_PARTS_PROGRAM = """
+import json, sys
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+STORE = sys.argv[1]
+found = [rss()]
+for code in json.loads(sys.argv[2]):
+    exec(code)
+    found.append(rss())
+print(json.dumps(found))
+"""
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +(\S+)$", re.MULTILINE)
 
 
@@ -96,14 +138,39 @@ def one_round(store: Path, grpc_on: bool, calls: int, modules: bool) -> dict[str
     return result
 
 
+def parts_mb(store: Path) -> list[float]:
+    """``VmRSS`` of a fresh interpreter (started as ``oncology serve`` is), then after each of `PARTS` in turn."""
+    done = bench.run([sys.executable, "-c", _PARTS_PROGRAM, str(store), json.dumps([code for _, code, _ in PARTS])],
+                     "the parts' imports", env=bench.clean_env())
+    found: list[float] = json.loads(done.stdout)
+    return found
+
+
+def report_parts(store: Path, rounds: int) -> None:
+    runs = [parts_mb(store) for _ in range(rounds)]
+    fresh = statistics.median(r[0] for r in runs)
+    print(f"\n| a worker's parts, imported in turn (medians of {rounds} rounds) | VmRSS grows by, MB |")
+    print("| --- | --- |")
+    print(f"| a fresh interpreter | {fresh:.1f} |")
+    for i, (label, _, _) in enumerate(PARTS, start=1):
+        print(f"| {label} | {statistics.median(r[i] - r[i - 1] for r in runs):.1f} |")
+    pydantic = [i for i, (_, _, of_pydantic) in enumerate(PARTS, start=1) if of_pydantic]
+    print(f"| (pydantic's parts and the models built on them, together) | "
+          f"{statistics.median(sum(r[i] - r[i - 1] for i in pydantic) for r in runs):.1f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="servers started for each setting")
     parser.add_argument("--calls", type=int, default=1_000, help="/predict requests (and ModelInfer calls) per round")
     parser.add_argument("--modules", action="store_true", help="list what the worker imported and its largest mappings")
+    parser.add_argument("--parts", action="store_true", help="where a worker's memory goes, part by part (no server)")
     args = parser.parse_args()
     store = bench.RESULTS / "memory-store"
     bench.make_store(store)
+    if args.parts:
+        report_parts(store, args.rounds)
+        return 0
     rows = []
     try:
         for grpc_on in (False, True):
