@@ -77,9 +77,11 @@ def test_the_service_image_installs_no_query_engine() -> None:
 # ---- what a serving process holds: `oncology serve` loads no command it will never run ---------------------
 
 #: Modules of the ``oncology`` command tree that serving never runs (Rich is for their tables, and for a
-#: warning or an error; Typer for help and usage errors): `oncology.entry` runs ``oncology serve`` without them.
+#: warning or an error; Typer for help and usage errors; pydantic-settings for the other commands' settings):
+#: `oncology.entry` runs ``oncology serve`` without them.
 CLI_ONLY = ("oncology.cli", "oncology.trainer", "oncology.monitoring", "oncology.release", "oncology.gate",
-            "oncology.packaging", "rich", "typer", "oncology.serve_cli", "oncology.clihelp")
+            "oncology.packaging", "rich", "typer", "oncology.serve_cli", "oncology.clihelp", "oncology.pipeline_settings",
+            "pydantic_settings")
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +(\S+)$", re.MULTILINE)
 
 
