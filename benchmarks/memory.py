@@ -37,8 +37,8 @@ from oncology.webservice.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
 
 #: A worker's parts, imported in this order by ``--parts`` (``STORE``: the store's path).  pydantic comes apart in
-#: four: its compiled core, its modules, the schema machinery it loads to build its first model, and
-#: pydantic-settings; then the settings classes built on them.
+#: three: its compiled core, its modules, and the schema machinery it loads to build its first model; then the
+#: settings built on them.
 PARTS: tuple[tuple[str, str, bool], ...] = (  # (what, the code that imports it, whether it is pydantic's or built on it)
     ("the standard library every part needs (asyncio, ssl, hashlib, logging, importlib.metadata...)",
      "import asyncio, concurrent.futures, dataclasses, datetime, email.message, hashlib, importlib.metadata, json, "
@@ -46,16 +46,14 @@ PARTS: tuple[tuple[str, str, bool], ...] = (  # (what, the code that imports it,
     ("pydantic-core, pydantic's compiled core", "import pydantic_core", True),
     ("pydantic's modules", "import pydantic; from pydantic import BaseModel, Field, TypeAdapter", True),
     ("pydantic's schema machinery, loaded by the first model", "class First(BaseModel):\n    x: int = 0", True),
-    ("pydantic-settings", "import pydantic_settings", True),
-    ("the settings classes, and ServeSettings read", "from oncology.settings import ServeSettings; ServeSettings(store=STORE)",
-     True),
+    ("ServeSettings, and the settings read", "from oncology.settings import ServeSettings; ServeSettings(store=STORE)", True),
     ("oncology_model, its `Tumor` (a pydantic model) included", "import oncology_model", False),
     ("uvicorn, uvloop, httptools", "import uvicorn, uvloop, httptools", False),
     ("Starlette", "import starlette.applications", False),
     ("prometheus_client", "import prometheus_client", False),
     ("msgspec", "import msgspec", False),
-    ("`oncology serve`'s command (Typer) and the service's own modules (its pydantic request models included)",
-     "import oncology.serve_cli, oncology.webservice.server", False),
+    ("the service's own modules (its pydantic request models included)", "import oncology.serving, oncology.webservice.server",
+     False),
     ("grpc", "import grpc", False),
     ("grpc_health", "import grpc_health.v1.health", False),
     ("the service's gRPC module and generated messages", "import oncology.webservice.grpc", False),
