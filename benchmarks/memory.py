@@ -1,8 +1,11 @@
 """Resident memory of one ``oncology serve`` worker, gRPC off and on (docs/grpc.md, "Cost").
 
 For each setting in turn, ``--rounds`` times: start ``oncology serve`` (one worker, as the console script runs
-it), wait until it is ready, read ``/proc/PID/status``, send 1,000 single-row ``/predict`` requests and, with
-gRPC on, 1,000 single-row ``ModelInfer`` calls (raw contents), one at a time, then read it again. Reported:
+it, with outcome intake on), wait until it is ready, read ``/proc/PID/status``, send 1,000 single-row
+``/predict`` requests and, with gRPC on, 1,000 single-row ``ModelInfer`` calls (raw contents), one at a time,
+then what else a production worker sees once in a while (`OCCASIONAL`: refused bodies on each protocol,
+``/openapi.json``, ``/docs``, a ``/metrics`` scrape, ``POST /outcomes``, and a refused ``ModelInfer``), so that
+nothing loaded on first use hides its cost, then read it again. Reported:
 ``VmRSS`` idle and after the calls, ``VmHWM`` (the peak) after them, and the resident memory split into
 anonymous (the Python heap, thread stacks) and file-backed (the interpreter, extension modules) pages,
 medians over the rounds. ``--modules`` also lists the top-level packages the worker imported
@@ -71,6 +74,21 @@ for code in json.loads(sys.argv[2]):
     found.append(rss())
 print(json.dumps(found))
 """
+#: What a worker sees once in a while besides predictions: (method, path, body, the status it must answer).
+OCCASIONAL: tuple[tuple[str, str, bytes, int], ...] = (
+    ("POST", "/predict", json.dumps({**bench.EXAMPLE, "mitoses": 11, "bare_nuclei": "x"}).encode(), 422),
+    ("POST", "/predict", b"{not json", 400),
+    ("POST", "/predict/batch", json.dumps([bench.EXAMPLE, {"clump_thickness": 0}]).encode(), 422),
+    ("POST", "/v2/models/oncology/infer", json.dumps({"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64",
+                                                                  "data": [5, 1, 1]}]}).encode(), 422),
+    ("POST", "/v2/models/oncology/infer", json.dumps({"inputs": "tumor"}).encode(), 422),
+    ("GET", "/openapi.json", b"", 200),
+    ("GET", "/docs", b"", 200),
+    ("GET", "/metrics", b"", 200),
+    ("POST", "/outcomes", json.dumps([{"request_id": "4f9c2a7e1b3d5a60", "outcome": "malignant",
+                                       "observed_at": "2026-12-01T09:30:00+01:00", "source": "memory-bench"}]).encode(), 200),
+    ("POST", "/outcomes", json.dumps([{"request_id": "4f9c2a7e1b3d5a60", "outcome": "maybe"}]).encode(), 422),
+)
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +(\S+)$", re.MULTILINE)
 
 
@@ -99,7 +117,7 @@ def mappings_mb(pid: int, top: int = 8) -> list[tuple[str, float]]:
 def one_round(store: Path, grpc_on: bool, calls: int, modules: bool) -> dict[str, Any]:
     port, grpc_port = bench.free_port(), bench.free_port() if grpc_on else 0
     env = {**bench.clean_env(), "ONCOLOGY_STORE": str(store), "ONCOLOGY_GRPC_PORT": str(grpc_port),
-           "ONCOLOGY_DRAIN_SECONDS": "0", **({"PYTHONPROFILEIMPORTTIME": "1"} if modules else {})}
+           "ONCOLOGY_DRAIN_SECONDS": "0", "ONCOLOGY_OUTCOMES": "true", **({"PYTHONPROFILEIMPORTTIME": "1"} if modules else {})}
     name = f"grpc-{'on' if grpc_on else 'off'}"
     bench.LOGS.mkdir(parents=True, exist_ok=True)
     log = bench.LOGS / f"memory-{name}.log"
@@ -124,6 +142,19 @@ def one_round(store: Path, grpc_on: bool, calls: int, modules: bool) -> dict[str
                 stub = pb_grpc.GRPCInferenceServiceStub(channel)
                 for _ in range(calls):
                     stub.ModelInfer(request, timeout=10)
+                bad = pb.ModelInferRequest(model_name="oncology", raw_input_contents=[b"\0" * 8])
+                bad.inputs.add(name="tumor", datatype="FP64", shape=[1, 9])
+                try:
+                    stub.ModelInfer(bad, timeout=10)
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                        raise bench.BenchError(f"a bad ModelInfer answered {exc.code()}: {exc.details()}") from None
+                else:
+                    raise bench.BenchError("a bad ModelInfer was answered")
+        for method, path, payload, expected in OCCASIONAL:
+            status, answer = bench.http_call(port, bench.raw_request(method, path, payload))
+            if status != expected:
+                raise bench.BenchError(f"{method} {path} answered {status}, not {expected}: {answer[:200]!r}")
         after = status_mb(server.pid)
         biggest = mappings_mb(server.pid)
     finally:
