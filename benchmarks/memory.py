@@ -11,11 +11,21 @@ anonymous (the Python heap, thread stacks) and file-backed (the interpreter, ext
 medians over the rounds. ``--modules`` also lists the top-level packages the worker imported
 (``PYTHONPROFILEIMPORTTIME``) and the largest mappings from ``/proc/PID/smaps``.
 
+A worker's resident memory depends on how the kernel holds its libraries in the page cache, not only on its
+code: on kernels that keep files in large folios (6.18 here) a fault maps a whole folio, and a file just
+written (by ``pip install``, or by an image pull) sits in larger folios than one read from disk on demand, so
+the same worker maps more of it (grpcio's 17 MB ``cygrpc``: 14.8 MB against ~8 MB).  ``--page-cache`` puts
+the libraries a worker maps from the virtual environment (`worker_libraries`) in a known state before each
+round: ``written`` writes each again, same bytes (as an install or an image pull leaves them), ``read`` drops
+their cached pages (``posix_fadvise(DONTNEED)``; pages some process maps stay), so the worker reads them from
+disk (as after a reboot, or once the kernel reclaimed them); ``as-is`` (the default) leaves them as they are.
+
 ``--parts`` says where a worker's memory goes instead: a fresh interpreter imports the worker's parts in
 turn (`PARTS`, in that order, each with what it pulls in that the parts before it did not), and each part's
 cost is how much ``VmRSS`` grew; medians over the rounds.
 
     .venv/bin/python benchmarks/memory.py [--rounds 3] [--calls 1000] [--modules] [--parts]
+                                          [--page-cache as-is|written|read]
 """
 
 from __future__ import annotations
@@ -23,7 +33,9 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
+import shutil
 import statistics
 import struct
 import sys
@@ -89,6 +101,15 @@ OCCASIONAL: tuple[tuple[str, str, bytes, int], ...] = (
                                        "observed_at": "2026-12-01T09:30:00+01:00", "source": "memory-bench"}]).encode(), 200),
     ("POST", "/outcomes", json.dumps([{"request_id": "4f9c2a7e1b3d5a60", "outcome": "maybe"}]).encode(), 422),
 )
+
+
+def bad_model_infer() -> pb.ModelInferRequest:
+    """A ``ModelInfer`` request the service refuses (INVALID_ARGUMENT): 8 bytes of FP64 for a [1, 9] tensor."""
+    bad = pb.ModelInferRequest(model_name="oncology", raw_input_contents=[b"\0" * 8])
+    bad.inputs.add(name="tumor", datatype="FP64", shape=[1, 9])
+    return bad
+
+
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +(\S+)$", re.MULTILINE)
 
 
@@ -112,6 +133,38 @@ def mappings_mb(pid: int, top: int = 8) -> list[tuple[str, float]]:
         elif parts and parts[0] == "Rss:":
             rss[current] += int(parts[1])
     return [(Path(name).name if name.startswith("/") else name, kb / 1024) for name, kb in rss.most_common(top)]
+
+
+#: What a worker with gRPC on imports (`worker_libraries`: the shared libraries that maps).
+_WORKER_IMPORTS = "import oncology.serving, oncology.webservice.server, oncology.webservice.grpc, uvloop, httptools"
+
+
+def worker_libraries() -> list[Path]:
+    """The shared libraries of the virtual environment that a worker with gRPC on maps (its extension modules)."""
+    done = bench.run([sys.executable, "-c", f"{_WORKER_IMPORTS}; print(open('/proc/self/maps').read())"],
+                     "the worker's imports", env=bench.clean_env())
+    environment = Path(sys.prefix).resolve()
+    found = {Path(fields[5]) for fields in map(str.split, done.stdout.splitlines()) if len(fields) > 5}
+    return sorted(path for path in found if path.is_relative_to(environment) and ".so" in path.name)
+
+
+def set_page_cache(libraries: list[Path], state: str) -> None:
+    """Put ``libraries`` in the page cache as an install leaves them (``written``: each written again, same bytes,
+    replacing the file at once) or as a process reads them from disk (``read``: their cached pages dropped)."""
+    for path in libraries:
+        if state == "written":
+            fresh = path.with_name(f".{path.name}.memory-bench")
+            with path.open("rb") as source, fresh.open("wb") as copy:
+                shutil.copyfileobj(source, copy, 1 << 16)  # in 64 KiB writes, as pip writes a wheel's files
+            fresh.chmod(path.stat().st_mode)
+            os.replace(fresh, path)
+        elif state == "read":
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)  # written pages are dropped only once they are on disk
+                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(descriptor)
 
 
 def one_round(store: Path, grpc_on: bool, calls: int, modules: bool) -> dict[str, Any]:
@@ -142,10 +195,8 @@ def one_round(store: Path, grpc_on: bool, calls: int, modules: bool) -> dict[str
                 stub = pb_grpc.GRPCInferenceServiceStub(channel)
                 for _ in range(calls):
                     stub.ModelInfer(request, timeout=10)
-                bad = pb.ModelInferRequest(model_name="oncology", raw_input_contents=[b"\0" * 8])
-                bad.inputs.add(name="tumor", datatype="FP64", shape=[1, 9])
                 try:
-                    stub.ModelInfer(bad, timeout=10)
+                    stub.ModelInfer(bad_model_infer(), timeout=10)
                 except grpc.RpcError as exc:
                     if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                         raise bench.BenchError(f"a bad ModelInfer answered {exc.code()}: {exc.details()}") from None
@@ -194,16 +245,25 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1_000, help="/predict requests (and ModelInfer calls) per round")
     parser.add_argument("--modules", action="store_true", help="list what the worker imported and its largest mappings")
     parser.add_argument("--parts", action="store_true", help="where a worker's memory goes, part by part (no server)")
+    parser.add_argument("--page-cache", choices=("as-is", "written", "read"), default="as-is",
+                        help="the state of the worker's libraries in the page cache before each round (module docstring)")
     args = parser.parse_args()
     store = bench.RESULTS / "memory-store"
     bench.make_store(store)
     if args.parts:
         report_parts(store, args.rounds)
         return 0
+    libraries = worker_libraries() if args.page_cache != "as-is" else []
+    if libraries:
+        bench.say(f"page cache before each round: {args.page_cache} ({len(libraries)} libraries: "
+                  + ", ".join(path.name.split(".")[0] for path in libraries) + ")")
     rows = []
     try:
         for grpc_on in (False, True):
-            rounds = [one_round(store, grpc_on, args.calls, args.modules) for _ in range(args.rounds)]
+            rounds = []
+            for _ in range(args.rounds):
+                set_page_cache(libraries, args.page_cache)
+                rounds.append(one_round(store, grpc_on, args.calls, args.modules))
 
             def med(phase: str, key: str, rounds: list[dict[str, Any]] = rounds) -> float:
                 return statistics.median(r[phase][key] for r in rounds)
@@ -217,7 +277,7 @@ def main() -> int:
                 bench.say(f"  {last['modules']} modules imported; packages: {' '.join(last['packages'])}")
     finally:
         bench.stop_all()
-    print(f"\n| one worker, medians of {args.rounds} rounds, MB | VmRSS idle | VmRSS after {args.calls:,} calls | "
+    print(f"\n| one worker, medians of {args.rounds} rounds, page cache {args.page_cache}, MB | VmRSS idle | VmRSS after {args.calls:,} calls | "
           "VmHWM | anonymous | file-backed |")
     print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
