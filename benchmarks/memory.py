@@ -12,20 +12,20 @@ medians over the rounds. ``--modules`` also lists the top-level packages the wor
 (``PYTHONPROFILEIMPORTTIME``) and the largest mappings from ``/proc/PID/smaps``.
 
 A worker's resident memory depends on how the kernel holds its libraries in the page cache, not only on its
-code: on kernels that keep files in large folios (6.18 here) a fault maps a whole folio, and a file just
-written (by ``pip install``, or by an image pull) sits in larger folios than one read from disk on demand, so
-the same worker maps more of it (grpcio's 17 MB ``cygrpc``: 14.8 MB against ~8 MB).  ``--page-cache`` puts
-the libraries a worker maps from the virtual environment (`worker_libraries`) in a known state before each
-round: ``written`` writes each again, same bytes (as an install or an image pull leaves them), ``read`` drops
-their cached pages (``posix_fadvise(DONTNEED)``; pages some process maps stay), so the worker reads them from
-disk (as after a reboot, or once the kernel reclaimed them); ``as-is`` (the default) leaves them as they are.
+code: on kernels that keep files in large folios (6.18 here) a fault maps a whole folio, and the folios a file
+sits in depend on how it came into the page cache.  Right after ``pip install`` wrote grpcio's 17 MB
+``cygrpc``, a worker maps 14.8 MB of it; once it is read back from disk, 10.5 MB (the same code, the same
+calls).  ``--page-cache read`` drops the cached pages of the libraries a worker maps from the virtual
+environment (`worker_libraries`) before each round (``posix_fadvise(DONTNEED)``; pages some process maps stay),
+so the worker reads them from disk, as after a reboot or once the kernel reclaimed them; ``as-is`` (the default)
+leaves them as they are (after ``pip install --force-reinstall --no-deps`` of their packages: as pip wrote them).
 
 ``--parts`` says where a worker's memory goes instead: a fresh interpreter imports the worker's parts in
 turn (`PARTS`, in that order, each with what it pulls in that the parts before it did not), and each part's
 cost is how much ``VmRSS`` grew; medians over the rounds.
 
     .venv/bin/python benchmarks/memory.py [--rounds 3] [--calls 1000] [--modules] [--parts]
-                                          [--page-cache as-is|written|read]
+                                          [--page-cache as-is|read]
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import collections
 import json
 import os
 import re
-import shutil
 import statistics
 import struct
 import sys
@@ -148,23 +147,14 @@ def worker_libraries() -> list[Path]:
     return sorted(path for path in found if path.is_relative_to(environment) and ".so" in path.name)
 
 
-def set_page_cache(libraries: list[Path], state: str) -> None:
-    """Put ``libraries`` in the page cache as an install leaves them (``written``: each written again, same bytes,
-    replacing the file at once) or as a process reads them from disk (``read``: their cached pages dropped)."""
+def drop_page_cache(libraries: list[Path]) -> None:
+    """Drop the cached pages of ``libraries`` that no process maps: the next process reads them from disk."""
     for path in libraries:
-        if state == "written":
-            fresh = path.with_name(f".{path.name}.memory-bench")
-            with path.open("rb") as source, fresh.open("wb") as copy:
-                shutil.copyfileobj(source, copy, 1 << 16)  # in 64 KiB writes, as pip writes a wheel's files
-            fresh.chmod(path.stat().st_mode)
-            os.replace(fresh, path)
-        elif state == "read":
-            descriptor = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)  # written pages are dropped only once they are on disk
-                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(descriptor)
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
 
 
 def one_round(store: Path, grpc_on: bool, calls: int, modules: bool) -> dict[str, Any]:
@@ -245,7 +235,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1_000, help="/predict requests (and ModelInfer calls) per round")
     parser.add_argument("--modules", action="store_true", help="list what the worker imported and its largest mappings")
     parser.add_argument("--parts", action="store_true", help="where a worker's memory goes, part by part (no server)")
-    parser.add_argument("--page-cache", choices=("as-is", "written", "read"), default="as-is",
+    parser.add_argument("--page-cache", choices=("as-is", "read"), default="as-is",
                         help="the state of the worker's libraries in the page cache before each round (module docstring)")
     args = parser.parse_args()
     store = bench.RESULTS / "memory-store"
@@ -253,7 +243,7 @@ def main() -> int:
     if args.parts:
         report_parts(store, args.rounds)
         return 0
-    libraries = worker_libraries() if args.page_cache != "as-is" else []
+    libraries = worker_libraries() if args.page_cache == "read" else []
     if libraries:
         bench.say(f"page cache before each round: {args.page_cache} ({len(libraries)} libraries: "
                   + ", ".join(path.name.split(".")[0] for path in libraries) + ")")
@@ -262,7 +252,7 @@ def main() -> int:
         for grpc_on in (False, True):
             rounds = []
             for _ in range(args.rounds):
-                set_page_cache(libraries, args.page_cache)
+                drop_page_cache(libraries)
                 rounds.append(one_round(store, grpc_on, args.calls, args.modules))
 
             def med(phase: str, key: str, rounds: list[dict[str, Any]] = rounds) -> float:
