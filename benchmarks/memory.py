@@ -1,18 +1,31 @@
 """Resident memory of one ``oncology serve`` worker, gRPC off and on (docs/grpc.md, "Cost").
 
 For each setting in turn, ``--rounds`` times: start ``oncology serve`` (one worker, as the console script runs
-it), wait until it is ready, read ``/proc/PID/status``, send 1,000 single-row ``/predict`` requests and, with
-gRPC on, 1,000 single-row ``ModelInfer`` calls (raw contents), one at a time, then read it again. Reported:
+it, with outcome intake on), wait until it is ready, read ``/proc/PID/status``, send 1,000 single-row
+``/predict`` requests and, with gRPC on, 1,000 single-row ``ModelInfer`` calls (raw contents), one at a time,
+then what else a production worker sees once in a while (`OCCASIONAL`: refused bodies on each protocol,
+``/openapi.json``, ``/docs``, a ``/metrics`` scrape, ``POST /outcomes``, and a refused ``ModelInfer``), so that
+nothing loaded on first use hides its cost, then read it again. Reported:
 ``VmRSS`` idle and after the calls, ``VmHWM`` (the peak) after them, and the resident memory split into
 anonymous (the Python heap, thread stacks) and file-backed (the interpreter, extension modules) pages,
 medians over the rounds. ``--modules`` also lists the top-level packages the worker imported
 (``PYTHONPROFILEIMPORTTIME``) and the largest mappings from ``/proc/PID/smaps``.
+
+A worker's resident memory depends on how the kernel holds its libraries in the page cache, not only on its
+code: on kernels that keep files in large folios (6.18 here) a fault maps a whole folio, and the folios a file
+sits in depend on how it came into the page cache.  Right after ``pip install`` wrote grpcio's 17 MB
+``cygrpc``, a worker maps 14.8 MB of it; once it is read back from disk, 10.5 MB (the same code, the same
+calls).  ``--page-cache read`` drops the cached pages of the libraries a worker maps from the virtual
+environment (`worker_libraries`) before each round (``posix_fadvise(DONTNEED)``; pages some process maps stay),
+so the worker reads them from disk, as after a reboot or once the kernel reclaimed them; ``as-is`` (the default)
+leaves them as they are (after ``pip install --force-reinstall --no-deps`` of their packages: as pip wrote them).
 
 ``--parts`` says where a worker's memory goes instead: a fresh interpreter imports the worker's parts in
 turn (`PARTS`, in that order, each with what it pulls in that the parts before it did not), and each part's
 cost is how much ``VmRSS`` grew; medians over the rounds.
 
     .venv/bin/python benchmarks/memory.py [--rounds 3] [--calls 1000] [--modules] [--parts]
+                                          [--page-cache as-is|read]
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
 import statistics
 import struct
@@ -37,8 +51,8 @@ from oncology.webservice.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
 
 #: A worker's parts, imported in this order by ``--parts`` (``STORE``: the store's path).  pydantic comes apart in
-#: four: its compiled core, its modules, the schema machinery it loads to build its first model, and
-#: pydantic-settings; then the settings classes built on them.
+#: three: its compiled core, its modules, and the schema machinery it loads to build its first model; then the
+#: settings built on them.
 PARTS: tuple[tuple[str, str, bool], ...] = (  # (what, the code that imports it, whether it is pydantic's or built on it)
     ("the standard library every part needs (asyncio, ssl, hashlib, logging, importlib.metadata...)",
      "import asyncio, concurrent.futures, dataclasses, datetime, email.message, hashlib, importlib.metadata, json, "
@@ -46,16 +60,14 @@ PARTS: tuple[tuple[str, str, bool], ...] = (  # (what, the code that imports it,
     ("pydantic-core, pydantic's compiled core", "import pydantic_core", True),
     ("pydantic's modules", "import pydantic; from pydantic import BaseModel, Field, TypeAdapter", True),
     ("pydantic's schema machinery, loaded by the first model", "class First(BaseModel):\n    x: int = 0", True),
-    ("pydantic-settings", "import pydantic_settings", True),
-    ("the settings classes, and ServeSettings read", "from oncology.settings import ServeSettings; ServeSettings(store=STORE)",
-     True),
+    ("ServeSettings, and the settings read", "from oncology.settings import ServeSettings; ServeSettings(store=STORE)", True),
     ("oncology_model, its `Tumor` (a pydantic model) included", "import oncology_model", False),
     ("uvicorn, uvloop, httptools", "import uvicorn, uvloop, httptools", False),
     ("Starlette", "import starlette.applications", False),
     ("prometheus_client", "import prometheus_client", False),
     ("msgspec", "import msgspec", False),
-    ("`oncology serve`'s command (Typer) and the service's own modules (its pydantic request models included)",
-     "import oncology.serve_cli, oncology.webservice.server", False),
+    ("the service's own modules (its pydantic request models included)", "import oncology.serving, oncology.webservice.server",
+     False),
     ("grpc", "import grpc", False),
     ("grpc_health", "import grpc_health.v1.health", False),
     ("the service's gRPC module and generated messages", "import oncology.webservice.grpc", False),
@@ -73,6 +85,30 @@ for code in json.loads(sys.argv[2]):
     found.append(rss())
 print(json.dumps(found))
 """
+#: What a worker sees once in a while besides predictions: (method, path, body, the status it must answer).
+OCCASIONAL: tuple[tuple[str, str, bytes, int], ...] = (
+    ("POST", "/predict", json.dumps({**bench.EXAMPLE, "mitoses": 11, "bare_nuclei": "x"}).encode(), 422),
+    ("POST", "/predict", b"{not json", 400),
+    ("POST", "/predict/batch", json.dumps([bench.EXAMPLE, {"clump_thickness": 0}]).encode(), 422),
+    ("POST", "/v2/models/oncology/infer", json.dumps({"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64",
+                                                                  "data": [5, 1, 1]}]}).encode(), 422),
+    ("POST", "/v2/models/oncology/infer", json.dumps({"inputs": "tumor"}).encode(), 422),
+    ("GET", "/openapi.json", b"", 200),
+    ("GET", "/docs", b"", 200),
+    ("GET", "/metrics", b"", 200),
+    ("POST", "/outcomes", json.dumps([{"request_id": "4f9c2a7e1b3d5a60", "outcome": "malignant",
+                                       "observed_at": "2026-12-01T09:30:00+01:00", "source": "memory-bench"}]).encode(), 200),
+    ("POST", "/outcomes", json.dumps([{"request_id": "4f9c2a7e1b3d5a60", "outcome": "maybe"}]).encode(), 422),
+)
+
+
+def bad_model_infer() -> pb.ModelInferRequest:
+    """A ``ModelInfer`` request the service refuses (INVALID_ARGUMENT): 8 bytes of FP64 for a [1, 9] tensor."""
+    bad = pb.ModelInferRequest(model_name="oncology", raw_input_contents=[b"\0" * 8])
+    bad.inputs.add(name="tumor", datatype="FP64", shape=[1, 9])
+    return bad
+
+
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +(\S+)$", re.MULTILINE)
 
 
@@ -98,10 +134,33 @@ def mappings_mb(pid: int, top: int = 8) -> list[tuple[str, float]]:
     return [(Path(name).name if name.startswith("/") else name, kb / 1024) for name, kb in rss.most_common(top)]
 
 
+#: What a worker with gRPC on imports (`worker_libraries`: the shared libraries that maps).
+_WORKER_IMPORTS = "import oncology.serving, oncology.webservice.server, oncology.webservice.grpc, uvloop, httptools"
+
+
+def worker_libraries() -> list[Path]:
+    """The shared libraries of the virtual environment that a worker with gRPC on maps (its extension modules)."""
+    done = bench.run([sys.executable, "-c", f"{_WORKER_IMPORTS}; print(open('/proc/self/maps').read())"],
+                     "the worker's imports", env=bench.clean_env())
+    environment = Path(sys.prefix).resolve()
+    found = {Path(fields[5]) for fields in map(str.split, done.stdout.splitlines()) if len(fields) > 5}
+    return sorted(path for path in found if path.is_relative_to(environment) and ".so" in path.name)
+
+
+def drop_page_cache(libraries: list[Path]) -> None:
+    """Drop the cached pages of ``libraries`` that no process maps: the next process reads them from disk."""
+    for path in libraries:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
+
+
 def one_round(store: Path, grpc_on: bool, calls: int, modules: bool) -> dict[str, Any]:
     port, grpc_port = bench.free_port(), bench.free_port() if grpc_on else 0
     env = {**bench.clean_env(), "ONCOLOGY_STORE": str(store), "ONCOLOGY_GRPC_PORT": str(grpc_port),
-           "ONCOLOGY_DRAIN_SECONDS": "0", **({"PYTHONPROFILEIMPORTTIME": "1"} if modules else {})}
+           "ONCOLOGY_DRAIN_SECONDS": "0", "ONCOLOGY_OUTCOMES": "true", **({"PYTHONPROFILEIMPORTTIME": "1"} if modules else {})}
     name = f"grpc-{'on' if grpc_on else 'off'}"
     bench.LOGS.mkdir(parents=True, exist_ok=True)
     log = bench.LOGS / f"memory-{name}.log"
@@ -126,6 +185,17 @@ def one_round(store: Path, grpc_on: bool, calls: int, modules: bool) -> dict[str
                 stub = pb_grpc.GRPCInferenceServiceStub(channel)
                 for _ in range(calls):
                     stub.ModelInfer(request, timeout=10)
+                try:
+                    stub.ModelInfer(bad_model_infer(), timeout=10)
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                        raise bench.BenchError(f"a bad ModelInfer answered {exc.code()}: {exc.details()}") from None
+                else:
+                    raise bench.BenchError("a bad ModelInfer was answered")
+        for method, path, payload, expected in OCCASIONAL:
+            status, answer = bench.http_call(port, bench.raw_request(method, path, payload))
+            if status != expected:
+                raise bench.BenchError(f"{method} {path} answered {status}, not {expected}: {answer[:200]!r}")
         after = status_mb(server.pid)
         biggest = mappings_mb(server.pid)
     finally:
@@ -165,16 +235,25 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1_000, help="/predict requests (and ModelInfer calls) per round")
     parser.add_argument("--modules", action="store_true", help="list what the worker imported and its largest mappings")
     parser.add_argument("--parts", action="store_true", help="where a worker's memory goes, part by part (no server)")
+    parser.add_argument("--page-cache", choices=("as-is", "read"), default="as-is",
+                        help="the state of the worker's libraries in the page cache before each round (module docstring)")
     args = parser.parse_args()
     store = bench.RESULTS / "memory-store"
     bench.make_store(store)
     if args.parts:
         report_parts(store, args.rounds)
         return 0
+    libraries = worker_libraries() if args.page_cache == "read" else []
+    if libraries:
+        bench.say(f"page cache before each round: {args.page_cache} ({len(libraries)} libraries: "
+                  + ", ".join(path.name.split(".")[0] for path in libraries) + ")")
     rows = []
     try:
         for grpc_on in (False, True):
-            rounds = [one_round(store, grpc_on, args.calls, args.modules) for _ in range(args.rounds)]
+            rounds = []
+            for _ in range(args.rounds):
+                drop_page_cache(libraries)
+                rounds.append(one_round(store, grpc_on, args.calls, args.modules))
 
             def med(phase: str, key: str, rounds: list[dict[str, Any]] = rounds) -> float:
                 return statistics.median(r[phase][key] for r in rounds)
@@ -188,7 +267,7 @@ def main() -> int:
                 bench.say(f"  {last['modules']} modules imported; packages: {' '.join(last['packages'])}")
     finally:
         bench.stop_all()
-    print(f"\n| one worker, medians of {args.rounds} rounds, MB | VmRSS idle | VmRSS after {args.calls:,} calls | "
+    print(f"\n| one worker, medians of {args.rounds} rounds, page cache {args.page_cache}, MB | VmRSS idle | VmRSS after {args.calls:,} calls | "
           "VmHWM | anonymous | file-backed |")
     print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))

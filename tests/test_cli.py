@@ -8,8 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
+import typer.main
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from oncology import serve_cli, serving
 from oncology.settings import GateSettings
 from support import fast_env
 
@@ -292,3 +297,44 @@ def test_serve_says_the_same_through_its_lean_entry_as_through_the_whole_command
     assert (lean.returncode == 0) == (args[-1] == "--help")
     assert (lean.returncode, lean.stdout, lean.stderr) == (whole.returncode, whole.stdout, whole.stderr)
     assert lean.stdout + lean.stderr  # it said something
+
+
+# ---- a plain `oncology serve` line is read without Typer (oncology.serving), exactly as Typer reads it ---------
+
+_VALUES = st.one_of(st.from_regex(r"[0-9]{1,5}", fullmatch=True), st.text(max_size=5),
+                    st.sampled_from(["-1", "", "٣", "8_080", " 80", "+80", "0x10", "--port", "a=b", "/srv/models"]))
+_WORDS = st.lists(st.one_of(
+    st.sampled_from([*serving.OPTIONS, "--help", "--bogus", "--", "--grpc_port", "-h"]),
+    st.builds("{}={}".format, st.sampled_from(list(serving.OPTIONS)), _VALUES),
+    _VALUES,
+), max_size=8)
+
+
+def _typer_reads(args: list[str]) -> dict[str, object] | None:
+    """The options Typer hands to ``serve`` for ``oncology serve ARGS``; None for help or a usage error."""
+    command = typer.main.get_command(serve_cli.app).commands["serve"]  # type: ignore[attr-defined]
+    try:
+        with command.make_context("serve", list(args)) as ctx:
+            return {k: v for k, v in ctx.params.items() if v is not None}
+    except (click.exceptions.Exit, click.UsageError):
+        return None
+
+
+@given(_WORDS)
+@settings(max_examples=400, deadline=None)
+def test_serve_reads_a_plain_line_as_typer_does_and_leaves_every_other_to_typer(args: list[str]) -> None:
+    plain = serving.plain_options(args)
+    if plain is not None:
+        assert plain == _typer_reads(args), args
+
+
+@pytest.mark.parametrize("args", [[], ["--port", "8080"], ["--store=/srv/models", "--grpc-port", "9000", "--workers", "2",
+                                                           "--host", "0.0.0.0", "--model", "latest", "--port=08080"]])
+def test_serve_reads_the_usual_lines_without_typer(args: list[str]) -> None:
+    assert serving.plain_options(args) == _typer_reads(args) is not None
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--port", "abc"], ["--port", "-1"], ["--bogus"], ["extra"], ["--store"],
+                                  ["--port", "1", "--port", "2"], ["--port", "٣"], ["--store", ""]])
+def test_serve_leaves_help_usage_errors_and_unusual_values_to_typer(args: list[str]) -> None:
+    assert serving.plain_options(args) is None

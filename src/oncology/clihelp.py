@@ -12,7 +12,7 @@ import re
 from typing import Annotated, Any
 
 import typer
-from pydantic_settings import BaseSettings
+from pydantic import BaseModel
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from oncology.settings import StoreSettings
@@ -46,7 +46,7 @@ def app(**kwargs: Any) -> typer.Typer:
     return typer.Typer(cls=Group, **kwargs)
 
 
-def default(settings: type[BaseSettings], name: str) -> Any:
+def default(settings: type[BaseModel], name: str) -> Any:
     """A setting's default, as the help shows it."""
     return settings.model_fields[name].default
 

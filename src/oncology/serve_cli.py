@@ -1,44 +1,25 @@
-"""``oncology serve``: the command, and the app that runs it alone.
+"""``oncology serve``: the Typer command, and the app that runs it alone.
 
 A serving process holds what it imported for as long as it serves.  The whole ``oncology`` command tree
 (the trainer's, the registry's, monitoring's and release's commands, Rich for their tables) is not needed to
 serve, so `oncology.entry` runs ``oncology serve`` through `app` below, which has this one command: the same
-function, registered in `oncology.cli` too, so its help and errors are the same either way.  Rich loads only
-when there is a warning or an error to print.
+function, registered in `oncology.cli` too, so its help and errors are the same either way.  A plain command
+line does not even need Typer: `oncology.serving` reads it and runs the command's work (`oncology.serving.run`)
+itself.  Rich loads only when there is a warning or an error to print.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from oncology import clihelp
+from oncology import clihelp, serving
 from oncology.clihelp import Command, default, more
 from oncology.settings import ServeSettings
-from oncology_model.errors import OncologyError
-
-if TYPE_CHECKING:
-    from rich.console import Console
 
 #: The group's help, shared with `oncology.cli` (``oncology --help``).
 HELP = "oncology: train, register and serve a breast-cancer classifier."
-
-_stderr: list[Console] = []
-
-
-def _console() -> Console:
-    if not _stderr:
-        from rich.console import Console
-
-        _stderr.append(Console(stderr=True))
-    return _stderr[0]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    _console().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def serve(
@@ -74,37 +55,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve predictions over HTTP (REST and the Open Inference Protocol), and over gRPC when its port is set."""
-    from pydantic import ValidationError
-
-    from oncology.webservice.model import ModelHolder
-    from oncology.webservice.server import check_grpc_port, listen
-    from oncology.webservice.server import serve as run_server
-    from oncology_model.errors import StoreUnavailable
-
-    try:
-        settings = ServeSettings(**clihelp.overrides(store=store, model=model, host=host, port=port, workers=workers,
-                                                 grpc_port=grpc_port))
-        settings.tokens()
-    except (ValidationError, ValueError) as exc:  # a bad setting: one line naming it, as the other commands say it
-        raise _fail(clihelp.one_line(exc) if isinstance(exc, ValidationError) else str(exc)) from None
-    try:  # fail fast on a model that can never load: a missing store, an unknown version, a tampered bundle
-        ModelHolder(settings).load()
-    except StoreUnavailable as exc:  # ... but a store that is down may come back: start live, not ready
-        _console().print(f"warning: {exc}; starting anyway, not ready until the model loads", highlight=False,
-                         soft_wrap=True)
-    except OncologyError as exc:
-        raise _fail(f"cannot serve {settings.model} from {settings.store or 'the installed wheel'}: {exc}") from None
-    try:  # before anything says it serves: a port that is taken is one line and exit 2, not a failed start-up
-        check_grpc_port(settings)
-        sock = listen(settings)
-    except OncologyError as exc:
-        raise _fail(str(exc)) from None
-    # plain text, as Rich prints it here (no markup in it, no highlighting, not wrapped): Rich is not loaded for it
-    sys.stderr.write(f"docs: http://{settings.host}:{settings.port}/docs\n")
-    if settings.grpc_port:
-        sys.stderr.write(f"gRPC (Open Inference Protocol): {settings.host}:{settings.grpc_port}\n")
-    sys.stderr.flush()
-    run_server(settings, sock)
+    serving.run(store=store, model=model, host=host, port=port, workers=workers, grpc_port=grpc_port)
 
 
 #: ``oncology`` with only its ``serve`` command (`oncology.entry` runs it for ``oncology serve ...``).

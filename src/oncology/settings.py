@@ -3,99 +3,50 @@
 Every field has a working local default, so each command runs on a laptop with no set-up.
 S3 endpoint and credentials are not here: they are the standard AWS variables
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), read by boto3.
+
+`ServeSettings` is defined here; the other commands' settings (`StoreSettings` and the classes built on it)
+are pydantic-settings classes in `oncology.pipeline_settings`, loaded from here on first use.  A serving
+worker holds what it imports for as long as it serves, so `ServeSettings` is a plain pydantic model that
+reads the environment itself, exactly as pydantic-settings reads it (a property test holds the two
+together): a worker loads neither pydantic-settings nor the other commands' settings, 1.6 MB less
+(docs/grpc.md, "Cost").
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from oncology.model_families import FAMILIES, FAMILY
+if TYPE_CHECKING:
+    from oncology.pipeline_settings import GateSettings as GateSettings
+    from oncology.pipeline_settings import OutcomeSettings as OutcomeSettings
+    from oncology.pipeline_settings import ReleaseSettings as ReleaseSettings
+    from oncology.pipeline_settings import RetrainSettings as RetrainSettings
+    from oncology.pipeline_settings import StoreSettings as StoreSettings
+    from oncology.pipeline_settings import TrainSettings as TrainSettings
 
-
-class StoreSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ONCOLOGY_", extra="ignore")
-
-    store: str = Field("store", description="Model store: a folder, file://... or s3://bucket/prefix.")
-
-
-class GateSettings(StoreSettings):
-    """The quality gate: a model below any of these held-out test figures is not published or promoted."""
-
-    gate_min_accuracy: float = Field(0.95, ge=0, le=1, description="Minimum test accuracy.")
-    gate_min_recall: float = Field(0.95, ge=0, le=1, description="Minimum test malignant recall (sensitivity).")
-    gate_min_specificity: float = Field(0.90, ge=0, le=1, description="Minimum test specificity.")
-    gate_min_roc_auc: float = Field(0.98, ge=0, le=1, description="Minimum test ROC AUC.")
+_PIPELINE = frozenset({"StoreSettings", "GateSettings", "TrainSettings", "OutcomeSettings", "RetrainSettings",
+                       "ReleaseSettings"})
 
 
-class TrainSettings(GateSettings):
-    data: str | None = Field(None, description="Raw data file (path, file:// or s3://); default: the bundled UCI copy.")
-    dataset: str | None = Field(
-        None, description="Train on a dataset version of the store instead (`oncology outcomes dataset` makes them): "
-        "its number, or `latest`; the model's metadata and card name it and how many cases came from outcomes. "
-        "Not with `data`.",
-    )
-    seed: int = Field(42, description="Seed of every split and estimator: same data and seed, same model.")
-    cv_folds: int = Field(
-        5, ge=2, description="Outer folds of the nested cross-validation (group-aware, stratified) that gives the CV figures."
-    )
-    cv_repeats: int = Field(
-        5, ge=1,
-        description="Repeats of the outer cross-validation, each with its own shuffle; the model card shows the spread "
-        "of the figures between them.",
-    )
-    inner_folds: int = Field(
-        4, ge=2, description="Inner folds (group-aware, stratified) on which every choice is made: family, hyper-parameters, "
-        "threshold and referral band.",
-    )
-    test_splits: int = Field(5, ge=2, description="The held-out test set is one of this many group folds (5: 20%).")
-    target_recall: float = Field(
-        0.98, gt=0, lt=1,
-        description="Malignant recall the decision threshold aims at on new cases: the threshold is the k-th lowest of "
-        "the n inner-CV malignant probabilities, with the largest k for which the miss rate (Beta(k, n + 1 - k)) is at "
-        "most 1 - target_recall with probability target_confidence.",
-    )
-    target_confidence: float = Field(
-        0.8, gt=0, lt=1,
-        description="The probability with which the threshold's miss rate on new malignant cases is at most "
-        "1 - target_recall (higher: a lower threshold, more false alarms).  With too few malignant cases for it, the "
-        "lowest one sets the threshold and the model card states the confidence reached.",
-    )
-    referral_budget: float = Field(
-        0.08, ge=0, lt=1,
-        description="The share of cases the referral band may refer (inner CV): the band below the threshold reaches "
-        "down as far as this allows, and at least to the lowest inner-CV malignant probability.",
-    )
-    families: Annotated[tuple[str, ...], NoDecode] = Field(
-        tuple(f.name for f in FAMILIES),
-        description="Model families compared (comma-separated); only linear ones can be selected, the others are reported.",
-    )
-    promote: bool = Field(False, description="Promote the new version to champion when it passes the gate.")
+def __getattr__(name: str) -> Any:
+    if name in _PIPELINE:  # the other commands' settings, loaded on first use
+        from oncology import pipeline_settings
 
-    @model_validator(mode="after")
-    def _one_source(self) -> TrainSettings:
-        if self.data is not None and self.dataset is not None:
-            raise ValueError("give data (a raw file) or dataset (a dataset version of the store), not both")
-        return self
+        return getattr(pipeline_settings, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    @field_validator("families", mode="before")
-    @classmethod
-    def _split_families(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(f.strip() for f in value.split(",") if f.strip())
-        return value
 
-    @field_validator("families")
-    @classmethod
-    def _known_families(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if unknown := [f for f in value if f not in FAMILY]:
-            raise ValueError(f"unknown model families {unknown}; known: {', '.join(FAMILY)}")
-        if not any(FAMILY[f].selectable for f in value):
-            raise ValueError("at least one linear (selectable) family is needed: the service scores linear models only")
-        return value
+def _environment(settings: type[BaseModel]) -> dict[str, str]:
+    """The environment's values of ``settings``' fields, as pydantic-settings reads them for a class whose
+    fields are all read as text (no JSON): ``<env_prefix><FIELD>`` in any case (of two names that differ only
+    in case, the later in the environment)."""
+    prefix = str(settings.model_config.get("env_prefix", "")).lower()
+    found = {name.lower(): value for name, value in os.environ.items()}
+    return {field: found[prefix + field] for field in settings.model_fields if prefix + field in found}
 
 
 def _default_serve_store() -> str | None:
@@ -104,56 +55,20 @@ def _default_serve_store() -> str | None:
     return None if carries_a_model() else "store"
 
 
-class OutcomeSettings(StoreSettings):
-    """The outcome check (`oncology outcomes check`): realized performance per model version and chunk, and alarms."""
 
-    outcomes_period: Literal["day", "week", "month", "quarter", "year"] = Field(
-        "month", description="Calendar chunks: the period of the prediction's time that groups labelled cases."
-    )
-    outcomes_chunk_size: int = Field(
-        0, ge=0, description="If set, chunks of this many labelled cases per version (in prediction order) instead of "
-        "calendar periods."
-    )
-    outcomes_min_malignant: int = Field(
-        20, ge=1, description="Malignant recall is not reported for a chunk with fewer malignant outcomes than this."
-    )
-    outcomes_verification_ratio: float = Field(
-        0.5, gt=0, le=1,
-        description="Verification bias is flagged when predicted-benign cases are verified at less than this "
-        "fraction of the rate of predicted-malignant ones: recall read off the labelled cases is then too high.",
-    )
-    outcomes_recall_in_control: float = Field(0.98, gt=0, lt=1, description="CUSUM: the malignant recall expected.")
-    outcomes_recall_alarm: float = Field(0.90, gt=0, lt=1, description="CUSUM: the malignant recall to detect.")
-    outcomes_specificity_in_control: float = Field(0.95, gt=0, lt=1, description="CUSUM: the specificity expected.")
-    outcomes_specificity_alarm: float = Field(0.85, gt=0, lt=1, description="CUSUM: the specificity to detect.")
-    outcomes_cusum_h: float = Field(
-        9.0, gt=0, description="CUSUM decision threshold: 9 detects recall 0.98 -> 0.90 after ~100 malignant cases "
-        "with under 1% false alarms per 1,000 cases (tests/monitoring/test_sequential.py)."
-    )
+class ServeSettings(BaseModel):
+    """The web service.  Model source: ``model`` from ``store``, or the wheel's model when ``store`` is None.
 
-    @model_validator(mode="after")
-    def _alarm_below_in_control(self) -> OutcomeSettings:
-        for name in ("recall", "specificity"):
-            if getattr(self, f"outcomes_{name}_alarm") >= getattr(self, f"outcomes_{name}_in_control"):
-                raise ValueError(f"outcomes_{name}_alarm must be below outcomes_{name}_in_control")
-        return self
+    ``ServeSettings(**values)`` reads ``ONCOLOGY_*`` environment variables as pydantic-settings reads them
+    (`_environment`), ``values`` (by field name) taking precedence, and validates them as a pydantic-settings
+    class does (``validate_default``).
+    """
 
+    # env_prefix: the variables' prefix, under pydantic-settings' name for it (other code reads it there)
+    model_config = ConfigDict(extra="ignore", validate_default=True, env_prefix="ONCOLOGY_")  # type: ignore[typeddict-unknown-key]
 
-class RetrainSettings(StoreSettings):
-    """The retraining trigger (`oncology outcomes retrain`)."""
-
-    data: str | None = Field(None, description="Raw data file the dataset version starts from; default: the bundled UCI copy.")
-    retrain_cooldown_hours: float = Field(
-        168.0, ge=0,
-        description="Hours after a retraining started during which no other starts, whatever the alarms (0: none); "
-        "a failed retraining counts too, so that it is not run again on every schedule.",
-    )
-
-
-class ServeSettings(BaseSettings):
-    """The web service.  Model source: ``model`` from ``store``, or the wheel's model when ``store`` is None."""
-
-    model_config = SettingsConfigDict(env_prefix="ONCOLOGY_", extra="ignore")
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**_environment(type(self)), **values})
 
     store: str | None = Field(
         default_factory=_default_serve_store,
@@ -182,7 +97,7 @@ class ServeSettings(BaseSettings):
     max_batch_body_bytes: int = Field(
         8 << 20, ge=1024, description="Largest body accepted by batch routes (bytes); 10,000 rows take about 2.3 MB."
     )
-    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+    api_tokens: list[SecretStr] = Field(
         default_factory=list,
         description="Bearer tokens accepted by prediction routes (comma-separated in ONCOLOGY_API_TOKENS); none: open.",
     )
@@ -289,47 +204,3 @@ class ServeSettings(BaseSettings):
                 raise ValueError(f"{self.api_tokens_file}: cannot read the API tokens file ({exc.strerror})") from exc
             found += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
         return found
-
-
-class ReleaseSettings(GateSettings):
-    """Canary and shadow releases (`oncology release`): the judge's statistics and patience."""
-
-    prediction_log_store: str | None = Field(
-        None, description="Store holding the prediction log the judge reads; unset: the model store."
-    )
-    release_alpha: float = Field(
-        0.01, gt=0, lt=0.5,
-        description="False-rollback budget of a whole release: split evenly over its steps and, in each, over the tests.",
-    )
-    release_min_requests: int = Field(
-        600, ge=10, description="Requests each arm must have answered in a step's window before any verdict (else hold)."
-    )
-    release_step_deadline_minutes: float = Field(
-        120.0, gt=0, description="A step still inconclusive this long after it began is rolled back (never promoted)."
-    )
-    release_latency_margin_ms: float = Field(
-        10.0, ge=0,
-        description="Latency rolls back only if the candidate is significantly slower and its median is this much above.",
-    )
-    release_max_costly_share: float = Field(
-        0.01, ge=0, le=1,
-        description="Shadow: most share of paired requests where the candidate says benign and the champion malignant.",
-    )
-    release_metrics: Literal["log", "prometheus", "pods", "replicas"] = Field(
-        "log",
-        description="Where the judge reads each arm's requests, errors and scoring times: the prediction log, a "
-        "Prometheus, the service's pods through the Kubernetes API server, or replica URLs.",
-    )
-    release_prometheus_url: str = Field(
-        "http://prometheus:9090", description="With release_metrics=prometheus: the Prometheus scraping the replicas."
-    )
-    release_pods_selector: str = Field(
-        "app=oncology-webservice", description="With release_metrics=pods: the label selector of the service's pods."
-    )
-    release_pods_port: int = Field(8080, ge=1, le=65535, description="With release_metrics=pods: the pods' HTTP port.")
-    release_pods_namespace: str | None = Field(
-        None, description="With release_metrics=pods: their namespace; unset: the judge's own (or the kubeconfig's)."
-    )
-    release_replica_urls: str | None = Field(
-        None, description="With release_metrics=replicas: the replicas' base URLs, comma-separated (a local run)."
-    )

@@ -77,9 +77,11 @@ def test_the_service_image_installs_no_query_engine() -> None:
 # ---- what a serving process holds: `oncology serve` loads no command it will never run ---------------------
 
 #: Modules of the ``oncology`` command tree that serving never runs (Rich is for their tables, and for a
-#: warning or an error): `oncology.entry` runs ``oncology serve`` without them.
+#: warning or an error; Typer for help and usage errors; pydantic-settings for the other commands' settings):
+#: `oncology.entry` runs ``oncology serve`` without them.
 CLI_ONLY = ("oncology.cli", "oncology.trainer", "oncology.monitoring", "oncology.release", "oncology.gate",
-            "oncology.packaging", "rich")
+            "oncology.packaging", "rich", "typer", "oncology.serve_cli", "oncology.clihelp", "oncology.pipeline_settings",
+            "pydantic_settings")
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| +(\S+)$", re.MULTILINE)
 
 
@@ -107,7 +109,7 @@ def test_a_serving_process_with_grpc_on_loads_no_command_line_only_module(serve,
     stop_server(server)  # a clean stop imports nothing of them either
     assert server.proc.returncode == 0, server.logs()[-3000:]
     imported = _imported(server.logs())
-    assert {"oncology.entry", "oncology.serve_cli", "oncology.webservice.grpc", "grpc"} <= imported, sorted(imported)
+    assert {"oncology.entry", "oncology.serving", "oncology.webservice.grpc", "grpc"} <= imported, sorted(imported)
     assert not {m for m in imported for prefix in CLI_ONLY if m == prefix or m.startswith(prefix + ".")}
 
 
