@@ -124,6 +124,25 @@ def test_a_different_outcome_in_a_file_is_a_named_error_listing_both(tmp_path: P
     assert len(LocalStore(store).list(CONFLICTS_PREFIX + "/")) == 1
 
 
+@pytest.mark.parametrize(("text", "says"), [
+    ("", "o.csv: empty: not even the header request_id,outcome,observed_at,source"),
+    ("request_id;outcome;observed_at;source\nd-1;4;2025-03-01T10:00:00Z;l\n",
+     "o.csv: the columns are separated by semicolons; the file must be CSV with commas"),
+    ("request_id\toutcome\tobserved_at\tsource\nd-1\t4\t2025-03-01T10:00:00Z\tl\n",
+     "o.csv: the columns are separated by tabs; the file must be CSV with commas"),
+    ("Request_ID,Outcome,observed_at,source\nd-1,4,2025-03-01T10:00:00Z,l\n",
+     "o.csv: the header's names are lower case: Request_ID -> request_id, Outcome -> outcome"),
+])
+def test_a_spreadsheet_export_gone_wrong_is_refused_with_what_to_do(tmp_path: Path, text: str, says: str) -> None:
+    """An empty export, another separator or capitalised names: not "0 recorded", nor "patient data" columns."""
+    (tmp_path / "o.csv").write_text(text)
+    (tmp_path / "s").mkdir()
+    done = run("outcomes", "import", str(tmp_path / "o.csv"), "--store", str(tmp_path / "s"))
+    assert done.returncode == 2, done.stdout
+    assert says in " ".join(done.stderr.split()) and "patient data" not in done.stderr
+    assert not any((tmp_path / "s").iterdir())
+
+
 def test_a_column_beyond_the_join_is_refused(tmp_path: Path) -> None:
     (tmp_path / "o.csv").write_text("request_id,outcome,observed_at,source,patient_name\nd-1,4,2025-03-01T10:00:00Z,l,Jane\n")
     done = run("outcomes", "import", str(tmp_path / "o.csv"), "--store", str(tmp_path / "s"))
