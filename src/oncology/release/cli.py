@@ -183,6 +183,11 @@ def judge_pass(settings: ReleaseSettings, now: datetime | None = None, act: bool
         if reading is not None:
             evidence.apply_metrics(window, reading, running.champion, running.version, running.mode)
         verdict = judge(window.champion, window.candidate, settings, len(running.steps), window.paired, past_deadline)
+    if not window.files and not verdict.tests:  # nothing logged at all: most likely a service that logs nowhere here
+        verdict.reasons.append(
+            f"no prediction log in {log_store}/{evidence.PREFIX}/ for this window: the service writes it only with "
+            "ONCOLOGY_PREDICTION_LOG=true, to its store (or ONCOLOGY_PREDICTION_LOG_STORE, which the judge then needs "
+            "too), every ONCOLOGY_PREDICTION_LOG_FLUSH_SECONDS")
     shown = verdict.evidence(evidence.describe(window, since, now),
                              {"release": running.id, "mode": running.mode, "step": running.step + 1,
                               "steps": list(running.steps), "share": running.share})
