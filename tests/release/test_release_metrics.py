@@ -170,7 +170,8 @@ def test_a_real_prometheus_scraping_the_replicas(canary: Canary, tmp_path: Path)
         assert shown["verdict"] == "promote", shown["reasons"]
         wrong = oncology("release", "judge", "--store", str(canary.store), ONCOLOGY_RELEASE_METRICS="prometheus",
                          ONCOLOGY_RELEASE_PROMETHEUS_URL=prom.url + "/nowhere")
-        assert wrong.returncode == 1 and f"prometheus {prom.url}/nowhere: HTTP 404" in wrong.stderr
+        assert wrong.returncode == 1 and f"prometheus {prom.url}/nowhere (ONCOLOGY_RELEASE_PROMETHEUS_URL): HTTP 404" in " ".join(
+            wrong.stderr.split()), wrong.stderr
 
 
 class ApiServer:
