@@ -44,6 +44,16 @@ def test_start_sets_the_candidate_alias_and_records_the_plan(two_versions: Path)
     assert json.loads(out)["release"]["id"] == running.id
 
 
+def test_status_before_any_release_says_so_and_how_to_start_one(two_versions: Path) -> None:
+    code, out = cli("release", "status", "--store", str(two_versions))
+    assert code == 0, out
+    assert out.splitlines() == ["no release under way", "no release decisions yet (`oncology release start VERSION` "
+                                "starts one)"]
+    assert cli("release", "start", "1.0.2", "--store", str(two_versions))[0] == 0
+    code, out = cli("release", "status", "--store", str(two_versions))
+    assert code == 0 and "release decisions" in out and "no release decisions yet" not in out, out
+
+
 def test_one_release_at_a_time_and_abort_ends_it(two_versions: Path) -> None:
     assert cli("release", "start", "1.0.2", "--shadow", "100%", "--store", str(two_versions))[0] == 0
     code, out = cli("release", "start", "1.0.2", "--store", str(two_versions))

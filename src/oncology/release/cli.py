@@ -121,6 +121,9 @@ def status(
             f"release {running.id}: {running.version} against {running.champion}, {running.mode}, step {running.step + 1} "
             f"of {len(running.steps)} at {running.share:.0%} (since {running.step_started_at}; deadline "
             f"{deadline.isoformat(timespec='seconds')})", highlight=False, soft_wrap=True)
+    if not history:  # rather than an empty table
+        _out.print("no release decisions yet (`oncology release start VERSION` starts one)", highlight=False)
+        return
     table = Table(title="release decisions")
     for col in ("at", "release", "action", "version", "why"):
         table.add_column(col)
