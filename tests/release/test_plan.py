@@ -86,7 +86,10 @@ def test_the_gate_applies_as_for_promote(two_versions: Path, monkeypatch: pytest
     (("--canary", "50,25"), "must grow"),
     (("--canary", "5,x"), "'x' is not a number"),
     (("--canary", "0,5"), "'0' is not a share"),
-    (("--canary", "1"), "--canary 1 is ambiguous: write 1% (one request in a hundred) or 100% (every request)"),
+    (("--canary", "1"), "--canary 1 is ambiguous: write 1% for one request in a hundred (a step of 100% is refused)"),
+    (("--canary", "50,100%"), "--canary step '100' sends every request to the candidate: the champion keeps none"),
+    (("--canary", "0.5,1"), "--canary step '1' sends every request to the candidate"),
+    (("--canary", "100%"), "end below 100% (promoting the last step makes the candidate champion)"),
     (("--shadow", "150%"), "not a share of requests"),
     (("--canary", "5", "--shadow", "1"), "not both"),
 ])
