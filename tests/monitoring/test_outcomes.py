@@ -399,7 +399,7 @@ def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
 
     alarm = run("outcomes", "check", "--store", str(fallen(tmp_path / "fallen", 0.85)), "--chunk-size", "200")
     assert alarm.returncode == 1, alarm.stdout + alarm.stderr
-    assert "1.0.3: recall" in " ".join(alarm.stderr.split())
+    assert "alarm: 1.0.3: recall" in " ".join(alarm.stderr.split()) and "error" not in alarm.stderr, alarm.stderr
     store = LocalStore(tmp_path / "fallen")
     (key,) = [k for k in store.list("monitoring/outcome-checks/") if "/date=" in k]  # written once; latest.json names it
     report = json.loads(store.read(key))
