@@ -98,6 +98,30 @@ def test_a_judge_that_finds_no_prediction_log_says_where_it_looked_and_what_writ
     assert thin["verdict"] == "hold" and not [r for r in thin["reasons"] if "no prediction log" in r], thin  # type: ignore[attr-defined]
 
 
+def test_a_canary_the_service_does_not_follow_is_named_with_the_likely_cause(two_versions: Path, tmp_path: Path) -> None:
+    """A service pinned to a version (ONCOLOGY_MODEL=1.0.1) ignores the release: its requests are all the
+    champion's, and "fewer than the 600 needed" alone would hold the release until its deadline rolls it back."""
+    plan.start(ModelRegistry(LocalStore(two_versions)), "1.0.2", "canary", (0.5,), GateSettings(store=str(two_versions)))
+
+    def send(model: str, n: int) -> None:
+        env = {"ONCOLOGY_STORE": str(two_versions), "ONCOLOGY_MODEL": model, "ONCOLOGY_PREDICTION_LOG": "true",
+               "ONCOLOGY_ACCESS_LOG": "false", "ONCOLOGY_PREDICTION_LOG_FLUSH_SECONDS": "3600"}
+        with running_server(tmp_path / model, env) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+            for row in dataset_rows()[:n]:
+                assert client.post("/predict", json=dict(zip(FEATURES, row))).status_code == 200
+
+    (tmp_path / "1.0.1").mkdir()
+    send("1.0.1", 40)
+    held = judge(two_versions)
+    hint = "the candidate 1.0.2 has no request among the 40 of the champion logged in this step, where about 40"
+    assert held["verdict"] == "hold"
+    assert [r for r in held["reasons"] if hint in r and "ONCOLOGY_MODEL" in r], held["reasons"]  # type: ignore[attr-defined]
+    (tmp_path / "champion").mkdir()
+    send("champion", 40)  # a service that follows the release: the candidate answers about half
+    thin = judge(two_versions)
+    assert thin["verdict"] == "hold" and not [r for r in thin["reasons"] if "no request among" in r], thin  # type: ignore[attr-defined]
+
+
 def test_a_shadow_that_calls_malignant_tumours_benign_is_rolled_back_naming_the_requests(
         trained_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
