@@ -143,6 +143,18 @@ def test_a_spreadsheet_export_gone_wrong_is_refused_with_what_to_do(tmp_path: Pa
     assert not any((tmp_path / "s").iterdir())
 
 
+def test_a_time_in_a_spreadsheets_own_format_is_refused_with_the_form_to_write(tmp_path: Path) -> None:
+    (tmp_path / "o.csv").write_text("request_id,outcome,observed_at,source\ne-1,benign,05/12/2026 10:00,lab\n"
+                                    "e-2,benign,2026-12-05 10:00,lab\n")
+    (tmp_path / "s").mkdir()
+    done = run("outcomes", "import", str(tmp_path / "o.csv"), "--store", str(tmp_path / "s"))
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    form = "(write ISO 8601 with a time zone, e.g. 2026-12-05T10:00:00+01:00)"
+    assert "row 1 (line 2), field observed_at: '05/12/2026 10:00': Input should be a valid datetime" in message
+    assert message.count(form) == 2 and "timezone info " + form in message, message
+
+
 def test_a_column_beyond_the_join_is_refused(tmp_path: Path) -> None:
     (tmp_path / "o.csv").write_text("request_id,outcome,observed_at,source,patient_name\nd-1,4,2025-03-01T10:00:00Z,l,Jane\n")
     done = run("outcomes", "import", str(tmp_path / "o.csv"), "--store", str(tmp_path / "s"))
