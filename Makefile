@@ -27,8 +27,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml model/pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e model -e .
 	@touch $@
 
-HOST ?= 127.0.0.1
-PORT ?= 8080
+# the service's own variables are honoured too (`ONCOLOGY_PORT=8090 make serve`, as `ONCOLOGY_PREDICTION_LOG=true
+# make serve` is): the recipes pass --host and --port, which would otherwise override them
+HOST ?= $(or $(ONCOLOGY_HOST),127.0.0.1)
+PORT ?= $(or $(ONCOLOGY_PORT),8080)
 
 run: install ## The main job on local defaults: train, publish to ./store, promote if the gate passes, then serve it
 	$(BIN)/oncology train --store $(STORE) --promote

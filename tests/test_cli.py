@@ -272,6 +272,29 @@ def test_every_help_shows_each_options_default_flags_without_a_type_and_argument
         assert "[env: ONCOLOGY_STORE; default: ./store" in text or "--store" not in text, path
 
 
+def test_every_help_shows_each_paragraph_of_its_text_unbroken() -> None:
+    """A sentence wrapped in the docstring's source is not broken mid-line in --help (Typer keeps the line breaks
+    of the paragraphs after the first); on a wide terminal each paragraph is one line."""
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from oncology.clihelp import reflow
+
+    broken = []
+    for path, command in _commands():
+        shown = CliRunner().invoke(__import__("oncology.cli").cli.app, [*path, "--help"], env={"COLUMNS": "1000"})
+        assert shown.exit_code == 0, (path, shown.output)
+        lines = [" ".join(line.split()) for line in shown.output.splitlines()]
+        source = inspect.cleandoc(getattr(command, "help", None) or "").partition("\f")[0]
+        for paragraph in source.split("\n\n"):
+            if paragraph and not paragraph.startswith("\b") and " ".join(paragraph.split()) not in lines:
+                broken.append((path, paragraph[:60]))
+    assert broken == []
+    assert reflow("One.\n\nTwo, wrapped\n  here.\n\n\bkept\nas is\f\nhidden\nlines") == (
+        "One.\n\nTwo, wrapped here.\n\n\bkept\nas is\f\nhidden\nlines")
+
+
 @pytest.mark.parametrize(("setting", "value", "named"), [
     ("ONCOLOGY_MAX_BATCH", "many", "max_batch: Input should be a valid integer"),
     ("ONCOLOGY_PORT", "99999", "port: Input should be less than or equal to 65535"),

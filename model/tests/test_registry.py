@@ -80,8 +80,17 @@ def test_promote_rollback_and_history(registry: ModelRegistry) -> None:
 
 
 def test_promoting_an_unknown_version_is_refused(registry: ModelRegistry) -> None:
-    with pytest.raises(NotFoundError, match="1.0.7 is not published"):
+    with pytest.raises(NotFoundError, match=r"1\.0\.7 is not published \(none is published yet\)$"):
         registry.promote("1.0.7")
+
+
+def test_an_unknown_version_is_refused_naming_the_newest_published_ones(registry: ModelRegistry) -> None:
+    """A mistyped version: the message says which exist, the newest first, without listing a long history."""
+    for n in range(1, 8):
+        registry.publish(bundle_files(f"1.0.{n}"))
+    with pytest.raises(NotFoundError, match=r"1\.0\.9 is not published \(published: 1\.0\.7, 1\.0\.6, 1\.0\.5, "
+                                            r"1\.0\.4, 1\.0\.3 and 2 older\)$"):
+        registry.resolve("1.0.9")
 
 
 def test_promote_verifies_the_bundle_first_and_names_the_tampered_file(registry: ModelRegistry, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ metavar alone.  The defaults are read from the settings classes, so the help can
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Annotated, Any
 
@@ -20,7 +21,24 @@ from oncology.settings import StoreSettings
 _BRACED = re.compile(r"^\{(.+)\}(\.\.\.)?$")
 
 
+def reflow(text: str | None) -> str | None:
+    """A docstring's paragraphs each on one line.  Typer keeps the single line breaks of the paragraphs after the
+    first, so a sentence wrapped in the source broke mid-line in ``--help``; a paragraph that starts with ``\\b``
+    keeps its lines (click's convention)."""
+    if not text:
+        return text
+    shown, cut, hidden = inspect.cleandoc(text).partition("\f")  # what follows \f is not shown: left as it is
+    paragraphs = shown.split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs) + cut + hidden
+
+
 class _Plain:
+    help: str | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = reflow(self.help)
+
     def get_params(self, ctx: Any) -> list[Any]:
         params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
         for param in params:

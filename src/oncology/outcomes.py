@@ -240,6 +240,10 @@ class OutcomeBook:
         return Stored.decode(self.store.read(key)) if self.store.exists(key) else None
 
 
+#: how ``observed_at`` is written, for the messages about a time that is not
+OBSERVED_AT_FORM: Final = "ISO 8601 with a time zone, e.g. 2026-12-05T10:00:00+01:00"
+
+
 def validation_problems(exc: ValidationError) -> list[tuple[str, Any, str]]:
     """(field, value, reason) of each problem pydantic found in one record."""
     problems = []
@@ -247,5 +251,7 @@ def validation_problems(exc: ValidationError) -> list[tuple[str, Any, str]]:
         where = ".".join(str(p) for p in e["loc"]) or "record"
         value = None if e["type"] == "missing" else e.get("input")
         reason = e["msg"].removeprefix("Value error, ")
+        if where.endswith("observed_at") and (e["type"].startswith("datetime") or e["type"] == "timezone_aware"):
+            reason += f" (write {OBSERVED_AT_FORM})"  # a spreadsheet's own date format is the usual cause
         problems.append((where, value, reason))
     return problems

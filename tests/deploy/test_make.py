@@ -75,3 +75,18 @@ def test_make_help_sets_every_description_apart_in_one_column() -> None:
     assert len(columns) == 1, columns  # every description starts in the same column, the longest name's included
     longest = max((row for row in rows if row), key=lambda row: len(row[1]))
     assert len(longest[2]) == 2, longest[0]
+
+
+@pytest.mark.parametrize("target", ["run", "serve"])
+def test_the_serving_targets_take_the_services_own_port_and_host_variables(target: str) -> None:
+    """`ONCOLOGY_PORT=8090 make serve` (the error of a taken port names ONCOLOGY_PORT) must not be overridden by
+    the recipe's own --port; a make variable given on the command line still wins."""
+    def shown(*args: str, **env: str) -> str:
+        proc = subprocess.run(["make", "--no-print-directory", "-n", "-C", str(REPO), target, *args],
+                              env=make_env(**env), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return [line for line in proc.stdout.splitlines() if " serve " in line][-1]
+
+    assert shown().endswith("--host 127.0.0.1 --port 8080")
+    assert shown(ONCOLOGY_PORT="18123", ONCOLOGY_HOST="0.0.0.0").endswith("--host 0.0.0.0 --port 18123")
+    assert shown("PORT=9000", ONCOLOGY_PORT="18123").endswith("--port 9000")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -141,3 +143,18 @@ def test_the_command_compacts_and_reports_each_day(store: LocalStore) -> None:
     shutil.rmtree(store.root / "monitoring" / "predictions" / f"date={DAY:%Y-%m-%d}")
     only_today = runner.invoke(app, ["monitoring", "compact", "--store", str(store.root)])  # no closed day: says so
     assert only_today.exit_code == 0 and "nothing to compact: no closed day" in only_today.output, only_today.output
+
+
+def test_the_command_warns_once_per_corrupt_object_and_says_what_retention_deleted(store: LocalStore) -> None:
+    """As a user runs it (a process: the library's own log reached stderr too, each object was named twice), and
+    a deletion of JSON Lines is never silent."""
+    corrupt = awkward_log(store)
+    logged = len(store.list("monitoring/predictions/"))
+    oncology = str(Path(sys.executable).parent / "oncology")
+    done = subprocess.run([oncology, "monitoring", "compact", "--store", str(store.root), "--retain-jsonl-days", "0"],
+                          capture_output=True, text=True, timeout=120, env={"PATH": str(Path(sys.executable).parent)})
+    assert done.returncode == 0, done.stderr
+    assert {key: done.stderr.count(key) for key in corrupt} == dict.fromkeys(corrupt, 1), done.stderr
+    assert sorted(store.list("monitoring/predictions/")) == sorted(corrupt)
+    said = " ".join(done.stdout.split())
+    assert f"--retain-jsonl-days 0: deleted {logged - len(corrupt)} JSON Lines object(s) that a manifest replaced" in said

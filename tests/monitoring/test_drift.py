@@ -397,6 +397,12 @@ def test_an_object_cut_short_is_refused_by_name_with_on_corrupt_refuse(local: Lo
     assert reports(local) == []
     skipped = run(str(local.root))  # the default: skipped, and named
     assert skipped.exit_code == 0 and "1 unreadable log file(s) skipped: " + key in skipped.output, skipped.output
+    # as a user runs it (a process, where the library's own warning reached stderr too): named once, with the cause
+    done = subprocess.run([str(Path(sys.executable).parent / "oncology"), "drift", "--store", str(local.root)],
+                          capture_output=True, text=True, timeout=120, env={"PATH": str(Path(sys.executable).parent)})
+    assert done.returncode == 0, done.stderr
+    stderr = " ".join(done.stderr.split())
+    assert stderr.count(key) == 1 and f"1 unreadable log file(s) skipped: {key} (EOFError: " in stderr, done.stderr
     assert run(str(local.root), "--engine", "spark").exit_code == 2
 
 

@@ -124,6 +124,37 @@ def test_a_different_outcome_in_a_file_is_a_named_error_listing_both(tmp_path: P
     assert len(LocalStore(store).list(CONFLICTS_PREFIX + "/")) == 1
 
 
+@pytest.mark.parametrize(("text", "says"), [
+    ("", "o.csv: empty: not even the header request_id,outcome,observed_at,source"),
+    ("request_id;outcome;observed_at;source\nd-1;4;2025-03-01T10:00:00Z;l\n",
+     "o.csv: the columns are separated by semicolons; the file must be CSV with commas"),
+    ("request_id\toutcome\tobserved_at\tsource\nd-1\t4\t2025-03-01T10:00:00Z\tl\n",
+     "o.csv: the columns are separated by tabs; the file must be CSV with commas"),
+    ("Request_ID,Outcome,observed_at,source\nd-1,4,2025-03-01T10:00:00Z,l\n",
+     "o.csv: the header's names are lower case: Request_ID -> request_id, Outcome -> outcome"),
+])
+def test_a_spreadsheet_export_gone_wrong_is_refused_with_what_to_do(tmp_path: Path, text: str, says: str) -> None:
+    """An empty export, another separator or capitalised names: not "0 recorded", nor "patient data" columns."""
+    (tmp_path / "o.csv").write_text(text)
+    (tmp_path / "s").mkdir()
+    done = run("outcomes", "import", str(tmp_path / "o.csv"), "--store", str(tmp_path / "s"))
+    assert done.returncode == 2, done.stdout
+    assert says in " ".join(done.stderr.split()) and "patient data" not in done.stderr
+    assert not any((tmp_path / "s").iterdir())
+
+
+def test_a_time_in_a_spreadsheets_own_format_is_refused_with_the_form_to_write(tmp_path: Path) -> None:
+    (tmp_path / "o.csv").write_text("request_id,outcome,observed_at,source\ne-1,benign,05/12/2026 10:00,lab\n"
+                                    "e-2,benign,2026-12-05 10:00,lab\n")
+    (tmp_path / "s").mkdir()
+    done = run("outcomes", "import", str(tmp_path / "o.csv"), "--store", str(tmp_path / "s"))
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    form = "(write ISO 8601 with a time zone, e.g. 2026-12-05T10:00:00+01:00)"
+    assert "row 1 (line 2), field observed_at: '05/12/2026 10:00': Input should be a valid datetime" in message
+    assert message.count(form) == 2 and "timezone info " + form in message, message
+
+
 def test_a_column_beyond_the_join_is_refused(tmp_path: Path) -> None:
     (tmp_path / "o.csv").write_text("request_id,outcome,observed_at,source,patient_name\nd-1,4,2025-03-01T10:00:00Z,l,Jane\n")
     done = run("outcomes", "import", str(tmp_path / "o.csv"), "--store", str(tmp_path / "s"))
@@ -380,7 +411,7 @@ def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
 
     alarm = run("outcomes", "check", "--store", str(fallen(tmp_path / "fallen", 0.85)), "--chunk-size", "200")
     assert alarm.returncode == 1, alarm.stdout + alarm.stderr
-    assert "1.0.3: recall" in " ".join(alarm.stderr.split())
+    assert "alarm: 1.0.3: recall" in " ".join(alarm.stderr.split()) and "error" not in alarm.stderr, alarm.stderr
     store = LocalStore(tmp_path / "fallen")
     (key,) = [k for k in store.list("monitoring/outcome-checks/") if "/date=" in k]  # written once; latest.json names it
     report = json.loads(store.read(key))

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -77,6 +78,48 @@ def test_a_canary_holds_on_no_data_then_is_promoted_to_champion_with_its_evidenc
     assert last["evidence"]["tests"]["prediction_mix"]["p"] > 0.01
     shown = oncology("models", "history", "--store", str(store))
     assert shown.returncode == 0 and "promote on [" in shown.stdout and "candidate 1.0.2 n=" in shown.stdout
+
+
+def test_a_judge_that_finds_no_prediction_log_says_where_it_looked_and_what_writes_it(two_versions: Path) -> None:
+    """A service started without ONCOLOGY_PREDICTION_LOG: "0 requests, fewer than needed" alone would hold the
+    release until its deadline rolls it back, with nothing to say why."""
+    plan.start(ModelRegistry(LocalStore(two_versions)), "1.0.2", "canary", (0.5,), GateSettings(store=str(two_versions)))
+    held = judge(two_versions)
+    assert held["verdict"] == "hold" and held["window"]["log_files"] == 0  # type: ignore[index]
+    hint = f"no prediction log in {two_versions}/monitoring/predictions/ for this window"
+    assert [r for r in held["reasons"] if hint in r and "ONCOLOGY_PREDICTION_LOG=true" in r], held["reasons"]  # type: ignore[attr-defined]
+    shown = oncology("release", "judge", "--store", str(two_versions), "--dry-run", COLUMNS="300")
+    assert hint in " ".join(shown.stdout.split()), shown.stdout
+    today = datetime.now(UTC)  # a log there, thin: the reason is the thin arm alone
+    day = LocalStore(two_versions).root / f"monitoring/predictions/date={today:%Y-%m-%d}"
+    day.mkdir(parents=True)
+    (day / "w-00000001.jsonl.gz").write_bytes(gzip.compress(b""))
+    thin = judge(two_versions)
+    assert thin["verdict"] == "hold" and not [r for r in thin["reasons"] if "no prediction log" in r], thin  # type: ignore[attr-defined]
+
+
+def test_a_canary_the_service_does_not_follow_is_named_with_the_likely_cause(two_versions: Path, tmp_path: Path) -> None:
+    """A service pinned to a version (ONCOLOGY_MODEL=1.0.1) ignores the release: its requests are all the
+    champion's, and "fewer than the 600 needed" alone would hold the release until its deadline rolls it back."""
+    plan.start(ModelRegistry(LocalStore(two_versions)), "1.0.2", "canary", (0.5,), GateSettings(store=str(two_versions)))
+
+    def send(model: str, n: int) -> None:
+        env = {"ONCOLOGY_STORE": str(two_versions), "ONCOLOGY_MODEL": model, "ONCOLOGY_PREDICTION_LOG": "true",
+               "ONCOLOGY_ACCESS_LOG": "false", "ONCOLOGY_PREDICTION_LOG_FLUSH_SECONDS": "3600"}
+        with running_server(tmp_path / model, env) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+            for row in dataset_rows()[:n]:
+                assert client.post("/predict", json=dict(zip(FEATURES, row))).status_code == 200
+
+    (tmp_path / "1.0.1").mkdir()
+    send("1.0.1", 40)
+    held = judge(two_versions)
+    hint = "the candidate 1.0.2 has no request among the 40 of the champion logged in this step, where about 40"
+    assert held["verdict"] == "hold"
+    assert [r for r in held["reasons"] if hint in r and "ONCOLOGY_MODEL" in r], held["reasons"]  # type: ignore[attr-defined]
+    (tmp_path / "champion").mkdir()
+    send("champion", 40)  # a service that follows the release: the candidate answers about half
+    thin = judge(two_versions)
+    assert thin["verdict"] == "hold" and not [r for r in thin["reasons"] if "no request among" in r], thin  # type: ignore[attr-defined]
 
 
 def test_a_shadow_that_calls_malignant_tumours_benign_is_rolled_back_naming_the_requests(

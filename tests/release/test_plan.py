@@ -44,6 +44,16 @@ def test_start_sets_the_candidate_alias_and_records_the_plan(two_versions: Path)
     assert json.loads(out)["release"]["id"] == running.id
 
 
+def test_status_before_any_release_says_so_and_how_to_start_one(two_versions: Path) -> None:
+    code, out = cli("release", "status", "--store", str(two_versions))
+    assert code == 0, out
+    assert out.splitlines() == ["no release under way", "no release decisions yet (`oncology release start VERSION` "
+                                "starts one)"]
+    assert cli("release", "start", "1.0.2", "--store", str(two_versions))[0] == 0
+    code, out = cli("release", "status", "--store", str(two_versions))
+    assert code == 0 and "release decisions" in out and "no release decisions yet" not in out, out
+
+
 def test_one_release_at_a_time_and_abort_ends_it(two_versions: Path) -> None:
     assert cli("release", "start", "1.0.2", "--shadow", "100%", "--store", str(two_versions))[0] == 0
     code, out = cli("release", "start", "1.0.2", "--store", str(two_versions))
@@ -76,7 +86,10 @@ def test_the_gate_applies_as_for_promote(two_versions: Path, monkeypatch: pytest
     (("--canary", "50,25"), "must grow"),
     (("--canary", "5,x"), "'x' is not a number"),
     (("--canary", "0,5"), "'0' is not a share"),
-    (("--canary", "1"), "--canary 1 is ambiguous: write 1% (one request in a hundred) or 100% (every request)"),
+    (("--canary", "1"), "--canary 1 is ambiguous: write 1% for one request in a hundred (a step of 100% is refused)"),
+    (("--canary", "50,100%"), "--canary step '100' sends every request to the candidate: the champion keeps none"),
+    (("--canary", "0.5,1"), "--canary step '1' sends every request to the candidate"),
+    (("--canary", "100%"), "end below 100% (promoting the last step makes the candidate champion)"),
     (("--shadow", "150%"), "not a share of requests"),
     (("--canary", "5", "--shadow", "1"), "not both"),
 ])

@@ -170,7 +170,8 @@ def test_a_real_prometheus_scraping_the_replicas(canary: Canary, tmp_path: Path)
         assert shown["verdict"] == "promote", shown["reasons"]
         wrong = oncology("release", "judge", "--store", str(canary.store), ONCOLOGY_RELEASE_METRICS="prometheus",
                          ONCOLOGY_RELEASE_PROMETHEUS_URL=prom.url + "/nowhere")
-        assert wrong.returncode == 1 and f"prometheus {prom.url}/nowhere: HTTP 404" in wrong.stderr
+        assert wrong.returncode == 1 and f"prometheus {prom.url}/nowhere (ONCOLOGY_RELEASE_PROMETHEUS_URL): HTTP 404" in " ".join(
+            wrong.stderr.split()), wrong.stderr
 
 
 class ApiServer:
@@ -331,3 +332,10 @@ def test_the_arm_counts_added_up_reach_the_metrics_as_each_observation_would() -
     assert series(served.exposition()) == series(generate_latest(registry))
     assert f'oncology_arm_requests_total{{arm="candidate",outcome="ok",version="1.0.2"}} {len(times)}.0' in \
         served.exposition().decode()
+
+
+def test_a_prometheus_that_does_not_answer_is_named_with_the_setting_that_chose_it() -> None:
+    """The default URL is the cluster's (http://prometheus:9090): run by hand, the judge says which setting to change."""
+    source = metrics.PrometheusSource("http://127.0.0.1:9")  # the discard port: refused
+    with pytest.raises(metrics.MetricsError, match=r"^prometheus http://127\.0\.0\.1:9 \(ONCOLOGY_RELEASE_PROMETHEUS_URL\): "):
+        source.query("oncology_arm_requests_total", datetime.now(UTC))

@@ -153,13 +153,19 @@ def test_intake_is_off_unless_turned_on(trained_store: Path) -> None:
     assert response.status_code == 404 and "ONCOLOGY_OUTCOMES" in response.json()["error"]
 
 
-def test_an_unwritable_store_is_a_503_and_the_retry_records_it(trained_store: Path, tmp_path: Path) -> None:
+def test_an_unwritable_store_is_a_503_and_the_retry_records_it(trained_store: Path, tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the store's folder should be")
     settings = ServeSettings(store=str(trained_store), outcomes=True, outcomes_store=str(blocked))
     with TestClient(create_app(settings)) as c:
         response = c.post("/outcomes", json=[outcome()])
         assert response.status_code == 503 and "retry is safe" in response.json()["error"]
+        # the operator's log says where and why, not only "StoreError"
+        logged = [r.getMessage() for r in caplog.records if "could not be recorded" in r.getMessage()]
+        assert len(logged) == 1 and f"{blocked}/" in logged[0] and "Not a directory" in logged[0], logged
+        unread = [r.getMessage() for r in caplog.records if "newest outcome check cannot be read" in r.getMessage()]
+        assert unread and all(f"{blocked}/" in m and "Not a directory" in m for m in unread), unread
         blocked.unlink()
         assert c.post("/outcomes", json=[outcome()]).json()["created"] == 1
 

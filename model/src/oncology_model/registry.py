@@ -118,6 +118,14 @@ class ModelRegistry:
                 version = max(_bump(version), self.next_version(), key=version_key)
         raise RegistryError(f"{self.store}: lost the race for {attempts} versions in a row; try again")
 
+    def _published(self, shown: int = 5) -> str:
+        """The newest published versions, for a message that names a version that is not one of them."""
+        versions = self.versions()
+        if not versions:
+            return "none is published yet"
+        newest = ", ".join(reversed(versions[-shown:]))
+        return f"published: {newest}" + (f" and {len(versions) - shown} older" if len(versions) > shown else "")
+
     def resolve(self, ref: str) -> str:
         """The version that ``ref`` (a version, ``latest`` or an alias) names now."""
         if ref == LATEST:
@@ -127,7 +135,7 @@ class ModelRegistry:
             return versions[-1]
         if _VERSION.fullmatch(ref):
             if not self.store.exists(f"{MODELS_PREFIX}/{ref}/{MANIFEST}"):
-                raise NotFoundError(f"{self.store}: model version {ref} is not published")
+                raise NotFoundError(f"{self.store}: model version {ref} is not published ({self._published()})")
             return ref
         aliases = self.state()["aliases"]
         version = aliases.get(ref)

@@ -107,6 +107,7 @@ def compact(
     from pydantic import ValidationError
 
     from oncology.monitoring.compaction import compact as run_compact
+    from oncology.monitoring.compaction import expire
     from oncology_model.storage import open_existing_store
 
     try:
@@ -120,7 +121,10 @@ def compact(
         raise _fail(f"invalid setting: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
     try:
         target = open_existing_store(_store_uri(store))
-        done = run_compact(target, datetime.now(UTC), days, timedelta(minutes=grace_minutes), retain_jsonl_days, settings)
+        now = datetime.now(UTC)
+        done = run_compact(target, now, days, timedelta(minutes=grace_minutes), None, settings)
+        before = None if retain_jsonl_days is None else now.date() - timedelta(days=retain_jsonl_days)
+        deleted = [] if before is None else expire(target, before)
     except OncologyError as exc:
         raise _fail(str(exc)) from None
     if not done:  # say so, rather than print nothing
@@ -135,6 +139,9 @@ def compact(
             m = result.manifest
             _out.print(f"{result.day}: {m.rows} predictions from {len(m.replaced)} object(s) -> {target}/{m.parquet} "
                        f"({m.malformed} malformed line(s) left out)", highlight=False, soft_wrap=True)
+    if before is not None:  # a deletion is never silent
+        _out.print(f"--retain-jsonl-days {retain_jsonl_days}: deleted {len(deleted)} JSON Lines object(s) that a "
+                   f"manifest replaced, in days before {before}", highlight=False, soft_wrap=True)
 
 
 TableOpt = Annotated[str, typer.Option("--table", help="Name of the table in Athena (Glue).")]

@@ -110,8 +110,8 @@ def compact_day(store: Store, day: date, now: datetime, grace: timedelta = timed
     if corrupt and settings.on_corrupt == "refuse":
         named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
         raise CorruptObjects(f"{day}: {len(corrupt)} object(s) cannot be read whole ({named}); nothing was compacted")
-    for bad, why in sorted(corrupt.items()):
-        log.warning("%s/%s: cannot be read whole (%s); left as JSON Lines", store, bad, why)
+    for bad, why in sorted(corrupt.items()):  # the caller reports them (`skipped`): the command warns once
+        log.debug("%s/%s: cannot be read whole (%s); left as JSON Lines", store, bad, why)
     result.skipped = corrupt
     objects = [k for k in todo.jsonl if k not in corrupt]
     if not objects:

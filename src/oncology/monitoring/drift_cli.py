@@ -255,7 +255,11 @@ def _skipped(logged: LoggedCounts) -> list[str]:
     if logged.malformed:
         problems.append(f"{logged.malformed} malformed log line(s) skipped")
     if logged.unreadable_files:
-        problems.append(f"{len(logged.unreadable_files)} unreadable log file(s) skipped: {', '.join(logged.unreadable_files[:5])}")
+        named = ", ".join(f"{key} ({logged.unreadable_why[key]})" if key in logged.unreadable_why else key
+                          for key in logged.unreadable_files[:5])
+        more = len(logged.unreadable_files) - 5
+        problems.append(f"{len(logged.unreadable_files)} unreadable log file(s) skipped: {named}"
+                        + (f" and {more} more" if more > 0 else ""))
     if logged.other_versions:
         problems.append(
             "records of other model versions left out: "

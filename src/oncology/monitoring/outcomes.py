@@ -140,10 +140,11 @@ def parse_file(data: bytes, name: str, fmt: Literal["csv", "jsonl"] | None = Non
 def _csv_rows(text: str, name: str) -> Iterator[tuple[int, int, Any]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
-    if header is None:
-        return
+    if header is None:  # an empty file: most likely a failed or truncated export, not "no outcomes"
+        raise OncologyError(f"{name}: empty: not even the header {','.join(COLUMNS)}")
     header = [h.strip() for h in header]
     if sorted(header) != sorted(COLUMNS):
+        _explain_header(header, name)
         extra, missing = sorted(set(header) - set(COLUMNS)), sorted(set(COLUMNS) - set(header))
         raise OncologyError(
             f"{name}: the header must name exactly {', '.join(COLUMNS)}"
@@ -162,6 +163,19 @@ def _csv_rows(text: str, name: str) -> Iterator[tuple[int, int, Any]]:
         if obj["outcome"] in {"2", "4"}:  # the UCI codes, as CSV writes them
             obj["outcome"] = int(obj["outcome"])
         yield row, line, obj
+
+
+def _explain_header(header: list[str], name: str) -> None:
+    """Refuse the two headers a spreadsheet export gives by mistake with what to do, rather than as columns
+    beyond the join: another separator (';' or a tab: one cell naming them all), or the names in capitals."""
+    if len(header) == 1:
+        for sep, called in ((";", "semicolons"), ("\t", "tabs")):
+            if sorted(h.strip() for h in header[0].split(sep)) == sorted(COLUMNS):
+                raise OncologyError(f"{name}: the columns are separated by {called}; the file must be CSV with commas "
+                                    f"(header {','.join(COLUMNS)})")
+    if sorted(h.lower() for h in header) == sorted(COLUMNS):
+        wrong = ", ".join(f"{h} -> {h.lower()}" for h in header if h != h.lower())
+        raise OncologyError(f"{name}: the header's names are lower case: {wrong}")
 
 
 def _jsonl_rows(text: str) -> Iterator[tuple[int, int, Any]]:

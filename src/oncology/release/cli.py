@@ -20,6 +20,7 @@ from oncology_model.registry import ModelRegistry
 
 if TYPE_CHECKING:
     from oncology.release.metrics import Source
+    from oncology_model.release import ReleasePlan
 
 release_app = clihelp.app(help="Canary and shadow releases: a candidate judged against the champion on live traffic.",
                           no_args_is_help=True)
@@ -121,6 +122,9 @@ def status(
             f"release {running.id}: {running.version} against {running.champion}, {running.mode}, step {running.step + 1} "
             f"of {len(running.steps)} at {running.share:.0%} (since {running.step_started_at}; deadline "
             f"{deadline.isoformat(timespec='seconds')})", highlight=False, soft_wrap=True)
+    if not history:  # rather than an empty table
+        _out.print("no release decisions yet (`oncology release start VERSION` starts one)", highlight=False)
+        return
     table = Table(title="release decisions")
     for col in ("at", "release", "action", "version", "why"):
         table.add_column(col)
@@ -183,6 +187,13 @@ def judge_pass(settings: ReleaseSettings, now: datetime | None = None, act: bool
         if reading is not None:
             evidence.apply_metrics(window, reading, running.champion, running.version, running.mode)
         verdict = judge(window.champion, window.candidate, settings, len(running.steps), window.paired, past_deadline)
+    if not window.files and not verdict.tests:  # nothing logged at all: most likely a service that logs nowhere here
+        verdict.reasons.append(
+            f"no prediction log in {log_store}/{evidence.PREFIX}/ for this window: the service writes it only with "
+            "ONCOLOGY_PREDICTION_LOG=true, to its store (or ONCOLOGY_PREDICTION_LOG_STORE, which the judge then needs "
+            "too), every ONCOLOGY_PREDICTION_LOG_FLUSH_SECONDS")
+    if not verdict.tests and (hint := _unrouted(running, window.champion.requests, window.candidate.requests)):
+        verdict.reasons.append(hint)
     shown = verdict.evidence(evidence.describe(window, since, now),
                              {"release": running.id, "mode": running.mode, "step": running.step + 1,
                               "steps": list(running.steps), "share": running.share})
@@ -198,6 +209,21 @@ def judge_pass(settings: ReleaseSettings, now: datetime | None = None, act: bool
             move = plan.roll_back(registry, running.id, running.step, shown)
         shown["acted"] = {k: move[k] for k in ("alias", "action", "from", "to", "at")}
     return shown
+
+
+def _unrouted(running: ReleasePlan, champion: int, candidate: int) -> str | None:
+    """Why a step's candidate got no request while the champion got many: the replicas do not follow the release.
+    At least 10 expected (the chance of none by the hash alone is then below 1 in 10,000)."""
+    share = running.share
+    if candidate or share >= 1:
+        return None
+    expected = champion * (share if running.mode == "shadow" else share / (1 - share))
+    if expected < 10:
+        return None
+    return (f"the candidate {running.version} has no request among the {champion} of the champion logged in this step, "
+            f"where about {expected:.0f} were expected at {share:.0%}: the replicas do not follow the release (a service "
+            "started with ONCOLOGY_MODEL set to a version rather than `champion` ignores releases) or have not reloaded "
+            "it yet (ONCOLOGY_RELOAD_INTERVAL)")
 
 
 def metrics_source(settings: ReleaseSettings) -> Source | None:

@@ -214,7 +214,7 @@ class PrometheusSource:
         """An instant query's vector at ``at``: (series, value) pairs (the metric name from ``__name__``)."""
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{at.timestamp():.3f}"})
         try:
-            answer = json.loads(_get(url, what=f"prometheus {self.url}"))
+            answer = json.loads(_get(url, what=f"prometheus {self.url} (ONCOLOGY_RELEASE_PROMETHEUS_URL)"))
         except ValueError:
             raise MetricsError(f"prometheus {self.url} did not answer JSON for {expr!r}") from None
         if answer.get("status") != "success":

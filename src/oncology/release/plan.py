@@ -38,8 +38,8 @@ def parse_steps(text: str) -> tuple[float, ...]:
             values.append(float(part))
         except ValueError:
             raise ValueError(f"--canary step {part!r} is not a number") from None
-    if values == [1.0] and "%" not in text:  # 1% or 100%: a canary that sends every request at once is no typo to guess
-        raise ValueError("--canary 1 is ambiguous: write 1% (one request in a hundred) or 100% (every request)")
+    if values == [1.0] and "%" not in text:  # 1% or 100% (refused below): no typo to guess
+        raise ValueError("--canary 1 is ambiguous: write 1% for one request in a hundred (a step of 100% is refused)")
     percent = any(v > 1 for v in values)
     shares = tuple(v / 100 if percent else v for v in values)
     for text_value, share in zip(parts, shares):
@@ -47,6 +47,10 @@ def parse_steps(text: str) -> tuple[float, ...]:
             raise ValueError(f"--canary step {text_value!r} is not a share of requests in (0, 100%]")
     if any(b <= a for a, b in zip(shares, shares[1:])):
         raise ValueError(f"--canary steps must grow: {', '.join(parts)}")
+    if shares[-1] >= 1:  # the judge compares the two arms over a step: at 100% the champion's arm stays empty
+        raise ValueError(f"--canary step {parts[-1]!r} sends every request to the candidate: the champion keeps none "
+                         "to compare with, so the judge could only hold, then roll back at the deadline; end below "
+                         "100% (promoting the last step makes the candidate champion), e.g. 5,25,50")
     return shares
 
 

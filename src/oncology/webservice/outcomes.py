@@ -67,7 +67,8 @@ class Outcomes(Handlers):
         try:
             intake = await asyncio.to_thread(self._book.record, records)
         except StoreError as exc:
-            log.error("outcomes could not be recorded (request %s): %s", req.request_id, type(exc).__name__)
+            # the store's message names the object and the cause (a path, a denied access); it holds no record's data
+            log.error("outcomes could not be recorded (request %s): %s", req.request_id, exc)
             raise errors.NotReady("the outcome store cannot be written now; nothing was lost: send the same "
                                   "records again later (a retry is safe)") from None
         counter = self.core.metrics.outcomes
@@ -136,7 +137,8 @@ class CheckFollower:
         except NotFoundError:
             return False
         except (StoreError, ValueError, KeyError, TypeError) as exc:
-            log.warning("the newest outcome check cannot be read (%s): its alarms are not exported", type(exc).__name__)
+            log.warning("the newest outcome check cannot be read (%s: %s): its alarms are not exported",
+                        type(exc).__name__, exc)
             return False
         if summary["checked_at"] == self.seen:
             return False

@@ -122,6 +122,8 @@ class LoggedCounts:
     other_versions: Counter[str] = field(default_factory=Counter)
     malformed: int = 0
     unreadable_files: list[str] = field(default_factory=list)
+    #: what is wrong with each of ``unreadable_files``
+    unreadable_why: dict[str, str] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -150,8 +152,8 @@ def drift_counts(
         named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
         raise CorruptObjects(f"{len(corrupt)} prediction-log object(s) cannot be read whole ({named}); "
                              "nothing was computed (on_corrupt = refuse)")
-    for key, why in sorted(corrupt.items()):
-        log.warning("%s/%s: cannot be read whole (%s); skipped", store, key, why)
+    for key, why in sorted(corrupt.items()):  # the caller reports them (`unreadable_why`): drift warns once
+        log.debug("%s/%s: cannot be read whole (%s); skipped", store, key, why)
     return combine(partial.rows, corrupt, todo, version, len(edges) - 1)
 
 
@@ -182,7 +184,7 @@ def combine(rows: Sequence[tuple[Any, ...]], corrupt: dict[str, str], todo: Plan
             for b, count in (r[name] or {}).items():
                 target[b] += count
     observed = Observed(scores=scores, malignant=malignant, by_bin=by_bin, malignant_by_bin=malignant_by_bin)
-    return LoggedCounts(version, observed, len(files), others, malformed, sorted(corrupt))
+    return LoggedCounts(version, observed, len(files), others, malformed, sorted(corrupt), dict(corrupt))
 
 
 # ---- integrity -------------------------------------------------------------------------------------
