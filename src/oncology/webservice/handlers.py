@@ -51,6 +51,8 @@ class Handlers:
         if pinned or release is None:
             chosen = self._pinned.get(champion.version)
             if chosen is None or chosen.classifier is not champion:
+                if len(self._pinned) >= 4:  # only the champion and a candidate can be named: keep no older model alive
+                    self._pinned.clear()
                 chosen = self._pinned[champion.version] = routing.named(champion, routing.PINNED)
         elif release.everyone:  # a share of 100%: no key to read
             chosen = release.route_all(champion)
