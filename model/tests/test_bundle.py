@@ -72,6 +72,10 @@ def test_linear_scorer_is_the_logistic_of_the_standardised_score(files: dict[str
     z = sum(0.8 * (x - 3.0) / 2.0 for x in row) - 1.0
     assert scorer.proba(row) == pytest.approx(1 / (1 + math.exp(-z)), rel=1e-12)
     assert scorer.proba_many([row, row]) == [scorer.proba(row)] * 2
+    # the batch path (the service's) gives each row's `proba` to the bit, on both sides of z = 0
+    rows = [[x] * 9 for x in range(1, 11)] + [row, row[::-1]]
+    assert {scorer.log_odds(r) >= 0 for r in rows} == {True, False}
+    assert scorer.proba_many(rows) == [scorer.proba(r) for r in rows]
     assert 0.0 < scorer.proba([1] * 9) < scorer.proba([10] * 9) < 1.0
 
 

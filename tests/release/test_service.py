@@ -111,6 +111,27 @@ def test_canary_splits_by_the_hash_of_the_routing_key(server: Server, two_versio
             line.startswith(name) and 'arm="candidate"' in line for line in metrics.splitlines()), name
 
 
+def test_a_v2_request_naming_its_version_is_answered_by_it_and_named_pinned(server: Server, two_versions: Path) -> None:
+    """``/v2/models/oncology/versions/{v}/infer``: that version answers, never routed, arm "pinned" in its headers,
+    outside a release and in one (a canary at 100%, where every other request goes to the candidate)."""
+    body = {"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": list(EXAMPLE.values())}]}
+
+    def pinned(client: httpx.Client, version: str) -> tuple[str, str, str]:
+        response = client.post(f"/v2/models/oncology/versions/{version}/infer", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()["model_version"], response.headers["x-model-version"], response.headers["x-model-arm"]
+
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert pinned(client, "1.0.1") == ("1.0.1", "1.0.1", "pinned")
+        start(two_versions, "canary", (1.0,))
+        wait_for(client, "candidate")
+        assert ask(client, "/predict", "all-in") == ("1.0.2", "candidate")
+        for _ in range(2):  # the route made for the first is the second's
+            assert pinned(client, "1.0.1") == ("1.0.1", "1.0.1", "pinned")
+            assert pinned(client, "1.0.2") == ("1.0.2", "1.0.2", "pinned")
+        assert ask(client, "/v2/models/oncology/infer", "all-in-v2") == ("1.0.2", "candidate")
+
+
 def _counted(metrics: str, arm: str, version: str) -> float:
     for line in metrics.splitlines():
         if line.startswith("oncology_arm_requests_total{") and f'arm="{arm}"' in line and f'version="{version}"' in line \

@@ -87,8 +87,16 @@ class LinearScorer:
         return _sigmoid(self._offset + sum(map(mul, self._weights, row)))
 
     def proba_many(self, rows: Iterable[Sequence[float]]) -> list[float]:
-        weights, offset, sigmoid = self._weights, self._offset, _sigmoid
-        return [sigmoid(offset + sum(map(mul, weights, row))) for row in rows]
+        weights, offset, exp = self._weights, self._offset, math.exp
+        probabilities = []
+        for row in rows:  # `_sigmoid` written in the loop: a call a row cost ~8% of a row's scoring
+            z = offset + sum(map(mul, weights, row))
+            if z >= 0:
+                probabilities.append(1.0 / (1.0 + exp(-z)))
+            else:
+                e = exp(z)
+                probabilities.append(e / (1.0 + e))
+        return probabilities
 
     def log_odds(self, row: Sequence[float]) -> float:
         """The malignant log-odds of one row: the score whose logistic function `proba` returns."""
@@ -114,7 +122,7 @@ class LinearScorer:
         return [c * (x - m) / s for x, m, s, c in zip(row, self.mean, self.scale, self.coef)]
 
 
-def _sigmoid(z: float) -> float:
+def _sigmoid(z: float) -> float:  # (written again in `LinearScorer.proba_many`'s loop)
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)

@@ -23,7 +23,7 @@ class Handlers:
         self.core = core
         self.settings = core.settings
         self._tokens = tokens
-        self._named: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}  # the few header pairs, encoded once
+        self._pinned: dict[str, routing.Route] = {}  # the route to each version a request named, made once
 
     def routes(self) -> list[Route]:
         """This protocol's routes."""
@@ -49,17 +49,19 @@ class Handlers:
             state["model_arm"] = routing.CHAMPION
             return routing.Route(champion, routing.CHAMPION, None)
         if pinned or release is None:
-            chosen = routing.Route(champion, routing.PINNED, None)
+            chosen = self._pinned.get(champion.version)
+            if chosen is None or chosen.classifier is not champion:
+                if len(self._pinned) >= 4:  # only the champion and a candidate can be named: keep no older model alive
+                    self._pinned.clear()
+                chosen = self._pinned[champion.version] = routing.named(champion, routing.PINNED)
+        elif release.everyone:  # a share of 100%: no key to read
+            chosen = release.route_all(champion)
         else:
             key = req.headers.get(b"x-routing-key")
             chosen = release.route(champion, key.decode("latin-1") if key else state["request_id"])
-        version, arm = chosen.classifier.version, chosen.arm
-        state["model_version"] = version  # for the access log and the answer's headers
-        state["model_arm"] = arm
-        pair = self._named.get((version, arm))
-        if pair is None:
-            pair = self._named[(version, arm)] = [(b"x-model-version", version.encode()), (b"x-model-arm", arm.encode())]
-        state["model_headers"] = pair
+        state["model_version"] = chosen.classifier.version  # for the access log and the answer's headers
+        state["model_arm"] = chosen.arm
+        state["model_headers"] = chosen.headers
         return chosen
 
     @staticmethod

@@ -50,7 +50,6 @@ from typing import Any, Final
 
 import msgspec
 from isal import isal_zlib
-from msgspec.structs import replace as _replace  # a copy with some fields changed (cheaper than a new struct)
 
 from oncology.settings import ServeSettings
 from oncology.webservice.metrics import Metrics
@@ -219,8 +218,9 @@ class PredictionLog:
         """
         try:
             if list(map(len, answered)).count(1) == len(answered) == len(probabilities):  # a line a request
-                self._buffer([_replace(line, model_version=model_version, probability=probability, prediction=label,
-                                       decision=decision, arm="shadow", latency_ms=latency_ms)
+                # made whole, positionally (msgspec's `replace` with six keywords cost ~1,000 instructions more a line)
+                self._buffer([_Line(line.ts, line.request_id, model_version, line.route, line.inputs, probability, label,
+                                    decision, "shadow", latency_ms)
                               for (line,), probability, label, decision, latency_ms
                               in zip(answered, probabilities, labels, decisions, latencies_ms, strict=True)])
                 return

@@ -35,6 +35,14 @@ class Route(NamedTuple):
     classifier: Classifier
     arm: str
     shadow: Classifier | None  # the candidate, to score the same rows off the answer path
+    #: the answer's header pairs naming version and arm (``x-model-version``, ``x-model-arm``), encoded once per
+    #: route: a release's routes are made once per champion, so a request only reads them
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def named(classifier: Classifier, arm: str, shadow: Classifier | None = None) -> Route:
+    """The route to ``classifier`` in ``arm``, with the header pairs that name them."""
+    return Route(classifier, arm, shadow, ((b"x-model-version", classifier.version.encode()), (b"x-model-arm", arm.encode())))
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class Release:
     canary: bool = field(init=False)
     #: whether a routing key falls in the share: ``plan.bucket(key) < share``, computed for less (`within`)
     inside: Callable[[str], bool] = field(init=False, repr=False, compare=False)
+    #: a share of 100% (a shadow, a canary's last step): every request is inside, no key is read
+    everyone: bool = field(init=False)
     #: (champion, its route outside the share, the route inside it), made once per champion, not per request
     _routes: tuple[Classifier | None, Route | None, Route | None] = field(
         init=False, repr=False, compare=False, default=(None, None, None))
@@ -56,22 +66,34 @@ class Release:
         object.__setattr__(self, "share", self.plan.share)
         object.__setattr__(self, "canary", self.plan.mode == CANARY)
         object.__setattr__(self, "inside", within(self.plan.id, self.share))
+        object.__setattr__(self, "everyone", self.share >= 1.0)  # as `within`: a share of 1 takes every key
 
     def route(self, champion: Classifier, key: str) -> Route:
         """The route of the request with routing key ``key``, ``champion`` answering outside the share."""
         cached, outside, inside = self._routes
         if cached is not champion or outside is None or inside is None:  # a new champion (a hot reload)
-            outside = Route(champion, CHAMPION, None)
-            inside = Route(self.candidate, CANDIDATE, None) if self.canary else Route(champion, CHAMPION, self.candidate)
-            object.__setattr__(self, "_routes", (champion, outside, inside))
+            outside, inside = self._make_routes(champion)
         return inside if self.inside(key) else outside
+
+    def route_all(self, champion: Classifier) -> Route:
+        """The route inside the share, where `everyone` sends every request (no key to read)."""
+        cached, outside, inside = self._routes
+        if cached is not champion or inside is None:
+            outside, inside = self._make_routes(champion)
+        return inside
+
+    def _make_routes(self, champion: Classifier) -> tuple[Route, Route]:
+        outside = named(champion, CHAMPION)
+        inside = named(self.candidate, CANDIDATE) if self.canary else named(champion, CHAMPION, self.candidate)
+        object.__setattr__(self, "_routes", (champion, outside, inside))
+        return outside, inside
 
 
 def route(champion: Classifier, release: Release | None, key: str) -> Route:
     """The version that answers the request with routing key ``key``, and its arm."""
     if release is None:
         return Route(champion, CHAMPION, None)
-    return release.route(champion, key)
+    return release.route_all(champion) if release.everyone else release.route(champion, key)
 
 
 #: route, request id, the candidate, the rows, and the prediction log's lines of the champion's answer (None: not
