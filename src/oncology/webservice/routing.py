@@ -56,7 +56,7 @@ class Release:
     canary: bool = field(init=False)
     #: whether a routing key falls in the share: ``plan.bucket(key) < share``, computed for less (`within`)
     inside: Callable[[str], bool] = field(init=False, repr=False, compare=False)
-    #: a share of 100% (a shadow, a canary's last step): every request is inside, no key is read
+    #: a share of 100% (a shadow at 100%): every request is inside, no key is read
     everyone: bool = field(init=False)
     #: (champion, its route outside the share, the route inside it), made once per champion, not per request
     _routes: tuple[Classifier | None, Route | None, Route | None] = field(
