@@ -20,8 +20,14 @@ replaces its storage:
 
 Settings (environment): ``ONCOLOGY_INDEX_STORE`` (required), ``ONCOLOGY_INDEX_USER`` (default
 ``oncology``), ``ONCOLOGY_INDEX_PASSWORD`` (required), ``ONCOLOGY_INDEX_HOST`` (default 127.0.0.1),
-``ONCOLOGY_INDEX_PORT`` (default 8082), ``ONCOLOGY_INDEX_CACHE`` (default /tmp/oncology-index), and the
-standard ``AWS_*`` variables for S3. Needs pypiserver, passlib, waitress and boto3.
+``ONCOLOGY_INDEX_PORT`` (default 8082), ``ONCOLOGY_INDEX_CACHE`` (default /tmp/oncology-index),
+``ONCOLOGY_INDEX_DRAIN_SECONDS`` (default 0), and the standard ``AWS_*`` variables for S3. Needs pypiserver,
+passlib, waitress and boto3.
+
+On SIGTERM the index exits at once (every acknowledged upload is in S3), or, with
+``ONCOLOGY_INDEX_DRAIN_SECONDS``, keeps answering that long first: a pod being replaced gets the signal while the
+Service may still send it requests (until the endpoints controller and every node's kube-proxy have taken it
+out), and those would be refused. A second SIGTERM exits at once.
 """
 
 from __future__ import annotations
@@ -218,12 +224,38 @@ def wait_port_free(host: str, port: int, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def drain_seconds(text: str) -> float:
+    """``ONCOLOGY_INDEX_DRAIN_SECONDS``: seconds to keep answering after SIGTERM (0: exit at once)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise IndexSetupError(f"ONCOLOGY_INDEX_DRAIN_SECONDS must be seconds from 0 to 3600, not {text!r}")
+    return seconds
+
+
+def on_sigterm(drain: float) -> None:
+    """SIGTERM: exit at once, or after ``drain`` seconds more of answering (a second SIGTERM: at once).  PID 1 in a
+    container gets no default action for it."""
+    def first(*_: Any) -> None:
+        if drain <= 0:
+            os._exit(0)
+        log.info("SIGTERM: answering for %.1fs more while the Service stops sending requests here, then exiting", drain)
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+        timer = threading.Timer(drain, os._exit, (0,))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, first)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
-    # PID 1 in a container gets no default action for SIGTERM: exit at once (every acknowledged upload is in S3)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # until the drain setting is read
     try:
         env = os.environ
+        on_sigterm(drain_seconds(env.get("ONCOLOGY_INDEX_DRAIN_SECONDS") or "0"))
         bucket, prefix = parse_store(env.get("ONCOLOGY_INDEX_STORE", ""))
         user = env.get("ONCOLOGY_INDEX_USER") or "oncology"
         password = env.get("ONCOLOGY_INDEX_PASSWORD", "")

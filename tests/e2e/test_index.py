@@ -151,7 +151,8 @@ def test_a_new_container_serves_what_the_killed_one_was_given(stack: Stack, inde
         stack.docker("kill", first)  # SIGKILL: nothing gets a chance to flush
 
     # 2. a new container, empty cache: the same wheel, byte for byte
-    with stack.container(*run, index_image, name="index-2") as second:
+    drain = 5.0
+    with stack.container(f"--env=ONCOLOGY_INDEX_DRAIN_SECONDS={drain}", *run, index_image, name="index-2") as second:
         t0 = time.monotonic()
         wait_answers(url + "simple/")
         got = pip_download(simple, requirement, tmp_path / "download")
@@ -175,7 +176,28 @@ def test_a_new_container_serves_what_the_killed_one_was_given(stack: Stack, inde
         logs = stack.docker("logs", second).stderr
         assert password not in logs
 
-    # 4. a wrong S3 secret: the index does not start, and says why in one line
+        # 4. SIGTERM with a drain: it keeps answering (a Service may still send requests), then exits 0
+        stack.docker("kill", "--signal", "TERM", second)
+        signalled = time.monotonic()
+        assert httpx.get(url + "simple/", timeout=10).status_code == 401  # not refused: still answering
+
+        def exited() -> str | None:
+            out = stack.docker("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", second).stdout.strip()
+            return out if out.startswith("false") else None
+
+        state = poll(exited, 60, f"the index did not exit within 60 s of SIGTERM with a {drain:.0f} s drain")
+        assert state == "false 0", state
+        assert time.monotonic() - signalled >= drain - 0.5  # (the drain's timer: a lower bound, not the machine's speed)
+        assert "SIGTERM: answering for 5.0s more" in stack.docker("logs", second).stderr
+
+    # 5. a drain that is not a number of seconds: one line, exit 2, before anything else
+    proc = stack.docker("run", "--rm", "--network=host", *[f"--env={k}={v}" for k, v in settings.items()],
+                        "--env=ONCOLOGY_INDEX_DRAIN_SECONDS=soon", index_image, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("oncology-index: error: ONCOLOGY_INDEX_DRAIN_SECONDS must be "
+                                                    "seconds from 0 to 3600, not 'soon'")
+
+    # 6. a wrong S3 secret: the index does not start, and says why in one line
     bad = {**settings, "AWS_SECRET_ACCESS_KEY": "wrong", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     proc = stack.docker("run", "--rm", "--network=host", *[f"--env={k}={v}" for k, v in bad.items()], index_image,
                         check=False, timeout=120)
