@@ -241,7 +241,9 @@ def on_sigterm(drain: float) -> None:
     def first(*_: Any) -> None:
         if drain <= 0:
             os._exit(0)
-        log.info("SIGTERM: answering for %.1fs more while the Service stops sending requests here, then exiting", drain)
+        # (printed: once pypiserver runs, its logging setup hides INFO lines)
+        print(f"oncology-index: SIGTERM: answering for {drain:.1f}s more while the Service stops sending requests "
+              "here, then exiting", file=sys.stderr, flush=True)
         signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
         timer = threading.Timer(drain, os._exit, (0,))
         timer.daemon = True
