@@ -615,8 +615,12 @@ class _ReadDeadline(HttpToolsProtocol):
                 self.scope[ADMITTED] = None  # type: ignore[typeddict-unknown-key]  # admitted: queued once its body is in
             hot = self.hot.get(path)
             if hot is not None and b"#" not in query and not self._socket.is_closing():
-                self._hot = hot  # its body is held; answered inline once it is in, or given to ASGI (`_to_asgi`)
-                return
+                for name, value in self.headers:  # a body announced larger: the ASGI way at once (a 413 before the body)
+                    if name == b"content-length" and not (value.isdigit() and int(value) <= INLINE_BODY):
+                        break
+                else:
+                    self._hot = hot  # its body is held; answered inline once it is in, or given to ASGI (`_to_asgi`)
+                    return
         super().on_headers_complete()
 
     def _to_asgi(self) -> None:
@@ -760,7 +764,8 @@ class _ReadDeadline(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._in_body = False
-        self._hot, self._hot_body = None, b""
+        if self._hot is not None:  # a hot route's request whose body was arriving: as through ASGI, a disconnect (499)
+            self._to_asgi()
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
