@@ -269,3 +269,21 @@ def test_requests_parsed_in_one_iteration_are_answered_inline_up_to_a_quantum_of
     shedder.turns.waiting.clear()
     measured = [shedder.inline(300, 5.0 + i) for i in range(3 * overload.SAMPLE_EVERY)]
     assert measured.count(size) == 3 and set(measured) == {overload.INLINE, size}
+
+
+def test_a_fault_after_the_answer_closes_the_connection_as_through_asgi_never_a_400(trained_store: Path) -> None:
+    """A fault of the service's own code after the answer (here: the metrics fail, on cue) is not the client's: the
+    answer stands and the connection is closed, as uvicorn does when its app fails; raised into the parser, it would
+    be taken for a malformed request (a 400)."""
+    got: dict[bool, bytes] = {}
+    for inline in (True, False):
+        with serving(trained_store, inline) as server:
+
+            def failing(*args: object) -> None:
+                raise RuntimeError("the metrics failed")
+
+            server.app.metrics.observe = failing  # type: ignore[method-assign]
+            got[inline] = exchange(server.port, [request("/predict", headers=("Content-Type: application/json",
+                                                                               "X-Request-Id: f-1"))])
+    assert masked(got[True]) == masked(got[False])
+    assert got[True].startswith(b"HTTP/1.1 200 OK\r\n") and got[True].count(b"HTTP/1.1") == 1

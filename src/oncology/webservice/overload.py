@@ -747,23 +747,28 @@ class _ReadDeadline(HttpToolsProtocol):
         self._hot, self._hot_body = None, b""
         start = _clock()
         front = self.front
-        state, answering = front.inline(endpoint, dict(self.headers), self.url.partition(b"?")[2], body)
         parser = self.parser
         keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"  # (as uvicorn's cycle)
         try:
-            suspended = answering.send(None)
-        except StopIteration as done:
-            answer: Answer | None = done.value
-        else:
-            self._suspended(answering, suspended, state, start, keep_alive, len(body))
-            return True
-        if how != INLINE:  # (shedding is on) its cost, as a turn measures it: from its start to its answer
-            shedder.learn(how, time.thread_time() - cpu)  # type: ignore[union-attr]
-        if answer is not None:
-            self._write(answer, keep_alive)
-        else:  # nobody to answer (the client went away)
+            state, answering = front.inline(endpoint, dict(self.headers), self.url.partition(b"?")[2], body)
+            try:
+                suspended = answering.send(None)
+            except StopIteration as done:
+                answer: Answer | None = done.value
+            else:
+                self._suspended(answering, suspended, state, start, keep_alive, len(body))
+                return True
+            if how != INLINE:  # (shedding is on) its cost, as a turn measures it: from its start to its answer
+                shedder.learn(how, time.thread_time() - cpu)  # type: ignore[union-attr]
+            if answer is not None:
+                self._write(answer, keep_alive)
+            else:  # nobody to answer (the client went away)
+                self.transport.close()
+            front.finish(state, "POST", start)
+        except Exception as exc:  # a fault of this code (the app's are a 500): as uvicorn does when its app fails
+            # (raised into the parser, it would be taken for a malformed request: a 400)
+            log.error("answering a request inline: %s", type(exc).__name__)
             self.transport.close()
-        front.finish(state, "POST", start)
         return True
 
     def _write(self, answer: Answer, keep_alive: bool) -> None:
