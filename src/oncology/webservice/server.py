@@ -13,8 +13,10 @@ worker drains exactly as a single process does, replaces a worker that dies whil
 Only uvicorn's public API is used (``Config``, ``Server.run(sockets)``,
 ``Server.should_exit``/``force_exit``, ``Server.capture_signals``), except one subclass: the ``http``
 option is `overload.protocol`, uvicorn's httptools protocol with a deadline for reading a request,
-which hooks four of its methods (``connection_made``, ``on_message_begin``, ``on_message_complete``,
-``connection_lost``).  It is given the listening socket, to accept a burst of connections in batches.  The app is served behind `overload.Shedder`.
+which hooks its connection and parser callbacks (``connection_made``, ``on_message_begin``, ``on_headers_complete``,
+``on_body``, ``on_message_complete``, ``on_response_complete``, ``connection_lost``, ``shutdown``).  It is given the
+listening socket, to accept a burst of connections in batches, and the app's `Front`, to answer its hot routes
+itself (``inline_hot_routes``).  The app is served behind `overload.Shedder`.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@
   and sends the hot routes (`POST /predict`, ...) straight to their endpoint; every other path
   goes through Starlette's router (path parameters, 404/405, the docs' static files).  Skipping
   the framework on the hot path halves the cost of a prediction (see benchmarks/).
+- `Front.inline` is the same for a hot route's request that the HTTP protocol answers itself, without ASGI
+  (`overload._ReadDeadline`): the same request id, handler, answer and error handling; the protocol writes the
+  answer and calls `Front.finish` (metrics, access log), as `Front.__call__` does.
 
 Nothing here knows the model or any protocol's shapes.
 """
