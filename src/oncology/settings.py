@@ -125,6 +125,13 @@ class ServeSettings(BaseModel):
         "request's first byte; a slower one is disconnected (slowloris).  0: no limit.",
     )
     keep_alive_timeout: float = Field(5.0, gt=0, description="Seconds an idle keep-alive connection is kept open.")
+    inline_hot_routes: bool = Field(
+        True,
+        description="Answer the hot routes (POST /predict, /predict/batch, /invocations, V2 infer) in the HTTP "
+        "protocol itself, without uvicorn's ASGI cycle, when the request is whole (body up to 64 KiB), nothing else of "
+        "its connection is waiting for an answer and shedding would run it at once; the same answers, bytes for bytes.  "
+        "false: every request through ASGI.",
+    )
     drain_seconds: float = Field(
         0.0, ge=0, description="On SIGTERM, seconds to keep serving with readiness false (for load balancers) before closing."
     )

@@ -41,6 +41,20 @@ two a request, except one request of a size in `SAMPLE_EVERY` (and the first of 
 to keep its size's cost estimate fresh for when a queue builds.  The test is on the queued work, not on the
 number of requests: a probe waits at most a quantum behind requests that came together, whatever the budget.
 
+The protocol answers the hot routes itself when it can (`_ReadDeadline._inline`, ``inline_hot_routes``): once a
+request's body is in, it runs the route's handler on it, drives its coroutine to the end and writes the answer, in
+the loop's iteration that read it, with no ASGI scope, cycle or task.  It does so only when shedding (when on) would
+run the request as it comes, the test `Shedder.inline` makes as `__call__` does, with one difference that the
+budget needs: under ASGI, the requests parsed in one iteration are all queued before the first of them runs (in the
+next), so `__call__` sees the whole iteration's work; inline, a request runs before the ones after it in the same
+iteration are even read, so they would never be seen queued, and the loop could serve any number of them back to
+back while the requests of the next iteration wait, unread and uncounted, in the kernel.  So the work answered
+inline in an iteration counts as queued: an iteration answers inline at most a quantum of estimated work (or one
+request alone), and the requests read after that go the ASGI way, where they queue, take turns and can be shed as
+before.  The time a request waits unread is then bounded as with turns: by a quantum plus the reading.  Requests
+waiting for a turn are never overtaken by an inline answer (none is given while one waits).  An inline request's cost
+is measured as a turn's is, the first of a size and one in `SAMPLE_EVERY` (`learn`), so the estimates stay fresh.
+
 So the latency of an admitted request is about the budget plus its own cost, however many requests
 come.  (Clients that retry a 503 at once, ignoring Retry-After, are a flood of requests to read and
 shed: the quantum grows so that admitted work keeps most of the loop, but each shed still costs the
@@ -74,16 +88,17 @@ import math
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any, Final
 
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from oncology.settings import ServeSettings
 from oncology.webservice import schemas
 from oncology.webservice.metrics import Metrics
+from oncology.webservice.transport import Answer, Endpoint, Front
 
 log = logging.getLogger("oncology.webservice")
 
@@ -112,6 +127,8 @@ class Shedder:
         self.costs = [0.0] * LARGEST  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
         self.unsampled = [0] * LARGEST  # by size: requests that skipped the turns (every SAMPLE_EVERY-th does)
         self.turns = _Turns(self.max_lag)  # admitted requests run in turns, from their start to their first answer
+        self.inline_work = 0.0  # the estimated work of the requests answered inline in this iteration of the loop
+        self.inline_at = -1.0  # that iteration's loop time
         self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
             name + b": " + value + b"\r\n" for name, value in [*SHED_HEADERS, (b"retry-after", self.retry_after)]))
 
@@ -127,6 +144,36 @@ class Shedder:
             return True
         self.shed_queue.inc()
         return False
+
+    def inline(self, body_bytes: int, now: float) -> int:
+        """Whether an admitted request whose body (``body_bytes`` long) is in may be answered at once by the protocol,
+        in this iteration of the loop (`_ReadDeadline`): the test `__call__` makes before it runs a request as it comes,
+        with the requests answered inline earlier in this iteration counted as queued (under ASGI they would be).  No
+        request waits for a turn, and the whole queue fits in one turn: this request alone (none queued, none answered
+        inline in this iteration), or the queued work, the work answered inline in this iteration and this request's
+        within a quantum.  `NOT_INLINE`: it is left to `__call__`; else `INLINE`, or its size class when its cost is to
+        be measured (`learn`): the first of its size, and one in `SAMPLE_EVERY` after it, as the turns measure theirs.
+
+        ``now`` is the loop's time when the request's bytes were parsed: uvloop's clock is libuv's, read once per
+        iteration of the loop (after its poll), so the requests parsed in one iteration share it (and so do those of
+        iterations that began in the same millisecond: counted together, more strictly).
+        """
+        size = body_bytes.bit_length()
+        if size >= LARGEST:
+            size = LARGEST - 1
+        estimate = self.costs[size]
+        spent = self.inline_work if now == self.inline_at else 0.0
+        if self.turns.waiting or not (self.min_queue and not self.queued and not spent
+                                      or self.work + spent + estimate <= self.turns.quantum):
+            return NOT_INLINE
+        self.inline_work, self.inline_at = spent + estimate, now
+        self.unsampled[size] = seen = self.unsampled[size] + 1
+        return INLINE if seen % SAMPLE_EVERY and estimate else size
+
+    def learn(self, size: int, cost: float) -> None:
+        """A request of size class ``size`` took ``cost`` CPU seconds: its size's estimate follows (the first sets it)."""
+        known = self.costs[size]
+        self.costs[size] = cost if known == 0.0 else known + (cost - known) * COST_WEIGHT
 
     def _over_budget(self, others: int) -> bool:
         """Whether the queue is overloaded for a request with ``others`` admitted requests queued besides it: at least
@@ -169,7 +216,6 @@ class Shedder:
         # the turns: no coroutine but the turn's and a plain function for the answer, for this is every request's path
         # while a queue is short but does not fit in one turn (64 connections)
         loop = asyncio.get_running_loop()
-        costs = self.costs
         turn: bool | None = None  # True while this request has the turn, False once it took it (None: not yet)
         cpu = 0.0  # the loop thread's CPU time when its turn began
 
@@ -178,9 +224,7 @@ class Shedder:
             if turn:  # its work is done once it answers: writing the answer (to a slow reader) holds no turn
                 # its cost: the CPU time of the loop's thread in its turn (time on the CPU, so that a request that was
                 # descheduled or waited for the GIL does not count as costly: the next ones will not be)
-                cost, size = time.thread_time() - cpu, scope[ADMITTED][0]
-                known = costs[size]
-                costs[size] = cost if known == 0.0 else known + (cost - known) * COST_WEIGHT  # (the first sets it)
+                self.learn(scope[ADMITTED][0], time.thread_time() - cpu)
                 turn = False
                 turns.release(loop)
             return send(message)
@@ -358,14 +402,53 @@ MIN_QUANTUM: Final = 0.001
 #: Of the requests that skip the turns (the queue fits in one), one request of a size in this many takes the turns to measure its cost.
 SAMPLE_EVERY: Final = 16
 _ABSENT: Final = object()
+#: A hot route's request with a body up to this many bytes may be answered inline (uvicorn's read buffer, beyond which
+#: it pauses reading until the app reads the body); a larger one goes the ASGI way, its body read as it comes.
+INLINE_BODY: Final = 65_536
+#: uvicorn's default headers (the date), as the list it makes each second and their bytes.
+_DEFAULTS: list[Any] = [None, b""]
+_clock = time.perf_counter
 #: Size classes of request bodies (a body's bytes.bit_length(), the largest class holding the rest).
 LARGEST: Final = 64
+#: `Shedder.inline`'s answers: not inline (the ASGI way), inline (its cost not measured); else the size class to measure.
+NOT_INLINE: Final = -1
+INLINE: Final = LARGEST
 #: Weight of the newest request in the moving average of the cost of admitted requests of its size (the first sets it).
 COST_WEIGHT: Final = 0.05
 
 SHED_BODY = schemas.encode({"error": "overloaded: the request was not processed; retry after the Retry-After seconds",
                             "status": 503, "request_id": "", "details": []})
 SHED_HEADERS: Final = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(SHED_BODY))]
+
+
+class _Resumed:
+    """Awaits the rest of a coroutine that was started outside a task (``send(None)``) and suspended on ``awaited``:
+    awaited in a task, it hands the task what the coroutine awaits and the coroutine what the task sends back."""
+
+    __slots__ = ("coroutine", "awaited")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], awaited: Any) -> None:
+        self.coroutine = coroutine
+        self.awaited = awaited
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, awaited = self.coroutine, self.awaited
+        while True:
+            try:
+                sent = yield awaited
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # (a cancellation, thrown into the task): into the coroutine
+                try:
+                    awaited = coroutine.throw(exc)
+                except StopIteration as done:
+                    return done.value
+                continue
+            try:
+                awaited = coroutine.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 class _GracefulClose:
@@ -454,15 +537,25 @@ class _Acceptor:
 
 class _ReadDeadline(HttpToolsProtocol):
     """httptools with a deadline for receiving each whole request (slow clients are disconnected), which sheds
-    at parse time what `Shedder.admit` refuses, and closes gracefully after an answer given before the body was in."""
+    at parse time what `Shedder.admit` refuses, answers the hot routes itself when it can (`_inline`), and closes
+    gracefully after an answer given before the body was in."""
 
     read_timeout = 10.0
     shedder: Shedder | None = None
     acceptor: _Acceptor | None = None
+    front: Front | None = None  # the app's front, whose hot routes (``hot``) this protocol answers inline
+    hot: dict[bytes, Endpoint] = {}  # noqa: RUF012 - (the class's, read only)
+    _hot: Endpoint | None = None  # the request being parsed is a hot route's, its body held here (not yet ASGI's)
+    _hot_body = b""
     _socket: asyncio.Transport  # the transport itself (``self.transport`` is its `_GracefulClose`)
-    _read_timer: asyncio.TimerHandle | None = None
+    _timer: asyncio.TimerHandle | None = None  # the connection's one timer (`_expire`), due at ``_timer_at``
+    _timer_at = math.inf
+    _read_by = math.inf  # the loop time by which the request being read must be whole (the read deadline)
+    _idle_by = math.inf  # the loop time by which an idle kept-alive connection is closed (uvicorn's keep-alive)
     _shedding = False  # the request being parsed is shed: its body is skipped, the 503 written at its end
     _body_bytes = 0  # of the request being parsed, so far
+    _received = 0.0  # the loop's time when the request being parsed began (``RECEIVED``)
+    _admitted = False  # the request being parsed was admitted by the shedder at parse time (``ADMITTED``)
     _keep_alive = True
     _in_body = False  # a request's headers are in, its body is not (yet)
     _lingering = False  # answered and half-closed: the rest of the body is read and discarded, then the connection closed
@@ -479,23 +572,65 @@ class _ReadDeadline(HttpToolsProtocol):
         self._lingering = True
         sock.write_eof()  # after the answer still buffered: the client reads it, then end of stream
         sock.resume_reading()  # (the parser discards the body: the request's answer is complete)
-        if self._read_timer is None:  # no read deadline configured: the lingering still ends
-            self._read_timer = self.loop.call_later(LINGER_SECONDS, self._too_slow)
+        if self._read_by == math.inf:  # no read deadline configured: the lingering still ends
+            self._due(LINGER_SECONDS, True)
+
+    # The read deadline and uvicorn's keep-alive timeout share one timer per connection, moved lazily: a deadline is
+    # a number set and reset per request, and the timer, when it fires early, waits again for the nearest one.  (A
+    # timer armed and cancelled for each of the two, per request, cost ~10,000 instructions, 5% of a /predict.)
 
     def _arm(self) -> None:
-        if self._read_timer is None and self.read_timeout > 0:
-            self._read_timer = self.loop.call_later(self.read_timeout, self._too_slow)
+        if self._read_by == math.inf and self.read_timeout > 0:
+            self._due(self.read_timeout, True)
 
     def _disarm(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        self._read_by = math.inf
+
+    def _due(self, seconds: float, read: bool) -> None:
+        at = self.loop.time() + seconds
+        if read:
+            self._read_by = at
+        else:
+            self._idle_by = at
+        if at < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = self.loop.call_at(at, self._expire), at
+
+    def _expire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = self.loop.time() + 0.001  # (libuv's timers are in milliseconds: one may fire a fraction early)
+        if now >= self._read_by:
+            self._read_by = math.inf
+            self._too_slow()
+        elif now >= self._idle_by:
+            self._idle_by = math.inf
+            self.timeout_keep_alive_handler()
+        else:
+            at = self._read_by if self._read_by < self._idle_by else self._idle_by
+            if at < math.inf:
+                self._timer, self._timer_at = self.loop.call_at(at, self._expire), at
 
     def _too_slow(self) -> None:
-        self._read_timer = None
         if not self._socket.is_closing():
             log.debug("closing a connection that did not send its request in %.1fs", self.read_timeout)
             self._socket.close()
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_by = math.inf
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, with its keep-alive timeout on the connection's timer
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_by = math.inf
+        self.flow.resume_reading()  # unpause reading if needed
+        if self.pipeline:  # the next pipelined request's task; else the keep-alive timeout
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._due(self.timeout_keep_alive, False)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._socket = transport
@@ -505,30 +640,70 @@ class _ReadDeadline(HttpToolsProtocol):
             self.acceptor.soon(self)
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.scope[RECEIVED] = self.loop.time()  # type: ignore[typeddict-unknown-key]
+        # uvicorn's, without the scope: it is made for a request that goes the ASGI way only (`_asgi_scope`)
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = None  # type: ignore[assignment]
+        self._received = self.loop.time()
+        self._admitted = False
         self._body_bytes = 0
         self._arm()
 
+    def _asgi_scope(self) -> None:
+        """The ASGI scope of the request being parsed, as uvicorn's ``on_message_begin`` makes it, with ours."""
+        url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect_100_continue
+        scope = self.scope
+        scope["headers"] = headers
+        scope[RECEIVED] = self._received  # type: ignore[typeddict-unknown-key]
+        if self._admitted:
+            scope[ADMITTED] = None  # type: ignore[typeddict-unknown-key]  # admitted: queued once its body is in
+
     def on_headers_complete(self) -> None:
         self._in_body = True
-        shedder = self.shedder
-        if (shedder is not None and self.parser.get_method() == b"POST"
+        if (self.parser.get_method() == b"POST"
                 and (self.cycle is None or self.cycle.response_complete)  # no answer of this connection pending
-                and not self.expect_100_continue and not self.parser.should_upgrade()
-                and self.url.partition(b"?")[0] not in _EXEMPT_BYTES):
-            if not shedder.admit():
-                # no ASGI task, no scope: the cheapest answer this server can give (a shed costs as much CPU as
-                # a small prediction when it goes through the app)
-                self._shedding = True
-                self._keep_alive = self.parser.should_keep_alive()
-                return
-            self.scope[ADMITTED] = None  # type: ignore[typeddict-unknown-key]  # admitted: queued once its body is in
+                and not self.expect_100_continue and not self.parser.should_upgrade()):
+            path, _, query = self.url.partition(b"?")
+            shedder = self.shedder
+            if shedder is not None and path not in _EXEMPT_BYTES:
+                if not shedder.admit():
+                    # no ASGI task, no scope: the cheapest answer this server can give (a shed costs as much CPU as
+                    # a small prediction when it goes through the app)
+                    self._shedding = True
+                    self._keep_alive = self.parser.should_keep_alive()
+                    return
+                self._admitted = True
+            hot = self.hot.get(path)
+            if hot is not None and b"#" not in query and not self._socket.is_closing():
+                for name, value in self.headers:  # a body announced larger: the ASGI way at once (a 413 before the body)
+                    if name == b"content-length" and not (value.isdigit() and int(value) <= INLINE_BODY):
+                        break
+                else:
+                    self._hot = hot  # its body is held; answered inline once it is in, or given to ASGI (`_to_asgi`)
+                    return
+        self._asgi_scope()
         super().on_headers_complete()
+
+    def _to_asgi(self) -> None:
+        """The hot route's request being parsed goes the ASGI way after all: its cycle and task, its body so far."""
+        self._hot = None
+        body, self._hot_body = self._hot_body, b""
+        self._asgi_scope()
+        super().on_headers_complete()
+        if body:
+            super().on_body(body)
 
     def on_body(self, body: bytes) -> None:
         if not self._shedding:
             self._body_bytes += len(body)
+            if self._hot is not None:
+                if self._body_bytes <= INLINE_BODY:
+                    self._hot_body += body
+                    return
+                self._to_asgi()  # a large body: read as it comes, with the flow control of uvicorn's cycle
             super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -538,6 +713,10 @@ class _ReadDeadline(HttpToolsProtocol):
             self._socket.close()
             return
         if not self._shedding:
+            if self._hot is not None:
+                if self._inline():
+                    return
+                self._to_asgi()
             if (self.shedder is not None and ADMITTED in self.scope  # admitted at parse time (a fresh scope per request)
                     and not self.cycle.response_complete):  # (answered early: never queued)
                 self.scope[ADMITTED] = self.shedder.enqueue(self._body_bytes)  # type: ignore[typeddict-unknown-key]
@@ -553,9 +732,114 @@ class _ReadDeadline(HttpToolsProtocol):
             return
         self.on_response_complete()  # as after any answer: reading resumed, the keep-alive timer armed
 
+    def _inline(self) -> bool:
+        """Answer the hot route's request whose body is in, here and now, if the shedder (when on) would run it as it
+        comes: `Front.inline`'s coroutine driven to its end, its answer written as uvicorn writes one, then `Front.finish`.
+        False: it goes the ASGI way.  A handler that suspends (none does: the body is in) is continued as a task."""
+        shedder = self.shedder
+        body = self._hot_body
+        how = INLINE if shedder is None else shedder.inline(len(body), self._received)
+        if how == NOT_INLINE:
+            return False
+        cpu = time.thread_time() if how != INLINE else 0.0
+        endpoint = self._hot
+        assert endpoint is not None and self.front is not None
+        self._hot, self._hot_body = None, b""
+        start = _clock()
+        front = self.front
+        parser = self.parser
+        keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"  # (as uvicorn's cycle)
+        try:
+            state, answering = front.inline(endpoint, dict(self.headers), self.url.partition(b"?")[2], body)
+            try:
+                suspended = answering.send(None)
+            except StopIteration as done:
+                answer: Answer | None = done.value
+            else:
+                self._suspended(answering, suspended, state, start, keep_alive, len(body))
+                return True
+            if how != INLINE:  # (shedding is on) its cost, as a turn measures it: from its start to its answer
+                shedder.learn(how, time.thread_time() - cpu)  # type: ignore[union-attr]
+            if answer is not None:
+                self._write(answer, keep_alive)
+            else:  # nobody to answer (the client went away)
+                self.transport.close()
+            front.finish(state, "POST", start)
+        except Exception as exc:  # a fault of this code (the app's are a 500): as uvicorn does when its app fails
+            # (raised into the parser, it would be taken for a malformed request: a 400)
+            log.error("answering a request inline: %s", type(exc).__name__)
+            self.transport.close()
+        return True
+
+    def _write(self, answer: Answer, keep_alive: bool) -> None:
+        """An answer, as uvicorn's `RequestResponseCycle` writes it (its status line, the server's default headers,
+        the answer's, ``connection: close`` unless kept alive), in one write; then what follows any answer."""
+        status, headers, body = answer
+        defaults = self.server_state.default_headers
+        if _DEFAULTS[0] is not defaults:  # (uvicorn makes a new list each second, with the new date)
+            _DEFAULTS[:] = defaults, b"".join(name.lower() + b": " + value + b"\r\n" for name, value in defaults)
+        parts = [STATUS_LINE[status], _DEFAULTS[1]]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", body)
+        self.transport.write(b"".join(parts))
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # counted; as after any answer: reading resumed, the keep-alive timer armed
+
+    def _suspended(self, answering: Coroutine[Any, Any, Answer | None], awaited: Any, state: dict[str, Any],
+                   start: float, keep_alive: bool, body_bytes: int) -> None:
+        """An inline answer that suspended (awaiting ``awaited``): the rest of it runs as a task, its answer sent
+        through a cycle of uvicorn's, as the ASGI way sends it (so that the requests pipelined behind it wait, a drain
+        waits for it and closes the connection after it); queued in the shedder meanwhile."""
+        self._asgi_scope()
+        self.scope["method"] = "POST"
+        self.cycle = cycle = RequestResponseCycle(
+            scope=self.scope, transport=self.transport, flow=self.flow, logger=self.logger,
+            access_logger=self.access_logger, access_log=self.access_log,
+            default_headers=self.server_state.default_headers, message_event=asyncio.Event(),
+            expect_100_continue=False, keep_alive=keep_alive, on_response=self.on_response_complete)
+        cycle.more_body = False
+        shedder = self.shedder
+        queued = None if shedder is None else shedder.enqueue(body_bytes)
+
+        async def rest() -> None:
+            try:
+                answer = await _Resumed(answering, awaited)
+                if answer is None:
+                    return
+                status, headers, body = answer
+                try:
+                    await cycle.send({"type": "http.response.start", "status": status, "headers": headers})
+                    await cycle.send({"type": "http.response.body", "body": body})
+                except Exception as exc:  # (a header uvicorn refuses): as uvicorn's cycle ends after a failed send
+                    log.error("sending an answer: %s", exc)
+                    self.transport.close()
+            finally:
+                if shedder is not None and queued is not None:  # counted out, as `Shedder.__call__` does
+                    shedder.queued -= 1
+                    shedder.work = shedder.work - queued[1] if shedder.queued else 0.0
+                self.front.finish(state, "POST", start)  # type: ignore[union-attr]
+
+        task = self.loop.create_task(rest())
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def shutdown(self) -> None:
+        if self._hot is not None:  # a hot route's request whose body is arriving: in flight, as ASGI's are
+            self._to_asgi()
+        super().shutdown()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._read_by = self._idle_by = self._timer_at = math.inf
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._in_body = False
+        if self._hot is not None:  # a hot route's request whose body was arriving: as through ASGI, a disconnect (499)
+            self._to_asgi()
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -564,14 +848,17 @@ class _ReadDeadline(HttpToolsProtocol):
 
 
 def protocol(settings: ServeSettings, shedder: Shedder | None = None,
-             listener: socket.socket | None = None) -> type[HttpToolsProtocol]:
+             listener: socket.socket | None = None, front: Front | None = None) -> type[HttpToolsProtocol]:
     """The HTTP protocol class for uvicorn's ``http`` option, with ``request_read_timeout``, shedding at parse
-    time for ``shedder`` (the one wrapping the app it serves) when given, and connections accepted in batches from
-    ``listener`` (the socket uvicorn serves) when given."""
+    time for ``shedder`` (the one wrapping the app it serves) when given, connections accepted in batches from
+    ``listener`` (the socket uvicorn serves) when given, and ``front``'s hot routes answered inline when given and
+    ``inline_hot_routes`` is on (``front``: the app served, behind ``shedder`` if given)."""
+    inline = front is not None and settings.inline_hot_routes
     return type("HttpToolsReadDeadline", (_ReadDeadline,),
                 {"read_timeout": settings.request_read_timeout,
                  "shedder": shedder if shedder is not None and shedder.max_lag > 0 else None,  # (0: shedding off)
-                 "acceptor": None if listener is None else _Acceptor(listener)})
+                 "acceptor": None if listener is None else _Acceptor(listener),
+                 "front": front if inline else None, "hot": front.hot if inline and front is not None else {}})
 
 
 def document(doc: dict[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,10 @@ worker drains exactly as a single process does, replaces a worker that dies whil
 Only uvicorn's public API is used (``Config``, ``Server.run(sockets)``,
 ``Server.should_exit``/``force_exit``, ``Server.capture_signals``), except one subclass: the ``http``
 option is `overload.protocol`, uvicorn's httptools protocol with a deadline for reading a request,
-which hooks four of its methods (``connection_made``, ``on_message_begin``, ``on_message_complete``,
-``connection_lost``).  It is given the listening socket, to accept a burst of connections in batches.  The app is served behind `overload.Shedder`.
+which hooks its connection and parser callbacks (``connection_made``, ``on_message_begin``, ``on_headers_complete``,
+``on_body``, ``on_message_complete``, ``on_response_complete``, ``connection_lost``, ``shutdown``).  It is given the
+listening socket, to accept a burst of connections in batches, and the app's `Front`, to answer its hot routes
+itself (``inline_hot_routes``).  The app is served behind `overload.Shedder`.
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ class _DrainingServer(uvicorn.Server):
 
 
 def _options(
-    settings: ServeSettings, shedder: overload.Shedder | None = None, sock: socket.socket | None = None
+    settings: ServeSettings, shedder: overload.Shedder | None = None, sock: socket.socket | None = None,
+    front: Front | None = None,
 ) -> dict[str, Any]:
     return {
         "host": settings.host,
@@ -124,8 +127,9 @@ def _options(
         "log_config": None,
         "server_header": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
-        # httptools: a deadline for reading a request, shedding, connections from ``sock`` accepted in batches
-        "http": overload.protocol(settings, shedder, sock),
+        # httptools: a deadline for reading a request, shedding, connections from ``sock`` accepted in batches, the
+        # hot routes of ``front`` answered inline
+        "http": overload.protocol(settings, shedder, sock, front),
         "timeout_keep_alive": settings.keep_alive_timeout,
     }
 
@@ -173,7 +177,7 @@ def serve(settings: ServeSettings, sock: socket.socket | None = None) -> None:
         return
     app = create_app(settings)
     shedder = overload.Shedder(app, settings, app.metrics)
-    _DrainingServer(uvicorn.Config(shedder, **_options(settings, shedder, sock)), app, settings.drain_seconds).run(
+    _DrainingServer(uvicorn.Config(shedder, **_options(settings, shedder, sock, app)), app, settings.drain_seconds).run(
         sockets=[sock]
     )
 
@@ -196,7 +200,7 @@ def _worker(sock: socket.socket) -> None:
     app = app_from_env()
     settings = ServeSettings()
     shedder = overload.Shedder(app, settings, app.metrics)
-    config = uvicorn.Config(shedder, **_options(settings, shedder, sock))
+    config = uvicorn.Config(shedder, **_options(settings, shedder, sock, app))
     server = _DrainingServer(config, app, settings.drain_seconds, signals=(signal.SIGTERM,))
     server.early = early  # the same list: a signal until the server's own handler is in place is kept
     server.run(sockets=[sock])

@@ -8,6 +8,9 @@
   and sends the hot routes (`POST /predict`, ...) straight to their endpoint; every other path
   goes through Starlette's router (path parameters, 404/405, the docs' static files).  Skipping
   the framework on the hot path halves the cost of a prediction (see benchmarks/).
+- `Front.inline` is the same for a hot route's request that the HTTP protocol answers itself, without ASGI
+  (`overload._ReadDeadline`): the same request id, handler, answer and error handling; the protocol writes the
+  answer and calls `Front.finish` (metrics, access log), as `Front.__call__` does.
 
 Nothing here knows the model or any protocol's shapes.
 """
@@ -19,7 +22,7 @@ import os
 import re
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from random import getrandbits as _random_bits
 from typing import Any
@@ -125,6 +128,8 @@ def json_reply(value: Any, status: int = 200) -> Reply:
 
 
 Handler = Callable[[Req], Awaitable[Reply]]
+#: An answer as it is sent: status, headers, body.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 def error_body(status: int, message: str, request_id: str, details: list[dict[str, Any]] | None = None) -> bytes:
@@ -140,34 +145,48 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["state"]
+        reply = await self.reply(Req(scope["method"], state["headers"], scope.get("path_params") or {}, state, receive,
+                                     scope["query_string"]))
+        if reply is None:
+            return
+        await send({"type": "http.response.start", "status": reply.status, "headers": self.head(reply, state)})
+        await send({"type": "http.response.body", "body": reply.body})
+
+    async def reply(self, req: Req) -> Reply | None:
+        """The handler's reply to ``req``, an `APIError` rendered in the one error shape; None when the client went
+        away before its request was read (nobody to answer)."""
+        state = req.state
         state["route"] = self.path  # the template, not the raw path: bounded metric labels
-        req = Req(scope["method"], state["headers"], scope.get("path_params") or {}, state, receive, scope["query_string"])
         try:
             reply = await self.handler(req)
         except errors.ClientDisconnected:
             state["disconnected"] = True  # nobody to answer
-            return
+            return None
         except errors.APIError as exc:
             extra = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else []
             reply = Reply(error_body(exc.status, exc.message, state["request_id"], exc.details), exc.status, headers=extra)
-        state["status"] = status = reply.status  # (for `Front`: its metrics, its log, and that the answer has started)
-        body = reply.body
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [_JSON_TYPE if reply.media_type is JSON else (b"content-type", reply.media_type),
-                        (b"content-length", str(len(body)).encode()), *reply.headers, state["request_id_header"]],
-        })
-        await send({"type": "http.response.body", "body": body})
+        state["status"] = reply.status  # (for `Front`: its metrics, its log, and that the answer has started)
+        return reply
+
+    @staticmethod
+    def head(reply: Reply, state: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+        """The headers of ``reply``'s answer: its type and length, its own, the request id."""
+        return [_JSON_TYPE if reply.media_type is JSON else (b"content-type", reply.media_type),
+                (b"content-length", str(len(reply.body)).encode()), *reply.headers, state["request_id_header"]]
 
 
 class Front:
-    """The outermost ASGI app: request id, timing, metrics, access log; hot routes skip the router."""
+    """The outermost ASGI app: request id, timing, metrics, access log; hot routes skip the router.
+
+    The HTTP protocol (`overload`) may answer a hot route itself, without ASGI (`inline`): the same request id,
+    handler, answer, error handling, metrics and log line, through the same methods."""
 
     def __init__(self, router: Starlette, fast: dict[tuple[str, str], Endpoint], holder: ModelHolder, metrics: Metrics,
                  access_log: AccessLog | None) -> None:
         self.router = router
         self.fast = fast
+        #: The hot routes by their raw path, for the protocol (all of them are POST)
+        self.hot = {path.encode("latin-1"): endpoint for (method, path), endpoint in fast.items() if method == "POST"}
         self.holder = holder  # the server turns readiness off through it when it drains
         self.metrics = metrics
         self.access_log = access_log
@@ -178,17 +197,8 @@ class Front:
             await self.router(scope, receive, send)
             return
         start = _clock()
-        headers = dict(scope["headers"])
-        given = headers.get(b"x-request-id")
-        if given is not None and _REQUEST_ID.fullmatch(request_id := given.decode("latin-1")):
-            rid = given
-        else:
-            request_id = _random_bits(64).to_bytes(8, "big").hex()  # (as f"{bits:016x}", a third cheaper)
-            rid = request_id.encode()
         state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        state["headers"] = headers
-        state["request_id_header"] = (b"x-request-id", rid)
+        identify(state, dict(scope["headers"]))
         endpoint = self.fast.get((scope["method"], scope["path"]))
         try:
             if endpoint is not None:  # it adds the request id to its answer, and notes the status
@@ -196,28 +206,97 @@ class Front:
             else:
                 await self.router(scope, receive, _SendWithId(send, state))
         except Exception as exc:
-            # never the exception's message or a traceback (either can carry patient data): its type and where
-            log.error("unhandled error %s (request %s) at %s", type(exc).__name__, request_id, _where(exc),
-                      extra={"request_id": request_id, "path": state.get("route", "unmatched")})
-            if "status" in state:  # the answer is half sent: the connection is closed without more
+            answer = self.failed(exc, state)
+            if answer is None:  # the answer is half sent: the connection is closed without more
                 return
-            body = error_body(500, "internal error; the request id is in the server log", request_id)
-            state["status"] = 500
-            # a model that failed to score names itself, as its answers do (x-model-version, x-model-arm in a release)
-            await send({"type": "http.response.start", "status": 500, "headers": [
-                (b"content-type", JSON), (b"content-length", b"%d" % len(body)), state["request_id_header"],
-                *state.get("model_headers", ())]})
+            status, headers, body = answer
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         finally:
-            end = _clock()  # (one reading: the latency's, and the access log's time)
-            seconds = end - start
-            status = CLIENT_CLOSED if "disconnected" in state else state.get("status", 500)
-            route = state.get("route", "unmatched")
-            method = scope["method"]
-            self.metrics.observe(route, method, status, seconds)
-            if self.access_log is not None and route not in QUIET_ROUTES:
-                self.access_log.request(request_id, method, route, status, seconds, state.get("model_version"),
-                                        state.get("model_arm"), end)
+            self.finish(state, scope["method"], start)
+
+    def inline(self, endpoint: Endpoint, headers: dict[bytes, bytes], query: bytes,
+               body: bytes) -> tuple[dict[str, Any], Coroutine[Any, Any, Answer | None]]:
+        """A ``POST`` to the hot route ``endpoint`` whose whole ``body`` is in, for the HTTP protocol to answer itself:
+        the request's state and the coroutine that gives its answer as `__call__` sends it (None: nothing to answer).
+        The protocol drives the coroutine, writes the answer, then calls `finish` with the state."""
+        state: dict[str, Any] = {}
+        identify(state, headers)
+        return state, self._answer(endpoint, Req("POST", headers, {}, state, _Whole(body), query))
+
+    async def _answer(self, endpoint: Endpoint, req: Req) -> Answer | None:
+        try:
+            reply = await endpoint.reply(req)
+        except Exception as exc:
+            return self.failed(exc, req.state)
+        if reply is None:
+            return None
+        return reply.status, endpoint.head(reply, req.state), reply.body
+
+    @staticmethod
+    def failed(exc: Exception, state: dict[str, Any]) -> Answer | None:
+        """An unexpected error, logged; the 500 answer, or None when an answer has started (nothing more is sent)."""
+        # never the exception's message or a traceback (either can carry patient data): its type and where
+        request_id = state["request_id"]
+        log.error("unhandled error %s (request %s) at %s", type(exc).__name__, request_id, _where(exc),
+                  extra={"request_id": request_id, "path": state.get("route", "unmatched")})
+        if "status" in state:
+            return None
+        body = error_body(500, "internal error; the request id is in the server log", request_id)
+        state["status"] = 500
+        # a model that failed to score names itself, as its answers do (x-model-version, x-model-arm in a release)
+        return 500, [(b"content-type", JSON), (b"content-length", b"%d" % len(body)), state["request_id_header"],
+                     *state.get("model_headers", ())], body
+
+    def finish(self, state: dict[str, Any], method: str, start: float) -> None:
+        """A request answered (or abandoned): timed from ``start``, counted in the metrics, written to the access log."""
+        end = _clock()  # (one reading: the latency's, and the access log's time)
+        seconds = end - start
+        status = CLIENT_CLOSED if "disconnected" in state else state.get("status", 500)
+        route = state.get("route", "unmatched")
+        self.metrics.observe(route, method, status, seconds)
+        if self.access_log is not None and route not in QUIET_ROUTES:
+            self.access_log.request(state["request_id"], method, route, status, seconds, state.get("model_version"),
+                                    state.get("model_arm"), end)
+
+
+def identify(state: dict[str, Any], headers: dict[bytes, bytes]) -> None:
+    """A request's id in its ``state``: the client's ``x-request-id`` if it is one (``[A-Za-z0-9._:-]{1,128}``), else
+    64 random bits; with the request's ``headers`` and the answer's header naming it."""
+    given = headers.get(b"x-request-id")
+    if given is not None and _REQUEST_ID.fullmatch(request_id := given.decode("latin-1")):
+        rid = given
+    else:
+        request_id = _random_bits(64).to_bytes(8, "big").hex()  # (as f"{bits:016x}", a third cheaper)
+        rid = request_id.encode()
+    state["request_id"] = request_id
+    state["headers"] = headers
+    state["request_id_header"] = (b"x-request-id", rid)
+
+
+class _Whole:
+    """``receive`` of a request whose whole body is in: its one message, at once (awaiting it never suspends)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, body: bytes) -> None:
+        self.message: Message = {"type": "http.request", "body": body, "more_body": False}
+
+    def __call__(self) -> _Done:
+        return _Done(self.message)
+
+
+class _Done:
+    """An awaitable whose result is there: awaiting it returns at once."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Message) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, Message]:
+        return self.value
+        yield  # (a generator: the line above is its result)
 
 
 class _SendWithId:

@@ -1,0 +1,289 @@
+"""The hot routes answered by the HTTP protocol itself (``inline_hot_routes``, overload.py): the same bytes, access-log
+lines and metrics as through uvicorn's ASGI cycle, over raw sockets to real servers (uvicorn in a thread of the test,
+so that a fault can be injected on cue: a broken model, a handler that suspends)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from localproc import free_port  # infra/localproc.py, on sys.path through tests/conftest.py
+
+from oncology.settings import ServeSettings
+from oncology.webservice import overload
+from oncology.webservice.accesslog import AccessLog
+from oncology.webservice.app import create_app
+from oncology.webservice.metrics import Metrics
+from oncology.webservice.server import _options
+from oncology.webservice.transport import Front, Handler, Reply, Req
+from support import poll
+
+from .conftest import EXAMPLE, MALIGNANT
+
+TOKEN = "inline-test-token-0123456789"
+ROW = json.dumps(EXAMPLE).encode()
+V2 = json.dumps({"id": "v2-1", "inputs": [{"name": "tumor", "shape": [2, 9], "datatype": "INT64",
+                                            "data": [*EXAMPLE.values(), *MALIGNANT.values()]}]}).encode()
+
+
+@dataclass
+class Serving:
+    port: int
+    app: Front
+    shedder: overload.Shedder
+    log: io.BytesIO
+    inlined: list[str]  # the request ids the protocol answered inline (`Front.inline` calls)
+
+
+@contextmanager
+def serving(store: Path, inline: bool) -> Iterator[Serving]:
+    """``oncology serve``'s app, shedder and uvicorn options (the protocol of `server._options`) on a free port, in a
+    thread of this process, its access log kept in memory; stopped on leaving, even on failure."""
+    settings = ServeSettings(store=str(store), port=free_port(), reload_interval=0, api_tokens=[TOKEN],
+                             max_body_bytes=1024, inline_hot_routes=inline)
+    log = io.BytesIO()
+    app = create_app(settings, access_log=AccessLog(log))
+    shedder = overload.Shedder(app, settings, app.metrics)
+    inlined: list[str] = []
+    answer = app.inline
+
+    def counted(*args: Any) -> Any:  # (instrumentation: which requests took the inline path)
+        state, answering = answer(*args)
+        inlined.append(state["request_id"])
+        return state, answering
+
+    app.inline = counted  # type: ignore[method-assign]
+    server = uvicorn.Server(uvicorn.Config(shedder, **_options(settings, shedder, None, app)))
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        poll(lambda: server.started or None, 60, "the server did not start")
+        yield Serving(settings.port, app, shedder, log, inlined)
+    finally:
+        server.should_exit = True
+        thread.join(60)
+    assert not thread.is_alive()
+
+
+def request(path: str, body: bytes = ROW, *, headers: tuple[str, ...] = ("Content-Type: application/json",),
+            version: str = "1.1", method: str = "POST", auth: bool = True) -> bytes:
+    head = [f"{method} {path} HTTP/{version}", "Host: 127.0.0.1", *headers]
+    if auth:
+        head.append(f"Authorization: Bearer {TOKEN}")
+    if body or method == "POST":
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+CLOSE = ("Content-Type: application/json", "Connection: close")
+
+
+def chunked(body: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+#: Each case: what a client sends on one connection (in parts, sent one after the other), the last request asking
+#: the server to close (or HTTP/1.0), so that the answers end where the connection does.
+CASES: dict[str, list[bytes]] = {
+    "valid, kept alive then closed": [request("/predict"), request("/predict", headers=CLOSE)],
+    "explain": [request("/predict?explain=true", headers=CLOSE)],
+    "given request id": [request("/predict", headers=(*CLOSE, "X-Request-Id: client-1.a:b_c"))],
+    "request id refused (generated)": [request("/predict", headers=(*CLOSE, "X-Request-Id: not/one"))],
+    "no token: 401": [request("/predict", headers=CLOSE, auth=False)],
+    "wrong token: 401": [request("/predict", headers=(*CLOSE, "Authorization: Bearer nope"), auth=False)],
+    "text/plain: 415": [request("/predict", headers=("Content-Type: text/plain", "Connection: close"))],
+    "no content type: 415": [request("/predict", headers=("Connection: close",))],
+    "over max_body_bytes: 413": [request("/predict", ROW + b" " * 1100, headers=CLOSE)],
+    "a bad field: 422": [request("/predict", json.dumps({**EXAMPLE, "mitoses": 11}).encode(), headers=CLOSE)],
+    "not JSON: 400": [request("/predict", b"{not json", headers=CLOSE)],
+    "empty body: 400": [request("/predict", b"", headers=CLOSE)],
+    "HTTP/1.0": [request("/predict", version="1.0")],
+    "HTTP/1.0 asking keep-alive": [request("/predict", version="1.0",
+                                           headers=("Content-Type: application/json", "Connection: keep-alive"))],
+    "pipelined, a probe between": [request("/predict") + request("/healthz", b"", method="GET", headers=())
+                                   + request("/predict/batch", json.dumps([EXAMPLE, MALIGNANT]).encode())
+                                   + request("/invocations", b"5,1,1,1,2,1,3,1,1\n10,10,10,10,10,10,10,10,1\n",
+                                             headers=("Content-Type: text/csv",))
+                                   + request("/v2/models/oncology/infer", V2)
+                                   + request("/predict", headers=CLOSE)],
+    "batch: 422 naming the row": [request("/predict/batch", json.dumps([EXAMPLE, {**EXAMPLE, "bare_nuclei": 0}]).encode(),
+                                          headers=CLOSE)],
+    "invocations, one JSON tumor": [request("/invocations", headers=CLOSE)],
+    "invocations: 415": [request("/invocations", b"x", headers=("Content-Type: text/html", "Connection: close"))],
+    "V2 infer, a binary output": [request("/v2/models/oncology/infer", json.dumps({
+        "inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64", "data": list(EXAMPLE.values())}],
+        "outputs": [{"name": "probability", "parameters": {"binary_data": True}}]}).encode(), headers=CLOSE)],
+    "V2 infer: 400 on a wrong datatype": [request("/v2/models/oncology/infer", V2.replace(b"INT64", b"FP32"), headers=CLOSE)],
+    "a chunked body": [request("/predict", b"", headers=(*CLOSE, "Transfer-Encoding: chunked")).replace(
+        b"Content-Length: 0\r\n", b"") + chunked(ROW)],
+    "headers, then the body": [request("/predict", headers=CLOSE)[:-len(ROW)], ROW],
+    "a body past 64 KiB (the ASGI way)": [request("/predict/batch", json.dumps([EXAMPLE] * 300).encode(), headers=CLOSE)],
+    "percent-encoded path (the ASGI way)": [request("/pre%64ict", headers=CLOSE)],
+    "Expect: 100-continue (the ASGI way)": [request("/predict", headers=(*CLOSE, "Expect: 100-continue"))],
+}
+
+
+def exchange(port: int, parts: list[bytes]) -> bytes:
+    """Send ``parts`` on one connection, one after the other, each once the server had a moment to read the one before
+    (and what it answered meanwhile is read); then read until the server closes the connection."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        for i, part in enumerate(parts):
+            if i:
+                conn.settimeout(0.05)
+                with suppress(TimeoutError):
+                    received += conn.recv(1 << 16)
+                conn.settimeout(30)
+            conn.sendall(part)
+        while chunk := conn.recv(1 << 16):
+            received += chunk
+    return received
+
+
+def masked(answers: bytes) -> bytes:
+    """Answers with their date header and the ids the server generated masked."""
+    answers = re.sub(rb"date: [^\r]*\r\n", b"date: *\r\n", answers)
+    for generated in set(re.findall(rb"x-request-id: ([0-9a-f]{16})\r\n", answers)):
+        answers = answers.replace(generated, b"<generated>")
+    return answers
+
+
+def log_lines(serving: Serving) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in serving.log.getvalue().splitlines()]
+    for line in lines:
+        assert line["latency_ms"] >= 0 and line["ts"]
+        line["ts"] = line["latency_ms"] = None
+        if re.fullmatch("[0-9a-f]{16}", line["request_id"]):
+            line["request_id"] = "<generated>"
+    return lines
+
+
+def request_counts(serving: Serving) -> list[str]:
+    text = serving.app.metrics.exposition().decode()
+    return sorted(line for line in text.splitlines() if line.startswith(("oncology_http_requests_total",
+                                                                          "oncology_predictions_total")))
+
+
+def test_the_hot_routes_answer_the_same_bytes_logs_and_metrics_inline_as_through_asgi(
+    trained_store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    answers: dict[bool, dict[str, bytes]] = {}
+    seen: dict[bool, Serving] = {}
+    for inline in (True, False):
+        with serving(trained_store, inline) as server:
+            answers[inline] = {name: exchange(server.port, parts) for name, parts in CASES.items()}
+            # an unexpected error: the model fails; a 500 that names no value, its line in the server log
+            server.app.holder.classifier._scorer = _Broken()  # type: ignore[assignment, union-attr]
+            answers[inline]["500"] = exchange(server.port, [request("/predict", headers=(*CLOSE, "X-Request-Id: e-1"))])
+            seen[inline] = server
+    for name in answers[True]:
+        assert masked(answers[True][name]) == masked(answers[False][name]), name
+    assert b"HTTP/1.1 500 " in answers[True]["500"] and b'"request_id":"e-1"' in answers[True]["500"]
+    assert answers[True]["valid, kept alive then closed"].count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert answers[True]["pipelined, a probe between"].count(b"HTTP/1.1 200 OK\r\n") == 6
+    assert answers[True]["no token: 401"].count(b"www-authenticate: Bearer\r\n") == 1
+    assert log_lines(seen[True]) == log_lines(seen[False])
+    assert request_counts(seen[True]) == request_counts(seen[False])
+    # the inline path answered the hot routes' 29 requests (the 500's included) but the ones that go the ASGI way: the
+    # three cases so named, and the four pipelined behind the probe (parsed while its answer was pending)
+    assert len(seen[True].inlined) == 29 - 3 - 4 + 2 and seen[False].inlined == []
+    # the same log line (its frames but the outermost: the method that caught the error)
+    errors = [r.getMessage().rsplit(" <- ", 1)[0] for r in caplog.records if "unhandled error" in r.getMessage()]
+    assert len(errors) == 2 and errors[0] == errors[1] and "(request e-1)" in errors[0], errors
+    assert seen[True].shedder.queued == seen[False].shedder.queued == 0
+
+
+class _Broken:
+    """A model's scorer that fails (a fault injected on cue: no trained model fails so)."""
+
+    def proba_many(self, rows: object) -> list[float]:
+        raise RuntimeError("the model failed")
+
+
+def test_an_answer_that_suspends_is_continued_as_a_task_and_pipelined_requests_wait_for_it(trained_store: Path) -> None:
+    """No hot route's handler suspends once the body is in; if one did (here: /predict made to await a timer first), the
+    protocol continues it as a task, and the requests pipelined behind it are answered after it, in order, with the
+    same bytes as through ASGI."""
+    got: dict[bool, bytes] = {}
+    for inline in (True, False):
+        with serving(trained_store, inline) as server:
+            endpoint = server.app.fast[("POST", "/predict")]
+            endpoint.handler = _later(endpoint.handler)
+            got[inline] = exchange(server.port, [
+                request("/predict", headers=("Content-Type: application/json", "X-Request-Id: first"))
+                + request("/predict/batch", json.dumps([MALIGNANT]).encode(),
+                          headers=("Content-Type: application/json", "X-Request-Id: second"))
+                + request("/predict", headers=(*CLOSE, "X-Request-Id: third"))])
+        assert [line["request_id"] for line in log_lines(server)] == ["first", "second", "third"]  # (flushed at the stop)
+        assert server.shedder.queued == 0 and server.shedder.work == 0.0
+        # the others, parsed while its answer was pending, went the ASGI way
+        assert server.inlined == (["first"] if inline else [])
+    assert masked(got[True]) == masked(got[False])
+    assert [m.group(1) for m in re.finditer(rb"x-request-id: (\w+)", got[True])] == [b"first", b"second", b"third"]
+
+
+def _later(handler: Handler) -> Handler:
+    """``handler``, once a timer has fired: a handler that suspends (a fault injected on cue: none of ours does)."""
+
+    async def later(req: Req) -> Reply:
+        await asyncio.sleep(0.05)
+        return await handler(req)
+
+    return later
+
+
+@pytest.mark.parametrize("min_queue", [8, 0])
+def test_requests_parsed_in_one_iteration_are_answered_inline_up_to_a_quantum_of_work(min_queue: int) -> None:
+    """`Shedder.inline`: with nothing queued, the requests of one iteration of the loop (one loop time) are answered
+    inline while their estimated work fits in a quantum (the first alone whatever its cost, unless min_queue is 0, as
+    a turn would run it); the next ones go the ASGI way, where they queue.  A new iteration starts afresh; a request
+    waiting for a turn stops every inline answer; the first of a size and one in SAMPLE_EVERY are measured."""
+    shedder = overload.Shedder(None, ServeSettings(overload_min_queue=min_queue), Metrics())  # type: ignore[arg-type]
+    size = (300).bit_length()
+    assert shedder.inline(300, 1.0) == size  # the first of its size: inline, measured
+    shedder.learn(size, 0.0003)
+    quantum = shedder.turns.quantum
+    assert quantum == overload.MIN_QUANTUM
+    verdicts = [shedder.inline(300, 2.0) for _ in range(5)]
+    fits = int(quantum // 0.0003)  # 3 requests of 0.3 ms in a 1 ms quantum
+    assert verdicts == [overload.INLINE] * fits + [overload.NOT_INLINE] * (5 - fits)
+    assert shedder.inline(300, 2.001) == overload.INLINE  # the next iteration
+    shedder.costs[size] = 0.005  # now more than a quantum: alone only, if min_queue allows
+    alone = shedder.inline(300, 3.0)
+    assert alone == (overload.INLINE if min_queue else overload.NOT_INLINE)
+    assert shedder.inline(300, 3.0) == overload.NOT_INLINE
+    shedder.costs[size] = 0.0001
+    shedder.turns.waiting.append((None, 0.0001))  # type: ignore[arg-type]
+    assert shedder.inline(300, 4.0) == overload.NOT_INLINE  # a request waits for its turn: none overtakes it
+    shedder.turns.waiting.clear()
+    measured = [shedder.inline(300, 5.0 + i) for i in range(3 * overload.SAMPLE_EVERY)]
+    assert measured.count(size) == 3 and set(measured) == {overload.INLINE, size}
+
+
+def test_a_fault_after_the_answer_closes_the_connection_as_through_asgi_never_a_400(trained_store: Path) -> None:
+    """A fault of the service's own code after the answer (here: the metrics fail, on cue) is not the client's: the
+    answer stands and the connection is closed, as uvicorn does when its app fails; raised into the parser, it would
+    be taken for a malformed request (a 400)."""
+    got: dict[bool, bytes] = {}
+    for inline in (True, False):
+        with serving(trained_store, inline) as server:
+
+            def failing(*args: object) -> None:
+                raise RuntimeError("the metrics failed")
+
+            server.app.metrics.observe = failing  # type: ignore[method-assign]
+            got[inline] = exchange(server.port, [request("/predict", headers=("Content-Type: application/json",
+                                                                               "X-Request-Id: f-1"))])
+    assert masked(got[True]) == masked(got[False])
+    assert got[True].startswith(b"HTTP/1.1 200 OK\r\n") and got[True].count(b"HTTP/1.1") == 1
