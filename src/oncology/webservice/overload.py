@@ -547,6 +547,7 @@ class _ReadDeadline(HttpToolsProtocol):
     hot: dict[bytes, Endpoint] = {}  # noqa: RUF012 - (the class's, read only)
     _hot: Endpoint | None = None  # the request being parsed is a hot route's, its body held here (not yet ASGI's)
     _hot_body = b""
+    _hot_query = b""  # its query string (the URL's part after '?'), split off once with its path
     _socket: asyncio.Transport  # the transport itself (``self.transport`` is its `_GracefulClose`)
     _timer: asyncio.TimerHandle | None = None  # the connection's one timer (`_expire`), due at ``_timer_at``
     _timer_at = math.inf
@@ -683,6 +684,7 @@ class _ReadDeadline(HttpToolsProtocol):
                         break
                 else:
                     self._hot = hot  # its body is held; answered inline once it is in, or given to ASGI (`_to_asgi`)
+                    self._hot_query = query
                     return
         self._asgi_scope()
         super().on_headers_complete()
@@ -750,7 +752,7 @@ class _ReadDeadline(HttpToolsProtocol):
         parser = self.parser
         keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"  # (as uvicorn's cycle)
         try:
-            state, answering = front.inline(endpoint, dict(self.headers), self.url.partition(b"?")[2], body)
+            state, answering = front.inline(endpoint, dict(self.headers), self._hot_query, body)
             try:
                 suspended = answering.send(None)
             except StopIteration as done:
