@@ -175,6 +175,12 @@ class Shedder:
         known = self.costs[size]
         self.costs[size] = cost if known == 0.0 else known + (cost - known) * COST_WEIGHT
 
+    def count_out(self, estimate: float) -> None:
+        """A request counted in by `enqueue` (its cost ``estimate``) is done: out of ``queued`` and ``work`` (``work``
+        zeroed with ``queued``, so rounding errors do not drift)."""
+        self.queued -= 1
+        self.work = self.work - estimate if self.queued else 0.0
+
     def _over_budget(self, others: int) -> bool:
         """Whether the queue is overloaded for a request with ``others`` admitted requests queued besides it: at least
         ``min_queue`` of them, and the queued work more than the budget."""
@@ -182,8 +188,7 @@ class Shedder:
 
     def enqueue(self, body_bytes: int) -> tuple[int, float]:
         """Count in an admitted request whose body (``body_bytes`` long) is in: its size class and estimated cost, to
-        be counted out when it is answered (in `__call__`: ``work`` is zeroed with ``queued``, so rounding errors do not
-        drift)."""
+        be counted out when it is answered (`count_out`)."""
         size = body_bytes.bit_length()
         if size >= LARGEST:  # (a comparison, not min: it parses keyword arguments, on every request)
             size = LARGEST - 1
@@ -209,7 +214,7 @@ class Shedder:
             if seen % SAMPLE_EVERY and self.costs[size]:
                 try:
                     await self.app(scope, receive, send)
-                finally:  # counted out (inlined: this is the path of every request while the queue is short)
+                finally:  # counted out (`count_out`, inlined: this is the path of every request while the queue is short)
                     self.queued -= 1
                     self.work = self.work - admitted[1] if self.queued else 0.0
                 return
@@ -272,8 +277,7 @@ class Shedder:
                 turns.release(loop)
             admitted = scope.get(ADMITTED)
             if admitted is not None:  # counted in by the protocol when its body was in (None: admitted, body not in)
-                self.queued -= 1
-                self.work = self.work - admitted[1] if self.queued else 0.0
+                self.count_out(admitted[1])
 
 
 class _Taken:
@@ -820,9 +824,8 @@ class _ReadDeadline(HttpToolsProtocol):
                     log.error("sending an answer: %s", exc)
                     self.transport.close()
             finally:
-                if shedder is not None and queued is not None:  # counted out, as `Shedder.__call__` does
-                    shedder.queued -= 1
-                    shedder.work = shedder.work - queued[1] if shedder.queued else 0.0
+                if shedder is not None and queued is not None:
+                    shedder.count_out(queued[1])
                 self.front.finish(state, "POST", start)  # type: ignore[union-attr]
 
         task = self.loop.create_task(rest())
