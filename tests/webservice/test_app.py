@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -221,6 +222,24 @@ def test_access_log_lines_are_the_json_of_their_entries() -> None:
             "ts": ts, "level": "info", "logger": "oncology.access", "msg": "request", "request_id": request_id,
             "method": method, "route": route, "status": status, "latency_ms": round(seconds * 1000, 3),
             "model_version": version, "arm": arm})
+
+
+def test_access_log_lines_are_timed_at_the_requests_end_in_wall_clock_time() -> None:
+    """A line's ``ts`` is its request's end (``end``, a `time.perf_counter` reading) as the wall clock read it, to the
+    millisecond, however long before the flush the request ended, and each millisecond of a batch has its own."""
+    from datetime import datetime
+
+    stream = io.BytesIO()
+    log = AccessLog(stream)
+    now, wall = time.perf_counter(), time.time()
+    ago = [2.5, 1.0, 0.2034, 0.2, 0.0]
+    for seconds in ago:
+        log.request("r", "POST", "/predict", 200, 0.001, "1.0.1", None, end=now - seconds)
+    log.flush()
+    stamps = [datetime.fromisoformat(json.loads(line)["ts"]).timestamp() for line in stream.getvalue().splitlines()]
+    for stamp, seconds in zip(stamps, ago, strict=True):
+        assert abs(stamp - (wall - seconds)) < 0.05, (stamp, wall - seconds)
+    assert stamps[2] <= stamps[3] - 0.002 and stamps == sorted(stamps), stamps  # 3.4 ms apart: not one head for both
 
 
 def test_access_log_latencies_are_written_as_json_writes_them_rounded_to_the_microsecond() -> None:
