@@ -130,7 +130,7 @@ def test_the_command_compacts_and_reports_each_day(store: LocalStore) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["monitoring", "compact", "--store", str(store.root), "--date", f"{DAY:%Y-%m-%d}"])
     assert result.exit_code == 0, result.output
-    assert f"{DAY:%Y-%m-%d}: 30 predictions from 3 object(s) -> " in result.output and "part-00000.parquet" in result.output
+    assert f"{DAY:%Y-%m-%d}: 30 predictions and 0 failed scoring(s) from 3 object(s) -> " in result.output and "part-00000.parquet" in result.output
     again = runner.invoke(app, ["monitoring", "compact", "--store", str(store.root)])
     assert again.exit_code == 0 and "nothing to compact" in again.output, again.output
     bad = runner.invoke(app, ["monitoring", "compact", "--store", str(store.root), "--date", "yesterday"])
