@@ -182,3 +182,21 @@ def test_a_corrupt_object_is_named_or_skipped_per_the_setting(tmp_path: Path) ->
     skipped = evidence.collect(cut, CHAMPION, CANDIDATE, "canary", SINCE, UNTIL, EngineSettings(on_corrupt="skip"))
     assert skipped.unreadable == [key] and skipped.champion.requests == 0  # never a part of an object
     assert good["champion"]["requests"] == truth.arms["champion"]["requests"]
+
+
+def test_a_batchs_shadow_rows_pair_with_the_champions_by_their_inputs_in_any_order(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    log = PredictionLog(store, "w", clock=lambda: (DAY + timedelta(hours=2)).timestamp())
+    a, b = [1] * 9, [2] * 9
+    lines = log.record("/predict", "r1", CHAMPION, [a, b], [0.9, 0.1], ["malignant", "benign"], None, "champion", 1.0)
+    assert lines is not None
+    # the shadow's rows in the other order: row b called malignant, row a benign (the costly direction)
+    log.record_shadow([[lines[1], lines[0]]], CANDIDATE, [0.8, 0.2], ["malignant", "benign"], ["malignant", "benign"],
+                      [1.0])
+    log.start()
+    assert log.close(30.0) and not log.errors
+    for store_now in ("jsonl", "parquet"):
+        if store_now == "parquet":
+            compact(store, LATER, retain_jsonl_days=0)
+        paired = evidence.collect(store, CHAMPION, CANDIDATE, "shadow", SINCE, UNTIL).paired
+        assert paired is not None and vars(paired) == {"rows": 2, "disagree": 2, "costly": 1, "costly_ids": ["r1"]}
