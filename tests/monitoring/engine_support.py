@@ -59,7 +59,11 @@ def awkward_log(store: Store, seed: int = 5) -> dict[str, str]:
     del odd[1]["model_version"]
     odd[2]["probability"] = "0.4"
     odd[3]["inputs"]["mitoses"] = 11
-    lines = [json.dumps(r) for r in odd] + ["not json", "", "[1, 2]", '{"ts": 1}']
+    failed = {"ts": odd[4]["ts"], "request_id": "failed-1", "model_version": VERSION, "route": "/predict",
+              "inputs": None, "probability": None, "prediction": "error", "decision": "error", "latency_ms": 1.5}
+    # the service's record of a failed scoring (neither a prediction nor malformed), and one without a time (malformed)
+    lines = [json.dumps(r) for r in odd] + ["not json", "", "[1, 2]", '{"ts": 1}', json.dumps(failed),
+                                            json.dumps({**failed, "ts": None})]
     store.create(f"{prediction_log.partition(day(2))}odd-000000.jsonl.gz", gzip.compress("\n".join(lines).encode()))
     whole = gzip.compress("".join(json.dumps(r) + "\n" for r in rows(rng, 300, day(1))).encode())
     cut = f"{prediction_log.partition(day(1))}cut-000000.jsonl.gz"

@@ -130,7 +130,7 @@ def test_the_command_compacts_and_reports_each_day(store: LocalStore) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["monitoring", "compact", "--store", str(store.root), "--date", f"{DAY:%Y-%m-%d}"])
     assert result.exit_code == 0, result.output
-    assert f"{DAY:%Y-%m-%d}: 30 predictions from 3 object(s) -> " in result.output and "part-00000.parquet" in result.output
+    assert f"{DAY:%Y-%m-%d}: 30 predictions and 0 failed scoring(s) from 3 object(s) -> " in result.output and "part-00000.parquet" in result.output
     again = runner.invoke(app, ["monitoring", "compact", "--store", str(store.root)])
     assert again.exit_code == 0 and "nothing to compact" in again.output, again.output
     bad = runner.invoke(app, ["monitoring", "compact", "--store", str(store.root), "--date", "yesterday"])
@@ -158,3 +158,60 @@ def test_the_command_warns_once_per_corrupt_object_and_says_what_retention_delet
     assert sorted(store.list("monitoring/predictions/")) == sorted(corrupt)
     said = " ".join(done.stdout.split())
     assert f"--retain-jsonl-days 0: deleted {logged - len(corrupt)} JSON Lines object(s) that a manifest replaced" in said
+
+
+def test_failed_scorings_are_kept_through_compaction_and_retention_never_as_predictions(store: LocalStore) -> None:
+    records = rows(np.random.default_rng(4), 40, DAY)
+    failed = [{"ts": r["ts"], "request_id": f"failed-{k}", "model_version": VERSION, "route": "/predict",
+               "inputs": None, "probability": None, "prediction": "error", "decision": "error", "arm": "candidate",
+               "latency_ms": 2.5} for k, r in enumerate(records[:6])]
+    key = f"{partition(DAY)}errors-000000.jsonl.gz"
+    store.create(key, gzip.compress(("\n".join(json.dumps(r) for r in failed) + "\nnot a record\n").encode()))
+    write_log(store, records, writer="a")
+    before = drift_counts(store, SINCE, UNTIL, VERSION, EDGES)
+    assert before.n == 40 and before.malformed == 1  # the failed scorings are neither predictions nor malformed
+    (done,) = compact(store, LATER, days=[DAY.date()], retain_jsonl_days=0)
+    assert done.manifest is not None
+    assert (done.manifest.rows, done.manifest.errors, done.manifest.malformed) == (46, 6, 1)
+    assert not store.exists(key)  # retention deleted the JSON Lines: the part holds the failed scorings now
+    after = drift_counts(store, SINCE, UNTIL, VERSION, EDGES)
+    assert (after.n, after.malformed) == (before.n, before.malformed)
+    assert np.array_equal(after.observed.scores, before.observed.scores)
+    view = predictions(store, SINCE, UNTIL)
+    assert view.con.sql("select count(*), count(*) filter (prediction = 'error') from predictions").fetchone() == (40, 0)
+    part = str(store.root / done.manifest.parquet)
+    kept = view.con.sql(f"select request_id, arm, latency_ms, probability, clump_thickness from read_parquet('{part}') "
+                        "where prediction = 'error' order by request_id").fetchall()
+    assert kept == [(f"failed-{k}", "candidate", 2.5, None, None) for k in range(6)]
+    result = CliRunner().invoke(app, ["monitoring", "compact", "--store", str(store.root)])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_part_compacted_before_failed_scorings_and_latencies_were_kept_still_reads(store: LocalStore) -> None:
+    import duckdb
+
+    records = rows(np.random.default_rng(6), 25, DAY)
+    write_log(store, records, writer="a")
+    before = drift_counts(store, SINCE, UNTIL, VERSION, EDGES)
+    (done,) = compact(store, LATER, days=[DAY.date()])
+    assert done.manifest is not None
+    # rewrite the part and its manifest as an older compaction wrote them: no arm, no latency_ms, no errors
+    part = store.root / done.manifest.parquet
+    old = part.with_suffix(".old")
+    duckdb.sql(f"copy (select * exclude (arm, latency_ms) from read_parquet('{part}')) to '{old}' (format parquet)")
+    old.replace(part)
+    manifest = store.root / done.manifest.key
+    value = json.loads(manifest.read_text())
+    del value["errors"]
+    manifest.write_text(json.dumps(value))
+    assert plan(store, [DAY.date()]).manifests[0].errors == 0
+    after = drift_counts(store, SINCE, UNTIL, VERSION, EDGES)
+    assert (after.n, after.malformed) == (before.n, before.malformed) == (25, 0)
+    view = predictions(store, SINCE, UNTIL)
+    assert view.con.sql("select count(*), min(arm), max(arm), count(latency_ms) from predictions").fetchone() == (
+        25, "champion", "champion", 0)
+    from oncology.release import evidence
+
+    requests, files, malformed, unreadable = evidence.read_requests(store, SINCE, UNTIL, {VERSION})
+    assert (len(requests), files, malformed, unreadable) == (25, 1, 0, [])
+    assert {(arm, r.latency_ms, r.error) for (_, arm), r in requests.items()} == {("champion", 0.0, False)}

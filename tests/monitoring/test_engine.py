@@ -30,7 +30,9 @@ def test_duckdb_gives_the_python_readers_figures_and_names_the_objects_cut_short
     assert expected.unreadable == sorted(corrupt) and expected.other_versions == {"9.9.9": 120, "1.0.1": 30}
     counts = drift_counts(store, SINCE, UNTIL, VERSION, EDGES)
     assert_same(counts, expected)
-    assert counts.malformed == 7  # null and missing version, a string probability, a score of 11, three non-records
+    # null and missing version, a string probability, a score of 11, three non-records, a failed scoring without a
+    # time; the failed scoring with one is no prediction and not malformed
+    assert counts.malformed == 8
 
 
 def test_an_object_cut_short_is_refused_by_name_when_so_set(local: tuple[Store, dict[str, str]]) -> None:

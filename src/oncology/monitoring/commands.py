@@ -137,8 +137,9 @@ def compact(
             _out.print(f"{result.day}: nothing to compact", highlight=False)
         else:
             m = result.manifest
-            _out.print(f"{result.day}: {m.rows} predictions from {len(m.replaced)} object(s) -> {target}/{m.parquet} "
-                       f"({m.malformed} malformed line(s) left out)", highlight=False, soft_wrap=True)
+            _out.print(f"{result.day}: {m.rows - m.errors} predictions and {m.errors} failed scoring(s) from "
+                       f"{len(m.replaced)} object(s) -> {target}/{m.parquet} ({m.malformed} malformed line(s) left out)",
+                       highlight=False, soft_wrap=True)
     if before is not None:  # a deletion is never silent
         _out.print(f"--retain-jsonl-days {retain_jsonl_days}: deleted {len(deleted)} JSON Lines object(s) that a "
                    f"manifest replaced, in days before {before}", highlight=False, soft_wrap=True)

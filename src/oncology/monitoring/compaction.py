@@ -1,9 +1,12 @@
 """Compaction: a closed day of the prediction log's JSON Lines into one Parquet part, written once.
 
 For a day whose end is at least ``grace`` past, the JSON Lines objects that no manifest replaced yet are
-checked whole (`engine.run.check`), their valid records written, ordered by time, to
+checked whole (`engine.run.check`), their records written, ordered by time, to
 ``monitoring/predictions-parquet/date=D/part-NNNNN.parquet`` (zstd), and then the part's manifest
-(``part-NNNNN.manifest.json``: the part, its rows, the objects it replaced and their malformed lines).  The
+(``part-NNNNN.manifest.json``: the part, its rows and how many of them are failed scorings, the objects it
+replaced and their malformed lines).  The records are the predictions and the failed scorings (``"prediction":
+"error"``, `engine.table.ERROR`: the release judge counts them per arm, also once the JSON Lines are deleted);
+a malformed line is one that is neither, nor blank.  The
 manifest is the commit point: readers (`engine.layout.plan`) count a part only once its manifest exists, and
 from then on never read the objects it lists as JSON Lines, so each prediction is counted once, before,
 during and after a compaction.  A writer that files an object into the day after its compaction (a late
@@ -117,15 +120,16 @@ def compact_day(store: Store, day: date, now: datetime, grace: timedelta = timed
     if not objects:
         return result
     nonblank = sum(row[4] for row in scan.rows if row[0] not in corrupt)
-    source = f"SELECT * FROM ({queries.jsonl_records([where.url(k) for k in objects])}) WHERE valid"
+    # the predictions and the failed scorings (the judge counts them per arm); the rest is malformed
+    source = f"SELECT * FROM ({queries.jsonl_records([where.url(k) for k in objects])}) WHERE valid OR error"
     result.manifest = write_part(store, day, seq, con, source, now, tuple(objects), nonblank)
     return result
 
 
 def write_part(store: Store, day: date, seq: int, con: duckdb.DuckDBPyConnection, source: str, now: datetime,
                replaced: tuple[str, ...] = (), nonblank: int | None = None) -> Manifest:
-    """Write the rows of the relation ``source`` (DuckDB SQL with the part's columns, `table.COLUMNS`, by name)
-    as part ``seq`` of ``day``, then its manifest, which commits it; each created once.
+    """Write the rows of the relation ``source`` (DuckDB SQL with the part's columns, `table.COLUMNS`, by name;
+    one it lacks is NULL) as part ``seq`` of ``day``, then its manifest, which commits it; each created once.
 
     The one way a part is written: each column cast to its type, rows ordered by time, zstd, row groups of
     `PART_ROW_GROUP`.  ``replaced``: the JSON Lines objects the part replaces; ``nonblank``: their lines that
@@ -135,16 +139,20 @@ def write_part(store: Store, day: date, seq: int, con: duckdb.DuckDBPyConnection
     key = f"{parquet_partition(day)}part-{seq:05d}.parquet"
     with tempfile.TemporaryDirectory(prefix="oncology-compact-") as tmp:
         out = Path(tmp) / "part.parquet"
+        nulls = ", ".join(f"CAST(NULL AS {c.duckdb}) AS {c.name}" for c in table.COLUMNS)
         (rows,) = con.execute(
-            f"COPY (SELECT {table.select_list()} FROM ({source}) ORDER BY {PART_ORDER}) "
+            f"COPY (SELECT {table.select_list()} FROM ((SELECT * FROM ({source})) UNION ALL BY NAME (SELECT {nulls} WHERE false)) "
+            f"ORDER BY {PART_ORDER}) "
             f"TO {queries.literal(str(out))} (FORMAT parquet, COMPRESSION {PART_COMPRESSION}, "
             f"ROW_GROUP_SIZE {PART_ROW_GROUP})"
         ).fetchone() or (0,)
-        malformed = 0 if nonblank is None else nonblank - int(rows)  # a line neither blank nor a valid record
+        malformed = 0 if nonblank is None else nonblank - int(rows)  # a line neither blank nor a record
+        (errors,) = con.execute(f"SELECT count(*) FROM read_parquet({queries.literal(str(out))}) "
+                                f"WHERE prediction = {queries.literal(table.ERROR)}").fetchone() or (0,)
         if not store.create(key, out.read_bytes()):
             raise CompactionError(f"{store}/{key}: another compaction of {day} wrote this part first")
     manifest = Manifest(f"{parquet_partition(day)}part-{seq:05d}{MANIFEST_SUFFIX}", key, int(rows), int(malformed),
-                        replaced, now.isoformat(timespec="seconds"))
+                        replaced, now.isoformat(timespec="seconds"), int(errors))
     if not store.create(manifest.key, _manifest_bytes(manifest)):
         raise CompactionError(f"{store}/{manifest.key}: another compaction of {day} committed this part first")
     return manifest

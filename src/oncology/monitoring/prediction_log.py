@@ -9,7 +9,8 @@ gzip JSON Lines, one object per prediction::
 A window ``[since, until)`` reads the ``date=`` partitions from the day before ``since`` to the day of
 ``until`` (a writer may file a record under the day it flushed it), and keeps the records whose ``ts`` is
 in the window.  A line that is not such a record, and a file that cannot be decompressed (a writer that
-died mid-file), are skipped and counted, never fatal: the rest of the window is still worth checking.
+died mid-file), are skipped and counted, never fatal: the rest of the window is still worth checking.  A
+failed scoring's line (``"prediction": "error"``, no inputs) is no prediction and not malformed: counted apart.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Logged:
     #: records in the window of other versions, by version
     other_versions: Counter[str] = field(default_factory=Counter)
     malformed: int = 0
+    #: lines recording a failed scoring (``"prediction": "error"``): not predictions, not malformed either
+    errors: int = 0
     unreadable_files: list[str] = field(default_factory=list)
 
     @property
@@ -80,6 +83,9 @@ def read(store: Store, since: datetime, until: datetime, version: str) -> Logged
                 if record is None:
                     logged.malformed += 1
                     continue
+                if record is _ERROR:
+                    logged.errors += 1
+                    continue
                 ts, record_version, row, p, is_malignant = record
                 if not since <= ts < until:
                     continue
@@ -98,6 +104,8 @@ def read(store: Store, since: datetime, until: datetime, version: str) -> Logged
 
 
 _Record = tuple[datetime, str, tuple[int, ...], float, bool]
+#: What `_parse` gives for the record of a failed scoring: a time with its offset, a string version, prediction "error".
+_ERROR: Final[_Record] = (datetime.min, "", (), 0.0, False)
 _row: Final = operator.itemgetter(*FEATURES)
 _SCORES: Final = frozenset(range(SCORE_MIN, SCORE_MAX + 1))
 
@@ -122,6 +130,9 @@ def _records(text: bytes) -> Iterator[_Record | None]:
 
 def _parse(obj: Any) -> _Record | None:
     try:
+        if obj["prediction"] == "error":
+            stamp = datetime.fromisoformat(obj["ts"])
+            return _ERROR if stamp.tzinfo is not None and isinstance(obj["model_version"], str) else None
         ts = datetime.fromisoformat(obj["ts"])
         row = _row(obj["inputs"])
         p = obj["probability"]

@@ -2,30 +2,32 @@
 
 The service logs every request it scored (``monitoring/predictions/date=YYYY-MM-DD/*.jsonl.gz``, see
 `oncology.webservice.predlog`), each line with its model version, its arm and the model's scoring
-time; a request the model failed is one ``"prediction": "error"`` line.  For a window
-``[since, until)``:
+time; a request the model failed is one ``"prediction": "error"`` line.  Compaction keeps both kinds, with the
+arm and the scoring time, in its Parquet parts (`oncology.monitoring.compaction`), and the log is read through
+the monitoring query layer, so the evidence is the same before and after compaction and retention.  For a
+window ``[since, until)``:
 
 - canary: the champion arm is the champion version's ``champion`` lines, the candidate arm the
   candidate version's ``candidate`` lines;
 - shadow: the champion arm is the champion's answers, the candidate arm the candidate's ``shadow``
-  scores; both of one request (same request id, rows in the same order) make the pairs whose
-  disagreements are counted, the costly direction (candidate benign, champion malignant) apart;
+  scores; both of one request (same request id; a batch's rows paired by their inputs, which the shadow's
+  lines copy) make the pairs whose disagreements are counted, the costly direction (candidate benign,
+  champion malignant) apart;
 - ``pinned`` lines (a client that named its version) belong to no arm.
 
-A line that is not a record and a file that cannot be read are skipped and counted, never fatal.
+A line that is not a record is skipped and counted; an object that cannot be read whole is skipped and named,
+or refused, per ``ONCOLOGY_ON_CORRUPT`` (never read in part).
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 
+from oncology.monitoring.engine.settings import EngineSettings
 from oncology.release.judge import Arm, Paired
 from oncology.release.metrics import Reading
 from oncology_model.storage import Store
@@ -56,54 +58,45 @@ class LoggedRequest:
     decisions: list[str] = field(default_factory=list)
 
 
-def _keys(store: Store, since: datetime, until: datetime) -> list[str]:
-    """The log's objects that may hold records of the window (a writer files a batch under the day it flushed)."""
-    keys: list[str] = []
-    day = (since - timedelta(days=1)).date()
-    while day <= until.date():
-        keys += store.list(f"{PREFIX}/date={day:%Y-%m-%d}/")
-        day += timedelta(days=1)
-    return [k for k in keys if k.endswith(".jsonl.gz")]
+def read_requests(store: Store, since: datetime, until: datetime, versions: set[str],
+                  settings: EngineSettings | None = None) -> tuple[dict[tuple[str, str], LoggedRequest], int, int, list[str]]:
+    """The requests of ``versions`` logged in ``[since, until)``, by (request id, arm); the objects read, the
+    malformed lines and the objects left out because they cannot be read whole.
 
+    Read through the monitoring query layer (`oncology.monitoring.engine`): the Parquet parts of the compacted
+    days and the JSON Lines objects no manifest replaced, each record once, so a window whose JSON Lines were
+    deleted by retention reads the same evidence from Parquet.  Every object is checked whole first: a corrupt
+    one is skipped and named, or refused (`CorruptObjects`, naming it), per ``settings.on_corrupt``
+    (``ONCOLOGY_ON_CORRUPT``).  The records are grouped in the engine; only one row per request reaches Python.
+    """
+    from oncology.monitoring.engine import queries
+    from oncology.monitoring.engine.connection import connect, location
+    from oncology.monitoring.engine.layout import days
+    from oncology.monitoring.engine.relations import checked_plan
 
-def read_requests(store: Store, since: datetime, until: datetime,
-                  versions: set[str]) -> tuple[dict[tuple[str, str], LoggedRequest], int, int, list[str]]:
-    """The requests of ``versions`` logged in ``[since, until)``, by (request id, arm); files, malformed lines and
-    unreadable files."""
+    settings = settings or EngineSettings()
+    todo, corrupt = checked_plan(store, days(since, until), settings)
+    for key, why in sorted(corrupt.items()):
+        log.warning("prediction log %s/%s cannot be read whole (%s): skipped", store, key, why)
+    malformed = sum(m.malformed for m in todo.manifests)
     requests: dict[tuple[str, str], LoggedRequest] = {}
-    malformed = 0
-    unreadable: list[str] = []
-    keys = _keys(store, since, until)
-    for key in keys:
-        try:
-            text = gzip.decompress(store.read(key))
-        except (OSError, EOFError, zlib.error) as exc:
-            unreadable.append(key)
-            log.warning("prediction log %s cannot be read (%s): skipped", key, exc)
-            continue
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                ts = datetime.fromisoformat(obj["ts"])
-                version, arm, request_id = obj["model_version"], obj.get("arm", "champion"), obj["request_id"]
-                prediction, decision = obj["prediction"], obj["decision"]
-                latency = float(obj.get("latency_ms") or 0.0)
-            except (ValueError, KeyError, TypeError):
-                malformed += 1
-                continue
-            if ts.tzinfo is None or not since <= ts < until or version not in versions:
-                continue
-            entry = requests.get((request_id, arm))
-            if entry is None:
-                entry = requests[(request_id, arm)] = LoggedRequest(version, arm, latency)
-            if prediction == "error":
-                entry.error = True
-            else:
-                entry.predictions.append(prediction)
-                entry.decisions.append(decision)
-    return requests, len(keys), malformed, unreadable
+    if not todo.jsonl and not todo.parquet or not versions:
+        return requests, len(todo.jsonl) + len(todo.parquet), malformed, sorted(corrupt)
+    where = location(store)
+    con = connect(where, settings.duckdb_threads, settings.duckdb_memory_limit)
+    try:
+        result = con.execute(queries.requests([where.url(k) for k in todo.jsonl], [where.url(k) for k in todo.parquet],
+                                              since, until, sorted(versions)))
+        while chunk := result.fetchmany(10_000):
+            for request_id, arm, version, error, latency, predictions, decisions, bad in chunk:
+                if arm is None:  # the row of the malformed lines
+                    malformed += int(bad)
+                    continue
+                requests[(request_id, arm)] = LoggedRequest(version, arm, float(latency), bool(error),
+                                                            list(predictions), list(decisions))
+    finally:
+        con.close()
+    return requests, len(todo.jsonl) + len(todo.parquet), malformed, sorted(corrupt)
 
 
 def arm_of(version: str, requests: list[LoggedRequest]) -> Arm:
@@ -122,9 +115,10 @@ def arm_of(version: str, requests: list[LoggedRequest]) -> Arm:
     return arm
 
 
-def collect(store: Store, champion: str, candidate: str, mode: str, since: datetime, until: datetime) -> Window:
+def collect(store: Store, champion: str, candidate: str, mode: str, since: datetime, until: datetime,
+            settings: EngineSettings | None = None) -> Window:
     """The window's evidence for a release of ``candidate`` against ``champion`` in ``mode`` (canary or shadow)."""
-    requests, files, malformed, unreadable = read_requests(store, since, until, {champion, candidate})
+    requests, files, malformed, unreadable = read_requests(store, since, until, {champion, candidate}, settings)
     by_arm: dict[str, list[LoggedRequest]] = defaultdict(list)
     for r in requests.values():
         by_arm[r.arm].append(r)

@@ -42,8 +42,10 @@ def parquet_partition(day: date) -> str:
 
 @dataclass(frozen=True)
 class Manifest:
-    """One compacted part: its Parquet key, its rows, and the JSON Lines objects it replaced (with their
-    malformed lines, which are not in the part but still counted)."""
+    """One compacted part: its Parquet key, its rows (``errors`` of them failed scorings, the rest predictions),
+    and the JSON Lines objects it replaced (with their malformed lines: neither a record nor blank, so not in
+    the part, but still counted).  A manifest written before failed scorings were kept names no ``errors``
+    (read as 0: its part holds none, and they were counted in its ``malformed``)."""
 
     key: str
     parquet: str
@@ -51,10 +53,11 @@ class Manifest:
     malformed: int
     replaced: tuple[str, ...]
     created_at: str
+    errors: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {"format": MANIFEST_FORMAT, "parquet": self.parquet, "rows": self.rows, "malformed": self.malformed,
-                "replaced": list(self.replaced), "created_at": self.created_at}
+        return {"format": MANIFEST_FORMAT, "parquet": self.parquet, "rows": self.rows, "errors": self.errors,
+                "malformed": self.malformed, "replaced": list(self.replaced), "created_at": self.created_at}
 
     @classmethod
     def read(cls, store: Store, key: str) -> Manifest:
@@ -63,7 +66,7 @@ class Manifest:
             if value["format"] != MANIFEST_FORMAT:
                 raise ValueError(f"unknown format {value['format']!r}")
             return cls(key, str(value["parquet"]), int(value["rows"]), int(value["malformed"]),
-                       tuple(str(k) for k in value["replaced"]), str(value["created_at"]))
+                       tuple(str(k) for k in value["replaced"]), str(value["created_at"]), int(value.get("errors", 0)))
         except (ValueError, KeyError, TypeError) as exc:
             raise ManifestError(f"{store}/{key}: not a compaction manifest ({exc})") from None
 

@@ -4,7 +4,7 @@ the recorded outcomes beside it (`with_outcomes`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from oncology.monitoring.engine import queries, table
@@ -41,16 +41,9 @@ def predictions(
     where = location(store)
     partitions = days(since, until) if since is not None and until is not None else sorted(
         set(partition_days(store, JSONL_PREFIX)) | set(partition_days(store, PARQUET_PREFIX)))
-    todo = plan(store, partitions)
+    kept, corrupt = checked_plan(store, partitions, settings)
     start = since or datetime.fromisoformat("0001-01-01T00:00:00+00:00")
     end = until or datetime.fromisoformat("9999-12-31T00:00:00+00:00")
-    scan = line_counts(where, todo.jsonl, todo.parquet, settings.duckdb_threads, settings.duckdb_memory_limit)
-    corrupt = check(store, todo, scan)
-    if corrupt and settings.on_corrupt == "refuse":
-        named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
-        raise CorruptObjects(f"{len(corrupt)} prediction-log object(s) cannot be read whole ({named})")
-    kept = Plan(tuple(k for k in todo.jsonl if k not in corrupt), tuple(k for k in todo.parquet if k not in corrupt),
-                todo.manifests)
     con = connect(where, settings.duckdb_threads, settings.duckdb_memory_limit)
     if kept.jsonl or kept.parquet:
         body = queries.predictions([where.url(k) for k in kept.jsonl], [where.url(k) for k in kept.parquet])
@@ -61,6 +54,23 @@ def predictions(
                             + ["CAST(NULL AS BOOLEAN) AS malignant", "CAST(NULL AS VARCHAR) AS file"])
         con.execute(f"CREATE VIEW predictions AS SELECT {columns} WHERE false")
     return Predictions(con, where, kept, corrupt)
+
+
+def checked_plan(store: Store, partitions: list[date], settings: EngineSettings) -> tuple[Plan, dict[str, str]]:
+    """What to read of ``partitions`` (`layout.plan`: Parquet where a manifest exists, the JSON Lines no manifest
+    replaced), every object checked whole first (`run.check`), without the corrupt ones, which are returned
+    with what is wrong with each (``on_corrupt = skip``) or refused, each named (`CorruptObjects`)."""
+    where = location(store)
+    todo = plan(store, partitions)
+    scan = line_counts(where, todo.jsonl, todo.parquet, settings.duckdb_threads, settings.duckdb_memory_limit)
+    corrupt = check(store, todo, scan)
+    if corrupt and settings.on_corrupt == "refuse":
+        named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
+        raise CorruptObjects(f"{len(corrupt)} prediction-log object(s) cannot be read whole ({named}); "
+                             "nothing was computed (on_corrupt = refuse)")
+    kept = Plan(tuple(k for k in todo.jsonl if k not in corrupt), tuple(k for k in todo.parquet if k not in corrupt),
+                todo.manifests)
+    return kept, corrupt
 
 
 def with_outcomes(store: Store, view: Predictions) -> Predictions:

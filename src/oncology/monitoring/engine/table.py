@@ -12,7 +12,11 @@ part), in Athena/Glue DDL, and in a QuickSight data set.  From it:
   Athena: a data set over a relational table of an Athena data source, queried in place (``DIRECT_QUERY``).
 
 ``oncology monitoring predictions-ddl`` and ``oncology monitoring predictions-dataset`` print them.
-Compaction writes each part with exactly these columns and types (`select_list`).
+Compaction writes each part with exactly these columns and types (`select_list`).  A part holds two kinds of
+rows: predictions (``prediction`` benign or malignant) and failed scorings (``prediction`` = `ERROR`, the
+features and the probability NULL), which a reporting tool's query of predictions leaves out with
+``WHERE prediction <> 'error'``.  Parts compacted before ``arm`` and ``latency_ms`` were columns lack them
+(read as the champion's, with no latency) and hold no error rows.
 """
 
 from __future__ import annotations
@@ -40,7 +44,12 @@ COLUMNS: Final[tuple[Column, ...]] = (
     Column("prediction", "VARCHAR", "string", "STRING"),
     Column("decision", "VARCHAR", "string", "STRING"),
     Column("arm", "VARCHAR", "string", "STRING"),  # champion, candidate (canary) or shadow (scored off the answer path)
+    Column("latency_ms", "DOUBLE", "double", "DECIMAL"),  # the model's scoring time of the request (the judge's latency)
 )
+#: The ``prediction`` (and ``decision``) of a row that records a request the model failed to score: its nine
+#: features and its probability are NULL.  Compaction keeps these rows (the release judge counts them per arm);
+#: every query of predictions leaves them out (``prediction IN ('benign', 'malignant')``).
+ERROR: Final = "error"
 #: The partition column, from the ``date=YYYY-MM-DD`` folder (not in the files).
 PARTITION: Final = Column("date", "DATE", "string", "STRING")
 
