@@ -126,6 +126,7 @@ def test_a_different_outcome_in_a_file_is_a_named_error_listing_both(tmp_path: P
 
 @pytest.mark.parametrize(("text", "says"), [
     ("", "o.csv: empty: not even the header request_id,outcome,observed_at,source"),
+    ("\n \n", "o.jsonl: empty: no JSON object (one outcome a line: request_id, outcome, observed_at, source)"),
     ("request_id;outcome;observed_at;source\nd-1;4;2025-03-01T10:00:00Z;l\n",
      "o.csv: the columns are separated by semicolons; the file must be CSV with commas"),
     ("request_id\toutcome\tobserved_at\tsource\nd-1\t4\t2025-03-01T10:00:00Z\tl\n",
@@ -135,9 +136,10 @@ def test_a_different_outcome_in_a_file_is_a_named_error_listing_both(tmp_path: P
 ])
 def test_a_spreadsheet_export_gone_wrong_is_refused_with_what_to_do(tmp_path: Path, text: str, says: str) -> None:
     """An empty export, another separator or capitalised names: not "0 recorded", nor "patient data" columns."""
-    (tmp_path / "o.csv").write_text(text)
+    name = says.split(":")[0]  # o.csv, or o.jsonl for the empty JSON Lines export
+    (tmp_path / name).write_text(text)
     (tmp_path / "s").mkdir()
-    done = run("outcomes", "import", str(tmp_path / "o.csv"), "--store", str(tmp_path / "s"))
+    done = run("outcomes", "import", str(tmp_path / name), "--store", str(tmp_path / "s"))
     assert done.returncode == 2, done.stdout
     assert says in " ".join(done.stderr.split()) and "patient data" not in done.stderr
     assert not any((tmp_path / "s").iterdir())

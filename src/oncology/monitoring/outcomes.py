@@ -126,7 +126,7 @@ def parse_file(data: bytes, name: str, fmt: Literal["csv", "jsonl"] | None = Non
     except UnicodeDecodeError as exc:
         raise OncologyError(f"{name}: not UTF-8 text (invalid byte at offset {exc.start})") from None
     parsed = Parsed()
-    for row, line, obj in (_csv_rows(text, name) if fmt == "csv" else _jsonl_rows(text)):
+    for row, line, obj in (_csv_rows(text, name) if fmt == "csv" else _jsonl_rows(text, name)):
         if isinstance(obj, Problem):
             parsed.problems.append(obj)
             continue
@@ -178,7 +178,7 @@ def _explain_header(header: list[str], name: str) -> None:
         raise OncologyError(f"{name}: the header's names are lower case: {wrong}")
 
 
-def _jsonl_rows(text: str) -> Iterator[tuple[int, int, Any]]:
+def _jsonl_rows(text: str, name: str) -> Iterator[tuple[int, int, Any]]:
     row = 0
     for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
@@ -193,6 +193,8 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, int, Any]]:
             yield row, line, Problem(row, line, "row", None, "not a JSON object")
             continue
         yield row, line, obj
+    if row == 0:  # as an empty CSV: most likely a failed or truncated export, not "no outcomes"
+        raise OncologyError(f"{name}: empty: no JSON object (one outcome a line: {', '.join(COLUMNS)})")
 
 
 @dataclass
