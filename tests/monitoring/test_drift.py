@@ -36,7 +36,7 @@ from oncology_model.bundle import REFERENCE, Bundle
 from oncology_model.datamodel import FEATURES
 from oncology_model.registry import ModelRegistry
 from oncology_model.storage import LocalStore, open_store
-from support import S3
+from support import S3, poll
 
 RESAMPLES = 200
 ROWS = 500
@@ -248,9 +248,27 @@ def test_traffic_like_training_exits_0_and_writes_one_report(local: LocalStore, 
     assert set(report["prediction_mix"]) == {"observed", "reference", "p_value", "flagged"}
     assert report["estimated"]["method"] == "CBPE" and 0.9 < report["estimated"]["accuracy"] <= 1
     since, until = (datetime.fromisoformat(report["window"][k]) for k in ("since", "until"))
-    assert until - since == timedelta(days=7) and before - timedelta(seconds=1) <= until <= after  # ends at the run
+    assert until - since == timedelta(days=7) and before <= until <= after + timedelta(seconds=1)  # ends at the run
     assert key == f"monitoring/drift/drift-{datetime.fromisoformat(report['created_at']):%Y%m%dT%H%M%SZ}.json"
     assert "records of other model versions left out: 1.0.1: 40" in result.output
+
+
+def test_predictions_logged_in_the_second_the_run_starts_are_in_its_window(local: LocalStore, trained: Trained) -> None:
+    """The window ends, exclusive and to the second, at the end of the second the run starts in: a prediction logged
+    a moment before the run, in that same second, is counted (the window used to end at that second's start, and a
+    drift Job started within a second of its traffic found none of it)."""
+    X = sample(trained, 30, seed=5)
+    for attempt in range(1, 21):  # until the run starts in the second its predictions were logged (nearly always)
+        poll(lambda: datetime.now(UTC).microsecond < 300_000 or None, 2, "no early moment in a second", interval=0.01)
+        stamp = datetime.now(UTC)
+        write_log(local, records(X, trained.scores(X), trained.threshold, "1.0.2", [stamp] * len(X)), writer=f"w{attempt}")
+        result = run(str(local.root), "--since", "30m")
+        assert result.exit_code == 0, result.output
+        report = json.loads(local.read(max(reports(local))))
+        assert report["n"] == len(X) * attempt, (report["window"], stamp)  # every attempt's, this one's included
+        if datetime.fromisoformat(report["created_at"]) == stamp.replace(microsecond=0):
+            return  # the run started in the second the predictions were logged in: the edge was checked
+    pytest.fail("no run started in the second its predictions were logged in, in 20 attempts")
 
 
 def test_shifted_traffic_exits_1_and_names_the_features(local: LocalStore, trained: Trained) -> None:

@@ -215,14 +215,17 @@ def drift(
         return typer.Exit(2)
 
     now = datetime.now(UTC).replace(microsecond=0)
+    # the window's "now" (--until's default, and what 30m and 7d count back from) is the end of this second: the
+    # window's end is exclusive and shown to the second, so a prediction logged earlier in this second is in it
+    window_now = now + timedelta(seconds=1)
     overrides: dict[str, Any] = {"store": store, "model": model, "drift_psi": psi, "drift_alpha": alpha}
     try:
         settings = DriftSettings(**{k: v for k, v in overrides.items() if v is not None})
         chosen: dict[str, Any] = {"engine": engine, "scheduler": scheduler, "scheduler_timeout": scheduler_timeout,
                                   "on_corrupt": on_corrupt}
         engine_settings = EngineSettings(**{k: v for k, v in chosen.items() if v is not None})
-        end = parse_time(until, now, end=True)
-        start = parse_time(since, now) if since is not None else end - DEFAULT_WINDOW
+        end = parse_time(until, window_now, end=True)
+        start = parse_time(since, window_now) if since is not None else end - DEFAULT_WINDOW
         from oncology.monitoring.drift import Thresholds
 
         thresholds = Thresholds(psi=settings.drift_psi, alpha=settings.drift_alpha)
