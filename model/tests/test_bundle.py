@@ -3,11 +3,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
+import random
 
 import pytest
 
 from bundle_factory import bundle_files
-from oncology_model.bundle import CARD_JSON, CARD_MD, KPIS, MANIFEST, METADATA, MODEL, Bundle, Referral, make_manifest
+from oncology_model.bundle import (
+    CARD_JSON,
+    CARD_MD,
+    KPIS,
+    MANIFEST,
+    METADATA,
+    MODEL,
+    Bundle,
+    LinearScorer,
+    Referral,
+    make_manifest,
+)
+from oncology_model.datamodel import FEATURES
 from oncology_model.errors import BundleError
 
 
@@ -77,6 +91,31 @@ def test_linear_scorer_is_the_logistic_of_the_standardised_score(files: dict[str
     assert {scorer.log_odds(r) >= 0 for r in rows} == {True, False}
     assert scorer.proba_many(rows) == [scorer.proba(r) for r in rows]
     assert 0.0 < scorer.proba([1] * 9) < scorer.proba([10] * 9) < 1.0
+
+
+def logistic(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+def test_the_batch_path_scores_every_row_as_proba_does_to_the_bit_and_refuses_a_row_of_another_length() -> None:
+    # distinct weights of both signs: a term out of order or a weight on the wrong feature changes the bits
+    rng = random.Random(18)
+    mean, scale = [rng.uniform(1, 6) for _ in FEATURES], [rng.uniform(0.5, 3) for _ in FEATURES]
+    coef = [rng.uniform(-2, 2) for _ in FEATURES]
+    scorer = LinearScorer({"mean": mean, "scale": scale, "coef": coef, "intercept": -0.7})
+    weights = [c / s for c, s in zip(coef, scale)]  # the folded model, as the scorer folds it
+    offset = -0.7 - sum(m / s * c for m, s, c in zip(mean, scale, coef))
+    rows: list[list[float]] = [[rng.randint(1, 10) for _ in FEATURES] for _ in range(3000)]
+    rows += [[rng.uniform(-20, 20) for _ in FEATURES] for _ in range(3000)]  # floats, far on both sides of z = 0
+    rows += [[0] * len(FEATURES), [-0.0] * len(FEATURES)]
+    # the reference: the logistic of offset + the products added left to right (what `proba` computes)
+    expected = [logistic(offset + sum(map(operator.mul, weights, row))) for row in rows]
+    assert scorer.proba_many(rows) == expected == [scorer.proba(row) for row in rows]
+    assert [p.hex() for p in scorer.proba_many(iter(rows))] == [p.hex() for p in expected]  # any iterable of rows
+    assert scorer.proba_many([]) == []
+    for row in ([1] * (len(FEATURES) - 1), [1] * (len(FEATURES) + 1)):
+        with pytest.raises(ValueError, match="unpack"):
+            scorer.proba_many([row])
 
 
 def test_a_bundle_without_referral_or_card_loads_as_older_versions_do(files: dict[str, bytes]) -> None:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import mul
+from functools import reduce
+from operator import add, mul
 from pathlib import Path
 from typing import Any
 
@@ -81,26 +82,21 @@ class LinearScorer:
         # (x - m) / s . c  ==  x . (c / s) - m / s . c: folded weights make one row a 9-term sum
         self._weights = tuple(c / s for c, s in zip(coef, scale))
         self._offset = self.intercept - sum(m / s * c for m, s, c in zip(mean, scale, coef))
+        self._proba_many = _batch_scorer(self._weights, self._offset)
 
     def proba(self, row: Sequence[float]) -> float:
         """Malignant probability of one row in `FEATURES` order."""
-        return _sigmoid(self._offset + sum(map(mul, self._weights, row)))
+        # reduce, not sum: sum adds floats with compensation from Python 3.12, `proba_many`'s code adds them plainly,
+        # left to right; reduce does so on every version, so the two give the same bits wherever the wheel runs
+        return _sigmoid(self._offset + reduce(add, map(mul, self._weights, row)))
 
     def proba_many(self, rows: Iterable[Sequence[float]]) -> list[float]:
-        weights, offset, exp = self._weights, self._offset, math.exp
-        probabilities = []
-        for row in rows:  # `_sigmoid` written in the loop: a call a row cost ~8% of a row's scoring
-            z = offset + sum(map(mul, weights, row))
-            if z >= 0:
-                probabilities.append(1.0 / (1.0 + exp(-z)))
-            else:
-                e = exp(z)
-                probabilities.append(e / (1.0 + e))
-        return probabilities
+        """`proba` of each row, in order, to the bit (the service's batch path): `_batch_scorer`'s code."""
+        return self._proba_many(rows)
 
     def log_odds(self, row: Sequence[float]) -> float:
         """The malignant log-odds of one row: the score whose logistic function `proba` returns."""
-        z: float = self._offset + sum(map(mul, self._weights, row))
+        z: float = self._offset + reduce(add, map(mul, self._weights, row))  # (as `proba`)
         return z
 
     @staticmethod
@@ -122,7 +118,33 @@ class LinearScorer:
         return [c * (x - m) / s for x, m, s, c in zip(row, self.mean, self.scale, self.coef)]
 
 
-def _sigmoid(z: float) -> float:  # (written again in `LinearScorer.proba_many`'s loop)
+def _batch_scorer(weights: Sequence[float], offset: float) -> Callable[[Iterable[Sequence[float]]], list[float]]:
+    """`LinearScorer.proba_many` for these weights: each row unpacked into its values, its score written out as
+    ``offset + (w0*x0 + w1*x1 + ...)`` with the weights as constants, and the logistic in the loop.  The same
+    operations in the same order as `LinearScorer.proba` (``reduce(add, ...)``: left to right from the first
+    product), so the same bits; ~2,000 instructions a row fewer than ``sum(map(mul, weights, row))`` (a call of ``mul`` and a
+    step of two iterators a feature).  A row of another length fails (ValueError) instead of scoring a prefix.
+    """
+    names = [f"x{i}" for i in range(len(weights))]
+    terms = " + ".join(f"({w!r}) * {x}" for w, x in zip(weights, names))  # repr: the float back, exactly
+    source = (f"def proba_many(rows):\n"
+              f"    probabilities = []\n"
+              f"    append = probabilities.append\n"
+              f"    for {', '.join(names)}, in rows:\n"
+              f"        z = ({offset!r}) + ({terms})\n"
+              f"        if z >= 0:\n"
+              f"            append(1.0 / (1.0 + exp(-z)))\n"
+              f"        else:\n"
+              f"            e = exp(z)\n"
+              f"            append(e / (1.0 + e))\n"
+              f"    return probabilities\n")
+    namespace: dict[str, Any] = {"exp": math.exp}
+    exec(compile(source, "<LinearScorer.proba_many>", "exec"), namespace)  # our own numbers (checked finite), no input
+    scorer: Callable[[Iterable[Sequence[float]]], list[float]] = namespace["proba_many"]
+    return scorer
+
+
+def _sigmoid(z: float) -> float:  # (written again in `_batch_scorer`'s loop)
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)

@@ -368,11 +368,12 @@ class PredictionLog:
         """Up to ``batch_rows`` lines, oldest first, and whether their dates may differ."""
         with self._lock:
             entries = self._entries
-            if len(entries) <= self.batch_rows:
-                lines = list(entries)
-                entries.clear()
-            else:
-                lines = [entries.popleft() for _ in range(self.batch_rows)]
+            lines = list(entries)
+            entries.clear()
+            if len(lines) > self.batch_rows:  # the rest goes back, in order: in C, where a popleft a line cost
+                # ~300 instructions more a line (under load the writer usually finds more than a batch waiting)
+                entries.extend(lines[self.batch_rows:])
+                del lines[self.batch_rows:]
             self._queued -= len(lines)
             mixed = self._dates_mixed
             if not entries:  # what arrives from now on follows nothing that is left: it starts the next batch
