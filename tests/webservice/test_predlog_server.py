@@ -96,7 +96,12 @@ def test_predictions_never_fail_while_the_log_store_is_unreachable(  # type: ign
         statuses.append(httpx.post(f"{server.url}/predict", json=EXAMPLE).status_code)
     assert set(statuses) == {200}  # 0 predictions fail while the store is unreachable
     assert _metric(server.url, "oncology_prediction_log_write_failures_total") > 0
+    written = _metric(server.url, "oncology_prediction_log_written_total")
     with HttpProxy(s3.endpoint_url, port=port):  # back: the next predictions land
+        # once the writer, out of its back-off, has written some of the full buffer: until then a prediction finds
+        # the buffer full and is dropped (counted), as designed
+        poll(lambda: _metric(server.url, "oncology_prediction_log_written_total") > written, 60,
+             lambda: server.logs()[-2000:], interval=0.1)
         for i in range(5):
             assert httpx.post(f"{server.url}/predict", json=EXAMPLE, headers={"x-request-id": f"back-{i}"}).status_code == 200
         server.proc.send_signal(signal.SIGTERM)
