@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from oncology.monitoring.engine import queries, table
 from oncology.monitoring.engine.connection import Location, connect, location
 from oncology.monitoring.engine.layout import JSONL_PREFIX, PARQUET_PREFIX, Plan, days, partition_days, plan
-from oncology.monitoring.engine.run import CorruptObjects, check, line_counts
+from oncology.monitoring.engine.run import check, line_counts, refuse_corrupt
 from oncology.monitoring.engine.settings import EngineSettings
 from oncology.outcomes import PREFIX as OUTCOMES_PREFIX
 from oncology_model.storage import Store
@@ -64,10 +64,7 @@ def checked_plan(store: Store, partitions: list[date], settings: EngineSettings)
     todo = plan(store, partitions)
     scan = line_counts(where, todo.jsonl, todo.parquet, settings.duckdb_threads, settings.duckdb_memory_limit)
     corrupt = check(store, todo, scan)
-    if corrupt and settings.on_corrupt == "refuse":
-        named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
-        raise CorruptObjects(f"{len(corrupt)} prediction-log object(s) cannot be read whole ({named}); "
-                             "nothing was computed (on_corrupt = refuse)")
+    refuse_corrupt(store, corrupt, settings)
     kept = Plan(tuple(k for k in todo.jsonl if k not in corrupt), tuple(k for k in todo.parquet if k not in corrupt),
                 todo.manifests)
     return kept, corrupt

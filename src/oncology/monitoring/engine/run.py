@@ -148,10 +148,7 @@ def drift_counts(
         partial = partial_counts(where, todo.jsonl, todo.parquet, since, until, edges, version,
                                  settings.duckdb_threads, settings.duckdb_memory_limit)
     corrupt = check(store, todo, partial)
-    if corrupt and settings.on_corrupt == "refuse":
-        named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
-        raise CorruptObjects(f"{len(corrupt)} prediction-log object(s) cannot be read whole ({named}); "
-                             "nothing was computed (on_corrupt = refuse)")
+    refuse_corrupt(store, corrupt, settings)
     for key, why in sorted(corrupt.items()):  # the caller reports them (`unreadable_why`): drift warns once
         log.debug("%s/%s: cannot be read whole (%s); skipped", store, key, why)
     return combine(partial.rows, corrupt, todo, version, len(edges) - 1)
@@ -188,6 +185,15 @@ def combine(rows: Sequence[tuple[Any, ...]], corrupt: dict[str, str], todo: Plan
 
 
 # ---- integrity -------------------------------------------------------------------------------------
+
+def refuse_corrupt(store: Store, corrupt: dict[str, str], settings: EngineSettings) -> None:
+    """With ``on_corrupt = refuse``, refuse a computation over objects of which ``corrupt`` (`check`'s) cannot be read
+    whole: `CorruptObjects`, naming each and what is wrong with it."""
+    if corrupt and settings.on_corrupt == "refuse":
+        named = "; ".join(f"{store}/{k}: {why}" for k, why in sorted(corrupt.items()))
+        raise CorruptObjects(f"{len(corrupt)} prediction-log object(s) cannot be read whole ({named}); "
+                             "nothing was computed (on_corrupt = refuse)")
+
 
 
 def check(store: Store, todo: Plan, partial: Partial) -> dict[str, str]:
