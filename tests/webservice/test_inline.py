@@ -253,27 +253,30 @@ def test_requests_parsed_in_one_iteration_are_answered_inline_up_to_a_quantum_of
     """`Shedder.inline`: with nothing queued, the requests of one iteration of the loop (one loop time) are answered
     inline while their estimated work fits in a quantum (the first alone whatever its cost, unless min_queue is 0, as
     a turn would run it); the next ones go the ASGI way, where they queue.  A new iteration starts afresh; a request
-    waiting for a turn stops every inline answer; the first of a size and one in SAMPLE_EVERY are measured."""
+    waiting for a turn stops every inline answer; the first of a size, then one every SAMPLE_SECONDS, is measured."""
     shedder = overload.Shedder(None, ServeSettings(overload_min_queue=min_queue), Metrics())  # type: ignore[arg-type]
     size = (300).bit_length()
     assert shedder.inline(300, 1.0) == size  # the first of its size: inline, measured
     shedder.learn(size, 0.0003)
     quantum = shedder.turns.quantum
     assert quantum == overload.MIN_QUANTUM
-    verdicts = [shedder.inline(300, 2.0) for _ in range(5)]
+    verdicts = [shedder.inline(300, 2.0) != overload.NOT_INLINE for _ in range(5)]
     fits = int(quantum // 0.0003)  # 3 requests of 0.3 ms in a 1 ms quantum
-    assert verdicts == [overload.INLINE] * fits + [overload.NOT_INLINE] * (5 - fits)
-    assert shedder.inline(300, 2.001) == overload.INLINE  # the next iteration
+    assert verdicts == [True] * fits + [False] * (5 - fits)
+    assert shedder.inline(300, 2.001) == overload.INLINE  # the next iteration (and measured 1 ms ago: not again)
     shedder.costs[size] = 0.005  # now more than a quantum: alone only, if min_queue allows
     alone = shedder.inline(300, 3.0)
-    assert alone == (overload.INLINE if min_queue else overload.NOT_INLINE)
+    assert alone == (size if min_queue else overload.NOT_INLINE)
     assert shedder.inline(300, 3.0) == overload.NOT_INLINE
     shedder.costs[size] = 0.0001
     shedder.turns.waiting.append((None, 0.0001))  # type: ignore[arg-type]
     assert shedder.inline(300, 4.0) == overload.NOT_INLINE  # a request waits for its turn: none overtakes it
     shedder.turns.waiting.clear()
-    measured = [shedder.inline(300, 5.0 + i) for i in range(3 * overload.SAMPLE_EVERY)]
-    assert measured.count(size) == 3 and set(measured) == {overload.INLINE, size}
+    # by the loop's clock: one every SAMPLE_SECONDS (here every third iteration, 0.4 of it apart), whatever the rate
+    step = overload.SAMPLE_SECONDS * 0.4
+    measured = [shedder.inline(300, 5.0 + i * step) for i in range(30)]
+    assert [i for i, how in enumerate(measured) if how == size] == list(range(0, 30, 3))
+    assert set(measured) == {overload.INLINE, size}
 
 
 def test_a_fault_after_the_answer_closes_the_connection_as_through_asgi_never_a_400(trained_store: Path) -> None:

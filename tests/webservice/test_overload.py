@@ -439,8 +439,9 @@ def test_a_thousand_slow_connections_are_closed_and_do_not_starve_a_normal_clien
 
 def test_a_short_queue_skips_the_turns_and_still_keeps_the_cost_estimates_fresh() -> None:
     """Requests that come one at a time (nothing queued: no rule can shed) run without taking turns, but one of each
-    size in SAMPLE_EVERY still measures its cost, so that the estimate the shedder starts from when a queue builds
-    follows a route that became slower (here: the first request cheap, the next ones ~3 ms of CPU each)."""
+    size every SAMPLE_SECONDS of the loop's clock (when they were parsed) still measures its cost, so that the estimate
+    the shedder starts from when a queue builds follows a route that became slower (here: the first request cheap, the
+    next ones ~3 ms of CPU each, parsed 0.4 SAMPLE_SECONDS apart)."""
     import asyncio
 
     from oncology.settings import ServeSettings
@@ -469,8 +470,8 @@ def test_a_short_queue_skips_the_turns_and_still_keeps_the_cost_estimates_fresh(
 
     shedder.turns.take = counted_take  # type: ignore[method-assign]
 
-    async def one() -> None:
-        scope = {"type": "http", overload.ADMITTED: shedder.enqueue(100)}
+    async def one(received: float) -> None:
+        scope = {"type": "http", overload.ADMITTED: shedder.enqueue(100), overload.RECEIVED: received}
 
         async def receive() -> dict[str, object]:
             return {"type": "http.request", "body": b"x" * 100, "more_body": False}
@@ -482,16 +483,16 @@ def test_a_short_queue_skips_the_turns_and_still_keeps_the_cost_estimates_fresh(
 
     async def run() -> None:
         nonlocal slow
-        await one()  # the first of its size measures its cost
+        await one(0.0)  # the first of its size measures its cost
         first = shedder.costs[(100).bit_length()]
         assert 0 < first < 0.001
         slow = True
-        for _ in range(160):
-            await one()
+        for i in range(1, 161):
+            await one(i * overload.SAMPLE_SECONDS * 0.4)
         assert shedder.queued == 0 and shedder.work == 0.0
 
     asyncio.run(run())
-    assert turns_taken == 1 + 160 // overload.SAMPLE_EVERY  # the first, then one in SAMPLE_EVERY
+    assert turns_taken == 1 + 160 // 3  # the first, then one every SAMPLE_SECONDS: every third
     assert shedder.costs[(100).bit_length()] > 0.001  # the estimate rose toward 3 ms
 
 

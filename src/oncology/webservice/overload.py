@@ -37,8 +37,10 @@ not a queue's, and shedding a few would not shorten it.
 While the whole queue fits in one turn (this request alone, or all the admitted work within a quantum)
 and none waits for a turn, turns would change nothing and no rule can shed (a quantum is at most half the
 budget), so an admitted request skips the turns and runs as it comes: the shedder then costs a comparison or
-two a request, except one request of a size in `SAMPLE_EVERY` (and the first of each), which takes the turns
-to keep its size's cost estimate fresh for when a queue builds.  The test is on the queued work, not on the
+two a request, except the first request of a size and then one every `SAMPLE_SECONDS` (of the loop's clock), which
+takes the turns to keep its size's cost estimate fresh for when a queue builds (by the clock, not one in so many: a
+cost is measured in CPU time, a system call each side of the request, and at 20,000 requests a second one in 16
+made that a measurable share of the shedder's cost).  The test is on the queued work, not on the
 number of requests: a probe waits at most a quantum behind requests that came together, whatever the budget.
 
 The protocol answers the hot routes itself when it can (`_ReadDeadline._inline`, ``inline_hot_routes``): once a
@@ -53,7 +55,7 @@ inline in an iteration counts as queued: an iteration answers inline at most a q
 request alone), and the requests read after that go the ASGI way, where they queue, take turns and can be shed as
 before.  The time a request waits unread is then bounded as with turns: by a quantum plus the reading.  Requests
 waiting for a turn are never overtaken by an inline answer (none is given while one waits).  An inline request's cost
-is measured as a turn's is, the first of a size and one in `SAMPLE_EVERY` (`learn`), so the estimates stay fresh.
+is measured as a turn's is, the first of a size and one every `SAMPLE_SECONDS` (`learn`), so the estimates stay fresh.
 
 So the latency of an admitted request is about the budget plus its own cost, however many requests
 come.  (Clients that retry a 503 at once, ignoring Retry-After, are a flood of requests to read and
@@ -125,7 +127,7 @@ class Shedder:
         self.queued = 0  # requests admitted by the protocol (ADMITTED) and not finished yet
         self.work = 0.0  # the sum of their estimated costs (CPU seconds)
         self.costs = [0.0] * LARGEST  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
-        self.unsampled = [0] * LARGEST  # by size: requests that skipped the turns (every SAMPLE_EVERY-th does)
+        self.sampled_at = [-math.inf] * LARGEST  # by size: the loop's time of the last request that measured its cost
         self.turns = _Turns(self.max_lag)  # admitted requests run in turns, from their start to their first answer
         self.inline_work = 0.0  # the estimated work of the requests answered inline in this iteration of the loop
         self.inline_at = -1.0  # that iteration's loop time
@@ -152,7 +154,7 @@ class Shedder:
         request waits for a turn, and the whole queue fits in one turn: this request alone (none queued, none answered
         inline in this iteration), or the queued work, the work answered inline in this iteration and this request's
         within a quantum.  `NOT_INLINE`: it is left to `__call__`; else `INLINE`, or its size class when its cost is to
-        be measured (`learn`): the first of its size, and one in `SAMPLE_EVERY` after it, as the turns measure theirs.
+        be measured (`learn`): the first of its size, and one every `SAMPLE_SECONDS` after it, as the turns measure theirs.
 
         ``now`` is the loop's time when the request's bytes were parsed: uvloop's clock is libuv's, read once per
         iteration of the loop (after its poll), so the requests parsed in one iteration share it (and so do those of
@@ -167,8 +169,10 @@ class Shedder:
                                       or self.work + spent + estimate <= self.turns.quantum):
             return NOT_INLINE
         self.inline_work, self.inline_at = spent + estimate, now
-        self.unsampled[size] = seen = self.unsampled[size] + 1
-        return INLINE if seen % SAMPLE_EVERY and estimate else size
+        if now - self.sampled_at[size] < SAMPLE_SECONDS:
+            return INLINE
+        self.sampled_at[size] = now
+        return size
 
     def learn(self, size: int, cost: float) -> None:
         """A request of size class ``size`` took ``cost`` CPU seconds: its size's estimate follows (the first sets it)."""
@@ -206,18 +210,18 @@ class Shedder:
         if admitted is not None and not turns.waiting and (self.queued == 1 and self.min_queue or self.work <= turns.quantum):
             # the whole queue fits in one turn (this request alone, or all the admitted work within a quantum, which is
             # at most half the budget: no rule can shed), so turns would change nothing: it runs as it comes, at no
-            # cost but this test, except every SAMPLE_EVERY-th of a size (and the first), which takes the turns to
-            # keep its size's cost estimate fresh for when a queue builds
+            # cost but this test, except the first of a size and then one every SAMPLE_SECONDS, which takes the turns
+            # to keep its size's cost estimate fresh for when a queue builds
             size = admitted[0]
-            unsampled = self.unsampled
-            unsampled[size] = seen = unsampled[size] + 1
-            if seen % SAMPLE_EVERY and self.costs[size]:
+            received = scope.get(RECEIVED, 0.0)  # (the protocol sets it with ADMITTED)
+            if received - self.sampled_at[size] < SAMPLE_SECONDS:
                 try:
                     await self.app(scope, receive, send)
                 finally:  # counted out (`count_out`, inlined: this is the path of every request while the queue is short)
                     self.queued -= 1
                     self.work = self.work - admitted[1] if self.queued else 0.0
                 return
+            self.sampled_at[size] = received
         # the turns: no coroutine but the turn's and a plain function for the answer, for this is every request's path
         # while a queue is short but does not fit in one turn (64 connections)
         loop = asyncio.get_running_loop()
@@ -403,8 +407,9 @@ ACCEPT_BATCH: Final = 256
 LINGER_SECONDS: Final = 30.0
 #: A turn's quantum is at least this many seconds of estimated work (at most half the budget).
 MIN_QUANTUM: Final = 0.001
-#: Of the requests that skip the turns (the queue fits in one), one request of a size in this many takes the turns to measure its cost.
-SAMPLE_EVERY: Final = 16
+#: Of the requests that skip the turns (the queue fits in one), the first of a size and then one every this many seconds
+#: (of the loop's clock, when it was parsed) takes the turns (or, answered inline, is timed) to measure its cost.
+SAMPLE_SECONDS: Final = 0.01
 _ABSENT: Final = object()
 #: A hot route's request with a body up to this many bytes may be answered inline (uvicorn's read buffer, beyond which
 #: it pauses reading until the app reads the body); a larger one goes the ASGI way, its body read as it comes.
@@ -674,7 +679,7 @@ class _ReadDeadline(HttpToolsProtocol):
             path, _, query = self.url.partition(b"?")
             shedder = self.shedder
             if shedder is not None and path not in _EXEMPT_BYTES:
-                if not shedder.admit():
+                if shedder.work > shedder.max_lag and not shedder.admit():  # (nothing to shed below the budget: no call)
                     # no ASGI task, no scope: the cheapest answer this server can give (a shed costs as much CPU as
                     # a small prediction when it goes through the app)
                     self._shedding = True
