@@ -176,16 +176,14 @@ rollback-deployment: ## Undo the web service Deployment's last rollout and wait 
 	$(K8S) rollout undo deployments -l $(WEBSERVICE_SELECTOR)
 	$(K8S) rollout status deployments -l $(WEBSERVICE_SELECTOR) --timeout=$(ROLLOUT_TIMEOUT)
 
-JOB_TIMEOUT ?= 600s
+JOB_TIMEOUT ?= 600
 
 train-job: install ## Run the training Job with trainer image VERSION; wait; print its logs and the version it published
 	@case "$(VERSION)" in champion|latest) echo "make train-job needs VERSION=<image tag>, e.g. VERSION=1.0.1" >&2; exit 2;; esac
 	$(CLUSTER_GUARD)
 	$(K8S) delete job oncology-train --ignore-not-found --wait=true
 	$(K8S) kustomize $(OVERLAY) | $(BIN)/python deploy/k8s/job.py --image $(REGISTRY)/oncology-trainer:$(VERSION) | $(K8S) apply -f -
-	@$(K8S) wait --for=condition=complete job/oncology-train --timeout=$(JOB_TIMEOUT) \
-	  || { $(K8S) logs job/oncology-train --tail=50 >&2; echo "the training Job did not complete" >&2; exit 1; }
-	$(K8S) logs job/oncology-train
+	@FAILED="the training Job failed; see its output above" deploy/k8s/wait_job.sh oncology-train $(patsubst %s,%,$(JOB_TIMEOUT)) $(K8S)
 	@$(K8S) logs job/oncology-train | grep -oE 'published model version [0-9.]+|version [0-9.]+ in [^ ]+ already holds this very model' | tail -1
 
 lint: install ## Static checks: ruff and mypy --strict
@@ -223,16 +221,8 @@ drift-job: install ## Run oncology drift once on the cluster (trainer image VERS
 	$(K8S) delete job oncology-drift --ignore-not-found --wait=true
 	$(K8S) kustomize $(OVERLAY) | $(BIN)/python deploy/k8s/job.py --image $(REGISTRY)/oncology-trainer:$(VERSION) \
 	  | $(BIN)/python deploy/k8s/drift_job.py --args "$(DRIFT_ARGS)" | $(K8S) apply -f -
-	@while :; do \
-	  state=$$($(K8S) get job oncology-drift -o 'jsonpath={.status.conditions[*].type}'); \
-	  case "$$state" in *Complete*|*Failed*) break;; esac; \
-	  if [ $$SECONDS -ge $(DRIFT_TIMEOUT) ]; then \
-	    $(K8S) logs job/oncology-drift --tail=50 >&2; echo "the drift Job did not finish in $(DRIFT_TIMEOUT) s" >&2; exit 1; fi; \
-	  sleep 2; \
-	done; \
-	$(K8S) logs job/oncology-drift; \
-	case "$$state" in *Complete*) ;; \
-	  *) echo "the drift Job failed: drift flagged (exit 1) or nothing could be checked (exit 2); see its output above" >&2; exit 1;; esac
+	@FAILED="the drift Job failed: drift flagged (exit 1) or nothing could be checked (exit 2); see its output above" \
+	  deploy/k8s/wait_job.sh oncology-drift $(DRIFT_TIMEOUT) $(K8S)
 
 # ---- the package index on the cluster ----------------------------------------------------------------
 INDEX_OVERLAY ?= deploy/k8s/index/local

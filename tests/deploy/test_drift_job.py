@@ -1,5 +1,6 @@
 """The drift check on Kubernetes: the production CronJob, and `make drift-job` (rendered offline: a stand-in
-kubectl renders with the real kustomize and records what would be applied)."""
+kubectl renders with the real kustomize and records what would be applied); and how `make train-job` and
+`make drift-job` wait for their Job (`deploy/k8s/wait_job.sh`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ case "$1 $2" in
   "apply -f") cat > "$here/applied.yaml";;
   "get job") printf '%s' "$JOB_STATE";;
   "logs job/oncology-drift") echo "report: s3://oncology/pipeline/monitoring/drift/drift-20261202T060000Z.json";;
+  "logs job/oncology-train") echo "published model version 1.0.9";;
 esac
 exit 0
 """
@@ -39,13 +41,17 @@ def render(overlay: str) -> list[dict[str, Any]]:
 
 
 def make_drift_job(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str], list[dict[str, Any]]]:
+    return make_job(tmp_path, "drift-job", *args, **env)
+
+
+def make_job(tmp_path: Path, target: str, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str], list[dict[str, Any]]]:
     stub = tmp_path / "kubectl"
     stub.write_text(KUBECTL_STUB)
     stub.chmod(0o755)
     real = shutil.which("kubectl")
     assert real, "kubectl renders the overlays"
     proc = subprocess.run(
-        ["make", "--no-print-directory", "-C", str(REPO), "drift-job", f"KUBECTL={stub}", *args],
+        ["make", "--no-print-directory", "-C", str(REPO), target, f"KUBECTL={stub}", *args],
         env=make_env(**{"HOME": str(tmp_path), "REAL_KUBECTL": real, "JOB_STATE": "Complete", **env}),
         capture_output=True, text=True, timeout=120,
     )
@@ -111,3 +117,32 @@ def test_without_a_chosen_cluster_it_refuses_and_changes_nothing(tmp_path: Path)
 def test_an_alias_is_not_an_image_tag(tmp_path: Path) -> None:
     proc, calls, docs = make_drift_job(tmp_path, "VERSION=champion", KUBECONFIG=str(tmp_path / "kubeconfig"))
     assert proc.returncode != 0 and calls == [] and "make drift-job needs VERSION=<image tag>" in proc.stderr
+
+
+def test_make_train_job_prints_the_version_the_job_published(tmp_path: Path) -> None:
+    proc, calls, docs = make_job(tmp_path, "train-job", "VERSION=1.0.2", KUBECONFIG=str(tmp_path / "kubeconfig"))
+    assert proc.returncode == 0, proc.stderr
+    assert calls[0] == "delete job oncology-train --ignore-not-found --wait=true"
+    assert proc.stdout.splitlines()[-1] == "published model version 1.0.9"
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert job["metadata"]["name"] == "oncology-train"
+
+
+def test_make_train_job_stops_waiting_as_soon_as_the_job_fails(tmp_path: Path) -> None:
+    """A failed training Job ends the wait at once with its output, not after JOB_TIMEOUT (kubectl 1.20's `wait` for
+    the complete condition sat out the whole timeout: 10 minutes by default)."""
+    proc, calls, _ = make_job(tmp_path, "train-job", "VERSION=1.0.2", "JOB_TIMEOUT=600s",
+                              KUBECONFIG=str(tmp_path / "kubeconfig"), JOB_STATE="Failed")
+    assert proc.returncode != 0
+    assert "the training Job failed; see its output above" in proc.stderr
+    assert "published model version 1.0.9" in proc.stdout  # its logs
+    assert [c for c in calls if c.startswith("get job")] == ["get job oncology-train -o jsonpath={.status.conditions[*].type}"]
+
+
+def test_a_job_that_does_not_finish_in_time_ends_the_wait_with_its_last_lines(tmp_path: Path) -> None:
+    proc, calls, _ = make_job(tmp_path, "train-job", "VERSION=1.0.2", "JOB_TIMEOUT=0",
+                              KUBECONFIG=str(tmp_path / "kubeconfig"), JOB_STATE="")
+    assert proc.returncode != 0
+    assert "the Job oncology-train did not finish in 0 s" in proc.stderr
+    assert "published model version 1.0.9" in proc.stderr  # its last lines, on standard error
+    assert "logs job/oncology-train --tail=50" in calls
