@@ -59,7 +59,6 @@ from oncology.settings import OutcomeSettings
 from oncology_model.errors import ConflictError, OncologyError
 from oncology_model.storage import Store
 
-PREDICTIONS_PREFIX: Final = "monitoring/predictions"
 CHECKS_PREFIX: Final = "monitoring/outcome-checks"
 #: The newest check's verdicts (replaced by each check): the service reads it for its metrics.
 LATEST_CHECK: Final = f"{CHECKS_PREFIX}/latest.json"
