@@ -86,7 +86,8 @@ def test_a_judge_that_finds_no_prediction_log_says_where_it_looked_and_what_writ
     plan.start(ModelRegistry(LocalStore(two_versions)), "1.0.2", "canary", (0.5,), GateSettings(store=str(two_versions)))
     held = judge(two_versions)
     assert held["verdict"] == "hold" and held["window"]["log_files"] == 0  # type: ignore[index]
-    hint = f"no prediction log in {two_versions}/monitoring/predictions/ for this window"
+    hint = (f"no prediction log in {two_versions}/monitoring/predictions/ for this window (nor compacted parts in "
+            f"{two_versions}/monitoring/predictions-parquet/)")
     assert [r for r in held["reasons"] if hint in r and "ONCOLOGY_PREDICTION_LOG=true" in r], held["reasons"]  # type: ignore[attr-defined]
     shown = oncology("release", "judge", "--store", str(two_versions), "--dry-run", COLUMNS="300")
     assert hint in " ".join(shown.stdout.split()), shown.stdout

@@ -159,6 +159,7 @@ def abort(store: StoreOpt = None,
 
 def judge_pass(settings: ReleaseSettings, now: datetime | None = None, act: bool = True) -> dict[str, Any]:
     """One pass of the judge over the release under way: the verdict with its evidence, acted on if ``act``."""
+    from oncology.monitoring.engine.layout import PARQUET_PREFIX
     from oncology.release import evidence, plan
     from oncology.release.judge import HOLD, PROMOTE, ROLLBACK, Verdict, judge
     from oncology_model.release import current_plan
@@ -189,7 +190,8 @@ def judge_pass(settings: ReleaseSettings, now: datetime | None = None, act: bool
         verdict = judge(window.champion, window.candidate, settings, len(running.steps), window.paired, past_deadline)
     if not window.files and not verdict.tests:  # nothing logged at all: most likely a service that logs nowhere here
         verdict.reasons.append(
-            f"no prediction log in {log_store}/{evidence.PREFIX}/ for this window: the service writes it only with "
+            f"no prediction log in {log_store}/{evidence.PREFIX}/ for this window (nor compacted parts in "
+            f"{log_store}/{PARQUET_PREFIX}/): the service writes it only with "
             "ONCOLOGY_PREDICTION_LOG=true, to its store (or ONCOLOGY_PREDICTION_LOG_STORE, which the judge then needs "
             "too), every ONCOLOGY_PREDICTION_LOG_FLUSH_SECONDS")
     if not verdict.tests and (hint := _unrouted(running, window.champion.requests, window.candidate.requests)):
