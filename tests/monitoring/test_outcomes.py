@@ -407,8 +407,12 @@ def test_check_exit_codes_and_what_it_writes(tmp_path: Path) -> None:
     assert steady.returncode == 0, steady.stdout + steady.stderr
     assert "no alarm" in steady.stdout
     # the dashboard the service serves (the newest in the store) is written again, with the realized figures
+    # where it wrote, as drift says it: the store's location, then the key
     (dashboard,) = [line.removeprefix("dashboard: ") for line in steady.stdout.splitlines() if line.startswith("dashboard: ")]
-    page = LocalStore(tmp_path / "steady").read(dashboard).decode()
+    assert dashboard.startswith(f"{tmp_path / 'steady'}/monitoring/"), steady.stdout
+    (report_at,) = [line.removeprefix("report: ") for line in steady.stdout.splitlines() if line.startswith("report: ")]
+    assert Path(report_at).is_file() and Path(report_at).parent.parent.parent == tmp_path / "steady" / "monitoring", report_at
+    page = Path(dashboard).read_text()
     assert "realized performance" in page and "1.0.3" in page
 
     alarm = run("outcomes", "check", "--store", str(fallen(tmp_path / "fallen", 0.85)), "--chunk-size", "200")

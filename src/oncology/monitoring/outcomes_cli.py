@@ -97,7 +97,8 @@ def check(
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     try:
-        result = run_check(open_existing_store(settings.store), settings)
+        target = open_existing_store(settings.store)
+        result = run_check(target, settings)
     except OncologyError as exc:
         raise _fail(str(exc)) from None
     report = result.report
@@ -132,15 +133,15 @@ def check(
     if report["ambiguous_outcomes"]:
         _say(f"{report['ambiguous_outcomes']} ambiguous outcome(s) left out: each names a request id logged more "
              "than once (a /predict/batch request, or a reused X-Request-Id); give every prediction its own id")
-    _say(f"report: {result.key}" if result.key else "report not written")
+    # where it wrote, as `oncology drift` says it: the store's location and the key (to open or to copy)
+    _say(f"report: {target}/{result.key}" if result.key else "report not written")
     if result.table_key:
-        _say(f"table: {result.table_key}")
+        _say(f"table: {target}/{result.table_key}")
     if result.key:  # the dashboard shows the newest outcome check: write it again
         from oncology.monitoring.report import write_report as write_dashboard
-        from oncology_model.storage import open_store
 
         try:
-            _say(f"dashboard: {write_dashboard(open_store(settings.store))}")
+            _say(f"dashboard: {target}/{write_dashboard(target)}")
         except OncologyError as exc:
             typer.echo(f"warning: the dashboard was not written ({exc})", err=True)
     if result.status == "nothing":
