@@ -274,10 +274,12 @@ class Answer:
 class Retry:
     """The clients' retry policy for the window in which a lost node's pods are still in the Service's endpoints:
     each attempt on a new connection with a short timeout, another attempt after a connection error, a timeout or a
-    502/503/504, until ``budget`` seconds after the first. ``POST /predict`` only reads: retrying it is safe."""
+    502/503/504, until ``budget`` seconds after the first. ``POST /predict`` only reads: retrying it is safe.
+    The window measured without retries is 15-17 s (the last failed request after the kill, `_node_loss` (b)); the
+    budget is about four times it, so that a slow control plane (a loaded CI machine) does not fail the test."""
 
     attempt_timeout: float = 1.0
-    budget: float = 30.0
+    budget: float = 60.0
     pause: float = 0.1
     statuses: tuple[int, ...] = (502, 503, 504)
 
