@@ -677,8 +677,9 @@ class _ReadDeadline(HttpToolsProtocol):
                 and (self.cycle is None or self.cycle.response_complete)  # no answer of this connection pending
                 and not self.expect_100_continue and not self.parser.should_upgrade()):
             path, _, query = self.url.partition(b"?")
+            hot = self.hot.get(path)
             shedder = self.shedder
-            if shedder is not None and path not in _EXEMPT_BYTES:
+            if shedder is not None and (hot is not None or path not in _EXEMPT_BYTES):  # (a hot route is never exempt)
                 if shedder.work > shedder.max_lag and not shedder.admit():  # (nothing to shed below the budget: no call)
                     # no ASGI task, no scope: the cheapest answer this server can give (a shed costs as much CPU as
                     # a small prediction when it goes through the app)
@@ -686,7 +687,6 @@ class _ReadDeadline(HttpToolsProtocol):
                     self._keep_alive = self.parser.should_keep_alive()
                     return
                 self._admitted = True
-            hot = self.hot.get(path)
             if hot is not None and b"#" not in query and not self._socket.is_closing():
                 for name, value in self.headers:  # a body announced larger: the ASGI way at once (a 413 before the body)
                     if name == b"content-length" and not (value.isdigit() and int(value) <= INLINE_BODY):
@@ -864,6 +864,8 @@ def protocol(settings: ServeSettings, shedder: Shedder | None = None,
     ``listener`` (the socket uvicorn serves) when given, and ``front``'s hot routes answered inline when given and
     ``inline_hot_routes`` is on (``front``: the app served, behind ``shedder`` if given)."""
     inline = front is not None and settings.inline_hot_routes
+    if front is not None and front.hot.keys() & _EXEMPT_BYTES:  # (`on_headers_complete` takes a hot route for not exempt)
+        raise ValueError(f"a hot route is exempt from shedding: {sorted(front.hot.keys() & _EXEMPT_BYTES)}")
     return type("HttpToolsReadDeadline", (_ReadDeadline,),
                 {"read_timeout": settings.request_read_timeout,
                  "shedder": shedder if shedder is not None and shedder.max_lag > 0 else None,  # (0: shedding off)
