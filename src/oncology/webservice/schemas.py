@@ -22,7 +22,7 @@ from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Decision, P
 
 _Score = Annotated[int, msgspec.Meta(ge=SCORE_MIN, le=SCORE_MAX)]
 TumorIn: Any = msgspec.defstruct(
-    "TumorIn", [(name, _Score) for name in Tumor.model_fields], forbid_unknown_fields=True, frozen=True
+    "TumorIn", [(name, _Score) for name in FEATURES], forbid_unknown_fields=True, frozen=True
 )
 
 
