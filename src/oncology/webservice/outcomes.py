@@ -12,9 +12,9 @@ import asyncio
 import json
 import logging
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from oncology.outcomes import OutcomeBook, OutcomeIn
 from oncology.webservice import errors, schemas
@@ -32,21 +32,6 @@ log = logging.getLogger("oncology.webservice")
 LATEST_CHECK = "monitoring/outcome-checks/latest.json"
 
 _records = TypeAdapter(list[OutcomeIn])
-
-
-class OutcomeResult(BaseModel):
-    request_id: str
-    status: Literal["created", "unchanged"] = Field(
-        description="`created`: recorded now; `unchanged`: this request id already had this outcome (a no-op)."
-    )
-
-
-class OutcomesOut(BaseModel):
-    """What POST /outcomes recorded, record by record, in the order sent."""
-
-    created: int = Field(description="Outcomes recorded now.")
-    unchanged: int = Field(description="Outcomes their request ids already had (no-ops).")
-    results: list[OutcomeResult]
 
 
 class Outcomes(Handlers):
