@@ -171,7 +171,7 @@ OCCASIONAL = (
     ("GET", "/metrics", None, 200),
     ("POST", "/outcomes", [{"request_id": "4f9c2a7e1b3d5a60", "outcome": "malignant",
                             "observed_at": "2026-12-01T09:30:00+01:00", "source": "lean-test"}], 200),
-    ("POST", "/outcomes", [{"request_id": "4f9c2a7e1b3d5a60", "outcome": "maybe", "observed_at": "yesterday"}], 422),
+    ("POST", "/outcomes", [{"request_id": "4f9c2a7e1b3d5a60", "outcome": "maybe", "observed_at": "2026-12-01T09:30:00"}], 422),
     ("POST", "/outcomes", {"request_id": "x"}, 422),
 )
 PYDANTIC = ("pydantic", "pydantic_core", "pydantic_settings", "annotated_types")

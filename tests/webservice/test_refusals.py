@@ -5,12 +5,16 @@ type, message), so that a refused body's answer is the one it was when pydantic 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError, model_validator
 
+from oncology.outcomes import OutcomeIn, Stored
+from oncology.webservice import outcomes as service_outcomes
 from oncology.webservice import refusals, schemas
 from oncology.webservice.errors import APIError, from_pydantic
 from oncology_model.datamodel import FEATURES, Tumor
@@ -175,3 +179,86 @@ def test_a_refused_tumor_gets_the_answer_pydantic_gave(body: bytes) -> None:
 @settings(max_examples=400, deadline=None)
 def test_a_refused_batch_gets_the_answer_pydantic_gave(body: bytes) -> None:
     assert _answer(lambda b: list(schemas.decode_tumors(b, 10)), body) == _answer(_reference_many, body)
+
+
+# ---- outcomes: `OutcomeIn`'s verdicts and words, and its records --------------------------------------------------
+
+_OUTCOMES = TypeAdapter(list[OutcomeIn])
+
+
+@st.composite
+def _moments(draw: st.DrawFn) -> str:
+    """A time as RFC 3339 writes it, in its variants (separator, seconds, fraction, zone), some naive or ahead."""
+    moment = draw(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 1)))
+    text = moment.strftime("%Y-%m-%d") + draw(st.sampled_from("Tt _")) + moment.strftime("%H:%M")
+    if draw(st.booleans()):
+        text += moment.strftime(":%S")
+        if draw(st.booleans()):
+            text += "." + f"{moment.microsecond:06d}"[:draw(st.integers(1, 9))].ljust(draw(st.integers(1, 7)), "0")
+    zone = draw(st.sampled_from(["", "Z", "z", "+01:00", "-05:30", "+00:00", "-00:00", "+23:59", "+24:00", "+0100",
+                                 "+01", "+12:60"]))
+    return text + zone
+
+
+_IDS = st.one_of(st.from_regex(r"[A-Za-z0-9._:-]{1,6}", fullmatch=True), st.sampled_from(["", "a\n", "a b", "x" * 129,
+                                                                                        "é", "4f9c2a7e1b3d5a60"]),
+                 st.integers(), st.none(), st.booleans())
+_SOURCES = st.one_of(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9 ._:/@+-]{0,5}", fullmatch=True),
+                     st.sampled_from([" lab", "lab\n", "", "a" * 101, "lab-1"]), st.integers(), st.none())
+_OUTCOME_VALUES = st.sampled_from(["benign", "malignant", 2, 4, 3, "Benign", "x", None, True, False, 2.0, 4.5, [], {}])
+_TIMES = st.one_of(_moments(), st.sampled_from(["yesterday", "2026-12-01", "2026-13-01T09:30:00Z", "2026-02-30T09:30Z",
+                                                "2026-12-01T24:00:00Z", "2026-12-01T09:60Z", "2026-12-01T09:30:60Z",
+                                                "1700000000", "", "2026-12-01T09:30:00+01:00 "]),
+                   st.integers(), st.floats(allow_nan=False), st.none(), st.booleans(), st.lists(st.none(), max_size=1))
+_RECORDS = st.one_of(
+    st.fixed_dictionaries({"request_id": _IDS, "outcome": _OUTCOME_VALUES, "observed_at": _TIMES, "source": _SOURCES}),
+    st.dictionaries(st.sampled_from(["request_id", "outcome", "observed_at", "source", "extra"]),
+                    st.one_of(_IDS, _OUTCOME_VALUES, _TIMES), max_size=5),
+    _OUTCOME_VALUES,
+)
+
+
+def _reference_outcomes(body: bytes) -> list[tuple[str, str, str, str]]:
+    """``POST /outcomes``' decoder as it was, on pydantic (`OutcomeIn`)."""
+    schemas.check_utf8(body)
+    schemas.refuse_duplicate_keys(body)
+    try:
+        records = _OUTCOMES.validate_json(body)
+    except ValidationError as exc:
+        raise from_pydantic(service_outcomes._safe(exc.errors(include_url=False))) from None
+    return [(r.request_id, r.label, Stored.of(r, datetime.now(UTC)).observed_at, r.source) for r in records]
+
+
+def _decoded_outcomes(body: bytes) -> list[tuple[str, str, str, str]]:
+    return [(r.request_id, r.label, Stored.of(r, datetime.now(UTC)).observed_at, r.source)
+            for r in service_outcomes.decode_outcomes(body, 10)]
+
+
+@given(st.one_of(st.lists(_RECORDS, max_size=3), _RECORDS).map(_render))
+@settings(max_examples=1500, deadline=None)
+@example(b'[{"request_id": "4f9c2a7e1b3d5a60", "outcome": "maybe"}]')
+@example(b'{"request_id": "x"}')
+def test_outcomes_are_read_and_refused_as_outcome_in_reads_and_refuses_them(body: bytes) -> None:
+    assert _answer(_decoded_outcomes, body) == _answer(_reference_outcomes, body)
+
+
+def test_the_usual_bad_outcomes_are_told_without_pydantic() -> None:
+    """The times pydantic alone reads (a form other than the usual RFC 3339 one) go to it; the rest never do."""
+    usual = [{"request_id": "a", "outcome": "maybe", "observed_at": "2026-12-01T09:30:00", "source": " lab", "x": 1},
+             {"outcome": 2, "observed_at": "2999-01-01T00:00:00.5+01:00"}, 5]
+    records, found = refusals.outcomes_errors(usual)
+    assert [(e["type"], e["loc"]) for e in found] == [
+        ("literal_error", (0, "outcome")), ("timezone_aware", (0, "observed_at")),
+        ("string_pattern_mismatch", (0, "source")), ("extra_forbidden", (0, "x")), ("missing", (1, "request_id")),
+        ("value_error", (1, "observed_at")), ("missing", (1, "source")), ("model_type", (2,))]
+    with pytest.raises(refusals.Undecided):
+        refusals.outcomes_errors([{"observed_at": "yesterday"}])
+
+
+def test_an_outcome_a_little_ahead_of_the_clock_is_taken_as_outcome_in_takes_it() -> None:
+    """Clocks differ a little (`oncology.outcomes.CLOCK_SKEW`): two minutes ahead is taken, ten are refused."""
+    for minutes in (2, 10):
+        ahead = (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat()
+        body = _render([{"request_id": "a", "outcome": 4, "observed_at": ahead, "source": "lab"}])
+        assert _answer(_decoded_outcomes, body) == _answer(_reference_outcomes, body)
+        assert (len(refusals.outcomes_errors(json.loads(body))[1]) == 1) == (minutes == 10)

@@ -5,7 +5,8 @@ A serving worker holds what it imports for as long as it serves, and pydantic is
 shapes (a tumor, an array of them) are written here: `json_invalid` says where a body stops being JSON as
 pydantic's JSON parser (jiter) says it, and `tumor_errors`, `tumors_errors` list every bad field as
 pydantic's `Tumor` (strict scores, integral floats read as the integers they equal) lists them: same order,
-locations, inputs, types and messages.  Each returns pydantic's error dicts (``type``, ``loc``, ``msg``,
+locations, inputs, types and messages; `outcomes_errors` does so for outcomes (`OutcomeIn`), but for a time
+written in a form other than the usual RFC 3339 one, whose verdict it leaves to pydantic (`Undecided`).  Each returns pydantic's error dicts (``type``, ``loc``, ``msg``,
 ``input``), which `errors.from_pydantic` renders.  tests/webservice/test_refusals.py holds them to pydantic
 over generated bodies.
 """
@@ -13,8 +14,12 @@ over generated bodies.
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
 
+from oncology import outcomes
+from oncology.outcomes import CODES, REQUEST_ID_PATTERN, SOURCE_PATTERN, Outcome
 from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN
 
 #: jiter's limits: containers nested deeper are refused, as are integers with more digits than Python reads.
@@ -322,3 +327,105 @@ def tumors_errors(doc: Any) -> list[dict[str, Any]]:
     if type(doc) is not list:
         return [{"type": "list_type", "loc": (), "msg": "Input should be a valid array", "input": doc}]
     return [error for i, item in enumerate(doc) for error in tumor_errors(item, (i,))]
+
+
+# ---- outcomes (POST /outcomes): `OutcomeIn`'s checks and words ------------------------------------------------------
+
+class Undecided(Exception):
+    """A value whose verdict is left to pydantic (a time written in a form other than the usual RFC 3339 one, say):
+    the caller validates the body with `OutcomeIn` instead."""
+
+
+def _pattern(pattern: str) -> re.Pattern[str]:
+    # pydantic's ``$`` is the end of the text; Python's ``$`` also matches before a final newline
+    return re.compile(pattern.removesuffix("$") + r"\Z")
+
+
+_REQUEST_ID: Final = _pattern(REQUEST_ID_PATTERN)
+_SOURCE: Final = _pattern(SOURCE_PATTERN)
+#: RFC 3339 as it is usually written (seconds and time zone optional, up to 6 digits of a second): read here.
+_MOMENT: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt_ ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?"
+                            r"(?:([Zz])|([+-])(\d{2}):(\d{2}))?\Z", re.ASCII)
+_OUTCOMES: Final = ("benign", "malignant")
+
+
+def _text_error(value: Any, pattern: re.Pattern[str], written: str) -> tuple[str, str] | None:
+    if type(value) is not str:
+        return "string_type", "Input should be a valid string"
+    if not pattern.match(value):
+        return "string_pattern_mismatch", f"String should match pattern '{written}'"
+    return None
+
+
+def _moment(value: Any) -> tuple[datetime | None, tuple[str, str] | None]:
+    """``observed_at`` read as `OutcomeIn` reads it: the time, or the error; `Undecided` for a form not read here."""
+    if value is None or type(value) is int:
+        return None, ("datetime_type", "Input should be a valid datetime")
+    found = _MOMENT.match(value) if type(value) is str else None
+    if found is None:
+        raise Undecided
+    year, month, day, hour, minute, second, fraction, zulu, sign, tz_hours, tz_minutes = found.groups()
+    if int(second or 0) > 59 or (tz_hours and (int(tz_hours) > 23 or int(tz_minutes) > 59)):
+        raise Undecided
+    offset = None
+    if zulu:
+        offset = UTC
+    elif sign:
+        minutes = int(tz_hours) * 60 + int(tz_minutes)
+        offset = timezone(timedelta(minutes=-minutes if sign == "-" else minutes))
+    try:
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0),
+                          int((fraction or "").ljust(6, "0")), offset)
+    except ValueError:  # a month, day, hour or minute out of its range
+        raise Undecided from None
+    if offset is None:
+        return None, ("timezone_aware", "Input should have timezone info")
+    if moment > outcomes._now() + outcomes.CLOCK_SKEW:
+        return None, ("value_error", f"Value error, {moment.isoformat()} is in the future")
+    return moment, None
+
+
+def outcome_errors(doc: Any, loc: tuple[int, ...]) -> tuple[Outcome | None, list[dict[str, Any]]]:
+    """An outcome (a decoded JSON value) read as `OutcomeIn` reads it: the record, or pydantic's errors (the fields in
+    order, then extra keys); `Undecided` for a value whose verdict is pydantic's to give."""
+    if type(doc) is not dict:
+        return None, [{"type": "model_type", "loc": loc, "msg": "Input should be an object", "input": doc}]
+    found: list[dict[str, Any]] = []
+
+    def check(name: str, error: tuple[str, str] | None) -> None:
+        if name not in doc:
+            found.append({"type": "missing", "loc": (*loc, name), "msg": "Field required", "input": doc})
+        elif error is not None:
+            found.append({"type": error[0], "loc": (*loc, name), "msg": error[1], "input": doc[name]})
+
+    request_id, outcome, observed_at, source = (doc.get(k) for k in ("request_id", "outcome", "observed_at", "source"))
+    check("request_id", _text_error(request_id, _REQUEST_ID, REQUEST_ID_PATTERN))
+    if type(outcome) is float:
+        raise Undecided  # (pydantic takes 2.0 for the literal 2)
+    valid_outcome = (type(outcome) is str and outcome in _OUTCOMES) or (type(outcome) is int and outcome in CODES)
+    check("outcome", None if valid_outcome else ("literal_error", "Input should be 'benign', 'malignant', 2 or 4"))
+    moment, error = _moment(observed_at) if "observed_at" in doc else (None, None)
+    check("observed_at", error)
+    check("source", _text_error(source, _SOURCE, SOURCE_PATTERN))
+    found += [{"type": "extra_forbidden", "loc": (*loc, key), "msg": "Extra inputs are not permitted", "input": value}
+              for key, value in doc.items() if key not in _OUTCOME_FIELDS]
+    if found or moment is None:
+        return None, found
+    return Outcome(doc["request_id"], doc["outcome"], moment, doc["source"]), []
+
+
+_OUTCOME_FIELDS: Final = frozenset({"request_id", "outcome", "observed_at", "source"})
+
+
+def outcomes_errors(doc: Any) -> tuple[list[Outcome], list[dict[str, Any]]]:
+    """An array of outcomes read as ``list[OutcomeIn]`` reads it: the records, or pydantic's errors (`Undecided`)."""
+    if type(doc) is not list:
+        return [], [{"type": "list_type", "loc": (), "msg": "Input should be a valid array", "input": doc}]
+    records: list[Outcome] = []
+    found: list[dict[str, Any]] = []
+    for i, item in enumerate(doc):
+        record, errors = outcome_errors(item, (i,))
+        found += errors
+        if record is not None:
+            records.append(record)
+    return ([], found) if found else (records, [])
