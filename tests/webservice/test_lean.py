@@ -171,7 +171,8 @@ OCCASIONAL = (
     ("GET", "/metrics", None, 200),
     ("POST", "/outcomes", [{"request_id": "4f9c2a7e1b3d5a60", "outcome": "malignant",
                             "observed_at": "2026-12-01T09:30:00+01:00", "source": "lean-test"}], 200),
-    ("POST", "/outcomes", [{"request_id": "4f9c2a7e1b3d5a60", "outcome": "maybe", "observed_at": "2026-12-01T09:30:00"}], 422),
+    ("POST", "/outcomes", [{"request_id": "4f9c2a7e1b3d5a60", "outcome": "maybe", "observed_at": "yesterday"},
+                           {"request_id": "x", "outcome": 2, "observed_at": "2026-12-01T09:30:00", "source": "lab"}], 422),
     ("POST", "/outcomes", {"request_id": "x"}, 422),
 )
 PYDANTIC = ("pydantic", "pydantic_core", "pydantic_settings", "annotated_types")

@@ -78,8 +78,8 @@ class Outcomes(Handlers):
 def decode_outcomes(body: bytes, limit: int) -> Sequence[OutcomeRecord]:
     """A JSON array of outcomes; 400 (not JSON), 422 (every bad field, by index; more than ``limit`` records: the
     document's ``maxItems``, a schema limit like a batch's rows; 413 is for bytes).  Read as ``list[OutcomeIn]``
-    reads it, in its words, without pydantic (`refusals.outcomes_errors`), but for a time in a form read only by
-    pydantic: then by `OutcomeIn` itself (loaded then)."""
+    reads it, in its words, without pydantic (`refusals.outcomes_errors`), but for the rare values whose verdict is
+    left to pydantic (a Unix time, say): then by `OutcomeIn` itself (loaded then)."""
     schemas.check_utf8(body)
     schemas.refuse_duplicate_keys(body)
     records: Sequence[OutcomeRecord]

@@ -5,8 +5,9 @@ A serving worker holds what it imports for as long as it serves, and pydantic is
 shapes (a tumor, an array of them) are written here: `json_invalid` says where a body stops being JSON as
 pydantic's JSON parser (jiter) says it, and `tumor_errors`, `tumors_errors` list every bad field as
 pydantic's `Tumor` (strict scores, integral floats read as the integers they equal) lists them: same order,
-locations, inputs, types and messages; `outcomes_errors` does so for outcomes (`OutcomeIn`), but for a time
-written in a form other than the usual RFC 3339 one, whose verdict it leaves to pydantic (`Undecided`).  Each returns pydantic's error dicts (``type``, ``loc``, ``msg``,
+locations, inputs, types and messages; `outcomes_errors` does so for outcomes (`OutcomeIn`, its times read and
+refused as pydantic's parser, speedate, reads and refuses them), but for a time written as a number (a Unix
+time), a float outcome and a few rarer forms, whose verdict it leaves to pydantic (`Undecided`).  Each returns pydantic's error dicts (``type``, ``loc``, ``msg``,
 ``input``), which `errors.from_pydantic` renders.  tests/webservice/test_refusals.py holds them to pydantic
 over generated bodies.
 """
@@ -343,9 +344,10 @@ def _pattern(pattern: str) -> re.Pattern[str]:
 
 _REQUEST_ID: Final = _pattern(REQUEST_ID_PATTERN)
 _SOURCE: Final = _pattern(SOURCE_PATTERN)
-#: RFC 3339 as it is usually written (seconds and time zone optional, up to 6 digits of a second): read here.
-_MOMENT: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt_ ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?"
-                            r"(?:([Zz])|([+-])(\d{2}):(\d{2}))?\Z", re.ASCII)
+#: The integers pydantic reads as such (64 bits, signed).
+_I64: Final = (-(1 << 63), (1 << 63) - 1)
+#: A number, which pydantic reads as a Unix time (in seconds or milliseconds): its verdict is pydantic's.
+_NUMBER: Final = re.compile(r"[+-]?[0-9.]+", re.ASCII)
 _OUTCOMES: Final = ("benign", "malignant")
 
 
@@ -357,29 +359,100 @@ def _text_error(value: Any, pattern: re.Pattern[str], written: str) -> tuple[str
     return None
 
 
+class _Bad(Exception):
+    """A time pydantic refuses, with its reason (speedate's words)."""
+
+
+def _digits(data: bytes, start: int, count: int, reason: str) -> int:
+    piece = data[start : start + count]
+    if len(piece) != count or not piece.isdigit():
+        raise _Bad(reason)
+    return int(piece)
+
+
+def _parse_moment(data: bytes) -> tuple[int, int, int, int, int, int, int, int | None]:
+    """RFC 3339 as pydantic's parser (speedate) reads it: year, month, day, hour, minute, second, microsecond and the
+    zone's offset in minutes (None: no zone); `_Bad` with its reason; `Undecided` where its verdict is not known here."""
+    if len(data) < 10:
+        raise _Bad("input is too short")
+    year = _digits(data, 0, 4, "invalid character in year")
+    if data[4:5] != b"-":
+        raise _Bad("invalid date separator, expected `-`")
+    month = _digits(data, 5, 2, "invalid character in month")
+    if data[7:8] != b"-":
+        raise _Bad("invalid date separator, expected `-`")
+    day = _digits(data, 8, 2, "invalid character in day")
+    if not 1 <= month <= 12:
+        raise _Bad("month value is outside expected range of 1-12")
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not 1 <= day <= (29 if leap and month == 2 else (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month - 1]):
+        raise _Bad("day value is outside expected range")
+    if data[10:11] not in (b"T", b"t", b" ", b"_"):
+        raise _Bad("invalid datetime separator, expected `T`, `t`, `_` or space")
+    if len(data) - 11 < 5:
+        raise _Bad("input is too short")
+    hour = _digits(data, 11, 2, "invalid character in hour")
+    if data[13:14] != b":":
+        raise _Bad("invalid time separator, expected `:`")
+    minute = _digits(data, 14, 2, "invalid character in minute")
+    second = microsecond = 0
+    at = 16
+    if data[16:17] == b":":
+        second = _digits(data, 17, 2, "invalid character in second")
+        at = 19
+        if data[19:20] in (b".", b","):
+            end = 20
+            while data[end : end + 1].isdigit():
+                end += 1
+            if end == 20:
+                if data[19:20] == b",":
+                    raise Undecided
+                raise _Bad("second fraction digits missing after `.`")
+            microsecond = int(data[20 : min(end, 26)].ljust(6, b"0"))
+            at = end
+    for value, most, what in ((hour, 23, "hour"), (minute, 59, "minute"), (second, 59, "second")):
+        if value > most:
+            raise _Bad(f"{what} value is outside expected range of 0-{most}")
+    offset = None
+    if at < len(data):
+        sign = data[at : at + 1]
+        if sign in (b"Z", b"z"):
+            offset, at = 0, at + 1
+        elif sign in (b"+", b"-"):
+            tz_hours = _digits(data, at + 1, 2, "invalid timezone hour")
+            at += 3
+            if data[at : at + 1] == b":":
+                at += 1
+            tz_minutes = _digits(data, at, 2, "invalid timezone minute")
+            at += 2
+            if tz_minutes > 59:
+                raise Undecided
+            offset = (tz_hours * 60 + tz_minutes) * (-1 if sign == b"-" else 1)
+            if abs(offset) >= 24 * 60:
+                raise _Bad("timezone offset must be less than 24 hours")
+        else:
+            raise _Bad("invalid timezone sign")
+        if at < len(data):
+            raise _Bad("unexpected extra characters at the end of the input")
+    if year == 0:
+        raise Undecided
+    return year, month, day, hour, minute, second, microsecond, offset
+
+
 def _moment(value: Any) -> tuple[datetime | None, tuple[str, str] | None]:
     """``observed_at`` read as `OutcomeIn` reads it: the time, or the error; `Undecided` for a form not read here."""
-    if value is None or type(value) is int:
+    if value is None or (type(value) is int and _I64[0] <= value <= _I64[1]):
         return None, ("datetime_type", "Input should be a valid datetime")
-    found = _MOMENT.match(value) if type(value) is str else None
-    if found is None:
+    if type(value) is not str or _NUMBER.fullmatch(value):
         raise Undecided
-    year, month, day, hour, minute, second, fraction, zulu, sign, tz_hours, tz_minutes = found.groups()
-    if int(second or 0) > 59 or (tz_hours and (int(tz_hours) > 23 or int(tz_minutes) > 59)):
-        raise Undecided
-    offset = None
-    if zulu:
-        offset = UTC
-    elif sign:
-        minutes = int(tz_hours) * 60 + int(tz_minutes)
-        offset = timezone(timedelta(minutes=-minutes if sign == "-" else minutes))
     try:
-        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0),
-                          int((fraction or "").ljust(6, "0")), offset)
-    except ValueError:  # a month, day, hour or minute out of its range
-        raise Undecided from None
+        year, month, day, hour, minute, second, microsecond, offset = _parse_moment(value.encode())
+    except _Bad as exc:
+        return None, ("datetime_parsing", f"Input should be a valid datetime, {exc}")
     if offset is None:
         return None, ("timezone_aware", "Input should have timezone info")
+    zone = UTC if offset == 0 else timezone(timedelta(minutes=offset))
+    moment = datetime(year, month, day, hour, minute, second, microsecond, zone)
     if moment > outcomes._now() + outcomes.CLOCK_SKEW:
         return None, ("value_error", f"Value error, {moment.isoformat()} is in the future")
     return moment, None
@@ -400,8 +473,8 @@ def outcome_errors(doc: Any, loc: tuple[int, ...]) -> tuple[Outcome | None, list
 
     request_id, outcome, observed_at, source = (doc.get(k) for k in ("request_id", "outcome", "observed_at", "source"))
     check("request_id", _text_error(request_id, _REQUEST_ID, REQUEST_ID_PATTERN))
-    if type(outcome) is float:
-        raise Undecided  # (pydantic takes 2.0 for the literal 2)
+    if type(outcome) is float or (type(outcome) is int and not _I64[0] <= outcome <= _I64[1]):
+        raise Undecided  # (pydantic takes 2.0 for the literal 2, and words an integer past 64 bits its own way)
     valid_outcome = (type(outcome) is str and outcome in _OUTCOMES) or (type(outcome) is int and outcome in CODES)
     check("outcome", None if valid_outcome else ("literal_error", "Input should be 'benign', 'malignant', 2 or 4"))
     moment, error = _moment(observed_at) if "observed_at" in doc else (None, None)
