@@ -50,28 +50,28 @@ from oncology.webservice.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 
 FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
 
-#: A worker's parts, imported in this order by ``--parts`` (``STORE``: the store's path).  pydantic comes apart in
-#: three: its compiled core, its modules, and the schema machinery it loads to build its first model; then the
-#: settings built on them.
+#: A worker's parts, imported in this order by ``--parts`` (``STORE``: the store's path); last, pydantic and the models
+#: built on it, which a worker does not load (the other commands and the tests do).
 PARTS: tuple[tuple[str, str, bool], ...] = (  # (what, the code that imports it, whether it is pydantic's or built on it)
     ("the standard library every part needs (asyncio, ssl, hashlib, logging, importlib.metadata...)",
      "import asyncio, concurrent.futures, dataclasses, datetime, email.message, hashlib, importlib.metadata, json, "
      "logging, multiprocessing, pathlib, shutil, signal, socket, ssl, tempfile, typing, uuid, zipfile", False),
-    ("pydantic-core, pydantic's compiled core", "import pydantic_core", True),
-    ("pydantic's modules", "import pydantic; from pydantic import BaseModel, Field, TypeAdapter", True),
-    ("pydantic's schema machinery, loaded by the first model", "class First(BaseModel):\n    x: int = 0", True),
-    ("ServeSettings, and the settings read", "from oncology.settings import ServeSettings; ServeSettings(store=STORE)", True),
-    ("oncology_model, its `Tumor` (a pydantic model) included", "import oncology_model", False),
+    ("ServeSettings, and the settings read", "from oncology.settings import ServeSettings; ServeSettings(store=STORE)", False),
+    ("oncology_model (its pydantic `Tumor` is not loaded)", "import oncology_model", False),
     ("uvicorn, uvloop, httptools", "import uvicorn, uvloop, httptools", False),
     ("Starlette", "import starlette.applications", False),
     ("prometheus_client", "import prometheus_client", False),
     ("msgspec", "import msgspec", False),
-    ("the service's own modules (its pydantic request models included)", "import oncology.serving, oncology.webservice.server",
-     False),
+    ("the service's own modules (the reference decoders and the OpenAPI components included)",
+     "import oncology.serving, oncology.webservice.server, oncology.webservice.refusals, "
+     "oncology.webservice.openapi", False),
     ("grpc", "import grpc", False),
     ("grpc_health", "import grpc_health.v1.health", False),
     ("the service's gRPC module and generated messages", "import oncology.webservice.grpc", False),
     ("grpc_reflection (loaded by the first reflection call)", "import grpc_reflection.v1alpha.reflection", False),
+    ("not in a worker: pydantic, its models (Tumor, OutcomeIn, ServeSettings' schema) and its first schema build",
+     "import pydantic_core, pydantic; from oncology_model import Tumor; from oncology.outcomes import OutcomeIn; "
+     "from oncology.serve_settings_model import model; model()", True),
 )
 _PARTS_PROGRAM = """
 import json, sys
@@ -225,7 +225,7 @@ def report_parts(store: Path, rounds: int) -> None:
     for i, (label, _, _) in enumerate(PARTS, start=1):
         print(f"| {label} | {statistics.median(r[i] - r[i - 1] for r in runs):.1f} |")
     pydantic = [i for i, (_, _, of_pydantic) in enumerate(PARTS, start=1) if of_pydantic]
-    print(f"| (pydantic's parts and the models built on them, together) | "
+    print(f"| (pydantic's part, which a worker does not load) | "
           f"{statistics.median(sum(r[i] - r[i - 1] for i in pydantic) for r in runs):.1f} |")
 
 

@@ -86,3 +86,24 @@ def test_from_class_refuses_anything_else_naming_the_value(bad: object) -> None:
 def test_from_classifier_refuses_anything_else_naming_the_value(bad: object) -> None:
     with pytest.raises(ValueError, match=repr(bad).replace("(", r"\(").replace(")", r"\)")):
         Prediction.from_classifier(bad)
+
+
+def test_tumor_declares_the_features_in_order_with_their_descriptions() -> None:
+    """`FEATURE_DESCRIPTIONS` is the one definition of the features; `Tumor` (pydantic) holds to it."""
+    from oncology_model.datamodel import FEATURE_DESCRIPTIONS, TUMOR_EXAMPLE
+
+    assert tuple(Tumor.model_fields) == FEATURES == tuple(FEATURE_DESCRIPTIONS)
+    assert {name: field.description for name, field in Tumor.model_fields.items()} == FEATURE_DESCRIPTIONS
+    assert Tumor(**TUMOR_EXAMPLE).as_row() == tuple(TUMOR_EXAMPLE.values())
+
+
+def test_the_package_and_its_classifier_load_without_pydantic_until_tumor_is_asked_for() -> None:
+    import subprocess
+    import sys
+
+    program = ("import sys, oncology_model, oncology_model.classifier, oncology_model.datamodel as d\n"
+               "print(sorted(m for m in sys.modules if m.startswith('pydantic')))\n"
+               "from oncology_model import Tumor\n"
+               "print(Tumor is d.Tumor, 'pydantic' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split("\n")[:2] == ["[]", "True True"], done.stdout + done.stderr

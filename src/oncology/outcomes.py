@@ -5,8 +5,9 @@ An outcome names the request id of the prediction it is about, the outcome (``be
 zone, not in the future) and its source (a lab, an export).  Nothing else is kept: no patient value
 beyond what the join with the prediction log needs.
 
-Both ways in, ``POST /outcomes`` on the service and ``oncology outcomes import FILE``, validate with
-`OutcomeIn` and hand the records to `OutcomeBook.record`.  This module sits one floor below the web
+Both ways in, ``POST /outcomes`` on the service and ``oncology outcomes import FILE``, validate as
+`OutcomeIn` (the pydantic model, `oncology.outcomes_in`, loaded on first use; the service checks the same
+without pydantic) and hand the records to `OutcomeBook.record`.  This module sits one floor below the web
 service and the monitoring wing, so that neither imports the other.
 
 In the store::
@@ -33,12 +34,15 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Literal
-
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from oncology_model.errors import ConflictError, OncologyError
 from oncology_model.storage import Store
+
+if TYPE_CHECKING:
+    from oncology.outcomes_in import OBSERVED_AT_FORM as OBSERVED_AT_FORM
+    from oncology.outcomes_in import OutcomeIn as OutcomeIn
+    from oncology.outcomes_in import validation_problems as validation_problems
 
 #: The records, Hive-partitioned by the UTC date of ``observed_at``.
 PREFIX: Final = "monitoring/outcomes"
@@ -59,41 +63,41 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class OutcomeIn(BaseModel):
-    """One outcome: the truth about the prediction answered under ``request_id``."""
+class OutcomeRecord(Protocol):
+    """What `OutcomeBook.record` reads of an outcome: an `OutcomeIn` (pydantic, `oncology.outcomes_in`), or the
+    service's `Outcome` (read without pydantic, with the same checks: `oncology.webservice.outcomes`)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        frozen=True,
-        json_schema_extra={"examples": [{
-            "request_id": "4f9c2a7e1b3d5a60", "outcome": "malignant", "observed_at": "2026-12-01T09:30:00+01:00",
-            "source": "pathology-lab-1",
-        }]},
-    )
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def observed_at(self) -> datetime: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def label(self) -> str: ...
 
-    request_id: str = Field(
-        pattern=REQUEST_ID_PATTERN,
-        description="The request id of the prediction (the `X-Request-Id` its answer carried).",
-    )
-    outcome: Literal["benign", "malignant", 2, 4] = Field(
-        description="The truth: `benign` or `malignant` (or the UCI codes 2 and 4)."
-    )
-    observed_at: Annotated[AwareDatetime, Field(description=(
-        "When the outcome was observed (e.g. the histology report): ISO 8601 with a time zone, not in the future."))]
-    source: str = Field(pattern=SOURCE_PATTERN, description="Where the outcome comes from (a lab, an export); no patient data.")
 
-    @field_validator("observed_at")
-    @classmethod
-    def _not_in_the_future(cls, value: datetime) -> datetime:
-        if value > _now() + CLOCK_SKEW:
-            raise ValueError(f"{value.isoformat()} is in the future")
-        return value
+@dataclass(frozen=True)
+class Outcome:
+    """One outcome, checked as `OutcomeIn` checks it (``observed_at`` time-zone aware, not in the future)."""
+
+    request_id: str
+    outcome: str | int
+    observed_at: datetime
+    source: str
 
     @property
     def label(self) -> str:
         """``benign`` or ``malignant``."""
         return CODES[self.outcome] if isinstance(self.outcome, int) else self.outcome
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("OutcomeIn", "validation_problems", "OBSERVED_AT_FORM"):  # pydantic's: loaded on first use
+        from oncology import outcomes_in
+
+        return getattr(outcomes_in, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ class Stored:
         return cls(**json.loads(data))
 
     @classmethod
-    def of(cls, record: OutcomeIn, received_at: datetime) -> Stored:
+    def of(cls, record: OutcomeRecord, received_at: datetime) -> Stored:
         return cls(record.request_id, record.label, _utc(record.observed_at), record.source, _utc(received_at))
 
     def describe(self) -> str:
@@ -184,7 +188,7 @@ class OutcomeBook:
         self.store = store
         self._clock = clock
 
-    def record(self, records: Sequence[OutcomeIn]) -> Intake:
+    def record(self, records: Sequence[OutcomeRecord]) -> Intake:
         """Claim each record's request id, keep conflicts, then write the batch's data file(s).
 
         Conflicts are reported in the result, not raised (the other records of the batch are kept);
@@ -238,20 +242,3 @@ class OutcomeBook:
     def read_claim(self, request_id: str) -> Stored | None:
         key = claim_key(request_id)
         return Stored.decode(self.store.read(key)) if self.store.exists(key) else None
-
-
-#: how ``observed_at`` is written, for the messages about a time that is not
-OBSERVED_AT_FORM: Final = "ISO 8601 with a time zone, e.g. 2026-12-05T10:00:00+01:00"
-
-
-def validation_problems(exc: ValidationError) -> list[tuple[str, Any, str]]:
-    """(field, value, reason) of each problem pydantic found in one record."""
-    problems = []
-    for e in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in e["loc"]) or "record"
-        value = None if e["type"] == "missing" else e.get("input")
-        reason = e["msg"].removeprefix("Value error, ")
-        if where.endswith("observed_at") and (e["type"].startswith("datetime") or e["type"] == "timezone_aware"):
-            reason += f" (write {OBSERVED_AT_FORM})"  # a spreadsheet's own date format is the usual cause
-        problems.append((where, value, reason))
-    return problems

@@ -41,8 +41,6 @@ def _fail(message: str, code: int = 2) -> SystemExit:
 def run(store: str | None = None, model: str | None = None, host: str | None = None, port: int | None = None,
         workers: int | None = None, grpc_port: int | None = None) -> None:
     """``oncology serve`` with these options (None: the setting's environment variable, else its default)."""
-    from pydantic import ValidationError
-
     from oncology.settings import ServeSettings
     from oncology.webservice.model import ModelHolder
     from oncology.webservice.server import check_grpc_port, listen
@@ -53,8 +51,8 @@ def run(store: str | None = None, model: str | None = None, host: str | None = N
     try:
         settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
         settings.tokens()
-    except (ValidationError, ValueError) as exc:  # a bad setting: one line naming it, as the other commands say it
-        raise _fail(_one_line(exc) if isinstance(exc, ValidationError) else str(exc)) from None
+    except ValueError as exc:  # a bad setting (pydantic's ValidationError is one): one line naming it, as the other
+        raise _fail(_one_line(exc) if _validation_error(exc) else str(exc)) from None  # commands say it
     try:  # fail fast on a model that can never load: a missing store, an unknown version, a tampered bundle
         ModelHolder(settings).load()
     except StoreUnavailable as exc:  # ... but a store that is down may come back: start live, not ready
@@ -73,6 +71,13 @@ def run(store: str | None = None, model: str | None = None, host: str | None = N
         sys.stderr.write(f"gRPC (Open Inference Protocol): {settings.host}:{settings.grpc_port}\n")
     sys.stderr.flush()
     run_server(settings, sock)
+
+
+def _validation_error(exc: ValueError) -> bool:
+    """Whether ``exc`` is pydantic's `ValidationError` (only raised once pydantic is loaded: a worker whose settings
+    are read without it never loads it)."""
+    core = sys.modules.get("pydantic_core")
+    return core is not None and isinstance(exc, core.ValidationError)
 
 
 def _one_line(exc: Any) -> str:

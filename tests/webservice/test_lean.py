@@ -3,6 +3,7 @@ need them (the e2e tier found a V2 decoder importing numpy only once the image w
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
@@ -148,3 +149,58 @@ def test_grpc_reflection_is_loaded_by_its_first_call_not_at_start_up(serve, trai
         services = ProtoReflectionDescriptorDatabase(channel).get_services()  # what grpcurl asks first
         assert sorted(services) == ["grpc.health.v1.Health", REFLECTION_SERVICE, "inference.GRPCInferenceService"]
     assert set(REFLECTION_MODULES) <= _imported(server.logs())
+
+
+# ---- a serving worker without pydantic: ~10 MB of its resident memory (docs/grpc.md, "Cost") ---------------------
+
+#: What a production worker sees once in a while besides predictions, each with the status it must answer: refused
+#: bodies on each protocol (REST, batch, SageMaker, V2), the document and its page, a scrape, outcomes good and bad.
+OCCASIONAL = (
+    ("POST", "/predict", {**EXAMPLE, "mitoses": 11, "bare_nuclei": "x"}, 422),
+    ("POST", "/predict", b"{not json", 400),
+    ("POST", "/predict", {**EXAMPLE, "extra": 1}, 422),
+    ("POST", "/predict", [EXAMPLE], 422),
+    ("POST", "/predict/batch", [EXAMPLE, {"clump_thickness": 0}], 422),
+    ("POST", "/predict/batch", {"rows": 1}, 422),
+    ("POST", "/invocations", {"clump_thickness": 2.5}, 422),
+    ("POST", "/v2/models/oncology/infer", {"inputs": [{"name": "tumor", "shape": [1, 9], "datatype": "INT64",
+                                                       "data": [5, 1, 1]}]}, 422),
+    ("POST", "/v2/models/oncology/infer", {"inputs": "tumor"}, 422),
+    ("GET", "/openapi.json", None, 200),
+    ("GET", "/docs", None, 200),
+    ("GET", "/metrics", None, 200),
+    ("POST", "/outcomes", [{"request_id": "4f9c2a7e1b3d5a60", "outcome": "malignant",
+                            "observed_at": "2026-12-01T09:30:00+01:00", "source": "lean-test"}], 200),
+    ("POST", "/outcomes", [{"request_id": "4f9c2a7e1b3d5a60", "outcome": "maybe", "observed_at": "yesterday"},
+                           {"request_id": "x", "outcome": 2, "observed_at": "2026-12-01T09:30:00", "source": "lab"}], 422),
+    ("POST", "/outcomes", {"request_id": "x"}, 422),
+)
+PYDANTIC = ("pydantic", "pydantic_core", "pydantic_settings", "annotated_types")
+
+
+def test_a_serving_worker_under_its_usual_requests_never_loads_pydantic(serve, trained_store: Path) -> None:  # type: ignore[no-untyped-def]
+    grpc_port = free_port()
+    server = serve({"ONCOLOGY_STORE": str(trained_store), "ONCOLOGY_GRPC_PORT": str(grpc_port),
+                    "ONCOLOGY_OUTCOMES": "true", "ONCOLOGY_API_TOKENS": "t1, t2", "ONCOLOGY_RELOAD_INTERVAL": "0.5",
+                    "ONCOLOGY_DRAIN_SECONDS": "0", "PYTHONPROFILEIMPORTTIME": "1"})
+    headers = {"Authorization": "Bearer t2", "Content-Type": "application/json"}
+    assert httpx.post(f"{server.url}/predict", json=EXAMPLE, headers=headers).status_code == 200
+    for method, path, body, status in OCCASIONAL:
+        content = body if isinstance(body, bytes) else None if body is None else json.dumps(body).encode()
+        answer = httpx.request(method, f"{server.url}{path}", content=content, headers=headers)
+        assert answer.status_code == status, (method, path, body, answer.text)
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name="oncology", raw_input_contents=[struct.pack("<9q", *EXAMPLE.values())])
+        request.inputs.add(name="tumor", datatype="INT64", shape=[1, 9])
+        assert len(stub.ModelInfer(request, metadata=(("authorization", "Bearer t1"),)).outputs) == 3
+        bad = pb.ModelInferRequest(model_name="oncology", raw_input_contents=[b"\0" * 8])
+        bad.inputs.add(name="tumor", datatype="FP64", shape=[1, 9])
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(bad, metadata=(("authorization", "Bearer t1"),))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    stop_server(server)
+    assert server.proc.returncode == 0, server.logs()[-3000:]
+    imported = _imported(server.logs())
+    assert {"oncology.serving", "oncology.webservice.outcomes", "oncology.webservice.grpc"} <= imported, sorted(imported)
+    assert not {m for m in imported for prefix in PYDANTIC if m == prefix or m.startswith(prefix + ".")}

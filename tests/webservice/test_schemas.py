@@ -16,6 +16,8 @@ from oncology.webservice.errors import APIError
 from oncology.webservice.openapi import openapi_document
 from oncology_model.datamodel import FEATURES
 
+from .test_refusals import TumorJSON
+
 values = st.one_of(
     st.integers(-3, 14), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(),
     st.text(max_size=3), st.lists(st.integers(1, 10), max_size=2), st.just(3.0),
@@ -31,7 +33,7 @@ tumors = st.one_of(
 
 def pydantic_row(body: bytes) -> tuple[int, ...] | None:
     try:
-        return schemas.TumorJSON.model_validate_json(body).as_row()  # the reference: Tumor, integral floats read as ints
+        return TumorJSON.model_validate_json(body).as_row()  # the reference: Tumor, integral floats read as ints
     except ValidationError:
         return None
 

@@ -6,13 +6,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oncology_model.bundle import Bundle, Referral
-from oncology_model.datamodel import FEATURES, Decision, Prediction, Tumor
+from oncology_model.datamodel import FEATURES, Decision, Prediction
 from oncology_model.errors import BundleError
 from oncology_model.registry import CHAMPION, ModelRegistry
 from oncology_model.storage import open_store
+
+if TYPE_CHECKING:
+    from oncology_model.tumor import Tumor
 
 #: Where a built wheel carries its model (filled by ``make wheel``; empty in a source checkout).
 PACKAGED_BUNDLE = "_bundle"

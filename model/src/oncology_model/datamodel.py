@@ -1,8 +1,10 @@
 """The typed data model: the nine cytology features of a tumor, the prediction and the decision.
 
-`Tumor` is the single definition of the features: their names, order, ranges and
-descriptions.  The training columns, the API schema, the OpenAPI document and the
-inference-protocol metadata are all derived from it (see `FEATURES`).
+`FEATURE_DESCRIPTIONS` is the single definition of the features: their names, order and descriptions
+(`SCORE_MIN`-`SCORE_MAX`: their range).  The training columns, the API schema, the OpenAPI document and the
+inference-protocol metadata are all derived from it (see `FEATURES`).  `Tumor`, the pydantic model of a
+tumor built on them (`oncology_model.tumor`), is loaded on first use: a serving worker, which decodes
+requests without pydantic, never loads pydantic (about 10 MB of its memory).
 """
 
 from __future__ import annotations
@@ -10,61 +12,55 @@ from __future__ import annotations
 import numbers
 import operator
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+if TYPE_CHECKING:
+    from oncology_model.tumor import Score as Score
+    from oncology_model.tumor import Tumor as Tumor
 
 SCORE_MIN: Final = 1
 SCORE_MAX: Final = 10
 
-#: A cytology score: a whole number from 1 to 10.  Strict: 3.5, "3", true and null are refused.
-Score = Annotated[int, Field(strict=True, ge=SCORE_MIN, le=SCORE_MAX)]
-
-
-class Tumor(BaseModel):
-    """The nine cytology features of a fine-needle aspirate, each scored 1-10 by a clinician."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        strict=True,
-        json_schema_extra={
-            "examples": [
-                {
-                    "clump_thickness": 5,
-                    "uniformity_of_cell_size": 1,
-                    "uniformity_of_cell_shape": 1,
-                    "marginal_adhesion": 1,
-                    "single_epithelial_cell_size": 2,
-                    "bare_nuclei": 1,
-                    "bland_chromatin": 3,
-                    "normal_nucleoli": 1,
-                    "mitoses": 1,
-                }
-            ]
-        },
-    )
-
-    clump_thickness: Score = Field(description="Clump Thickness (1-10)")
-    uniformity_of_cell_size: Score = Field(description="Uniformity of Cell Size (1-10)")
-    uniformity_of_cell_shape: Score = Field(description="Uniformity of Cell Shape (1-10)")
-    marginal_adhesion: Score = Field(description="Marginal Adhesion (1-10)")
-    single_epithelial_cell_size: Score = Field(description="Single Epithelial Cell Size (1-10)")
-    bare_nuclei: Score = Field(description="Bare Nuclei (1-10)")
-    bland_chromatin: Score = Field(description="Bland Chromatin (1-10)")
-    normal_nucleoli: Score = Field(description="Normal Nucleoli (1-10)")
-    mitoses: Score = Field(description="Mitoses (1-10)")
-
-    def as_row(self) -> tuple[int, ...]:
-        """The feature values in `FEATURES` order."""
-        return row_of(self)  # type: ignore[no-any-return,unused-ignore]
-
+#: The feature names in model-column order (the order of the UCI data file), each with its description.  `Tumor`
+#: declares one field of each, in this order (a test holds it to them).
+FEATURE_DESCRIPTIONS: Final[dict[str, str]] = {
+    "clump_thickness": "Clump Thickness (1-10)",
+    "uniformity_of_cell_size": "Uniformity of Cell Size (1-10)",
+    "uniformity_of_cell_shape": "Uniformity of Cell Shape (1-10)",
+    "marginal_adhesion": "Marginal Adhesion (1-10)",
+    "single_epithelial_cell_size": "Single Epithelial Cell Size (1-10)",
+    "bare_nuclei": "Bare Nuclei (1-10)",
+    "bland_chromatin": "Bland Chromatin (1-10)",
+    "normal_nucleoli": "Normal Nucleoli (1-10)",
+    "mitoses": "Mitoses (1-10)",
+}
 
 #: The feature names in model-column order (the order of the UCI data file).
-FEATURES: Final[tuple[str, ...]] = tuple(Tumor.model_fields)
+FEATURES: Final[tuple[str, ...]] = tuple(FEATURE_DESCRIPTIONS)
+
+#: A tumor, as the documents show one.
+TUMOR_EXAMPLE: Final[dict[str, int]] = {
+    "clump_thickness": 5,
+    "uniformity_of_cell_size": 1,
+    "uniformity_of_cell_shape": 1,
+    "marginal_adhesion": 1,
+    "single_epithelial_cell_size": 2,
+    "bare_nuclei": 1,
+    "bland_chromatin": 3,
+    "normal_nucleoli": 1,
+    "mitoses": 1,
+}
 
 #: The feature values of any object with the feature attributes (a `Tumor`, a decoded request row), in order.
 row_of: Final = operator.attrgetter(*FEATURES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Tumor", "Score"):  # pydantic's, loaded on first use: a serving worker never needs them
+        from oncology_model import tumor
+
+        return getattr(tumor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Prediction(StrEnum):

@@ -7,9 +7,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-from pydantic_core import ErrorDetails
 
 from oncology_model.errors import OncologyError
 
@@ -63,8 +62,9 @@ class NotReady(APIError):
     status = 503
 
 
-def from_pydantic(errors: list[ErrorDetails], prefix: tuple[str | int, ...] = ("body",)) -> APIError:
-    """A 400 for malformed JSON, else a 422 that lists every bad field: location, value, reason."""
+def from_pydantic(errors: Sequence[Mapping[str, Any]], prefix: tuple[str | int, ...] = ("body",)) -> APIError:
+    """A 400 for malformed JSON, else a 422 that lists every bad field: location, value, reason.  ``errors``: as
+    pydantic's ``ValidationError.errors()`` gives them (or `refusals` makes them)."""
     if any(e["type"] == "json_invalid" for e in errors):
         reason = next(e["msg"] for e in errors if e["type"] == "json_invalid")
         return BadRequest(f"the body is not valid JSON: {reason}")

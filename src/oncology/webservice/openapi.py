@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document, built from the same models that decode requests (pydantic's `Tumor` for the
-REST routes, the msgspec structs of `schemas` for V2), and the interactive docs page (Swagger UI served from the installed `swagger-ui-py` package, no CDN)."""
+REST routes, its components made at build time by `openapi_models`; the msgspec structs of `schemas` for V2), and the interactive docs page (Swagger UI served from the installed `swagger-ui-py` package, no CDN)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from pydantic import BaseModel, Field
-from pydantic.json_schema import models_json_schema
 
-from oncology.outcomes import OutcomeIn
 from oncology.settings import ServeSettings
 from oncology.webservice import overload
-from oncology.webservice.outcomes import OutcomesOut
+from oncology.webservice.openapi_components import COMPONENTS
 from oncology.webservice.schemas import (
     CSV_PATTERN,
     EXPLAIN,
     V2_INPUT,
     V2_MODEL,
-    ErrorOut,
     PredictionOut,
     V2InferRequest,
     V2InferResponse,
@@ -32,7 +28,7 @@ from oncology.webservice.schemas import (
     V2Ready,
     V2ServerMetadata,
 )
-from oncology_model.datamodel import FEATURES, Tumor
+from oncology_model.datamodel import FEATURES, TUMOR_EXAMPLE
 
 
 def _swagger_ui_dir() -> Path:
@@ -54,44 +50,11 @@ DOCS_HTML = """<!doctype html>
 """
 
 
-class ReferralBand(BaseModel):
-    """Malignant probabilities p with low <= p < high are referred for review; low <= threshold <= high."""
-
-    low: float = Field(ge=0, le=1, description="Lowest referred probability (below: benign).")
-    high: float = Field(ge=0, le=1, description="Lowest probability decided malignant (from here up).")
-
-
-class ModelOut(BaseModel):
-    """The served model."""
-
-    version: str
-    source: str = Field(description="Where the model was loaded from.")
-    threshold: float = Field(description="Malignant probability at or above which the prediction is malignant.")
-    referral: ReferralBand | None = Field(
-        description="The referral band, chosen on training data only; null for a model trained before referral "
-        "existed (it never refers)."
-    )
-    metadata: dict[str, Any] = Field(description="The bundle's metadata.json.")
-    kpis: dict[str, Any] = Field(description="The bundle's kpis.json: held-out test figures and CV mean/std.")
-
-
-class ModelCardOut(BaseModel):
-    """The served model's card: intended use, data, performance, limitations.  `Accept: text/markdown`
-    returns the Markdown alone."""
-
-    version: str = Field(description="The version the card describes (the served one).")
-    card: dict[str, Any] | None = Field(description="The machine-readable card (the bundle's card.json).")
-    markdown: str | None = Field(description="The card for people (the bundle's card.md), Markdown.")
-
-
-class Status(BaseModel):
-    status: str
-    model_version: str | None = None
-
-
 _REF = "#/components/schemas/{name}"
-#: Documented with pydantic: the models the REST routes validate with, and the other answers' shapes.
-_MODELS: list[type[BaseModel]] = [Tumor, ErrorOut, ModelOut, ModelCardOut, Status, OutcomeIn, OutcomesOut]
+#: Documented with pydantic (`openapi_models`, at build time: `COMPONENTS`): the models the REST routes validate
+#: with, and the other answers' shapes.
+Tumor, ErrorOut, ModelOut, ModelCardOut, Status, OutcomeIn, OutcomesOut = (
+    "Tumor", "ErrorOut", "ModelOut", "ModelCardOut", "Status", "OutcomeIn", "OutcomesOut")
 #: Documented from msgspec structs: the ones that encode the predictions' answers, and the ones that decode V2
 #: requests (with the V2 answers' shapes beside them).
 _STRUCTS: list[type[msgspec.Struct]] = [
@@ -102,8 +65,8 @@ _V2_EXAMPLE = {"id": "42", "inputs": [{"name": V2_INPUT, "shape": [1, len(FEATUR
                                       "data": [5, 1, 1, 1, 2, 1, 3, 1, 1]}]}
 
 
-def _ref(model: type[BaseModel] | type[msgspec.Struct]) -> dict[str, str]:
-    return {"$ref": _REF.format(name=model.__name__)}
+def _ref(model: str | type[msgspec.Struct]) -> dict[str, str]:
+    return {"$ref": _REF.format(name=model if isinstance(model, str) else model.__name__)}
 
 
 def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +94,6 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 @functools.cache
 def _components(max_batch: int) -> dict[str, Any]:
-    _, schemas = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF.replace("{name}", "{model}"))
     _, v2 = msgspec.json.schema_components(_STRUCTS, ref_template=_REF)
     v2 = copy.deepcopy(v2)  # it holds the structs' own JSON Schema extras: the maxima below are this document's
     for component in v2.values():  # docstrings as pydantic shows them (msgspec keeps their indentation)
@@ -151,13 +113,13 @@ def _components(max_batch: int) -> dict[str, Any]:
     flat["maxItems"], nested["maxItems"] = max_batch * len(FEATURES), max_batch
     v2["V2InferRequest"]["examples"] = [_V2_EXAMPLE]
     v2["PredictionOut"]["examples"] = [_PREDICTION_EXAMPLE]
-    return {**schemas["$defs"], **v2}
+    return {**copy.deepcopy(COMPONENTS), **v2}
 
 
 def openapi_document(settings: ServeSettings) -> dict[str, Any]:
     predict_errors = (400, 401, 405, 413, 415, 422, 503)
     security: list[dict[str, list[str]]] = [{"bearer": []}] if settings.tokens() else []
-    example_tumor = Tumor.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
+    example_tumor = dict(TUMOR_EXAMPLE)
 
     def get(summary: str, schema: dict[str, Any], *codes: int, description: str = "") -> dict[str, Any]:
         return {"get": {"summary": summary, "description": description,

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
-
-from oncology.outcomes import OutcomeBook, OutcomeIn
-from oncology.webservice import errors, schemas
+from oncology.outcomes import OutcomeBook, OutcomeRecord
+from oncology.webservice import errors, refusals, schemas
 from oncology.webservice.auth import Tokens
 from oncology.webservice.core import Core
 from oncology.webservice.handlers import Handlers, Route
@@ -31,22 +30,6 @@ log = logging.getLogger("oncology.webservice")
 #: Written by ``oncology outcomes check`` (oncology.monitoring.outcomes.LATEST_CHECK): the same key, not an import.
 LATEST_CHECK = "monitoring/outcome-checks/latest.json"
 
-_records = TypeAdapter(list[OutcomeIn])
-
-
-class OutcomeResult(BaseModel):
-    request_id: str
-    status: Literal["created", "unchanged"] = Field(
-        description="`created`: recorded now; `unchanged`: this request id already had this outcome (a no-op)."
-    )
-
-
-class OutcomesOut(BaseModel):
-    """What POST /outcomes recorded, record by record, in the order sent."""
-
-    created: int = Field(description="Outcomes recorded now.")
-    unchanged: int = Field(description="Outcomes their request ids already had (no-ops).")
-    results: list[OutcomeResult]
 
 
 class Outcomes(Handlers):
@@ -92,23 +75,38 @@ class Outcomes(Handlers):
         })
 
 
-def decode_outcomes(body: bytes, limit: int) -> list[OutcomeIn]:
+def decode_outcomes(body: bytes, limit: int) -> Sequence[OutcomeRecord]:
     """A JSON array of outcomes; 400 (not JSON), 422 (every bad field, by index; more than ``limit`` records: the
-    document's ``maxItems``, a schema limit like a batch's rows; 413 is for bytes)."""
+    document's ``maxItems``, a schema limit like a batch's rows; 413 is for bytes).  Read as ``list[OutcomeIn]``
+    reads it, in its words, without pydantic (`refusals.outcomes_errors`), but for the rare values whose verdict is
+    left to pydantic (a Unix time, say): then by `OutcomeIn` itself (loaded then)."""
     schemas.check_utf8(body)
     schemas.refuse_duplicate_keys(body)
+    records: Sequence[OutcomeRecord]
+    doc, found = refusals.parse(body)
     try:
-        records = _records.validate_json(body)
-    except ValidationError as exc:
-        raise errors.from_pydantic(_safe(exc.errors(include_url=False))) from None
-    except RecursionError:
-        raise errors.BadRequest("the body is nested too deeply") from None
+        records, found = ([], found) if found else refusals.outcomes_errors(doc)
+    except refusals.Undecided:
+        records, found = _by_pydantic(body)
+    if found:
+        raise errors.from_pydantic(_safe(found)) from None
     if len(records) > limit:
         raise errors.Unprocessable(
             f"POST /outcomes takes at most {limit} records; this request has {len(records)}",
             [{"loc": ["body"], "value": None, "reason": f"more than {limit} records"}],
         )
     return records
+
+
+def _by_pydantic(body: bytes) -> tuple[Sequence[OutcomeRecord], list[Any]]:
+    from pydantic import TypeAdapter, ValidationError
+
+    from oncology.outcomes import OutcomeIn
+
+    try:
+        return TypeAdapter(list[OutcomeIn]).validate_json(body), []
+    except ValidationError as exc:
+        return [], list(exc.errors(include_url=False))
 
 
 def _safe(found: list[Any]) -> list[Any]:

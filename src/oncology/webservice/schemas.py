@@ -1,8 +1,9 @@
 """Decoding requests and encoding responses.
 
-The hot path decodes with msgspec structs derived from `Tumor` (one definition of the features);
-a request it refuses is decoded again with pydantic's `Tumor`, which reports every bad field
-at once.  Both refuse exactly the same inputs (a property test holds them together).
+The hot path decodes with msgspec structs derived from `FEATURES` (one definition of the features);
+a request it refuses is decoded again by the reference decoder (`refusals`: pydantic's `Tumor` and its
+messages, without pydantic), which reports every bad field at once.  Both refuse exactly the same inputs,
+and the reference says what pydantic says (property tests hold them together).
 """
 
 from __future__ import annotations
@@ -15,34 +16,20 @@ from typing import Annotated, Any, Final
 from urllib.parse import parse_qsl
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from oncology.webservice import refusals
 from oncology.webservice.errors import APIError, BadRequest, Unprocessable, from_pydantic
-from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Decision, Prediction, Tumor, row_of
+from oncology_model.datamodel import FEATURES, SCORE_MAX, SCORE_MIN, Decision, Prediction, row_of
 
 _Score = Annotated[int, msgspec.Meta(ge=SCORE_MIN, le=SCORE_MAX)]
 TumorIn: Any = msgspec.defstruct(
-    "TumorIn", [(name, _Score) for name in Tumor.model_fields], forbid_unknown_fields=True, frozen=True
+    "TumorIn", [(name, _Score) for name in FEATURES], forbid_unknown_fields=True, frozen=True
 )
 
 
 
-class TumorJSON(Tumor):
-    """`Tumor` as a JSON body: a score may be written as an integral float (``2.0``, as pandas writes
-    whole numbers), which JSON Schema's ``integer`` includes; it is read as the integer it equals.
-    ``2.5``, ``"2"`` and ``true`` are refused as by `Tumor`."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _integral_floats(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: int(v) if type(v) is float and v.is_integer() else v for k, v in data.items()}
-        return data
-
-
 _one = msgspec.json.Decoder(TumorIn)
 _many = msgspec.json.Decoder(list[TumorIn])
-_tumors = TypeAdapter(list[TumorJSON])
 encode = msgspec.json.Encoder().encode
 
 
@@ -63,14 +50,17 @@ def decode_tumor(body: bytes) -> tuple[int, ...]:
 
 
 def _slow_tumor(body: bytes) -> tuple[int, ...]:
-    """The reference decoder (pydantic), reached for a body the fast one refused: lists every error."""
+    """The reference decoder (`refusals`), reached for a body the fast one refused: lists every error.  It reads
+    what the fast one does not: a score written as an integral float (``2.0``, as pandas writes whole numbers),
+    which JSON Schema's ``integer`` includes, is the integer it equals."""
     refuse_empty(body, "a JSON tumor object")
     check_utf8(body)
     refuse_duplicate_keys(body)
-    try:
-        return TumorJSON.model_validate_json(body).as_row()
-    except ValidationError as exc:
-        raise from_pydantic(exc.errors(include_url=False)) from None
+    doc, errors = refusals.parse(body)
+    errors = errors or refusals.tumor_errors(doc)
+    if errors:
+        raise from_pydantic(errors)
+    return refusals.tumor_row(doc)
 
 
 def refuse_empty(body: bytes, expected: str, what: str = "body") -> None:
@@ -217,13 +207,15 @@ def decode_tumors(body: bytes, limit: int) -> Iterator[tuple[int, ...]]:
         refuse_empty(body, "a JSON array of tumor objects")
         check_utf8(body)
         refuse_duplicate_keys(body)
-        try:
-            structs = _tumors.validate_json(body)
-        except ValidationError as exc:
-            raise from_pydantic(exc.errors(include_url=False)) from None
-    else:
-        if body.count(b'"') != _QUOTES_PER_TUMOR * len(structs):
-            refuse_duplicate_keys(body)
+        doc, errors = refusals.parse(body)  # the reference decoder, as in `_slow_tumor`
+        errors = errors or refusals.tumors_errors(doc)
+        if errors:
+            raise from_pydantic(errors) from None
+        if len(doc) > limit:
+            raise _too_many(limit, len(doc), ["body"]) from None
+        return map(refusals.tumor_row, doc)
+    if body.count(b'"') != _QUOTES_PER_TUMOR * len(structs):
+        refuse_duplicate_keys(body)
     if len(structs) > limit:
         raise _too_many(limit, len(structs), ["body"])
     return map(row_of, structs)
@@ -513,33 +505,3 @@ def _flatten(data: list[Any], loc: list[str | int]) -> list[Any]:
             [{"loc": [*loc, i], "value": None, "reason": f"expected a row of {n_features} values"} for i in bad[:100]],
         )
     return [value for row in data for value in row]
-
-
-# ---- the error shape (for OpenAPI; `transport.error_body` writes it) ---------------------------------
-
-
-class ErrorDetail(BaseModel):
-    loc: list[str | int] = Field(description="Where: e.g. [\"body\", 3, \"mitoses\"] is row 3's mitoses.")
-    value: Any = Field(None, description="The offending value (null for a missing field).")
-    reason: str
-
-
-class ErrorOut(BaseModel):
-    """Every error has this shape (`error` is a string, as in the Open Inference Protocol)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "error": "invalid input at mitoses",
-                    "status": 422,
-                    "request_id": "5f0c2a9d7e1b4c3a",
-                    "details": [{"loc": ["body", "mitoses"], "value": 11, "reason": "Input should be less than or equal to 10"}],
-                }
-            ]
-        }
-    )
-    error: str = Field(description="What went wrong.")
-    status: int = Field(description="The HTTP status code.")
-    request_id: str = Field(description="The request's id (X-Request-ID), also in the access log.")
-    details: list[ErrorDetail] = Field(default_factory=list, description="Every bad field, for 422.")
