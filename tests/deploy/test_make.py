@@ -12,10 +12,12 @@ from support import make_env
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: A stand-in for kubectl that records every call and, like kubectl with no configuration, has no context.
+#: A stand-in for kubectl that records every call and, like kubectl with no configuration, has no context; a Job it
+#: is asked about has completed.
 KUBECTL_STUB = """#!/bin/sh
 echo "$*" >> "$(dirname "$0")/calls"
 if [ "$1 $2" = "config current-context" ]; then echo "error: current-context is not set" >&2; exit 1; fi
+case "$*" in *"get job "*) printf Complete;; esac
 exit 0
 """
 
