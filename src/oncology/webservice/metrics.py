@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from bisect import bisect_left
-from collections import Counter as Tally
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable
-from functools import partial
 from itertools import accumulate
 from typing import Any
 
@@ -314,7 +312,6 @@ class _Pending:
 #: A label set's scoring times waiting to be binned: at this many, binned (one process writes them at scrapes only,
 #: and a service nobody scrapes would otherwise keep every request's time).
 _ARM_TIMES = 1024
-_bin_of = partial(bisect_left, SCORING_BUCKETS)  # le: a time equal to a bound is inside it
 
 
 class _ArmCounts:
@@ -347,7 +344,14 @@ class _ArmCounts:
         self.requests += len(times)
         # one addition after another, as observing each time would add them (`sum` may compensate rounding)
         self.seconds = deque(accumulate(times, initial=self.seconds), maxlen=1)[0]
+        # sorted (a C sort of floats, a few compares a time), each bucket is a slice: its count the difference of two
+        # bisections a bound, ~15 a batch, instead of a bisection (and a tally) a time (~1,800 instructions each)
+        times.sort()
         buckets = self.buckets
-        for index, count in Tally(map(_bin_of, times)).items():
-            buckets[index] += count
+        below = 0
+        for index, bound in enumerate(SCORING_BUCKETS):  # le: a time equal to a bound is inside it
+            upto = bisect_right(times, bound, below)
+            buckets[index] += upto - below
+            below = upto
+        buckets[-1] += len(times) - below
         times.clear()
