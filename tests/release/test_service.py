@@ -301,6 +301,13 @@ def test_shadow_scores_the_queued_requests_together_and_blames_a_failure_on_its_
     calls.clear()
     asyncio.run(answer([("/predict", f"ok-{i}", [good]) for i in range(5)]))
     assert calls == [5]
+    # one-row requests only (the hot routes' queue): a failure, too, is blamed on its request only
+    calls.clear()
+    asyncio.run(answer([("/predict", f"one-{i}", [bad if i == 2 else good]) for i in range(4)]))
+    assert calls == [4, 1, 1, 1, 1]
+    exposed = metrics.exposition().decode()
+    assert 'oncology_arm_requests_total{arm="shadow",outcome="error",version="1.0.2"} 2.0' in exposed
+    assert 'oncology_arm_requests_total{arm="shadow",outcome="ok",version="1.0.2"} 16.0' in exposed
 
 
 
