@@ -143,11 +143,14 @@ def _counted(metrics: str, arm: str, version: str) -> float:
 def test_the_canary_and_its_arms_are_in_the_prediction_log(server: Server, two_versions: Path) -> None:
     SEEN.clear()
     with httpx.Client(base_url=server.url, timeout=10) as client:
+        before = {f"before-{i}": ask(client, ROUTES[i % 3], f"before-{i}") for i in range(6)}
         start(two_versions, "canary", (0.5,))
         wait_for(client, "candidate")
         answers = {f"log-{i}": ask(client, ROUTES[i % 3], f"log-{i}") for i in range(60)}
     stop_server(server)  # the log is written on shutdown
     lines = {line["request_id"]: line for line in logged(two_versions)}
+    for request_id in before:  # before the release: the lines as before releases, no arm and no latency
+        assert ("arm" in lines[request_id], "latency_ms" in lines[request_id]) == (False, False), lines[request_id]
     for request_id, (version, arm) in answers.items():
         line = lines[request_id]
         assert (line["model_version"], line.get("arm", "champion")) == (version, arm)  # "champion" is left out

@@ -160,19 +160,19 @@ class Core:
         # by arm only in a release (or pinned): outside one, every answer is the champion's and the service's own
         # counts (and the log's lines as before) say so; each costs ~1% of single-row throughput
         version = classifier.version
+        # the prediction log never blocks or raises: a slow store cannot slow a prediction
         if arm == routing.CHAMPION and self.holder.release is None:
             self.metrics.count_predictions(malignant, len(labels), referred)
-            latency_ms = 0.0
+            logged = None if prediction_log is None else prediction_log.record(  # no arm, no latency: as before releases
+                route, request_id, version, rows, probabilities, labels, decisions)  # type: ignore[arg-type]
         else:
             if arm == routing.SHADOW:  # the service's own counts are of the answers given
                 self.metrics.count_arm(version, arm, malignant, len(labels), elapsed)
             else:  # both in one call
                 self.metrics.count_answer(version, arm, malignant, len(labels), referred, elapsed)
-            latency_ms = int(elapsed * 1e6) / 1000
-        logged = None
-        if prediction_log is not None:  # never blocks or raises: a slow store cannot slow a prediction
-            logged = prediction_log.record(route, request_id, version, rows,  # type: ignore[arg-type]
-                                           probabilities, labels, decisions, arm, latency_ms)
+            logged = None if prediction_log is None else prediction_log.record(
+                route, request_id, version, rows, probabilities, labels, decisions,  # type: ignore[arg-type]
+                arm, int(elapsed * 1e6) / 1000)
         if shadow is not None:
             queue = self.shadow
             if queue.due is shadow and logged is not None and len(logged) == 1 and len(queue.rows) < queue.room:

@@ -80,6 +80,11 @@ _Inputs: Any = msgspec.defstruct("PredictionInputs", list(FEATURES), gc=False)
 _MILLIS: Final = tuple(f".{ms:03d}+00:00" for ms in range(1000))
 
 
+#: A line's latency outside a release: left out of the line.  msgspec leaves out a field whose value *is* its default
+#: (the same object), so `record` passes this very object (another 0.0 would be written as "latency_ms":0.0).
+_NO_LATENCY: Final = 0.0
+
+
 class _Line(msgspec.Struct, gc=False, omit_defaults=True):
     ts: str
     request_id: str
@@ -90,7 +95,7 @@ class _Line(msgspec.Struct, gc=False, omit_defaults=True):
     prediction: str
     decision: str
     arm: str = "champion"  # omitted when "champion" (and 0.0): outside a release the lines are as before
-    latency_ms: float = 0.0
+    latency_ms: float = _NO_LATENCY
 
 
 
@@ -169,7 +174,7 @@ class PredictionLog:
         labels: Sequence[str],
         decisions: Sequence[str] | None = None,
         arm: str = "champion",
-        latency_ms: float = 0.0,
+        latency_ms: float = _NO_LATENCY,
     ) -> Sequence[_Line] | None:
         """Buffer the predictions of one request (``decisions`` default to ``labels``); the lines made (kept or
         dropped), from which `record_shadow` logs a shadow score of the same request, or None if none could be.
