@@ -321,6 +321,14 @@ def test_the_arm_counts_added_up_reach_the_metrics_as_each_observation_would() -
     for seconds in times:
         served.count_arm("1.0.2", "candidate", 1, 1, float(seconds))
         one_by_one.labels("1.0.2", "candidate").observe(float(seconds))
+    # a shadow pass counts its one-row requests at once, all of one time, between single ones
+    for n, seconds in enumerate([*SCORING_BUCKETS, 0.0, 9.0, *rng.lognormal(-7, 2, 300)]):
+        served.count_arm_alike("1.0.2", "shadow", 1, n % 9 + 1, float(seconds))
+        single = 0.1 + float(seconds)  # (a sum in another order would differ in its last digits)
+        served.count_arm("1.0.2", "shadow", 0, 1, single)
+        for _ in range(n % 9 + 1):
+            one_by_one.labels("1.0.2", "shadow").observe(float(seconds))
+        one_by_one.labels("1.0.2", "shadow").observe(single)
     # one process writes the arm metrics at scrapes only, and nothing else flushes them (as in the service, where
     # nobody may scrape): the times kept meanwhile stay bounded (memory)
     assert 0 < max(len(c.times) for c in served._arm_pending.values()) < 1024
@@ -330,8 +338,13 @@ def test_the_arm_counts_added_up_reach_the_metrics_as_each_observation_would() -
                 if line.startswith("oncology_arm_scoring_seconds_") and "_created" not in line]
 
     assert series(served.exposition()) == series(generate_latest(registry))
-    assert f'oncology_arm_requests_total{{arm="candidate",outcome="ok",version="1.0.2"}} {len(times)}.0' in \
-        served.exposition().decode()
+    exposed = served.exposition().decode()
+    assert f'oncology_arm_requests_total{{arm="candidate",outcome="ok",version="1.0.2"}} {len(times)}.0' in exposed
+    alike = sum(n % 9 + 1 for n in range(len(SCORING_BUCKETS) + 302))
+    assert f'oncology_arm_requests_total{{arm="shadow",outcome="ok",version="1.0.2"}} {alike + len(SCORING_BUCKETS) + 302}.0' \
+        in exposed
+    assert f'oncology_arm_predictions_total{{arm="shadow",prediction="malignant",version="1.0.2"}} {len(SCORING_BUCKETS) + 302}.0' \
+        in exposed
 
 
 def test_a_prometheus_that_does_not_answer_is_named_with_the_setting_that_chose_it() -> None:

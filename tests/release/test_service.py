@@ -143,11 +143,14 @@ def _counted(metrics: str, arm: str, version: str) -> float:
 def test_the_canary_and_its_arms_are_in_the_prediction_log(server: Server, two_versions: Path) -> None:
     SEEN.clear()
     with httpx.Client(base_url=server.url, timeout=10) as client:
+        before = {f"before-{i}": ask(client, ROUTES[i % 3], f"before-{i}") for i in range(6)}
         start(two_versions, "canary", (0.5,))
         wait_for(client, "candidate")
         answers = {f"log-{i}": ask(client, ROUTES[i % 3], f"log-{i}") for i in range(60)}
     stop_server(server)  # the log is written on shutdown
     lines = {line["request_id"]: line for line in logged(two_versions)}
+    for request_id in before:  # before the release: the lines as before releases, no arm and no latency
+        assert ("arm" in lines[request_id], "latency_ms" in lines[request_id]) == (False, False), lines[request_id]
     for request_id, (version, arm) in answers.items():
         line = lines[request_id]
         assert (line["model_version"], line.get("arm", "champion")) == (version, arm)  # "champion" is left out
@@ -301,6 +304,13 @@ def test_shadow_scores_the_queued_requests_together_and_blames_a_failure_on_its_
     calls.clear()
     asyncio.run(answer([("/predict", f"ok-{i}", [good]) for i in range(5)]))
     assert calls == [5]
+    # one-row requests only (the hot routes' queue): a failure, too, is blamed on its request only
+    calls.clear()
+    asyncio.run(answer([("/predict", f"one-{i}", [bad if i == 2 else good]) for i in range(4)]))
+    assert calls == [4, 1, 1, 1, 1]
+    exposed = metrics.exposition().decode()
+    assert 'oncology_arm_requests_total{arm="shadow",outcome="error",version="1.0.2"} 2.0' in exposed
+    assert 'oncology_arm_requests_total{arm="shadow",outcome="ok",version="1.0.2"} 16.0' in exposed
 
 
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from bisect import bisect_left
-from collections import Counter as Tally
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable
-from functools import partial
 from itertools import accumulate
 from typing import Any
 
@@ -219,6 +217,22 @@ class Metrics:
         if self._multiprocess and not self._scheduled:
             self._schedule()
 
+    def count_arm_alike(self, version: str, arm: str, malignant: int, rows: int, seconds: float) -> None:
+        """`count_arm_requests` for ``rows`` one-row requests that each took ``seconds`` (a shadow pass's), written out
+        (~1,000 instructions a request less than binning the pass at once, whose iterator and deque cost more than
+        the later sort of its times)."""
+        counts = self._arm_pending.get((version, arm))
+        if counts is None:
+            counts = self._arm_pending[(version, arm)] = _ArmCounts()
+        counts.malignant += malignant
+        counts.rows += rows
+        times = counts.times
+        times += [seconds] * rows
+        if len(times) >= _ARM_TIMES:
+            counts.bin()
+        if self._multiprocess and not self._scheduled:
+            self._schedule()
+
     def _arm_counts(self, version: str, arm: str) -> _ArmCounts:
         counts = self._arm_pending.get((version, arm))
         if counts is None:
@@ -314,7 +328,6 @@ class _Pending:
 #: A label set's scoring times waiting to be binned: at this many, binned (one process writes them at scrapes only,
 #: and a service nobody scrapes would otherwise keep every request's time).
 _ARM_TIMES = 1024
-_bin_of = partial(bisect_left, SCORING_BUCKETS)  # le: a time equal to a bound is inside it
 
 
 class _ArmCounts:
@@ -347,7 +360,14 @@ class _ArmCounts:
         self.requests += len(times)
         # one addition after another, as observing each time would add them (`sum` may compensate rounding)
         self.seconds = deque(accumulate(times, initial=self.seconds), maxlen=1)[0]
+        # sorted (a C sort of floats, a few compares a time), each bucket is a slice: its count the difference of two
+        # bisections a bound, ~15 a batch, instead of a bisection (and a tally) a time (~1,800 instructions each)
+        times.sort()
         buckets = self.buckets
-        for index, count in Tally(map(_bin_of, times)).items():
-            buckets[index] += count
+        below = 0
+        for index, bound in enumerate(SCORING_BUCKETS):  # le: a time equal to a bound is inside it
+            upto = bisect_right(times, bound, below)
+            buckets[index] += upto - below
+            below = upto
+        buckets[-1] += len(times) - below
         times.clear()

@@ -112,39 +112,73 @@ class ShadowScorer:
     cost ~30% of the throughput when measured; see benchmarks/release.py).  Past `SHADOW_QUEUE` waiting
     jobs a job is dropped and ``on_drop`` called.  Outside an event loop (a direct call), the job is
     scored at once.
+
+    The hot routes' requests (one row, its champion line logged) wait in two plain lists, ``rows`` and ``lines``,
+    for the candidate ``due`` (the one of this turn's pass; None while no pass is due): while ``due`` is the
+    request's candidate and ``room`` is left, the caller appends the row and the line itself (`Core.score`), with no
+    call and no job; a pass hands them to ``score_lines`` in one call.  Any other request is a job.
     """
 
-    def __init__(self, score: Callable[[Sequence[ShadowJob]], None], on_drop: Callable[[], None]) -> None:
+    def __init__(self, score: Callable[[Sequence[ShadowJob]], None],
+                 score_lines: Callable[[Classifier, list[Sequence[int]], list[Any]], None],
+                 on_drop: Callable[[], None]) -> None:
         self._score = score
+        self._score_lines = score_lines
         self._on_drop = on_drop
         self._jobs: list[ShadowJob] = []
         self._scheduled = False
+        #: the candidate of the pass due this turn, whose one-row requests wait in `rows` and `lines`
+        self.due: Classifier | None = None
+        self.rows: list[Sequence[int]] = []
+        self.lines: list[Any] = []
+        #: how many more one-row requests fit in `rows` this turn (`SHADOW_QUEUE` less the jobs waiting)
+        self.room = SHADOW_QUEUE
         self.errors: list[BaseException] = []
 
     def submit(self, route_name: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]],
                logged: Sequence[Any] | None = None) -> None:
-        jobs = self._jobs
-        if self._scheduled:  # a pass is due this turn (the common case: every request of a turn but its first)
-            if len(jobs) >= SHADOW_QUEUE:
+        if self._scheduled:  # a pass is due this turn
+            if len(self._jobs) + len(self.rows) >= SHADOW_QUEUE:
                 self._on_drop()
                 return
-            jobs.append((route_name, request_id, candidate, rows, logged))
+            if candidate is self.due and logged is not None and len(logged) == len(rows) == 1:
+                self.rows.append(rows[0])
+                self.lines.append(logged[0])
+                return
+            self._jobs.append((route_name, request_id, candidate, rows, logged))
+            self.room -= 1
             return
-        job = (route_name, request_id, candidate, rows, logged)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._run([job])
+            self._run([(route_name, request_id, candidate, rows, logged)])
             return
-        jobs.append(job)  # the first of the turn (no pass due: the last one took every job)
+        if logged is not None and len(logged) == len(rows) == 1:  # the first of the turn (the last pass took all)
+            self.rows.append(rows[0])
+            self.lines.append(logged[0])
+        else:
+            self._jobs.append((route_name, request_id, candidate, rows, logged))
+            self.room -= 1
+        self.due = candidate
         self._scheduled = True
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Score every queued job now (the loop's pass, and the last one at shutdown)."""
-        jobs, self._jobs, self._scheduled = self._jobs, [], False
-        if jobs:
+        candidate, rows, lines, jobs = self.due, self.rows, self.lines, self._jobs
+        self.due, self.rows, self.lines, self._jobs, self._scheduled, self.room = None, [], [], [], False, SHADOW_QUEUE
+        if jobs:  # with requests of several rows (or unlogged, or of another candidate): one pass over all, as jobs
+            if rows:
+                assert candidate is not None
+                jobs[:0] = [(line.route, line.request_id, candidate, (row,), (line,)) for row, line in zip(rows, lines)]
             self._run(jobs)
+        elif rows:
+            assert candidate is not None
+            try:
+                self._score_lines(candidate, rows, lines)
+            except Exception as exc:  # as `_run`
+                self.errors.append(exc)
+                log.exception("shadow scoring failed")
 
     def _run(self, jobs: Sequence[ShadowJob]) -> None:
         try:
