@@ -31,6 +31,8 @@ _DIGITS: Final = frozenset(b"0123456789")
 _HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 _ESCAPES: Final = frozenset(b'"\\/bfnrt')
 _EOF_VALUE: Final = "EOF while parsing a value"
+_EOF_LIST: Final = "EOF while parsing a list"
+_EOF_OBJECT: Final = "EOF while parsing an object"
 _LONG_DIGITS: Final = re.compile(b"[0-9]{%d}" % (_MAX_DIGITS + 1))
 
 
@@ -196,47 +198,51 @@ class _Scanner:
             raise _Invalid("recursion limit exceeded", self.i)
         self.value(byte, depth)
 
-    def array(self, depth: int) -> None:
+    def _first(self, close: int, eof: str) -> int | None:
+        """Past a container's opening bracket: the first byte of its first member, or None if it closes at once."""
+        self.i += 1
+        return self._unless_closed(close, eof)
+
+    def _unless_closed(self, close: int, eof: str) -> int | None:
+        """The next byte inside a container, or None (past it) where the container closes."""
+        byte = self.next()
+        if byte is None:
+            raise _Invalid(eof, self.n)
+        if byte == close:
+            self.i += 1
+            return None
+        return byte
+
+    def _then(self, close: int, eof: str) -> int | None:
+        """After a container's member: the first byte of the next one (past its comma), or None once it closes."""
+        byte = self._unless_closed(close, eof)
+        if byte is None:
+            return None
+        if byte != ord(","):
+            raise _Invalid(f"expected `,` or `{chr(close)}`", self.i)
         self.i += 1
         byte = self.next()
         if byte is None:
-            raise _Invalid("EOF while parsing a list", self.n)
-        if byte == ord("]"):
-            self.i += 1
-            return
-        self.member(byte, depth)
-        while True:
-            byte = self.next()
-            if byte is None:
-                raise _Invalid("EOF while parsing a list", self.n)
-            if byte == ord("]"):
-                self.i += 1
-                return
-            if byte != ord(","):
-                raise _Invalid("expected `,` or `]`", self.i)
-            self.i += 1
-            byte = self.next()
-            if byte is None:
-                raise _Invalid(_EOF_VALUE, self.n)
-            if byte == ord("]"):
-                raise _Invalid("trailing comma", self.i)
+            raise _Invalid(_EOF_VALUE, self.n)
+        if byte == close:
+            raise _Invalid("trailing comma", self.i)
+        return byte
+
+    def array(self, depth: int) -> None:
+        byte = self._first(ord("]"), _EOF_LIST)
+        while byte is not None:
             self.member(byte, depth)
+            byte = self._then(ord("]"), _EOF_LIST)
 
     def object(self, depth: int) -> None:
-        self.i += 1
-        byte = self.next()
-        if byte is None:
-            raise _Invalid("EOF while parsing an object", self.n)
-        if byte == ord("}"):
-            self.i += 1
-            return
-        while True:
+        byte = self._first(ord("}"), _EOF_OBJECT)
+        while byte is not None:
             if byte != ord('"'):
                 raise _Invalid("key must be a string", self.i)
             self.string()
             byte = self.next()
             if byte is None:
-                raise _Invalid("EOF while parsing an object", self.n)
+                raise _Invalid(_EOF_OBJECT, self.n)
             if byte != ord(":"):
                 raise _Invalid("expected `:`", self.i)
             self.i += 1
@@ -244,20 +250,7 @@ class _Scanner:
             if byte is None:
                 raise _Invalid(_EOF_VALUE, self.n)
             self.member(byte, depth)
-            byte = self.next()
-            if byte is None:
-                raise _Invalid("EOF while parsing an object", self.n)
-            if byte == ord("}"):
-                self.i += 1
-                return
-            if byte != ord(","):
-                raise _Invalid("expected `,` or `}`", self.i)
-            self.i += 1
-            byte = self.next()
-            if byte is None:
-                raise _Invalid(_EOF_VALUE, self.n)
-            if byte == ord("}"):
-                raise _Invalid("trailing comma", self.i)
+            byte = self._then(ord("}"), _EOF_OBJECT)
 
 
 def _position(data: bytes, index: int) -> str:
