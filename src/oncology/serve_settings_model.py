@@ -26,19 +26,12 @@ class _Checks(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _prediction_log_needs_a_store(self) -> Any:
-        values: Any = self
-        if values.prediction_log and not (values.prediction_log_store or values.store):
-            raise ValueError(
-                "prediction_log needs a store to write to: set ONCOLOGY_PREDICTION_LOG_STORE (or ONCOLOGY_STORE)"
-            )
-        return self
+    def _features_need_a_store(self) -> Any:
+        from oncology.settings import missing_store
 
-    @model_validator(mode="after")
-    def _outcomes_need_a_store(self) -> Any:
-        values: Any = self
-        if values.outcomes and not (values.outcomes_store or values.prediction_log_store or values.store):
-            raise ValueError("outcomes needs a store to write to: set ONCOLOGY_OUTCOMES_STORE (or ONCOLOGY_STORE)")
+        problem = missing_store(self.__dict__)
+        if problem:
+            raise ValueError(problem)
         return self
 
 

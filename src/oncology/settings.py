@@ -322,7 +322,7 @@ class ServeSettings(metaclass=_Described):
     @property
     def outcome_store_uri(self) -> str | None:
         """Where outcomes are recorded: `outcomes_store`, else the prediction log's store, else `store`."""
-        return self.outcomes_store or self.prediction_log_store or self.store
+        return _outcome_store(self.__dict__)
 
     def tokens(self) -> list[str]:
         """Every configured token (environment and file)."""
@@ -360,11 +360,24 @@ def _read_plainly(given: dict[str, Any]) -> dict[str, Any]:
              for name, (kind, field) in fields.items()}
     if not all(field.within(found[name]) for name, (kind, field) in fields.items() if kind in ("int", "float")):
         raise _Unread
-    if found["prediction_log"] and not (found["prediction_log_store"] or found["store"]):
-        raise _Unread
-    if found["outcomes"] and not (found["outcomes_store"] or found["prediction_log_store"] or found["store"]):
+    if missing_store(found):
         raise _Unread
     return found
+
+
+def _outcome_store(values: dict[str, Any]) -> str | None:
+    """Where outcomes are recorded, of settings' ``values``: `outcomes_store`, else the prediction log's store, else
+    `store`."""
+    return values["outcomes_store"] or values["prediction_log_store"] or values["store"]  # type: ignore[no-any-return]
+
+
+def missing_store(values: dict[str, Any]) -> str | None:
+    """What a feature turned on in settings' ``values`` lacks, a store to write to; None: nothing (both readers)."""
+    if values["prediction_log"] and not (values["prediction_log_store"] or values["store"]):
+        return "prediction_log needs a store to write to: set ONCOLOGY_PREDICTION_LOG_STORE (or ONCOLOGY_STORE)"
+    if values["outcomes"] and not _outcome_store(values):
+        return "outcomes needs a store to write to: set ONCOLOGY_OUTCOMES_STORE (or ONCOLOGY_STORE)"
+    return None
 
 
 def _read_by_pydantic(given: dict[str, Any]) -> dict[str, Any]:
