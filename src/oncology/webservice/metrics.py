@@ -221,9 +221,7 @@ class Metrics:
         """`count_arm_requests` for ``rows`` one-row requests that each took ``seconds`` (a shadow pass's), written out
         (~1,000 instructions a request less than binning the pass at once, whose iterator and deque cost more than
         the later sort of its times)."""
-        counts = self._arm_pending.get((version, arm))
-        if counts is None:
-            counts = self._arm_pending[(version, arm)] = _ArmCounts()
+        counts = self._arm_counts(version, arm)
         counts.malignant += malignant
         counts.rows += rows
         times = counts.times

@@ -45,7 +45,8 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Any, Final
 
 import msgspec
@@ -98,6 +99,15 @@ class _Line(msgspec.Struct, gc=False, omit_defaults=True):
     latency_ms: float = _NO_LATENCY
 
 
+def _shadow_lines(answered: Sequence[_Line], model_version: str, probabilities: Sequence[float], labels: Sequence[str],
+                  decisions: Sequence[str], latencies_ms: Iterable[float]) -> list[_Line]:
+    """The shadow lines of rows each logged in one champion line (``answered``): its timestamp, request id, route and
+    inputs (the same objects), the candidate's version, scores and latency, arm ``shadow``."""
+    # made whole, positionally (msgspec's `replace` with six keywords cost ~1,000 instructions more a line)
+    return [_Line(line.ts, line.request_id, model_version, line.route, line.inputs, probability, label, decision,
+                  "shadow", latency_ms)
+            for line, probability, label, decision, latency_ms
+            in zip(answered, probabilities, labels, decisions, latencies_ms, strict=True)]
 
 
 def default_writer_id() -> str:
@@ -223,11 +233,8 @@ class PredictionLog:
         """
         try:
             if list(map(len, answered)).count(1) == len(answered) == len(probabilities):  # a line a request
-                # made whole, positionally (msgspec's `replace` with six keywords cost ~1,000 instructions more a line)
-                self._buffer([_Line(line.ts, line.request_id, model_version, line.route, line.inputs, probability, label,
-                                    decision, "shadow", latency_ms)
-                              for (line,), probability, label, decision, latency_ms
-                              in zip(answered, probabilities, labels, decisions, latencies_ms, strict=True)])
+                self._buffer(_shadow_lines([line for (line,) in answered], model_version, probabilities, labels,
+                                           decisions, latencies_ms))
                 return
             lines = []
             row = 0
@@ -255,11 +262,8 @@ class PredictionLog:
         """`record_shadow` of one-row requests: ``answered`` holds each request's one champion line, and every request
         took ``latency_ms`` (one row's share of the candidate's call)."""
         try:
-            # made whole, positionally (msgspec's `replace` with six keywords cost ~1,000 instructions more a line)
-            self._buffer([_Line(line.ts, line.request_id, model_version, line.route, line.inputs, probability, label,
-                                decision, "shadow", latency_ms)
-                          for line, probability, label, decision in zip(answered, probabilities, labels, decisions,
-                                                                        strict=True)])
+            self._buffer(_shadow_lines(answered, model_version, probabilities, labels, decisions,
+                                       repeat(latency_ms, len(answered))))
         except Exception as exc:
             self.errors.append(exc)
             self._drop("invalid", _length(probabilities))
