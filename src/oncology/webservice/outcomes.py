@@ -31,7 +31,6 @@ log = logging.getLogger("oncology.webservice")
 LATEST_CHECK = "monitoring/outcome-checks/latest.json"
 
 
-
 class Outcomes(Handlers):
     def __init__(self, core: Core, tokens: Tokens) -> None:
         super().__init__(core, tokens)
