@@ -29,6 +29,13 @@ _ROWS = itemgetter(3)
 _LOGGED = itemgetter(4)
 
 
+def _verdicts(candidate: Classifier, probabilities: Sequence[float]) -> tuple[list[str], list[Decision]]:
+    """A shadow pass's labels and decisions of the candidate's ``probabilities`` (as `Core.score` makes the
+    champion's, written out there on every request's path)."""
+    threshold = candidate.threshold
+    return ["malignant" if p >= threshold else "benign" for p in probabilities], candidate.decide_many(probabilities)
+
+
 class Core:
     """The served model with its metrics and prediction log, bound to one settings object."""
 
@@ -70,9 +77,7 @@ class Core:
             for row, line in zip(rows, lines):
                 self._score_shadow_of(candidate, ((line.route, line.request_id, candidate, (row,), (line,)),))
             return
-        threshold = candidate.threshold
-        labels = ["malignant" if p >= threshold else "benign" for p in probabilities]
-        decisions = candidate.decide_many(probabilities)
+        labels, decisions = _verdicts(candidate, probabilities)
         per_row = (time.perf_counter() - start) / len(rows)
         version = candidate.version
         self.metrics.count_arm_alike(version, routing.SHADOW, labels.count("malignant"), len(rows), per_row)
@@ -97,9 +102,7 @@ class Core:
                                             (time.perf_counter() - start) * 1000)
             log.warning("shadow: candidate %s failed on request %s (%s)", version, request_id, type(exc).__name__)
             return
-        threshold = candidate.threshold
-        labels = ["malignant" if p >= threshold else "benign" for p in probabilities]
-        decisions = candidate.decide_many(probabilities)
+        labels, decisions = _verdicts(candidate, probabilities)
         per_row = (time.perf_counter() - start) / max(len(rows), 1)
         sizes = list(map(len, map(_ROWS, jobs)))
         single = sizes.count(1) == len(sizes)  # one row a request (the hot routes): each one's share is one row's
