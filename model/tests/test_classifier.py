@@ -84,6 +84,19 @@ def test_a_band_refers_exactly_the_probabilities_from_low_up_to_but_not_includin
     assert clf.decide_many([0.01, 0.05, 0.5]) == [Decision.BENIGN, Decision.REFER, Decision.MALIGNANT]
 
 
+@pytest.mark.parametrize("referral", [BAND, None])
+def test_the_batch_decides_each_probability_as_one_at_a_time(referral: dict[str, float] | None) -> None:
+    clf = classifier(referral=referral)
+    edges = [0.05, 0.5, clf.threshold]
+    probabilities = [*edges, *(math.nextafter(e, 0) for e in edges), *(math.nextafter(e, 1) for e in edges), 0.0, 1.0,
+                     0.3, 0.01, math.nan, math.inf, -math.inf, 0, 1, *(i / 997 for i in range(998))]
+    expected = [clf.decide(p) for p in probabilities]
+    assert clf.decide_many(probabilities) == expected
+    assert clf.decide_many(iter(probabilities)) == expected  # any iterable, read once
+    assert clf.decide_many(tuple(probabilities)) == expected
+    assert clf.decide_many([]) == []
+
+
 def test_decisions_outside_the_band_are_the_thresholded_prediction() -> None:
     clf = classifier(referral=BAND)
     for i in range(1001):

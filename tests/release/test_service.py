@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -369,6 +370,14 @@ def test_a_turn_of_one_row_requests_is_shadowed_pair_by_pair_and_past_the_queue_
     assert 'oncology_predictions_total{prediction="benign"} 502.0' in exposed
     assert f'oncology_arm_requests_total{{arm="champion",outcome="ok",version="1.0.1"}} {float(routing.SHADOW_QUEUE + extra)}' \
         in exposed
+    # the lines' latencies are the arms' scoring times, in milliseconds to the microsecond (truncated)
+    seconds = {arm: float(re.search(rf'oncology_arm_scoring_seconds_sum{{arm="{arm}",version="{version}"}} (\S+)',
+                                    exposed)[1])  # type: ignore[index]
+               for arm, version in (("shadow", "1.0.2"), ("champion", "1.0.1"))}
+    shadow_ms = lines[("r-0", "shadow")]["latency_ms"]
+    assert 0 <= seconds["shadow"] / routing.SHADOW_QUEUE * 1000 - shadow_ms < 0.001 + 1e-9
+    champion_ms = sum(lines[(f"r-{i}", "champion")]["latency_ms"] for i in range(routing.SHADOW_QUEUE + extra))
+    assert 0 <= seconds["champion"] * 1000 - champion_ms < 0.001 * (routing.SHADOW_QUEUE + extra)
 
 def test_with_several_workers_each_writes_its_arm_counts_by_the_end_of_the_turn_that_answered(
         two_versions: Path, tmp_path: Path) -> None:

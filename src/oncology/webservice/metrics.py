@@ -15,7 +15,7 @@ import os
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable
-from itertools import accumulate
+from itertools import accumulate, repeat
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -175,6 +175,16 @@ class Metrics:
             pending.flush()
         self._dirty.clear()
         malignant, benign, referred = self._predicted
+        for counts in self._arm_pending.values():  # the answers of a release (`count_answer`): also the arms' rows
+            answered = counts.answered
+            if answered:
+                answered_malignant = counts.answered_malignant
+                counts.malignant += answered_malignant
+                counts.rows += answered
+                malignant += answered_malignant
+                benign += answered - answered_malignant
+                referred += counts.referred
+                counts.answered = counts.answered_malignant = counts.referred = 0
         if malignant:
             self.malignant.inc(malignant)
         if benign:
@@ -194,16 +204,14 @@ class Metrics:
             self._schedule()
 
     def count_answer(self, version: str, arm: str, malignant: int, total: int, referred: int, seconds: float) -> None:
-        """An answer given in a release: `count_predictions` and `count_arm` in one call."""
-        predicted = self._predicted
-        predicted[0] += malignant
-        predicted[1] += total - malignant
-        predicted[2] += referred
+        """An answer given in a release: `count_predictions` and `count_arm` in one call.  Its predictions are added up
+        in the arm's counts only (three additions, not six), and reach the service's own counts at the next `flush`."""
         counts = self._arm_pending.get((version, arm))
         if counts is None:
             counts = self._arm_pending[(version, arm)] = _ArmCounts()
-        counts.malignant += malignant  # `_ArmCounts.add` of one time, written here (a call less on every answer)
-        counts.rows += total
+        counts.answered += total  # `_ArmCounts.add` of one time, written here (a call less on every answer)
+        counts.answered_malignant += malignant
+        counts.referred += referred
         times = counts.times
         times.append(seconds)
         if len(times) >= _ARM_TIMES:
@@ -224,10 +232,12 @@ class Metrics:
         counts = self._arm_counts(version, arm)
         counts.malignant += malignant
         counts.rows += rows
-        times = counts.times
-        times += [seconds] * rows
-        if len(times) >= _ARM_TIMES:
+        if counts.times:  # binned first: the sum adds the times in the order they came
             counts.bin()
+        # one time for all: binned at once (one bisection), its sum added a time at a time, as `bin` adds them
+        counts.requests += rows
+        counts.seconds = deque(accumulate(repeat(seconds, rows), initial=counts.seconds), maxlen=1)[0]
+        counts.buckets[bisect_left(SCORING_BUCKETS, seconds)] += rows  # le: the first bound >= seconds
         if self._multiprocess and not self._scheduled:
             self._schedule()
 
@@ -332,11 +342,17 @@ class _ArmCounts:
     """One (version, arm)'s counts not yet in the metrics: rows, malignant rows, and each request's scoring time,
     appended as it comes (an append is cheaper than a bisection and four additions) and binned many at a time."""
 
-    __slots__ = ("malignant", "rows", "times", "requests", "seconds", "buckets")
+    __slots__ = ("malignant", "rows", "times", "requests", "seconds", "buckets", "answered", "answered_malignant",
+                 "referred")
 
     def __init__(self) -> None:
         self.malignant = 0
         self.rows = 0
+        #: rows answered (`Metrics.count_answer`), their malignant and referred rows, not yet in ``rows``, ``malignant``
+        #: and the service's own counts (`Metrics.flush` adds them)
+        self.answered = 0
+        self.answered_malignant = 0
+        self.referred = 0
         self.times: list[float] = []
         self.requests = 0
         self.seconds = 0.0
