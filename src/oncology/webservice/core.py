@@ -180,9 +180,8 @@ class Core:
                 arm, int(elapsed * 1e6) / 1000)
         if shadow is not None:
             queue = self.shadow
-            if queue.due is shadow and logged is not None and len(logged) == 1 and len(queue.rows) < queue.room:
-                queue.rows.append(rows[0])  # type: ignore[index]  # a one-row request, with a pass due: queued with no call (as `submit`)
-                queue.lines.append(logged[0])
+            if queue.due is shadow and logged is not None and len(logged) == 1:
+                queue.lines.append(logged[0])  # a one-row request, with a pass due: queued with no call (as `submit`)
             else:
                 queue.submit(route, request_id, shadow, rows, logged)  # type: ignore[arg-type]
         return probabilities, labels, decisions

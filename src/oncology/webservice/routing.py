@@ -14,12 +14,18 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Final, NamedTuple
 
 from oncology_model.classifier import Classifier
+from oncology_model.datamodel import FEATURES
 from oncology_model.release import CANARY, ReleasePlan, within
 
 log = logging.getLogger(__name__)
+
+#: A logged line's row, as the champion scored it: its inputs' values in `FEATURES` order
+_ROW: Final = attrgetter(*FEATURES)
+_INPUTS: Final = attrgetter("inputs")
 
 #: The arms, as answers, metrics and the prediction log name them.
 CHAMPION: Final = "champion"
@@ -113,40 +119,36 @@ class ShadowScorer:
     jobs a job is dropped and ``on_drop`` called.  Outside an event loop (a direct call), the job is
     scored at once.
 
-    The hot routes' requests (one row, its champion line logged) wait in two plain lists, ``rows`` and ``lines``,
-    for the candidate ``due`` (the one of this turn's pass; None while no pass is due): while ``due`` is the
-    request's candidate and ``room`` is left, the caller appends the row and the line itself (`Core.score`), with no
-    call and no job; a pass hands them to ``score_lines`` in one call.  Any other request is a job.
+    The hot routes' requests (one row, its champion line logged) wait in a plain list, ``lines``, for the candidate
+    ``due`` (the one of this turn's pass; None while no pass is due): while ``due`` is the request's candidate, the
+    caller appends the line itself (`Core.score`), with no call, no job and no test of the bound: the pass keeps the
+    first of them that fit in `SHADOW_QUEUE` with the jobs, drops the rest (counted), and hands the rows (read back
+    from the lines' inputs) and the lines to ``score_lines`` in one call.  Any other request is a job.
     """
 
     def __init__(self, score: Callable[[Sequence[ShadowJob]], None],
                  score_lines: Callable[[Classifier, list[Sequence[int]], list[Any]], None],
-                 on_drop: Callable[[], None]) -> None:
+                 on_drop: Callable[[int], None]) -> None:
         self._score = score
         self._score_lines = score_lines
         self._on_drop = on_drop
         self._jobs: list[ShadowJob] = []
         self._scheduled = False
-        #: the candidate of the pass due this turn, whose one-row requests wait in `rows` and `lines`
+        #: the candidate of the pass due this turn, whose one-row requests' champion lines wait in `lines`
         self.due: Classifier | None = None
-        self.rows: list[Sequence[int]] = []
         self.lines: list[Any] = []
-        #: how many more one-row requests fit in `rows` this turn (`SHADOW_QUEUE` less the jobs waiting)
-        self.room = SHADOW_QUEUE
         self.errors: list[BaseException] = []
 
     def submit(self, route_name: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]],
                logged: Sequence[Any] | None = None) -> None:
         if self._scheduled:  # a pass is due this turn
-            if len(self._jobs) + len(self.rows) >= SHADOW_QUEUE:
-                self._on_drop()
-                return
             if candidate is self.due and logged is not None and len(logged) == len(rows) == 1:
-                self.rows.append(rows[0])
-                self.lines.append(logged[0])
+                self.lines.append(logged[0])  # (the pass applies the bound)
+                return
+            if len(self._jobs) + len(self.lines) >= SHADOW_QUEUE:
+                self._on_drop(1)
                 return
             self._jobs.append((route_name, request_id, candidate, rows, logged))
-            self.room -= 1
             return
         try:
             loop = asyncio.get_running_loop()
@@ -154,25 +156,31 @@ class ShadowScorer:
             self._run([(route_name, request_id, candidate, rows, logged)])
             return
         if logged is not None and len(logged) == len(rows) == 1:  # the first of the turn (the last pass took all)
-            self.rows.append(rows[0])
             self.lines.append(logged[0])
         else:
             self._jobs.append((route_name, request_id, candidate, rows, logged))
-            self.room -= 1
         self.due = candidate
         self._scheduled = True
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Score every queued job now (the loop's pass, and the last one at shutdown)."""
-        candidate, rows, lines, jobs = self.due, self.rows, self.lines, self._jobs
-        self.due, self.rows, self.lines, self._jobs, self._scheduled, self.room = None, [], [], [], False, SHADOW_QUEUE
+        candidate, lines, jobs = self.due, self.lines, self._jobs
+        self.due, self.lines, self._jobs, self._scheduled = None, [], [], False
+        room = SHADOW_QUEUE - len(jobs)
+        if len(lines) > room:  # more than the queue holds: the first kept, the rest dropped (as `submit` drops jobs)
+            self._on_drop(len(lines) - room)
+            del lines[room:]
+        if not lines and not jobs:
+            return
+        assert candidate is not None or not lines
+        rows: list[Sequence[int]] = list(map(_ROW, map(_INPUTS, lines)))  # each line's inputs, as the row the champion scored
         if jobs:  # with requests of several rows (or unlogged, or of another candidate): one pass over all, as jobs
             if rows:
-                assert candidate is not None
-                jobs[:0] = [(line.route, line.request_id, candidate, (row,), (line,)) for row, line in zip(rows, lines)]
+                jobs[:0] = [(line.route, line.request_id, candidate, (row,), (line,))  # type: ignore[misc]
+                            for row, line in zip(rows, lines)]
             self._run(jobs)
-        elif rows:
+        else:
             assert candidate is not None
             try:
                 self._score_lines(candidate, rows, lines)
