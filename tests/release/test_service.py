@@ -413,3 +413,64 @@ def test_with_several_workers_each_writes_its_arm_counts_by_the_end_of_the_turn_
              interval=0.05)
         assert f'oncology_arm_requests_total{{arm="candidate",outcome="ok",version="1.0.2"}} {float(sent)}' in (
             client.get("/metrics").text)
+
+
+def test_a_turn_shadowed_counts_the_answers_of_each_champion_with_their_referrals(two_versions: Path) -> None:
+    """Turns of one-row requests in a shadow release, answered by a champion with a referral band, then one where a
+    hot reload brings another halfway: each version's answers, malignant and referred rows and scoring times are
+    counted by arm and by the service, as if counted one by one."""
+    import asyncio
+
+    from bundle_factory import bundle_files
+    from oncology.settings import ServeSettings
+    from oncology.webservice import predlog, routing
+    from oncology.webservice.core import Core
+    from oncology.webservice.metrics import Metrics
+    from oncology.webservice.model import ModelHolder
+    from oncology_model.bundle import Bundle
+    from oncology_model.classifier import Classifier
+
+    start(two_versions, "shadow", (1.0,))
+    settings = ServeSettings(store=str(two_versions), reload_interval=0)
+    metrics = Metrics()
+    holder = ModelHolder(settings)
+    holder.load()
+    assert holder.release is not None
+    candidate = holder.release.candidate
+    banded, other = (Classifier(Bundle.from_files(bundle_files(version, referral=referral)))  # type: ignore[arg-type]
+                     for version, referral in (("2.0.1", {"low": 0.05, "high": 0.5}), ("2.0.2", None)))
+    log = predlog.PredictionLog(LocalStore(two_versions), "test", flush_seconds=3600, metrics=metrics)
+    core = Core(settings, holder, metrics, log)
+    rows = [[1] * 9, [3] * 9, [10] * 9]  # with the band: benign, refer, malignant
+    answered: list[tuple[str, str, str]] = []
+
+    async def answer() -> None:
+        # a turn answered by the banded champion; then one where it is reloaded halfway (the other answers the rest)
+        for turn in ([banded] * 30, [banded] * 15 + [other] * 15):
+            for i, champion in enumerate(turn, start=len(answered)):
+                _, labels, decisions = core.score("/predict", f"r-{i}", champion, [rows[i % 3]], routing.CHAMPION,
+                                                  candidate)
+                answered.append((champion.version, labels[0], str(decisions[0])))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+
+    asyncio.run(answer())
+    assert log.close() and log.errors == [] and core.shadow.errors == []
+    assert {d for v, _, d in answered if v == "2.0.1"} == {"benign", "refer", "malignant"}
+    exposed = metrics.exposition().decode()
+    for version in ("2.0.1", "2.0.2"):
+        mine = [(label, decision) for v, label, decision in answered if v == version]
+        for label in ("malignant", "benign"):
+            n = sum(1 for got, _ in mine if got == label)
+            assert f'oncology_arm_predictions_total{{arm="champion",prediction="{label}",version="{version}"}} ' \
+                   f'{float(n)}' in exposed
+        assert f'oncology_arm_requests_total{{arm="champion",outcome="ok",version="{version}"}} {float(len(mine))}' \
+               in exposed
+        assert f'oncology_arm_scoring_seconds_count{{arm="champion",version="{version}"}} {float(len(mine))}' in exposed
+    malignant = sum(1 for _, label, _ in answered if label == "malignant")
+    assert f'oncology_predictions_total{{prediction="malignant"}} {float(malignant)}' in exposed
+    assert f'oncology_predictions_total{{prediction="benign"}} {float(len(answered) - malignant)}' in exposed
+    referred = sum(1 for _, _, decision in answered if decision == "refer")
+    assert referred > 0 and f"oncology_referrals_total {float(referred)}" in exposed
+    # and every request was shadowed
+    assert f'oncology_arm_requests_total{{arm="shadow",outcome="ok",version="1.0.2"}} {float(len(answered))}' in exposed

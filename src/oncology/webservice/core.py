@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from itertools import chain, repeat
-from operator import is_, itemgetter
+from operator import attrgetter, is_, itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
 from oncology.settings import ServeSettings
@@ -27,6 +27,7 @@ Scored = tuple[list[float], list[str], list[Decision]]
 _CANDIDATE = itemgetter(2)  # of a shadow job
 _ROWS = itemgetter(3)
 _LOGGED = itemgetter(4)
+_VERSION, _PREDICTION, _DECISION = attrgetter("model_version"), attrgetter("prediction"), attrgetter("decision")
 _LABELS = ("benign", "malignant")  # a label by whether p >= threshold
 
 
@@ -47,7 +48,8 @@ class Core:
         self.holder = holder
         self.metrics = metrics
         self.prediction_log = prediction_log
-        self.shadow = routing.ShadowScorer(self._score_shadow, self._score_shadow_lines, metrics.shadow_dropped.inc)
+        self.shadow = routing.ShadowScorer(self._score_shadow, self._score_shadow_lines, metrics.shadow_dropped.inc,
+                                           self._count_answers)
 
     def route(self, champion: Classifier, key: str) -> routing.Route:
         """Who answers the request with routing key ``key``: the champion, or the candidate of a release."""
@@ -67,6 +69,20 @@ class Core:
             by_candidate.setdefault(id(job[2]), []).append(job)
         for group in by_candidate.values():
             self._score_shadow_of(group[0][2], group)
+
+    def _count_answers(self, lines: list[Any], times: list[float]) -> None:
+        """The champion's answers to one-row requests shadowed in a pass, counted as `score` counts an answer in a
+        release (`Metrics.count_answer`), from their lines (version, prediction, decision) and scoring times: by C
+        iterators and list methods, a pass at a time, not a call a request."""
+        versions = list(map(_VERSION, lines))
+        if versions.count(versions[0]) == len(versions):  # one champion (a reload in the turn makes two)
+            predictions, decisions = list(map(_PREDICTION, lines)), list(map(_DECISION, lines))
+            self.metrics.count_answers(versions[0], routing.CHAMPION, predictions.count("malignant"), len(lines),
+                                       decisions.count(Decision.REFER), times)
+            return
+        for line, seconds in zip(lines, times):
+            self.metrics.count_answer(line.model_version, routing.CHAMPION, int(line.prediction == "malignant"), 1,
+                                      int(line.decision == Decision.REFER), seconds)
 
     def _score_shadow_lines(self, candidate: Classifier, rows: list[Sequence[int]], lines: list[Any]) -> None:
         """`_score_shadow` of one-row requests whose champion lines were logged (the hot routes): their rows in one
@@ -171,19 +187,23 @@ class Core:
             logged = None if prediction_log is None else prediction_log.record(  # no arm, no latency: as before releases
                 route, request_id, version, rows, probabilities, labels, decisions)  # type: ignore[arg-type]
         else:
+            logged = None if prediction_log is None else prediction_log.record(
+                route, request_id, version, rows, probabilities, labels, decisions,  # type: ignore[arg-type]
+                arm, int(elapsed * 1e6) / 1000)
+            if shadow is not None and logged is not None and len(logged) == 1:
+                queue = self.shadow
+                if queue.due is shadow or queue.open(shadow):
+                    # a one-row request shadowed in this turn's pass: its line and time queued, with no call; the pass
+                    # counts the champion's answers from their lines (`_count_answers`), then scores them
+                    queue.lines.append(logged[0])
+                    queue.times.append(elapsed)
+                    return probabilities, labels, decisions
             if arm == routing.SHADOW:  # the service's own counts are of the answers given
                 self.metrics.count_arm(version, arm, malignant, len(labels), elapsed)
             else:  # both in one call
                 self.metrics.count_answer(version, arm, malignant, len(labels), referred, elapsed)
-            logged = None if prediction_log is None else prediction_log.record(
-                route, request_id, version, rows, probabilities, labels, decisions,  # type: ignore[arg-type]
-                arm, int(elapsed * 1e6) / 1000)
         if shadow is not None:
-            queue = self.shadow
-            if queue.due is shadow and logged is not None and len(logged) == 1:
-                queue.lines.append(logged[0])  # a one-row request, with a pass due: queued with no call (as `submit`)
-            else:
-                queue.submit(route, request_id, shadow, rows, logged)  # type: ignore[arg-type]
+            self.shadow.submit(route, request_id, shadow, rows, logged)  # type: ignore[arg-type]
         return probabilities, labels, decisions
 
     def results(self, route: str, request_id: str, classifier: Classifier, rows: Iterable[Sequence[int]],

@@ -219,6 +219,20 @@ class Metrics:
         if not self._scheduled:
             self._schedule()
 
+    def count_answers(self, version: str, arm: str, malignant: int, rows: int, referred: int,
+                      times: list[float]) -> None:
+        """`count_answer` for one-row requests answered in one turn: their malignant and referred rows, their rows
+        (one a request) and each one's scoring time, in order."""
+        counts = self._arm_counts(version, arm)
+        counts.answered += rows
+        counts.answered_malignant += malignant
+        counts.referred += referred
+        counts.times += times
+        if len(counts.times) >= _ARM_TIMES:
+            counts.bin()
+        if not self._scheduled:
+            self._schedule()
+
     def count_arm_requests(self, version: str, arm: str, malignant: int, rows: int, times: Iterable[float]) -> None:
         """`count_arm` for several requests: their malignant rows, their rows, and each one's scoring time."""
         self._arm_counts(version, arm).add(malignant, rows, times)

@@ -119,32 +119,50 @@ class ShadowScorer:
     jobs a job is dropped and ``on_drop`` called.  Outside an event loop (a direct call), the job is
     scored at once.
 
-    The hot routes' requests (one row, its champion line logged) wait in a plain list, ``lines``, for the candidate
-    ``due`` (the one of this turn's pass; None while no pass is due): while ``due`` is the request's candidate, the
-    caller appends the line itself (`Core.score`), with no call, no job and no test of the bound: the pass keeps the
-    first of them that fit in `SHADOW_QUEUE` with the jobs, drops the rest (counted), and hands the rows (read back
-    from the lines' inputs) and the lines to ``score_lines`` in one call.  Any other request is a job.
+    The hot routes' requests (one row, its champion line logged) wait in two plain lists, ``lines`` and ``times``
+    (the champion's line and scoring time), for the candidate ``due`` (the one of this turn's pass; None while no pass
+    is due): while ``due`` is the request's candidate (or `open` makes it so), the caller appends them itself
+    (`Core.score`), with no call, no job, no count and no test of the bound.  The pass first hands them to ``count``
+    (the champion's answers, counted whatever the candidate does), then keeps the first that fit in `SHADOW_QUEUE`
+    with the jobs, drops the rest (counted), and hands the rows (read back from the lines' inputs) and the lines to
+    ``score_lines`` in one call.  Any other request is a job (`submit`).
     """
 
     def __init__(self, score: Callable[[Sequence[ShadowJob]], None],
                  score_lines: Callable[[Classifier, list[Sequence[int]], list[Any]], None],
-                 on_drop: Callable[[int], None]) -> None:
+                 on_drop: Callable[[int], None], count: Callable[[list[Any], list[float]], None]) -> None:
         self._score = score
         self._score_lines = score_lines
         self._on_drop = on_drop
+        self._count = count
         self._jobs: list[ShadowJob] = []
         self._scheduled = False
-        #: the candidate of the pass due this turn, whose one-row requests' champion lines wait in `lines`
+        #: the candidate of the pass due this turn, whose one-row requests' champion lines and scoring times wait in
+        #: `lines` and `times`
         self.due: Classifier | None = None
         self.lines: list[Any] = []
+        self.times: list[float] = []
         self.errors: list[BaseException] = []
+
+    def open(self, candidate: Classifier) -> bool:
+        """Whether one-row requests of ``candidate`` may join this turn's pass (`lines`, `times`): True once ``due`` is
+        ``candidate`` (a pass scheduled for it if none was); False while another candidate's pass is due, or outside
+        an event loop (a direct call: `submit` scores the job at once)."""
+        if self._scheduled:
+            return self.due is candidate
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        self.due = candidate
+        self._scheduled = True
+        loop.call_soon(self.flush)
+        return True
 
     def submit(self, route_name: str, request_id: str, candidate: Classifier, rows: Sequence[Sequence[int]],
                logged: Sequence[Any] | None = None) -> None:
+        """A job: a request the candidate scores in the next pass (or at once, outside an event loop)."""
         if self._scheduled:  # a pass is due this turn
-            if candidate is self.due and logged is not None and len(logged) == len(rows) == 1:
-                self.lines.append(logged[0])  # (the pass applies the bound)
-                return
             if len(self._jobs) + len(self.lines) >= SHADOW_QUEUE:
                 self._on_drop(1)
                 return
@@ -155,18 +173,21 @@ class ShadowScorer:
         except RuntimeError:
             self._run([(route_name, request_id, candidate, rows, logged)])
             return
-        if logged is not None and len(logged) == len(rows) == 1:  # the first of the turn (the last pass took all)
-            self.lines.append(logged[0])
-        else:
-            self._jobs.append((route_name, request_id, candidate, rows, logged))
+        self._jobs.append((route_name, request_id, candidate, rows, logged))
         self.due = candidate
         self._scheduled = True
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Score every queued job now (the loop's pass, and the last one at shutdown)."""
-        candidate, lines, jobs = self.due, self.lines, self._jobs
-        self.due, self.lines, self._jobs, self._scheduled = None, [], [], False
+        candidate, lines, times, jobs = self.due, self.lines, self.times, self._jobs
+        self.due, self.lines, self.times, self._jobs, self._scheduled = None, [], [], [], False
+        if lines:
+            try:
+                self._count(lines, times)
+            except Exception as exc:  # a bug: kept, and the candidate still scores
+                self.errors.append(exc)
+                log.exception("counting the champion's answers failed")
         room = SHADOW_QUEUE - len(jobs)
         if len(lines) > room:  # more than the queue holds: the first kept, the rest dropped (as `submit` drops jobs)
             self._on_drop(len(lines) - room)
