@@ -195,6 +195,7 @@ class Core:
                 if queue.due is shadow or queue.open(shadow):
                     # a one-row request shadowed in this turn's pass: its line and time queued, with no call; the pass
                     # counts the champion's answers from their lines (`_count_answers`), then scores them
+                    queue.rows.append(rows[0])  # type: ignore[index]
                     queue.lines.append(logged[0])
                     queue.times.append(elapsed)
                     return probabilities, labels, decisions

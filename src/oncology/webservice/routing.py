@@ -14,18 +14,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any, Final, NamedTuple
 
 from oncology_model.classifier import Classifier
-from oncology_model.datamodel import FEATURES
 from oncology_model.release import CANARY, ReleasePlan, within
 
 log = logging.getLogger(__name__)
-
-#: A logged line's row, as the champion scored it: its inputs' values in `FEATURES` order
-_ROW: Final = attrgetter(*FEATURES)
-_INPUTS: Final = attrgetter("inputs")
 
 #: The arms, as answers, metrics and the prediction log name them.
 CHAMPION: Final = "champion"
@@ -119,13 +113,12 @@ class ShadowScorer:
     jobs a job is dropped and ``on_drop`` called.  Outside an event loop (a direct call), the job is
     scored at once.
 
-    The hot routes' requests (one row, its champion line logged) wait in two plain lists, ``lines`` and ``times``
-    (the champion's line and scoring time), for the candidate ``due`` (the one of this turn's pass; None while no pass
+    The hot routes' requests (one row, its champion line logged) wait in three plain lists, ``rows``, ``lines`` and
+    ``times`` (the row, the champion's line and scoring time), for the candidate ``due`` (the one of this turn's pass; None while no pass
     is due): while ``due`` is the request's candidate (or `open` makes it so), the caller appends them itself
     (`Core.score`), with no call, no job, no count and no test of the bound.  The pass first hands them to ``count``
     (the champion's answers, counted whatever the candidate does), then keeps the first that fit in `SHADOW_QUEUE`
-    with the jobs, drops the rest (counted), and hands the rows (read back from the lines' inputs) and the lines to
-    ``score_lines`` in one call.  Any other request is a job (`submit`).
+    with the jobs, drops the rest (counted), and hands their rows and lines to ``score_lines`` in one call.  Any other request is a job (`submit`).
     """
 
     def __init__(self, score: Callable[[Sequence[ShadowJob]], None],
@@ -137,15 +130,16 @@ class ShadowScorer:
         self._count = count
         self._jobs: list[ShadowJob] = []
         self._scheduled = False
-        #: the candidate of the pass due this turn, whose one-row requests' champion lines and scoring times wait in
-        #: `lines` and `times`
+        #: the candidate of the pass due this turn, whose one-row requests' rows, champion lines and scoring times
+        #: wait in `rows`, `lines` and `times`
         self.due: Classifier | None = None
+        self.rows: list[Sequence[int]] = []
         self.lines: list[Any] = []
         self.times: list[float] = []
         self.errors: list[BaseException] = []
 
     def open(self, candidate: Classifier) -> bool:
-        """Whether one-row requests of ``candidate`` may join this turn's pass (`lines`, `times`): True once ``due`` is
+        """Whether one-row requests of ``candidate`` may join this turn's pass (`rows`, `lines`, `times`): True once ``due`` is
         ``candidate`` (a pass scheduled for it if none was); False while another candidate's pass is due, or outside
         an event loop (a direct call: `submit` scores the job at once)."""
         if self._scheduled:
@@ -180,8 +174,8 @@ class ShadowScorer:
 
     def flush(self) -> None:
         """Score every queued job now (the loop's pass, and the last one at shutdown)."""
-        candidate, lines, times, jobs = self.due, self.lines, self.times, self._jobs
-        self.due, self.lines, self.times, self._jobs, self._scheduled = None, [], [], [], False
+        candidate, rows, lines, times, jobs = self.due, self.rows, self.lines, self.times, self._jobs
+        self.due, self.rows, self.lines, self.times, self._jobs, self._scheduled = None, [], [], [], [], False
         if lines:
             try:
                 self._count(lines, times)
@@ -191,11 +185,10 @@ class ShadowScorer:
         room = SHADOW_QUEUE - len(jobs)
         if len(lines) > room:  # more than the queue holds: the first kept, the rest dropped (as `submit` drops jobs)
             self._on_drop(len(lines) - room)
-            del lines[room:]
+            del rows[room:], lines[room:]
         if not lines and not jobs:
             return
         assert candidate is not None or not lines
-        rows: list[Sequence[int]] = list(map(_ROW, map(_INPUTS, lines)))  # each line's inputs, as the row the champion scored
         if jobs:  # with requests of several rows (or unlogged, or of another candidate): one pass over all, as jobs
             if rows:
                 jobs[:0] = [(line.route, line.request_id, candidate, (row,), (line,))  # type: ignore[misc]
