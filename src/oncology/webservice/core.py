@@ -74,12 +74,19 @@ class Core:
         """The champion's answers to one-row requests shadowed in a pass, counted as `score` counts an answer in a
         release (`Metrics.count_answer`), from their lines (version, prediction, decision) and scoring times: by C
         iterators and list methods, a pass at a time, not a call a request."""
+        if len(lines) == 1:  # (a quiet turn)
+            self._count_lines(lines, times)
+            return
         versions = list(map(_VERSION, lines))
         if versions.count(versions[0]) == len(versions):  # one champion (a reload in the turn makes two)
             predictions, decisions = list(map(_PREDICTION, lines)), list(map(_DECISION, lines))
             self.metrics.count_answers(versions[0], routing.CHAMPION, predictions.count("malignant"), len(lines),
                                        decisions.count(Decision.REFER), times)
             return
+        self._count_lines(lines, times)
+
+    def _count_lines(self, lines: list[Any], times: list[float]) -> None:
+        """`_count_answers` line by line."""
         for line, seconds in zip(lines, times):
             self.metrics.count_answer(line.model_version, routing.CHAMPION, int(line.prediction == "malignant"), 1,
                                       int(line.decision == Decision.REFER), seconds)
