@@ -97,7 +97,7 @@ class _Line(msgspec.Struct, gc=False, omit_defaults=True):
     prediction: str
     decision: str
     arm: str = "champion"  # omitted when "champion" (and 0.0): outside a release the lines are as before
-    latency_ms: float | msgspec.Raw = _NO_LATENCY  # (Raw: written once for a shadow pass's lines, `record_shadow_lines`)
+    latency_ms: float | msgspec.Raw = _NO_LATENCY  # (Raw: written once for a pass's lines, `record_shadow_lines`)
 
 
 _TS, _REQUEST_ID, _ROUTE, _INPUTS = (attrgetter(name) for name in ("ts", "request_id", "route", "inputs"))
@@ -113,8 +113,8 @@ def _shadow_lines(answered: Sequence[_Line], model_version: str, probabilities: 
     # made whole, positionally, by C iterators: no bytecode a line (a comprehension's unpacking and attribute reads
     # cost ~0.3 us a line, the interpreter's slowest instructions; msgspec's `replace` ~1,000 instructions more)
     return list(map(_Line, map(_TS, answered), map(_REQUEST_ID, answered), repeat(model_version, n),
-                    map(_ROUTE, answered), map(_INPUTS, answered), probabilities, labels, decisions, repeat("shadow", n),
-                    latencies_ms))
+                    map(_ROUTE, answered), map(_INPUTS, answered), probabilities, labels, decisions,
+                    repeat("shadow", n), latencies_ms))
 
 
 def default_writer_id() -> str:
@@ -240,7 +240,8 @@ class PredictionLog:
         latency, and fall in the same window and date.  Never blocks or raises, as `record`.
         """
         try:
-            if list(map(len, answered)).count(1) == len(answered) == len(probabilities) == len(latencies_ms):  # a line a request
+            one_each = list(map(len, answered)).count(1) == len(answered)  # a line a request
+            if one_each and len(answered) == len(probabilities) == len(latencies_ms):
                 self._buffer(_shadow_lines([line for (line,) in answered], model_version, probabilities, labels,
                                            decisions, latencies_ms))
                 return

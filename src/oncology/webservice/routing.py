@@ -114,11 +114,12 @@ class ShadowScorer:
     scored at once.
 
     The hot routes' requests (one row, its champion line logged) wait in three plain lists, ``rows``, ``lines`` and
-    ``times`` (the row, the champion's line and scoring time), for the candidate ``due`` (the one of this turn's pass; None while no pass
-    is due): while ``due`` is the request's candidate (or `open` makes it so), the caller appends them itself
-    (`Core.score`), with no call, no job, no count and no test of the bound.  The pass first hands them to ``count``
-    (the champion's answers, counted whatever the candidate does), then keeps the first that fit in `SHADOW_QUEUE`
-    with the jobs, drops the rest (counted), and hands their rows and lines to ``score_lines`` in one call.  Any other request is a job (`submit`).
+    ``times`` (the row, the champion's line and its scoring time), for the candidate ``due`` (the one of this turn's
+    pass; None while no pass is due): while ``due`` is the request's candidate (or `open` makes it so), the caller
+    appends to them itself (`Core.score`), with no call, no job, no count and no test of the bound.  The pass first
+    hands the lines and times to ``count`` (the champion's answers, counted whatever the candidate does), then keeps
+    the first that fit in `SHADOW_QUEUE` beside the jobs, drops the rest (counted), and hands their rows and lines to
+    ``score_lines`` in one call.  Any other request is a job (`submit`).
     """
 
     def __init__(self, score: Callable[[Sequence[ShadowJob]], None],
@@ -139,9 +140,9 @@ class ShadowScorer:
         self.errors: list[BaseException] = []
 
     def open(self, candidate: Classifier) -> bool:
-        """Whether one-row requests of ``candidate`` may join this turn's pass (`rows`, `lines`, `times`): True once ``due`` is
-        ``candidate`` (a pass scheduled for it if none was); False while another candidate's pass is due, or outside
-        an event loop (a direct call: `submit` scores the job at once)."""
+        """Whether one-row requests of ``candidate`` may join this turn's pass (`rows`, `lines`, `times`): True once
+        ``due`` is ``candidate`` (a pass scheduled for it if none was); False while another candidate's pass is due,
+        or outside an event loop (a direct call: `submit` scores the job at once)."""
         if self._scheduled:
             return self.due is candidate
         try:
