@@ -415,10 +415,13 @@ def test_with_several_workers_each_writes_its_arm_counts_by_the_end_of_the_turn_
             client.get("/metrics").text)
 
 
-def test_a_turn_shadowed_counts_the_answers_of_each_champion_with_their_referrals(two_versions: Path) -> None:
+@pytest.mark.parametrize("band", [{"low": 0.2, "high": 0.9}, None])
+def test_a_turn_shadowed_counts_the_answers_of_each_champion_with_their_referrals(
+        two_versions: Path, band: dict[str, float] | None) -> None:
     """Turns of one-row requests in a shadow release, answered by a champion with a referral band, then one where a
     hot reload brings another halfway: each version's answers, malignant and referred rows and scoring times are
-    counted by arm and by the service, as if counted one by one."""
+    counted by arm and by the service, as if counted one by one; the candidate's scores (another band, or none)
+    decided as it decides one alone."""
     import asyncio
 
     from bundle_factory import bundle_files
@@ -436,9 +439,10 @@ def test_a_turn_shadowed_counts_the_answers_of_each_champion_with_their_referral
     holder = ModelHolder(settings)
     holder.load()
     assert holder.release is not None
-    candidate = holder.release.candidate
-    banded, other = (Classifier(Bundle.from_files(bundle_files(version, referral=referral)))  # type: ignore[arg-type]
-                     for version, referral in (("2.0.1", {"low": 0.05, "high": 0.5}), ("2.0.2", None)))
+    banded, other, candidate = (Classifier(Bundle.from_files(bundle_files(version, **model)))  # type: ignore[arg-type]
+                                for version, model in (("2.0.1", {"referral": {"low": 0.05, "high": 0.5}}),
+                                                       ("2.0.2", {}),
+                                                       ("2.1.0", {"referral": band, "threshold": 0.25})))
     log = predlog.PredictionLog(LocalStore(two_versions), "test", flush_seconds=3600, metrics=metrics)
     core = Core(settings, holder, metrics, log)
     rows = [[1] * 9, [3] * 9, [10] * 9]  # with the band: benign, refer, malignant
@@ -472,5 +476,11 @@ def test_a_turn_shadowed_counts_the_answers_of_each_champion_with_their_referral
     assert f'oncology_predictions_total{{prediction="benign"}} {float(len(answered) - malignant)}' in exposed
     referred = sum(1 for _, _, decision in answered if decision == "refer")
     assert referred > 0 and f"oncology_referrals_total {float(referred)}" in exposed
-    # and every request was shadowed
-    assert f'oncology_arm_requests_total{{arm="shadow",outcome="ok",version="1.0.2"}} {float(len(answered))}' in exposed
+    # and every request was shadowed, its candidate's prediction and decision as the candidate makes them one by one
+    assert f'oncology_arm_requests_total{{arm="shadow",outcome="ok",version="2.1.0"}} {float(len(answered))}' in exposed
+    shadows = [line for line in logged(two_versions) if line.get("arm") == "shadow"]
+    assert len(shadows) == len(answered)
+    assert [(line["prediction"], line["decision"]) for line in shadows] == [
+        (str(candidate.label(line["probability"])), str(candidate.decide(line["probability"])))  # type: ignore[arg-type]
+        for line in shadows]
+    assert {line["decision"] for line in shadows} == ({"benign", "refer", "malignant"} if band else {"benign", "malignant"})

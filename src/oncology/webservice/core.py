@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from itertools import chain, repeat
-from operator import attrgetter, is_, itemgetter
+from operator import add, attrgetter, is_, itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
 from oncology.settings import ServeSettings
@@ -29,14 +29,20 @@ _ROWS = itemgetter(3)
 _LOGGED = itemgetter(4)
 _VERSION, _PREDICTION, _DECISION = attrgetter("model_version"), attrgetter("prediction"), attrgetter("decision")
 _LABELS = ("benign", "malignant")  # a label by whether p >= threshold
+_BY_BOUNDS_ABOVE = (Decision.MALIGNANT, Decision.REFER, Decision.BENIGN)  # a decision by the band's bounds above p
 
 
 def _verdicts(candidate: Classifier, probabilities: Sequence[float]) -> tuple[list[str], list[Decision]]:
     """A shadow pass's labels and decisions of the candidate's ``probabilities`` (as `Core.score` makes the
     champion's, written out there on every request's path)."""
-    # (``threshold <= p`` for each p by C iterators: no bytecode a row; the label its truth's index)
-    return list(map(_LABELS.__getitem__, map(candidate.threshold.__le__, probabilities))), \
-        candidate.decide_many(probabilities)
+    # by C iterators, no bytecode a row: a label by whether ``threshold <= p``, a decision by how many of the referral
+    # band's bounds are above p (as `Classifier.decide`: below low benign, below high refer, else malignant)
+    threshold = float(candidate.threshold)
+    band = candidate.referral
+    low, high = (float(band.low), float(band.high)) if band is not None else (threshold, threshold)
+    return list(map(_LABELS.__getitem__, map(threshold.__le__, probabilities))), \
+        list(map(_BY_BOUNDS_ABOVE.__getitem__, map(add, map(low.__gt__, probabilities),
+                                                   map(high.__gt__, probabilities))))
 
 
 class Core:
