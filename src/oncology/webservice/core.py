@@ -206,11 +206,9 @@ class Core:
             if shadow is not None and logged is not None and len(logged) == 1:
                 queue = self.shadow
                 if queue.due is shadow or queue.open(shadow):
-                    # a one-row request shadowed in this turn's pass: its line and time queued, with no call; the pass
-                    # counts the champion's answers from their lines (`_count_answers`), then scores them
-                    queue.rows.append(rows[0])  # type: ignore[index]
-                    queue.lines.append(logged[0])
-                    queue.times.append(elapsed)
+                    # a one-row request shadowed in this turn's pass: its row, line and time queued, with no call; the
+                    # pass counts the champion's answers from their lines (`_count_answers`), then scores them
+                    queue.pending.append((rows[0], logged[0], elapsed))  # type: ignore[index]
                     return probabilities, labels, decisions
             if arm == routing.SHADOW:  # the service's own counts are of the answers given
                 self.metrics.count_arm(version, arm, malignant, len(labels), elapsed)

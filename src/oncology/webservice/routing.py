@@ -113,12 +113,12 @@ class ShadowScorer:
     jobs a job is dropped and ``on_drop`` called.  Outside an event loop (a direct call), the job is
     scored at once.
 
-    The hot routes' requests (one row, its champion line logged) wait in three plain lists, ``rows``, ``lines`` and
-    ``times`` (the row, the champion's line and its scoring time), for the candidate ``due`` (the one of this turn's
-    pass; None while no pass is due): while ``due`` is the request's candidate (or `open` makes it so), the caller
-    appends to them itself (`Core.score`), with no call, no job, no count and no test of the bound.  The pass first
-    hands the lines and times to ``count`` (the champion's answers, counted whatever the candidate does), then keeps
-    the first that fit in `SHADOW_QUEUE` beside the jobs, drops the rest (counted), and hands their rows and lines to
+    The hot routes' requests (one row, its champion line logged) wait in a plain list, ``pending``, as triples (the
+    row, the champion's line and its scoring time), for the candidate ``due`` (the one of this turn's pass; None
+    while no pass is due): while ``due`` is the request's candidate (or `open` makes it so), the caller appends its
+    triple itself (`Core.score`), with no call, no job, no count and no test of the bound.  The pass first hands the
+    lines and times to ``count`` (the champion's answers, counted whatever the candidate does), then keeps the first
+    that fit in `SHADOW_QUEUE` beside the jobs, drops the rest (counted), and hands their rows and lines to
     ``score_lines`` in one call.  Any other request is a job (`submit`).
     """
 
@@ -131,16 +131,14 @@ class ShadowScorer:
         self._count = count
         self._jobs: list[ShadowJob] = []
         self._scheduled = False
-        #: the candidate of the pass due this turn, whose one-row requests' rows, champion lines and scoring times
-        #: wait in `rows`, `lines` and `times`
+        #: the candidate of the pass due this turn, whose one-row requests wait in `pending`: (row, champion line,
+        #: the champion's scoring time)
         self.due: Classifier | None = None
-        self.rows: list[Sequence[int]] = []
-        self.lines: list[Any] = []
-        self.times: list[float] = []
+        self.pending: list[tuple[Sequence[int], Any, float]] = []
         self.errors: list[BaseException] = []
 
     def open(self, candidate: Classifier) -> bool:
-        """Whether one-row requests of ``candidate`` may join this turn's pass (`rows`, `lines`, `times`): True once
+        """Whether one-row requests of ``candidate`` may join this turn's pass (`pending`): True once
         ``due`` is ``candidate`` (a pass scheduled for it if none was); False while another candidate's pass is due,
         or outside an event loop (a direct call: `submit` scores the job at once)."""
         if self._scheduled:
@@ -158,7 +156,7 @@ class ShadowScorer:
                logged: Sequence[Any] | None = None) -> None:
         """A job: a request the candidate scores in the next pass (or at once, outside an event loop)."""
         if self._scheduled:  # a pass is due this turn
-            if len(self._jobs) + len(self.lines) >= SHADOW_QUEUE:
+            if len(self._jobs) + len(self.pending) >= SHADOW_QUEUE:
                 self._on_drop(1)
                 return
             self._jobs.append((route_name, request_id, candidate, rows, logged))
@@ -175,9 +173,12 @@ class ShadowScorer:
 
     def flush(self) -> None:
         """Score every queued job now (the loop's pass, and the last one at shutdown)."""
-        candidate, rows, lines, times, jobs = self.due, self.rows, self.lines, self.times, self._jobs
-        self.due, self.rows, self.lines, self.times, self._jobs, self._scheduled = None, [], [], [], [], False
-        if lines:
+        candidate, pending, jobs = self.due, self.pending, self._jobs
+        self.due, self.pending, self._jobs, self._scheduled = None, [], [], False
+        rows: list[Sequence[int]] = []
+        lines: list[Any] = []
+        if pending:
+            rows, lines, times = map(list, zip(*pending))  # (C: the triples' columns)
             try:
                 self._count(lines, times)
             except Exception as exc:  # a bug: kept, and the candidate still scores
