@@ -29,20 +29,11 @@ served), with no socket and no HTTP parsing; what the HTTP server does with the 
 out.
 
     .venv/bin/python benchmarks/release.py --in-process --asgi --instructions [--per-turn 8] [--requests 2000]
-
-``--opcodes`` (with ``--in-process``) counts instead the bytecode instructions the interpreter runs on the event
-loop's thread a request (`sys.settrace`'s opcode events, over the measured requests only; the prediction log's
-thread is not traced): deterministic, and the measure of what is interpreted, where a C iterator or a list method
-does per row what a comprehension does in bytecode (fewer opcodes, sometimes more machine instructions, which
-callgrind counts alike however fast they run).
-
-    .venv/bin/python benchmarks/release.py --in-process --asgi --opcodes [--per-turn 8] [--requests 2000]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -167,31 +158,9 @@ def measure(rounds: int, duration: int, warmup: int) -> dict[str, Any]:
     return report
 
 
-class Opcodes:
-    """The bytecode instructions this thread's interpreter runs while entered (`sys.settrace`, opcode events): the
-    clock of `in_process_cpu` with ``opcodes``."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __enter__(self) -> Opcodes:
-        sys.settrace(self._trace)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        sys.settrace(None)
-
-    def _trace(self, frame: Any, event: str, arg: Any) -> Any:
-        frame.f_trace_opcodes = True
-        if event == "opcode":
-            self.count += 1
-        return self._trace
-
-
-def in_process_cpu(name: str, store: Path, requests: int, per_turn: int, warmup: int, opcodes: bool = False) -> float:
+def in_process_cpu(name: str, store: Path, requests: int, per_turn: int, warmup: int) -> float:
     """CPU seconds (this process, every thread: the prediction log's writer too) per one-row request of ``Core.score``
-    on the server ``name``'s store, the prediction log on; ``warmup`` requests first, not counted.  ``opcodes``: the
-    event loop's bytecode instructions a request instead (`Opcodes`)."""
+    on the server ``name``'s store, the prediction log on; ``warmup`` requests first, not counted."""
     import asyncio
 
     from oncology.settings import ServeSettings
@@ -227,20 +196,16 @@ def in_process_cpu(name: str, store: Path, requests: int, per_turn: int, warmup:
             await asyncio.sleep(0)
 
         asyncio.run(serve(0, warmup))
-        counted = Opcodes()
         before = time.process_time()
-        with counted if opcodes else contextlib.nullcontext():
-            asyncio.run(serve(warmup, requests))
-        spent = counted.count if opcodes else time.process_time() - before
+        asyncio.run(serve(warmup, requests))
         lines = (warmup + requests) * (2 if name == "shadow" else 1)  # the shadow's and the champion's
         if not prediction_log.close(60) or prediction_log.written != lines:
             raise bench.BenchError(f"{name}: the prediction log did not write every line: {prediction_log.dropped}")
-        return spent / requests
+        return (time.process_time() - before) / requests
 
 
 
-def in_process_asgi_cpu(name: str, store: Path, requests: int, per_turn: int, warmup: int,
-                        opcodes: bool = False) -> float:
+def in_process_asgi_cpu(name: str, store: Path, requests: int, per_turn: int, warmup: int) -> float:
     """`in_process_cpu` through the whole application: one-row ``POST /predict`` requests handed to
     `overload.Shedder` around ``create_app`` (load shedding off, access log to /dev/null, prediction log on), its
     lifespan started and ended (the prediction log written at the end, checked)."""
@@ -289,11 +254,9 @@ def in_process_asgi_cpu(name: str, store: Path, requests: int, per_turn: int, wa
             if (app.holder.release is None) != (name == "champion"):
                 raise bench.BenchError(f"{name}: the store's release was not loaded")
             await serve(warmup)
-            counted = Opcodes()
             before = time.process_time()
-            with counted if opcodes else contextlib.nullcontext():
-                await serve(requests)
-            seconds = counted.count if opcodes else time.process_time() - before
+            await serve(requests)
+            seconds = time.process_time() - before
             await events.put({"type": "lifespan.shutdown"})  # the shadow's last pass, the prediction log written
             await answers.get()
             await lifespan
@@ -313,11 +276,6 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
     base.mkdir(parents=True, exist_ok=True)
     stores = make_stores(base)
     report: dict[str, Any] = {"per_turn": args.per_turn, "requests": args.requests, "asgi": args.asgi}
-    if args.opcodes:
-        measure_one = in_process_asgi_cpu if args.asgi else in_process_cpu
-        report["opcodes"] = {name: measure_one(name, stores[name], args.requests, args.per_turn, 500, opcodes=True)
-                             for name in NAMES}
-        return report
     if not args.instructions:
         runs: dict[str, list[float]] = {name: [] for name in NAMES}
         for _ in range(args.rounds):
@@ -360,15 +318,13 @@ def main() -> int:
     parser.add_argument("--per-turn", type=int, default=1, help="--in-process: requests per turn of the event loop")
     parser.add_argument("--requests", type=int, default=20000, help="--in-process: requests measured per run")
     parser.add_argument("--instructions", action="store_true", help="--in-process: count instructions (callgrind)")
-    parser.add_argument("--opcodes", action="store_true",
-                        help="--in-process: count the event loop's bytecode instructions (sys.settrace)")
     parser.add_argument("--asgi", action="store_true",
                         help="--in-process: through the whole application (ASGI), not Core.score alone")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.in_process:
         report = in_process(args)
-        for what, unit in (("cpu_us", "us of CPU"), ("instructions", "instructions"), ("opcodes", "opcodes")):
+        for what, unit in (("cpu_us", "us of CPU"), ("instructions", "instructions")):
             if what in report:
                 figures = report[what]
                 print(f"per one-row request, {args.per_turn} a turn: " + ", ".join(

@@ -15,7 +15,7 @@ import os
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable
-from itertools import accumulate, repeat
+from itertools import accumulate
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -246,12 +246,10 @@ class Metrics:
         counts = self._arm_counts(version, arm)
         counts.malignant += malignant
         counts.rows += rows
-        if counts.times:  # binned first: the sum adds the times in the order they came
+        times = counts.times
+        times += [seconds] * rows
+        if len(times) >= _ARM_TIMES:
             counts.bin()
-        # one time for all: binned at once (one bisection), its sum added a time at a time, as `bin` adds them
-        counts.requests += rows
-        counts.seconds = deque(accumulate(repeat(seconds, rows), initial=counts.seconds), maxlen=1)[0]
-        counts.buckets[bisect_left(SCORING_BUCKETS, seconds)] += rows  # le: the first bound >= seconds
         if self._multiprocess and not self._scheduled:
             self._schedule()
 

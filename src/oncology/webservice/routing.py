@@ -134,7 +134,9 @@ class ShadowScorer:
         #: the candidate of the pass due this turn, whose one-row requests wait in `pending`: (row, champion line,
         #: the champion's scoring time)
         self.due: Classifier | None = None
-        self.pending: list[tuple[Sequence[int], Any, float]] = []
+        self.rows: list[Sequence[int]] = []
+        self.lines: list[Any] = []
+        self.times: list[float] = []
         self.errors: list[BaseException] = []
 
     def open(self, candidate: Classifier) -> bool:
@@ -156,7 +158,7 @@ class ShadowScorer:
                logged: Sequence[Any] | None = None) -> None:
         """A job: a request the candidate scores in the next pass (or at once, outside an event loop)."""
         if self._scheduled:  # a pass is due this turn
-            if len(self._jobs) + len(self.pending) >= SHADOW_QUEUE:
+            if len(self._jobs) + len(self.lines) >= SHADOW_QUEUE:
                 self._on_drop(1)
                 return
             self._jobs.append((route_name, request_id, candidate, rows, logged))
@@ -173,12 +175,9 @@ class ShadowScorer:
 
     def flush(self) -> None:
         """Score every queued job now (the loop's pass, and the last one at shutdown)."""
-        candidate, pending, jobs = self.due, self.pending, self._jobs
-        self.due, self.pending, self._jobs, self._scheduled = None, [], [], False
-        rows: list[Sequence[int]] = []
-        lines: list[Any] = []
-        if pending:
-            rows, lines, times = map(list, zip(*pending))  # (C: the triples' columns)
+        candidate, rows, lines, times, jobs = self.due, self.rows, self.lines, self.times, self._jobs
+        self.due, self.rows, self.lines, self.times, self._jobs, self._scheduled = None, [], [], [], [], False
+        if lines:
             try:
                 self._count(lines, times)
             except Exception as exc:  # a bug: kept, and the candidate still scores
