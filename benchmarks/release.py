@@ -29,6 +29,14 @@ served), with no socket and no HTTP parsing; what the HTTP server does with the 
 out.
 
     .venv/bin/python benchmarks/release.py --in-process --asgi --instructions [--per-turn 8] [--requests 2000]
+
+``--parts`` (with ``--in-process``) times the shadow's parts instead, in a run of the champion's server and one of
+the shadow's: each call of the pass and of its steps on the event loop (wall time, the event loop's thread: nothing
+else runs on it), and the prediction log's thread's encoding and writing (that thread's CPU time), per request
+measured; the timing adds ~0.1 us a call.  Time, not instructions: the interpreter runs some instructions far slower than others (C maps of
+`attrgetter`s counted fewer bytecodes and took longer than the comprehensions they replaced).
+
+    .venv/bin/python benchmarks/release.py --in-process --asgi --parts [--per-turn 8] [--requests 8000]
 """
 
 from __future__ import annotations
@@ -270,12 +278,51 @@ def in_process_asgi_cpu(name: str, store: Path, requests: int, per_turn: int, wa
             raise bench.BenchError(f"{name}: the prediction log wrote {written:.0f} lines")
         return seconds / requests
 
+def shadow_parts(name: str, store: Path, requests: int, per_turn: int, asgi: bool) -> dict[str, float]:
+    """Microseconds a request of the shadow's parts (see ``--parts``), in one run of the server ``name``."""
+    from oncology.webservice import core, metrics, predlog, routing
+
+    spent: dict[str, float] = {}
+
+    def timed(owner: Any, part: str, clock: Any) -> None:
+        function = getattr(owner, part)
+
+        def timing(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[part] = spent.get(part, 0.0) + clock() - start
+        setattr(owner, part, timing)
+
+    parts = ((routing.ShadowScorer, "flush"), (core.Core, "_count_answers"), (core.Core, "_score_shadow_lines"),
+             (core, "_verdicts"), (metrics.Metrics, "count_arm_alike"), (predlog.PredictionLog, "record_shadow_lines"))
+    writer = ("_serialise", "_write_queued")  # the log's own thread: its CPU time
+    plain = [(owner, part, getattr(owner, part)) for owner, part in parts]
+    plain += [(predlog.PredictionLog, part, getattr(predlog.PredictionLog, part)) for part in writer]
+    try:
+        for owner, part in parts:
+            timed(owner, part, time.perf_counter)
+        for part in writer:
+            timed(predlog.PredictionLog, part, time.thread_time)
+        warmup = 2000
+        cpu = (in_process_asgi_cpu if asgi else in_process_cpu)(name, store, requests, per_turn, warmup)
+    finally:
+        for owner, part, function in plain:
+            setattr(owner, part, function)
+    return {"cpu_us": cpu * 1e6, **{part: seconds / (warmup + requests) * 1e6 for part, seconds in spent.items()}}
+
+
 def in_process(args: argparse.Namespace) -> dict[str, Any]:
     """The model's side of a request, per server: CPU microseconds (or instructions) per request."""
     base = bench.RESULTS / "release-in-process"
     base.mkdir(parents=True, exist_ok=True)
     stores = make_stores(base)
     report: dict[str, Any] = {"per_turn": args.per_turn, "requests": args.requests, "asgi": args.asgi}
+    if args.parts:
+        report["parts_us"] = {name: shadow_parts(name, stores[name], args.requests, args.per_turn, args.asgi)
+                              for name in ("champion", "shadow")}
+        return report
     if not args.instructions:
         runs: dict[str, list[float]] = {name: [] for name in NAMES}
         for _ in range(args.rounds):
@@ -320,10 +367,14 @@ def main() -> int:
     parser.add_argument("--instructions", action="store_true", help="--in-process: count instructions (callgrind)")
     parser.add_argument("--asgi", action="store_true",
                         help="--in-process: through the whole application (ASGI), not Core.score alone")
+    parser.add_argument("--parts", action="store_true", help="--in-process: time the shadow's parts (above)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.in_process:
         report = in_process(args)
+        for name, parts in report.get("parts_us", {}).items():
+            print(f"{name}, per one-row request, {args.per_turn} a turn, in us: " + ", ".join(
+                f"{part} {value:.3f}" for part, value in parts.items()))
         for what, unit in (("cpu_us", "us of CPU"), ("instructions", "instructions")):
             if what in report:
                 figures = report[what]
