@@ -43,19 +43,28 @@ cost is measured in CPU time, a system call each side of the request, and at 20,
 made that a measurable share of the shedder's cost).  The test is on the queued work, not on the
 number of requests: a probe waits at most a quantum behind requests that came together, whatever the budget.
 
-The protocol answers the hot routes itself when it can (`_ReadDeadline._inline`, ``inline_hot_routes``): once a
-request's body is in, it runs the route's handler on it, drives its coroutine to the end and writes the answer, in
-the loop's iteration that read it, with no ASGI scope, cycle or task.  It does so only when shedding (when on) would
-run the request as it comes, the test `Shedder.inline` makes as `__call__` does, with one difference that the
-budget needs: under ASGI, the requests parsed in one iteration are all queued before the first of them runs (in the
-next), so `__call__` sees the whole iteration's work; inline, a request runs before the ones after it in the same
-iteration are even read, so they would never be seen queued, and the loop could serve any number of them back to
-back while the requests of the next iteration wait, unread and uncounted, in the kernel.  So the work answered
-inline in an iteration counts as queued: an iteration answers inline at most a quantum of estimated work (or one
-request alone), and the requests read after that go the ASGI way, where they queue, take turns and can be shed as
-before.  The time a request waits unread is then bounded as with turns: by a quantum plus the reading.  Requests
-waiting for a turn are never overtaken by an inline answer (none is given while one waits).  An inline request's cost
-is measured as a turn's is, the first of a size and one every `SAMPLE_SECONDS` (`learn`), so the estimates stay fresh.
+The protocol answers the hot routes itself (`_ReadDeadline._inline`, ``inline_hot_routes``): once a request's body
+is in, it runs the route's handler on it, drives its coroutine to the end and writes the answer, with no ASGI scope,
+cycle or task.  It does so at once, in the loop's iteration that read it, when shedding (when on) would run the
+request as it comes, the test `Shedder.inline` makes as `__call__` does, with one difference that the budget needs:
+under ASGI, the requests parsed in one iteration are all queued before the first of them runs (in the next), so
+`__call__` sees the whole iteration's work; inline, a request runs before the ones after it in the same iteration are
+even read, so they would never be seen queued, and the loop could serve any number of them back to back while the
+requests of the next iteration wait, unread and uncounted, in the kernel.  So the work answered inline counts as
+queued: an iteration answers at once at most a quantum of estimated work (or one request alone).  The requests read
+after that are deferred (`_Deferred`): counted in the queue and queued for a turn behind the requests waiting already,
+in the same queue as the ASGI way's, where they can be shed at their turn as before; a turn granted, they are
+answered inline all the same, in a later iteration (`Shedder._next`), the loop reading between two turns.  A deferred
+request costs a few attribute writes and one callback per iteration, where the ASGI way cost a scope, uvicorn's cycle,
+a task and its awaitables (at 64 connections, the few percent of requests past the quantum were a measurable share of
+the whole server's CPU).  Requests waiting for a turn, or granted one, are never overtaken by an answer given at once.
+
+The quantum is counted in work answered at once since `Shedder._next` last ran (at the start of an iteration, after a
+request was deferred), not by the loop's clock: uvloop's ``loop.time()`` is not libuv's time of the iteration but the
+clock read anew (in milliseconds), so the requests of one iteration that each take more than a millisecond read
+different times.  Counted by that clock, each of them saw an iteration of its own, and any number of them read
+together were answered at once, back to back, a probe read with them answered last.  An inline request's cost is
+measured as a turn's is, the first of a size and one every `SAMPLE_SECONDS` (`learn`); a deferred one's always.
 
 So the latency of an admitted request is about the budget plus its own cost, however many requests
 come.  (Clients that retry a 503 at once, ignoring Retry-After, are a flood of requests to read and
@@ -129,8 +138,11 @@ class Shedder:
         self.costs = [0.0] * LARGEST  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
         self.sampled_at = [-math.inf] * LARGEST  # by size: the loop's time of the last request that measured its cost
         self.turns = _Turns(self.max_lag)  # admitted requests run in turns, from their start to their first answer
-        self.inline_work = 0.0  # the estimated work of the requests answered inline in this iteration of the loop
-        self.inline_at = -1.0  # that iteration's loop time
+        # the estimated work answered inline since the deferred requests last ran (`_next`, which starts an iteration of
+        # the loop): at least the work answered inline in this iteration
+        self.inline_work = 0.0
+        self.granted: list[_Deferred] = []  # deferred requests given their turn, to run in `_next`
+        self.next_due = False  # `_next` is scheduled
         self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
             name + b": " + value + b"\r\n" for name, value in [*SHED_HEADERS, (b"retry-after", self.retry_after)]))
 
@@ -148,31 +160,59 @@ class Shedder:
         return False
 
     def inline(self, body_bytes: int, now: float) -> int:
-        """Whether an admitted request whose body (``body_bytes`` long) is in may be answered at once by the protocol,
-        in this iteration of the loop (`_ReadDeadline`): the test `__call__` makes before it runs a request as it comes,
-        with the requests answered inline earlier in this iteration counted as queued (under ASGI they would be).  No
-        request waits for a turn, and the whole queue fits in one turn: this request alone (none queued, none answered
-        inline in this iteration), or the queued work, the work answered inline in this iteration and this request's
-        within a quantum.  `NOT_INLINE`: it is left to `__call__`; else `INLINE`, or its size class when its cost is to
-        be measured (`learn`): the first of its size, and one every `SAMPLE_SECONDS` after it, as the turns measure theirs.
+        """How the protocol answers an admitted hot route's request whose body (``body_bytes`` long) is in
+        (`_ReadDeadline`): at once, in this iteration of the loop, if `__call__` would run it as it comes, with the work
+        answered inline since the deferred requests last ran (`_next`) counted as queued (under ASGI it would be).  No
+        request waits for a turn or holds one, and the whole queue fits in one turn: this request alone (none queued,
+        none answered inline since), or the queued work, the work answered inline since and this request's within a
+        quantum.  Then `INLINE`, or its size class when its cost is to be measured (`learn`): the first of its size, and
+        one every `SAMPLE_SECONDS` after it (``now``: the loop's time when its bytes were parsed), as the turns measure
+        theirs.  Else `DEFER`: it takes a turn as a `_Deferred` (`defer`), answered inline in a later iteration.
 
-        ``now`` is the loop's time when the request's bytes were parsed: uvloop's clock is libuv's, read once per
-        iteration of the loop (after its poll), so the requests parsed in one iteration share it (and so do those of
-        iterations that began in the same millisecond: counted together, more strictly).
+        The work answered inline is counted since `_next` last ran, not since the iteration began: nothing marks an
+        iteration (uvloop's ``loop.time()`` is the clock read anew, in milliseconds, not libuv's time of the iteration),
+        and `_next`, which starts one, is scheduled only once a request is deferred.  So the bound holds in every
+        iteration (its inline work is at most what was answered since `_next`), and at one request in an iteration
+        one is deferred per quantum of work answered inline (a spurious wait of one iteration).
         """
         size = body_bytes.bit_length()
         if size >= LARGEST:
             size = LARGEST - 1
         estimate = self.costs[size]
-        spent = self.inline_work if now == self.inline_at else 0.0
-        if self.turns.waiting or not (self.min_queue and not self.queued and not spent
-                                      or self.work + spent + estimate <= self.turns.quantum):
-            return NOT_INLINE
-        self.inline_work, self.inline_at = spent + estimate, now
+        spent = self.inline_work
+        turns = self.turns
+        if turns.waiting or turns.holders or not (self.min_queue and not self.queued and not spent
+                                                  or self.work + spent + estimate <= turns.quantum):
+            return DEFER
+        self.inline_work = spent + estimate
         if now - self.sampled_at[size] < SAMPLE_SECONDS:
             return INLINE
         self.sampled_at[size] = now
         return size
+
+    def defer(self, deferred: _Deferred, body_bytes: int) -> None:
+        """Queue ``deferred`` (a request `inline` did not answer at once, its body ``body_bytes`` long): counted in, it
+        waits for a turn behind the requests waiting already, as a request going the ASGI way does, and runs, inline,
+        when the turns grant it one (`_next`)."""
+        deferred.size, deferred.estimate = self.enqueue(body_bytes)
+        self.turns.waiting.append((deferred, deferred.estimate))  # type: ignore[arg-type]
+        if not self.next_due:  # (the grant may come from a turn's end too: `_next` then runs what it granted)
+            self.next_due = True
+            deferred.loop.call_soon(self._next, deferred.loop)
+
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the loop's next iteration after a request was deferred or given its turn: the inline work counted afresh;
+        the deferred requests granted a turn run (and the next batch, if the turns are free, is granted first).  The
+        batches granted while they run (as each ends) run in the iteration after: the loop reads between."""
+        self.inline_work = 0.0
+        turns = self.turns
+        if turns.waiting and not turns.holders:  # nothing runs: the next batch (its deferred requests join `granted`)
+            turns._grant(loop)
+            turns.granted_at = math.inf  # (granted as it runs: no gap to learn from)
+        granted, self.granted = self.granted, []
+        self.next_due = False
+        for deferred in granted:
+            deferred.run()
 
     def learn(self, size: int, cost: float) -> None:
         """A request of size class ``size`` took ``cost`` CPU seconds: its size's estimate follows (the first sets it)."""
@@ -419,8 +459,8 @@ _DEFAULTS: list[Any] = [None, b""]
 _clock = time.perf_counter
 #: Size classes of request bodies (a body's bytes.bit_length(), the largest class holding the rest).
 LARGEST: Final = 64
-#: `Shedder.inline`'s answers: not inline (the ASGI way), inline (its cost not measured); else the size class to measure.
-NOT_INLINE: Final = -1
+#: `Shedder.inline`'s answers: deferred (a turn, then inline), inline (its cost not measured); else the size class to measure.
+DEFER: Final = -1
 INLINE: Final = LARGEST
 #: Weight of the newest request in the moving average of the cost of admitted requests of its size (the first sets it).
 COST_WEIGHT: Final = 0.05
@@ -458,6 +498,65 @@ class _Resumed:
                 awaited = coroutine.send(sent)
             except StopIteration as done:
                 return done.value
+
+
+class _NoEvent:
+    """What uvicorn sets (``cycle.message_event.set()``) on a connection's pending answer when the connection is lost:
+    nothing, for a `_Deferred`."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def set() -> None:
+        pass
+
+
+class _Deferred:
+    """A hot route's request whose body is in, answered inline when its turn comes, in a later iteration of the loop
+    (`Shedder.inline` did not answer it at once: the quantum of inline work was spent, or requests wait for a turn).
+
+    It waits in the turns as a request going the ASGI way does, in the same queue (`_Turns.waiting`, through `done` and
+    `set_result`, as a future), and when granted runs in `Shedder._next` (`_ReadDeadline._answer_deferred`): no task,
+    no uvicorn cycle, no scope, no ``receive``/``send`` awaitables.  Until then it stands as its connection's pending
+    answer (``cycle``, with the attributes uvicorn reads there), so that requests pipelined behind it wait for it, a
+    drain (``keep_alive`` turned off) closes the connection after it, and a lost connection marks it ``disconnected``.
+    """
+
+    __slots__ = ("protocol", "loop", "endpoint", "headers", "query", "body", "received", "keep_alive", "size",
+                 "estimate", "granted", "response_complete", "disconnected")
+    message_event: Final = _NoEvent()
+
+    def __init__(self, protocol: _ReadDeadline, endpoint: Endpoint, headers: dict[bytes, bytes], query: bytes,
+                 body: bytes, received: float, keep_alive: bool) -> None:
+        self.protocol = protocol
+        self.loop = protocol.loop
+        self.endpoint = endpoint
+        self.headers = headers
+        self.query = query
+        self.body = body
+        self.received = received  # the loop's time when its first bytes were parsed (``RECEIVED``)
+        self.keep_alive = keep_alive
+        self.size = 0  # its size class and estimated cost (`Shedder.enqueue`)
+        self.estimate = 0.0
+        self.granted = False
+        self.response_complete = False
+        self.disconnected = False
+
+    def done(self) -> bool:
+        return self.granted
+
+    def set_result(self, result: None) -> None:
+        """Its turn is granted (`_Turns._grant`): it runs in `Shedder._next`, in this iteration or the next."""
+        self.granted = True
+        shedder = self.protocol.shedder
+        assert shedder is not None
+        shedder.granted.append(self)
+        if not shedder.next_due:
+            shedder.next_due = True
+            self.loop.call_soon(shedder._next, self.loop)
+
+    def run(self) -> None:
+        self.protocol._answer_deferred(self)
 
 
 class _GracefulClose:
@@ -725,9 +824,8 @@ class _ReadDeadline(HttpToolsProtocol):
             return
         if not self._shedding:
             if self._hot is not None:
-                if self._inline():
-                    return
-                self._to_asgi()
+                self._inline()
+                return
             if (self.shedder is not None and ADMITTED in self.scope  # admitted at parse time (a fresh scope per request)
                     and not self.cycle.response_complete):  # (answered early: never queued)
                 self.scope[ADMITTED] = self.shedder.enqueue(self._body_bytes)  # type: ignore[typeddict-unknown-key]
@@ -743,15 +841,17 @@ class _ReadDeadline(HttpToolsProtocol):
             return
         self.on_response_complete()  # as after any answer: reading resumed, the keep-alive timer armed
 
-    def _inline(self) -> bool:
+    def _inline(self) -> None:
         """Answer the hot route's request whose body is in, here and now, if the shedder (when on) would run it as it
         comes: `Front.inline`'s coroutine driven to its end, its answer written as uvicorn writes one, then `Front.finish`.
-        False: it goes the ASGI way.  A handler that suspends (none does: the body is in) is continued as a task."""
+        Else it takes a turn (`_defer`) and is answered so in a later iteration.  A handler that suspends (none does:
+        the body is in) is continued as a task."""
         shedder = self.shedder
         body = self._hot_body
         how = INLINE if shedder is None else shedder.inline(len(body), self._received)
-        if how == NOT_INLINE:
-            return False
+        if how == DEFER:
+            self._defer()
+            return
         cpu = time.thread_time() if how != INLINE else 0.0
         endpoint = self._hot
         assert endpoint is not None and self.front is not None
@@ -768,7 +868,7 @@ class _ReadDeadline(HttpToolsProtocol):
                 answer: Answer | None = done.value
             else:
                 self._suspended(answering, suspended, state, start, keep_alive, len(body))
-                return True
+                return
             if how != INLINE:  # (shedding is on) its cost, as a turn measures it: from its start to its answer
                 shedder.learn(how, time.thread_time() - cpu)  # type: ignore[union-attr]
             if answer is not None:
@@ -780,7 +880,95 @@ class _ReadDeadline(HttpToolsProtocol):
             # (raised into the parser, it would be taken for a malformed request: a 400)
             log.error("answering a request inline: %s", type(exc).__name__)
             self.transport.close()
-        return True
+
+    def _defer(self) -> None:
+        """The hot route's request whose body is in waits for a turn, as a `_Deferred`: the connection's pending answer
+        (``cycle``), so that the requests pipelined behind it wait for it and a drain closes the connection after it."""
+        assert self._hot is not None and self.shedder is not None
+        parser = self.parser
+        deferred = _Deferred(self, self._hot, dict(self.headers), self._hot_query, self._hot_body, self._received,
+                             parser.should_keep_alive() and parser.get_http_version() != "1.0")
+        self._hot, self._hot_body = None, b""
+        self.cycle = deferred  # type: ignore[assignment]
+        self.shedder.defer(deferred, len(deferred.body))
+
+    def _answer_deferred(self, deferred: _Deferred) -> None:
+        """``deferred``'s turn (`Shedder._next`): answered inline, as `_inline` answers, or shed as `Shedder.__call__`
+        sheds at a turn (it waited past the budget, and the work queued would make the requests behind it wait past it
+        too), or, its client gone, not run at all (a 499, as through ASGI); then its turn ends and it is counted out."""
+        shedder, front, loop = self.shedder, self.front, self.loop
+        assert shedder is not None and front is not None
+        turns = shedder.turns
+        if turns.granted_at < math.inf:  # the first of its batch to run
+            turns.started(loop)
+        deferred.response_complete = True  # answered now (whatever comes next on the connection may follow it)
+        turn = True  # its turn is held until its answer is made
+        mine = True  # its turn and its place in the queue are given up here (not by a task continuing it)
+        try:
+            endpoint, keep_alive = deferred.endpoint, deferred.keep_alive
+            if deferred.disconnected or self._socket.is_closing():
+                state, answering = front.inline(endpoint, deferred.headers, deferred.query, b"")
+                answering.close()  # (never started)
+                state["route"], state["disconnected"] = endpoint.path, True
+                front.finish(state, "POST", _clock())
+            elif loop.time() - deferred.received > shedder.max_lag and shedder._over_budget(shedder.queued - 1):
+                shedder.shed.inc()
+                default = b"".join(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers)
+                close = b"" if keep_alive else b"connection: close\r\n"
+                self.transport.write(shedder.shed_response + default + close + b"\r\n" + SHED_BODY)
+                if not keep_alive:
+                    self.transport.close()
+                self.on_response_complete()
+            else:
+                cpu = time.thread_time()
+                start = _clock()
+                state, answering = front.inline(endpoint, deferred.headers, deferred.query, deferred.body)
+                try:
+                    suspended = answering.send(None)
+                except StopIteration as done:
+                    answer: Answer | None = done.value
+                else:
+                    mine = False
+                    task = loop.create_task(self._deferred_rest(deferred, answering, suspended, state, start))
+                    task.add_done_callback(self.tasks.discard)
+                    self.tasks.add(task)
+                    return
+                # its cost, as a turn measures it: the CPU time of the loop's thread from its start to its answer
+                shedder.learn(deferred.size, time.thread_time() - cpu)
+                turn = False
+                turns.release(loop)
+                if answer is not None:
+                    self._write(answer, keep_alive)
+                else:  # nobody to answer (the client went away)
+                    self.transport.close()
+                front.finish(state, "POST", start)
+        except Exception as exc:  # a fault of this code (the app's are a 500): as in `_inline`
+            log.error("answering a request inline: %s", type(exc).__name__)
+            self.transport.close()
+        finally:
+            if mine:
+                if turn:
+                    turns.release(loop)
+                shedder.count_out(deferred.estimate)
+
+    async def _deferred_rest(self, deferred: _Deferred, answering: Coroutine[Any, Any, Answer | None], awaited: Any,
+                             state: dict[str, Any], start: float) -> None:
+        """The rest of a deferred request's answer that suspended (awaiting ``awaited``), in a task holding its turn."""
+        shedder = self.shedder
+        assert shedder is not None and self.front is not None
+        try:
+            answer = await _Resumed(answering, awaited)
+            if answer is not None:
+                self._write(answer, deferred.keep_alive)
+            else:
+                self.transport.close()
+        except Exception as exc:  # as in `_inline`
+            log.error("answering a request inline: %s", type(exc).__name__)
+            self.transport.close()
+        finally:
+            shedder.turns.release(self.loop)
+            shedder.count_out(deferred.estimate)
+            self.front.finish(state, "POST", start)
 
     def _write(self, answer: Answer, keep_alive: bool) -> None:
         """An answer, as uvicorn's `RequestResponseCycle` writes it (its status line, the server's default headers,
