@@ -64,7 +64,8 @@ request was deferred), not by the loop's clock: uvloop's ``loop.time()`` is not 
 clock read anew (in milliseconds), so the requests of one iteration that each take more than a millisecond read
 different times.  Counted by that clock, each of them saw an iteration of its own, and any number of them read
 together were answered at once, back to back, a probe read with them answered last.  An inline request's cost is
-measured as a turn's is, the first of a size and one every `SAMPLE_SECONDS` (`learn`); a deferred one's always.
+measured as a turn's is, the first of a size and one every `SAMPLE_SECONDS` (`learn`), whether answered at once or
+deferred.
 
 So the latency of an admitted request is about the budget plus its own cost, however many requests
 come.  (Clients that retry a 503 at once, ignoring Retry-After, are a flood of requests to read and
@@ -911,7 +912,8 @@ class _ReadDeadline(HttpToolsProtocol):
                 answering.close()  # (never started)
                 state["route"], state["disconnected"] = endpoint.path, True
                 front.finish(state, "POST", _clock())
-            elif loop.time() - deferred.received > shedder.max_lag and shedder._over_budget(shedder.queued - 1):
+            elif (shedder.work > shedder.max_lag and shedder.queued > shedder.min_queue  # (`_over_budget`, others queued)
+                  and loop.time() - deferred.received > shedder.max_lag):
                 shedder.shed.inc()
                 default = b"".join(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers)
                 close = b"" if keep_alive else b"connection: close\r\n"
@@ -920,7 +922,13 @@ class _ReadDeadline(HttpToolsProtocol):
                     self.transport.close()
                 self.on_response_complete()
             else:
-                cpu = time.thread_time()
+                # its cost measured as an inline answer's is: the first of its size, then one every SAMPLE_SECONDS
+                size, received = deferred.size, deferred.received
+                measured = received - shedder.sampled_at[size] >= SAMPLE_SECONDS
+                cpu = 0.0
+                if measured:
+                    shedder.sampled_at[size] = received
+                    cpu = time.thread_time()
                 start = _clock()
                 state, answering = front.inline(endpoint, deferred.headers, deferred.query, deferred.body)
                 try:
@@ -933,8 +941,8 @@ class _ReadDeadline(HttpToolsProtocol):
                     task.add_done_callback(self.tasks.discard)
                     self.tasks.add(task)
                     return
-                # its cost, as a turn measures it: the CPU time of the loop's thread from its start to its answer
-                shedder.learn(deferred.size, time.thread_time() - cpu)
+                if measured:  # the CPU time of the loop's thread from its start to its answer, as a turn's
+                    shedder.learn(size, time.thread_time() - cpu)
                 turn = False
                 turns.release(loop)
                 if answer is not None:
