@@ -382,6 +382,9 @@ def test_requests_are_answered_inline_up_to_a_quantum_of_work_between_two_runs_o
     shedder.turns.holders = 1
     assert shedder.inline(300, 4.0) == overload.DEFER  # nor one granted a turn, whose batch runs next
     shedder.turns.holders = 0
+    shedder.turns.deferred.append(None)  # type: ignore[arg-type]
+    assert shedder.inline(300, 4.0) == overload.DEFER  # nor one deferred already
+    shedder.turns.deferred.clear()
     # by the loop's clock: one every SAMPLE_SECONDS (here every third iteration, 0.4 of it apart), whatever the rate
     step = overload.SAMPLE_SECONDS * 0.4
     measured = []

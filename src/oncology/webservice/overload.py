@@ -182,7 +182,7 @@ class Shedder:
         estimate = self.costs[size]
         spent = self.inline_work
         turns = self.turns
-        if turns.waiting or turns.holders or not (self.min_queue and not self.queued and not spent
+        if turns.waiting or turns.holders or turns.deferred or not (self.min_queue and not self.queued and not spent
                                                   or self.work + spent + estimate <= turns.quantum):
             return DEFER
         self.inline_work = spent + estimate
@@ -195,25 +195,62 @@ class Shedder:
         """Queue ``deferred`` (a request `inline` did not answer at once, its body ``body_bytes`` long): counted in, it
         waits for a turn behind the requests waiting already, as a request going the ASGI way does, and runs, inline,
         when the turns grant it one (`_next`)."""
-        deferred.size, deferred.estimate = self.enqueue(body_bytes)
-        self.turns.waiting.append((deferred, deferred.estimate))  # type: ignore[arg-type]
+        size = body_bytes.bit_length()  # (`enqueue`, inlined)
+        if size >= LARGEST:
+            size = LARGEST - 1
+        deferred.size = size
+        deferred.estimate = estimate = self.costs[size]
+        self.queued += 1
+        self.work += estimate
+        turns = self.turns
+        if turns.waiting or turns.holders:  # behind requests that take turns: a turn of its own
+            turns.waiting.append((deferred, estimate))  # type: ignore[arg-type]
+        else:  # (the common case: a plain queue, run by `_next` a quantum at a time)
+            turns.deferred.append(deferred)
         if not self.next_due:  # (the grant may come from a turn's end too: `_next` then runs what it granted)
             self.next_due = True
-            deferred.loop.call_soon(self._next, deferred.loop)
+            loop = deferred.protocol.loop
+            loop.call_soon(self._next, loop)
 
     def _next(self, loop: asyncio.AbstractEventLoop) -> None:
-        """In the loop's next iteration after a request was deferred or given its turn: the inline work counted afresh;
-        the deferred requests granted a turn run (and the next batch, if the turns are free, is granted first).  The
-        batches granted while they run (as each ends) run in the iteration after: the loop reads between."""
+        """In the loop's next iteration after a request was deferred or given its turn: the inline work counted afresh,
+        then one batch of deferred requests: a quantum of those queued while no turn was taken or awaited
+        (``turns.deferred``, at least one), or, once none is left, those the turns granted (`_Turns.waiting`, queued
+        behind a request going the ASGI way; the next batch is granted first if the turns are free).  While more wait,
+        it runs again in the next iteration: the loop reads between two batches."""
         self.inline_work = 0.0
+        self.next_due = False
         turns = self.turns
+        if turns.granted_at < math.inf:  # the first batch since a grant: the gap from the grant updates the quantum
+            turns.started(loop)
+        queue = turns.deferred
+        if queue:
+            quantum, spent = turns.quantum, 0.0
+            while True:
+                deferred = queue.popleft()
+                estimate = deferred.estimate
+                spent += estimate
+                if deferred.protocol._answer_deferred(deferred):  # counted out (`count_out`, inlined)
+                    self.queued -= 1
+                    self.work = self.work - estimate if self.queued else 0.0
+                if not queue or spent + queue[0].estimate > quantum:
+                    break
+            if queue or turns.waiting:  # the next batch in the next iteration, after the loop has read
+                turns.granted_at = loop.time()
+                self.next_due = True
+                loop.call_soon(self._next, loop)
+            return
         if turns.waiting and not turns.holders:  # nothing runs: the next batch (its deferred requests join `granted`)
             turns._grant(loop)
             turns.granted_at = math.inf  # (granted as it runs: no gap to learn from)
         granted, self.granted = self.granted, []
-        self.next_due = False
         for deferred in granted:
-            deferred.run()
+            if deferred.protocol._answer_deferred(deferred):  # its turn ends, it is counted out (`release`, `count_out`)
+                self.queued -= 1
+                self.work = self.work - deferred.estimate if self.queued else 0.0
+                turns.holders -= 1
+                if not turns.holders:
+                    turns.ended(loop)
 
     def learn(self, size: int, cost: float) -> None:
         """A request of size class ``size`` took ``cost`` CPU seconds: its size's estimate follows (the first sets it)."""
@@ -248,7 +285,8 @@ class Shedder:
             await self.app(scope, receive, send)
             return
         turns = self.turns
-        if admitted is not None and not turns.waiting and (self.queued == 1 and self.min_queue or self.work <= turns.quantum):
+        if (admitted is not None and not turns.waiting and not turns.deferred
+                and (self.queued == 1 and self.min_queue or self.work <= turns.quantum)):
             # the whole queue fits in one turn (this request alone, or all the admitted work within a quantum, which is
             # at most half the budget: no rule can shed), so turns would change nothing: it runs as it comes, at no
             # cost but this test, except the first of a size and then one every SAMPLE_SECONDS, which takes the turns
@@ -350,6 +388,9 @@ class _Turns:
         self.holders = 0  # requests of the running batch not done yet
         self.spent = 0.0  # the estimated work of the running batch
         self.waiting: deque[tuple[asyncio.Future[None], float]] = deque()  # (waiter, estimated cost), in order
+        # requests deferred by the protocol while none took or awaited a turn, before any of ``waiting`` (run by
+        # `Shedder._next`, which grants ``waiting`` once they have run)
+        self.deferred: deque[_Deferred] = deque()
         self.freeing = False  # a batch ended in this iteration with none waiting: free from the next one
         self.granted_at = math.inf  # when the last batch was granted (loop time), until its first request runs
         self.gap = 0.0  # seconds from a batch's grant to its run (moving average): the loop's work between batches
@@ -371,7 +412,7 @@ class _Turns:
         """A turn: `TAKEN` (taken at once) if no batch runs or the one that ran in this iteration has room and none
         wait (the caller need not await it: no coroutine for the common case), else the future that is done when this
         request's batch is granted, to give to `wait` (or, awaited, to `abandon` if cancelled, and `started` after)."""
-        if not self.waiting and (self.holders == 0 and not self.freeing
+        if not self.waiting and not self.deferred and (self.holders == 0 and not self.freeing
                                  or self.freeing and self.spent + estimate <= self.quantum):
             if not self.freeing:
                 self.spent = 0.0
@@ -409,15 +450,21 @@ class _Turns:
     def release(self, loop: asyncio.AbstractEventLoop) -> None:
         self.holders -= 1
         if self.holders == 0:
-            if self.waiting:
+            self.ended(loop)
+
+    def ended(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The batch running is over (no holder left): the next is granted, or the turns are free from the next
+        iteration."""
+        if self.waiting:
+            if not self.deferred:  # (else `Shedder._next` grants it once they have run)
                 self._grant(loop)
-            elif not self.freeing:  # the requests whose tasks start in this iteration wait for the next
-                self.freeing = True
-                loop.call_soon(self._free, loop)
+        elif not self.freeing:  # the requests whose tasks start in this iteration wait for the next
+            self.freeing = True
+            loop.call_soon(self._free, loop)
 
     def _free(self, loop: asyncio.AbstractEventLoop) -> None:
         self.freeing = False
-        if self.waiting and self.holders == 0:
+        if self.waiting and self.holders == 0 and not self.deferred:
             self._grant(loop)
 
     def _grant(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -523,41 +570,38 @@ class _Deferred:
     drain (``keep_alive`` turned off) closes the connection after it, and a lost connection marks it ``disconnected``.
     """
 
-    __slots__ = ("protocol", "loop", "endpoint", "headers", "query", "body", "received", "keep_alive", "size",
-                 "estimate", "granted", "response_complete", "disconnected")
+    __slots__ = ("protocol", "endpoint", "headers", "query", "body", "received", "keep_alive", "size", "estimate",
+                 "response_complete", "disconnected")
     message_event: Final = _NoEvent()
 
     def __init__(self, protocol: _ReadDeadline, endpoint: Endpoint, headers: dict[bytes, bytes], query: bytes,
                  body: bytes, received: float, keep_alive: bool) -> None:
         self.protocol = protocol
-        self.loop = protocol.loop
         self.endpoint = endpoint
         self.headers = headers
         self.query = query
         self.body = body
         self.received = received  # the loop's time when its first bytes were parsed (``RECEIVED``)
         self.keep_alive = keep_alive
-        self.size = 0  # its size class and estimated cost (`Shedder.enqueue`)
+        self.size = 0  # its size class and estimated cost (`Shedder.defer`)
         self.estimate = 0.0
-        self.granted = False
         self.response_complete = False
         self.disconnected = False
 
-    def done(self) -> bool:
-        return self.granted
+    @staticmethod
+    def done() -> bool:
+        return False  # (granted, it is no longer among the waiting: `_Turns._grant` asks only those)
 
     def set_result(self, result: None) -> None:
         """Its turn is granted (`_Turns._grant`): it runs in `Shedder._next`, in this iteration or the next."""
-        self.granted = True
-        shedder = self.protocol.shedder
+        protocol = self.protocol
+        shedder = protocol.shedder
         assert shedder is not None
         shedder.granted.append(self)
         if not shedder.next_due:
             shedder.next_due = True
-            self.loop.call_soon(shedder._next, self.loop)
+            protocol.loop.call_soon(shedder._next, protocol.loop)
 
-    def run(self) -> None:
-        self.protocol._answer_deferred(self)
 
 
 class _GracefulClose:
@@ -893,18 +937,14 @@ class _ReadDeadline(HttpToolsProtocol):
         self.cycle = deferred  # type: ignore[assignment]
         self.shedder.defer(deferred, len(deferred.body))
 
-    def _answer_deferred(self, deferred: _Deferred) -> None:
-        """``deferred``'s turn (`Shedder._next`): answered inline, as `_inline` answers, or shed as `Shedder.__call__`
-        sheds at a turn (it waited past the budget, and the work queued would make the requests behind it wait past it
-        too), or, its client gone, not run at all (a 499, as through ASGI); then its turn ends and it is counted out."""
-        shedder, front, loop = self.shedder, self.front, self.loop
+    def _answer_deferred(self, deferred: _Deferred) -> bool:
+        """``deferred``'s turn (from `Shedder._next`, which then ends its turn and counts it out): answered inline, as
+        `_inline` answers, or shed as `Shedder.__call__` sheds at a turn (it waited past the budget, and the work queued
+        would make the requests behind it wait past it too), or, its client gone, not run at all (a 499, as through
+        ASGI).  False: its answer suspended, and the task that continues it ends its turn and counts it out."""
+        shedder, front = self.shedder, self.front
         assert shedder is not None and front is not None
-        turns = shedder.turns
-        if turns.granted_at < math.inf:  # the first of its batch to run
-            turns.started(loop)
         deferred.response_complete = True  # answered now (whatever comes next on the connection may follow it)
-        turn = True  # its turn is held until its answer is made
-        mine = True  # its turn and its place in the queue are given up here (not by a task continuing it)
         try:
             endpoint, keep_alive = deferred.endpoint, deferred.keep_alive
             if deferred.disconnected or self._socket.is_closing():
@@ -913,7 +953,7 @@ class _ReadDeadline(HttpToolsProtocol):
                 state["route"], state["disconnected"] = endpoint.path, True
                 front.finish(state, "POST", _clock())
             elif (shedder.work > shedder.max_lag and shedder.queued > shedder.min_queue  # (`_over_budget`, others queued)
-                  and loop.time() - deferred.received > shedder.max_lag):
+                  and self.loop.time() - deferred.received > shedder.max_lag):
                 shedder.shed.inc()
                 default = b"".join(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers)
                 close = b"" if keep_alive else b"connection: close\r\n"
@@ -936,15 +976,12 @@ class _ReadDeadline(HttpToolsProtocol):
                 except StopIteration as done:
                     answer: Answer | None = done.value
                 else:
-                    mine = False
-                    task = loop.create_task(self._deferred_rest(deferred, answering, suspended, state, start))
+                    task = self.loop.create_task(self._deferred_rest(deferred, answering, suspended, state, start))
                     task.add_done_callback(self.tasks.discard)
                     self.tasks.add(task)
-                    return
+                    return False
                 if measured:  # the CPU time of the loop's thread from its start to its answer, as a turn's
                     shedder.learn(size, time.thread_time() - cpu)
-                turn = False
-                turns.release(loop)
                 if answer is not None:
                     self._write(answer, keep_alive)
                 else:  # nobody to answer (the client went away)
@@ -953,11 +990,7 @@ class _ReadDeadline(HttpToolsProtocol):
         except Exception as exc:  # a fault of this code (the app's are a 500): as in `_inline`
             log.error("answering a request inline: %s", type(exc).__name__)
             self.transport.close()
-        finally:
-            if mine:
-                if turn:
-                    turns.release(loop)
-                shedder.count_out(deferred.estimate)
+        return True
 
     async def _deferred_rest(self, deferred: _Deferred, answering: Coroutine[Any, Any, Answer | None], awaited: Any,
                              state: dict[str, Any], start: float) -> None:
