@@ -348,6 +348,75 @@ def test_requests_read_together_past_a_quantum_are_answered_inline_in_turns_and_
         assert server.shedder.queued == 0 and server.shedder.work == 0.0 and not server.shedder.turns.waiting
 
 
+def test_deferred_requests_that_waited_past_the_budget_are_shed_at_their_turn_and_their_connections_kept(
+    trained_store: Path,
+) -> None:
+    """16 requests of ~2 ms read together behind a held loop are all deferred (the work answered at once since the last
+    deferred ones ran is past a quantum).  The first to run stalls the loop past the budget (50 ms) and, as a cost
+    underestimated would, leaves the queued work over it: at their turn, the next ones have waited past the budget with
+    the work queued over it, so they are shed (503 with Retry-After, counted as reason "wait") while at least
+    ``overload_min_queue`` (8) others are queued; the last 8 are answered.  Their connections are kept."""
+    stalled, go = threading.Event(), threading.Event()
+    with serving(trained_store, True) as server:
+        endpoint = server.app.fast[("POST", "/predict")]
+        costly = _costly(endpoint.handler, 0.002, stalled, go)
+
+        async def late(req: Req) -> Reply:  # the first deferred request: the loop held, the queued work found costlier
+            if req.headers.get(b"x-request-id") == b"r0":
+                server.shedder.work += 10.0
+                time.sleep(0.1)
+            return await costly(req)
+
+        endpoint.handler = late
+        assert exchange(server.port, [request("/predict", headers=CLOSE)]).startswith(b"HTTP/1.1 200 OK\r\n")
+        conns = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(17)]
+        try:
+            for conn in conns:  # every connection accepted and answered once before
+                conn.sendall(request("/healthz", b"", method="GET", headers=()))
+            for conn in conns:
+                assert b" 200 OK" in conn.recv(1 << 16)
+            conns[0].sendall(request("/predict", headers=("Content-Type: application/json", "X-Request-Id: stall")))
+            assert stalled.wait(60)
+            for i, conn in enumerate(conns[1:]):
+                conn.sendall(request("/predict", headers=("Content-Type: application/json", f"X-Request-Id: r{i}")))
+            go.set()
+            answers = [_read_answer(conn) for conn in conns[1:]]
+            for conn in conns[1:]:  # every connection kept: answered again
+                conn.sendall(request("/predict", headers=("Content-Type: application/json",)))
+            again = [_read_answer(conn)[0] for conn in conns[1:]]
+        finally:
+            go.set()
+            for conn in conns:
+                conn.close()
+    statuses = [status for status, _, _ in answers]
+    assert statuses == [200] + [503] * 7 + [200] * 8, statuses
+    for status, headers, body in answers:
+        if status == 503:
+            assert headers["retry-after"] == "1" and "overloaded" in json.loads(body)["error"]
+    assert again == [200] * 16
+    metrics = server.app.metrics.exposition().decode()
+    assert re.findall(r'^oncology_http_shed_total\{reason="(\w+)"\} (\S+)$', metrics, re.M) == [("wait", "7.0"),
+                                                                                             ("queue", "0.0")]
+    assert server.shedder.queued == 0 and server.shedder.work == 0.0
+
+
+def _read_answer(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer (status, headers, body) from a blocking socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(1 << 16)
+        assert chunk, f"the server closed the connection before answering: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        chunk = conn.recv(1 << 16)
+        assert chunk, "the server closed the connection in the middle of a body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
 @pytest.mark.parametrize("min_queue", [8, 0])
 def test_requests_are_answered_inline_up_to_a_quantum_of_work_between_two_runs_of_the_deferred_ones(min_queue: int) -> None:
     """`Shedder.inline`: with nothing queued, requests are answered inline while their estimated work since the deferred
