@@ -454,6 +454,18 @@ def test_requests_are_answered_inline_up_to_a_quantum_of_work_between_two_runs_o
     shedder.turns.deferred.append(None)  # type: ignore[arg-type]
     assert shedder.inline(300, 4.0) == overload.DEFER  # nor one deferred already
     shedder.turns.deferred.clear()
+    # the first request of a read whose connection was last answered at ``since`` (``answered`` then): what was answered
+    # at once after it counts, what was before does not (an earlier iteration's), whatever `_next` did
+    shedder._next(nothing_waits)
+    shedder.costs[size] = tiny = 2.0 ** -14  # (sums of it are exact: 16 fit in a 1 ms quantum)
+    first = shedder.answered
+    assert [shedder.inline(300, 4.1) != overload.DEFER for _ in range(18)] == [True] * 16 + [False] * 2
+    assert shedder.inline(300, 4.2, since=first) == overload.DEFER  # 16 answered after it: 17 with it
+    assert shedder.inline(300, 4.2, since=first + tiny) != overload.DEFER  # 15 after it
+    shedder._next(nothing_waits)
+    assert shedder.inline(300, 4.3, since=-1.0) != overload.DEFER  # pipelined, but nothing answered at once since
+    assert shedder.inline(300, 4.3, since=-1.0) == overload.DEFER  # pipelined behind one answered at once
+    shedder.costs[size] = 0.0001
     # by the loop's clock: one every SAMPLE_SECONDS (here every third iteration, 0.4 of it apart), whatever the rate
     step = overload.SAMPLE_SECONDS * 0.4
     measured = []

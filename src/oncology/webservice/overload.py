@@ -139,9 +139,10 @@ class Shedder:
         self.costs = [0.0] * LARGEST  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
         self.sampled_at = [-math.inf] * LARGEST  # by size: the loop's time of the last request that measured its cost
         self.turns = _Turns(self.max_lag)  # admitted requests run in turns, from their start to their first answer
-        # the estimated work answered inline since the deferred requests last ran (`_next`, which starts an iteration of
-        # the loop): at least the work answered inline in this iteration
-        self.inline_work = 0.0
+        # the estimated work answered at once (inline, in the iteration that read it), ever; and its value at a time
+        # known to be before this iteration began (`inline`): their difference bounds this iteration's work from above
+        self.answered = 0.0
+        self.floor = 0.0
         self.granted: list[_Deferred] = []  # deferred requests given their turn, to run in `_next`
         self.next_due = False  # `_next` is scheduled
         self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
@@ -160,7 +161,7 @@ class Shedder:
         self.shed_queue.inc()
         return False
 
-    def inline(self, body_bytes: int, now: float) -> int:
+    def inline(self, body_bytes: int, now: float, since: float = 0.0) -> int:
         """How the protocol answers an admitted hot route's request whose body (``body_bytes`` long) is in
         (`_ReadDeadline`): at once, in this iteration of the loop, if `__call__` would run it as it comes, with the work
         answered inline since the deferred requests last ran (`_next`) counted as queued (under ASGI it would be).  No
@@ -170,22 +171,29 @@ class Shedder:
         one every `SAMPLE_SECONDS` after it (``now``: the loop's time when its bytes were parsed), as the turns measure
         theirs.  Else `DEFER`: it takes a turn as a `_Deferred` (`defer`), answered inline in a later iteration.
 
-        The work answered inline is counted since `_next` last ran, not since the iteration began: nothing marks an
-        iteration (uvloop's ``loop.time()`` is the clock read anew, in milliseconds, not libuv's time of the iteration),
-        and `_next`, which starts one, is scheduled only once a request is deferred.  So the bound holds in every
-        iteration (its inline work is at most what was answered since `_next`), and at one request in an iteration
-        one is deferred per quantum of work answered inline (a spurious wait of one iteration).
+        Nothing marks an iteration (uvloop's ``loop.time()`` is the clock read anew, in milliseconds, not libuv's time
+        of the iteration), so the work answered at once in this one is bounded from above: by the work answered at once
+        (``answered``) since a time known to be before the iteration began (``floor``): the start of `_next`, which runs
+        at an iteration's start once a request was deferred, or ``since``, ``answered`` just after the last answer to
+        the request's connection when the request is the first to come whole from a read (the protocol's): that answer
+        was written after its iteration's reads, so a read that brings the connection's next request is a later
+        iteration's.  A request pipelined behind another in the same read (``since`` negative) is deferred if anything
+        was answered at once since ``floor``: so a read answers at once at most one request of its connection, and a
+        connection sending more than uvloop reads at a time (its buffer filled, libuv reads again in the same
+        iteration) cannot have a quantum answered at once per read.
         """
         size = body_bytes.bit_length()
         if size >= LARGEST:
             size = LARGEST - 1
         estimate = self.costs[size]
-        spent = self.inline_work
+        if since > self.floor:
+            self.floor = since
+        spent = self.answered - self.floor
         turns = self.turns
-        if turns.waiting or turns.holders or turns.deferred or not (self.min_queue and not self.queued and not spent
-                                                  or self.work + spent + estimate <= turns.quantum):
+        if turns.waiting or turns.holders or turns.deferred or since < 0 and spent or not (
+                self.min_queue and not self.queued and not spent or self.work + spent + estimate <= turns.quantum):
             return DEFER
-        self.inline_work = spent + estimate
+        self.answered += estimate
         if now - self.sampled_at[size] < SAMPLE_SECONDS:
             return INLINE
         self.sampled_at[size] = now
@@ -218,7 +226,7 @@ class Shedder:
         (``turns.deferred``, at least one), or, once none is left, those the turns granted (`_Turns.waiting`, queued
         behind a request going the ASGI way; the next batch is granted first if the turns are free).  While more wait,
         it runs again in the next iteration: the loop reads between two batches."""
-        self.inline_work = 0.0
+        self.floor = self.answered  # (the work answered at once so far was in earlier iterations)
         self.next_due = False
         turns = self.turns
         if turns.granted_at < math.inf:  # the first batch since a grant: the gap from the grant updates the quantum
@@ -713,6 +721,8 @@ class _ReadDeadline(HttpToolsProtocol):
     _keep_alive = True
     _in_body = False  # a request's headers are in, its body is not (yet)
     _lingering = False  # answered and half-closed: the rest of the body is read and discarded, then the connection closed
+    _fresh = False  # no request has come whole yet from the read being parsed
+    _answered_at = 0.0  # the shedder's ``answered`` just after this connection's last answer (at once or deferred)
 
     def _close(self) -> None:
         """A close: at once, unless a request's body is still arriving after its complete answer; then the answer,
@@ -771,7 +781,9 @@ class _ReadDeadline(HttpToolsProtocol):
             self._socket.close()
 
     def _unset_keepalive_if_required(self) -> None:
+        # (uvicorn calls it first thing in `data_received`, for each read)
         self._idle_by = math.inf
+        self._fresh = True  # no request has come whole from this read yet
 
     def on_response_complete(self) -> None:
         # uvicorn's, with its keep-alive timeout on the connection's timer
@@ -893,10 +905,18 @@ class _ReadDeadline(HttpToolsProtocol):
         the body is in) is continued as a task."""
         shedder = self.shedder
         body = self._hot_body
-        how = INLINE if shedder is None else shedder.inline(len(body), self._received)
-        if how == DEFER:
-            self._defer()
-            return
+        if shedder is None:
+            how = INLINE
+        else:
+            since = -1.0  # (pipelined behind another request of this read)
+            if self._fresh:  # the first request to come whole from this read: its connection's last answer was earlier
+                self._fresh = False
+                since = self._answered_at
+            how = shedder.inline(len(body), self._received, since)
+            if how == DEFER:
+                self._defer()
+                return
+            self._answered_at = shedder.answered
         cpu = time.thread_time() if how != INLINE else 0.0
         endpoint = self._hot
         assert endpoint is not None and self.front is not None
@@ -945,6 +965,7 @@ class _ReadDeadline(HttpToolsProtocol):
         shedder, front = self.shedder, self.front
         assert shedder is not None and front is not None
         deferred.response_complete = True  # answered now (whatever comes next on the connection may follow it)
+        self._answered_at = shedder.answered
         try:
             endpoint, keep_alive = deferred.endpoint, deferred.keep_alive
             if deferred.disconnected or self._socket.is_closing():
