@@ -59,11 +59,12 @@ request costs a few attribute writes and one callback per iteration, where the A
 a task and its awaitables (at 64 connections, the few percent of requests past the quantum were a measurable share of
 the whole server's CPU).  Requests waiting for a turn, or granted one, are never overtaken by an answer given at once.
 
-The quantum is counted in work answered at once since `Shedder._next` last ran (at the start of an iteration, after a
-request was deferred), not by the loop's clock: uvloop's ``loop.time()`` is not libuv's time of the iteration but the
-clock read anew (in milliseconds), so the requests of one iteration that each take more than a millisecond read
-different times.  Counted by that clock, each of them saw an iteration of its own, and any number of them read
-together were answered at once, back to back, a probe read with them answered last.  An inline request's cost is
+The quantum is counted in work answered at once since a time known to be before the iteration began (the start of
+`Shedder._next`, or the last answer to the connection of the first request a read brings whole), not by the loop's
+clock: uvloop's ``loop.time()`` is not libuv's time of the iteration but the clock read anew (in milliseconds), so
+the requests of one iteration that each take more than a millisecond read different times.  Counted by that clock,
+each of them saw an iteration of its own, and any number of them read together were answered at once, back to
+back, a probe read with them answered last.  An inline request's cost is
 measured as a turn's is, the first of a size and one every `SAMPLE_SECONDS` (`learn`), whether answered at once or
 deferred.
 
