@@ -165,10 +165,10 @@ class Shedder:
     def inline(self, body_bytes: int, now: float, since: float = 0.0) -> int:
         """How the protocol answers an admitted hot route's request whose body (``body_bytes`` long) is in
         (`_ReadDeadline`): at once, in this iteration of the loop, if `__call__` would run it as it comes, with the work
-        answered inline since the deferred requests last ran (`_next`) counted as queued (under ASGI it would be).  No
-        request waits for a turn or holds one, and the whole queue fits in one turn: this request alone (none queued,
-        none answered inline since), or the queued work, the work answered inline since and this request's within a
-        quantum.  Then `INLINE`, or its size class when its cost is to be measured (`learn`): the first of its size, and
+        answered at once in this iteration (bounded as below) counted as queued (under ASGI it would be).  No request
+        is deferred already, waits for a turn or holds one, and the whole queue fits in one turn: this request alone
+        (none queued, none answered at once in this iteration), or the queued work, the work answered at once in this
+        iteration and this request's within a quantum.  Then `INLINE`, or its size class when its cost is to be measured (`learn`): the first of its size, and
         one every `SAMPLE_SECONDS` after it (``now``: the loop's time when its bytes were parsed), as the turns measure
         theirs.  Else `DEFER`: it takes a turn as a `_Deferred` (`defer`), answered inline in a later iteration.
 
@@ -572,9 +572,10 @@ class _Deferred:
     """A hot route's request whose body is in, answered inline when its turn comes, in a later iteration of the loop
     (`Shedder.inline` did not answer it at once: the quantum of inline work was spent, or requests wait for a turn).
 
-    It waits in the turns as a request going the ASGI way does, in the same queue (`_Turns.waiting`, through `done` and
-    `set_result`, as a future), and when granted runs in `Shedder._next` (`_ReadDeadline._answer_deferred`): no task,
-    no uvicorn cycle, no scope, no ``receive``/``send`` awaitables.  Until then it stands as its connection's pending
+    It waits in a plain queue (`_Turns.deferred`, a quantum of which `Shedder._next` runs in each iteration), or,
+    behind a request that takes turns the ASGI way, in the turns' own queue (`_Turns.waiting`, through `done` and
+    `set_result`, as a future); it runs in `Shedder._next` (`_ReadDeadline._answer_deferred`): no task, no uvicorn
+    cycle, no scope, no ``receive``/``send`` awaitables.  Until then it stands as its connection's pending
     answer (``cycle``, with the attributes uvicorn reads there), so that requests pipelined behind it wait for it, a
     drain (``keep_alive`` turned off) closes the connection after it, and a lost connection marks it ``disconnected``.
     """
