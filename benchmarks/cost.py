@@ -22,9 +22,11 @@ Under Valgrind a request takes ~50x its native time, so work done by a timer (th
 overstated here, never understated.  With 8 connections the shedder never sheds (its ``overload_min_queue``
 is 8 others waiting); with more, a queue builds and the shedder's turns run, but its budget must be scaled by
 Valgrind's slowdown (``--budget 5``: its cost estimates are CPU times, ~50x the native ones), and so must the
-least turn of its queue (``--min-quantum 0.1``, 1 ms natively: left at 1 ms, a turn holds one single-row request
-under Valgrind where natively it holds about a dozen, and the turns' cost is overstated).  Any answer other
-than 200 aborts the run.
+least turn of its queue (``--min-quantum 0.1``, 1 ms natively).  The least turn is scaled by default, at any number
+of connections (``--min-quantum 0.05``): it also bounds the work the protocol answers at once in an iteration of the
+loop, and left at 1 ms, a single row (~1.7 ms under Valgrind) is more than a quantum alone, so that every request is
+deferred to an iteration of its own, where natively a quantum holds about 28 of them (``--min-quantum 0.001``:
+unscaled).  Any answer other than 200 aborts the run.
 
 Cold start (no Valgrind, wall clock): process spawn to the first correct ``/predict`` answer, median of
 ``--cold-starts`` spawns, floor and defaults taking turns; and, for a figure the machine's load cannot move, the
@@ -219,10 +221,12 @@ def main() -> int:
     parser.add_argument("--store", type=Path, help="serve this store's champion (default: train one)")
     parser.add_argument("--budget", type=float, help="ONCOLOGY_OVERLOAD_MAX_LAG of the shedding servers (with more than 8 "
                         "connections, e.g. 5: under Valgrind's ~50x slowdown the default 0.05 s would shed)")
-    parser.add_argument("--min-quantum", type=float, help="the shedder's least turn, in seconds of estimated work "
-                        "(oncology.webservice.overload.MIN_QUANTUM, 0.001 natively; default: unchanged); with --budget, "
-                        "scale it by the same factor (e.g. 0.1 with --budget 5), or under Valgrind's slowdown a turn "
-                        "holds one request instead of about a dozen")
+    parser.add_argument("--min-quantum", type=float, default=0.05,
+                        help="the shedder's least turn, in seconds of estimated work (oncology.webservice.overload."
+                        "MIN_QUANTUM, 0.001 natively): scaled by Valgrind's ~50x slowdown, or a request (~1.7 ms under "
+                        "Valgrind) is more than a quantum alone and every one is deferred to an iteration of its own, "
+                        "where natively a quantum holds about 28 single rows; with --budget, scale it by the same "
+                        "factor (e.g. 0.1 with --budget 5); 0.001: unscaled (default 0.05)")
     parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--cold-starts", type=int, default=5, help="wall-clock cold starts per server (0: none)")
     parser.add_argument("--cold-instructions", action=argparse.BooleanOptionalAction, default=True,
@@ -236,10 +240,11 @@ def main() -> int:
         store = bench.RESULTS / "cost-store"
         bench.make_store(store)
     ONCOLOGY.extend(["--store", str(store.resolve())])
-    if args.min_quantum is not None:  # set in the server process before it starts serving
+    if args.min_quantum != 0.001:  # set in the server process before it starts serving
         ONCOLOGY[2] = f"import oncology.webservice.overload as o; o.MIN_QUANTUM = {args.min_quantum!r}; {ONCOLOGY[2]}"
     probability = expected_probability(store)
     report: dict[str, Any] = {"requests": args.requests, "warmup": args.warmup, "connections": args.connections,
+                              "budget": args.budget, "min_quantum": args.min_quantum,
                               "load_average": os.getloadavg(), "servers": {}}
     out_dir = Path(tempfile.mkdtemp(prefix="oncology-cost-"))
     try:

@@ -8,8 +8,10 @@ import asyncio
 import io
 import json
 import re
+import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -47,13 +49,14 @@ class Serving:
 
 
 @contextmanager
-def serving(store: Path, inline: bool, shedding: bool = True) -> Iterator[Serving]:
+def serving(store: Path, inline: bool, shedding: bool = True, budget: float | None = None) -> Iterator[Serving]:
     """``oncology serve``'s app, shedder and uvicorn options (the protocol of `server._options`) on a free port, in a
     thread of this process, its access log kept in memory; stopped on leaving, even on failure.  ``shedding``
-    False: ``overload_max_lag`` 0 (the protocol then answers inline every request it can, whatever the timing)."""
+    False: ``overload_max_lag`` 0 (the protocol then answers inline every request it can, whatever the timing);
+    ``budget``: another ``overload_max_lag``."""
+    lag = {} if shedding and budget is None else {"overload_max_lag": budget if shedding else 0}
     settings = ServeSettings(store=str(store), port=free_port(), reload_interval=0, api_tokens=[TOKEN],
-                             max_body_bytes=1024, inline_hot_routes=inline,
-                             **({} if shedding else {"overload_max_lag": 0}))
+                             max_body_bytes=1024, inline_hot_routes=inline, **lag)
     log = io.BytesIO()
     app = create_app(settings, access_log=AccessLog(log))
     shedder = overload.Shedder(app, settings, app.metrics)
@@ -248,33 +251,227 @@ def _later(handler: Handler) -> Handler:
     return later
 
 
+def _costly(handler: Handler, seconds: float, stalled: threading.Event, go: threading.Event) -> Handler:
+    """``handler``, taking ``seconds`` of CPU first (a request costlier than a quantum); the request with the id
+    ``stall`` holds the loop until ``go`` is set (``stalled`` set meanwhile): the requests sent meanwhile are read together."""
+
+    async def costly(req: Req) -> Reply:
+        if req.headers.get(b"x-request-id") == b"stall":
+            stalled.set()
+            assert go.wait(60)
+        spin = time.thread_time() + seconds
+        while time.thread_time() < spin:
+            pass
+        return await handler(req)
+
+    return costly
+
+
+def test_requests_read_together_past_a_quantum_are_answered_inline_in_turns_and_a_probe_between(trained_store: Path) -> None:
+    """32 requests of ~2 ms of CPU each (more than a quantum of 1 ms) and then a readiness probe reach the worker while
+    its loop is held (a request's handler waits), so that it reads them all in one iteration.  The loop answers inline
+    at most a quantum of their work in an iteration (counted by iteration, not by the loop's millisecond clock, which
+    moves while they run) and defers the rest: they take turns and are answered inline in later iterations, none the
+    ASGI way, and the loop reads between turns: the probe is answered before most of them.  Two requests pipelined on
+    one connection behind a deferred one are answered after it, in order; every answer is right.  (The order is the
+    server's, as it finishes each answer: the client, a thread of this process, shares the GIL with the spinning
+    server, and reads in bursts.)"""
+    stalled, go = threading.Event(), threading.Event()
+    with serving(trained_store, True, budget=60) as server:  # (a budget nothing here comes near: nothing is shed)
+        endpoint = server.app.fast[("POST", "/predict")]
+        endpoint.handler = _costly(endpoint.handler, 0.002, stalled, go)
+        finished: list[str] = []  # request ids (the probe: its route), in the order the server answered them
+        finish = server.app.finish
+
+        def noted(state: dict[str, Any], method: str, start: float) -> None:  # (instrumentation: the answers' order)
+            finished.append(state["route"] if state["route"] == "/readyz" else state["request_id"])
+            finish(state, method, start)
+
+        server.app.finish = noted  # type: ignore[method-assign]
+        expected = exchange(server.port, [request("/predict", headers=(*CLOSE, "X-Request-Id: warm"))])  # (its cost: ~2 ms)
+        assert expected.startswith(b"HTTP/1.1 200 OK\r\n")
+        probability = json.loads(expected.partition(b"\r\n\r\n")[2])["probability"]
+        conns = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(35)]
+        try:
+            for conn in conns:  # every connection accepted and answered once before
+                conn.sendall(request("/healthz", b"", method="GET", headers=()))
+            for conn in conns:
+                assert b" 200 OK" in conn.recv(1 << 16)
+            conns[0].sendall(request("/predict", headers=("Content-Type: application/json", "X-Request-Id: stall")))
+            assert stalled.wait(60)
+            ids = [f"r{i}" for i in range(32)]
+            for conn, rid in zip(conns[1:33], ids, strict=True):
+                conn.sendall(request("/predict", headers=("Content-Type: application/json", f"X-Request-Id: {rid}")))
+            conns[33].sendall(b"".join(request("/predict", headers=("Content-Type: application/json", f"X-Request-Id: {rid}"))
+                                       for rid in ("p1", "p2")))
+            conns[34].sendall(request("/readyz", b"", method="GET", headers=()))
+            go.set()
+            answered: list[str] = []  # request ids (the probe: its route), as the client read them
+            got = {conn.fileno(): b"" for conn in conns}
+            wanted = {conns[0].fileno(): 1, **{conn.fileno(): 1 for conn in conns[1:33]}, conns[33].fileno(): 2,
+                      conns[34].fileno(): 1}
+            pending = {conn.fileno(): conn for conn in conns}
+            deadline = time.monotonic() + 120
+            while pending:
+                assert time.monotonic() < deadline, f"answers missing: {sorted(pending)}"
+                for fd in select.select(list(pending), [], [], 1.0)[0]:
+                    chunk = pending[fd].recv(1 << 16)
+                    assert chunk, "a connection closed before its answer"
+                    got[fd] += chunk
+                    while True:  # the answers complete so far on this connection
+                        head, sep, rest = got[fd].partition(b"\r\n\r\n")
+                        length = re.search(rb"content-length: (\d+)", head)
+                        if not (sep and length and len(rest) >= int(length.group(1))):
+                            break
+                        body, got[fd] = rest[:int(length.group(1))], rest[int(length.group(1)):]
+                        assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+                        rid = re.search(rb"x-request-id: ([\w-]+)", head)
+                        if fd == conns[34].fileno():
+                            answered.append("/readyz")
+                        else:
+                            assert rid is not None and json.loads(body)["probability"] == probability
+                            answered.append(rid.group(1).decode())
+                        wanted[fd] -= 1
+                        if not wanted[fd]:
+                            del pending[fd]
+        finally:
+            go.set()
+            for conn in conns:
+                conn.close()
+        assert sorted(answered) == sorted(["stall", *ids, "p1", "p2", "/readyz"])
+        assert answered.index("p1") < answered.index("p2")  # (on one connection: as the client reads them)
+        order = finished[finished.index("stall"):]
+        assert sorted(order) == sorted(answered)
+        assert order.index("/readyz") < 8, f"the probe was answered after {order.index('/readyz')} requests: {order}"
+        # every request answered inline, now or in a later iteration; only p2, pipelined, waited the ASGI way
+        assert set(server.inlined) == {"warm", "stall", *ids, "p1"} | ({"p2"} & set(server.inlined)), server.inlined
+        assert server.shedder.queued == 0 and server.shedder.work == 0.0 and not server.shedder.turns.waiting
+
+
+def test_deferred_requests_that_waited_past_the_budget_are_shed_at_their_turn_and_their_connections_kept(
+    trained_store: Path,
+) -> None:
+    """16 requests of ~2 ms read together behind a held loop are all deferred (the work answered at once since the last
+    deferred ones ran is past a quantum).  The first to run stalls the loop past the budget (50 ms) and, as a cost
+    underestimated would, leaves the queued work over it: at their turn, the next ones have waited past the budget with
+    the work queued over it, so they are shed (503 with Retry-After, counted as reason "wait") while at least
+    ``overload_min_queue`` (8) others are queued; the last 8 are answered.  Their connections are kept."""
+    stalled, go = threading.Event(), threading.Event()
+    with serving(trained_store, True) as server:
+        endpoint = server.app.fast[("POST", "/predict")]
+        costly = _costly(endpoint.handler, 0.002, stalled, go)
+
+        async def late(req: Req) -> Reply:  # the first deferred request: the loop held, the queued work found costlier
+            if req.headers.get(b"x-request-id") == b"r0":
+                server.shedder.work += 10.0
+                time.sleep(0.1)
+            return await costly(req)
+
+        endpoint.handler = late
+        assert exchange(server.port, [request("/predict", headers=CLOSE)]).startswith(b"HTTP/1.1 200 OK\r\n")
+        conns = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(17)]
+        try:
+            for conn in conns:  # every connection accepted and answered once before
+                conn.sendall(request("/healthz", b"", method="GET", headers=()))
+            for conn in conns:
+                assert b" 200 OK" in conn.recv(1 << 16)
+            conns[0].sendall(request("/predict", headers=("Content-Type: application/json", "X-Request-Id: stall")))
+            assert stalled.wait(60)
+            for i, conn in enumerate(conns[1:]):
+                conn.sendall(request("/predict", headers=("Content-Type: application/json", f"X-Request-Id: r{i}")))
+            go.set()
+            answers = [_read_answer(conn) for conn in conns[1:]]
+            for conn in conns[1:]:  # every connection kept: answered again
+                conn.sendall(request("/predict", headers=("Content-Type: application/json",)))
+            again = [_read_answer(conn)[0] for conn in conns[1:]]
+        finally:
+            go.set()
+            for conn in conns:
+                conn.close()
+    statuses = [status for status, _, _ in answers]
+    assert statuses == [200] + [503] * 7 + [200] * 8, statuses
+    for status, headers, body in answers:
+        if status == 503:
+            assert headers["retry-after"] == "1" and "overloaded" in json.loads(body)["error"]
+    assert again == [200] * 16
+    metrics = server.app.metrics.exposition().decode()
+    assert re.findall(r'^oncology_http_shed_total\{reason="(\w+)"\} (\S+)$', metrics, re.M) == [("wait", "7.0"),
+                                                                                             ("queue", "0.0")]
+    assert server.shedder.queued == 0 and server.shedder.work == 0.0
+
+
+def _read_answer(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer (status, headers, body) from a blocking socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(1 << 16)
+        assert chunk, f"the server closed the connection before answering: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        chunk = conn.recv(1 << 16)
+        assert chunk, "the server closed the connection in the middle of a body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
 @pytest.mark.parametrize("min_queue", [8, 0])
-def test_requests_parsed_in_one_iteration_are_answered_inline_up_to_a_quantum_of_work(min_queue: int) -> None:
-    """`Shedder.inline`: with nothing queued, the requests of one iteration of the loop (one loop time) are answered
-    inline while their estimated work fits in a quantum (the first alone whatever its cost, unless min_queue is 0, as
-    a turn would run it); the next ones go the ASGI way, where they queue.  A new iteration starts afresh; a request
-    waiting for a turn stops every inline answer; the first of a size, then one every SAMPLE_SECONDS, is measured."""
+def test_requests_are_answered_inline_up_to_a_quantum_of_work_between_two_runs_of_the_deferred_ones(min_queue: int) -> None:
+    """`Shedder.inline`: with nothing queued, requests are answered inline while their estimated work since the deferred
+    requests last ran (`Shedder._next`, which begins an iteration of the loop) fits in a quantum (the first alone
+    whatever its cost, unless min_queue is 0, as a turn would run it); the next ones are deferred (they take a turn).
+    The loop's clock has no part in it: uvloop's is read anew, so requests of one iteration parsed in different
+    milliseconds count together.  A request waiting for a turn or holding one stops every inline answer; the first of a
+    size, then one every SAMPLE_SECONDS, is measured."""
     shedder = overload.Shedder(None, ServeSettings(overload_min_queue=min_queue), Metrics())  # type: ignore[arg-type]
+    nothing_waits: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # (`_next` grants nothing: no loop)
     size = (300).bit_length()
     assert shedder.inline(300, 1.0) == size  # the first of its size: inline, measured
     shedder.learn(size, 0.0003)
+    shedder._next(nothing_waits)
     quantum = shedder.turns.quantum
     assert quantum == overload.MIN_QUANTUM
-    verdicts = [shedder.inline(300, 2.0) != overload.NOT_INLINE for _ in range(5)]
+    verdicts = [shedder.inline(300, 2.0 + i * 0.001) for i in range(5)]  # one iteration, five milliseconds
     fits = int(quantum // 0.0003)  # 3 requests of 0.3 ms in a 1 ms quantum
-    assert verdicts == [True] * fits + [False] * (5 - fits)
-    assert shedder.inline(300, 2.001) == overload.INLINE  # the next iteration (and measured 1 ms ago: not again)
+    assert [how != overload.DEFER for how in verdicts] == [True] * fits + [False] * (5 - fits)
+    shedder._next(nothing_waits)  # the next iteration
+    assert shedder.inline(300, 2.005) == overload.INLINE  # (and measured 5 ms ago: not again)
+    shedder._next(nothing_waits)
     shedder.costs[size] = 0.005  # now more than a quantum: alone only, if min_queue allows
     alone = shedder.inline(300, 3.0)
-    assert alone == (size if min_queue else overload.NOT_INLINE)
-    assert shedder.inline(300, 3.0) == overload.NOT_INLINE
+    assert alone == (size if min_queue else overload.DEFER)
+    assert shedder.inline(300, 3.5) == overload.DEFER
+    shedder._next(nothing_waits)
     shedder.costs[size] = 0.0001
     shedder.turns.waiting.append((None, 0.0001))  # type: ignore[arg-type]
-    assert shedder.inline(300, 4.0) == overload.NOT_INLINE  # a request waits for its turn: none overtakes it
+    assert shedder.inline(300, 4.0) == overload.DEFER  # a request waits for its turn: none overtakes it
     shedder.turns.waiting.clear()
+    shedder.turns.holders = 1
+    assert shedder.inline(300, 4.0) == overload.DEFER  # nor one granted a turn, whose batch runs next
+    shedder.turns.holders = 0
+    shedder.turns.deferred.append(None)  # type: ignore[arg-type]
+    assert shedder.inline(300, 4.0) == overload.DEFER  # nor one deferred already
+    shedder.turns.deferred.clear()
+    # the first request of a read whose connection was last answered at ``since`` (``answered`` then): what was answered
+    # at once after it counts, what was before does not (an earlier iteration's), whatever `_next` did
+    shedder._next(nothing_waits)
+    shedder.costs[size] = tiny = 2.0 ** -14  # (sums of it are exact: 16 fit in a 1 ms quantum)
+    first = shedder.answered
+    assert [shedder.inline(300, 4.1) != overload.DEFER for _ in range(18)] == [True] * 16 + [False] * 2
+    assert shedder.inline(300, 4.2, since=first) == overload.DEFER  # 16 answered after it: 17 with it
+    assert shedder.inline(300, 4.2, since=first + tiny) != overload.DEFER  # 15 after it
+    shedder._next(nothing_waits)
+    assert shedder.inline(300, 4.3, since=-1.0) != overload.DEFER  # pipelined, but nothing answered at once since
+    assert shedder.inline(300, 4.3, since=-1.0) == overload.DEFER  # pipelined behind one answered at once
+    shedder.costs[size] = 0.0001
     # by the loop's clock: one every SAMPLE_SECONDS (here every third iteration, 0.4 of it apart), whatever the rate
     step = overload.SAMPLE_SECONDS * 0.4
-    measured = [shedder.inline(300, 5.0 + i * step) for i in range(30)]
+    measured = []
+    for i in range(30):
+        shedder._next(nothing_waits)
+        measured.append(shedder.inline(300, 5.0 + i * step))
     assert [i for i, how in enumerate(measured) if how == size] == list(range(0, 30, 3))
     assert set(measured) == {overload.INLINE, size}
 

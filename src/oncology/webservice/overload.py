@@ -43,19 +43,30 @@ cost is measured in CPU time, a system call each side of the request, and at 20,
 made that a measurable share of the shedder's cost).  The test is on the queued work, not on the
 number of requests: a probe waits at most a quantum behind requests that came together, whatever the budget.
 
-The protocol answers the hot routes itself when it can (`_ReadDeadline._inline`, ``inline_hot_routes``): once a
-request's body is in, it runs the route's handler on it, drives its coroutine to the end and writes the answer, in
-the loop's iteration that read it, with no ASGI scope, cycle or task.  It does so only when shedding (when on) would
-run the request as it comes, the test `Shedder.inline` makes as `__call__` does, with one difference that the
-budget needs: under ASGI, the requests parsed in one iteration are all queued before the first of them runs (in the
-next), so `__call__` sees the whole iteration's work; inline, a request runs before the ones after it in the same
-iteration are even read, so they would never be seen queued, and the loop could serve any number of them back to
-back while the requests of the next iteration wait, unread and uncounted, in the kernel.  So the work answered
-inline in an iteration counts as queued: an iteration answers inline at most a quantum of estimated work (or one
-request alone), and the requests read after that go the ASGI way, where they queue, take turns and can be shed as
-before.  The time a request waits unread is then bounded as with turns: by a quantum plus the reading.  Requests
-waiting for a turn are never overtaken by an inline answer (none is given while one waits).  An inline request's cost
-is measured as a turn's is, the first of a size and one every `SAMPLE_SECONDS` (`learn`), so the estimates stay fresh.
+The protocol answers the hot routes itself (`_ReadDeadline._inline`, ``inline_hot_routes``): once a request's body
+is in, it runs the route's handler on it, drives its coroutine to the end and writes the answer, with no ASGI scope,
+cycle or task.  It does so at once, in the loop's iteration that read it, when shedding (when on) would run the
+request as it comes, the test `Shedder.inline` makes as `__call__` does, with one difference that the budget needs:
+under ASGI, the requests parsed in one iteration are all queued before the first of them runs (in the next), so
+`__call__` sees the whole iteration's work; inline, a request runs before the ones after it in the same iteration are
+even read, so they would never be seen queued, and the loop could serve any number of them back to back while the
+requests of the next iteration wait, unread and uncounted, in the kernel.  So the work answered inline counts as
+queued: an iteration answers at once at most a quantum of estimated work (or one request alone).  The requests read
+after that are deferred (`_Deferred`): counted in the queue and queued for a turn behind the requests waiting already,
+in the same queue as the ASGI way's, where they can be shed at their turn as before; a turn granted, they are
+answered inline all the same, in a later iteration (`Shedder._next`), the loop reading between two turns.  A deferred
+request costs a few attribute writes and one callback per iteration, where the ASGI way cost a scope, uvicorn's cycle,
+a task and its awaitables (at 64 connections, the few percent of requests past the quantum were a measurable share of
+the whole server's CPU).  Requests waiting for a turn, or granted one, are never overtaken by an answer given at once.
+
+The quantum is counted in work answered at once since a time known to be before the iteration began (the start of
+`Shedder._next`, or the last answer to the connection of the first request a read brings whole), not by the loop's
+clock: uvloop's ``loop.time()`` is not libuv's time of the iteration but the clock read anew (in milliseconds), so
+the requests of one iteration that each take more than a millisecond read different times.  Counted by that clock,
+each of them saw an iteration of its own, and any number of them read together were answered at once, back to
+back, a probe read with them answered last.  An inline request's cost is
+measured as a turn's is, the first of a size and one every `SAMPLE_SECONDS` (`learn`), whether answered at once or
+deferred.
 
 So the latency of an admitted request is about the budget plus its own cost, however many requests
 come.  (Clients that retry a 503 at once, ignoring Retry-After, are a flood of requests to read and
@@ -129,8 +140,12 @@ class Shedder:
         self.costs = [0.0] * LARGEST  # by size (a body's bytes.bit_length()): CPU seconds such a request takes (moving average)
         self.sampled_at = [-math.inf] * LARGEST  # by size: the loop's time of the last request that measured its cost
         self.turns = _Turns(self.max_lag)  # admitted requests run in turns, from their start to their first answer
-        self.inline_work = 0.0  # the estimated work of the requests answered inline in this iteration of the loop
-        self.inline_at = -1.0  # that iteration's loop time
+        # the estimated work answered at once (inline, in the iteration that read it), ever; and its value at a time
+        # known to be before this iteration began (`inline`): their difference bounds this iteration's work from above
+        self.answered = 0.0
+        self.floor = 0.0
+        self.granted: list[_Deferred] = []  # deferred requests given their turn, to run in `_next`
+        self.next_due = False  # `_next` is scheduled
         self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\n" + b"".join(
             name + b": " + value + b"\r\n" for name, value in [*SHED_HEADERS, (b"retry-after", self.retry_after)]))
 
@@ -147,32 +162,104 @@ class Shedder:
         self.shed_queue.inc()
         return False
 
-    def inline(self, body_bytes: int, now: float) -> int:
-        """Whether an admitted request whose body (``body_bytes`` long) is in may be answered at once by the protocol,
-        in this iteration of the loop (`_ReadDeadline`): the test `__call__` makes before it runs a request as it comes,
-        with the requests answered inline earlier in this iteration counted as queued (under ASGI they would be).  No
-        request waits for a turn, and the whole queue fits in one turn: this request alone (none queued, none answered
-        inline in this iteration), or the queued work, the work answered inline in this iteration and this request's
-        within a quantum.  `NOT_INLINE`: it is left to `__call__`; else `INLINE`, or its size class when its cost is to
-        be measured (`learn`): the first of its size, and one every `SAMPLE_SECONDS` after it, as the turns measure theirs.
+    def inline(self, body_bytes: int, now: float, since: float = 0.0) -> int:
+        """How the protocol answers an admitted hot route's request whose body (``body_bytes`` long) is in
+        (`_ReadDeadline`): at once, in this iteration of the loop, if `__call__` would run it as it comes, with the work
+        answered at once in this iteration (bounded as below) counted as queued (under ASGI it would be).  No request
+        is deferred already, waits for a turn or holds one, and the whole queue fits in one turn: this request alone
+        (none queued, none answered at once in this iteration), or the queued work, the work answered at once in this
+        iteration and this request's within a quantum.  Then `INLINE`, or its size class when its cost is to be measured (`learn`): the first of its size, and
+        one every `SAMPLE_SECONDS` after it (``now``: the loop's time when its bytes were parsed), as the turns measure
+        theirs.  Else `DEFER`: it takes a turn as a `_Deferred` (`defer`), answered inline in a later iteration.
 
-        ``now`` is the loop's time when the request's bytes were parsed: uvloop's clock is libuv's, read once per
-        iteration of the loop (after its poll), so the requests parsed in one iteration share it (and so do those of
-        iterations that began in the same millisecond: counted together, more strictly).
+        Nothing marks an iteration (uvloop's ``loop.time()`` is the clock read anew, in milliseconds, not libuv's time
+        of the iteration), so the work answered at once in this one is bounded from above: by the work answered at once
+        (``answered``) since a time known to be before the iteration began (``floor``): the start of `_next`, which runs
+        at an iteration's start once a request was deferred, or ``since``, ``answered`` just after the last answer to
+        the request's connection when the request is the first to come whole from a read (the protocol's): that answer
+        was written after its iteration's reads, so a read that brings the connection's next request is a later
+        iteration's.  A request pipelined behind another in the same read (``since`` negative) is deferred if anything
+        was answered at once since ``floor``: so a read answers at once at most one request of its connection, and a
+        connection sending more than uvloop reads at a time (its buffer filled, libuv reads again in the same
+        iteration) cannot have a quantum answered at once per read.
         """
         size = body_bytes.bit_length()
         if size >= LARGEST:
             size = LARGEST - 1
         estimate = self.costs[size]
-        spent = self.inline_work if now == self.inline_at else 0.0
-        if self.turns.waiting or not (self.min_queue and not self.queued and not spent
-                                      or self.work + spent + estimate <= self.turns.quantum):
-            return NOT_INLINE
-        self.inline_work, self.inline_at = spent + estimate, now
+        if since > self.floor:
+            self.floor = since
+        spent = self.answered - self.floor
+        turns = self.turns
+        if turns.waiting or turns.holders or turns.deferred or since < 0 and spent or not (
+                self.min_queue and not self.queued and not spent or self.work + spent + estimate <= turns.quantum):
+            return DEFER
+        self.answered += estimate
         if now - self.sampled_at[size] < SAMPLE_SECONDS:
             return INLINE
         self.sampled_at[size] = now
         return size
+
+    def defer(self, deferred: _Deferred, body_bytes: int) -> None:
+        """Queue ``deferred`` (a request `inline` did not answer at once, its body ``body_bytes`` long): counted in, it
+        waits for a turn behind the requests waiting already, as a request going the ASGI way does, and runs, inline,
+        when the turns grant it one (`_next`)."""
+        size = body_bytes.bit_length()  # (`enqueue`, inlined)
+        if size >= LARGEST:
+            size = LARGEST - 1
+        deferred.size = size
+        deferred.estimate = estimate = self.costs[size]
+        self.queued += 1
+        self.work += estimate
+        turns = self.turns
+        if turns.waiting or turns.holders:  # behind requests that take turns: a turn of its own
+            turns.waiting.append((deferred, estimate))  # type: ignore[arg-type]
+        else:  # (the common case: a plain queue, run by `_next` a quantum at a time)
+            turns.deferred.append(deferred)
+        if not self.next_due:  # (the grant may come from a turn's end too: `_next` then runs what it granted)
+            self.next_due = True
+            loop = deferred.protocol.loop
+            loop.call_soon(self._next, loop)
+
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the loop's next iteration after a request was deferred or given its turn: the inline work counted afresh,
+        then one batch of deferred requests: a quantum of those queued while no turn was taken or awaited
+        (``turns.deferred``, at least one), or, once none is left, those the turns granted (`_Turns.waiting`, queued
+        behind a request going the ASGI way; the next batch is granted first if the turns are free).  While more wait,
+        it runs again in the next iteration: the loop reads between two batches."""
+        self.floor = self.answered  # (the work answered at once so far was in earlier iterations)
+        self.next_due = False
+        turns = self.turns
+        if turns.granted_at < math.inf:  # the first batch since a grant: the gap from the grant updates the quantum
+            turns.started(loop)
+        queue = turns.deferred
+        if queue:
+            quantum, spent = turns.quantum, 0.0
+            while True:
+                deferred = queue.popleft()
+                estimate = deferred.estimate
+                spent += estimate
+                if deferred.protocol._answer_deferred(deferred):  # counted out (`count_out`, inlined)
+                    self.queued -= 1
+                    self.work = self.work - estimate if self.queued else 0.0
+                if not queue or spent + queue[0].estimate > quantum:
+                    break
+            if queue or turns.waiting:  # the next batch in the next iteration, after the loop has read
+                turns.granted_at = loop.time()
+                self.next_due = True
+                loop.call_soon(self._next, loop)
+            return
+        if turns.waiting and not turns.holders:  # nothing runs: the next batch (its deferred requests join `granted`)
+            turns._grant(loop)
+            turns.granted_at = math.inf  # (granted as it runs: no gap to learn from)
+        granted, self.granted = self.granted, []
+        for deferred in granted:
+            if deferred.protocol._answer_deferred(deferred):  # its turn ends, it is counted out (`release`, `count_out`)
+                self.queued -= 1
+                self.work = self.work - deferred.estimate if self.queued else 0.0
+                turns.holders -= 1
+                if not turns.holders:
+                    turns.ended(loop)
 
     def learn(self, size: int, cost: float) -> None:
         """A request of size class ``size`` took ``cost`` CPU seconds: its size's estimate follows (the first sets it)."""
@@ -207,7 +294,8 @@ class Shedder:
             await self.app(scope, receive, send)
             return
         turns = self.turns
-        if admitted is not None and not turns.waiting and (self.queued == 1 and self.min_queue or self.work <= turns.quantum):
+        if (admitted is not None and not turns.waiting and not turns.deferred
+                and (self.queued == 1 and self.min_queue or self.work <= turns.quantum)):
             # the whole queue fits in one turn (this request alone, or all the admitted work within a quantum, which is
             # at most half the budget: no rule can shed), so turns would change nothing: it runs as it comes, at no
             # cost but this test, except the first of a size and then one every SAMPLE_SECONDS, which takes the turns
@@ -309,6 +397,9 @@ class _Turns:
         self.holders = 0  # requests of the running batch not done yet
         self.spent = 0.0  # the estimated work of the running batch
         self.waiting: deque[tuple[asyncio.Future[None], float]] = deque()  # (waiter, estimated cost), in order
+        # requests deferred by the protocol while none took or awaited a turn, before any of ``waiting`` (run by
+        # `Shedder._next`, which grants ``waiting`` once they have run)
+        self.deferred: deque[_Deferred] = deque()
         self.freeing = False  # a batch ended in this iteration with none waiting: free from the next one
         self.granted_at = math.inf  # when the last batch was granted (loop time), until its first request runs
         self.gap = 0.0  # seconds from a batch's grant to its run (moving average): the loop's work between batches
@@ -330,7 +421,7 @@ class _Turns:
         """A turn: `TAKEN` (taken at once) if no batch runs or the one that ran in this iteration has room and none
         wait (the caller need not await it: no coroutine for the common case), else the future that is done when this
         request's batch is granted, to give to `wait` (or, awaited, to `abandon` if cancelled, and `started` after)."""
-        if not self.waiting and (self.holders == 0 and not self.freeing
+        if not self.waiting and not self.deferred and (self.holders == 0 and not self.freeing
                                  or self.freeing and self.spent + estimate <= self.quantum):
             if not self.freeing:
                 self.spent = 0.0
@@ -368,15 +459,21 @@ class _Turns:
     def release(self, loop: asyncio.AbstractEventLoop) -> None:
         self.holders -= 1
         if self.holders == 0:
-            if self.waiting:
+            self.ended(loop)
+
+    def ended(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The batch running is over (no holder left): the next is granted, or the turns are free from the next
+        iteration."""
+        if self.waiting:
+            if not self.deferred:  # (else `Shedder._next` grants it once they have run)
                 self._grant(loop)
-            elif not self.freeing:  # the requests whose tasks start in this iteration wait for the next
-                self.freeing = True
-                loop.call_soon(self._free, loop)
+        elif not self.freeing:  # the requests whose tasks start in this iteration wait for the next
+            self.freeing = True
+            loop.call_soon(self._free, loop)
 
     def _free(self, loop: asyncio.AbstractEventLoop) -> None:
         self.freeing = False
-        if self.waiting and self.holders == 0:
+        if self.waiting and self.holders == 0 and not self.deferred:
             self._grant(loop)
 
     def _grant(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -419,8 +516,8 @@ _DEFAULTS: list[Any] = [None, b""]
 _clock = time.perf_counter
 #: Size classes of request bodies (a body's bytes.bit_length(), the largest class holding the rest).
 LARGEST: Final = 64
-#: `Shedder.inline`'s answers: not inline (the ASGI way), inline (its cost not measured); else the size class to measure.
-NOT_INLINE: Final = -1
+#: `Shedder.inline`'s answers: deferred (a turn, then inline), inline (its cost not measured); else the size class to measure.
+DEFER: Final = -1
 INLINE: Final = LARGEST
 #: Weight of the newest request in the moving average of the cost of admitted requests of its size (the first sets it).
 COST_WEIGHT: Final = 0.05
@@ -458,6 +555,63 @@ class _Resumed:
                 awaited = coroutine.send(sent)
             except StopIteration as done:
                 return done.value
+
+
+class _NoEvent:
+    """What uvicorn sets (``cycle.message_event.set()``) on a connection's pending answer when the connection is lost:
+    nothing, for a `_Deferred`."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def set() -> None:
+        pass
+
+
+class _Deferred:
+    """A hot route's request whose body is in, answered inline when its turn comes, in a later iteration of the loop
+    (`Shedder.inline` did not answer it at once: the quantum of inline work was spent, or requests wait for a turn).
+
+    It waits in a plain queue (`_Turns.deferred`, a quantum of which `Shedder._next` runs in each iteration), or,
+    behind a request that takes turns the ASGI way, in the turns' own queue (`_Turns.waiting`, through `done` and
+    `set_result`, as a future); it runs in `Shedder._next` (`_ReadDeadline._answer_deferred`): no task, no uvicorn
+    cycle, no scope, no ``receive``/``send`` awaitables.  Until then it stands as its connection's pending
+    answer (``cycle``, with the attributes uvicorn reads there), so that requests pipelined behind it wait for it, a
+    drain (``keep_alive`` turned off) closes the connection after it, and a lost connection marks it ``disconnected``.
+    """
+
+    __slots__ = ("protocol", "endpoint", "headers", "query", "body", "received", "keep_alive", "size", "estimate",
+                 "response_complete", "disconnected")
+    message_event: Final = _NoEvent()
+
+    def __init__(self, protocol: _ReadDeadline, endpoint: Endpoint, headers: dict[bytes, bytes], query: bytes,
+                 body: bytes, received: float, keep_alive: bool) -> None:
+        self.protocol = protocol
+        self.endpoint = endpoint
+        self.headers = headers
+        self.query = query
+        self.body = body
+        self.received = received  # the loop's time when its first bytes were parsed (``RECEIVED``)
+        self.keep_alive = keep_alive
+        self.size = 0  # its size class and estimated cost (`Shedder.defer`)
+        self.estimate = 0.0
+        self.response_complete = False
+        self.disconnected = False
+
+    @staticmethod
+    def done() -> bool:
+        return False  # (granted, it is no longer among the waiting: `_Turns._grant` asks only those)
+
+    def set_result(self, result: None) -> None:
+        """Its turn is granted (`_Turns._grant`): it runs in `Shedder._next`, in this iteration or the next."""
+        protocol = self.protocol
+        shedder = protocol.shedder
+        assert shedder is not None
+        shedder.granted.append(self)
+        if not shedder.next_due:
+            shedder.next_due = True
+            protocol.loop.call_soon(shedder._next, protocol.loop)
+
 
 
 class _GracefulClose:
@@ -569,6 +723,8 @@ class _ReadDeadline(HttpToolsProtocol):
     _keep_alive = True
     _in_body = False  # a request's headers are in, its body is not (yet)
     _lingering = False  # answered and half-closed: the rest of the body is read and discarded, then the connection closed
+    _fresh = False  # no request has come whole yet from the read being parsed
+    _answered_at = 0.0  # the shedder's ``answered`` just after this connection's last answer (at once or deferred)
 
     def _close(self) -> None:
         """A close: at once, unless a request's body is still arriving after its complete answer; then the answer,
@@ -627,7 +783,9 @@ class _ReadDeadline(HttpToolsProtocol):
             self._socket.close()
 
     def _unset_keepalive_if_required(self) -> None:
+        # (uvicorn calls it first thing in `data_received`, for each read)
         self._idle_by = math.inf
+        self._fresh = True  # no request has come whole from this read yet
 
     def on_response_complete(self) -> None:
         # uvicorn's, with its keep-alive timeout on the connection's timer
@@ -725,9 +883,8 @@ class _ReadDeadline(HttpToolsProtocol):
             return
         if not self._shedding:
             if self._hot is not None:
-                if self._inline():
-                    return
-                self._to_asgi()
+                self._inline()
+                return
             if (self.shedder is not None and ADMITTED in self.scope  # admitted at parse time (a fresh scope per request)
                     and not self.cycle.response_complete):  # (answered early: never queued)
                 self.scope[ADMITTED] = self.shedder.enqueue(self._body_bytes)  # type: ignore[typeddict-unknown-key]
@@ -743,15 +900,25 @@ class _ReadDeadline(HttpToolsProtocol):
             return
         self.on_response_complete()  # as after any answer: reading resumed, the keep-alive timer armed
 
-    def _inline(self) -> bool:
+    def _inline(self) -> None:
         """Answer the hot route's request whose body is in, here and now, if the shedder (when on) would run it as it
         comes: `Front.inline`'s coroutine driven to its end, its answer written as uvicorn writes one, then `Front.finish`.
-        False: it goes the ASGI way.  A handler that suspends (none does: the body is in) is continued as a task."""
+        Else it takes a turn (`_defer`) and is answered so in a later iteration.  A handler that suspends (none does:
+        the body is in) is continued as a task."""
         shedder = self.shedder
         body = self._hot_body
-        how = INLINE if shedder is None else shedder.inline(len(body), self._received)
-        if how == NOT_INLINE:
-            return False
+        if shedder is None:
+            how = INLINE
+        else:
+            since = -1.0  # (pipelined behind another request of this read)
+            if self._fresh:  # the first request to come whole from this read: its connection's last answer was earlier
+                self._fresh = False
+                since = self._answered_at
+            how = shedder.inline(len(body), self._received, since)
+            if how == DEFER:
+                self._defer()
+                return
+            self._answered_at = shedder.answered
         cpu = time.thread_time() if how != INLINE else 0.0
         endpoint = self._hot
         assert endpoint is not None and self.front is not None
@@ -768,7 +935,7 @@ class _ReadDeadline(HttpToolsProtocol):
                 answer: Answer | None = done.value
             else:
                 self._suspended(answering, suspended, state, start, keep_alive, len(body))
-                return True
+                return
             if how != INLINE:  # (shedding is on) its cost, as a turn measures it: from its start to its answer
                 shedder.learn(how, time.thread_time() - cpu)  # type: ignore[union-attr]
             if answer is not None:
@@ -780,7 +947,92 @@ class _ReadDeadline(HttpToolsProtocol):
             # (raised into the parser, it would be taken for a malformed request: a 400)
             log.error("answering a request inline: %s", type(exc).__name__)
             self.transport.close()
+
+    def _defer(self) -> None:
+        """The hot route's request whose body is in waits for a turn, as a `_Deferred`: the connection's pending answer
+        (``cycle``), so that the requests pipelined behind it wait for it and a drain closes the connection after it."""
+        assert self._hot is not None and self.shedder is not None
+        parser = self.parser
+        deferred = _Deferred(self, self._hot, dict(self.headers), self._hot_query, self._hot_body, self._received,
+                             parser.should_keep_alive() and parser.get_http_version() != "1.0")
+        self._hot, self._hot_body = None, b""
+        self.cycle = deferred  # type: ignore[assignment]
+        self.shedder.defer(deferred, len(deferred.body))
+
+    def _answer_deferred(self, deferred: _Deferred) -> bool:
+        """``deferred``'s turn (from `Shedder._next`, which then ends its turn and counts it out): answered inline, as
+        `_inline` answers, or shed as `Shedder.__call__` sheds at a turn (it waited past the budget, and the work queued
+        would make the requests behind it wait past it too), or, its client gone, not run at all (a 499, as through
+        ASGI).  False: its answer suspended, and the task that continues it ends its turn and counts it out."""
+        shedder, front = self.shedder, self.front
+        assert shedder is not None and front is not None
+        deferred.response_complete = True  # answered now (whatever comes next on the connection may follow it)
+        self._answered_at = shedder.answered
+        try:
+            endpoint, keep_alive = deferred.endpoint, deferred.keep_alive
+            if deferred.disconnected or self._socket.is_closing():
+                state, answering = front.inline(endpoint, deferred.headers, deferred.query, b"")
+                answering.close()  # (never started)
+                state["route"], state["disconnected"] = endpoint.path, True
+                front.finish(state, "POST", _clock())
+            elif (shedder.work > shedder.max_lag and shedder.queued > shedder.min_queue  # (`_over_budget`, others queued)
+                  and self.loop.time() - deferred.received > shedder.max_lag):
+                shedder.shed.inc()
+                default = b"".join(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers)
+                close = b"" if keep_alive else b"connection: close\r\n"
+                self.transport.write(shedder.shed_response + default + close + b"\r\n" + SHED_BODY)
+                if not keep_alive:
+                    self.transport.close()
+                self.on_response_complete()
+            else:
+                # its cost measured as an inline answer's is: the first of its size, then one every SAMPLE_SECONDS
+                size, received = deferred.size, deferred.received
+                measured = received - shedder.sampled_at[size] >= SAMPLE_SECONDS
+                cpu = 0.0
+                if measured:
+                    shedder.sampled_at[size] = received
+                    cpu = time.thread_time()
+                start = _clock()
+                state, answering = front.inline(endpoint, deferred.headers, deferred.query, deferred.body)
+                try:
+                    suspended = answering.send(None)
+                except StopIteration as done:
+                    answer: Answer | None = done.value
+                else:
+                    task = self.loop.create_task(self._deferred_rest(deferred, answering, suspended, state, start))
+                    task.add_done_callback(self.tasks.discard)
+                    self.tasks.add(task)
+                    return False
+                if measured:  # the CPU time of the loop's thread from its start to its answer, as a turn's
+                    shedder.learn(size, time.thread_time() - cpu)
+                if answer is not None:
+                    self._write(answer, keep_alive)
+                else:  # nobody to answer (the client went away)
+                    self.transport.close()
+                front.finish(state, "POST", start)
+        except Exception as exc:  # a fault of this code (the app's are a 500): as in `_inline`
+            log.error("answering a request inline: %s", type(exc).__name__)
+            self.transport.close()
         return True
+
+    async def _deferred_rest(self, deferred: _Deferred, answering: Coroutine[Any, Any, Answer | None], awaited: Any,
+                             state: dict[str, Any], start: float) -> None:
+        """The rest of a deferred request's answer that suspended (awaiting ``awaited``), in a task holding its turn."""
+        shedder = self.shedder
+        assert shedder is not None and self.front is not None
+        try:
+            answer = await _Resumed(answering, awaited)
+            if answer is not None:
+                self._write(answer, deferred.keep_alive)
+            else:
+                self.transport.close()
+        except Exception as exc:  # as in `_inline`
+            log.error("answering a request inline: %s", type(exc).__name__)
+            self.transport.close()
+        finally:
+            shedder.turns.release(self.loop)
+            shedder.count_out(deferred.estimate)
+            self.front.finish(state, "POST", start)
 
     def _write(self, answer: Answer, keep_alive: bool) -> None:
         """An answer, as uvicorn's `RequestResponseCycle` writes it (its status line, the server's default headers,
