@@ -265,7 +265,8 @@ class ServeSettings(metaclass=_Described):
         True,
         description="Answer the hot routes (POST /predict, /predict/batch, /invocations, V2 infer) in the HTTP "
         "protocol itself, without uvicorn's ASGI cycle, when the request is whole (body up to 64 KiB), nothing else of "
-        "its connection is waiting for an answer and shedding would run it at once; the same answers, bytes for bytes.  "
+        "its connection is waiting for an answer and no request waits for a turn (past an iteration's quantum of work it "
+        "is answered so in a later one); the same answers, bytes for bytes.  "
         "false: every request through ASGI.",
     )
     drain_seconds: float = setting(
