@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -197,3 +198,20 @@ def live_banded(banded_store: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """One real server on the model with a band, for read-only tests of a module."""
     with running_server(tmp_path_factory.mktemp("live-banded"), {"ONCOLOGY_STORE": str(banded_store)}) as server:
         yield server
+
+
+def read_answer(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer (status, headers, body) from a blocking socket (with a timeout)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"the server closed the connection before answering: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    while len(body) < int(headers["content-length"]):
+        chunk = conn.recv(65536)
+        assert chunk, "the server closed the connection in the middle of a body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body

@@ -17,7 +17,7 @@ import requests
 
 from oncology.settings import ServeSettings
 
-from .conftest import EXAMPLE, Server
+from .conftest import EXAMPLE, Server, read_answer
 
 LIMIT = ServeSettings().max_body_bytes  # /predict's (the live server runs with the defaults)
 BATCH_LIMIT = ServeSettings().max_batch_body_bytes
@@ -87,30 +87,13 @@ def _connect(live: Server) -> socket.socket:
     return sock
 
 
-def _read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 answer with a Content-Length: status, headers (lower-case names), body."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"the connection ended before an answer: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    while len(body) < int(headers["content-length"]):
-        chunk = sock.recv(65536)
-        assert chunk, "the connection ended inside the answer"
-        body += chunk
-    return int(status_line.split()[1]), headers, body
-
-
 def test_a_content_length_over_the_limit_is_refused_before_a_byte_of_the_body_is_sent(live: Server) -> None:
     """The headers alone get the 413: the server does not wait for (or read) the body it refuses."""
     length = 30 * MB
     with _connect(live) as sock:
         sock.sendall(b"POST /predict HTTP/1.1\r\nhost: oncology\r\ncontent-type: application/json\r\n"
                      b"content-length: %d\r\n\r\n" % length)
-        status, headers, body = _read_answer(sock)  # nothing of the body sent: a server that read it first hangs here
+        status, headers, body = read_answer(sock)  # nothing of the body sent: a server that read it first hangs here
     error = _assert_413(status, body, LIMIT)
     assert error["error"] == f"the body is {length} bytes; this route accepts at most {LIMIT}"
     assert headers["x-request-id"] == error["request_id"]
@@ -130,7 +113,7 @@ def test_a_chunked_body_over_the_limit_in_several_chunks_is_a_413(live: Server, 
     with _connect(live) as sock:
         sock.sendall(f"POST {route} HTTP/1.1\r\nhost: oncology\r\ncontent-type: application/json\r\n"
                      "transfer-encoding: chunked\r\n\r\n".encode() + body)
-        status, _, answer = _read_answer(sock)
+        status, _, answer = read_answer(sock)
     error = _assert_413(status, answer, limit)
     assert error["error"] == f"the body exceeds {limit} bytes"
 
@@ -162,5 +145,5 @@ def test_a_chunked_body_under_the_limit_is_answered(live: Server) -> None:
     with _connect(live) as sock:
         sock.sendall(b"POST /predict HTTP/1.1\r\nhost: oncology\r\ncontent-type: application/json\r\n"
                      b"transfer-encoding: chunked\r\n\r\n" + body)
-        status, _, answer = _read_answer(sock)
+        status, _, answer = read_answer(sock)
     assert status == 200 and json.loads(answer)["prediction"] == "benign"

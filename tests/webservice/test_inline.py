@@ -31,7 +31,7 @@ from oncology.webservice.server import _options
 from oncology.webservice.transport import Front, Handler, Reply, Req
 from support import poll
 
-from .conftest import EXAMPLE, MALIGNANT
+from .conftest import EXAMPLE, MALIGNANT, read_answer
 
 TOKEN = "inline-test-token-0123456789"
 ROW = json.dumps(EXAMPLE).encode()
@@ -241,6 +241,21 @@ def test_an_answer_that_suspends_is_continued_as_a_task_and_pipelined_requests_w
     assert [m.group(1) for m in re.finditer(rb"x-request-id: (\w+)", got[True])] == [b"first", b"second", b"third"]
 
 
+def _answered_once(port: int, n: int) -> list[socket.socket]:
+    """``n`` connections, each accepted and answered once (a probe), so that what is sent on them next is read at once."""
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(n)]
+    try:
+        for conn in conns:
+            conn.sendall(request("/healthz", b"", method="GET", headers=()))
+        for conn in conns:
+            assert b" 200 OK" in conn.recv(1 << 16)
+    except BaseException:
+        for conn in conns:
+            conn.close()
+        raise
+    return conns
+
+
 def _later(handler: Handler) -> Handler:
     """``handler``, once a timer has fired: a handler that suspends (a fault injected on cue: none of ours does)."""
 
@@ -291,12 +306,8 @@ def test_requests_read_together_past_a_quantum_are_answered_inline_in_turns_and_
         expected = exchange(server.port, [request("/predict", headers=(*CLOSE, "X-Request-Id: warm"))])  # (its cost: ~2 ms)
         assert expected.startswith(b"HTTP/1.1 200 OK\r\n")
         probability = json.loads(expected.partition(b"\r\n\r\n")[2])["probability"]
-        conns = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(35)]
+        conns = _answered_once(server.port, 35)
         try:
-            for conn in conns:  # every connection accepted and answered once before
-                conn.sendall(request("/healthz", b"", method="GET", headers=()))
-            for conn in conns:
-                assert b" 200 OK" in conn.recv(1 << 16)
             conns[0].sendall(request("/predict", headers=("Content-Type: application/json", "X-Request-Id: stall")))
             assert stalled.wait(60)
             ids = [f"r{i}" for i in range(32)]
@@ -369,21 +380,17 @@ def test_deferred_requests_that_waited_past_the_budget_are_shed_at_their_turn_an
 
         endpoint.handler = late
         assert exchange(server.port, [request("/predict", headers=CLOSE)]).startswith(b"HTTP/1.1 200 OK\r\n")
-        conns = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(17)]
+        conns = _answered_once(server.port, 17)
         try:
-            for conn in conns:  # every connection accepted and answered once before
-                conn.sendall(request("/healthz", b"", method="GET", headers=()))
-            for conn in conns:
-                assert b" 200 OK" in conn.recv(1 << 16)
             conns[0].sendall(request("/predict", headers=("Content-Type: application/json", "X-Request-Id: stall")))
             assert stalled.wait(60)
             for i, conn in enumerate(conns[1:]):
                 conn.sendall(request("/predict", headers=("Content-Type: application/json", f"X-Request-Id: r{i}")))
             go.set()
-            answers = [_read_answer(conn) for conn in conns[1:]]
+            answers = [read_answer(conn) for conn in conns[1:]]
             for conn in conns[1:]:  # every connection kept: answered again
                 conn.sendall(request("/predict", headers=("Content-Type: application/json",)))
-            again = [_read_answer(conn)[0] for conn in conns[1:]]
+            again = [read_answer(conn)[0] for conn in conns[1:]]
         finally:
             go.set()
             for conn in conns:
@@ -398,23 +405,6 @@ def test_deferred_requests_that_waited_past_the_budget_are_shed_at_their_turn_an
     assert re.findall(r'^oncology_http_shed_total\{reason="(\w+)"\} (\S+)$', metrics, re.M) == [("wait", "7.0"),
                                                                                              ("queue", "0.0")]
     assert server.shedder.queued == 0 and server.shedder.work == 0.0
-
-
-def _read_answer(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 answer (status, headers, body) from a blocking socket."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(1 << 16)
-        assert chunk, f"the server closed the connection before answering: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    while len(body) < int(headers["content-length"]):
-        chunk = conn.recv(1 << 16)
-        assert chunk, "the server closed the connection in the middle of a body"
-        body += chunk
-    return int(status_line.split()[1]), headers, body
 
 
 @pytest.mark.parametrize("min_queue", [8, 0])

@@ -19,7 +19,7 @@ import httpx
 
 from oncology_model import FEATURES, Classifier
 
-from .conftest import EXAMPLE, MALIGNANT
+from .conftest import EXAMPLE, MALIGNANT, read_answer
 
 PROBES = ("/healthz", "/readyz", "/metrics", "/ping", "/v2/health/live", "/v2/health/ready")
 BATCH_ROWS = 10_000  # the most a batch may hold: the request that keeps a worker's loop busiest
@@ -198,7 +198,7 @@ def test_requests_that_come_together_take_turns_and_the_loop_reads_between_them(
     try:
         for conn in conns:  # every connection accepted and served once before the stop
             conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert _read_answer(conn)[0] == 200
+            assert read_answer(conn)[0] == 200
         server.proc.send_signal(signal.SIGSTOP)
         try:
             for conn in conns[:-1]:
@@ -232,23 +232,6 @@ def test_requests_that_come_together_take_turns_and_the_loop_reads_between_them(
             conn.close()
 
 
-def _read_answer(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 answer (status, headers, body) from a blocking socket with a timeout."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        assert chunk, f"the server closed the connection before answering: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    while len(body) < int(headers["content-length"]):
-        chunk = conn.recv(65536)
-        assert chunk, "the server closed the connection in the middle of a body"
-        body += chunk
-    return int(status_line.split()[1]), headers, body
-
-
 def test_requests_queued_behind_the_budget_are_shed_at_parse_time_and_their_connections_kept(  # type: ignore[no-untyped-def]
     serve, trained_store: Path
 ) -> None:
@@ -276,7 +259,7 @@ def test_requests_queued_behind_the_budget_are_shed_at_parse_time_and_their_conn
             with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
                 while not hogs_done.is_set():
                     conn.sendall(busy)
-                    status, _, body = _read_answer(conn)
+                    status, _, body = read_answer(conn)
                     assert status in (200, 503), body[:200]
         except Exception as exc:  # noqa: BLE001 - any exception fails the test
             hog_errors.append(repr(exc))
@@ -297,7 +280,7 @@ def test_requests_queued_behind_the_budget_are_shed_at_parse_time_and_their_conn
                 for conn, request in zip(conns, requests):
                     conn.sendall(request)
                 for conn, request in zip(conns, requests):
-                    status, headers, body = _read_answer(conn)
+                    status, headers, body = read_answer(conn)
                     answered += 1
                     if status == 200:
                         assert json.loads(body)["probability"] == expected_one
@@ -310,7 +293,7 @@ def test_requests_queued_behind_the_budget_are_shed_at_parse_time_and_their_conn
                     else:  # the connection is kept: the next request on it is read and answered
                         assert "connection" not in headers
                         conn.sendall(keep)
-                        status, _, body = _read_answer(conn)
+                        status, _, body = read_answer(conn)
                         assert status in (200, 503)
                         shed.append((request, headers, body, b"%d" % status))
             finally:
