@@ -891,14 +891,20 @@ class _ReadDeadline(HttpToolsProtocol):
             super().on_message_complete()
             return
         self._shedding = False
-        assert self.shedder is not None
-        default = b"".join(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers)
-        close = b"" if self._keep_alive else b"connection: close\r\n"
-        self.transport.write(self.shedder.shed_response + default + close + b"\r\n" + SHED_BODY)
-        if not self._keep_alive:
-            self.transport.close()
+        if not self._write_shed(self._keep_alive):
             return
         self.on_response_complete()  # as after any answer: reading resumed, the keep-alive timer armed
+
+    def _write_shed(self, keep_alive: bool) -> bool:
+        """The shed answer (503, ``Retry-After``, the service's error shape) in one write, the connection closed after
+        it unless kept alive; whether it is."""
+        assert self.shedder is not None
+        default = b"".join(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers)
+        close = b"" if keep_alive else b"connection: close\r\n"
+        self.transport.write(self.shedder.shed_response + default + close + b"\r\n" + SHED_BODY)
+        if not keep_alive:
+            self.transport.close()
+        return keep_alive
 
     def _inline(self) -> None:
         """Answer the hot route's request whose body is in, here and now, if the shedder (when on) would run it as it
@@ -975,14 +981,10 @@ class _ReadDeadline(HttpToolsProtocol):
                 answering.close()  # (never started)
                 state["route"], state["disconnected"] = endpoint.path, True
                 front.finish(state, "POST", _clock())
-            elif (shedder.work > shedder.max_lag and shedder.queued > shedder.min_queue  # (`_over_budget`, others queued)
+            elif (shedder._over_budget(shedder.queued - 1)  # (the others queued besides it)
                   and self.loop.time() - deferred.received > shedder.max_lag):
                 shedder.shed.inc()
-                default = b"".join(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers)
-                close = b"" if keep_alive else b"connection: close\r\n"
-                self.transport.write(shedder.shed_response + default + close + b"\r\n" + SHED_BODY)
-                if not keep_alive:
-                    self.transport.close()
+                self._write_shed(keep_alive)
                 self.on_response_complete()
             else:
                 # its cost measured as an inline answer's is: the first of its size, then one every SAMPLE_SECONDS
