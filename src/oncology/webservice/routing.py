@@ -113,10 +113,10 @@ class ShadowScorer:
     jobs a job is dropped and ``on_drop`` called.  Outside an event loop (a direct call), the job is
     scored at once.
 
-    The hot routes' requests (one row, its champion line logged) wait in a plain list, ``pending``, as triples (the
-    row, the champion's line and its scoring time), for the candidate ``due`` (the one of this turn's pass; None
-    while no pass is due): while ``due`` is the request's candidate (or `open` makes it so), the caller appends its
-    triple itself (`Core.score`), with no call, no job, no count and no test of the bound.  The pass first hands the
+    The hot routes' requests (one row, its champion line logged) wait in three plain lists, ``rows``, ``lines`` and
+    ``times`` (the row, the champion's line and its scoring time), for the candidate ``due`` (the one of this turn's
+    pass; None while no pass is due): while ``due`` is the request's candidate (or `open` makes it so), the caller
+    appends to them itself (`Core.score`), with no call, no job, no count and no test of the bound.  The pass first hands the
     lines and times to ``count`` (the champion's answers, counted whatever the candidate does), then keeps the first
     that fit in `SHADOW_QUEUE` beside the jobs, drops the rest (counted), and hands their rows and lines to
     ``score_lines`` in one call.  Any other request is a job (`submit`).
@@ -131,8 +131,8 @@ class ShadowScorer:
         self._count = count
         self._jobs: list[ShadowJob] = []
         self._scheduled = False
-        #: the candidate of the pass due this turn, whose one-row requests wait in `pending`: (row, champion line,
-        #: the champion's scoring time)
+        #: the candidate of the pass due this turn, whose one-row requests' rows, champion lines and the champion's
+        #: scoring times wait in `rows`, `lines` and `times`
         self.due: Classifier | None = None
         self.rows: list[Sequence[int]] = []
         self.lines: list[Any] = []
@@ -140,7 +140,7 @@ class ShadowScorer:
         self.errors: list[BaseException] = []
 
     def open(self, candidate: Classifier) -> bool:
-        """Whether one-row requests of ``candidate`` may join this turn's pass (`pending`): True once
+        """Whether one-row requests of ``candidate`` may join this turn's pass (`rows`, `lines`, `times`): True once
         ``due`` is ``candidate`` (a pass scheduled for it if none was); False while another candidate's pass is due,
         or outside an event loop (a direct call: `submit` scores the job at once)."""
         if self._scheduled:
@@ -187,15 +187,12 @@ class ShadowScorer:
         if len(lines) > room:  # more than the queue holds: the first kept, the rest dropped (as `submit` drops jobs)
             self._on_drop(len(lines) - room)
             del rows[room:], lines[room:]
-        if not lines and not jobs:
-            return
-        assert candidate is not None or not lines
         if jobs:  # with requests of several rows (or unlogged, or of another candidate): one pass over all, as jobs
             if rows:
-                jobs[:0] = [(line.route, line.request_id, candidate, (row,), (line,))  # type: ignore[misc]
-                            for row, line in zip(rows, lines)]
+                assert candidate is not None
+                jobs[:0] = [(line.route, line.request_id, candidate, (row,), (line,)) for row, line in zip(rows, lines)]
             self._run(jobs)
-        else:
+        elif rows:
             assert candidate is not None
             try:
                 self._score_lines(candidate, rows, lines)
