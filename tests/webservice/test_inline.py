@@ -241,19 +241,12 @@ def test_an_answer_that_suspends_is_continued_as_a_task_and_pipelined_requests_w
     assert [m.group(1) for m in re.finditer(rb"x-request-id: (\w+)", got[True])] == [b"first", b"second", b"third"]
 
 
-def _answered_once(port: int, n: int) -> list[socket.socket]:
-    """``n`` connections, each accepted and answered once (a probe), so that what is sent on them next is read at once."""
-    conns = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(n)]
-    try:
-        for conn in conns:
-            conn.sendall(request("/healthz", b"", method="GET", headers=()))
-        for conn in conns:
-            assert b" 200 OK" in conn.recv(1 << 16)
-    except BaseException:
-        for conn in conns:
-            conn.close()
-        raise
-    return conns
+def _answer_once(conns: list[socket.socket]) -> None:
+    """Each connection accepted and answered once (a probe), so that what is sent on it next is read at once."""
+    for conn in conns:
+        conn.sendall(request("/healthz", b"", method="GET", headers=()))
+    for conn in conns:
+        assert b" 200 OK" in conn.recv(1 << 16)
 
 
 def _later(handler: Handler) -> Handler:
@@ -306,8 +299,9 @@ def test_requests_read_together_past_a_quantum_are_answered_inline_in_turns_and_
         expected = exchange(server.port, [request("/predict", headers=(*CLOSE, "X-Request-Id: warm"))])  # (its cost: ~2 ms)
         assert expected.startswith(b"HTTP/1.1 200 OK\r\n")
         probability = json.loads(expected.partition(b"\r\n\r\n")[2])["probability"]
-        conns = _answered_once(server.port, 35)
+        conns = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(35)]
         try:
+            _answer_once(conns)
             conns[0].sendall(request("/predict", headers=("Content-Type: application/json", "X-Request-Id: stall")))
             assert stalled.wait(60)
             ids = [f"r{i}" for i in range(32)]
@@ -375,13 +369,16 @@ def test_deferred_requests_that_waited_past_the_budget_are_shed_at_their_turn_an
         async def late(req: Req) -> Reply:  # the first deferred request: the loop held, the queued work found costlier
             if req.headers.get(b"x-request-id") == b"r0":
                 server.shedder.work += 10.0
-                time.sleep(0.1)
+                # the stall under test, not a wait for something: the loop held past the budget (twice it), so that the
+                # requests deferred behind this one have waited longer than the budget at their turn
+                time.sleep(2 * server.shedder.max_lag)
             return await costly(req)
 
         endpoint.handler = late
         assert exchange(server.port, [request("/predict", headers=CLOSE)]).startswith(b"HTTP/1.1 200 OK\r\n")
-        conns = _answered_once(server.port, 17)
+        conns = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(17)]
         try:
+            _answer_once(conns)
             conns[0].sendall(request("/predict", headers=("Content-Type: application/json", "X-Request-Id: stall")))
             assert stalled.wait(60)
             for i, conn in enumerate(conns[1:]):
