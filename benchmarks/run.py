@@ -29,6 +29,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -638,6 +639,40 @@ def cold_starts(servers_for: Callable[[str], dict[str, Server]], starts: int) ->
     return {name: {"median_s": median(values), "samples_s": values} for name, values in seen.items()}
 
 
+#: The kernel's PM QoS bound on the CPUs' wake-up latency (µs, a 32-bit int): written and kept open, it keeps every
+#: CPU out of the idle states slower to leave than the bound; the kernel drops it when the file is closed (at exit too).
+CPU_DMA_LATENCY = Path("/dev/cpu_dma_latency")
+_CPUS: dict[str, Any] = {"idle": "as the machine idles (keep_cpus_awake not called)"}
+
+
+def add_cpus_idle_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cpus-idle", action="store_true",
+                        help="let idle CPUs halt, as the machine does by itself; by default the CPUs are kept awake "
+                             "(/dev/cpu_dma_latency at 0) so that waking the load generator is not billed to the "
+                             "server (docs/explanation/performance.md, \"Idle CPUs\")")
+
+
+def keep_cpus_awake(hold: bool = True) -> str:
+    """Keep every CPU polling when idle, not halted, for the rest of this process (``hold``; else note that they may
+    halt): an idle CPU woken over loopback costs the process that wakes it, and on this machine (a virtual machine
+    whose idle CPUs halt at once, ``haltpoll.guest_halt_poll_ns=0``) a server's answer that wakes a halted load
+    generator costs the server ~20 µs, so a server slower than its client pays it on every answer and the floor,
+    which keeps its client busy, does not.  What was done is in `machine_info` (``cpu_idle``) and returned."""
+    if not hold:
+        _CPUS["idle"] = "as the machine idles (--cpus-idle)"
+    elif "fd" not in _CPUS:
+        try:
+            fd = os.open(CPU_DMA_LATENCY, os.O_WRONLY)
+            os.write(fd, struct.pack("i", 0))
+        except OSError as exc:  # not root, or no PM QoS: measured as the machine idles, and said so
+            _CPUS["idle"] = f"as the machine idles ({CPU_DMA_LATENCY}: {exc.strerror})"
+        else:
+            _CPUS["fd"] = fd  # (open until this process exits)
+            _CPUS["idle"] = f"kept awake ({CPU_DMA_LATENCY} held at 0 µs)"
+    say(f"CPUs: {_CPUS['idle']}")
+    return str(_CPUS["idle"])
+
+
 def machine_info(server_cpu: int | None, client_cpu: int | None) -> dict[str, Any]:
     model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                   if ln.startswith("model name")), platform.processor())
@@ -646,6 +681,7 @@ def machine_info(server_cpu: int | None, client_cpu: int | None) -> dict[str, An
         "cpu_model": model,
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "cpu_idle": _CPUS["idle"],
         "loadavg_start": os.getloadavg(),
         "pinning": (f"servers and in-process scoring on CPU {server_cpu}, wrk and the probes on CPU {client_cpu} (taskset)"
                     if server_cpu is not None else "none"),
@@ -835,6 +871,7 @@ def main() -> int:
     parser.add_argument("--skip-model-import", action="store_true", help="leave out benchmarks/model_import.py")
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s, 1 cold start: a smoke run, not numbers")
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
+    add_cpus_idle_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.cold_starts = 1, 1, 1
@@ -853,6 +890,7 @@ def main() -> int:
     started_at = time.perf_counter()
 
     wrk_bin = ensure_wrk()
+    keep_cpus_awake(not args.cpus_idle)
     store = RESULTS / "store"
     version = make_store(store)
     ref_packages = ensure_reference_venv()
