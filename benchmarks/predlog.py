@@ -12,7 +12,7 @@ In process (no HTTP), on one CPU (the benchmark's server CPU when there are two 
 
 ``--http``: ``oncology serve --workers 1`` twice, prediction log off and on (to a local folder), each
 loaded with wrk at c=64 on /predict; reports req/s and server CPU µs/request of each and the ratio
-(target: on >= 0.90 of off).  It checks that the log is really on
+(target: on >= 0.90 of off); then p50 and p99 at c=8 of each alone, in turns (`alone`).  It checks that the log is really on
 (``oncology_prediction_log_written_total`` grows) and, after SIGTERM, that the store holds one record
 per prediction the server counted.  It reuses ``benchmarks/run.py``'s helpers (wrk, pinning, servers).
 
@@ -194,6 +194,10 @@ def side_by_side_point(wrk_bin: str, servers: dict[str, bench.Server], script: P
     return results
 
 
+#: Rounds of the c=8 latency point (`alone`), after the side-by-side rounds.
+P99_ROUNDS = 3
+
+
 def pair(tag: str, settings: dict[str, dict[str, str]], rounds: int, duration: int, warmup: int,
          alternate: bool = False, before_stop: Callable[[dict[str, bench.Server]], T] | None = None,
          ) -> tuple[dict[str, list[dict[str, Any]]], bool, T | None]:
@@ -261,6 +265,23 @@ def pair(tag: str, settings: dict[str, dict[str, str]], rounds: int, duration: i
     return points, alternate, found
 
 
+def alone(wrk_bin: str, servers: dict[str, bench.Server], script: Path, connections: int, seconds: int,
+          client_cpu: int | None, round_: int) -> dict[str, dict[str, Any]]:
+    """Each server loaded alone in turn (the others idle; the order rotated by ``round_``): the latency a request
+    sees.  Side by side, every server always runnable on one CPU, a request's p99 is the wait while the others hold
+    the CPU (a time slice: p50 0.2 ms, p99 11-15 ms in `release.py`), which compares the scheduler's slices."""
+    names = list(servers)
+    results = {}
+    for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+        server = servers[name]
+        before = server.cpu_seconds()
+        result = bench.wrk(wrk_bin, f"http://{bench.HOST}:{server.port}/predict", script, connections, seconds, client_cpu)
+        bench.check_clean(result, f"{name}, c={connections}, alone", server)
+        bench.add_server_cpu(result, server.cpu_seconds() - before)
+        results[name] = result
+    return results
+
+
 def ratios(points: dict[str, list[dict[str, Any]]], off: str = "off", on: str = "on") -> dict[str, Any]:
     """``on`` against ``off``: the per-round throughput ratios, their median and quartiles, the CPU a request's."""
     rps = [b["rps"] / a["rps"] for a, b in zip(points[off], points[on])]
@@ -278,7 +299,15 @@ def http(rounds: int, duration: int, warmup: int, alternate: bool = False) -> di
     log_store = bench.RESULTS / "predlog-store"
     shutil.rmtree(log_store, ignore_errors=True)
 
-    def written(servers: dict[str, bench.Server]) -> dict[str, float]:
+    def written(servers: dict[str, bench.Server]) -> dict[str, Any]:
+        _, client_cpu = bench.split_cpus()
+        wrk_bin, script = bench.ensure_wrk(), bench.wrk_script("single", json.dumps(bench.EXAMPLE).encode())
+        latency: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        for r in range(P99_ROUNDS):  # p99 at c=8, each server alone in turn (`alone`)
+            for name, result in alone(wrk_bin, servers, script, 8, duration, client_cpu, r).items():
+                latency[name].append(result)
+            bench.say(f"round {r + 1}/{P99_ROUNDS}, c=8 alone: " + ", ".join(
+                f"{n} p50 {v[-1]['p50_ms']:.3f} p99 {v[-1]['p99_ms']:.3f} ms" for n, v in latency.items()))
         on = servers["on"]
         found = {"written": _metric(on.port, "oncology_prediction_log_written_total"),
                  "dropped": _metric(on.port, "oncology_prediction_log_dropped_total"),
@@ -286,7 +315,7 @@ def http(rounds: int, duration: int, warmup: int, alternate: bool = False) -> di
         if found["written"] + found["dropped"] == 0:
             raise bench.BenchError("the 'on' server wrote no prediction log: is the log wired into the app yet?")
         on.stop()  # SIGTERM: the rest of the buffer is flushed
-        return found
+        return {**found, "latency": latency}
 
     # shedding off in both: each server has half a CPU (side by side), whose scheduling gaps a worker can take
     # for overload; what is measured is the cost of the log at saturation, every request answered
@@ -296,7 +325,11 @@ def http(rounds: int, duration: int, warmup: int, alternate: bool = False) -> di
                                     rounds, duration, warmup, alternate, written)
     assert found is not None
     records = sum(gzip.decompress(p.read_bytes()).count(b"\n") for p in log_store.rglob("*.jsonl.gz"))
+    latency = found["latency"]
+    p99 = [b["p99_ms"] / a["p99_ms"] for a, b in zip(latency["off"], latency["on"])]
     return {"mode": "alternate" if alternate else "side by side", **ratios(points),
+            "c8_alone": {name: bench.summarize_load(v) for name, v in latency.items()},
+            "p99_ratios_c8_alone": p99, "p99_ratio_c8_alone_on_vs_off": bench.median(p99),
             "predictions": found["predictions"], "records_in_store": records, "dropped": found["dropped"]}
 
 
@@ -347,6 +380,10 @@ def main() -> int:
               f"{result['rps_ratio_on_vs_off']:.3f} (median of {len(result['rps_ratios'])} rounds, quartiles "
               f"{' - '.join(f'{q:.3f}' for q in result['rps_ratio_quartiles'][::2])}; target >= 0.90); {result['records_in_store']:.0f} records in the store for "
               f"{result['predictions']:.0f} predictions, {result['dropped']:.0f} dropped")
+        off, on = result["c8_alone"]["off"], result["c8_alone"]["on"]
+        print(f"HTTP /predict c=8, each alone in turn: p50 / p99 off {off['p50_ms']:.3f} / {off['p99_ms']:.3f} ms, "
+              f"on {on['p50_ms']:.3f} / {on['p99_ms']:.3f} ms: p99 on/off {result['p99_ratio_c8_alone_on_vs_off']:.2f}x "
+              f"(median of {len(result['p99_ratios_c8_alone'])} rounds)")
     out = bench.RESULTS / f"predlog-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     report["cpu_idle"] = cpu_idle
