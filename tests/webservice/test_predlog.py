@@ -171,7 +171,7 @@ def test_a_full_batch_is_written_without_waiting_for_the_flush_interval(tmp_path
 def test_a_batch_is_encoded_and_compressed_in_pieces_with_the_cpu_yielded_between_and_holds_every_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the writer shares the worker's CPU with the event loop: a 5,000-line batch in one go held up every request that
-    # came meanwhile (p99 at 8 connections 3.0-3.6 ms against 0.44 ms with the log off; benchmarks/predlog.py --http)
+    # came meanwhile (p99 at 8 connections 2.9-3.2 ms against 0.4 ms with the log off; benchmarks/predlog.py --http)
     events: list[tuple[str, int]] = []
     monkeypatch.setattr(predlog, "_yield", lambda: events.append(("yield", 0)))
     store = LocalStore(tmp_path)

@@ -66,7 +66,8 @@ DROP_REASONS: Final = ("buffer_full", "write_failed", "shutdown", "invalid")
 #: Lines encoded per call.  After each call, and after compressing each call's bytes, the writer thread yields the
 #: CPU (`_yield`): it shares the worker's CPU with the event loop, and a batch encoded and compressed in one go (5,000
 #: lines, several ms of CPU, the first part holding the GIL) held up every request that came meanwhile: p99 at 8
-#: connections 3.0-3.6 ms with the log on against 0.44 ms off; in pieces of 128 lines with a yield between, 0.58-0.64 ms.
+#: connections 2.9-3.2 ms with the log on against 0.4 ms off; in pieces of 128 lines with a yield between, 0.7-0.8 ms
+#: (`benchmarks/predlog.py --http`, each server alone).
 _CHUNK = 128
 #: Gives the CPU, and the GIL, to a thread that waits for them (the event loop's), between two pieces of a batch.
 _yield = os.sched_yield
