@@ -357,21 +357,25 @@ def test_deferred_requests_that_waited_past_the_budget_are_shed_at_their_turn_an
     trained_store: Path,
 ) -> None:
     """16 requests of ~2 ms read together behind a held loop are all deferred (the work answered at once since the last
-    deferred ones ran is past a quantum).  The first to run stalls the loop past the budget (50 ms) and, as a cost
-    underestimated would, leaves the queued work over it: at their turn, the next ones have waited past the budget with
-    the work queued over it, so they are shed (503 with Retry-After, counted as reason "wait") while at least
+    deferred ones ran is past a quantum).  The first to run stands for a stall past the budget (50 ms: the arrival
+    times of those queued behind it are moved back by twice the budget, a held loop's effect without the wall clock)
+    and, as a cost underestimated would, leaves the queued work over it: at their turn, the next ones have waited past
+    the budget with the work queued over it, so they are shed (503 with Retry-After, counted as reason "wait") while at least
     ``overload_min_queue`` (8) others are queued; the last 8 are answered.  Their connections are kept."""
     stalled, go = threading.Event(), threading.Event()
     with serving(trained_store, True) as server:
         endpoint = server.app.fast[("POST", "/predict")]
         costly = _costly(endpoint.handler, 0.002, stalled, go)
 
-        async def late(req: Req) -> Reply:  # the first deferred request: the loop held, the queued work found costlier
+        async def late(req: Req) -> Reply:  # the first deferred request: a stall, the queued work found costlier
             if req.headers.get(b"x-request-id") == b"r0":
                 server.shedder.work += 10.0
-                # the stall under test, not a wait for something: the loop held past the budget (twice it), so that the
-                # requests deferred behind this one have waited longer than the budget at their turn
-                time.sleep(2 * server.shedder.max_lag)
+                # the stall: the requests deferred behind this one (still queued: it runs first) arrived twice the budget
+                # ago, as if the loop had been held that long, so they have waited past it at their turn
+                queued = list(server.shedder.turns.deferred)
+                assert len(queued) == 15, queued
+                for deferred in queued:
+                    deferred.received -= 2 * server.shedder.max_lag
             return await costly(req)
 
         endpoint.handler = late
