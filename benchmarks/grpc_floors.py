@@ -141,9 +141,7 @@ def main() -> int:
     parser.add_argument("--clients", nargs="+", choices=["grpcio", "h2load"], default=["grpcio", "h2load"],
                         help="(default: grpcio h2load)")
     parser.add_argument("--json", type=Path, help="write the figures here too")
-    bench.add_cpus_idle_option(parser)
-    args = parser.parse_args()
-    cpu_idle = bench.keep_cpus_awake(not args.cpus_idle)
+    args = bench.parse_args(parser)
     for name in args.servers:
         if not SERVER_NAME.fullmatch(name):
             parser.error(f"--servers: unknown server {name!r}")
@@ -198,7 +196,7 @@ def main() -> int:
     report = {"points": points, "versions": versions, "rounds": rounds,
               "settings": {"rounds": args.rounds, "duration_s": args.duration, "concurrency": args.concurrency,
                            "server_cpu": server_cpu, "client_cpu": client_cpu, "loadavg_end": os.getloadavg(),
-                           "cpu_idle": cpu_idle}}
+                           "cpu_idle": args.cpu_idle}}
     print(json.dumps({"points": points, "versions": versions}, indent=2))
     print("\n| client | server | calls/s | server CPU µs a call | server CPU use |\n| --- | --- | ---: | ---: | ---: |")
     for key, p in points.items():

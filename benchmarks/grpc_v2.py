@@ -135,9 +135,7 @@ def main() -> int:
                              "default: off; --floor alone: aio, the service's)")
     parser.add_argument("--mlserver", type=Path, metavar="VENV",
                         help="also MLServer's gRPC (a venv with mlserver installed), serving the same model")
-    bench.add_cpus_idle_option(parser)
-    args = parser.parse_args()
-    cpu_idle = bench.keep_cpus_awake(not args.cpus_idle)
+    args = bench.parse_args(parser)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     server_cpu, client_cpu = bench.split_cpus()
@@ -239,7 +237,7 @@ def main() -> int:
         "server_settings": dict(args.set),
         "settings": {"rounds": args.rounds, "duration_s": args.duration, "concurrency": args.concurrency,
                      "batch_concurrency": args.batch_concurrency, "batch_rows": BATCH,
-                     "server_cpu": server_cpu, "client_cpu": client_cpu, "cpu_idle": cpu_idle},
+                     "server_cpu": server_cpu, "client_cpu": client_cpu, "cpu_idle": args.cpu_idle},
     }
     print(json.dumps(report, indent=2))
     if args.json:

@@ -229,9 +229,7 @@ def main() -> int:
                         help="run the many-connections point alone (no capacity, overload, closed-loop or slow points; default: off)")
     parser.add_argument("--set", type=bench.server_setting, action="append", default=[], metavar="ONCOLOGY_NAME=VALUE",
                         help="a setting for the shedding server (repeatable), e.g. ONCOLOGY_OVERLOAD_MAX_LAG=0.1")
-    bench.add_cpus_idle_option(parser)
-    args = parser.parse_args()
-    bench.keep_cpus_awake(not args.cpus_idle)  # (recorded by machine_info)
+    args = bench.parse_args(parser)  # (the CPUs' state recorded by machine_info)
     work = Path(tempfile.mkdtemp(prefix="oncology-overload-"))
     (bench.RESULTS / "logs").mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

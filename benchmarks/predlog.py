@@ -344,9 +344,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--alternate", action="store_true", help="take turns instead of side by side (see above)")
-    bench.add_cpus_idle_option(parser)
-    args = parser.parse_args()
-    cpu_idle = bench.keep_cpus_awake(not args.cpus_idle)
+    args = bench.parse_args(parser)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -386,7 +384,7 @@ def main() -> int:
               f"(median of {len(result['p99_ratios_c8_alone'])} rounds)")
     out = bench.RESULTS / f"predlog-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    report["cpu_idle"] = cpu_idle
+    report["cpu_idle"] = args.cpu_idle
     out.write_text(json.dumps(report, indent=2))
     print(f"written to {out.relative_to(bench.ROOT)}")
     return 0

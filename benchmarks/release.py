@@ -368,9 +368,7 @@ def main() -> int:
     parser.add_argument("--asgi", action="store_true",
                         help="--in-process: through the whole application (ASGI), not Core.score alone")
     parser.add_argument("--parts", action="store_true", help="--in-process: time the shadow's parts (above)")
-    bench.add_cpus_idle_option(parser)
-    args = parser.parse_args()
-    cpu_idle = bench.keep_cpus_awake(not args.cpus_idle)
+    args = bench.parse_args(parser)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.in_process:
         report = in_process(args)
@@ -385,7 +383,7 @@ def main() -> int:
                       + f"; shadow {figures['shadow'] / figures['champion']:.2f}x, canary "
                         f"{figures['canary'] / figures['champion']:.2f}x the champion alone")
         out = bench.RESULTS / f"release-in-process-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-        report["cpu_idle"] = cpu_idle
+        report["cpu_idle"] = args.cpu_idle
         out.write_text(json.dumps(report, indent=2, default=str))
         print(f"written to {out.relative_to(bench.ROOT)}")
         return 0
@@ -394,7 +392,7 @@ def main() -> int:
         r = report[name]
         print(f"{name}: throughput at c=64 {r['rps_ratio_c64']:.3f} of the champion alone (target >= 0.90), "
               f"p99 at c=8 {r['p99_ratio_c8']:.2f}x (target <= 1.2x): {'met' if r['meets'] else 'NOT met'}")
-    report["cpu_idle"] = cpu_idle
+    report["cpu_idle"] = args.cpu_idle
     out = bench.RESULTS / f"release-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.write_text(json.dumps(report, indent=2, default=str))
     print(f"written to {out.relative_to(bench.ROOT)}")

@@ -645,11 +645,16 @@ CPU_DMA_LATENCY = Path("/dev/cpu_dma_latency")
 _CPUS: dict[str, Any] = {"idle": "as the machine idles (keep_cpus_awake not called)"}
 
 
-def add_cpus_idle_option(parser: argparse.ArgumentParser) -> None:
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """``parser``'s arguments and ``--cpus-idle``; from here on the CPUs are kept awake (`keep_cpus_awake`) unless it
+    is given, and ``cpu_idle`` says which, for the benchmark's JSON."""
     parser.add_argument("--cpus-idle", action="store_true",
                         help="let idle CPUs halt, as the machine does by itself; by default the CPUs are kept awake "
                              "(/dev/cpu_dma_latency at 0) so that waking the load generator is not billed to the "
                              "server (docs/explanation/performance.md, \"Idle CPUs\")")
+    args = parser.parse_args()
+    args.cpu_idle = keep_cpus_awake(not args.cpus_idle)
+    return args
 
 
 def keep_cpus_awake(hold: bool = True) -> str:
@@ -871,8 +876,7 @@ def main() -> int:
     parser.add_argument("--skip-model-import", action="store_true", help="leave out benchmarks/model_import.py")
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s, 1 cold start: a smoke run, not numbers")
     parser.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
-    add_cpus_idle_option(parser)
-    args = parser.parse_args()
+    args = parse_args(parser)
     if args.quick:
         args.rounds, args.duration, args.cold_starts = 1, 1, 1
 
@@ -890,7 +894,6 @@ def main() -> int:
     started_at = time.perf_counter()
 
     wrk_bin = ensure_wrk()
-    keep_cpus_awake(not args.cpus_idle)
     store = RESULTS / "store"
     version = make_store(store)
     ref_packages = ensure_reference_venv()

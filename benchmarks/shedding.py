@@ -41,9 +41,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10, help="measured side-by-side rounds")
     parser.add_argument("--duration", type=int, default=3, help="seconds a round")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up, side by side, not counted")
-    bench.add_cpus_idle_option(parser)
-    args = parser.parse_args()
-    cpu_idle = bench.keep_cpus_awake(not args.cpus_idle)
+    args = bench.parse_args(parser)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = measure(args.rounds, args.duration, args.warmup)
     off, on = result["single_c64"]["off"], result["single_c64"]["on"]
@@ -55,7 +53,7 @@ def main() -> int:
           f"{result['cpu_us_ratio_on_vs_off']:.3f}: shedding costs {cost:.1%} (target <= 5%: "
           f"{'met' if cost <= 0.05 else 'NOT met'})")
     out = bench.RESULTS / f"shedding-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    result["cpu_idle"] = cpu_idle
+    result["cpu_idle"] = args.cpu_idle
     out.write_text(json.dumps(result, indent=2))
     print(f"written to {out.relative_to(bench.ROOT)}")
     return 0

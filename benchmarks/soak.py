@@ -81,9 +81,7 @@ def main() -> int:
     parser.add_argument("--set", type=bench.server_setting, action="append", default=[], metavar="ONCOLOGY_NAME=VALUE",
                         help="a setting for the server (repeatable), e.g. ONCOLOGY_OVERLOAD_MAX_LAG=0.1")
     parser.add_argument("--promote-every", type=float, default=10.0, help="seconds between promotions (default 10)")
-    bench.add_cpus_idle_option(parser)
-    args = parser.parse_args()
-    cpu_idle = bench.keep_cpus_awake(not args.cpus_idle)
+    args = bench.parse_args(parser)
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpu = bench.split_cpus()
 
@@ -205,7 +203,7 @@ def main() -> int:
             "p50_drift": minutes[-1]["p50_ms"] / minutes[0]["p50_ms"] if minutes else None,
         }
         out = bench.RESULTS / f"soak-{stamp}.json"
-        report["cpu_idle"] = cpu_idle
+        report["cpu_idle"] = args.cpu_idle
         out.write_text(json.dumps(report, indent=2))
         print(json.dumps({k: v for k, v in report.items() if k != "minutes"}, indent=2))
         print("| minute | requests | shed (503) | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- |")
